@@ -1,0 +1,1 @@
+"""Prefect flows: wiring only. The work itself lives in tasks/."""

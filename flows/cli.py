@@ -1,0 +1,91 @@
+"""The `mmetl` command.
+
+    mmetl build RECIPE [--partition 2026-11-22] [--storage s3://bucket/prefix]
+    mmetl ui            the Prefect UI over the history of local runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import sys
+from pathlib import Path
+
+from .local_api import free_port, prefect_api, server_env, start_server
+
+
+def _prefect_home() -> Path:
+    return Path(os.environ.get("MMETL_PREFECT_HOME", "./data/prefect")).absolute()
+
+
+def build(args: argparse.Namespace) -> int:
+    if args.storage:
+        os.environ["MMETL_STORAGE"] = args.storage
+    if args.ray_address:
+        os.environ["MMETL_RAY_ADDRESS"] = args.ray_address
+    from tasks.recipe import RecipeError, load_recipe
+
+    try:
+        load_recipe(args.recipe)  # fail fast, before starting servers, on a bad recipe
+    except RecipeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+    with prefect_api(_prefect_home()) as api_url:
+        from .build import build_dataset  # imports prefect: only once the API is settled
+
+        print(f"Prefect API: {api_url}")
+        result = build_dataset(args.recipe, args.partition, args.storage)
+
+    print()
+    print_funnel(result)
+    return 0
+
+
+def print_funnel(result: dict) -> None:
+    manifest = result["manifest"]
+    if result["skipped"]:
+        print(f"Already published (nothing changed): {result['version']}")
+        return
+    print(f"{'stage':<10}{'in':>8}{'kept':>8}{'rejected':>10}  reasons")
+    for step in result["funnel"]:
+        reasons = ", ".join(f"{r}={n}" for r, n in step["reasons"].items())
+        print(f"{step['stage']:<10}{step['in']:>8}{step['kept']:>8}{step['rejected']:>10}  {reasons}")
+    splits = ", ".join(f"{name}={s['samples']}" for name, s in manifest["splits"].items())
+    print(f"\nPublished {manifest['samples']} samples ({splits}); {manifest['rejected']} rejected")
+    print(f"Version: {result['version']}")
+
+
+def ui(args: argparse.Namespace) -> int:
+    home = _prefect_home()
+    port = args.port or free_port()
+    print(f"Prefect UI over {home}: http://127.0.0.1:{port}  (Ctrl-C stops it)")
+    process = start_server(home, port)
+    try:
+        return process.wait()
+    except KeyboardInterrupt:
+        process.terminate()
+        return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="mmetl", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("build", help="build and publish one partition of a recipe's dataset")
+    p.add_argument("recipe", help="path to a recipe YAML file, e.g. recipes/demo.yaml")
+    p.add_argument("--partition", default=dt.datetime.now(dt.timezone.utc).date().isoformat(),
+                   help="partition (version) name; default: today's UTC date")
+    p.add_argument("--storage", help="storage root (local path or s3://bucket/prefix); default $MMETL_STORAGE or ./data")
+    p.add_argument("--ray-address", help="existing Ray cluster; default $MMETL_RAY_ADDRESS or a local Ray")
+    p.set_defaults(func=build)
+    p = sub.add_parser("ui", help="serve the Prefect UI over the local run history")
+    p.add_argument("--port", type=int)
+    p.set_defaults(func=ui)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""A local Prefect API for one command: start `prefect server start`, point everything at it, stop it.
+
+Used when PREFECT_API_URL is not set. The server keeps its database under <data>/prefect, so
+`mmetl ui` shows the history of every local run. This module must not import prefect: the
+settings have to be in the environment before prefect reads them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def server_env(prefect_home: Path) -> dict[str, str]:
+    prefect_home.mkdir(parents=True, exist_ok=True)
+    return {**os.environ, "PREFECT_HOME": str(prefect_home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+
+
+def start_server(prefect_home: Path, port: int, log_path: Path | None = None) -> subprocess.Popen:
+    log = open(log_path, "ab") if log_path else subprocess.DEVNULL
+    return subprocess.Popen(
+        [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=server_env(prefect_home), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+
+
+def wait_healthy(url: str, process: subprocess.Popen, timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the Prefect server exited with code {process.returncode} before it was healthy")
+        with contextlib.suppress(OSError):
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        time.sleep(0.5)
+    raise TimeoutError(f"the Prefect server at {url} was not healthy after {timeout_s:.0f}s")
+
+
+@contextlib.contextmanager
+def prefect_api(prefect_home: Path):
+    """Yield the API URL in use: the configured one, or a server started here for the duration."""
+    if os.environ.get("PREFECT_API_URL"):
+        yield os.environ["PREFECT_API_URL"]
+        return
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/api"
+    process = start_server(prefect_home, port, prefect_home / "server.log")
+    try:
+        wait_healthy(url, process)
+        os.environ.update(PREFECT_API_URL=url, PREFECT_HOME=str(prefect_home), PREFECT_SERVER_ANALYTICS_ENABLED="false")
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()

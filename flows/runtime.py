@@ -1,0 +1,32 @@
+"""Where tasks run: prefect-ray's RayTaskRunner, resolved when a flow starts rather than at import."""
+
+from __future__ import annotations
+
+import os
+
+from prefect.settings import get_current_settings
+from prefect_ray import RayTaskRunner
+
+# Environment a worker needs to reach the same Prefect API and the same object storage as the driver.
+FORWARDED_PREFIXES = ("MMETL_", "AWS_", "FSSPEC_")
+
+
+class MmetlRayTaskRunner(RayTaskRunner):
+    """Local Ray by default; an existing cluster when MMETL_RAY_ADDRESS is set.
+
+    Every worker is pointed at the flow's own Prefect API: without it each Ray worker would start
+    an ephemeral Prefect server of its own (DESIGN.md hazards).
+    """
+
+    def __enter__(self):
+        self.address = self.address or os.environ.get("MMETL_RAY_ADDRESS") or None
+        env_vars = {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_PREFIXES)}
+        api_url = get_current_settings().api.url
+        if api_url:
+            env_vars["PREFECT_API_URL"] = api_url
+        env_vars["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+        runtime_env = dict(self.init_kwargs.get("runtime_env") or {})
+        runtime_env["env_vars"] = {**env_vars, **(runtime_env.get("env_vars") or {})}
+        self.init_kwargs["runtime_env"] = runtime_env
+        self.init_kwargs.setdefault("log_to_driver", True)
+        return super().__enter__()

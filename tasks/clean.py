@@ -1,0 +1,48 @@
+"""Clean: normalize the caption, decode the media once, record its facts, normalize its encoding."""
+
+from __future__ import annotations
+
+import hashlib
+
+from .media import MediaError
+from .media.audio import decode_audio
+from .media.image import decode_image
+from .media.text import normalize_caption
+from .media.video import decode_video
+from .stage import Reject, RowStage
+
+
+class CleanStage(RowStage):
+    name = "clean"
+
+    def __init__(self, jpeg_quality: int = 95, max_image_pixels: int = 64_000_000):
+        super().__init__(jpeg_quality=jpeg_quality, max_image_pixels=max_image_pixels)
+        self.jpeg_quality = jpeg_quality
+        self.max_image_pixels = max_image_pixels
+
+    def check(self, row: dict):
+        text = normalize_caption(row["text"])
+        if not text:
+            return Reject("text:empty", repr(row["text"]))
+        try:
+            facts = getattr(self, f"_{row['modality']}")(row["media_bytes"])
+        except MediaError as e:
+            return Reject(f"decode:{e.code}", e.detail)
+        return {**row, **facts, "text": text, "sha256": hashlib.sha256(facts["media_bytes"]).hexdigest()}
+
+    def _image(self, data: bytes) -> dict:
+        image = decode_image(data, self.max_image_pixels, self.jpeg_quality)
+        return {"media_bytes": image.data, "media_ext": image.ext, "width": image.width,
+                "height": image.height, "phash": image.phash}
+
+    def _audio(self, data: bytes) -> dict:
+        audio = decode_audio(data)
+        return {"media_bytes": audio.data, "media_ext": audio.ext, "duration_s": audio.duration_s,
+                "sample_rate": audio.sample_rate, "channels": audio.channels, "audio_codec": audio.codec}
+
+    def _video(self, data: bytes) -> dict:
+        video = decode_video(data)
+        return {"media_bytes": video.data, "media_ext": video.ext, "width": video.width, "height": video.height,
+                "fps": video.fps, "num_frames": video.num_frames, "duration_s": video.duration_s,
+                "video_codec": video.video_codec, "audio_codec": video.audio_codec,
+                "sample_rate": video.sample_rate, "audio_duration_s": video.audio_duration_s}

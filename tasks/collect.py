@@ -1,0 +1,132 @@
+"""Collect: turn an annotation file (or a folder of media + sidecar captions) into work shards.
+
+Two phases. `plan_collect` reads the annotation file once, validates every row and writes shards
+of Sample rows that reference their media (no bytes yet); broken rows become `collect:bad_row`
+rejects. Then `CollectStage` runs per shard and reads each referenced file into the row.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+
+import pyarrow as pa
+
+from . import storage
+from .recipe import SourceConfig
+from .schema import MODALITIES, REJECT_SCHEMA, make_sample_id, samples_from_rows
+from .stage import Reject, RowStage
+
+MEDIA_EXTENSIONS = {
+    "image": {"jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"},
+    "audio": {"flac", "wav", "mp3", "ogg", "opus", "m4a"},
+    "video": {"mp4", "mov", "webm", "mkv", "avi"},
+}
+
+
+def _resolve(base: str, media: str) -> str:
+    if "://" in media or media.startswith("/"):
+        return media
+    if "://" in base:
+        scheme, rest = base.split("://", 1)
+        return f"{scheme}://{posixpath.normpath(posixpath.join(rest, media))}"
+    return posixpath.normpath(posixpath.join(base, media))
+
+
+def _manifest_rows(source: SourceConfig):
+    """Yield (row number, dict or None, error) for each line of a JSONL annotation file."""
+    text = storage.read_bytes(source.uri).decode("utf-8", errors="replace")
+    base = source.uri.rsplit("/", 1)[0]
+    for number, line in enumerate(text.splitlines()):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            yield number, None, f"not JSON: {e.msg} at column {e.colno}"
+            continue
+        if not isinstance(row, dict):
+            yield number, None, "not a JSON object"
+            continue
+        missing = [k for k in ("media", "modality", "text") if k not in row]
+        if missing:
+            yield number, row, f"missing keys: {', '.join(missing)}"
+        elif row["modality"] not in MODALITIES:
+            yield number, row, f"modality {row['modality']!r} is not one of {', '.join(MODALITIES)}"
+        else:
+            yield number, {**row, "media": _resolve(base, str(row["media"]))}, None
+
+
+def _folder_rows(source: SourceConfig):
+    """Yield rows for media files that have a `<stem>.txt` caption beside them."""
+    fs, root = storage.filesystem(source.uri)
+    prefix = source.uri.split("://", 1)[0] + "://" if "://" in source.uri else ""
+    paths = sorted(fs.find(root))
+    captions = {p.rsplit(".", 1)[0]: p for p in paths if p.endswith(".txt")}
+    for number, path in enumerate(p for p in paths if not p.endswith(".txt")):
+        ext = path.rsplit(".", 1)[-1].lower()
+        modality = next((m for m, exts in MEDIA_EXTENSIONS.items() if ext in exts), None)
+        caption_path = captions.get(path.rsplit(".", 1)[0])
+        if modality is None:
+            yield number, {"media": prefix + path}, f"extension .{ext} is not a known media type"
+        elif caption_path is None:
+            yield number, {"media": prefix + path}, "no sidecar caption (.txt) beside it"
+        else:
+            text = fs.cat_file(caption_path).decode("utf-8", errors="replace")
+            yield number, {"media": prefix + path, "modality": modality, "text": text}, None
+
+
+def plan_collect(source: SourceConfig, partition: str, run_id: str, shard_rows: int, out_dir: str) -> dict:
+    """Write plan shards and the bad-row rejects; return {"shards": [...], "n_in", "n_kept", "n_rejected"}."""
+    marker = storage.join(out_dir, "_plan.json")
+    if storage.exists(marker):
+        return storage.read_json(marker)
+    rows, bad = [], []
+    reader = _manifest_rows if source.kind == "manifest" else _folder_rows
+    for number, row, error in reader(source):
+        media = str((row or {}).get("media", ""))
+        text = (row or {}).get("text")
+        sample_id = make_sample_id(source.name, f"{number}:{media}", text if isinstance(text, str) else None)
+        if error:
+            bad.append({"sample_id": sample_id, "source": source.name, "text": str(text) if text is not None else None,
+                        "source_uri": media or None, "source_row": number, "stage": "collect",
+                        "reason": "collect:bad_row", "detail": error, "partition": partition, "run_id": run_id})
+            continue
+        rows.append({
+            "sample_id": sample_id, "source": source.name, "modality": row["modality"],
+            "group_id": str(row.get("group") or media),  # captions of one item share it
+            "text": str(row["text"]) if row["text"] is not None else None,
+            "source_uri": media, "source_row": number, "partition": partition, "run_id": run_id,
+        })
+
+    shards = []
+    for i in range(0, max(len(rows), 1), shard_rows):
+        uri = storage.join(out_dir, f"shard-{i // shard_rows:05d}.parquet")
+        storage.write_parquet(uri, samples_from_rows(rows[i:i + shard_rows]))
+        shards.append(uri)
+    rejects_uri = storage.join(out_dir, "_plan.rejects.parquet")
+    storage.write_parquet(rejects_uri, pa.Table.from_pylist(bad, schema=REJECT_SCHEMA))
+    reasons = {"collect:bad_row": len(bad)} if bad else {}
+    plan = {"shards": shards, "rejects_uri": rejects_uri, "n_in": len(rows) + len(bad),
+            "n_kept": len(rows), "n_rejected": len(bad), "reasons": reasons}
+    storage.write_json(marker, plan)  # the commit point, last
+    return plan
+
+
+class CollectStage(RowStage):
+    """Read each row's media from its source URI (local or object storage) into the row."""
+
+    name = "collect"
+
+    def check(self, row: dict):
+        uri = row["source_uri"]
+        try:
+            data = storage.read_bytes(uri)
+        except FileNotFoundError:
+            return Reject("missing_media", uri)
+        except (OSError, PermissionError) as e:
+            return Reject("unreadable_media", f"{uri}: {e}")
+        if not data:
+            return Reject("empty_file", uri)
+        ext = uri.rsplit(".", 1)[-1].lower() if "." in uri.rsplit("/", 1)[-1] else None
+        return {**row, "media_bytes": data, "media_ext": ext}

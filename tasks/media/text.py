@@ -1,0 +1,26 @@
+"""Caption text: normalization shared by clean, filter and dedupe."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+_SPACE = re.compile(r"\s+")
+
+
+def normalize_caption(text: str | None) -> str:
+    """NFC, no control characters, single spaces, trimmed."""
+    if not text:
+        return ""
+    text = unicodedata.normalize("NFC", text)
+    text = "".join(ch if unicodedata.category(ch)[0] != "C" else " " for ch in text)
+    return _SPACE.sub(" ", text).strip()
+
+
+def dedupe_key(text: str | None) -> str:
+    """Two captions that differ only in case or spacing are the same caption."""
+    return normalize_caption(text).casefold()
+
+
+def word_count(text: str | None) -> int:
+    return len(normalize_caption(text).split())

@@ -1,0 +1,112 @@
+"""Recipes: one YAML file per dataset, validated into typed models with errors that name the bad key."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SourceConfig(Strict):
+    """Where samples come from.
+
+    `manifest`: a JSONL annotation file; each line {"media": <path or URI relative to the file>,
+    "text": <caption>, "modality": image|audio|video, "group": <optional id shared by captions of
+    one item>}. `folder`: media files with a sidecar caption `<stem>.txt` next to each.
+    """
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
+    kind: Literal["manifest", "folder"]
+    uri: str  # the manifest file, or the folder; local path or s3://
+    synthesize_demo: bool = False  # generate the bundled offline demo corpus at `uri` if it is missing
+
+
+class CleanConfig(Strict):
+    # images that are not JPEG are re-encoded to it, audio that is not FLAC to FLAC, so the published
+    # shards have one extension per modality
+    jpeg_quality: int = Field(95, ge=50, le=100)
+    max_image_pixels: int = Field(64_000_000, gt=0)  # decompression-bomb guard
+
+
+class FilterConfig(Strict):
+    min_image_side: int = Field(32, ge=1)
+    max_image_aspect: float = Field(4.0, ge=1.0)
+    min_audio_s: float = Field(0.5, ge=0)
+    max_audio_s: float = Field(60.0, gt=0)
+    min_video_s: float = Field(0.5, ge=0)
+    max_video_s: float = Field(600.0, gt=0)
+    min_caption_words: int = Field(2, ge=0)
+    max_caption_words: int = Field(200, ge=1)
+
+    @model_validator(mode="after")
+    def _bounds(self):
+        for lo, hi in (("min_audio_s", "max_audio_s"), ("min_video_s", "max_video_s"),
+                       ("min_caption_words", "max_caption_words")):
+            if getattr(self, lo) > getattr(self, hi):
+                raise ValueError(f"{lo} ({getattr(self, lo)}) is above {hi} ({getattr(self, hi)})")
+        return self
+
+
+class AlignConfig(Strict):
+    require_video_audio: bool = True  # a video without an audio track is rejected
+    max_av_drift_s: float = Field(0.25, ge=0)  # |video duration - audio track duration|
+
+
+class SplitConfig(Strict):
+    ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)  # train, val, test
+    salt: str = "mmetl"  # change it to draw a different (still deterministic) split
+
+    @model_validator(mode="after")
+    def _sum_to_one(self):
+        if abs(sum(self.ratios) - 1.0) > 1e-6 or min(self.ratios) < 0:
+            raise ValueError(f"split.ratios must be non-negative and sum to 1, got {self.ratios}")
+        return self
+
+
+class Recipe(Strict):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
+    source: SourceConfig
+    shard_rows: int = Field(64, ge=1, le=100_000)  # samples per work shard: the unit of retry
+    clean: CleanConfig = CleanConfig()
+    filter: FilterConfig = FilterConfig()
+    align: AlignConfig = AlignConfig()
+    split: SplitConfig = SplitConfig()
+
+    def fingerprint(self) -> str:
+        """Changes whenever anything that affects the output changes."""
+        return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:12]
+
+
+class RecipeError(ValueError):
+    pass
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise RecipeError(f"recipe not found: {path}") from None
+    except yaml.YAMLError as e:
+        raise RecipeError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise RecipeError(f"{path}: a recipe is a mapping of keys, got {type(data).__name__}")
+    source = data.get("source")
+    if isinstance(source, dict) and "uri" in source and "://" not in source["uri"]:
+        # relative local paths are relative to the working directory the command runs in
+        source["uri"] = str(Path(source["uri"]).absolute())
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as e:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}" for err in e.errors()
+        )
+        raise RecipeError(f"{path}: {problems}") from None

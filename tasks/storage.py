@@ -1,0 +1,133 @@
+"""Object storage through fsspec: a local folder (the embedded default) or s3://bucket/prefix.
+
+Commit rule: a shard, a stage or a dataset version exists only once its JSON manifest is written,
+last. Object stores have no atomic rename, so readers trust manifests, never listings, and a rerun
+overwrites any half-written file under the same deterministic name.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from dataclasses import dataclass
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+from fsspec.core import url_to_fs
+from fsspec.implementations.local import LocalFileSystem
+
+DEFAULT_ROOT = "./data"
+
+
+def storage_root(explicit: str | None = None) -> str:
+    """The storage root: an explicit argument, else $MMETL_STORAGE, else ./data."""
+    root = explicit or os.environ.get("MMETL_STORAGE") or DEFAULT_ROOT
+    if "://" not in root:
+        root = os.path.abspath(root)
+    return root.rstrip("/")
+
+
+def join(base: str, *parts: str) -> str:
+    return "/".join([base.rstrip("/"), *(p.strip("/") for p in parts)])
+
+
+def filesystem(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    fs, path = url_to_fs(uri)
+    return fs, path
+
+
+def exists(uri: str) -> bool:
+    fs, path = filesystem(uri)
+    return fs.exists(path)
+
+
+def read_bytes(uri: str) -> bytes:
+    fs, path = filesystem(uri)
+    return fs.cat_file(path)
+
+
+def write_bytes(uri: str, data: bytes) -> None:
+    """Write a whole object. Locally via a temp file + rename; on S3 a PUT is already all-or-nothing."""
+    fs, path = filesystem(uri)
+    if isinstance(fs, LocalFileSystem):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = f"{path}.tmp-{os.getpid()}"
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    else:
+        fs.pipe_file(path, data)
+
+
+def write_json(uri: str, obj) -> None:
+    write_bytes(uri, json.dumps(obj, indent=2, sort_keys=True).encode())
+
+
+def read_json(uri: str):
+    return json.loads(read_bytes(uri))
+
+
+def write_parquet(uri: str, table: pa.Table) -> None:
+    """Whole-table write, deterministic bytes for the same table (the same on local disk and S3)."""
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression="zstd")
+    write_bytes(uri, buf.getvalue())
+
+
+def read_parquet(uri: str, columns: list[str] | None = None, schema: pa.Schema | None = None) -> pa.Table:
+    fs, path = filesystem(uri)
+    with fs.open(path, "rb") as f:
+        table = pq.read_table(f, columns=columns)
+    return table.cast(schema) if schema is not None and columns is None else table
+
+
+def iter_parquet_batches(uri: str, batch_rows: int):
+    fs, path = filesystem(uri)
+    with fs.open(path, "rb") as f:
+        yield from pq.ParquetFile(f).iter_batches(batch_size=batch_rows)
+
+
+def remove(uri: str, recursive: bool = False) -> None:
+    fs, path = filesystem(uri)
+    if fs.exists(path):
+        fs.rm(path, recursive=recursive)
+
+
+def list_files(uri: str) -> list[str]:
+    """Every file under a folder, as paths relative to it (for tests and tooling, never for commit logic)."""
+    fs, path = filesystem(uri)
+    if not fs.exists(path):
+        return []
+    base = path.rstrip("/") + "/"
+    return sorted(p[len(base):] for p in fs.find(path))
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where one build of one dataset partition keeps its work and publishes its version.
+
+    {root}/{dataset}/work/{partition}/{build_key}/{stage}/shard-00000.parquet   stage outputs
+    {root}/{dataset}/versions/{partition}/                                     the published version
+    """
+
+    root: str
+    dataset: str
+    partition: str
+    build_key: str
+
+    @property
+    def work(self) -> str:
+        return join(self.root, self.dataset, "work", self.partition, self.build_key)
+
+    def stage_dir(self, stage: str) -> str:
+        return join(self.work, stage)
+
+    @property
+    def version(self) -> str:
+        return join(self.root, self.dataset, "versions", self.partition)
+
+    @property
+    def version_manifest(self) -> str:
+        return join(self.version, "manifest.json")
