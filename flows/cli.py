@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from .local_api import free_port, prefect_api, server_env, start_server
+from .local_api import free_port, prefect_api, start_server, stop_server
 
 
 def _prefect_home() -> Path:
@@ -38,10 +38,17 @@ def build(args: argparse.Namespace) -> int:
 
         print(f"Prefect API: {api_url}")
         result = build_dataset(args.recipe, args.partition, args.storage)
+        flush_prefect_logs()  # ship buffered logs while the API is still up
 
     print()
     print_funnel(result)
     return 0
+
+
+def flush_prefect_logs() -> None:
+    from prefect.logging.handlers import APILogWorker
+
+    APILogWorker.drain_all(timeout=10)
 
 
 def print_funnel(result: dict) -> None:
@@ -66,7 +73,7 @@ def ui(args: argparse.Namespace) -> int:
     try:
         return process.wait()
     except KeyboardInterrupt:
-        process.terminate()
+        stop_server(process)
         return 0
 
 

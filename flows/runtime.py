@@ -28,5 +28,6 @@ class MmetlRayTaskRunner(RayTaskRunner):
         runtime_env = dict(self.init_kwargs.get("runtime_env") or {})
         runtime_env["env_vars"] = {**env_vars, **(runtime_env.get("env_vars") or {})}
         self.init_kwargs["runtime_env"] = runtime_env
-        self.init_kwargs.setdefault("log_to_driver", True)
+        if not self.address:  # a Ray of our own: keep it on loopback
+            self.init_kwargs.setdefault("_node_ip_address", "127.0.0.1")
         return super().__enter__()

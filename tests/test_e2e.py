@@ -1,0 +1,148 @@
+"""The demo recipe end to end: the real Prefect flow on a real Ray cluster, to a local folder and to S3."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+
+import duckdb
+import pyarrow.parquet as pq
+import pytest
+import webdataset as wds
+
+from tasks import storage
+from tasks.demo_corpus import BROKEN_ROWS, DUPLICATES, PLANTED
+from tasks.schema import SPLITS
+
+PARTITION = "2026-11-01"
+
+
+@pytest.fixture(scope="module")
+def builds(tmp_path_factory, demo_recipe, s3, prefect_api, ray_cluster):
+    from flows.build import build_dataset
+
+    local_root = str(tmp_path_factory.mktemp("local-store"))
+    s3_root = f"{s3}/datasets"
+    return {
+        "local": build_dataset(demo_recipe, PARTITION, local_root),
+        "s3": build_dataset(demo_recipe, PARTITION, s3_root),
+    }
+
+
+def tree_digest(root: str, skip=("manifest.json",)) -> dict[str, str]:
+    return {name: hashlib.sha256(storage.read_bytes(storage.join(root, name))).hexdigest()
+            for name in storage.list_files(root) if name not in skip}
+
+
+def test_local_and_s3_outputs_are_identical(builds):
+    local, remote = builds["local"]["version"], builds["s3"]["version"]
+    assert remote.startswith("s3://")
+    local_files, remote_files = tree_digest(local), tree_digest(remote)
+    assert local_files == remote_files
+    assert {"train/index.parquet", "val/index.parquet", "test/index.parquet", "stats.json", "rejects.parquet"} \
+        <= set(local_files)
+    for key in ("splits", "samples", "rejected", "files", "build_key"):
+        assert builds["local"]["manifest"][key] == builds["s3"]["manifest"][key]
+
+
+def test_webdataset_reads_every_split_without_our_code(builds):
+    version = builds["local"]["version"]
+    manifest = builds["local"]["manifest"]
+    for split in SPLITS:
+        urls = [f"{version}/{tar}" for tar in manifest["splits"][split]["tars"]]
+        samples = list(wds.WebDataset(urls, shardshuffle=False))
+        assert len(samples) == manifest["splits"][split]["samples"]
+        for sample in samples:
+            media = [k for k in sample if k in ("jpg", "flac", "mp4")]
+            assert len(media) == 1 and sample[media[0]], sample["__key__"]
+            assert sample["txt"].decode().strip()
+            meta = json.loads(sample["json"])
+            assert meta["split"] == split and meta["sample_id"] == sample["__key__"]
+
+
+def test_webdataset_media_decodes_to_the_recorded_facts(builds):
+    from PIL import Image
+
+    version = builds["local"]["version"]
+    tar = builds["local"]["manifest"]["splits"]["train"]["tars"][0]
+    images = [s for s in wds.WebDataset(f"{version}/{tar}", shardshuffle=False) if "jpg" in s]
+    assert images
+    for sample in images:
+        meta = json.loads(sample["json"])
+        assert Image.open(io.BytesIO(sample["jpg"])).size == (meta["width"], meta["height"])
+
+
+def test_parquet_index_split_ratios_and_group_integrity(builds):
+    version = builds["local"]["version"]
+    con = duckdb.connect()
+    rows = con.execute(
+        f"SELECT split, count(*) FROM read_parquet('{version}/*/index.parquet') GROUP BY split"
+    ).fetchall()
+    counts = dict(rows)
+    total = sum(counts.values())
+    largest_group = con.execute(
+        f"SELECT max(n) FROM (SELECT count(*) n FROM read_parquet('{version}/*/index.parquet') GROUP BY group_id)"
+    ).fetchone()[0]
+    for split, ratio in zip(SPLITS, (0.8, 0.1, 0.1)):
+        assert abs(counts[split] - ratio * total) <= largest_group, (split, counts)
+    straddling = con.execute(
+        f"SELECT group_id FROM read_parquet('{version}/*/index.parquet') GROUP BY group_id"
+        " HAVING count(DISTINCT split) > 1"
+    ).fetchall()
+    assert straddling == []
+    index = pq.read_table(f"{version}/train/index.parquet")
+    assert "media_bytes" not in index.column_names and {"group_id", "tar", "key"} <= set(index.column_names)
+
+
+def test_planted_problems_are_rejected_with_their_reasons_and_nothing_else_is_lost(builds, demo_manifest):
+    version = builds["local"]["version"]
+    rejects = pq.read_table(f"{version}/rejects.parquet").to_pylist()
+    by_file = {r["source_uri"].rsplit("/", 2)[-2] + "/" + r["source_uri"].rsplit("/", 1)[-1]: r["reason"]
+               for r in rejects if r["source_uri"] and r["reason"] != "collect:bad_row"}
+    for name, reason in PLANTED.items():
+        assert by_file.get(name) == reason, name
+    for copy, original in DUPLICATES:  # one of the two goes (the larger sample_id), the other stays
+        assert {by_file.get(copy), by_file.get(original)} == {"duplicate:exact", None}, copy
+    assert sum(r["reason"] == "collect:bad_row" for r in rejects) == BROKEN_ROWS
+    assert len(rejects) == len(PLANTED) + len(DUPLICATES) + BROKEN_ROWS
+
+    # in = kept + rejected overall: every manifest line is published or rejected, once
+    lines = [line for line in open(demo_manifest).read().splitlines() if line.strip()]
+    published = builds["local"]["manifest"]["samples"]
+    assert published + len(rejects) == len(lines)
+    ids = duckdb.connect().execute(f"SELECT sample_id FROM read_parquet('{version}/*/index.parquet')").fetchall()
+    assert len(ids) == len(set(ids)) == published
+    assert not {i for (i,) in ids} & {r["sample_id"] for r in rejects}
+
+
+def test_funnel_reconciles_per_stage(builds):
+    stats = json.loads(storage.read_bytes(f"{builds['local']['version']}/stats.json"))
+    previous = None
+    for step in stats["funnel"]:
+        assert step["in"] == step["kept"] + step["rejected"] == step["kept"] + sum(step["reasons"].values())
+        if previous:
+            assert step["in"] == previous["kept"]
+        previous = step
+    assert [s["stage"] for s in stats["funnel"]] == ["plan", "collect", "clean", "dedupe", "filter", "align", "split"]
+
+
+def test_renamed_copy_joins_the_original_group(builds):
+    version = builds["local"]["version"]
+    rows = duckdb.connect().execute(
+        f"SELECT source_uri, group_id, split FROM read_parquet('{version}/*/index.parquet')"
+        " WHERE source_uri LIKE '%/image/0001.jpg' OR source_uri LIKE '%/renamed_0001.jpg'"
+    ).fetchall()
+    assert len(rows) >= 2 and len({(g, s) for _, g, s in rows}) == 1
+
+
+def test_rerun_changes_nothing(builds, demo_recipe):
+    from flows.build import build_dataset
+
+    for name, build in builds.items():
+        version = build["version"]
+        root = version.split(f"/demo/versions/{PARTITION}")[0]
+        before = tree_digest(root, skip=())
+        again = build_dataset(demo_recipe, PARTITION, root)
+        assert again["skipped"] and again["manifest"] == build["manifest"], name
+        assert tree_digest(root, skip=()) == before, name
