@@ -1,0 +1,95 @@
+"""Recipes fail with errors that name the bad key; storage behaves the same on disk and on S3."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pytest
+
+from tasks import storage
+from tasks.collect import plan_collect
+from tasks.recipe import RecipeError, SourceConfig, load_recipe
+
+GOOD = """
+name: demo
+source: {name: demo, kind: manifest, uri: /tmp/x/captions.jsonl}
+"""
+
+
+def write(tmp_path, text):
+    path = tmp_path / "r.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_recipe_defaults_and_fingerprint(tmp_path):
+    recipe = load_recipe(write(tmp_path, GOOD))
+    assert recipe.split.ratios == (0.8, 0.1, 0.1) and recipe.filter.min_image_side == 32
+    other = load_recipe(write(tmp_path, GOOD + "filter: {min_image_side: 64}\n"))
+    assert recipe.fingerprint() != other.fingerprint()
+
+
+@pytest.mark.parametrize("text,message", [
+    (GOOD + "filtr: {}\n", "filtr: Extra inputs are not permitted"),
+    (GOOD + "filter: {min_audio_s: 9, max_audio_s: 3}\n", "min_audio_s (9.0) is above max_audio_s"),
+    (GOOD + "split: {ratios: [0.5, 0.1, 0.1]}\n", "sum to 1"),
+    (GOOD.replace("kind: manifest", "kind: ftp"), "source.kind"),
+    ("- just\n- a list\n", "a recipe is a mapping"),
+    ("name: [unclosed\n", "not valid YAML"),
+])
+def test_bad_recipes_name_the_bad_key(tmp_path, text, message):
+    with pytest.raises(RecipeError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load_recipe(write(tmp_path, text))
+
+
+def test_missing_recipe(tmp_path):
+    with pytest.raises(RecipeError, match="recipe not found"):
+        load_recipe(tmp_path / "nope.yaml")
+
+
+@pytest.fixture(params=["local", "s3"])
+def root(request, tmp_path):
+    if request.param == "local":
+        return str(tmp_path)
+    return request.getfixturevalue("s3") + f"/unit/{tmp_path.name}"
+
+
+def test_storage_round_trip(root):
+    table = pa.table({"a": [1, 2, 3]})
+    storage.write_parquet(storage.join(root, "x/t.parquet"), table)
+    storage.write_json(storage.join(root, "x/m.json"), {"k": 1})
+    assert storage.read_parquet(storage.join(root, "x/t.parquet")).equals(table)
+    assert storage.read_json(storage.join(root, "x/m.json")) == {"k": 1}
+    assert storage.list_files(storage.join(root, "x")) == ["m.json", "t.parquet"]
+    assert not storage.exists(storage.join(root, "x/none.json"))
+
+
+def test_plan_collect_reads_manifest_from_s3_and_rejects_broken_rows(root):
+    lines = ['{"media": "a.jpg", "modality": "image", "text": "a cat"}',
+             '{"media": "b.jpg", "modality": "image"',
+             '{"media": "c.wav", "modality": "smell", "text": "x"}',
+             '["not", "an", "object"]',
+             '{"media": "d.mp4", "modality": "video", "text": "a dog", "group": "clip-7"}']
+    storage.write_bytes(storage.join(root, "src/captions.jsonl"), "\n".join(lines).encode())
+    source = SourceConfig(name="t", kind="manifest", uri=storage.join(root, "src/captions.jsonl"))
+    plan = plan_collect(source, "p", "r", 1, storage.join(root, "work/plan"))
+    assert (plan["n_in"], plan["n_kept"], plan["n_rejected"]) == (5, 2, 3)
+    rows = [r for uri in plan["shards"] for r in storage.read_parquet(uri).to_pylist()]
+    assert [r["source_uri"] for r in rows] == [storage.join(root, "src/a.jpg"), storage.join(root, "src/d.mp4")]
+    assert rows[1]["group_id"] == "clip-7"
+    details = storage.read_parquet(plan["rejects_uri"]).column("detail").to_pylist()
+    assert details[0].startswith("not JSON") and "smell" in details[1] and details[2] == "not a JSON object"
+
+
+def test_plan_collect_folder_of_media_with_sidecar_captions(tmp_path):
+    from .helpers import image_bytes
+
+    storage.write_bytes(str(tmp_path / "src/cat.jpg"), image_bytes())
+    storage.write_bytes(str(tmp_path / "src/cat.txt"), b"a cat")
+    storage.write_bytes(str(tmp_path / "src/dog.jpg"), image_bytes(seed=2))
+    storage.write_bytes(str(tmp_path / "src/notes.xyz"), b"?")
+    storage.write_bytes(str(tmp_path / "src/notes.txt"), b"?")
+    source = SourceConfig(name="t", kind="folder", uri=str(tmp_path / "src"))
+    plan = plan_collect(source, "p", "r", 10, str(tmp_path / "plan"))
+    assert (plan["n_kept"], plan["n_rejected"]) == (1, 2)
+    details = sorted(storage.read_parquet(plan["rejects_uri"]).column("detail").to_pylist())
+    assert details == ["extension .xyz is not a known media type", "no sidecar caption (.txt) beside it"]

@@ -1,0 +1,182 @@
+"""Stages called directly on tiny fixtures: each reason code, each fact, each global decision."""
+
+from __future__ import annotations
+
+import random
+
+import pyarrow as pa
+import pytest
+
+from tasks import storage
+from tasks.align import AlignStage
+from tasks.clean import CleanStage
+from tasks.dedupe import DedupeStage, decide_duplicates
+from tasks.filter import FilterStage
+from tasks.split import SplitStage, assign_splits
+
+from .helpers import audio_bytes, image_bytes, png_with_alpha, sample, table, video_bytes
+
+
+def run(stage, *rows):
+    stage.setup()
+    kept, rejected = stage.process(table(*rows))
+    assert kept.num_rows + rejected.num_rows == len(rows)
+    return kept.to_pylist(), rejected.to_pylist()
+
+
+def test_clean_records_facts_for_each_modality():
+    kept, rejected = run(
+        CleanStage(),
+        sample("image", media=image_bytes((80, 60)), n=0),
+        sample("audio", "a middle tone that rises", media=audio_bytes(1.5, "wav"), n=1),
+        sample("video", "a red square moving left", media=video_bytes(1.0, 1.0), n=2),
+    )
+    assert rejected == []
+    image, audio, video = kept
+    assert (image["width"], image["height"], image["media_ext"]) == (80, 60, "jpg") and len(image["phash"]) == 16
+    assert audio["media_ext"] == "flac" and audio["sample_rate"] == 16000 and audio["duration_s"] == pytest.approx(1.5)
+    assert audio["media_bytes"][:4] == b"fLaC"  # WAV normalized to FLAC
+    assert video["num_frames"] == 10 and video["fps"] == 10 and video["video_codec"] == "h264"
+    assert video["audio_codec"] == "aac" and video["audio_duration_s"] == pytest.approx(1.0, abs=0.1)
+    assert all(len(r["sha256"]) == 64 for r in kept)
+
+
+def test_clean_normalizes_png_with_alpha_to_rgb_jpeg():
+    (row,), _ = run(CleanStage(), sample("image", media=png_with_alpha()))
+    assert row["media_bytes"][:3] == b"\xff\xd8\xff" and (row["width"], row["height"]) == (50, 40)
+
+
+@pytest.mark.parametrize("modality,media,reason", [
+    ("image", image_bytes((120, 90))[:1200], "decode:truncated"),  # cut inside the pixel data
+    ("image", b"<html>404</html>", "decode:not_an_image"),
+    ("audio", bytes(range(256)) * 8, "decode:corrupt"),
+    ("audio", image_bytes(), "decode:no_audio_stream"),
+    ("video", video_bytes()[:500], "decode:corrupt"),
+    ("video", audio_bytes(), "decode:no_video_stream"),
+])
+def test_clean_rejects_bad_media_with_a_reason(modality, media, reason):
+    kept, (reject,) = run(CleanStage(), sample(modality, media=media))
+    assert kept == [] and reject["reason"] == reason and reject["stage"] == "clean" and reject["detail"]
+
+
+def test_clean_rejects_empty_caption_and_normalizes_spacing():
+    kept, rejected = run(CleanStage(), sample(text=" \t\n", media=image_bytes(), n=0),
+                         sample(text="  two\u00a0 words\n", media=image_bytes(), n=1))
+    assert [r["reason"] for r in rejected] == ["text:empty"]
+    assert kept[0]["text"] == "two words"
+
+
+def test_filter_scores_every_kept_row_and_names_the_failed_rule():
+    stage = FilterStage(min_image_side=32, min_audio_s=0.5, max_audio_s=10, min_caption_words=2)
+    kept, rejected = run(
+        stage,
+        sample("image", width=100, height=50, n=0),
+        sample("image", width=100, height=20, n=1),
+        sample("image", width=400, height=40, n=2),
+        sample("audio", "a tone", duration_s=0.2, n=3),
+        sample("audio", "a tone", duration_s=12.0, n=4),
+        sample("image", "one", width=100, height=100, n=5),
+    )
+    assert [r["reason"] for r in rejected] == ["filter:image_too_small", "filter:extreme_aspect",
+                                               "filter:audio_too_short", "filter:audio_too_long",
+                                               "filter:caption_too_short"]
+    assert rejected[0]["detail"] == "min_side=20"
+    assert dict(kept[0]["scores"]) == {"min_side": 50.0, "aspect_ratio": 2.0, "caption_words": 7.0}
+
+
+def test_align_checks_video_sound_against_picture():
+    stage = AlignStage(require_video_audio=True, max_av_drift_s=0.25)
+    kept, rejected = run(
+        stage,
+        sample("video", media=b"x", duration_s=2.0, audio_duration_s=1.9, n=0),
+        sample("video", media=b"x", duration_s=2.0, audio_duration_s=0.5, n=1),
+        sample("video", media=b"x", duration_s=2.0, n=2),
+        sample("image", media=b"x", n=3),
+    )
+    assert [r["reason"] for r in rejected] == ["align:av_drift", "align:no_audio_track"]
+    assert dict(kept[0]["scores"])["av_drift_s"] == pytest.approx(0.1)
+    kept, rejected = run(AlignStage(require_video_audio=False), sample("video", media=b"x", duration_s=2.0))
+    assert len(kept) == 1
+
+
+def write_shards(tmp_path, rows, n_shards):
+    uris = []
+    for i in range(n_shards):
+        uri = str(tmp_path / f"shard-{i:05d}.parquet")
+        storage.write_parquet(uri, table(*rows[i::n_shards]))
+        uris.append(uri)
+    return uris
+
+
+def dedupe_rows():
+    a, b = "a" * 64, "b" * 64
+    return [
+        sample(text="first caption", sha256=a, group="img/1", n=0),
+        sample(text="First  caption", sha256=a, group="img/1-copy", n=1),  # same bytes, same caption
+        sample(text="second caption", sha256=a, group="img/1", n=2),  # same bytes, another caption
+        sample(text="another picture", sha256=b, group="img/2", n=3),
+        sample(text="other caption", sha256=b, group="img/2-renamed", n=4),  # same picture, renamed
+    ]
+
+
+@pytest.mark.parametrize("n_shards", [1, 3])
+def test_dedupe_drops_exact_pairs_and_merges_groups_regardless_of_sharding(tmp_path, n_shards):
+    rows = dedupe_rows()
+    shards = write_shards(tmp_path, rows, n_shards)
+    decision = decide_duplicates(shards, str(tmp_path / "decision.parquet"))
+    kept, rejected = run(DedupeStage(decision["uri"]), *rows)
+    assert [r["reason"] for r in rejected] == ["duplicate:exact"]
+    # the survivor of the exact pair is the smaller sample_id
+    pair = sorted([rows[0]["sample_id"], rows[1]["sample_id"]])
+    assert rejected[0]["sample_id"] == pair[1]
+    groups = {r["text"].lower().replace("  ", " "): r["group_id"] for r in kept}
+    assert len(set(groups.values())) == 2
+    assert groups["second caption"] == groups["first caption"]
+    assert groups["another picture"] == groups["other caption"]
+
+
+def test_dedupe_decision_is_the_same_for_one_or_many_shards(tmp_path):
+    rows = dedupe_rows()
+    one = decide_duplicates(write_shards(tmp_path / "1", rows, 1) if (tmp_path / "1").mkdir() is None else [],
+                            str(tmp_path / "d1.parquet"))
+    (tmp_path / "3").mkdir()
+    many = decide_duplicates(write_shards(tmp_path / "3", list(reversed(rows)), 3), str(tmp_path / "d3.parquet"))
+    assert storage.read_parquet(one["uri"]).equals(storage.read_parquet(many["uri"]))
+
+
+def test_split_is_8_1_1_keeps_groups_whole_and_ignores_sharding(tmp_path):
+    rng = random.Random(3)
+    rows = [sample(text=f"caption {i}", group=f"g{rng.randrange(400)}", n=i) for i in range(1000)]
+    results = []
+    for n_shards in (1, 4):
+        d = tmp_path / str(n_shards)
+        d.mkdir()
+        out = assign_splits(write_shards(d, rows, n_shards), (0.8, 0.1, 0.1), "salt", str(d / "a.parquet"))
+        kept, _ = run(SplitStage(out["uri"]), *rows)
+        results.append({r["sample_id"]: r["split"] for r in kept})
+        counts = {s: sum(v == s for v in results[-1].values()) for s in ("train", "val", "test")}
+        largest = max(sum(r["group_id"] == g for r in rows) for g in {r["group_id"] for r in rows})
+        for split, ratio in zip(("train", "val", "test"), (0.8, 0.1, 0.1)):
+            assert abs(counts[split] - ratio * len(rows)) <= largest
+        by_group = {}
+        for r in kept:
+            by_group.setdefault(r["group_id"], set()).add(r["split"])
+        assert all(len(s) == 1 for s in by_group.values())
+    assert results[0] == results[1]
+
+
+def test_split_salt_changes_the_draw(tmp_path):
+    rows = [sample(text=f"c {i}", group=f"g{i}", n=i) for i in range(200)]
+    shards = write_shards(tmp_path, rows, 1)
+    a = storage.read_parquet(assign_splits(shards, (0.8, 0.1, 0.1), "one", str(tmp_path / "a.parquet"))["uri"])
+    b = storage.read_parquet(assign_splits(shards, (0.8, 0.1, 0.1), "two", str(tmp_path / "b.parquet"))["uri"])
+    assert dict(zip(*a.to_pydict().values())) != dict(zip(*b.to_pydict().values()))
+
+
+def test_rejects_need_a_kind_in_the_reason():
+    from tasks.schema import rejects_from
+
+    with pytest.raises(ValueError):
+        rejects_from(table(sample()), "filter", ["too_small"], [None])
+    assert rejects_from(table(sample()), "filter", ["filter:too_small"], [None]).num_rows == 1
+    assert isinstance(rejects_from(table(), "filter", [], []), pa.Table)
