@@ -8,6 +8,7 @@ settings have to be in the environment before prefect reads them.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import socket
@@ -35,7 +36,14 @@ def start_server(prefect_home: Path, port: int, log_path: Path | None = None) ->
     return subprocess.Popen(
         [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
         env=server_env(prefect_home), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        preexec_fn=_die_with_parent,
     )
+
+
+def _die_with_parent() -> None:
+    """Linux: the server gets SIGTERM if the command that started it is killed (no orphaned servers)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def wait_healthy(url: str, process: subprocess.Popen, timeout_s: float = 120) -> None:

@@ -19,7 +19,8 @@ class MmetlRayTaskRunner(RayTaskRunner):
     """
 
     def __enter__(self):
-        self.address = self.address or os.environ.get("MMETL_RAY_ADDRESS") or None
+        # "local" always starts a Ray of our own; plain ray.init() would join any `ray start` cluster it finds
+        self.address = self.address or os.environ.get("MMETL_RAY_ADDRESS") or "local"
         env_vars = {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_PREFIXES)}
         api_url = get_current_settings().api.url
         if api_url:
@@ -28,6 +29,6 @@ class MmetlRayTaskRunner(RayTaskRunner):
         runtime_env = dict(self.init_kwargs.get("runtime_env") or {})
         runtime_env["env_vars"] = {**env_vars, **(runtime_env.get("env_vars") or {})}
         self.init_kwargs["runtime_env"] = runtime_env
-        if not self.address:  # a Ray of our own: keep it on loopback
+        if self.address == "local":  # a Ray of our own: keep it on loopback
             self.init_kwargs.setdefault("_node_ip_address", "127.0.0.1")
         return super().__enter__()
