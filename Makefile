@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: demo test ui bench clean
+.PHONY: demo test ui clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,8 +25,6 @@ test: $(STAMP)
 ui: $(STAMP)
 	$(BIN)/mmetl ui
 
-bench: $(STAMP)
-	$(BIN)/python -m bench.run
 
 clean:
 	rm -rf data

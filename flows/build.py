@@ -8,6 +8,8 @@ skipped (this replaces Prefect's result cache, which would need storage every wo
 
 from __future__ import annotations
 
+from datetime import timezone
+
 from prefect import flow, get_run_logger, task, unmapped
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
@@ -80,8 +82,10 @@ def run_stage(stage: str, config: dict, shard_uris: list[str], layout: storage.L
 
 
 @flow(name="build-dataset", task_runner=MmetlRayTaskRunner(), log_prints=True)
-def build_dataset(recipe_path: str, partition: str, storage_root: str | None = None) -> dict:
+def build_dataset(recipe_path: str, partition: str | None = None, storage_root: str | None = None) -> dict:
+    """Build and publish one partition. Scheduled runs leave `partition` out: it is the scheduled date (UTC)."""
     logger = get_run_logger()
+    partition = partition or flow_run.get_scheduled_start_time().astimezone(timezone.utc).date().isoformat()
     recipe = load_recipe(recipe_path)
     layout = storage.Layout(storage.storage_root(storage_root), recipe.name, partition, recipe.fingerprint())
     if storage.exists(layout.version_manifest):
