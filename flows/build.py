@@ -131,8 +131,7 @@ def build_dataset(recipe_path: str, partition: str | None = None, storage_root: 
 
     create_table_artifact(
         key=f"funnel-{recipe.name}".replace("_", "-"),
-        table=[{**{k: v for k, v in s.items() if k != "reasons"},
-                "reasons": ", ".join(f"{r}={n}" for r, n in s["reasons"].items())} for s in funnel],
+        table=[{**step, "reasons": ", ".join(f"{r}={n}" for r, n in step["reasons"].items())} for step in funnel],
         description=f"Funnel of {recipe.name} partition {partition}: in = kept + rejected at every stage",
     )
     create_markdown_artifact(

@@ -66,10 +66,6 @@ REJECT_SCHEMA = pa.schema(
 )
 
 
-def empty_samples() -> pa.Table:
-    return SAMPLE_SCHEMA.empty_table()
-
-
 def samples_from_rows(rows: list[dict]) -> pa.Table:
     """Rows (dicts) to a Sample table; missing columns are null, unknown keys are an error."""
     unknown = {k for row in rows for k in row} - set(SAMPLE_SCHEMA.names)

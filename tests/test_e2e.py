@@ -146,3 +146,20 @@ def test_rerun_changes_nothing(builds, demo_recipe):
         again = build_dataset(demo_recipe, PARTITION, root)
         assert again["skipped"] and again["manifest"] == build["manifest"], name
         assert tree_digest(root, skip=()) == before, name
+
+
+def test_flow_run_publishes_the_funnel_artifact(builds):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    run_id = builds["local"]["manifest"]["prefect_flow_run_id"]
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["funnel-demo"])))
+        mine = [a for a in artifacts if str(a.flow_run_id) == run_id]
+        assert len(mine) == 1 and mine[0].type == "table"
+        rows = json.loads(mine[0].data) if isinstance(mine[0].data, str) else mine[0].data
+        funnel = builds["local"]["funnel"]
+        assert [(r["stage"], r["in"], r["kept"], r["rejected"]) for r in rows] == \
+            [(s["stage"], s["in"], s["kept"], s["rejected"]) for s in funnel]
+        assert "duplicate:exact=3" in rows[3]["reasons"]
+        assert client.read_flow_run(run_id).state.is_completed()
