@@ -35,7 +35,8 @@ def start_server(prefect_home: Path, port: int, log_path: Path | None = None) ->
     log = open(log_path, "ab") if log_path else subprocess.DEVNULL
     return subprocess.Popen(
         [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=server_env(prefect_home), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        # the UI's JavaScript calls the API at PREFECT_UI_API_URL, which otherwise assumes port 4200
+        env={**server_env(prefect_home), "PREFECT_UI_API_URL": f"http://127.0.0.1:{port}/api"}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         preexec_fn=_die_with_parent,
     )
 

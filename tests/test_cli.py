@@ -66,3 +66,24 @@ def test_killed_build_resumes_to_the_same_version(tmp_path, demo_recipe):
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     reference = storage.join(reference_root, "demo", "versions", PARTITION)
     assert tree_digest(str(version)) == tree_digest(reference)
+
+
+def test_ui_serves_the_run_history_and_points_its_browser_code_at_its_own_port(tmp_path):
+    import json
+    import urllib.request
+
+    from flows.local_api import free_port, wait_healthy
+
+    port = free_port()
+    env = cli_env(tmp_path, str(tmp_path / "data"))
+    process = subprocess.Popen([MMETL, "ui", "--port", str(port)], env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_healthy(f"http://127.0.0.1:{port}/api", process)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/ui-settings", timeout=10) as response:
+            assert json.load(response)["api_url"] == f"http://127.0.0.1:{port}/api"
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as response:
+            assert b"<html" in response.read().lower()
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
