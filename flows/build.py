@@ -14,10 +14,12 @@ from prefect import flow, get_run_logger, task, unmapped
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
+from prefect_ray.context import remote_options
 
 from tasks import collect, dedupe, engine, publish, split, storage
 from tasks.demo_corpus import build_demo_corpus
 from tasks.recipe import Recipe, load_recipe
+from tasks.registry import stage_class
 
 from .runtime import MmetlRayTaskRunner
 
@@ -69,10 +71,11 @@ def run_id(layout: storage.Layout) -> str:
 def run_stage(stage: str, config: dict, shard_uris: list[str], layout: storage.Layout):
     """Fan a stage out over shards, wait, commit the stage; return (kept shard URIs, funnel step, rejects)."""
     out_dir = layout.stage_dir(stage)
-    futures = run_stage_shard.map(
-        stage=unmapped(stage), config=unmapped(config), shard=[engine.shard_name(u) for u in shard_uris],
-        in_uri=shard_uris, out_dir=unmapped(out_dir),
-    )
+    with remote_options(**stage_class(stage).resources):
+        futures = run_stage_shard.map(
+            stage=unmapped(stage), config=unmapped(config), shard=[engine.shard_name(u) for u in shard_uris],
+            in_uri=shard_uris, out_dir=unmapped(out_dir),
+        )
     results = [f.result() for f in futures]
     engine.commit_stage(out_dir, results)
     step = engine.summarize(stage, results)

@@ -54,7 +54,7 @@ def _manifest_rows(source: SourceConfig):
         elif row["modality"] not in MODALITIES:
             yield number, row, f"modality {row['modality']!r} is not one of {', '.join(MODALITIES)}"
         else:
-            yield number, {**row, "media": _resolve(base, str(row["media"]))}, None
+            yield number, {**row, "key": str(row["media"]), "media": _resolve(base, str(row["media"]))}, None
 
 
 def _folder_rows(source: SourceConfig):
@@ -73,7 +73,8 @@ def _folder_rows(source: SourceConfig):
             yield number, {"media": prefix + path}, "no sidecar caption (.txt) beside it"
         else:
             text = fs.cat_file(caption_path).decode("utf-8", errors="replace")
-            yield number, {"media": prefix + path, "modality": modality, "text": text}, None
+            key = path[len(root.rstrip("/")) + 1:]
+            yield number, {"media": prefix + path, "key": key, "modality": modality, "text": text}, None
 
 
 def plan_collect(source: SourceConfig, partition: str, run_id: str, shard_rows: int, out_dir: str) -> dict:
@@ -86,7 +87,10 @@ def plan_collect(source: SourceConfig, partition: str, run_id: str, shard_rows: 
     for number, row, error in reader(source):
         media = str((row or {}).get("media", ""))
         text = (row or {}).get("text")
-        sample_id = make_sample_id(source.name, f"{number}:{media}", text if isinstance(text, str) else None)
+        # ids and groups come from the annotation as written, not from where the corpus sits today,
+        # so moving a corpus (another checkout, another bucket) keeps every id and every split
+        key = str((row or {}).get("key", media))
+        sample_id = make_sample_id(source.name, f"{number}:{key}", text if isinstance(text, str) else None)
         if error:
             bad.append({"sample_id": sample_id, "source": source.name, "text": str(text) if text is not None else None,
                         "source_uri": media or None, "source_row": number, "stage": "collect",
@@ -94,7 +98,7 @@ def plan_collect(source: SourceConfig, partition: str, run_id: str, shard_rows: 
             continue
         rows.append({
             "sample_id": sample_id, "source": source.name, "modality": row["modality"],
-            "group_id": str(row.get("group") or media),  # captions of one item share it
+            "group_id": f"{source.name}:{row.get('group') or key}",  # captions of one item share it
             "text": str(row["text"]) if row["text"] is not None else None,
             "source_uri": media, "source_row": number, "partition": partition, "run_id": run_id,
         })

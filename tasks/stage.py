@@ -16,6 +16,9 @@ from .schema import SAMPLE_SCHEMA, rejects_from
 
 class Stage:
     name: ClassVar[str]
+    # what one shard of this stage needs from a worker; the Ray adapter asks for exactly this
+    # (a model-scoring stage would say {"num_cpus": 1, "num_gpus": 1})
+    resources: ClassVar[dict[str, float]] = {"num_cpus": 1}
 
     def __init__(self, **config: Any):
         self.config = config

@@ -75,7 +75,7 @@ def test_plan_collect_reads_manifest_from_s3_and_rejects_broken_rows(root):
     assert (plan["n_in"], plan["n_kept"], plan["n_rejected"]) == (5, 2, 3)
     rows = [r for uri in plan["shards"] for r in storage.read_parquet(uri).to_pylist()]
     assert [r["source_uri"] for r in rows] == [storage.join(root, "src/a.jpg"), storage.join(root, "src/d.mp4")]
-    assert rows[1]["group_id"] == "clip-7"
+    assert rows[1]["group_id"] == "t:clip-7" and rows[0]["group_id"] == "t:a.jpg"
     details = storage.read_parquet(plan["rejects_uri"]).column("detail").to_pylist()
     assert details[0].startswith("not JSON") and "smell" in details[1] and details[2] == "not a JSON object"
 
@@ -93,3 +93,35 @@ def test_plan_collect_folder_of_media_with_sidecar_captions(tmp_path):
     assert (plan["n_kept"], plan["n_rejected"]) == (1, 2)
     details = sorted(storage.read_parquet(plan["rejects_uri"]).column("detail").to_pylist())
     assert details == ["extension .xyz is not a known media type", "no sidecar caption (.txt) beside it"]
+
+
+def test_collect_stage_reads_media_from_object_storage(s3, tmp_path):
+    from tasks import engine
+
+    from .helpers import image_bytes
+
+    root = f"{s3}/collect/{tmp_path.name}"
+    picture = image_bytes()
+    storage.write_bytes(storage.join(root, "src/a.jpg"), picture)
+    lines = ['{"media": "a.jpg", "modality": "image", "text": "a cat"}',
+             '{"media": "gone.jpg", "modality": "image", "text": "a ghost"}']
+    storage.write_bytes(storage.join(root, "src/captions.jsonl"), "\n".join(lines).encode())
+    source = SourceConfig(name="t", kind="manifest", uri=storage.join(root, "src/captions.jsonl"))
+    plan = plan_collect(source, "p", "r", 10, storage.join(root, "work/plan"))
+    result = engine.run_shard("collect", {}, plan["shards"][0], storage.join(root, "work/collect"))
+    assert (result.n_kept, result.reasons) == (1, {"collect:missing_media": 1})
+    (row,) = storage.read_parquet(result.uri).to_pylist()
+    assert row["media_bytes"] == picture and row["media_ext"] == "jpg"
+
+
+def test_ids_and_groups_do_not_depend_on_where_the_corpus_sits(tmp_path, s3):
+    lines = "\n".join(['{"media": "a.jpg", "modality": "image", "text": "a cat"}',
+                       '{"media": "sub/b.mp4", "modality": "video", "text": "a dog"}']).encode()
+    plans = []
+    for root in (str(tmp_path / "here"), str(tmp_path / "elsewhere" / "deeper"), f"{s3}/moved/{tmp_path.name}"):
+        storage.write_bytes(storage.join(root, "captions.jsonl"), lines)
+        source = SourceConfig(name="t", kind="manifest", uri=storage.join(root, "captions.jsonl"))
+        plan = plan_collect(source, "p", "r", 10, storage.join(root, "plan"))
+        rows = storage.read_parquet(plan["shards"][0]).to_pylist()
+        plans.append([(r["sample_id"], r["group_id"]) for r in rows])
+    assert plans[0] == plans[1] == plans[2]
