@@ -163,3 +163,15 @@ def test_flow_run_publishes_the_funnel_artifact(builds):
             [(s["stage"], s["in"], s["kept"], s["rejected"]) for s in funnel]
         assert "duplicate:exact=3" in rows[3]["reasons"]
         assert client.read_flow_run(run_id).state.is_completed()
+
+
+def test_a_published_version_is_never_overwritten_by_another_recipe(builds, demo_recipe, tmp_path):
+    from flows.build import build_dataset
+
+    changed = tmp_path / "stricter.yaml"
+    changed.write_text(open(demo_recipe).read().replace("min_image_side: 32", "min_image_side: 100"))
+    root = builds["local"]["version"].split(f"/demo/versions/{PARTITION}")[0]
+    before = tree_digest(builds["local"]["version"], skip=())
+    with pytest.raises(RuntimeError, match="versions are immutable"):
+        build_dataset(str(changed), PARTITION, root)
+    assert tree_digest(builds["local"]["version"], skip=()) == before
