@@ -53,8 +53,8 @@ def assign_splits(shard_uris: list[str], recipe: Recipe, out_uri: str) -> dict:
 
 
 @task(task_run_name="publish-{shard}", **TASK_OPTIONS)
-def publish_shard(shard: str, in_uri: str, version_dir: str, index_uri: str) -> dict:
-    return publish.publish_shard(in_uri, version_dir, index_uri)
+def publish_shard(shard: str, in_uri: str, staging_dir: str) -> dict:
+    return publish.publish_shard(in_uri, staging_dir)
 
 
 @task(**TASK_OPTIONS)
@@ -92,12 +92,7 @@ def build_dataset(recipe_path: str, partition: str | None = None, storage_root: 
     recipe = load_recipe(recipe_path)
     layout = storage.Layout(storage.storage_root(storage_root), recipe.name, partition, recipe.fingerprint())
     if storage.exists(layout.version_manifest):
-        manifest = storage.read_json(layout.version_manifest)
-        if manifest["build_key"] != layout.build_key:
-            raise RuntimeError(
-                f"{layout.version} was already published from a different recipe (build {manifest['build_key']},"
-                f" now {layout.build_key}); versions are immutable: publish under a new partition name"
-            )
+        manifest = publish.check_owner(layout, storage.read_json(layout.version_manifest))
         logger.info("version %s is already published; nothing to do", layout.version)
         return {"version": layout.version, "manifest": manifest, "skipped": True}
 
@@ -125,10 +120,7 @@ def build_dataset(recipe_path: str, partition: str | None = None, storage_root: 
     shards = stage("split", {"assignment_uri": assignment["uri"]}, shards)
 
     names = [engine.shard_name(u) for u in shards]
-    published = publish_shard.map(
-        shard=names, in_uri=shards, version_dir=unmapped(layout.version),
-        index_uri=[storage.join(layout.stage_dir("publish"), f"{n}.index.parquet") for n in names],
-    )
+    published = publish_shard.map(shard=names, in_uri=shards, staging_dir=unmapped(layout.stage_dir("publish")))
     manifest = commit_version.submit(layout, [p.result() for p in published], rejects, funnel, recipe,
                                      flow_run.get_id()).result()
 

@@ -25,10 +25,14 @@ def build(args: argparse.Namespace) -> int:
         os.environ["MMETL_STORAGE"] = args.storage
     if args.ray_address:
         os.environ["MMETL_RAY_ADDRESS"] = args.ray_address
+    from tasks import storage
     from tasks.recipe import RecipeError, load_recipe
 
+    # fail fast, before starting any server, on a bad recipe or a source that is not there
     try:
-        load_recipe(args.recipe)  # fail fast, before starting servers, on a bad recipe
+        recipe = load_recipe(args.recipe)
+        if not recipe.source.synthesize_demo and not storage.exists(recipe.source.uri):
+            raise RecipeError(f"{args.recipe}: source.uri: {recipe.source.uri} does not exist")
     except RecipeError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -37,8 +41,13 @@ def build(args: argparse.Namespace) -> int:
         from .build import build_dataset  # imports prefect: only once the API is settled
 
         print(f"Prefect API: {api_url}")
-        result = build_dataset(args.recipe, args.partition, args.storage)
-        flush_prefect_logs()  # ship buffered logs while the API is still up
+        try:
+            result = build_dataset(args.recipe, args.partition, args.storage)
+        except Exception as e:  # the flow logged the traceback; say it plainly and exit non-zero
+            print(f"\nerror: the build failed: {type(e).__name__}: {e}", file=sys.stderr)
+            return 1
+        finally:
+            flush_prefect_logs()  # ship buffered logs while the API is still up
 
     print()
     print_funnel(result)

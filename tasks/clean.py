@@ -28,6 +28,8 @@ class CleanStage(RowStage):
             facts = getattr(self, f"_{row['modality']}")(row["media_bytes"])
         except MediaError as e:
             return Reject(f"decode:{e.code}", e.detail)
+        except Exception as e:  # an input nobody foresaw must not fail the build: reject it, visibly
+            return Reject("decode:unexpected", f"{type(e).__name__}: {e}")
         return {**row, **facts, "text": text, "sha256": hashlib.sha256(facts["media_bytes"]).hexdigest()}
 
     def _image(self, data: bytes) -> dict:

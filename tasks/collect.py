@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import posixpath
+from collections import Counter
 
 import pyarrow as pa
 
@@ -34,27 +35,48 @@ def _resolve(base: str, media: str) -> str:
 
 
 def _manifest_rows(source: SourceConfig):
-    """Yield (row number, dict or None, error) for each line of a JSONL annotation file."""
-    text = storage.read_bytes(source.uri).decode("utf-8", errors="replace")
+    """Yield (row number, row or None, error) for each line of a JSONL annotation file."""
+    raw = storage.read_bytes(source.uri).removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte-order mark
     base = source.uri.rsplit("/", 1)[0]
-    for number, line in enumerate(text.splitlines()):
-        if not line.strip():
+    # split on newlines only: U+2028 and friends are legal inside JSON strings
+    for number, line_bytes in enumerate(raw.split(b"\n")):
+        try:
+            line = line_bytes.decode("utf-8").strip()
+        except UnicodeDecodeError as e:
+            yield number, None, f"not UTF-8: {e.reason} at byte {e.start}"
+            continue
+        if not line:
             continue
         try:
             row = json.loads(line)
         except json.JSONDecodeError as e:
             yield number, None, f"not JSON: {e.msg} at column {e.colno}"
             continue
-        if not isinstance(row, dict):
-            yield number, None, "not a JSON object"
-            continue
-        missing = [k for k in ("media", "modality", "text") if k not in row]
-        if missing:
-            yield number, row, f"missing keys: {', '.join(missing)}"
-        elif row["modality"] not in MODALITIES:
-            yield number, row, f"modality {row['modality']!r} is not one of {', '.join(MODALITIES)}"
+        error = _row_error(row)
+        if error:
+            yield number, row if isinstance(row, dict) else None, error
         else:
-            yield number, {**row, "key": str(row["media"]), "media": _resolve(base, str(row["media"]))}, None
+            yield number, {**row, "key": row["media"], "media": _resolve(base, row["media"])}, None
+
+
+def _row_error(row) -> str | None:
+    if not isinstance(row, dict):
+        return "not a JSON object"
+    missing = [k for k in ("media", "modality", "text") if k not in row]
+    if missing:
+        return f"missing keys: {', '.join(missing)}"
+    if not isinstance(row["media"], str) or not row["media"].strip():
+        return f"media must be a non-empty string, got {row['media']!r}"
+    if "\x00" in row["media"]:
+        return "media path contains a NUL byte"
+    if row["modality"] not in MODALITIES:
+        return f"modality {row['modality']!r} is not one of {', '.join(MODALITIES)}"
+    if not isinstance(row["text"], str):
+        return f"text must be a string, got {type(row['text']).__name__}"
+    group = row.get("group")
+    if group is not None and (isinstance(group, bool) or not isinstance(group, (str, int))):
+        return f"group must be a string or an integer, got {group!r}"
+    return None
 
 
 def _folder_rows(source: SourceConfig):
@@ -72,7 +94,11 @@ def _folder_rows(source: SourceConfig):
         elif caption_path is None:
             yield number, {"media": prefix + path}, "no sidecar caption (.txt) beside it"
         else:
-            text = fs.cat_file(caption_path).decode("utf-8", errors="replace")
+            try:
+                text = fs.cat_file(caption_path).decode("utf-8-sig")
+            except UnicodeDecodeError as e:
+                yield number, {"media": prefix + path}, f"caption {caption_path} is not UTF-8: {e.reason}"
+                continue
             key = path[len(root.rstrip("/")) + 1:]
             yield number, {"media": prefix + path, "key": key, "modality": modality, "text": text}, None
 
@@ -83,23 +109,28 @@ def plan_collect(source: SourceConfig, partition: str, run_id: str, shard_rows: 
     if storage.exists(marker):
         return storage.read_json(marker)
     rows, bad = [], []
+    occurrences: Counter[tuple[str, str]] = Counter()
     reader = _manifest_rows if source.kind == "manifest" else _folder_rows
     for number, row, error in reader(source):
-        media = str((row or {}).get("media", ""))
-        text = (row or {}).get("text")
-        # ids and groups come from the annotation as written, not from where the corpus sits today,
-        # so moving a corpus (another checkout, another bucket) keeps every id and every split
-        key = str((row or {}).get("key", media))
-        sample_id = make_sample_id(source.name, f"{number}:{key}", text if isinstance(text, str) else None)
         if error:
-            bad.append({"sample_id": sample_id, "source": source.name, "text": str(text) if text is not None else None,
-                        "source_uri": media or None, "source_row": number, "stage": "collect",
-                        "reason": "collect:bad_row", "detail": error, "partition": partition, "run_id": run_id})
+            media, text = (row or {}).get("media"), (row or {}).get("text")
+            bad.append({"sample_id": make_sample_id(source.name, f"bad-row:{number}", None), "source": source.name,
+                        "text": text if isinstance(text, str) else None,
+                        "source_uri": media if isinstance(media, str) else None, "source_row": number,
+                        "stage": "collect", "reason": "collect:bad_row", "detail": error,
+                        "partition": partition, "run_id": run_id})
             continue
+        # ids and groups come from the annotation as written, not from where the corpus sits today or
+        # from line numbers: moving a corpus or inserting a line keeps every other id and every split
+        key, text, media = row["key"], row["text"], row["media"]
+        occurrence = occurrences[(key, text)]
+        occurrences[(key, text)] += 1
+        sample_id = make_sample_id(source.name, f"{key}#{occurrence}", text)
         rows.append({
             "sample_id": sample_id, "source": source.name, "modality": row["modality"],
-            "group_id": f"{source.name}:{row.get('group') or key}",  # captions of one item share it
-            "text": str(row["text"]) if row["text"] is not None else None,
+            # captions of one item share a group; so do rows that name the same group
+            "group_id": f"{source.name}:{key if row.get('group') is None else row['group']}",
+            "text": text,
             "source_uri": media, "source_row": number, "partition": partition, "run_id": run_id,
         })
 
@@ -128,8 +159,8 @@ class CollectStage(RowStage):
             data = storage.read_bytes(uri)
         except FileNotFoundError:
             return Reject("missing_media", uri)
-        except (OSError, PermissionError) as e:
-            return Reject("unreadable_media", f"{uri}: {e}")
+        except Exception as e:  # no such protocol, bad path, permission, network: the row goes, the build stays
+            return Reject("unreadable_media", f"{uri}: {type(e).__name__}: {e}")
         if not data:
             return Reject("empty_file", uri)
         ext = uri.rsplit(".", 1)[-1].lower() if "." in uri.rsplit("/", 1)[-1] else None

@@ -8,11 +8,14 @@
       manifest.json         written last: the version exists once it does
 
 Tars are byte-for-byte deterministic (sorted members, fixed mtime/owner), so the same build gives
-the same files on a local disk and on S3.
+the same files on a local disk and on S3. They are staged in the build's work folder and moved into
+the version only by `commit_version`, which refuses a version that another build already owns: a
+published version is never touched again. The manifest lists every file with its size and sha256.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import tarfile
@@ -50,10 +53,15 @@ def _tar_bytes(rows: list[dict]) -> bytes:
     return buf.getvalue()
 
 
-def publish_shard(shard_uri: str, version_dir: str, index_uri: str) -> dict:
-    """Write this work shard's rows as one tar per split; its index rows go to `index_uri`."""
+def _file_entry(data: bytes) -> dict:
+    return {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def publish_shard(shard_uri: str, staging_dir: str) -> dict:
+    """Stage this work shard's rows as one tar per split, plus its index rows, under `staging_dir`."""
     shard = shard_uri.rsplit("/", 1)[-1].removesuffix(".parquet")
-    marker = index_uri.removesuffix(".parquet") + ".json"
+    index_uri = storage.join(staging_dir, f"{shard}.index.parquet")
+    marker = storage.join(staging_dir, f"{shard}.json")
     if storage.exists(marker):
         return storage.read_json(marker)
     table = storage.read_parquet(shard_uri).sort_by("sample_id")
@@ -64,26 +72,37 @@ def publish_shard(shard_uri: str, version_dir: str, index_uri: str) -> dict:
             continue
         tar_name = f"{split}/{shard}.tar"
         data = _tar_bytes(rows_table.to_pylist())
-        storage.write_bytes(storage.join(version_dir, tar_name), data)
-        files[tar_name] = len(data)
+        storage.write_bytes(storage.join(staging_dir, tar_name), data)
+        files[tar_name] = _file_entry(data)
         index = rows_table.drop_columns(INDEX_DROP)
         parts.append(index.append_column("tar", pa.array([tar_name] * index.num_rows, pa.string()))
                      .append_column("key", index.column("sample_id")))
     if parts:
         storage.write_parquet(index_uri, pa.concat_tables(parts))
-    result = {"shard": shard, "index_uri": index_uri if parts else None, "files": files, "n": table.num_rows}
+    result = {"shard": shard, "staging_dir": staging_dir, "index_uri": index_uri if parts else None,
+              "files": files, "n": table.num_rows}
     storage.write_json(marker, result)
     return result
 
 
 def commit_version(layout: storage.Layout, published: list[dict], reject_uris: list[str], funnel: list[dict],
                    recipe: dict, extra: dict | None = None) -> dict:
-    """Merge the per-shard indexes, write rejects and stats, and commit with the manifest, last."""
+    """Move the staged tars in, write the indexes, rejects and stats, and commit with the manifest, last.
+
+    Safe to rerun after a crash at any point: a tar already moved is not moved again.
+    """
     if storage.exists(layout.version_manifest):
-        return storage.read_json(layout.version_manifest)
+        return check_owner(layout, storage.read_json(layout.version_manifest))
     check_funnel(funnel)
+    claim_version(layout)
     version = layout.version
-    files = {name: size for p in published for name, size in p["files"].items()}
+    files = {}
+    for p in published:
+        for name, entry in p["files"].items():
+            staged = storage.join(p["staging_dir"], name)
+            if storage.exists(staged):
+                storage.move(staged, storage.join(version, name))
+            files[name] = entry
     indexes = [storage.read_parquet(p["index_uri"]) for p in published if p["index_uri"]]
     index = pa.concat_tables(indexes) if indexes else None
     splits = {}
@@ -92,22 +111,23 @@ def commit_version(layout: storage.Layout, published: list[dict], reject_uris: l
         if part is None or part.num_rows == 0:
             continue
         name = f"{split}/index.parquet"
-        storage.write_parquet(storage.join(version, name), part)
+        files[name] = _write(storage.join(version, name), storage.parquet_bytes(part))
         splits[split] = {
             "samples": part.num_rows,
             "groups": len(set(part.column("group_id").to_pylist())),
             "modalities": dict(sorted(Counter(part.column("modality").to_pylist()).items())),
-            "tars": sorted(f for f in files if f.startswith(f"{split}/")),
+            "tars": sorted(f for f in files if f.startswith(f"{split}/") and f.endswith(".tar")),
             "index": name,
         }
     rejects = pa.concat_tables([storage.read_parquet(u).cast(REJECT_SCHEMA) for u in reject_uris]) if reject_uris \
         else REJECT_SCHEMA.empty_table()
     rejects = rejects.sort_by([("stage", "ascending"), ("sample_id", "ascending")])
-    storage.write_parquet(storage.join(version, "rejects.parquet"), rejects)
+    files["rejects.parquet"] = _write(storage.join(version, "rejects.parquet"), storage.parquet_bytes(rejects))
 
     stats = {"splits": splits, "funnel": funnel, "rejects_by_reason": _count(rejects.column("reason").to_pylist()),
              "hours": _hours(index)}
-    storage.write_json(storage.join(version, "stats.json"), stats)
+    files["stats.json"] = _write(storage.join(version, "stats.json"),
+                                 json.dumps(stats, indent=2, sort_keys=True).encode())
     manifest = {
         "dataset": layout.dataset,
         "partition": layout.partition,
@@ -123,6 +143,38 @@ def commit_version(layout: storage.Layout, published: list[dict], reject_uris: l
     }
     storage.write_json(layout.version_manifest, manifest)  # the commit point, last
     return manifest
+
+
+def claim_version(layout: storage.Layout) -> None:
+    """Take the partition's version for this build, atomically; rerunning the same build may resume."""
+    if storage.create_exclusive(layout.version_claim, json.dumps({"build_key": layout.build_key}).encode()):
+        return
+    owner = storage.read_json(layout.version_claim)["build_key"]
+    if owner != layout.build_key:
+        raise VersionExists(
+            f"{layout.version} is being published by build {owner} (this is build {layout.build_key}: another"
+            f" recipe or mmetl version). Publish under a new partition name, or, if that build was abandoned"
+            f" before it committed, delete {layout.version_claim}"
+        )
+
+
+def check_owner(layout: storage.Layout, manifest: dict) -> dict:
+    if manifest["build_key"] != layout.build_key:
+        raise VersionExists(
+            f"{layout.version} was already published by build {manifest['build_key']} (this is build"
+            f" {layout.build_key}: another recipe or mmetl version); versions are immutable:"
+            " publish under a new partition name"
+        )
+    return manifest
+
+
+class VersionExists(RuntimeError):
+    """The partition's version was published by another build."""
+
+
+def _write(uri: str, data: bytes) -> dict:
+    storage.write_bytes(uri, data)
+    return _file_entry(data)
 
 
 def check_funnel(funnel: list[dict]) -> None:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+from importlib import metadata
 from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 
 class Strict(BaseModel):
@@ -79,10 +80,24 @@ class Recipe(Strict):
     filter: FilterConfig = FilterConfig()
     align: AlignConfig = AlignConfig()
     split: SplitConfig = SplitConfig()
+    _fingerprint: str | None = PrivateAttr(None)
 
     def fingerprint(self) -> str:
-        """Changes whenever anything that affects the output changes."""
-        return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:12]
+        """The build key: the recipe as written plus the mmetl version, not the folder it runs from.
+
+        Two checkouts building the same recipe agree on it, so they share committed work and versions.
+        """
+        if self._fingerprint is None:
+            payload = {"recipe": self.model_dump(mode="json"), "mmetl": _mmetl_version()}
+            self._fingerprint = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
+        return self._fingerprint
+
+
+def _mmetl_version() -> str:
+    try:
+        return metadata.version("mmetl")
+    except metadata.PackageNotFoundError:
+        return "unknown"
 
 
 class RecipeError(ValueError):
@@ -99,14 +114,17 @@ def load_recipe(path: str | Path) -> Recipe:
         raise RecipeError(f"{path}: not valid YAML: {e}") from None
     if not isinstance(data, dict):
         raise RecipeError(f"{path}: a recipe is a mapping of keys, got {type(data).__name__}")
-    source = data.get("source")
-    if isinstance(source, dict) and "uri" in source and "://" not in source["uri"]:
-        # relative local paths are relative to the working directory the command runs in
-        source["uri"] = str(Path(source["uri"]).absolute())
     try:
-        return Recipe.model_validate(data)
+        recipe = Recipe.model_validate(data)
     except ValidationError as e:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}" for err in e.errors()
         )
         raise RecipeError(f"{path}: {problems}") from None
+    fingerprint = recipe.fingerprint()  # of the recipe as written
+    if "://" not in recipe.source.uri:
+        # a relative local path is relative to where the command runs, not to a Ray worker's folder
+        absolute = str(Path(recipe.source.uri).absolute())
+        recipe = recipe.model_copy(update={"source": recipe.source.model_copy(update={"uri": absolute})})
+        recipe._fingerprint = fingerprint
+    return recipe

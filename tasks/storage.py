@@ -61,6 +61,20 @@ def write_bytes(uri: str, data: bytes) -> None:
         fs.pipe_file(path, data)
 
 
+def create_exclusive(uri: str, data: bytes) -> bool:
+    """Create an object only if it does not exist yet; False if it did. S3 does this with a
+    conditional PUT (If-None-Match), so two writers racing for one name cannot both win."""
+    fs, path = filesystem(uri)
+    if isinstance(fs, LocalFileSystem):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+    try:
+        with fs.open(path, "xb") as f:
+            f.write(data)
+    except FileExistsError:
+        return False
+    return True
+
+
 def write_json(uri: str, obj) -> None:
     write_bytes(uri, json.dumps(obj, indent=2, sort_keys=True).encode())
 
@@ -69,11 +83,15 @@ def read_json(uri: str):
     return json.loads(read_bytes(uri))
 
 
-def write_parquet(uri: str, table: pa.Table) -> None:
-    """Whole-table write, deterministic bytes for the same table (the same on local disk and S3)."""
+def parquet_bytes(table: pa.Table) -> bytes:
+    """Deterministic bytes for the same table, so local and S3 outputs compare equal."""
     buf = io.BytesIO()
     pq.write_table(table, buf, compression="zstd")
-    write_bytes(uri, buf.getvalue())
+    return buf.getvalue()
+
+
+def write_parquet(uri: str, table: pa.Table) -> None:
+    write_bytes(uri, parquet_bytes(table))
 
 
 def read_parquet(uri: str, columns: list[str] | None = None, schema: pa.Schema | None = None) -> pa.Table:
@@ -87,6 +105,17 @@ def iter_parquet_batches(uri: str, batch_rows: int):
     fs, path = filesystem(uri)
     with fs.open(path, "rb") as f:
         yield from pq.ParquetFile(f).iter_batches(batch_size=batch_rows)
+
+
+def move(src: str, dst: str) -> None:
+    """Local: an atomic rename. S3: a server-side copy, then the delete."""
+    fs, src_path = filesystem(src)
+    _, dst_path = filesystem(dst)
+    if isinstance(fs, LocalFileSystem):
+        os.makedirs(os.path.dirname(dst_path), exist_ok=True)
+        os.replace(src_path, dst_path)
+    else:
+        fs.mv(src_path, dst_path)
 
 
 def remove(uri: str, recursive: bool = False) -> None:
@@ -131,3 +160,8 @@ class Layout:
     @property
     def version_manifest(self) -> str:
         return join(self.version, "manifest.json")
+
+    @property
+    def version_claim(self) -> str:
+        """Taken once, by the first build to publish this partition; see publish.claim_version."""
+        return join(self.version, "_claim.json")

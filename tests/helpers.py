@@ -38,3 +38,49 @@ def sample(modality="image", text="a red circle on a blue background", media=Non
 
 def table(*rows):
     return samples_from_rows(list(rows))
+
+
+def matroska_video(seconds: float = 4.0) -> bytes:
+    """An MKV with no frame count in its header: truncation shows only against the container's duration."""
+    from fractions import Fraction
+
+    import av
+    import numpy as np
+
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="matroska") as out:
+        stream = out.add_stream("libx264", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for i in range(int(seconds * 10)):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), i * 10 % 255, np.uint8), format="rgb24")
+            frame.pts, frame.time_base = i, Fraction(1, 10)
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    return buf.getvalue()
+
+
+def flac_in_matroska(seconds: float = 2.0) -> bytes:
+    import av
+    import numpy as np
+
+    from tasks.demo_corpus import SAMPLE_RATE
+
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="matroska") as out:
+        stream = out.add_stream("flac", rate=SAMPLE_RATE, layout="mono")
+        pcm = (tone(440.0, seconds, True) * 32767).astype(np.int16).reshape(1, -1)
+        frame = av.AudioFrame.from_ndarray(pcm, format="s16", layout="mono")
+        frame.sample_rate = SAMPLE_RATE
+        out.mux(stream.encode(frame))
+        for packet in stream.encode(None):
+            try:
+                out.mux(packet)
+            except av.error.ArgumentError:  # Matroska refuses FLAC's trailing header-update packet
+                pass
+    return buf.getvalue()
+
+
+def wide_png(width: int = 70_000) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (width, 10)).save(out, format="PNG")
+    return out.getvalue()

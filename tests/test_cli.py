@@ -37,6 +37,15 @@ def test_bad_recipe_exits_2_naming_the_key(tmp_path):
     assert "filter.min_image_sid: Extra inputs are not permitted" in result.stderr
 
 
+def test_missing_source_exits_2_before_starting_anything(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"name: demo\nsource: {{name: demo, kind: manifest, uri: {tmp_path}/none.jsonl}}\n")
+    result = subprocess.run([MMETL, "build", str(recipe)], capture_output=True, text=True, timeout=60,
+                            env=cli_env(tmp_path, str(tmp_path / "data")))
+    assert result.returncode == 2 and f"{tmp_path}/none.jsonl does not exist" in result.stderr
+    assert not (tmp_path / "prefect-home").exists()
+
+
 def test_killed_build_resumes_to_the_same_version(tmp_path, demo_recipe):
     reference_root, killed_root = str(tmp_path / "reference"), str(tmp_path / "killed")
 

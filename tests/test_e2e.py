@@ -108,7 +108,7 @@ def test_planted_problems_are_rejected_with_their_reasons_and_nothing_else_is_lo
     assert len(rejects) == len(PLANTED) + len(DUPLICATES) + BROKEN_ROWS
 
     # in = kept + rejected overall: every manifest line is published or rejected, once
-    lines = [line for line in open(demo_manifest).read().splitlines() if line.strip()]
+    lines = [line for line in open(demo_manifest, "rb").read().split(b"\n") if line.strip()]
     published = builds["local"]["manifest"]["samples"]
     assert published + len(rejects) == len(lines)
     ids = duckdb.connect().execute(f"SELECT sample_id FROM read_parquet('{version}/*/index.parquet')").fetchall()
@@ -175,3 +175,24 @@ def test_a_published_version_is_never_overwritten_by_another_recipe(builds, demo
     with pytest.raises(RuntimeError, match="versions are immutable"):
         build_dataset(str(changed), PARTITION, root)
     assert tree_digest(builds["local"]["version"], skip=()) == before
+
+
+def test_rerun_after_losing_the_manifest_reuses_every_committed_shard(builds, demo_recipe):
+    """A crash after the tars moved in but before manifest.json: the rerun redoes only the commit."""
+    from flows.build import build_dataset
+
+    version = builds["local"]["version"]
+    root = version.split(f"/demo/versions/{PARTITION}")[0]
+    before = tree_digest(version)
+    work = storage.join(root, "demo", "work", PARTITION)
+    markers = {name: storage.read_bytes(storage.join(work, name))
+               for name in storage.list_files(work) if name.endswith(".json")}
+    storage.remove(storage.join(version, "manifest.json"))
+    again = build_dataset(demo_recipe, PARTITION, root)
+    assert not again["skipped"]
+    assert tree_digest(version) == before
+    for key in ("splits", "samples", "rejected", "files", "build_key"):
+        assert again["manifest"][key] == builds["local"]["manifest"][key]
+    # no shard was recomputed: every marker is byte-identical, and no new one appeared
+    assert {name: storage.read_bytes(storage.join(work, name))
+            for name in storage.list_files(work) if name.endswith(".json")} == markers

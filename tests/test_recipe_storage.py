@@ -125,3 +125,40 @@ def test_ids_and_groups_do_not_depend_on_where_the_corpus_sits(tmp_path, s3):
         rows = storage.read_parquet(plan["shards"][0]).to_pylist()
         plans.append([(r["sample_id"], r["group_id"]) for r in rows])
     assert plans[0] == plans[1] == plans[2]
+
+
+def test_plan_collect_is_strict_about_odd_rows_and_forgiving_about_encoding(tmp_path):
+    rows = [
+        '{"media": "a.jpg", "modality": "image", "text": "a line\u2028separator inside a caption"}',
+        '{"media": "b.jpg", "modality": "image", "text": 5}',
+        '{"media": null, "modality": "image", "text": "no media"}',
+        '{"media": "c.jpg", "modality": "image", "text": "listed group", "group": ["x"]}',
+        '{"media": "d.jpg", "modality": "image", "text": "numbered group", "group": 7}',
+    ]
+    data = b"\xef\xbb\xbf" + "\r\n".join(rows).encode() + b"\n\xff\xfe not utf-8\n"
+    storage.write_bytes(str(tmp_path / "captions.jsonl"), data)
+    source = SourceConfig(name="t", kind="manifest", uri=str(tmp_path / "captions.jsonl"))
+    plan = plan_collect(source, "p", "r", 10, str(tmp_path / "plan"))
+    kept = storage.read_parquet(plan["shards"][0]).to_pylist()
+    assert [r["source_row"] for r in kept] == [0, 4]
+    assert kept[0]["text"] == "a line\u2028separator inside a caption" and kept[1]["group_id"] == "t:7"
+    details = storage.read_parquet(plan["rejects_uri"]).column("detail").to_pylist()
+    assert [d.split(",")[0].split(":")[0] for d in details] == [
+        "text must be a string", "media must be a non-empty string", "group must be a string or an integer",
+        "not UTF-8"]
+    assert plan["n_in"] == 6 == plan["n_kept"] + plan["n_rejected"]
+
+
+def test_sample_ids_survive_inserted_lines_and_tell_repeated_rows_apart(tmp_path):
+    def ids(lines):
+        storage.write_bytes(str(tmp_path / "captions.jsonl"), "\n".join(lines).encode())
+        source = SourceConfig(name="t", kind="manifest", uri=str(tmp_path / "captions.jsonl"))
+        storage.remove(str(tmp_path / "plan"), recursive=True)
+        plan = plan_collect(source, "p", "r", 10, str(tmp_path / "plan"))
+        return {(r["text"], r["source_row"]): r["sample_id"] for r in storage.read_parquet(plan["shards"][0]).to_pylist()}
+
+    row = '{"media": "a.jpg", "modality": "image", "text": "%s"}'
+    before = ids([row % "one", row % "two", row % "two"])
+    after = ids([row % "zero", row % "one", row % "two", row % "two"])
+    assert before[("one", 0)] == after[("one", 1)] and before[("two", 1)] == after[("two", 2)]
+    assert len(set(before.values())) == 3  # the repeated row gets its own id (dedupe then drops it)

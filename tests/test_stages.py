@@ -14,7 +14,17 @@ from tasks.dedupe import DedupeStage, decide_duplicates
 from tasks.filter import FilterStage
 from tasks.split import SplitStage, assign_splits
 
-from .helpers import audio_bytes, image_bytes, png_with_alpha, sample, table, video_bytes
+from .helpers import (
+    audio_bytes,
+    flac_in_matroska,
+    image_bytes,
+    matroska_video,
+    png_with_alpha,
+    sample,
+    table,
+    video_bytes,
+    wide_png,
+)
 
 
 def run(stage, *rows):
@@ -41,6 +51,26 @@ def test_clean_records_facts_for_each_modality():
     assert all(len(r["sha256"]) == 64 for r in kept)
 
 
+def test_clean_remuxes_flac_from_other_containers_and_names_matroska_mkv():
+    kept, rejected = run(CleanStage(), sample("audio", media=flac_in_matroska(), n=0),
+                         sample("video", media=matroska_video(), n=1))
+    assert rejected == []
+    audio, video = kept
+    assert audio["media_bytes"][:4] == b"fLaC" and audio["duration_s"] == pytest.approx(2.0)
+    assert video["media_ext"] == "mkv" and video["num_frames"] == 40
+
+
+def test_clean_turns_unforeseen_decoder_failures_into_rejects(monkeypatch):
+    import tasks.clean
+
+    def explode(*args, **kwargs):
+        raise ZeroDivisionError("a decoder bug")
+
+    monkeypatch.setattr(tasks.clean, "decode_image", explode)
+    _, (reject,) = run(CleanStage(), sample(media=image_bytes()))
+    assert reject["reason"] == "decode:unexpected" and reject["detail"] == "ZeroDivisionError: a decoder bug"
+
+
 def test_clean_normalizes_png_with_alpha_to_rgb_jpeg():
     (row,), _ = run(CleanStage(), sample("image", media=png_with_alpha()))
     assert row["media_bytes"][:3] == b"\xff\xd8\xff" and (row["width"], row["height"]) == (50, 40)
@@ -53,6 +83,10 @@ def test_clean_normalizes_png_with_alpha_to_rgb_jpeg():
     ("audio", image_bytes(), "decode:no_audio_stream"),
     ("video", video_bytes()[:500], "decode:corrupt"),
     ("video", audio_bytes(), "decode:no_video_stream"),
+    ("image", b"", "decode:not_an_image"),
+    ("image", wide_png(), "decode:too_large_side"),  # fine to decode, but JPEG cannot hold it
+    ("audio", audio_bytes(2.0, "wav")[:20_000], "decode:truncated"),  # FFmpeg alone would accept it
+    ("video", matroska_video()[: int(len(matroska_video()) * 0.8)], "decode:truncated"),
 ])
 def test_clean_rejects_bad_media_with_a_reason(modality, media, reason):
     kept, (reject,) = run(CleanStage(), sample(modality, media=media))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import struct
 from dataclasses import dataclass
 
 import av
@@ -30,10 +31,26 @@ def open_container(data: bytes) -> av.container.InputContainer:
         raise MediaError("corrupt", f"FFmpeg cannot open it: {e}") from None
 
 
-def declared_seconds(stream) -> float | None:
+def declared_seconds(container, stream) -> float | None:
+    """The length the file claims: the stream's own, else the container's."""
     if stream.duration is not None and stream.time_base is not None:
         return float(stream.duration * stream.time_base)
+    if container.duration is not None:
+        return container.duration / av.time_base
     return None
+
+
+def wav_missing_bytes(data: bytes) -> int:
+    """How many bytes of a WAV's data chunk are absent (FFmpeg infers WAV length from the file size)."""
+    if data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        return 0
+    pos = 12
+    while pos + 8 <= len(data):
+        chunk, size = data[pos:pos + 4], struct.unpack("<I", data[pos + 4:pos + 8])[0]
+        if chunk == b"data":
+            return max(0, pos + 8 + size - len(data))
+        pos += 8 + size + (size & 1)
+    return 0
 
 
 def decode_audio(data: bytes) -> DecodedAudio:
@@ -45,37 +62,48 @@ def decode_audio(data: bytes) -> DecodedAudio:
         rate = stream.codec_context.sample_rate or stream.rate
         layout = stream.codec_context.layout.name
         channels = stream.codec_context.channels
-        declared = declared_seconds(stream)
+        declared = declared_seconds(container, stream)
+        is_flac_file = container.format.name == "flac"  # FLAC inside Ogg or Matroska is re-muxed
 
-        transcode = codec != "flac"
-        if transcode:
-            out_buf = io.BytesIO()
-            out = av.open(out_buf, mode="w", format="flac")
-            out_stream = out.add_stream("flac", rate=rate, layout=layout)
-            resampler = av.AudioResampler(format="s16", layout=layout, rate=rate)
+        if is_flac_file:
+            missing = 0
+        else:
+            missing = wav_missing_bytes(data)
+            try:
+                out_buf = io.BytesIO()
+                out = av.open(out_buf, mode="w", format="flac")
+                out_stream = out.add_stream("flac", rate=rate, layout=layout)
+                resampler = av.AudioResampler(format="s16", layout=layout, rate=rate)
+            except (av.error.FFmpegError, ValueError) as e:
+                raise MediaError("unencodable", f"cannot write {channels} channels at {rate} Hz as FLAC: {e}") from None
 
         samples = 0
         try:
             for frame in container.decode(stream):
                 samples += frame.samples
-                if transcode:
+                if not is_flac_file:
                     for resampled in resampler.resample(frame):
                         out.mux(out_stream.encode(resampled))
         except av.error.FFmpegError as e:
             raise MediaError("corrupt", f"decode failed after {samples} samples: {e}") from None
-        if transcode:
-            for resampled in resampler.resample(None):
-                out.mux(out_stream.encode(resampled))
-            out.mux(out_stream.encode(None))
-            out.close()
+        if not is_flac_file:
+            try:
+                for resampled in resampler.resample(None):
+                    out.mux(out_stream.encode(resampled))
+                out.mux(out_stream.encode(None))
+                out.close()
+            except (av.error.FFmpegError, ValueError) as e:
+                raise MediaError("unencodable", f"FLAC encoding failed: {e}") from None
 
     if samples == 0 or not rate:
         raise MediaError("empty", "no audio samples decoded")
     duration = samples / rate
+    if missing:
+        raise MediaError("truncated", f"the WAV data chunk is {missing} bytes short")
     if declared and duration < TRUNCATION_TOLERANCE * declared:
         raise MediaError("truncated", f"decoded {duration:.3f}s of a declared {declared:.3f}s")
     return DecodedAudio(
-        data=out_buf.getvalue() if transcode else data,
+        data=data if is_flac_file else out_buf.getvalue(),
         ext="flac",
         duration_s=duration,
         sample_rate=int(rate),

@@ -11,6 +11,8 @@ from PIL import Image, UnidentifiedImageError
 
 from . import MediaError
 
+JPEG_MAX_SIDE = 65_500
+
 
 @dataclass
 class DecodedImage:
@@ -42,6 +44,8 @@ def decode_image(data: bytes, max_pixels: int = 64_000_000, jpeg_quality: int = 
 
     if source_format == "JPEG" and image.mode == "RGB":
         normalized = data
+    elif max(image.size) > JPEG_MAX_SIDE:
+        raise MediaError("too_large_side", f"{image.width}x{image.height}: JPEG stops at {JPEG_MAX_SIDE} px a side")
     else:
         out = io.BytesIO()
         image.convert("RGB").save(out, format="JPEG", quality=jpeg_quality)

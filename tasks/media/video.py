@@ -7,10 +7,11 @@ from dataclasses import dataclass
 import av
 
 from . import MediaError
-from .audio import TRUNCATION_TOLERANCE, open_container
+from .audio import TRUNCATION_TOLERANCE, declared_seconds, open_container
 
-# container format name (FFmpeg's, comma-separated aliases) -> the extension we publish under
-_EXTENSIONS = {"mp4": "mp4", "mov": "mp4", "webm": "webm", "matroska": "mkv", "avi": "avi"}
+# FFmpeg demuxer name -> the extension we publish under (its matroska demuxer also reads WebM,
+# and .mkv names both correctly)
+_EXTENSIONS = {"mov,mp4,m4a,3gp,3g2,mj2": "mp4", "matroska,webm": "mkv", "avi": "avi"}
 
 
 @dataclass
@@ -36,7 +37,8 @@ def decode_video(data: bytes) -> DecodedVideo:
         audio = container.streams.audio[0] if container.streams.audio else None
         fps = float(video.average_rate or video.guessed_rate or 0)
         declared_frames = video.frames or 0
-        ext = next((e for name, e in _EXTENSIONS.items() if name in container.format.name.split(",")), None)
+        ext = _EXTENSIONS.get(container.format.name)
+        declared_s = declared_seconds(container, video)
         if ext is None:
             raise MediaError("unsupported_container", container.format.name)
 
@@ -58,6 +60,8 @@ def decode_video(data: bytes) -> DecodedVideo:
             raise MediaError("empty", "no video frames decoded")
         if declared_frames and frames < TRUNCATION_TOLERANCE * declared_frames:
             raise MediaError("truncated", f"decoded {frames} of {declared_frames} declared frames")
+        if declared_s and frames / fps < TRUNCATION_TOLERANCE * declared_s - 1 / fps:
+            raise MediaError("truncated", f"decoded {frames / fps:.3f}s of a declared {declared_s:.3f}s")
         rate = audio.codec_context.sample_rate if audio is not None else None
         return DecodedVideo(
             data=data,

@@ -1,0 +1,92 @@
+"""Publishing: staged tars, a claim taken once, a manifest last; a version is never touched again."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+
+from tasks import storage
+from tasks.publish import VersionExists, commit_version, publish_shard
+
+from .helpers import image_bytes, sample, table
+
+FUNNEL = [{"stage": "split", "in": 6, "kept": 6, "rejected": 0, "reasons": {}}]
+
+
+def split_shard(root: str, name: str, caption: str) -> str:
+    rows = [sample(text=f"{caption} {i}", media=image_bytes(seed=i), media_ext="jpg", n=i,
+                   split=("train", "train", "val", "test", "train", "train")[i]) for i in range(6)]
+    uri = storage.join(root, "in", f"{name}.parquet")
+    storage.write_parquet(uri, table(*rows))
+    return uri
+
+
+def build(root: str, build_key: str, caption: str):
+    layout = storage.Layout(root, "ds", "2026-01-01", build_key)
+    shard = split_shard(storage.join(root, build_key), "shard-00000", caption)
+    staged = publish_shard(shard, layout.stage_dir("publish"))
+    return layout, staged
+
+
+def test_version_files_match_the_manifest(tmp_path):
+    layout, staged = build(str(tmp_path), "aaa", "a picture")
+    manifest = commit_version(layout, [staged], [], FUNNEL, {"name": "ds"})
+    on_disk = {n for n in storage.list_files(layout.version) if n not in ("manifest.json", "_claim.json")}
+    assert on_disk == set(manifest["files"])
+    for name, entry in manifest["files"].items():
+        data = storage.read_bytes(storage.join(layout.version, name))
+        assert entry == {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    assert manifest["splits"]["train"]["tars"] == ["train/shard-00000.tar"]
+    assert {s: v["samples"] for s, v in manifest["splits"].items()} == {"train": 4, "val": 1, "test": 1}
+
+
+def test_a_second_build_never_touches_a_claimed_version(tmp_path):
+    """Two builds of one partition with different recipes, both past the flow's first check."""
+    root = str(tmp_path)
+    first, first_staged = build(root, "aaa", "a picture")
+    second, second_staged = build(root, "bbb", "another caption")
+    manifest = commit_version(first, [first_staged], [], FUNNEL, {"name": "ds"})
+    before = {n: storage.read_bytes(storage.join(first.version, n)) for n in storage.list_files(first.version)}
+    with pytest.raises(VersionExists, match="already published by build aaa"):
+        commit_version(second, [second_staged], [], FUNNEL, {"name": "ds"})
+    # even when the second build lost the race between the manifest check and the claim
+    storage.remove(first.version_manifest)
+    with pytest.raises(VersionExists, match="is being published by build aaa"):
+        commit_version(second, [second_staged], [], FUNNEL, {"name": "ds"})
+    storage.write_bytes(first.version_manifest, before["manifest.json"])
+    after = {n: storage.read_bytes(storage.join(first.version, n)) for n in storage.list_files(first.version)}
+    assert after == before and json.loads(after["manifest.json"]) == manifest
+
+
+def test_commit_resumes_after_a_crash_between_moves(tmp_path, monkeypatch):
+    layout, staged = build(str(tmp_path), "aaa", "a picture")
+    reference_root = str(tmp_path / "reference")
+    ref_layout, ref_staged = build(reference_root, "aaa", "a picture")
+    reference = commit_version(ref_layout, [ref_staged], [], FUNNEL, {"name": "ds"})
+
+    real_move, moves = storage.move, []
+
+    def crash_on_second_move(src, dst):
+        if len(moves) == 1:
+            raise KeyboardInterrupt("killed")
+        moves.append(dst)
+        real_move(src, dst)
+
+    monkeypatch.setattr(storage, "move", crash_on_second_move)
+    with pytest.raises(KeyboardInterrupt):
+        commit_version(layout, [staged], [], FUNNEL, {"name": "ds"})
+    assert not storage.exists(layout.version_manifest)
+    monkeypatch.setattr(storage, "move", real_move)
+    manifest = commit_version(layout, [staged], [], FUNNEL, {"name": "ds"})
+    drop = ("created_at",)
+    assert {k: v for k, v in manifest.items() if k not in drop} == {k: v for k, v in reference.items() if k not in drop}
+
+
+def test_commit_refuses_a_funnel_that_does_not_reconcile(tmp_path):
+    layout, staged = build(str(tmp_path), "aaa", "a picture")
+    bad = [{"stage": "clean", "in": 10, "kept": 6, "rejected": 3, "reasons": {}}]
+    with pytest.raises(RuntimeError, match="in=10 != kept=6 \\+ rejected=3"):
+        commit_version(layout, [staged], [], bad, {"name": "ds"})
+    assert not storage.exists(layout.version_claim)
