@@ -1,4 +1,4 @@
-"""Real parts, started once per session: a Prefect API server, a Ray cluster, an S3 API on loopback."""
+"""Real parts, started once per session: a Prefect API server, a two-node Ray cluster, an S3 API on loopback."""
 
 from __future__ import annotations
 
@@ -74,14 +74,16 @@ def prefect_api():
 
 
 @pytest.fixture(scope="session")
-def ray_cluster(tmp_path_factory):
-    """A real local Ray cluster started with `ray start`; flows reach it through MMETL_RAY_ADDRESS."""
-    port = free_port()
+def ray_cluster():
+    """A real two-node Ray cluster on loopback (`ray start` twice, one CPU each), as an operator
+    would run one; flows reach it through MMETL_RAY_ADDRESS, tests read its state API."""
     ray = shutil.which("ray", path=str(Path(sys.executable).parent))
-    subprocess.run([ray, "start", "--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=false",
-                    "--node-ip-address=127.0.0.1",
-                    "--disable-usage-stats"], check=True, capture_output=True)
+    port, dashboard_port = free_port(), free_port()
+    common = ["--node-ip-address=127.0.0.1", "--num-cpus=1", "--disable-usage-stats"]
+    subprocess.run([ray, "start", "--head", f"--port={port}", "--include-dashboard=true",
+                    f"--dashboard-port={dashboard_port}", *common], check=True, capture_output=True)
+    subprocess.run([ray, "start", f"--address=127.0.0.1:{port}", *common], check=True, capture_output=True)
     os.environ["MMETL_RAY_ADDRESS"] = f"127.0.0.1:{port}"
-    yield os.environ["MMETL_RAY_ADDRESS"]
+    yield {"address": os.environ["MMETL_RAY_ADDRESS"], "dashboard": f"http://127.0.0.1:{dashboard_port}"}
     os.environ.pop("MMETL_RAY_ADDRESS", None)
     subprocess.run([ray, "stop", "--force"], capture_output=True)

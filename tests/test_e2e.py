@@ -196,3 +196,13 @@ def test_rerun_after_losing_the_manifest_reuses_every_committed_shard(builds, de
     # no shard was recomputed: every marker is byte-identical, and no new one appeared
     assert {name: storage.read_bytes(storage.join(work, name))
             for name in storage.list_files(work) if name.endswith(".json")} == markers
+
+
+def test_shards_ran_on_both_ray_nodes(builds, ray_cluster):
+    """Every e2e build runs on a two-node cluster: the shard tasks used both nodes."""
+    from ray.util.state import list_nodes, list_tasks
+
+    nodes = {n.node_id for n in list_nodes(address=ray_cluster["dashboard"]) if n.state == "ALIVE"}
+    tasks = list_tasks(address=ray_cluster["dashboard"], filters=[("name", "=", "run_stage_shard")], limit=10_000)
+    assert len(nodes) == 2
+    assert {t.node_id for t in tasks} == nodes
