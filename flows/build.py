@@ -18,7 +18,7 @@ from prefect_ray.context import remote_options
 
 from tasks import collect, dedupe, engine, publish, split, storage
 from tasks.demo_corpus import build_demo_corpus
-from tasks.recipe import Recipe, load_recipe
+from tasks.recipe import Recipe, SourceConfig, load_recipe
 from tasks.registry import stage_class
 
 from .runtime import MmetlRayTaskRunner
@@ -32,9 +32,8 @@ def synthesize_demo_corpus(folder: str) -> str:
 
 
 @task(**TASK_OPTIONS)
-def plan_collect(recipe: Recipe, layout: storage.Layout) -> dict:
-    return collect.plan_collect(recipe.source, layout.partition, run_id(layout), recipe.shard_rows,
-                                layout.stage_dir("plan"))
+def plan_collect(source: SourceConfig, shard_rows: int, layout: storage.Layout) -> dict:
+    return collect.plan_collect(source, layout.partition, run_id(layout), shard_rows, layout.stage_dir("plan"))
 
 
 @task(task_run_name="{stage}-{shard}", **TASK_OPTIONS)
@@ -96,10 +95,11 @@ def build_dataset(recipe_path: str, partition: str | None = None, storage_root: 
         logger.info("version %s is already published; nothing to do", layout.version)
         return {"version": layout.version, "manifest": manifest, "skipped": True}
 
-    if recipe.source.synthesize_demo and not storage.exists(recipe.source.uri):
-        synthesize_demo_corpus.submit(recipe.source.uri.rsplit("/", 1)[0]).result()
+    source = recipe.source.resolved()
+    if source.synthesize_demo and not storage.exists(source.uri):
+        synthesize_demo_corpus.submit(source.uri.rsplit("/", 1)[0]).result()
 
-    plan = plan_collect.submit(recipe, layout).result()
+    plan = plan_collect.submit(source, recipe.shard_rows, layout).result()
     funnel = [{"stage": "plan", "shards": len(plan["shards"]), "in": plan["n_in"], "kept": plan["n_kept"],
                "rejected": plan["n_rejected"], "reasons": plan["reasons"]}]
     rejects = [plan["rejects_uri"]]

@@ -30,9 +30,9 @@ def build(args: argparse.Namespace) -> int:
 
     # fail fast, before starting any server, on a bad recipe or a source that is not there
     try:
-        recipe = load_recipe(args.recipe)
-        if not recipe.source.synthesize_demo and not storage.exists(recipe.source.uri):
-            raise RecipeError(f"{args.recipe}: source.uri: {recipe.source.uri} does not exist")
+        source = load_recipe(args.recipe).source.resolved()
+        if not source.synthesize_demo and not storage.exists(source.uri):
+            raise RecipeError(f"{args.recipe}: source.uri: {source.uri} does not exist")
     except RecipeError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

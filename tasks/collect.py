@@ -52,6 +52,9 @@ def _manifest_rows(source: SourceConfig):
         except json.JSONDecodeError as e:
             yield number, None, f"not JSON: {e.msg} at column {e.colno}"
             continue
+        except (ValueError, RecursionError) as e:  # a 5000-digit number, nesting a thousand deep
+            yield number, None, f"not usable JSON: {type(e).__name__}: {str(e)[:120]}"
+            continue
         error = _row_error(row)
         if error:
             yield number, row if isinstance(row, dict) else None, error
@@ -59,9 +62,21 @@ def _manifest_rows(source: SourceConfig):
             yield number, {**row, "key": row["media"], "media": _resolve(base, row["media"])}, None
 
 
+def utf8_ok(value) -> bool:
+    """False for strings Arrow cannot store, such as JSON's lone surrogate escapes ("\\ud800")."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _row_error(row) -> str | None:
     if not isinstance(row, dict):
         return "not a JSON object"
+    bad = [k for k in ("media", "modality", "text", "group") if isinstance(row.get(k), str) and not utf8_ok(row[k])]
+    if bad:
+        return f"{', '.join(bad)}: not valid Unicode (a lone surrogate escape)"
     missing = [k for k in ("media", "modality", "text") if k not in row]
     if missing:
         return f"missing keys: {', '.join(missing)}"
@@ -86,6 +101,9 @@ def _folder_rows(source: SourceConfig):
     paths = sorted(fs.find(root))
     captions = {p.rsplit(".", 1)[0]: p for p in paths if p.endswith(".txt")}
     for number, path in enumerate(p for p in paths if not p.endswith(".txt")):
+        if not utf8_ok(path):
+            yield number, None, f"file name is not UTF-8: {ascii(path)}"
+            continue
         ext = path.rsplit(".", 1)[-1].lower()
         modality = next((m for m, exts in MEDIA_EXTENSIONS.items() if ext in exts), None)
         caption_path = captions.get(path.rsplit(".", 1)[0])
@@ -114,9 +132,9 @@ def plan_collect(source: SourceConfig, partition: str, run_id: str, shard_rows: 
     for number, row, error in reader(source):
         if error:
             media, text = (row or {}).get("media"), (row or {}).get("text")
+            keep = lambda v: v if isinstance(v, str) and utf8_ok(v) else None  # noqa: E731
             bad.append({"sample_id": make_sample_id(source.name, f"bad-row:{number}", None), "source": source.name,
-                        "text": text if isinstance(text, str) else None,
-                        "source_uri": media if isinstance(media, str) else None, "source_row": number,
+                        "text": keep(text), "source_uri": keep(media), "source_row": number,
                         "stage": "collect", "reason": "collect:bad_row", "detail": error,
                         "partition": partition, "run_id": run_id})
             continue

@@ -148,13 +148,18 @@ def commit_version(layout: storage.Layout, published: list[dict], reject_uris: l
 def claim_version(layout: storage.Layout) -> None:
     """Take the partition's version for this build, atomically; rerunning the same build may resume."""
     if storage.create_exclusive(layout.version_claim, json.dumps({"build_key": layout.build_key}).encode()):
+        leftovers = [f for f in storage.list_files(layout.version) if f != "_claim.json"]
+        if leftovers:  # an abandoned build's files: publishing beside them would mix two builds
+            storage.remove(layout.version_claim)
+            raise VersionExists(f"{layout.version} holds files of an abandoned build ({leftovers[0]}, ...);"
+                                " delete the whole folder to publish this partition again")
         return
     owner = storage.read_json(layout.version_claim)["build_key"]
     if owner != layout.build_key:
         raise VersionExists(
             f"{layout.version} is being published by build {owner} (this is build {layout.build_key}: another"
-            f" recipe or mmetl version). Publish under a new partition name, or, if that build was abandoned"
-            f" before it committed, delete {layout.version_claim}"
+            " recipe or code version). Publish under a new partition name, or, if that build was abandoned"
+            f" before it committed, delete the whole folder {layout.version}"
         )
 
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from importlib import metadata
+from functools import cache
 from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 
 class Strict(BaseModel):
@@ -28,6 +28,13 @@ class SourceConfig(Strict):
     kind: Literal["manifest", "folder"]
     uri: str  # the manifest file, or the folder; local path or s3://
     synthesize_demo: bool = False  # generate the bundled offline demo corpus at `uri` if it is missing
+
+    def resolved(self) -> "SourceConfig":
+        """A relative local `uri` made absolute against the current folder. Call it where the command
+        runs: a Ray worker's current folder is not the user's."""
+        if "://" in self.uri or Path(self.uri).is_absolute():
+            return self
+        return self.model_copy(update={"uri": str(Path(self.uri).absolute())})
 
 
 class CleanConfig(Strict):
@@ -80,24 +87,25 @@ class Recipe(Strict):
     filter: FilterConfig = FilterConfig()
     align: AlignConfig = AlignConfig()
     split: SplitConfig = SplitConfig()
-    _fingerprint: str | None = PrivateAttr(None)
 
     def fingerprint(self) -> str:
-        """The build key: the recipe as written plus the mmetl version, not the folder it runs from.
+        """The build key: the recipe as written plus the stage code, not the folder it runs from.
 
-        Two checkouts building the same recipe agree on it, so they share committed work and versions.
+        Two checkouts of the same code building the same recipe agree on it, so they share committed
+        work and versions; a code change starts a fresh build rather than mixing old and new shards.
         """
-        if self._fingerprint is None:
-            payload = {"recipe": self.model_dump(mode="json"), "mmetl": _mmetl_version()}
-            self._fingerprint = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
-        return self._fingerprint
+        payload = {"recipe": self.model_dump(mode="json"), "code": stage_code_digest()}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def _mmetl_version() -> str:
-    try:
-        return metadata.version("mmetl")
-    except metadata.PackageNotFoundError:
-        return "unknown"
+@cache
+def stage_code_digest() -> str:
+    """sha256 over the source of the tasks package: everything that decides what a build writes."""
+    package = Path(__file__).parent
+    digest = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
 
 
 class RecipeError(ValueError):
@@ -121,10 +129,4 @@ def load_recipe(path: str | Path) -> Recipe:
             f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}" for err in e.errors()
         )
         raise RecipeError(f"{path}: {problems}") from None
-    fingerprint = recipe.fingerprint()  # of the recipe as written
-    if "://" not in recipe.source.uri:
-        # a relative local path is relative to where the command runs, not to a Ray worker's folder
-        absolute = str(Path(recipe.source.uri).absolute())
-        recipe = recipe.model_copy(update={"source": recipe.source.model_copy(update={"uri": absolute})})
-        recipe._fingerprint = fingerprint
     return recipe

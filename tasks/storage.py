@@ -66,7 +66,20 @@ def create_exclusive(uri: str, data: bytes) -> bool:
     conditional PUT (If-None-Match), so two writers racing for one name cannot both win."""
     fs, path = filesystem(uri)
     if isinstance(fs, LocalFileSystem):
+        # write aside, then link: the name appears with its content, or not at all
         os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = f"{path}.tmp-{os.getpid()}"
+        with open(tmp, "wb") as f:
+            f.write(data)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        finally:
+            os.unlink(tmp)
+        return True
+    if not data:
+        raise ValueError("an exclusive create needs content (s3fs touches empty objects unconditionally)")
     try:
         with fs.open(path, "xb") as f:
             f.write(data)

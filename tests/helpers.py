@@ -84,3 +84,33 @@ def wide_png(width: int = 70_000) -> bytes:
     out = io.BytesIO()
     Image.new("RGB", (width, 10)).save(out, format="PNG")
     return out.getvalue()
+
+
+def timed_video(fmt: str, times: list[float], audio_seconds: float | None = None) -> bytes:
+    """A video whose frames sit at the given times (variable rate, late start), with an optional hum."""
+    from fractions import Fraction
+
+    import av
+    import numpy as np
+
+    from tasks.demo_corpus import SAMPLE_RATE
+
+    buf = io.BytesIO()
+    with av.open(buf, "w", format=fmt) as out:
+        stream = out.add_stream("libx264", rate=30)  # a tick fine enough for every frame time used here
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        hum = out.add_stream("aac", rate=SAMPLE_RATE, layout="mono") if audio_seconds else None
+        for i, t in enumerate(times):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), i * 37 % 255, np.uint8), format="rgb24")
+            frame.time_base, frame.pts = Fraction(1, 1000), round(t * 1000)
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+        if hum is not None:
+            samples = tone(220.0, audio_seconds, False).reshape(1, -1)
+            for start in range(0, samples.shape[1], 1024):
+                chunk = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples[:, start:start + 1024]),
+                                                   format="fltp", layout="mono")
+                chunk.sample_rate, chunk.pts = SAMPLE_RATE, start
+                out.mux(hum.encode(chunk))
+            out.mux(hum.encode(None))
+    return buf.getvalue()

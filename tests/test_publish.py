@@ -90,3 +90,14 @@ def test_commit_refuses_a_funnel_that_does_not_reconcile(tmp_path):
     with pytest.raises(RuntimeError, match="in=10 != kept=6 \\+ rejected=3"):
         commit_version(layout, [staged], [], bad, {"name": "ds"})
     assert not storage.exists(layout.version_claim)
+
+
+def test_an_abandoned_builds_files_block_a_new_claim(tmp_path):
+    root = str(tmp_path)
+    first, first_staged = build(root, "aaa", "a picture")
+    second, second_staged = build(root, "bbb", "another caption")
+    storage.write_bytes(storage.join(first.version, "train/shard-00001.tar"), b"left by a crashed build")
+    with pytest.raises(VersionExists, match="delete the whole folder"):
+        commit_version(second, [second_staged], [], FUNNEL, {"name": "ds"})
+    assert not storage.exists(second.version_claim)
+

@@ -162,3 +162,24 @@ def test_sample_ids_survive_inserted_lines_and_tell_repeated_rows_apart(tmp_path
     after = ids([row % "zero", row % "one", row % "two", row % "two"])
     assert before[("one", 0)] == after[("one", 1)] and before[("two", 1)] == after[("two", 2)]
     assert len(set(before.values())) == 3  # the repeated row gets its own id (dedupe then drops it)
+
+
+def test_exclusive_create_has_one_winner_with_content(root):
+    uri = storage.join(root, "v", "_claim.json")
+    assert storage.create_exclusive(uri, b'{"build_key": "a"}')
+    assert not storage.create_exclusive(uri, b'{"build_key": "b"}')
+    assert storage.read_json(uri) == {"build_key": "a"}
+    assert storage.list_files(storage.join(root, "v")) == ["_claim.json"]  # no temp file left behind
+
+
+def test_plan_collect_rejects_json_that_python_parses_badly(tmp_path):
+    rows = ['{"media": "a.jpg", "modality": "image", "text": "cut mid-emoji \\ud83d"}',
+            '{"media": "a.jpg", "modality": "image", "text": "ok", "group": ' + "9" * 5000 + '}',
+            "[" * 5000 + "]" * 5000,
+            '{"media": "a.jpg", "modality": "image", "text": "fine"}']
+    storage.write_bytes(str(tmp_path / "captions.jsonl"), "\n".join(rows).encode())
+    source = SourceConfig(name="t", kind="manifest", uri=str(tmp_path / "captions.jsonl"))
+    plan = plan_collect(source, "p", "r", 10, str(tmp_path / "plan"))
+    assert (plan["n_kept"], plan["n_rejected"]) == (1, 3)
+    details = storage.read_parquet(plan["rejects_uri"]).column("detail").to_pylist()
+    assert details[0].startswith("text: not valid Unicode") and "ValueError" in details[1] and "RecursionError" in details[2]

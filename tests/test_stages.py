@@ -22,6 +22,7 @@ from .helpers import (
     png_with_alpha,
     sample,
     table,
+    timed_video,
     video_bytes,
     wide_png,
 )
@@ -58,6 +59,19 @@ def test_clean_remuxes_flac_from_other_containers_and_names_matroska_mkv():
     audio, video = kept
     assert audio["media_bytes"][:4] == b"fLaC" and audio["duration_s"] == pytest.approx(2.0)
     assert video["media_ext"] == "mkv" and video["num_frames"] == 40
+
+
+@pytest.mark.parametrize("fmt,times,audio_s,duration", [
+    ("mp4", [i / 30 for i in range(30)] + [1 + i / 2 for i in range(1, 9)], None, 5.0),  # variable rate
+    ("matroska", [1 + i / 10 for i in range(20)], None, 2.0),  # starts one second in
+    ("matroska", [i / 10 for i in range(30)], 3.3, 3.0),  # sound runs past the picture
+])
+def test_clean_keeps_valid_video_and_measures_it_by_timestamps(fmt, times, audio_s, duration):
+    (row,), rejected = run(CleanStage(), sample("video", media=timed_video(fmt, times, audio_s)))
+    assert rejected == []
+    assert row["num_frames"] == len(times) and row["duration_s"] == pytest.approx(duration, abs=0.15)
+    if audio_s:
+        assert row["audio_duration_s"] == pytest.approx(audio_s, abs=0.05)
 
 
 def test_clean_turns_unforeseen_decoder_failures_into_rejects(monkeypatch):

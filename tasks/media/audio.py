@@ -12,6 +12,10 @@ from . import MediaError
 
 # A stream that declares its length and decodes to less than this fraction of it was cut short.
 TRUNCATION_TOLERANCE = 0.98
+# Containers that record an exact length. Others (MP3 without a Xing header, raw streams) only
+# let FFmpeg estimate one from the bitrate, which would flag valid VBR files as truncated.
+EXACT_LENGTH_FORMATS = {"flac", "ogg", "mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm"}
+WAV_SIZE_UNKNOWN = 0xFFFFFFFF  # what a WAV writer that could not seek leaves in the size fields
 
 
 @dataclass
@@ -48,7 +52,7 @@ def wav_missing_bytes(data: bytes) -> int:
     while pos + 8 <= len(data):
         chunk, size = data[pos:pos + 4], struct.unpack("<I", data[pos + 4:pos + 8])[0]
         if chunk == b"data":
-            return max(0, pos + 8 + size - len(data))
+            return 0 if size == WAV_SIZE_UNKNOWN else max(0, pos + 8 + size - len(data))
         pos += 8 + size + (size & 1)
     return 0
 
@@ -62,7 +66,7 @@ def decode_audio(data: bytes) -> DecodedAudio:
         rate = stream.codec_context.sample_rate or stream.rate
         layout = stream.codec_context.layout.name
         channels = stream.codec_context.channels
-        declared = declared_seconds(container, stream)
+        declared = declared_seconds(container, stream) if container.format.name in EXACT_LENGTH_FORMATS else None
         is_flac_file = container.format.name == "flac"  # FLAC inside Ogg or Matroska is re-muxed
 
         if is_flac_file:
