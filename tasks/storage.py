@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import uuid
 from dataclasses import dataclass
 
 import fsspec
@@ -48,15 +49,20 @@ def read_bytes(uri: str) -> bytes:
     return fs.cat_file(path)
 
 
+def _write_aside(path: str, data: bytes) -> str:
+    """Write to a unique temp file beside `path`; the caller renames or links it into place."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+    with open(tmp, "wb") as f:
+        f.write(data)
+    return tmp
+
+
 def write_bytes(uri: str, data: bytes) -> None:
     """Write a whole object. Locally via a temp file + rename; on S3 a PUT is already all-or-nothing."""
     fs, path = filesystem(uri)
     if isinstance(fs, LocalFileSystem):
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = f"{path}.tmp-{os.getpid()}"
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
+        os.replace(_write_aside(path, data), path)
     else:
         fs.pipe_file(path, data)
 
@@ -66,11 +72,7 @@ def create_exclusive(uri: str, data: bytes) -> bool:
     conditional PUT (If-None-Match), so two writers racing for one name cannot both win."""
     fs, path = filesystem(uri)
     if isinstance(fs, LocalFileSystem):
-        # write aside, then link: the name appears with its content, or not at all
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = f"{path}.tmp-{os.getpid()}"
-        with open(tmp, "wb") as f:
-            f.write(data)
+        tmp = _write_aside(path, data)  # then link: the name appears with its content, or not at all
         try:
             os.link(tmp, path)
         except FileExistsError:
