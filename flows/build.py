@@ -76,8 +76,7 @@ def run_stage(stage: str, config: dict, shard_uris: list[str], layout: storage.L
             in_uri=shard_uris, out_dir=unmapped(out_dir),
         )
     results = [f.result() for f in futures]
-    engine.commit_stage(out_dir, results)
-    step = engine.summarize(stage, results)
+    step = engine.commit_stage(stage, out_dir, results)
     get_run_logger().info("%-8s in=%d kept=%d rejected=%d %s", stage, step["in"], step["kept"], step["rejected"],
                           step["reasons"] or "")
     return [r.uri for r in results], step, [r.rejects_uri for r in results]

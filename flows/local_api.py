@@ -25,19 +25,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def server_env(prefect_home: Path) -> dict[str, str]:
-    prefect_home.mkdir(parents=True, exist_ok=True)
-    return {**os.environ, "PREFECT_HOME": str(prefect_home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
-
-
 def start_server(prefect_home: Path, port: int, log_path: Path | None = None) -> subprocess.Popen:
     prefect_home.mkdir(parents=True, exist_ok=True)
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(prefect_home),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        # the UI's JavaScript calls the API at PREFECT_UI_API_URL, which otherwise assumes port 4200
+        "PREFECT_UI_API_URL": f"http://127.0.0.1:{port}/api",
+    }
     log = open(log_path, "ab") if log_path else subprocess.DEVNULL
     return subprocess.Popen(
         [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        # the UI's JavaScript calls the API at PREFECT_UI_API_URL, which otherwise assumes port 4200
-        env={**server_env(prefect_home), "PREFECT_UI_API_URL": f"http://127.0.0.1:{port}/api"}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        preexec_fn=_die_with_parent,
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent,
     )
 
 

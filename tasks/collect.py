@@ -71,6 +71,11 @@ def utf8_ok(value) -> bool:
     return True
 
 
+def _storable(value) -> str | None:
+    """What of a broken row's field can go into its reject row."""
+    return value if isinstance(value, str) and utf8_ok(value) else None
+
+
 def _row_error(row) -> str | None:
     if not isinstance(row, dict):
         return "not a JSON object"
@@ -132,9 +137,8 @@ def plan_collect(source: SourceConfig, partition: str, run_id: str, shard_rows: 
     for number, row, error in reader(source):
         if error:
             media, text = (row or {}).get("media"), (row or {}).get("text")
-            keep = lambda v: v if isinstance(v, str) and utf8_ok(v) else None  # noqa: E731
             bad.append({"sample_id": make_sample_id(source.name, f"bad-row:{number}", None), "source": source.name,
-                        "text": keep(text), "source_uri": keep(media), "source_row": number,
+                        "text": _storable(text), "source_uri": _storable(media), "source_row": number,
                         "stage": "collect", "reason": "collect:bad_row", "detail": error,
                         "partition": partition, "run_id": run_id})
             continue

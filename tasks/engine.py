@@ -116,9 +116,10 @@ def summarize(stage: str, results: list[ShardResult]) -> dict:
     }
 
 
-def commit_stage(out_dir: str, results: list[ShardResult]) -> str:
-    """The stage's manifest: the shards the next stage reads, written after all of them committed."""
-    uri = storage.join(out_dir, "_manifest.json")
-    storage.write_json(uri, {"shards": [asdict(r) for r in results], "summary": summarize(results[0].stage, results)
-                             if results else None})
-    return uri
+def commit_stage(stage: str, out_dir: str, results: list[ShardResult]) -> dict:
+    """Write the stage's manifest (the shards the next stage reads) once all of them committed;
+    return its funnel step."""
+    step = summarize(stage, results)
+    manifest = {"shards": [asdict(r) for r in results], "summary": step}
+    storage.write_json(storage.join(out_dir, "_manifest.json"), manifest)
+    return step

@@ -38,8 +38,8 @@ class SourceConfig(Strict):
 
 
 class CleanConfig(Strict):
-    # images that are not JPEG are re-encoded to it, audio that is not FLAC to FLAC, so the published
-    # shards have one extension per modality
+    # images that are not RGB JPEG are re-encoded to JPEG and audio not in a FLAC file to FLAC;
+    # videos keep their container (re-encoding video is a later stage's decision)
     jpeg_quality: int = Field(95, ge=50, le=100)
     max_image_pixels: int = Field(64_000_000, gt=0)  # decompression-bomb guard
 

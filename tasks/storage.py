@@ -109,11 +109,11 @@ def write_parquet(uri: str, table: pa.Table) -> None:
     write_bytes(uri, parquet_bytes(table))
 
 
-def read_parquet(uri: str, columns: list[str] | None = None, schema: pa.Schema | None = None) -> pa.Table:
+def read_parquet(uri: str, columns: list[str] | None = None) -> pa.Table:
     fs, path = filesystem(uri)
     with fs.open(path, "rb") as f:
         table = pq.read_table(f, columns=columns)
-    return table.cast(schema) if schema is not None and columns is None else table
+    return table
 
 
 def iter_parquet_batches(uri: str, batch_rows: int):

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import random
 
 from PIL import Image
 
+from tasks import storage
 from tasks.demo_corpus import encode_audio, encode_image, encode_video, tone
 from tasks.schema import make_sample_id, samples_from_rows
 
@@ -114,3 +116,8 @@ def timed_video(fmt: str, times: list[float], audio_seconds: float | None = None
                 out.mux(hum.encode(chunk))
             out.mux(hum.encode(None))
     return buf.getvalue()
+
+
+def tree_digest(root: str, skip=("manifest.json",)) -> dict[str, str]:
+    return {name: hashlib.sha256(storage.read_bytes(storage.join(root, name))).hexdigest()
+            for name in storage.list_files(root) if name not in skip}

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from tasks import storage
 
-from .test_e2e import tree_digest
+from .helpers import tree_digest
 
 PARTITION = "2026-11-02"
 MMETL = str(Path(sys.executable).parent / "mmetl")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 
@@ -14,6 +13,8 @@ import webdataset as wds
 from tasks import storage
 from tasks.demo_corpus import BROKEN_ROWS, DUPLICATES, PLANTED
 from tasks.schema import SPLITS
+
+from .helpers import tree_digest
 
 PARTITION = "2026-11-01"
 
@@ -30,9 +31,9 @@ def builds(tmp_path_factory, demo_recipe, s3, prefect_api, ray_cluster):
     }
 
 
-def tree_digest(root: str, skip=("manifest.json",)) -> dict[str, str]:
-    return {name: hashlib.sha256(storage.read_bytes(storage.join(root, name))).hexdigest()
-            for name in storage.list_files(root) if name not in skip}
+def storage_root(version: str) -> str:
+    """The storage root a version URI of this module's builds lives under."""
+    return version.split(f"/demo/versions/{PARTITION}")[0]
 
 
 def test_local_and_s3_outputs_are_identical(builds):
@@ -141,7 +142,7 @@ def test_rerun_changes_nothing(builds, demo_recipe):
 
     for name, build in builds.items():
         version = build["version"]
-        root = version.split(f"/demo/versions/{PARTITION}")[0]
+        root = storage_root(version)
         before = tree_digest(root, skip=())
         again = build_dataset(demo_recipe, PARTITION, root)
         assert again["skipped"] and again["manifest"] == build["manifest"], name
@@ -170,7 +171,7 @@ def test_a_published_version_is_never_overwritten_by_another_recipe(builds, demo
 
     changed = tmp_path / "stricter.yaml"
     changed.write_text(open(demo_recipe).read().replace("min_image_side: 32", "min_image_side: 100"))
-    root = builds["local"]["version"].split(f"/demo/versions/{PARTITION}")[0]
+    root = storage_root(builds["local"]["version"])
     before = tree_digest(builds["local"]["version"], skip=())
     with pytest.raises(RuntimeError, match="versions are immutable"):
         build_dataset(str(changed), PARTITION, root)
@@ -182,7 +183,7 @@ def test_rerun_after_losing_the_manifest_reuses_every_committed_shard(builds, de
     from flows.build import build_dataset
 
     version = builds["local"]["version"]
-    root = version.split(f"/demo/versions/{PARTITION}")[0]
+    root = storage_root(version)
     before = tree_digest(version)
     work = storage.join(root, "demo", "work", PARTITION)
     markers = {name: storage.read_bytes(storage.join(work, name))

@@ -32,7 +32,7 @@ def decode_image(data: bytes, max_pixels: int = 64_000_000, jpeg_quality: int = 
             image = Image.open(io.BytesIO(data))
             source_format = image.format or "unknown"
             image.load()  # decode every pixel: lazy open() alone misses truncated files
-    except UnidentifiedImageError as e:
+    except UnidentifiedImageError:
         raise MediaError("not_an_image", "Pillow recognizes no image format in these bytes") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise MediaError("too_many_pixels", str(e)) from None
