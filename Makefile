@@ -1,4 +1,5 @@
-# Two commands for a new machine: `make demo` builds the demo dataset, `make test` runs the suite.
+# Two commands for a new machine: `make demo` builds the demo dataset, `make test` runs the suite
+# (`make bench` measures a build against the plain limit).
 # Both create .venv and install what they need first.
 PYTHON ?= python3
 VENV   := .venv
@@ -8,7 +9,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: demo test ui clean
+.PHONY: demo test ui bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +25,10 @@ test: $(STAMP)
 
 ui: $(STAMP)
 	$(BIN)/mmetl ui
+
+# mmetl build vs a decode-only baseline on 5k and 20k real-photo JPEGs; report in bench/out/report.md
+bench: $(STAMP)
+	$(BIN)/python bench/run.py
 
 
 clean:

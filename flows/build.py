@@ -1,9 +1,14 @@
 """build_dataset: collect -> clean -> dedupe -> filter -> align -> split -> publish, one partition.
 
-One Prefect task per (stage, shard), run on Ray; global decisions (dedupe, split assignment) are
-single tasks. Tasks pass shard URIs and small summaries, never media bytes. Every task is safe to
-retry or rerun: outputs have deterministic names and a marker written last, so committed work is
-skipped (this replaces Prefect's result cache, which would need storage every worker can reach).
+Consecutive per-item stages of a shard run fused, as one Prefect task per (step, shard) on Ray,
+between the global decisions:
+
+    plan -> [collect + clean] -> dedupe decision -> [dedupe + filter + align] -> split decision
+         -> [split + publish] -> commit
+
+Tasks pass shard URIs and small summaries, never media bytes. Every task is safe to retry or rerun:
+outputs have deterministic names and a marker written last, so committed work is skipped (this
+replaces Prefect's result cache, which would need storage every worker can reach).
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from tasks.demo_corpus import build_demo_corpus
 from tasks.recipe import Recipe, SourceConfig, load_recipe
 from tasks.registry import stage_class
 
-from .runtime import MmetlRayTaskRunner
+from .runtime import MmetlRayTaskRunner, worker_slots
 
 TASK_OPTIONS = dict(retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE, persist_result=False)
 
@@ -32,13 +37,15 @@ def synthesize_demo_corpus(folder: str) -> str:
 
 
 @task(**TASK_OPTIONS)
-def plan_collect(source: SourceConfig, shard_rows: int, layout: storage.Layout) -> dict:
-    return collect.plan_collect(source, layout.partition, run_id(layout), shard_rows, layout.stage_dir("plan"))
+def plan_collect(sources: list[SourceConfig], recipe: Recipe, workers: int, layout: storage.Layout) -> dict:
+    return collect.plan_collect(sources, layout.partition, run_id(layout), recipe.shards, workers,
+                                layout.step_dir("plan"))
 
 
-@task(task_run_name="{stage}-{shard}", **TASK_OPTIONS)
-def run_stage_shard(stage: str, config: dict, shard: str, in_uri: str, out_dir: str) -> engine.ShardResult:
-    return engine.run_shard(stage, config, in_uri, out_dir)
+@task(task_run_name="{step}-{shard}", **TASK_OPTIONS)
+def run_step_shard(step: str, stages: list, shard: str, in_uri: str, out_dir: str, batch_items: int,
+                   batch_bytes: int, writes_media: bool) -> engine.StepResult:
+    return engine.run_step(step, stages, in_uri, out_dir, batch_items, batch_bytes, writes_media)
 
 
 @task(**TASK_OPTIONS)
@@ -51,35 +58,54 @@ def assign_splits(shard_uris: list[str], recipe: Recipe, out_uri: str) -> dict:
     return split.assign_splits(shard_uris, recipe.split.ratios, recipe.split.salt, out_uri)
 
 
-@task(task_run_name="publish-{shard}", **TASK_OPTIONS)
-def publish_shard(shard: str, in_uri: str, staging_dir: str) -> dict:
-    return publish.publish_shard(in_uri, staging_dir)
+@task(task_run_name="split-publish-{shard}", **TASK_OPTIONS)
+def split_and_publish_shard(shard: str, in_uri: str, media_uri: str, assignment_uri: str, recipe: Recipe,
+                            layout: storage.Layout) -> tuple[engine.StepResult, dict]:
+    split_result = engine.run_step("split", [("split", {"assignment_uri": assignment_uri})], in_uri,
+                                   layout.step_dir("split"), recipe.shards.batch_items, recipe.shards.batch_bytes)
+    staged = publish.publish_shard(split_result.uri, media_uri, layout.step_dir("publish"),
+                                   remove_media=not recipe.keep_work)
+    return split_result, staged
 
 
 @task(**TASK_OPTIONS)
-def commit_version(layout: storage.Layout, published: list[dict], reject_uris: list[str], funnel: list[dict],
-                   recipe: Recipe, prefect_flow_run_id: str | None) -> dict:
-    return publish.commit_version(layout, published, reject_uris, funnel, recipe.model_dump(mode="json"),
-                                  extra={"prefect_flow_run_id": prefect_flow_run_id})
+def commit_version(layout: storage.Layout, published: list[dict], reject_uris: list[str], dropped_text_uris: list[str],
+                   funnel: list[dict], recipe: Recipe, prefect_flow_run_id: str | None) -> dict:
+    manifest = publish.commit_version(layout, published, reject_uris, dropped_text_uris, funnel,
+                                      recipe.model_dump(mode="json"), extra={"prefect_flow_run_id": prefect_flow_run_id})
+    if not recipe.keep_work:
+        publish.discard_work(layout)
+    return manifest
 
 
 def run_id(layout: storage.Layout) -> str:
     return f"{layout.partition}-{layout.build_key}"
 
 
-def run_stage(stage: str, config: dict, shard_uris: list[str], layout: storage.Layout):
-    """Fan a stage out over shards, wait, commit the stage; return (kept shard URIs, funnel step, rejects)."""
-    out_dir = layout.stage_dir(stage)
-    with remote_options(**stage_class(stage).resources):
-        futures = run_stage_shard.map(
-            stage=unmapped(stage), config=unmapped(config), shard=[engine.shard_name(u) for u in shard_uris],
-            in_uri=shard_uris, out_dir=unmapped(out_dir),
+def run_step(stages: list[tuple[str, dict]], shard_uris: list[str], recipe: Recipe, layout: storage.Layout,
+             writes_media: bool = False) -> list[engine.StepResult]:
+    """Fan one fused step out over the shards, wait, and record it."""
+    step = "-".join(name for name, _ in stages)
+    out_dir = layout.step_dir(step)
+    resources: dict[str, float] = {}  # what the neediest stage of the step asks for
+    for name, _ in stages:
+        for key, amount in stage_class(name).resources.items():
+            resources[key] = max(resources.get(key, 0), amount)
+    with remote_options(**resources):
+        futures = run_step_shard.map(
+            step=unmapped(step), stages=unmapped(stages), shard=[engine.shard_name(u) for u in shard_uris],
+            in_uri=shard_uris, out_dir=unmapped(out_dir), batch_items=unmapped(recipe.shards.batch_items),
+            batch_bytes=unmapped(recipe.shards.batch_bytes), writes_media=unmapped(writes_media),
         )
     results = [f.result() for f in futures]
-    step = engine.commit_stage(stage, out_dir, results)
-    get_run_logger().info("%-8s in=%d kept=%d rejected=%d %s", stage, step["in"], step["kept"], step["rejected"],
-                          step["reasons"] or "")
-    return [r.uri for r in results], step, [r.rejects_uri for r in results]
+    for line in engine.commit_step(out_dir, results):
+        log_funnel_line(line)
+    return results
+
+
+def log_funnel_line(line: dict) -> None:
+    get_run_logger().info("%-8s in=%d kept=%d rejected=%d %s %s", line["stage"], line["in"], line["kept"],
+                          line["rejected"], line["reasons"] or "", line.get("texts_dropped") or "")
 
 
 @flow(name="build-dataset", task_runner=MmetlRayTaskRunner(), log_prints=True)
@@ -98,34 +124,37 @@ def build_dataset(recipe_path: str, partition: str | None = None, storage_root: 
     if source.synthesize_demo and not storage.exists(source.uri):
         synthesize_demo_corpus.submit(source.uri.rsplit("/", 1)[0]).result()
 
-    plan = plan_collect.submit(source, recipe.shard_rows, layout).result()
-    funnel = [{"stage": "plan", "shards": len(plan["shards"]), "in": plan["n_in"], "kept": plan["n_kept"],
-               "rejected": plan["n_rejected"], "reasons": plan["reasons"]}]
-    rejects = [plan["rejects_uri"]]
+    plan = plan_collect.submit([source], recipe, worker_slots(), layout).result()
+    funnel = [{"stage": "plan", "shards": len(plan["shards"]), "in": plan["n_rows"], "kept": plan["n_rows_kept"],
+               "rejected": plan["n_rejected"], "items": plan["n_items"], "reasons": plan["reasons"],
+               "texts_dropped": {}}]
+    log_funnel_line(funnel[0])
 
-    def stage(name: str, config: dict, shards: list[str]) -> list[str]:
-        kept, step, stage_rejects = run_stage(name, config, shards, layout)
-        funnel.append(step)
-        rejects.extend(stage_rejects)
-        return kept
-
-    shards = stage("collect", {}, plan["shards"])
-    shards = stage("clean", recipe.clean.model_dump(), shards)
-    decision = decide_duplicates.submit(shards, storage.join(layout.work, "dedupe-decision.parquet")).result()
-    shards = stage("dedupe", {"decision_uri": decision["uri"]}, shards)
-    shards = stage("filter", recipe.filter.model_dump(), shards)
-    shards = stage("align", recipe.align.model_dump(), shards)
-    assignment = assign_splits.submit(shards, recipe, storage.join(layout.work, "split-assignment.parquet")).result()
-    shards = stage("split", {"assignment_uri": assignment["uri"]}, shards)
-
-    names = [engine.shard_name(u) for u in shards]
-    published = publish_shard.map(shard=names, in_uri=shards, staging_dir=unmapped(layout.stage_dir("publish")))
-    manifest = commit_version.submit(layout, [p.result() for p in published], rejects, funnel, recipe,
-                                     flow_run.get_id()).result()
+    ingested = run_step([("collect", {}), ("clean", recipe.clean.model_dump())], plan["shards"], recipe, layout,
+                        writes_media=True)
+    decision = decide_duplicates.submit([r.uri for r in ingested],
+                                        storage.join(layout.work, "dedupe-decision.parquet")).result()
+    refined = run_step([("dedupe", {"decision_uri": decision["uri"]}), ("filter", recipe.filter.model_dump()),
+                        ("align", recipe.align.model_dump())], [r.uri for r in ingested], recipe, layout)
+    assignment = assign_splits.submit([r.uri for r in refined], recipe,
+                                      storage.join(layout.work, "split-assignment.parquet")).result()
+    futures = split_and_publish_shard.map(
+        shard=[r.shard for r in refined], in_uri=[r.uri for r in refined], media_uri=[r.media_uri for r in ingested],
+        assignment_uri=unmapped(assignment["uri"]), recipe=unmapped(recipe), layout=unmapped(layout),
+    )
+    split_results, published = zip(*[f.result() for f in futures])
+    steps = [ingested, refined, list(split_results)]
+    funnel += [line for results in steps for line in engine.summarize(results)]
+    log_funnel_line(funnel[-1])
+    manifest = commit_version.submit(
+        layout, list(published), [plan["rejects_uri"]] + [r.rejects_uri for results in steps for r in results],
+        [r.dropped_texts_uri for results in steps for r in results], funnel, recipe, flow_run.get_id(),
+    ).result()
 
     create_table_artifact(
         key=f"funnel-{recipe.name}".replace("_", "-"),
-        table=[{**step, "reasons": ", ".join(f"{r}={n}" for r, n in step["reasons"].items())} for step in funnel],
+        table=[{**line, "reasons": _counts_text(line["reasons"]), "texts_dropped": _counts_text(line["texts_dropped"])}
+               for line in funnel],
         description=f"Funnel of {recipe.name} partition {partition}: in = kept + rejected at every stage",
     )
     create_markdown_artifact(
@@ -136,11 +165,15 @@ def build_dataset(recipe_path: str, partition: str | None = None, storage_root: 
     return {"version": layout.version, "manifest": manifest, "funnel": funnel, "skipped": False}
 
 
+def _counts_text(counts: dict[str, int]) -> str:
+    return ", ".join(f"{k}={n}" for k, n in counts.items())
+
+
 def version_markdown(layout: storage.Layout, manifest: dict) -> str:
     lines = [f"# {layout.dataset} {layout.partition}", "", f"Published to `{layout.version}`", "",
-             "| split | samples | groups | modalities |", "|---|---|---|---|"]
+             "| split | items | texts | groups | modalities |", "|---|---|---|---|---|"]
     for name, s in manifest["splits"].items():
-        lines.append(f"| {name} | {s['samples']} | {s['groups']} | "
-                     f"{', '.join(f'{m}={n}' for m, n in s['modalities'].items())} |")
-    lines += ["", f"Rejected: {manifest['rejected']} (see `rejects.parquet`)"]
+        lines.append(f"| {name} | {s['samples']} | {s['texts']} | {s['groups']} | {_counts_text(s['modalities'])} |")
+    lines += ["", f"Rejected items: {manifest['rejected']} (see `rejects.parquet`); dropped texts:"
+              f" {manifest['texts_dropped']} (see `dropped_texts.parquet`)"]
     return "\n".join(lines)

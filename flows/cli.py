@@ -10,6 +10,7 @@ import argparse
 import datetime as dt
 import os
 import sys
+from collections import Counter
 from pathlib import Path
 
 from .local_api import free_port, prefect_api, start_server, stop_server
@@ -68,8 +69,16 @@ def print_funnel(result: dict) -> None:
     for step in result["funnel"]:
         reasons = ", ".join(f"{r}={n}" for r, n in step["reasons"].items())
         print(f"{step['stage']:<10}{step['in']:>8}{step['kept']:>8}{step['rejected']:>10}  {reasons}")
+        if "items" in step:
+            print(f"{'':<10}{'':>8}{step['items']:>8}  items: the annotation rows of one media file are one item")
+    dropped = Counter()
+    for step in result["funnel"]:
+        dropped.update(step["texts_dropped"])
+    if dropped:
+        print(f"\nTexts dropped from kept items: {', '.join(f'{r}={n}' for r, n in sorted(dropped.items()))}")
     splits = ", ".join(f"{name}={s['samples']}" for name, s in manifest["splits"].items())
-    print(f"\nPublished {manifest['samples']} samples ({splits}); {manifest['rejected']} rejected")
+    print(f"\nPublished {manifest['samples']} items with {manifest['texts']} texts ({splits});"
+          f" {manifest['rejected']} items rejected")
     print(f"Version: {result['version']}")
 
 

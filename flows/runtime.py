@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+import ray
 from prefect.settings import get_current_settings
 from prefect_ray import RayTaskRunner
 
@@ -32,3 +33,8 @@ class MmetlRayTaskRunner(RayTaskRunner):
         if self.address == "local":  # a Ray of our own: keep it on loopback
             self.init_kwargs.setdefault("_node_ip_address", "127.0.0.1")
         return super().__enter__()
+
+
+def worker_slots() -> int:
+    """CPUs of the Ray cluster the flow runs on: a small input is cut into at least this many shards."""
+    return max(1, int(ray.cluster_resources().get("CPU", 1)))

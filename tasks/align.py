@@ -6,6 +6,7 @@ and temporal clipping plug in here as further checks.
 
 from __future__ import annotations
 
+from .schema import with_scores
 from .stage import Reject, RowStage
 
 
@@ -18,9 +19,9 @@ class AlignStage(RowStage):
         self.max_av_drift_s = max_av_drift_s
 
     def check(self, row: dict):
-        if not row["media_bytes"]:
+        if not row["sha256"]:  # media that clean never stored
             return Reject("missing_media")
-        if not (row["text"] or "").strip():
+        if not any((t["text"] or "").strip() for t in row["texts"] or []):
             return Reject("missing_text")
         if row["modality"] == "video":
             if row["audio_duration_s"] is None:
@@ -30,7 +31,5 @@ class AlignStage(RowStage):
                 drift = abs(row["duration_s"] - row["audio_duration_s"])
                 if drift > self.max_av_drift_s:
                     return Reject("av_drift", f"video {row['duration_s']:.3f}s, audio {row['audio_duration_s']:.3f}s")
-                scores = dict(row["scores"] or [])
-                scores["av_drift_s"] = drift
-                row = {**row, "scores": scores}
+                row = with_scores(row, av_drift_s=drift)
         return row

@@ -1,4 +1,7 @@
-"""Clean: normalize the caption, decode the media once, record its facts, normalize its encoding."""
+"""Clean: normalize the texts, decode the media once, record its facts, normalize its encoding.
+
+Empty and repeated texts are dropped one by one; an item left with no text is rejected (`text:empty`).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ import hashlib
 from .media import MediaError
 from .media.audio import decode_audio
 from .media.image import decode_image
-from .media.text import normalize_caption
+from .media.text import unique_texts
 from .media.video import decode_video
 from .stage import Reject, RowStage
 
@@ -21,16 +24,19 @@ class CleanStage(RowStage):
         self.max_image_pixels = max_image_pixels
 
     def check(self, row: dict):
-        text = normalize_caption(row["text"])
-        if not text:
-            return Reject("text:empty", repr(row["text"]))
+        texts, dropped = unique_texts(row["texts"] or [])
+        if not texts:  # checked first: no decode for an item that cannot be kept
+            return Reject("text:empty", f"{len(dropped)} text(s), all empty: {[t['text'] for t, _ in dropped][:5]!r}")
         try:
             facts = getattr(self, f"_{row['modality']}")(row["media_bytes"])
         except MediaError as e:
             return Reject(f"decode:{e.code}", e.detail)
         except Exception as e:  # an input nobody foresaw must not fail the build: reject it, visibly
             return Reject("decode:unexpected", f"{type(e).__name__}: {e}")
-        return {**row, **facts, "text": text, "sha256": hashlib.sha256(facts["media_bytes"]).hexdigest()}
+        for text, reason in dropped:
+            self.drop_text(row, text, reason)
+        return {**row, **facts, "texts": texts, "media_size": len(facts["media_bytes"]),
+                "sha256": hashlib.sha256(facts["media_bytes"]).hexdigest()}
 
     def _image(self, data: bytes) -> dict:
         image = decode_image(data, self.max_image_pixels, self.jpeg_quality)

@@ -1,20 +1,23 @@
-"""Collect: turn an annotation file (or a folder of media + sidecar captions) into work shards.
+"""Collect: turn annotation files (or folders of media + sidecar captions) into work shards of items.
 
-Two phases. `plan_collect` reads the annotation file once, validates every row and writes shards
-of Sample rows that reference their media (no bytes yet); broken rows become `collect:bad_row`
-rejects. Then `CollectStage` runs per shard and reads each referenced file into the row.
+Two phases. `plan_collect` reads every source once, validates every row, gathers the rows that name
+one media file into one item with all their texts, and writes shards of items that reference their
+media (no bytes yet); broken rows become `collect:bad_row` rejects. Then `CollectStage` runs per
+shard and reads each item's file into the row.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import posixpath
-from collections import Counter
 
 import pyarrow as pa
 
 from . import storage
-from .recipe import SourceConfig
+from .engine import bounded_ranges
+from .groups import UnionFind
+from .recipe import ShardConfig, SourceConfig
 from .schema import MODALITIES, REJECT_SCHEMA, make_sample_id, samples_from_rows
 from .stage import Reject, RowStage
 
@@ -126,52 +129,104 @@ def _folder_rows(source: SourceConfig):
             yield number, {"media": prefix + path, "key": key, "modality": modality, "text": text}, None
 
 
-def plan_collect(source: SourceConfig, partition: str, run_id: str, shard_rows: int, out_dir: str) -> dict:
-    """Write plan shards and the bad-row rejects; return {"shards": [...], "n_in", "n_kept", "n_rejected"}."""
+def plan_collect(sources: list[SourceConfig], partition: str, run_id: str, shards: ShardConfig, workers: int,
+                 out_dir: str) -> dict:
+    """Group annotation rows into items, cut them into shards and write those; broken rows become rejects.
+
+    Every row that names the same media file of a source joins one item, as one more text. Returns
+    {"shards": [...], "rejects_uri", "n_rows", "n_rows_kept", "n_rejected", "n_items", "reasons"}.
+    """
     marker = storage.join(out_dir, "_plan.json")
     if storage.exists(marker):
         return storage.read_json(marker)
-    rows, bad = [], []
-    occurrences: Counter[tuple[str, str]] = Counter()
-    reader = _manifest_rows if source.kind == "manifest" else _folder_rows
-    for number, row, error in reader(source):
-        if error:
-            media, text = (row or {}).get("media"), (row or {}).get("text")
-            bad.append({"sample_id": make_sample_id(source.name, f"bad-row:{number}", None), "source": source.name,
-                        "text": _storable(text), "source_uri": _storable(media), "source_row": number,
-                        "stage": "collect", "reason": "collect:bad_row", "detail": error,
-                        "partition": partition, "run_id": run_id})
-            continue
-        # ids and groups come from the annotation as written, not from where the corpus sits today or
-        # from line numbers: moving a corpus or inserting a line keeps every other id and every split
-        key, text, media = row["key"], row["text"], row["media"]
-        occurrence = occurrences[(key, text)]
-        occurrences[(key, text)] += 1
-        sample_id = make_sample_id(source.name, f"{key}#{occurrence}", text)
-        rows.append({
-            "sample_id": sample_id, "source": source.name, "modality": row["modality"],
-            # captions of one item share a group; so do rows that name the same group
-            "group_id": f"{source.name}:{key if row.get('group') is None else row['group']}",
-            "text": text,
-            "source_uri": media, "source_row": number, "partition": partition, "run_id": run_id,
-        })
+    items: dict[tuple[str, str], dict] = {}
+    labels: dict[tuple[str, str], list[str]] = {}  # an item's group labels: its own, and any the rows name
+    bad, n_rows = [], 0
+    for source in sources:
+        reader = _manifest_rows if source.kind == "manifest" else _folder_rows
+        for number, row, error in reader(source):
+            n_rows += 1
+            ident = (source.name, (row or {}).get("key"))
+            item = items.get(ident) if not error else None
+            if item is not None and item["modality"] != row["modality"]:
+                error = (f"{row['key']} is named as {item['modality']} on row {item['source_rows'][0]} and as"
+                         f" {row['modality']} here")
+            if error:
+                bad.append(_bad_row(source.name, number, row, error, partition, run_id))
+                continue
+            if item is None:
+                # ids come from the annotation as written, not from where the corpus sits today or from
+                # line numbers: moving a corpus or inserting a line keeps every id and every split
+                item = items[ident] = {
+                    "sample_id": make_sample_id(source.name, row["key"]), "source": source.name,
+                    "modality": row["modality"], "texts": [], "source_uri": row["media"], "source_rows": [],
+                    "partition": partition, "run_id": run_id,
+                }
+                labels[ident] = [f"{source.name}:{row['key']}"]
+            item["texts"].append({"text": row["text"], "kind": "caption", "source": source.name})
+            item["source_rows"].append(number)
+            if row.get("group") is not None:
+                labels[ident].append(f"{source.name}:{row['group']}")
 
-    shards = []
-    for i in range(0, max(len(rows), 1), shard_rows):
-        uri = storage.join(out_dir, f"shard-{i // shard_rows:05d}.parquet")
-        storage.write_parquet(uri, samples_from_rows(rows[i:i + shard_rows]))
-        shards.append(uri)
+    rows = list(items.values())
+    for row, group_id in zip(rows, _group_names(list(labels.values()))):
+        row["group_id"] = group_id
+    listed = storage.sizes([row["source_uri"] for row in rows])
+    for row in rows:
+        row["media_size"] = listed[row["source_uri"]]
+
+    uris = []
+    for i, (start, end) in enumerate(cut_shards([row["media_size"] or 0 for row in rows], shards, workers)):
+        uri = storage.join(out_dir, f"shard-{i:05d}.parquet")
+        storage.write_parquet(uri, samples_from_rows(rows[start:end]))
+        uris.append(uri)
     rejects_uri = storage.join(out_dir, "_plan.rejects.parquet")
     storage.write_parquet(rejects_uri, pa.Table.from_pylist(bad, schema=REJECT_SCHEMA))
-    reasons = {"collect:bad_row": len(bad)} if bad else {}
-    plan = {"shards": shards, "rejects_uri": rejects_uri, "n_in": len(rows) + len(bad),
-            "n_kept": len(rows), "n_rejected": len(bad), "reasons": reasons}
+    plan = {"shards": uris, "rejects_uri": rejects_uri, "n_rows": n_rows, "n_rows_kept": n_rows - len(bad),
+            "n_rejected": len(bad), "n_items": len(rows), "reasons": {"collect:bad_row": len(bad)} if bad else {}}
     storage.write_json(marker, plan)  # the commit point, last
     return plan
 
 
+def _bad_row(source: str, number: int, row: dict | None, error: str, partition: str, run_id: str) -> dict:
+    media, text = (row or {}).get("media"), (row or {}).get("text")
+    texts = [{"text": text, "kind": "caption", "source": source}] if _storable(text) is not None else None
+    return {"sample_id": make_sample_id(source, f"bad-row:{number}"), "source": source, "texts": texts,
+            "source_uri": _storable(media), "source_rows": [number], "stage": "collect", "reason": "collect:bad_row",
+            "detail": error, "partition": partition, "run_id": run_id}
+
+
+def _group_names(labels: list[list[str]]) -> list[str]:
+    """Each item's group. Labels are [the item's own, then any group its rows name]; items sharing a
+    label are one group, named after the smallest group a row named, else the smallest item label."""
+    groups = UnionFind()
+    for own, *named in labels:
+        for label in named:
+            groups.union(own, label)
+    named_min: dict[str, str] = {}
+    own_min: dict[str, str] = {}
+    for own, *named in labels:
+        root = groups.find(own)
+        own_min[root] = min(own_min.get(root, own), own)
+        if named:
+            named_min[root] = min(named_min.get(root, min(named)), min(named))
+    roots = [groups.find(own) for own, *_ in labels]
+    return [named_min.get(root) or own_min[root] for root in roots]
+
+
+def cut_shards(sizes: list[int], config: ShardConfig, workers: int) -> list[tuple[int, int]]:
+    """(start, end) ranges over items in order: bounded by items and bytes, and at least one per
+    worker (a whole number of waves of `workers` shards) while there are items to go round."""
+    n, total = len(sizes), sum(sizes)
+    if n == 0:
+        return [(0, 0)]
+    count = max(math.ceil(n / config.max_items), math.ceil(total / config.max_bytes), 1)
+    count = min(n, math.ceil(count / workers) * workers)
+    return bounded_ranges(sizes, math.ceil(n / count), config.max_bytes)
+
+
 class CollectStage(RowStage):
-    """Read each row's media from its source URI (local or object storage) into the row."""
+    """Read each item's media from its source URI (local or object storage) into the row."""
 
     name = "collect"
 
@@ -181,9 +236,9 @@ class CollectStage(RowStage):
             data = storage.read_bytes(uri)
         except FileNotFoundError:
             return Reject("missing_media", uri)
-        except Exception as e:  # no such protocol, bad path, permission, network: the row goes, the build stays
+        except Exception as e:  # no such protocol, bad path, permission, network: the item goes, the build stays
             return Reject("unreadable_media", f"{uri}: {type(e).__name__}: {e}")
         if not data:
             return Reject("empty_file", uri)
         ext = uri.rsplit(".", 1)[-1].lower() if "." in uri.rsplit("/", 1)[-1] else None
-        return {**row, "media_bytes": data, "media_ext": ext}
+        return {**row, "media_bytes": data, "media_ext": ext, "media_size": len(data)}

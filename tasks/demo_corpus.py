@@ -39,9 +39,11 @@ PLANTED = {
     "video/drifting.mp4": "align:av_drift",
     "missing/nowhere.jpg": "collect:missing_media",
 }
-# exact duplicates: (copy, original); same bytes and same caption -> duplicate:exact
+# exact duplicates: (copy, original), the same bytes under another name -> one of the two is a
+# duplicate:exact reject and the other keeps both their texts (the first three repeat the caption too)
 DUPLICATES = [("image/dup_of_0000.jpg", "image/0000.jpg"), ("audio/dup_of_0000.flac", "audio/0000.flac"),
-              ("video/dup_of_0000.mp4", "video/0000.mp4")]
+              ("video/dup_of_0000.mp4", "video/0000.mp4"), ("image/renamed_0001.jpg", "image/0001.jpg")]
+RENAMED_CAPTION = "the same picture, renamed"
 BROKEN_ROWS = 3  # manifest lines that are not valid rows -> collect:bad_row
 
 
@@ -174,10 +176,7 @@ def build_demo_corpus(folder: str, n_images: int = 200, n_audio: int = 48, n_vid
     for copy, original in DUPLICATES:
         files[copy] = files[original]
         first = next(r for r in rows if r["media"] == original)
-        rows.append({**first, "media": copy})
-    # the same picture under a new name and a new caption: kept, but in the original's group
-    files["image/renamed_0001.jpg"] = files["image/0001.jpg"]
-    rows.append({"media": "image/renamed_0001.jpg", "modality": "image", "text": "the same picture, renamed"})
+        rows.append({**first, "media": copy, "text": RENAMED_CAPTION if "renamed" in copy else first["text"]})
 
     lines = [json.dumps(r, sort_keys=True) for r in rows]
     rng.shuffle(lines)  # so shards mix modalities, as real annotation files do

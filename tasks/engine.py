@@ -1,8 +1,13 @@
-"""Run one stage over one shard: read, process in batches, reconcile counts, commit.
+"""Run one step (consecutive stages, fused) over one shard: stream batches, reconcile counts, commit.
 
-This is the unit of work and of retry. Plain Python: a Prefect task calls it on a Ray worker, tests
-call it in a loop. Output names are deterministic and the shard's JSON marker is written last, so a
-rerun skips committed shards and overwrites half-written ones.
+A step is the unit of work and of retry: a Prefect task calls `run_step` on a Ray worker, tests call
+it in a loop. Inside, the shard's items flow batch by batch through every stage of the step, so a
+worker holds one batch of media at a time, not the shard. Each stage still reconciles its counts
+(in = kept + rejected, per batch) and reports its own rejects and funnel line.
+
+Work shards hold metadata only. The step that cleans media writes it once, as it goes, to
+`<shard>.media.parquet`; later steps never copy it. Output names are deterministic and the shard's
+JSON marker is written last, so a rerun skips committed shards and overwrites half-written ones.
 """
 
 from __future__ import annotations
@@ -16,28 +21,37 @@ import pyarrow as pa
 
 from . import storage
 from .registry import stage_class
-from .schema import REJECT_SCHEMA, SAMPLE_SCHEMA
+from .schema import DROPPED_TEXT_SCHEMA, MEDIA_SCHEMA, REJECT_SCHEMA, SAMPLE_SCHEMA
 from .stage import Stage
 
 
 class CountMismatch(RuntimeError):
-    """A stage lost or invented rows: in != kept + rejected."""
+    """A stage lost or invented items: in != kept + rejected."""
 
 
 @dataclass
-class ShardResult:
+class StageCounts:
     stage: str
-    shard: str  # shard name, e.g. shard-00003
-    uri: str  # kept rows
-    rejects_uri: str
-    n_in: int
-    n_kept: int
-    n_rejected: int
+    n_in: int = 0
+    n_kept: int = 0
+    n_rejected: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
+    texts_dropped: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class StepResult:
+    step: str  # e.g. collect-clean
+    shard: str  # shard name, e.g. shard-00003
+    uri: str  # kept items (metadata)
+    media_uri: str | None  # their media, where this step wrote it
+    rejects_uri: str
+    dropped_texts_uri: str
+    stages: list[StageCounts]
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ShardResult":
-        return cls(**d)
+    def from_dict(cls, d: dict) -> "StepResult":
+        return cls(**{**d, "stages": [StageCounts(**s) for s in d["stages"]]})
 
 
 def shard_name(uri: str) -> str:
@@ -56,38 +70,79 @@ def load_stage(stage: str, config: dict) -> Stage:
     return _stage_for_process(stage, json.dumps(config, sort_keys=True))
 
 
-def run_shard(stage: str, config: dict, in_uri: str, out_dir: str, batch_rows: int = 256) -> ShardResult:
+def bounded_ranges(sizes: list[int], max_items: int, max_bytes: int) -> list[tuple[int, int]]:
+    """(start, end) ranges over items in order, each at most max_items long and max_bytes big (an
+    item bigger than max_bytes alone in its range)."""
+    ranges, start, held = [], 0, 0
+    for i, size in enumerate(sizes):
+        if i > start and (i - start >= max_items or held + size > max_bytes):
+            ranges.append((start, i))
+            start, held = i, 0
+        held += size
+    ranges.append((start, len(sizes)))
+    return ranges
+
+
+def run_step(step: str, stages: list[tuple[str, dict]], in_uri: str, out_dir: str, batch_items: int = 256,
+             batch_bytes: int = 64 * 2**20, writes_media: bool = False) -> StepResult:
     name = shard_name(in_uri)
     marker = storage.join(out_dir, f"{name}.json")
     if storage.exists(marker):
-        return ShardResult.from_dict(storage.read_json(marker))
+        return StepResult.from_dict(storage.read_json(marker))
 
-    worker = load_stage(stage, config)
-    kept_parts, reject_parts, in_ids = [], [], []
-    for record_batch in storage.iter_parquet_batches(in_uri, batch_rows):
-        batch = pa.Table.from_batches([record_batch]).cast(SAMPLE_SCHEMA)
-        in_ids.extend(batch.column("sample_id").to_pylist())
-        kept, rejected = worker.process(batch)
-        kept_parts.append(kept.cast(SAMPLE_SCHEMA))
-        reject_parts.append(rejected.cast(REJECT_SCHEMA))
-    kept = pa.concat_tables(kept_parts) if kept_parts else SAMPLE_SCHEMA.empty_table()
-    rejected = pa.concat_tables(reject_parts) if reject_parts else REJECT_SCHEMA.empty_table()
+    workers = [load_stage(stage, config) for stage, config in stages]
+    counts = [StageCounts(stage) for stage, _ in stages]
+    reasons = [Counter() for _ in stages]
+    dropped = [Counter() for _ in stages]
+    kept_parts, reject_parts, text_parts = [], [], []
+    items = storage.read_parquet(in_uri).cast(SAMPLE_SCHEMA)  # metadata only: small
+    sizes = items.column("media_size").fill_null(0).to_pylist()
+    media_uri = storage.join(out_dir, f"{name}.media.parquet") if writes_media else None
 
-    check_reconciles(stage, name, in_ids, kept, rejected)
-    result = ShardResult(
-        stage=stage,
-        shard=name,
-        uri=storage.join(out_dir, f"{name}.parquet"),
+    def run_batches(media_writer):
+        for start, end in bounded_ranges(sizes, batch_items, batch_bytes):
+            batch = items.slice(start, end - start)
+            for worker, count, why, texts in zip(workers, counts, reasons, dropped):
+                in_ids = batch.column("sample_id").to_pylist()
+                kept, rejected, dropped_texts = worker.process(batch)
+                check_reconciles(count.stage, name, in_ids, kept, rejected)
+                count.n_in += len(in_ids)
+                count.n_kept += kept.num_rows
+                count.n_rejected += rejected.num_rows
+                why.update(rejected.column("reason").to_pylist())
+                texts.update(dropped_texts.column("reason").to_pylist())
+                reject_parts.append(rejected.cast(REJECT_SCHEMA))
+                text_parts.append(dropped_texts.cast(DROPPED_TEXT_SCHEMA))
+                batch = kept.cast(SAMPLE_SCHEMA)
+            if media_writer is not None:  # the batch's media leaves memory here, written once
+                media_writer.write_table(batch.select(MEDIA_SCHEMA.names).cast(MEDIA_SCHEMA))
+                batch = batch.set_column(batch.schema.get_field_index("media_bytes"), "media_bytes",
+                                         pa.nulls(batch.num_rows, pa.large_binary()))
+            kept_parts.append(batch)
+
+    if media_uri:
+        # media is already compressed (JPEG, FLAC, H.264): compressing it again costs CPU for nothing
+        with storage.parquet_writer(media_uri, MEDIA_SCHEMA, compression="none") as writer:
+            run_batches(writer)
+    else:
+        run_batches(None)
+
+    for count, why, texts in zip(counts, reasons, dropped):
+        count.reasons, count.texts_dropped = dict(sorted(why.items())), dict(sorted(texts.items()))
+    result = StepResult(
+        step=step, shard=name, uri=storage.join(out_dir, f"{name}.parquet"), media_uri=media_uri,
         rejects_uri=storage.join(out_dir, f"{name}.rejects.parquet"),
-        n_in=len(in_ids),
-        n_kept=kept.num_rows,
-        n_rejected=rejected.num_rows,
-        reasons=dict(sorted(Counter(rejected.column("reason").to_pylist()).items())),
+        dropped_texts_uri=storage.join(out_dir, f"{name}.dropped_texts.parquet"), stages=counts,
     )
-    storage.write_parquet(result.uri, kept)
-    storage.write_parquet(result.rejects_uri, rejected)
+    storage.write_parquet(result.uri, _concat(kept_parts, SAMPLE_SCHEMA))
+    storage.write_parquet(result.rejects_uri, _concat(reject_parts, REJECT_SCHEMA))
+    storage.write_parquet(result.dropped_texts_uri, _concat(text_parts, DROPPED_TEXT_SCHEMA))
     storage.write_json(marker, asdict(result))  # the commit point, last
     return result
+
+
+def _concat(parts: list[pa.Table], schema: pa.Schema) -> pa.Table:
+    return pa.concat_tables(parts) if parts else schema.empty_table()
 
 
 def check_reconciles(stage: str, shard: str, in_ids: list[str], kept: pa.Table, rejected: pa.Table) -> None:
@@ -101,25 +156,32 @@ def check_reconciles(stage: str, shard: str, in_ids: list[str], kept: pa.Table, 
         )
 
 
-def summarize(stage: str, results: list[ShardResult]) -> dict:
-    """One funnel step: a stage's totals over its shards, each shard already reconciled."""
-    reasons: Counter[str] = Counter()
-    for r in results:
-        reasons.update(r.reasons)
-    return {
-        "stage": stage,
-        "shards": len(results),
-        "in": sum(r.n_in for r in results),
-        "kept": sum(r.n_kept for r in results),
-        "rejected": sum(r.n_rejected for r in results),
-        "reasons": dict(sorted(reasons.items())),
-    }
+def summarize(results: list[StepResult]) -> list[dict]:
+    """A step's funnel lines, one per stage: its totals over the shards, each shard already reconciled."""
+    if not results:
+        return []
+    lines = []
+    for i, stage in enumerate(c.stage for c in results[0].stages):
+        reasons: Counter[str] = Counter()
+        texts: Counter[str] = Counter()
+        for r in results:
+            reasons.update(r.stages[i].reasons)
+            texts.update(r.stages[i].texts_dropped)
+        lines.append({
+            "stage": stage,
+            "shards": len(results),
+            "in": sum(r.stages[i].n_in for r in results),
+            "kept": sum(r.stages[i].n_kept for r in results),
+            "rejected": sum(r.stages[i].n_rejected for r in results),
+            "reasons": dict(sorted(reasons.items())),
+            "texts_dropped": dict(sorted(texts.items())),
+        })
+    return lines
 
 
-def commit_stage(stage: str, out_dir: str, results: list[ShardResult]) -> dict:
-    """Write the stage's manifest (the shards the next stage reads) once all of them committed;
-    return its funnel step."""
-    step = summarize(stage, results)
-    manifest = {"shards": [asdict(r) for r in results], "summary": step}
-    storage.write_json(storage.join(out_dir, "_manifest.json"), manifest)
-    return step
+def commit_step(out_dir: str, results: list[StepResult]) -> list[dict]:
+    """Record the step's shards once all of them committed; return its funnel lines."""
+    lines = summarize(results)
+    storage.write_json(storage.join(out_dir, "_manifest.json"),
+                       {"shards": [asdict(r) for r in results], "funnel": lines})
+    return lines

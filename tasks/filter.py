@@ -1,12 +1,15 @@
-"""Filter: each rule measures a score into `scores`, then compares it with its threshold.
+"""Filter: each rule measures a score, then compares it with its threshold.
 
-Scores are kept on every row that passes, so thresholds can be re-tuned later without decoding
-anything again. One rule = one small class; the stage reports the first rule a row fails.
+Item rules score the media (kept in `scores` on every item that passes, so thresholds can be
+re-tuned later without decoding anything again); the stage reports the first rule an item fails.
+Text rules judge each text on its own: a failing caption is dropped from the item, and only an item
+left with no text is rejected. One rule = one small class.
 """
 
 from __future__ import annotations
 
 from .media.text import word_count
+from .schema import with_scores
 from .stage import Reject, RowStage
 
 
@@ -64,13 +67,15 @@ class Duration(Rule):
 
 
 class CaptionWords(Rule):
+    """A text rule: `score` takes one text {text, kind, source}."""
+
     score_name = "caption_words"
 
     def __init__(self, low: int, high: int):
         self.low, self.high = low, high
 
-    def score(self, row):
-        return float(word_count(row["text"]))
+    def score(self, text):
+        return float(word_count(text["text"]))
 
     def verdict(self, value):
         if value < self.low:
@@ -86,22 +91,41 @@ class FilterStage(RowStage):
     def __init__(self, **thresholds):
         super().__init__(**thresholds)
         t = thresholds
-        self.rules = [
+        self.item_rules = [
             MinImageSide(t.get("min_image_side", 32)),
             MaxAspect(t.get("max_image_aspect", 4.0)),
             Duration("audio", t.get("min_audio_s", 0.5), t.get("max_audio_s", 60.0)),
             Duration("video", t.get("min_video_s", 0.5), t.get("max_video_s", 600.0)),
-            CaptionWords(t.get("min_caption_words", 2), t.get("max_caption_words", 200)),
         ]
+        self.text_rules = [CaptionWords(t.get("min_caption_words", 2), t.get("max_caption_words", 200))]
 
     def check(self, row: dict):
-        scores = dict(row["scores"] or [])
-        for rule in self.rules:
+        scores = {}
+        for rule in self.item_rules:
             if rule.modality not in (None, row["modality"]):
                 continue
-            value = rule.score(row)
-            scores[rule.score_name] = value
+            value = scores[rule.score_name] = rule.score(row)
             code = rule.verdict(value)
             if code:
                 return Reject(code, f"{rule.score_name}={value:g}")
-        return {**row, "scores": scores}
+        texts, failed = [], []
+        for text in row["texts"] or []:
+            failure = self.text_failure(text)
+            if failure:
+                failed.append((text, failure))
+            else:
+                texts.append(text)
+        if not texts:
+            code, detail = failed[0][1] if failed else ("no_text", "no texts")
+            return Reject(code, f"all {len(failed)} text(s) fail; the first: {detail}")
+        for text, (code, detail) in failed:
+            self.drop_text(row, text, code, detail)
+        return {**with_scores(row, **scores), "texts": texts}
+
+    def text_failure(self, text: dict) -> tuple[str, str] | None:
+        for rule in self.text_rules:
+            value = rule.score(text)
+            code = rule.verdict(value)
+            if code:
+                return code, f"{rule.score_name}={value:g}"
+        return None

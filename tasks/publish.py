@@ -1,13 +1,17 @@
 """Publish: an immutable dataset version that training code loads without mmetl.
 
     versions/<partition>/
-      train/ val/ test/     <shard>.tar: WebDataset members <key>.<jpg|flac|mp4>, <key>.txt, <key>.json
-                            index.parquet: every Sample column but the bytes, plus tar + key
-      rejects.parquet       every dropped row of every stage, with its reason
-      stats.json            counts per split and modality, and the funnel
+      train/ val/ test/     <shard>.tar: WebDataset members per item: <key>.<jpg|flac|mp4|mkv|avi> (the
+                            media, once), <key>.json (metadata and all texts), <key>.txt (the first text)
+                            index.parquet: one row per item, every Sample column but the bytes, with
+                            the `texts` list, plus tar + key
+      rejects.parquet       every dropped item of every stage, with its reason
+      dropped_texts.parquet every text removed from an item that stayed, with its reason
+      stats.json            counts per split and modality, texts, bytes, hours, and the funnel
       manifest.json         written last: the version exists once it does
 
-Tars are byte-for-byte deterministic (sorted members, fixed mtime/owner), so the same build gives
+Tars stream straight from the media clean wrote (one batch in memory at a time) and are
+byte-for-byte deterministic (members in shard order, fixed mtime/owner), so the same build gives
 the same files on a local disk and on S3. They are staged in the build's work folder and moved into
 the version only by `commit_version`, which refuses a version that another build already owns: a
 published version is never touched again. The manifest lists every file with its size and sha256.
@@ -15,6 +19,7 @@ published version is never touched again. The manifest lists every file with its
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -26,12 +31,29 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import storage
-from .schema import REJECT_SCHEMA, SPLITS
+from .schema import DROPPED_TEXT_SCHEMA, REJECT_SCHEMA, SPLITS, scores_dict
 
 INDEX_DROP = ["media_bytes"]
-MEMBER_META = ["sample_id", "group_id", "source", "modality", "width", "height", "duration_s", "sample_rate",
-               "channels", "fps", "num_frames", "video_codec", "audio_codec", "audio_duration_s", "sha256",
-               "phash", "scores", "split", "source_uri", "partition", "run_id"]
+# what a loader needs beside the media; the rest of the lineage (annotation rows, run) is in index.parquet
+MEMBER_META = ["sample_id", "group_id", "source", "modality", "media_size", "width", "height", "duration_s",
+               "sample_rate", "channels", "fps", "num_frames", "video_codec", "audio_codec", "audio_duration_s",
+               "sha256", "phash", "split", "source_uri"]
+MEDIA_READ_ROWS = 16  # rows per read from the media file; memory is bounded by its row groups (one batch)
+
+
+class _HashingWriter:
+    """Counts and hashes what passes through, so a streamed file's manifest entry needs no re-read."""
+
+    def __init__(self, f):
+        self.f, self.size, self.sha = f, 0, hashlib.sha256()
+
+    def write(self, data) -> int:
+        self.size += len(data)
+        self.sha.update(data)
+        return self.f.write(data)
+
+    def entry(self) -> dict:
+        return {"bytes": self.size, "sha256": self.sha.hexdigest()}
 
 
 def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
@@ -40,53 +62,68 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
-def _tar_bytes(rows: list[dict]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-        for row in rows:
-            key = row["sample_id"]
-            meta = {k: row[k] for k in MEMBER_META}
-            meta["scores"] = dict(meta["scores"] or [])
-            _add(tar, f"{key}.{row['media_ext']}", row["media_bytes"])
-            _add(tar, f"{key}.txt", row["text"].encode())
-            _add(tar, f"{key}.json", json.dumps(meta, sort_keys=True).encode())
-    return buf.getvalue()
+def member_json(row: dict) -> bytes:
+    meta = {k: row[k] for k in MEMBER_META if row.get(k) is not None}
+    meta["texts"] = row["texts"]
+    meta["scores"] = scores_dict(row)
+    return json.dumps(meta, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def _file_entry(data: bytes) -> dict:
     return {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
 
 
-def publish_shard(shard_uri: str, staging_dir: str) -> dict:
-    """Stage this work shard's rows as one tar per split, plus its index rows, under `staging_dir`."""
+def publish_shard(shard_uri: str, media_uri: str, staging_dir: str, remove_media: bool = False) -> dict:
+    """Stage this work shard's items as one tar per split, plus its index rows, under `staging_dir`.
+
+    `shard_uri` holds the items that reached the split (metadata); `media_uri` their media as clean
+    wrote it, read one batch at a time. Once staged, the media copy can go (`remove_media`).
+    """
     shard = shard_uri.rsplit("/", 1)[-1].removesuffix(".parquet")
     index_uri = storage.join(staging_dir, f"{shard}.index.parquet")
     marker = storage.join(staging_dir, f"{shard}.json")
     if storage.exists(marker):
         return storage.read_json(marker)
-    table = storage.read_parquet(shard_uri).sort_by("sample_id")
-    parts, files = [], {}
-    for split in SPLITS:
-        rows_table = table.filter(pc.equal(table.column("split"), split))
-        if rows_table.num_rows == 0:
-            continue
-        tar_name = f"{split}/{shard}.tar"
-        data = _tar_bytes(rows_table.to_pylist())
-        storage.write_bytes(storage.join(staging_dir, tar_name), data)
-        files[tar_name] = _file_entry(data)
-        index = rows_table.drop_columns(INDEX_DROP)
-        parts.append(index.append_column("tar", pa.array([tar_name] * index.num_rows, pa.string()))
-                     .append_column("key", index.column("sample_id")))
-    if parts:
-        storage.write_parquet(index_uri, pa.concat_tables(parts))
-    result = {"shard": shard, "staging_dir": staging_dir, "index_uri": index_uri if parts else None,
-              "files": files, "n": table.num_rows}
+    items = storage.read_parquet(shard_uri)
+    by_id = {row["sample_id"]: row for row in items.to_pylist()}
+    writers: dict[str, tuple[tarfile.TarFile, _HashingWriter]] = {}
+    written = 0
+    with contextlib.ExitStack() as stack:
+        for batch in storage.iter_parquet_batches(media_uri, MEDIA_READ_ROWS):
+            for sample_id, data in zip(batch.column("sample_id").to_pylist(), batch.column("media_bytes").to_pylist()):
+                row = by_id.get(sample_id)
+                if row is None:  # dropped after clean
+                    continue
+                split = row["split"]
+                if split not in writers:
+                    out = _HashingWriter(stack.enter_context(storage.open_output(
+                        storage.join(staging_dir, f"{split}/{shard}.tar"))))
+                    tar = stack.enter_context(tarfile.open(fileobj=out, mode="w|", format=tarfile.USTAR_FORMAT))
+                    writers[split] = (tar, out)
+                tar = writers[split][0]
+                _add(tar, f"{sample_id}.{row['media_ext']}", data)
+                _add(tar, f"{sample_id}.json", member_json(row))
+                _add(tar, f"{sample_id}.txt", row["texts"][0]["text"].encode())
+                written += 1
+        for tar, _ in writers.values():
+            tar.close()  # ends the archive before its file is committed
+    if written != len(by_id):
+        raise RuntimeError(f"{shard}: {len(by_id) - written} kept items have no media in {media_uri}")
+
+    files = {f"{split}/{shard}.tar": out.entry() for split, (_, out) in sorted(writers.items())}
+    index = items.drop_columns(INDEX_DROP)
+    index = index.append_column("tar", pc.binary_join_element_wise(index.column("split"), pa.scalar(f"/{shard}.tar"), ""))
+    index = index.append_column("key", index.column("sample_id"))
+    storage.write_parquet(index_uri, index)
+    result = {"shard": shard, "staging_dir": staging_dir, "index_uri": index_uri, "files": files, "n": items.num_rows}
     storage.write_json(marker, result)
+    if remove_media:
+        storage.remove(media_uri)
     return result
 
 
-def commit_version(layout: storage.Layout, published: list[dict], reject_uris: list[str], funnel: list[dict],
-                   recipe: dict, extra: dict | None = None) -> dict:
+def commit_version(layout: storage.Layout, published: list[dict], reject_uris: list[str],
+                   dropped_text_uris: list[str], funnel: list[dict], recipe: dict, extra: dict | None = None) -> dict:
     """Move the staged tars in, write the indexes, rejects and stats, and commit with the manifest, last.
 
     Safe to rerun after a crash at any point: a tar already moved is not moved again.
@@ -103,7 +140,7 @@ def commit_version(layout: storage.Layout, published: list[dict], reject_uris: l
             if storage.exists(staged):
                 storage.move(staged, storage.join(version, name))
             files[name] = entry
-    indexes = [storage.read_parquet(p["index_uri"]) for p in published if p["index_uri"]]
+    indexes = [storage.read_parquet(p["index_uri"]) for p in published]
     index = pa.concat_tables(indexes) if indexes else None
     splits = {}
     for split in SPLITS:
@@ -112,20 +149,26 @@ def commit_version(layout: storage.Layout, published: list[dict], reject_uris: l
             continue
         name = f"{split}/index.parquet"
         files[name] = _write(storage.join(version, name), storage.parquet_bytes(part))
+        tars = sorted(f for f in files if f.startswith(f"{split}/") and f.endswith(".tar"))
         splits[split] = {
             "samples": part.num_rows,
-            "groups": len(set(part.column("group_id").to_pylist())),
-            "modalities": dict(sorted(Counter(part.column("modality").to_pylist()).items())),
-            "tars": sorted(f for f in files if f.startswith(f"{split}/") and f.endswith(".tar")),
+            "texts": int(pc.sum(pc.list_value_length(part.column("texts"))).as_py()),
+            "groups": pc.count_distinct(part.column("group_id")).as_py(),
+            "modalities": _count(part.column("modality").to_pylist()),
+            "media_bytes": int(pc.sum(part.column("media_size")).as_py()),
+            "tar_bytes": sum(files[t]["bytes"] for t in tars),
+            "tars": tars,
             "index": name,
         }
-    rejects = pa.concat_tables([storage.read_parquet(u).cast(REJECT_SCHEMA) for u in reject_uris]) if reject_uris \
-        else REJECT_SCHEMA.empty_table()
-    rejects = rejects.sort_by([("stage", "ascending"), ("sample_id", "ascending")])
+    rejects = _gather(reject_uris, REJECT_SCHEMA).sort_by([("stage", "ascending"), ("sample_id", "ascending")])
     files["rejects.parquet"] = _write(storage.join(version, "rejects.parquet"), storage.parquet_bytes(rejects))
+    dropped = _gather(dropped_text_uris, DROPPED_TEXT_SCHEMA).sort_by(
+        [("stage", "ascending"), ("sample_id", "ascending"), ("reason", "ascending"), ("text", "ascending")])
+    files["dropped_texts.parquet"] = _write(storage.join(version, "dropped_texts.parquet"),
+                                            storage.parquet_bytes(dropped))
 
     stats = {"splits": splits, "funnel": funnel, "rejects_by_reason": _count(rejects.column("reason").to_pylist()),
-             "hours": _hours(index)}
+             "texts_dropped_by_reason": _count(dropped.column("reason").to_pylist()), "hours": _hours(index)}
     files["stats.json"] = _write(storage.join(version, "stats.json"),
                                  json.dumps(stats, indent=2, sort_keys=True).encode())
     manifest = {
@@ -135,14 +178,29 @@ def commit_version(layout: storage.Layout, published: list[dict], reject_uris: l
         "recipe": recipe,
         "splits": splits,
         "samples": sum(s["samples"] for s in splits.values()),
+        "texts": sum(s["texts"] for s in splits.values()),
         "rejected": rejects.num_rows,
+        "texts_dropped": dropped.num_rows,
         "files": dict(sorted(files.items())),
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "format": "webdataset+parquet/v1",
+        "format": "webdataset+parquet/v2",
         **(extra or {}),
     }
     storage.write_json(layout.version_manifest, manifest)  # the commit point, last
     return manifest
+
+
+def discard_work(layout: storage.Layout) -> None:
+    """After the manifest: the work folder (a copy of the media, the shards) is no longer needed;
+    a rerun learns from the manifest that the version exists."""
+    storage.remove(layout.work, recursive=True)
+    partition_dir = layout.work.rsplit("/", 1)[0]
+    if not storage.list_files(partition_dir):  # no other build's work left beside it
+        storage.remove(partition_dir, recursive=True)
+
+
+def _gather(uris: list[str], schema: pa.Schema) -> pa.Table:
+    return pa.concat_tables([storage.read_parquet(u).cast(schema) for u in uris]) if uris else schema.empty_table()
 
 
 def claim_version(layout: storage.Layout) -> None:
@@ -183,13 +241,15 @@ def _write(uri: str, data: bytes) -> dict:
 
 
 def check_funnel(funnel: list[dict]) -> None:
-    """in = kept + rejected for every stage, and each stage takes in exactly what the one before kept."""
+    """in = kept + rejected for every stage, and each stage takes in exactly what the one before kept
+    (the plan keeps annotation rows and hands on the items they form)."""
     previous = None
     for step in funnel:
         if step["in"] != step["kept"] + step["rejected"]:
             raise RuntimeError(f"{step['stage']}: in={step['in']} != kept={step['kept']} + rejected={step['rejected']}")
-        if previous is not None and step["in"] != previous["kept"]:
-            raise RuntimeError(f"{step['stage']} took in {step['in']} rows but {previous['stage']} kept {previous['kept']}")
+        handed_on = previous and previous.get("items", previous["kept"])
+        if previous is not None and step["in"] != handed_on:
+            raise RuntimeError(f"{step['stage']} took in {step['in']} items but {previous['stage']} handed on {handed_on}")
         previous = step
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ByteSize, ConfigDict, Field, ValidationError, model_validator
 
 
 class Strict(BaseModel):
@@ -35,6 +35,17 @@ class SourceConfig(Strict):
         if "://" in self.uri or Path(self.uri).is_absolute():
             return self
         return self.model_copy(update={"uri": str(Path(self.uri).absolute())})
+
+
+class ShardConfig(Strict):
+    """How work is cut. A shard is the unit of work, retry and resume (one task per step and shard);
+    a batch is what a worker holds in memory at once. Both are bounded by items and by bytes
+    ("256MB", "1GiB" or a number). Shards are also cut small enough that every worker gets one."""
+
+    max_items: int = Field(2000, ge=1, le=1_000_000)
+    max_bytes: ByteSize = Field(ByteSize(256 * 2**20), gt=0)
+    batch_items: int = Field(256, ge=1, le=100_000)
+    batch_bytes: ByteSize = Field(ByteSize(64 * 2**20), gt=0)
 
 
 class CleanConfig(Strict):
@@ -82,7 +93,8 @@ class SplitConfig(Strict):
 class Recipe(Strict):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
     source: SourceConfig
-    shard_rows: int = Field(64, ge=1, le=100_000)  # samples per work shard: the unit of retry
+    shards: ShardConfig = ShardConfig()
+    keep_work: bool = False  # keep the work folder after publishing (for debugging); it holds a copy of the media
     clean: CleanConfig = CleanConfig()
     filter: FilterConfig = FilterConfig()
     align: AlignConfig = AlignConfig()

@@ -1,7 +1,13 @@
-"""The one Sample record and the one Reject record, as Arrow schemas. Every stage reads and writes these.
+"""The one Sample record (an item) and the Reject and DroppedText records, as Arrow schemas.
 
-A row is one training example: one piece of media (image, audio clip or video) and one caption.
-Several captions of one image are several rows sharing `group_id`; a group never straddles splits.
+An item is one media file (image, audio clip or video) with every text that describes it: the five
+COCO captions of a picture are one item with five texts, not five rows. Identical media found under
+several names or in several sources becomes one item with the union of their texts. `group_id`
+names what must never be split apart (clips of one video, copies of one picture).
+
+Media bytes travel in a row only inside the task that collects and cleans them; after clean they
+are written once, to `<shard>.media.parquet` (MEDIA_SCHEMA) beside the work shard, and every later
+step reads and writes metadata only.
 """
 
 from __future__ import annotations
@@ -12,6 +18,13 @@ import pyarrow as pa
 
 MODALITIES = ("image", "audio", "video")
 SPLITS = ("train", "val", "test")
+TEXT_KINDS = ("caption", "title", "subtitle", "transcript")
+
+# One text of an item: what it says, what kind of text it is, and which source gave it.
+TEXT = pa.struct([pa.field("text", pa.string()), pa.field("kind", pa.string()), pa.field("source", pa.string())])
+# One measured score. A list of {name, value} rather than a map: every reader (Hugging Face datasets,
+# pandas, DuckDB, Spark) takes it, and new filters add scores without changing the schema.
+SCORE = pa.struct([pa.field("name", pa.string()), pa.field("value", pa.float64())])
 
 SAMPLE_SCHEMA = pa.schema(
     [
@@ -20,10 +33,11 @@ SAMPLE_SCHEMA = pa.schema(
         pa.field("source", pa.string(), nullable=False),  # recipe source name
         pa.field("group_id", pa.string(), nullable=False),  # never split apart (same media, one cluster)
         pa.field("modality", pa.string(), nullable=False),  # one of MODALITIES
-        pa.field("text", pa.string()),
-        # media: bytes inline (normalized by clean), plus the extension they are published under
+        pa.field("texts", pa.list_(TEXT)),
+        # media: bytes only in flight between collect and clean (see the module docstring)
         pa.field("media_bytes", pa.large_binary()),
-        pa.field("media_ext", pa.string()),  # jpg | png | flac | mp4 ...
+        pa.field("media_ext", pa.string()),  # jpg | flac | mp4 | mkv ...
+        pa.field("media_size", pa.int64()),  # bytes: as listed at plan time, then as normalized by clean
         # media facts, filled by clean (null where they do not apply to the modality)
         pa.field("width", pa.int32()),
         pa.field("height", pa.int32()),
@@ -36,32 +50,49 @@ SAMPLE_SCHEMA = pa.schema(
         pa.field("audio_codec", pa.string()),
         pa.field("audio_duration_s", pa.float64()),  # a video's audio track; null when it has none
         # hashes
-        pa.field("sha256", pa.string()),  # of media_bytes
+        pa.field("sha256", pa.string()),  # of the normalized media bytes
         pa.field("phash", pa.string()),  # imagehash.phash, hex; images only
         # scores computed by filters/aligners; thresholds are applied to these, so they can be re-tuned
-        pa.field("scores", pa.map_(pa.string(), pa.float64())),
+        pa.field("scores", pa.list_(SCORE)),
         pa.field("split", pa.string()),
         # lineage
         pa.field("source_uri", pa.string()),  # where the media came from
-        pa.field("source_row", pa.int64()),  # row of the annotation file it came from
+        pa.field("source_rows", pa.list_(pa.int64())),  # rows of the annotation file that name it
         pa.field("partition", pa.string()),
         pa.field("run_id", pa.string()),  # deterministic build key: recipe fingerprint + partition
     ]
 )
+
+# Where clean leaves each item's normalized bytes, written once: one file per work shard.
+MEDIA_SCHEMA = pa.schema([pa.field("sample_id", pa.string(), nullable=False), pa.field("media_bytes", pa.large_binary())])
 
 REJECT_SCHEMA = pa.schema(
     [
         pa.field("sample_id", pa.string()),
         pa.field("source", pa.string()),
         pa.field("modality", pa.string()),
-        pa.field("text", pa.string()),
+        pa.field("texts", pa.list_(TEXT)),
         pa.field("source_uri", pa.string()),
-        pa.field("source_row", pa.int64()),
+        pa.field("source_rows", pa.list_(pa.int64())),
         pa.field("stage", pa.string(), nullable=False),
-        pa.field("reason", pa.string(), nullable=False),  # "<stage>:<code>", e.g. decode:corrupt
+        pa.field("reason", pa.string(), nullable=False),  # "<kind>:<code>", e.g. decode:corrupt
         pa.field("detail", pa.string()),  # human-readable: the exception text, the measured value
+        pa.field("duplicate_of", pa.string()),  # the kept item, for duplicate:* reasons
         pa.field("partition", pa.string()),
         pa.field("run_id", pa.string()),
+    ]
+)
+
+# A text removed from an item that stays (an empty caption among five, a repeated one).
+DROPPED_TEXT_SCHEMA = pa.schema(
+    [
+        pa.field("sample_id", pa.string(), nullable=False),
+        pa.field("text", pa.string()),
+        pa.field("kind", pa.string()),
+        pa.field("source", pa.string()),
+        pa.field("stage", pa.string(), nullable=False),
+        pa.field("reason", pa.string(), nullable=False),
+        pa.field("detail", pa.string()),
     ]
 )
 
@@ -74,20 +105,33 @@ def samples_from_rows(rows: list[dict]) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=SAMPLE_SCHEMA)
 
 
-def rejects_from(samples: pa.Table, stage: str, reasons: list[str], details: list[str | None]) -> pa.Table:
-    """Reject rows for `samples` (media bytes are not kept: the source_uri says where they came from)."""
-    bad = [r for r in reasons if ":" not in r]
-    if bad:
-        raise ValueError(f"reject reasons are '<kind>:<code>', got {bad[:3]}")
-    columns = {name: samples.column(name) for name in REJECT_SCHEMA.names if name in samples.column_names}
-    n = samples.num_rows
-    columns["stage"] = pa.array([stage] * n, pa.string())
-    columns["reason"] = pa.array(reasons, pa.string())
-    columns["detail"] = pa.array(details, pa.string())
-    return pa.table({name: columns[name] for name in REJECT_SCHEMA.names}, schema=REJECT_SCHEMA)
+def check_reason(reason: str) -> str:
+    if ":" not in reason:
+        raise ValueError(f"reject reasons are '<kind>:<code>', got {reason!r}")
+    return reason
 
 
-def make_sample_id(source: str, source_key: str, text: str | None) -> str:
-    """Stable id from where the sample came from, so reruns and resumed runs agree on it."""
-    digest = hashlib.sha1(f"{source}\x1f{source_key}\x1f{text or ''}".encode()).hexdigest()
-    return digest[:20]
+def reject_row(row: dict, stage: str, reason: str, detail: str | None = None, duplicate_of: str | None = None) -> dict:
+    """The Reject record of a dropped item (its media bytes are not kept: source_uri says where they came from)."""
+    out = {name: row.get(name) for name in REJECT_SCHEMA.names}
+    out.update(stage=stage, reason=check_reason(reason), detail=detail, duplicate_of=duplicate_of)
+    return out
+
+
+def scores_dict(row: dict) -> dict[str, float]:
+    return {s["name"]: s["value"] for s in row.get("scores") or []}
+
+
+def with_scores(row: dict, **scores: float) -> dict:
+    """The row with these scores set (others kept), in a stable order."""
+    merged = {**scores_dict(row), **scores}
+    return {**row, "scores": [{"name": k, "value": float(v)} for k, v in sorted(merged.items())]}
+
+
+def make_sample_id(source: str, media_key: str) -> str:
+    """Stable id of an item: its source and its media path as the annotation wrote it.
+
+    It does not depend on where the corpus sits today, on line numbers or on captions, so moving a
+    corpus, inserting a line or adding a caption keeps every id (and every split).
+    """
+    return hashlib.sha1(f"{source}\x1f{media_key}".encode()).hexdigest()[:20]

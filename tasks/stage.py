@@ -1,17 +1,24 @@
 """The stage interface: plain Python that neither Prefect nor Ray appears in.
 
 A stage is set up once per worker process (load a model, open a file) and then processes Arrow
-batches of Sample rows, returning the rows it keeps and reject rows for the ones it drops. The
-engine runs it over shards; tests call it directly.
+batches of items, returning the items it keeps, Reject rows for the items it drops, and
+DroppedText rows for texts it removes from items that stay. The engine runs stages over shards;
+tests call them directly.
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import pyarrow as pa
 
-from .schema import SAMPLE_SCHEMA, rejects_from
+from .schema import DROPPED_TEXT_SCHEMA, REJECT_SCHEMA, SAMPLE_SCHEMA, check_reason, reject_row
+
+
+class StageOutput(NamedTuple):
+    kept: pa.Table  # Sample rows
+    rejected: pa.Table  # Reject rows: every input item is in exactly one of kept and rejected
+    dropped_texts: pa.Table  # DroppedText rows
 
 
 class Stage:
@@ -26,43 +33,50 @@ class Stage:
     def setup(self) -> None:
         """Once per worker process, before the first batch."""
 
-    def process(self, batch: pa.Table) -> tuple[pa.Table, pa.Table]:
-        """Return (kept Sample rows, Reject rows); every input row lands in exactly one of them."""
+    def process(self, batch: pa.Table) -> StageOutput:
         raise NotImplementedError
 
 
 class RowStage(Stage):
-    """A stage that looks at one row at a time: `check` returns the row (possibly enriched) or a reject.
+    """A stage that looks at one item at a time: `check` returns the item (possibly changed) or a Reject.
 
-    Rows are plain dicts of Sample columns. Return `Reject("code", "detail")` to drop a row; the
+    Items are plain dicts of Sample columns. Return `Reject("code", "detail")` to drop one; the
     reason becomes "<name>:<code>", or stays as given when it already names its kind
-    ("decode:truncated", "text:empty").
+    ("decode:truncated", "text:empty"). To remove one text of an item that stays, return the item
+    without it and call `drop_text`.
     """
 
     def check(self, row: dict) -> dict | "Reject":
         raise NotImplementedError
 
-    def process(self, batch: pa.Table) -> tuple[pa.Table, pa.Table]:
-        kept, dropped, reasons, details = [], [], [], []
+    def reason(self, code: str) -> str:
+        return code if ":" in code else f"{self.name}:{code}"
+
+    def drop_text(self, row: dict, text: dict, code: str, detail: str | None = None) -> None:
+        self._dropped.append({"sample_id": row["sample_id"], **text, "stage": self.name,
+                              "reason": check_reason(self.reason(code)), "detail": detail})
+
+    def process(self, batch: pa.Table) -> StageOutput:
+        kept, rejected = [], []
+        self._dropped: list[dict] = []
         for row in batch.to_pylist():
             out = self.check(row)
             if isinstance(out, Reject):
-                dropped.append(row)
-                reasons.append(out.code if ":" in out.code else f"{self.name}:{out.code}")
-                details.append(out.detail)
+                rejected.append(reject_row(row, self.name, self.reason(out.code), out.detail, out.duplicate_of))
             else:
                 kept.append(out)
-        kept_table = pa.Table.from_pylist(kept, schema=SAMPLE_SCHEMA)
-        dropped_table = pa.Table.from_pylist(dropped, schema=SAMPLE_SCHEMA)
-        return kept_table, rejects_from(dropped_table, self.name, reasons, details)
+        return StageOutput(pa.Table.from_pylist(kept, schema=SAMPLE_SCHEMA),
+                           pa.Table.from_pylist(rejected, schema=REJECT_SCHEMA),
+                           pa.Table.from_pylist(self._dropped, schema=DROPPED_TEXT_SCHEMA))
 
 
 class Reject:
-    __slots__ = ("code", "detail")
+    __slots__ = ("code", "detail", "duplicate_of")
 
-    def __init__(self, code: str, detail: str | None = None):
+    def __init__(self, code: str, detail: str | None = None, duplicate_of: str | None = None):
         self.code = code
         self.detail = detail
+        self.duplicate_of = duplicate_of
 
     def __repr__(self) -> str:
         return f"Reject({self.code!r}, {self.detail!r})"

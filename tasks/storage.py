@@ -7,10 +7,13 @@ overwrites any half-written file under the same deterministic name.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
+import posixpath
 import uuid
+from collections import defaultdict
 from dataclasses import dataclass
 
 import fsspec
@@ -105,6 +108,41 @@ def parquet_bytes(table: pa.Table) -> bytes:
     return buf.getvalue()
 
 
+@contextlib.contextmanager
+def open_output(uri: str):
+    """A file to stream a large object into; it appears under its name whole, or not at all.
+
+    Locally a temp file renamed into place; on S3 a multipart upload that completes on close and is
+    discarded on error. Memory stays bounded by what the caller writes at a time.
+    """
+    fs, path = filesystem(uri)
+    if isinstance(fs, LocalFileSystem):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+        try:
+            with open(tmp, "wb") as f:
+                yield f
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        return
+    f = fs.open(path, "wb")
+    try:
+        yield f
+    except BaseException:
+        f.discard()  # abort the multipart upload: nothing appears
+        raise
+    f.close()
+
+
+@contextlib.contextmanager
+def parquet_writer(uri: str, schema: pa.Schema, compression: str = "zstd"):
+    """Append row groups to a Parquet file one batch at a time (see open_output)."""
+    with open_output(uri) as f, pq.ParquetWriter(f, schema, compression=compression) as writer:
+        yield writer
+
+
 def write_parquet(uri: str, table: pa.Table) -> None:
     write_bytes(uri, parquet_bytes(table))
 
@@ -116,10 +154,32 @@ def read_parquet(uri: str, columns: list[str] | None = None) -> pa.Table:
     return table
 
 
-def iter_parquet_batches(uri: str, batch_rows: int):
+def iter_parquet_batches(uri: str, batch_rows: int, columns: list[str] | None = None):
     fs, path = filesystem(uri)
     with fs.open(path, "rb") as f:
-        yield from pq.ParquetFile(f).iter_batches(batch_size=batch_rows)
+        yield from pq.ParquetFile(f).iter_batches(batch_size=batch_rows, columns=columns)
+
+
+def sizes(uris: list[str]) -> dict[str, int | None]:
+    """Each object's size in bytes, None where it is absent or cannot be listed.
+
+    One listing per folder rather than one request per object: on S3 a folder of 100k images is
+    100 list calls, not 100k HEADs.
+    """
+    by_folder: dict[str, list[str]] = defaultdict(list)
+    for uri in uris:
+        by_folder[uri.rsplit("/", 1)[0]].append(uri)
+    out: dict[str, int | None] = {}
+    for folder, members in by_folder.items():
+        fs, path = filesystem(folder)
+        try:
+            listing = {posixpath.normpath(e["name"]): e.get("size") for e in fs.ls(path, detail=True)
+                       if e.get("type") == "file"}
+        except (OSError, ValueError):  # absent, not a folder, no permission: the reader will say which
+            listing = {}
+        for uri in members:
+            out[uri] = listing.get(posixpath.normpath(filesystem(uri)[1]))
+    return out
 
 
 def move(src: str, dst: str) -> None:
@@ -152,8 +212,9 @@ def list_files(uri: str) -> list[str]:
 class Layout:
     """Where one build of one dataset partition keeps its work and publishes its version.
 
-    {root}/{dataset}/work/{partition}/{build_key}/{stage}/shard-00000.parquet   stage outputs
-    {root}/{dataset}/versions/{partition}/                                     the published version
+    {root}/{dataset}/work/{partition}/{build_key}/{step}/shard-00000.parquet   work shards (removed
+                                                                               once published)
+    {root}/{dataset}/versions/{partition}/                                    the published version
     """
 
     root: str
@@ -165,8 +226,8 @@ class Layout:
     def work(self) -> str:
         return join(self.root, self.dataset, "work", self.partition, self.build_key)
 
-    def stage_dir(self, stage: str) -> str:
-        return join(self.work, stage)
+    def step_dir(self, step: str) -> str:
+        return join(self.work, step)
 
     @property
     def version(self) -> str:

@@ -31,11 +31,18 @@ def png_with_alpha() -> bytes:
     return out.getvalue()
 
 
-def sample(modality="image", text="a red circle on a blue background", media=None, group=None, n=0, **facts) -> dict:
+def texts(*captions: str, source: str = "t") -> list[dict]:
+    return [{"text": c, "kind": "caption", "source": source} for c in captions]
+
+
+def sample(modality="image", text="a red circle on a blue background", media=None, group=None, n=0,
+           captions: tuple[str, ...] | None = None, **facts) -> dict:
+    """An item; `captions` gives several texts, else `text` is its one caption."""
     uri = f"/src/{modality}/{n:04d}"
-    return {"sample_id": make_sample_id("t", f"{n}:{uri}", text), "source": "t", "modality": modality,
-            "group_id": group or uri, "text": text, "media_bytes": media, "source_uri": uri, "source_row": n,
-            "partition": "p", "run_id": "r", **facts}
+    return {"sample_id": make_sample_id("t", uri), "source": "t", "modality": modality, "group_id": group or uri,
+            "texts": texts(*(captions if captions is not None else (text,))), "media_bytes": media,
+            "media_size": len(media) if media else None, "source_uri": uri, "source_rows": [n], "partition": "p",
+            "run_id": "r", **facts}
 
 
 def table(*rows):
@@ -121,3 +128,70 @@ def timed_video(fmt: str, times: list[float], audio_seconds: float | None = None
 def tree_digest(root: str, skip=("manifest.json",)) -> dict[str, str]:
     return {name: hashlib.sha256(storage.read_bytes(storage.join(root, name))).hexdigest()
             for name in storage.list_files(root) if name not in skip}
+
+
+def noise_flac(seconds: float, seed: int = 0) -> bytes:
+    """Big, incompressible audio (about 190 kB a second), quick to make: for memory tests."""
+    import av
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="flac") as out:
+        stream = out.add_stream("flac", rate=48_000, layout="stereo")
+        for _ in range(int(seconds)):
+            frame = av.AudioFrame.from_ndarray(rng.integers(-20_000, 20_000, size=(1, 96_000), dtype=np.int16),
+                                               format="s16", layout="stereo")
+            frame.sample_rate = 48_000
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    return buf.getvalue()
+
+
+def build_in_process(sources, root: str, recipe=None, workers: int = 2):
+    """Every step of a build called directly, shard by shard (the flow's wiring without Prefect or Ray):
+    returns (layout, manifest)."""
+    from tasks import collect, dedupe, engine, publish, split
+    from tasks.recipe import Recipe
+
+    recipe = recipe or Recipe(name="t", source=sources[0])
+    layout = storage.Layout(root, recipe.name, "p", "key")
+    plan = collect.plan_collect(sources, "p", "r", recipe.shards, workers, layout.step_dir("plan"))
+
+    def step(stages, shards, **kwargs):
+        name = "-".join(s for s, _ in stages)
+        return [engine.run_step(name, stages, uri, layout.step_dir(name), **kwargs) for uri in shards]
+
+    ingested = step([("collect", {}), ("clean", recipe.clean.model_dump())], plan["shards"], writes_media=True)
+    decision = dedupe.decide_duplicates([r.uri for r in ingested], storage.join(layout.work, "decision.parquet"))
+    refined = step([("dedupe", {"decision_uri": decision["uri"]}), ("filter", recipe.filter.model_dump()),
+                    ("align", recipe.align.model_dump())], [r.uri for r in ingested])
+    assignment = split.assign_splits([r.uri for r in refined], recipe.split.ratios, recipe.split.salt,
+                                     storage.join(layout.work, "assignment.parquet"))
+    splits = step([("split", {"assignment_uri": assignment["uri"]})], [r.uri for r in refined])
+    published = [publish.publish_shard(s.uri, i.media_uri, layout.step_dir("publish")) for s, i in zip(splits, ingested)]
+    results = [r for rs in (ingested, refined, splits) for r in rs]
+    funnel = [{"stage": "plan", "in": plan["n_rows"], "kept": plan["n_rows_kept"], "rejected": plan["n_rejected"],
+               "items": plan["n_items"], "reasons": plan["reasons"], "texts_dropped": {}}]
+    funnel += [line for rs in (ingested, refined, splits) for line in engine.summarize(rs)]
+    manifest = publish.commit_version(layout, published, [plan["rejects_uri"]] + [r.rejects_uri for r in results],
+                                      [r.dropped_texts_uri for r in results], funnel, recipe.model_dump(mode="json"))
+    return layout, manifest
+
+
+PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "retina", "immunohistochemistry")
+
+
+def real_photos(turns: int = 1) -> dict[str, bytes]:
+    """Real photographs that scikit-image ships, as JPEGs at their full size (50-400 kB, about COCO's),
+    each also turned by 90, 180, 270 degrees when `turns` asks for more distinct pictures."""
+    from skimage import data
+
+    photos = {}
+    for name in PHOTOS:
+        picture = Image.fromarray(getattr(data, name)()).convert("RGB")
+        for turn in range(turns):
+            out = io.BytesIO()
+            picture.rotate(90 * turn, expand=True).save(out, format="JPEG", quality=95)
+            photos[f"{name}-{90 * turn}"] = out.getvalue()
+    return photos

@@ -55,18 +55,18 @@ def test_killed_build_resumes_to_the_same_version(tmp_path, demo_recipe):
     assert "Prefect API: http://127.0.0.1:" in done.stdout and "Published " in done.stdout
     assert "Version: " + str(Path(reference_root) / "demo" / "versions" / PARTITION) in done.stdout
 
-    # kill a second build once a few clean shards are committed, before anything is published
+    # kill a second build once a few collect-clean shards are committed, before anything is published
     env = cli_env(tmp_path / "b", killed_root)
     process = subprocess.Popen([MMETL, "build", demo_recipe, "--partition", PARTITION], env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     work = Path(killed_root) / "demo" / "work" / PARTITION
     deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and len(list(work.glob("*/clean/shard-*.json"))) < 2:
+    while time.monotonic() < deadline and len(list(work.glob("*/collect-clean/shard-*.json"))) < 2:
         time.sleep(0.05)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
-    committed = len(list(work.glob("*/clean/shard-*.json")))
-    assert 2 <= committed < 8, "the kill must land mid-stage"
+    committed = len(list(work.glob("*/collect-clean/shard-*.json")))
+    assert 2 <= committed < 6, "the kill must land mid-step"
     version = Path(killed_root) / "demo" / "versions" / PARTITION
     assert not (version / "manifest.json").exists()
 

@@ -11,7 +11,7 @@ import pytest
 import webdataset as wds
 
 from tasks import storage
-from tasks.demo_corpus import BROKEN_ROWS, DUPLICATES, PLANTED
+from tasks.demo_corpus import BROKEN_ROWS, DUPLICATES, PLANTED, RENAMED_CAPTION
 from tasks.schema import SPLITS
 
 from .helpers import tree_digest
@@ -41,8 +41,8 @@ def test_local_and_s3_outputs_are_identical(builds):
     assert remote.startswith("s3://")
     local_files, remote_files = tree_digest(local), tree_digest(remote)
     assert local_files == remote_files
-    assert {"train/index.parquet", "val/index.parquet", "test/index.parquet", "stats.json", "rejects.parquet"} \
-        <= set(local_files)
+    assert {"train/index.parquet", "val/index.parquet", "test/index.parquet", "stats.json", "rejects.parquet",
+            "dropped_texts.parquet"} <= set(local_files)
     for key in ("splits", "samples", "rejected", "files", "build_key"):
         assert builds["local"]["manifest"][key] == builds["s3"]["manifest"][key]
 
@@ -54,12 +54,35 @@ def test_webdataset_reads_every_split_without_our_code(builds):
         urls = [f"{version}/{tar}" for tar in manifest["splits"][split]["tars"]]
         samples = list(wds.WebDataset(urls, shardshuffle=False))
         assert len(samples) == manifest["splits"][split]["samples"]
+        assert sum(len(json.loads(s["json"])["texts"]) for s in samples) == manifest["splits"][split]["texts"]
         for sample in samples:
             media = [k for k in sample if k in ("jpg", "flac", "mp4")]
-            assert len(media) == 1 and sample[media[0]], sample["__key__"]
-            assert sample["txt"].decode().strip()
+            assert len(media) == 1 and sample[media[0]], sample["__key__"]  # one media member per item
             meta = json.loads(sample["json"])
             assert meta["split"] == split and meta["sample_id"] == sample["__key__"]
+            assert sample["txt"].decode() == meta["texts"][0]["text"] and meta["texts"][0]["kind"] == "caption"
+
+
+def test_items_carry_every_caption_of_their_media_once(builds, demo_manifest):
+    """Rows naming one file are one item: as many texts as rows, one media member, one index row."""
+    version = builds["local"]["version"]
+    captions: dict[str, list[str]] = {}
+    for line in open(demo_manifest, "rb").read().split(b"\n"):
+        try:
+            row = json.loads(line)
+        except ValueError:  # the planted broken rows
+            continue
+        if isinstance(row.get("media"), str) and row.get("modality") in ("image", "audio", "video"):
+            captions.setdefault(row["media"], []).append(row["text"])
+    index = duckdb.connect().execute(
+        f"SELECT source_uri, [t.text FOR t IN texts] FROM read_parquet('{version}/*/index.parquet')").fetchall()
+    multi = 0
+    for uri, texts in index:
+        name = "/".join(uri.rsplit("/", 2)[-2:])
+        if not any(name in pair for pair in DUPLICATES):  # a survivor also holds its copy's texts
+            assert texts == captions[name], name
+            multi += len(texts) == 3
+    assert multi > 50  # images with three captions, published once each
 
 
 def test_webdataset_media_decodes_to_the_recorded_facts(builds):
@@ -93,28 +116,49 @@ def test_parquet_index_split_ratios_and_group_integrity(builds):
     ).fetchall()
     assert straddling == []
     index = pq.read_table(f"{version}/train/index.parquet")
-    assert "media_bytes" not in index.column_names and {"group_id", "tar", "key"} <= set(index.column_names)
+    assert "media_bytes" not in index.column_names and {"group_id", "tar", "key", "texts"} <= set(index.column_names)
+
+
+def test_the_index_loads_in_every_reader_the_readme_promises(builds):
+    """Hugging Face datasets, pandas and DuckDB (with UNNEST into (media, caption) pairs)."""
+    import datasets
+    import pandas as pd
+
+    version, manifest = builds["local"]["version"], builds["local"]["manifest"]
+    train = f"{version}/train/index.parquet"
+    hf = datasets.load_dataset("parquet", data_files={"train": train}, split="train")
+    assert hf.num_rows == manifest["splits"]["train"]["samples"]
+    assert hf[0]["texts"][0]["kind"] == "caption" and isinstance(hf[0]["scores"], list)
+    frame = pd.read_parquet(train)
+    assert len(frame) == hf.num_rows and frame["texts"].map(len).sum() == manifest["splits"]["train"]["texts"]
+    pairs = duckdb.connect().execute(
+        f"SELECT tar, key, t.text FROM read_parquet('{version}/*/index.parquet'), UNNEST(texts) AS u(t)").fetchall()
+    assert len(pairs) == manifest["texts"] and all(text for _, _, text in pairs)
 
 
 def test_planted_problems_are_rejected_with_their_reasons_and_nothing_else_is_lost(builds, demo_manifest):
     version = builds["local"]["version"]
     rejects = pq.read_table(f"{version}/rejects.parquet").to_pylist()
-    by_file = {r["source_uri"].rsplit("/", 2)[-2] + "/" + r["source_uri"].rsplit("/", 1)[-1]: r["reason"]
+    by_file = {r["source_uri"].rsplit("/", 2)[-2] + "/" + r["source_uri"].rsplit("/", 1)[-1]: r
                for r in rejects if r["source_uri"] and r["reason"] != "collect:bad_row"}
     for name, reason in PLANTED.items():
-        assert by_file.get(name) == reason, name
-    for copy, original in DUPLICATES:  # one of the two goes (the larger sample_id), the other stays
-        assert {by_file.get(copy), by_file.get(original)} == {"duplicate:exact", None}, copy
+        assert by_file.get(name, {}).get("reason") == reason, name
+    for copy, original in DUPLICATES:  # one of the two goes (the larger sample_id), naming the other
+        gone = by_file.get(copy) or by_file.get(original)
+        assert gone["reason"] == "duplicate:exact" and not (by_file.get(copy) and by_file.get(original)), copy
     assert sum(r["reason"] == "collect:bad_row" for r in rejects) == BROKEN_ROWS
     assert len(rejects) == len(PLANTED) + len(DUPLICATES) + BROKEN_ROWS
 
-    # in = kept + rejected overall: every manifest line is published or rejected, once
+    # every annotation row is a text of a published item, a dropped text, a text of a rejected item or
+    # a broken row, once; a duplicate's texts live on in the item it merged into
     lines = [line for line in open(demo_manifest, "rb").read().split(b"\n") if line.strip()]
-    published = builds["local"]["manifest"]["samples"]
-    assert published + len(rejects) == len(lines)
+    dropped = pq.read_table(f"{version}/dropped_texts.parquet").num_rows
+    rejected_texts = sum(len(r["texts"] or [None]) for r in rejects if r["reason"] != "duplicate:exact")
+    assert builds["local"]["manifest"]["texts"] + dropped + rejected_texts == len(lines)
     ids = duckdb.connect().execute(f"SELECT sample_id FROM read_parquet('{version}/*/index.parquet')").fetchall()
-    assert len(ids) == len(set(ids)) == published
+    assert len(ids) == len(set(ids)) == builds["local"]["manifest"]["samples"]
     assert not {i for (i,) in ids} & {r["sample_id"] for r in rejects}
+    assert {r["duplicate_of"] for r in rejects if r["reason"] == "duplicate:exact"} <= {i for (i,) in ids}
 
 
 def test_funnel_reconciles_per_stage(builds):
@@ -123,18 +167,19 @@ def test_funnel_reconciles_per_stage(builds):
     for step in stats["funnel"]:
         assert step["in"] == step["kept"] + step["rejected"] == step["kept"] + sum(step["reasons"].values())
         if previous:
-            assert step["in"] == previous["kept"]
+            assert step["in"] == previous.get("items", previous["kept"])
         previous = step
     assert [s["stage"] for s in stats["funnel"]] == ["plan", "collect", "clean", "dedupe", "filter", "align", "split"]
+    assert stats["texts_dropped_by_reason"] == {"text:duplicate": 3}  # the copies' repeated captions
 
 
-def test_renamed_copy_joins_the_original_group(builds):
+def test_identical_copies_are_one_item_with_both_texts(builds):
     version = builds["local"]["version"]
     rows = duckdb.connect().execute(
-        f"SELECT source_uri, group_id, split FROM read_parquet('{version}/*/index.parquet')"
+        f"SELECT source_uri, [t.text FOR t IN texts] FROM read_parquet('{version}/*/index.parquet')"
         " WHERE source_uri LIKE '%/image/0001.jpg' OR source_uri LIKE '%/renamed_0001.jpg'"
     ).fetchall()
-    assert len(rows) >= 2 and len({(g, s) for _, g, s in rows}) == 1
+    assert len(rows) == 1 and RENAMED_CAPTION in rows[0][1] and len(rows[0][1]) == 3
 
 
 def test_rerun_changes_nothing(builds, demo_recipe):
@@ -162,7 +207,7 @@ def test_flow_run_publishes_the_funnel_artifact(builds):
         funnel = builds["local"]["funnel"]
         assert [(r["stage"], r["in"], r["kept"], r["rejected"]) for r in rows] == \
             [(s["stage"], s["in"], s["kept"], s["rejected"]) for s in funnel]
-        assert "duplicate:exact=3" in rows[3]["reasons"]
+        assert f"duplicate:exact={len(DUPLICATES)}" in rows[3]["reasons"]
         assert client.read_flow_run(run_id).state.is_completed()
 
 
@@ -178,25 +223,22 @@ def test_a_published_version_is_never_overwritten_by_another_recipe(builds, demo
     assert tree_digest(builds["local"]["version"], skip=()) == before
 
 
-def test_rerun_after_losing_the_manifest_reuses_every_committed_shard(builds, demo_recipe):
-    """A crash after the tars moved in but before manifest.json: the rerun redoes only the commit."""
+def test_work_folder_is_gone_and_a_lost_manifest_rebuilds_the_same_version(builds, demo_recipe):
+    """Published, the work folder (a copy of the media) is removed; what a rerun needs is the manifest.
+    A crash after the tars moved in but before manifest.json: the rerun builds the same files again."""
     from flows.build import build_dataset
 
     version = builds["local"]["version"]
     root = storage_root(version)
+    assert storage.list_files(storage.join(root, "demo", "work")) == []
     before = tree_digest(version)
-    work = storage.join(root, "demo", "work", PARTITION)
-    markers = {name: storage.read_bytes(storage.join(work, name))
-               for name in storage.list_files(work) if name.endswith(".json")}
     storage.remove(storage.join(version, "manifest.json"))
     again = build_dataset(demo_recipe, PARTITION, root)
     assert not again["skipped"]
     assert tree_digest(version) == before
     for key in ("splits", "samples", "rejected", "files", "build_key"):
         assert again["manifest"][key] == builds["local"]["manifest"][key]
-    # no shard was recomputed: every marker is byte-identical, and no new one appeared
-    assert {name: storage.read_bytes(storage.join(work, name))
-            for name in storage.list_files(work) if name.endswith(".json")} == markers
+    assert storage.list_files(storage.join(root, "demo", "work")) == []
 
 
 def test_shards_ran_on_both_ray_nodes(builds, ray_cluster):
@@ -204,6 +246,6 @@ def test_shards_ran_on_both_ray_nodes(builds, ray_cluster):
     from ray.util.state import list_nodes, list_tasks
 
     nodes = {n.node_id for n in list_nodes(address=ray_cluster["dashboard"]) if n.state == "ALIVE"}
-    tasks = list_tasks(address=ray_cluster["dashboard"], filters=[("name", "=", "run_stage_shard")], limit=10_000)
+    tasks = list_tasks(address=ray_cluster["dashboard"], filters=[("name", "=", "run_step_shard")], limit=10_000)
     assert len(nodes) == 2
     assert {t.node_id for t in tasks} == nodes

@@ -7,33 +7,60 @@ import json
 
 import pytest
 
-from tasks import storage
-from tasks.publish import VersionExists, commit_version, publish_shard
+import tarfile
+
+import pyarrow as pa
+
+from tasks import publish, storage
+from tasks.publish import VersionExists, publish_shard
+from tasks.schema import MEDIA_SCHEMA
 
 from .helpers import image_bytes, sample, table
 
 FUNNEL = [{"stage": "split", "in": 6, "kept": 6, "rejected": 0, "reasons": {}}]
 
 
-def split_shard(root: str, name: str, caption: str) -> str:
-    rows = [sample(text=f"{caption} {i}", media=image_bytes(seed=i), media_ext="jpg", n=i,
-                   split=("train", "train", "val", "test", "train", "train")[i]) for i in range(6)]
+def split_shard(root: str, name: str, caption: str) -> tuple[str, str]:
+    """A shard of items that reached the split (metadata), and its media file as clean wrote it."""
+    rows = [sample(captions=(f"{caption} {i}", f"another caption {i}"), media=image_bytes(seed=i), media_ext="jpg",
+                   n=i, split=("train", "train", "val", "test", "train", "train")[i]) for i in range(6)]
+    items = table(*rows)
     uri = storage.join(root, "in", f"{name}.parquet")
-    storage.write_parquet(uri, table(*rows))
-    return uri
+    media_uri = storage.join(root, "in", f"{name}.media.parquet")
+    storage.write_parquet(media_uri, items.select(MEDIA_SCHEMA.names).cast(MEDIA_SCHEMA))
+    storage.write_parquet(uri, items.set_column(items.schema.get_field_index("media_bytes"), "media_bytes",
+                                                pa.nulls(6, pa.large_binary())))
+    return uri, media_uri
 
 
 def build(root: str, build_key: str, caption: str):
     layout = storage.Layout(root, "ds", "2026-01-01", build_key)
-    shard = split_shard(storage.join(root, build_key), "shard-00000", caption)
-    staged = publish_shard(shard, layout.stage_dir("publish"))
+    shard, media = split_shard(storage.join(root, build_key), "shard-00000", caption)
+    staged = publish_shard(shard, media, layout.step_dir("publish"))
     return layout, staged
+
+
+def commit_version(layout, published, reject_uris, funnel, recipe):
+    return publish.commit_version(layout, published, reject_uris, [], funnel, recipe)
+
+
+def test_each_item_is_one_media_member_with_all_its_texts(tmp_path):
+    layout, staged = build(str(tmp_path), "aaa", "a picture")
+    manifest = commit_version(layout, [staged], [], FUNNEL, {"name": "ds"})
+    with tarfile.open(str(tmp_path / "ds/versions/2026-01-01/train/shard-00000.tar")) as tar:
+        names = tar.getnames()
+        first = json.loads(tar.extractfile(names[1]).read())
+        caption = tar.extractfile(names[2]).read().decode()
+    assert len(names) == 3 * 4 and [n.rsplit(".", 1)[1] for n in names[:3]] == ["jpg", "json", "txt"]
+    assert [t["text"] for t in first["texts"]] == ["a picture 0", "another caption 0"] and caption == "a picture 0"
+    assert manifest["texts"] == 12 and manifest["splits"]["train"]["texts"] == 8
 
 
 def test_version_files_match_the_manifest(tmp_path):
     layout, staged = build(str(tmp_path), "aaa", "a picture")
     manifest = commit_version(layout, [staged], [], FUNNEL, {"name": "ds"})
     on_disk = {n for n in storage.list_files(layout.version) if n not in ("manifest.json", "_claim.json")}
+    assert "dropped_texts.parquet" in on_disk
     assert on_disk == set(manifest["files"])
     for name, entry in manifest["files"].items():
         data = storage.read_bytes(storage.join(layout.version, name))

@@ -7,12 +7,21 @@ import pytest
 
 from tasks import storage
 from tasks.collect import plan_collect
-from tasks.recipe import RecipeError, SourceConfig, load_recipe
+from tasks.recipe import RecipeError, ShardConfig, SourceConfig, load_recipe
 
 GOOD = """
 name: demo
 source: {name: demo, kind: manifest, uri: /tmp/x/captions.jsonl}
 """
+
+
+def plan(source: SourceConfig | list[SourceConfig], out_dir: str, max_items: int = 10, workers: int = 1) -> dict:
+    sources = source if isinstance(source, list) else [source]
+    return plan_collect(sources, "p", "r", ShardConfig(max_items=max_items), workers, out_dir)
+
+
+def planned(result: dict) -> list[dict]:
+    return [r for uri in result["shards"] for r in storage.read_parquet(uri).to_pylist()]
 
 
 def write(tmp_path, text):
@@ -71,12 +80,13 @@ def test_plan_collect_reads_manifest_from_s3_and_rejects_broken_rows(root):
              '{"media": "d.mp4", "modality": "video", "text": "a dog", "group": "clip-7"}']
     storage.write_bytes(storage.join(root, "src/captions.jsonl"), "\n".join(lines).encode())
     source = SourceConfig(name="t", kind="manifest", uri=storage.join(root, "src/captions.jsonl"))
-    plan = plan_collect(source, "p", "r", 1, storage.join(root, "work/plan"))
-    assert (plan["n_in"], plan["n_kept"], plan["n_rejected"]) == (5, 2, 3)
-    rows = [r for uri in plan["shards"] for r in storage.read_parquet(uri).to_pylist()]
+    result = plan(source, storage.join(root, "work/plan"), max_items=1)
+    assert (result["n_rows"], result["n_rows_kept"], result["n_rejected"], result["n_items"]) == (5, 2, 3, 2)
+    assert len(result["shards"]) == 2
+    rows = planned(result)
     assert [r["source_uri"] for r in rows] == [storage.join(root, "src/a.jpg"), storage.join(root, "src/d.mp4")]
     assert rows[1]["group_id"] == "t:clip-7" and rows[0]["group_id"] == "t:a.jpg"
-    details = storage.read_parquet(plan["rejects_uri"]).column("detail").to_pylist()
+    details = storage.read_parquet(result["rejects_uri"]).column("detail").to_pylist()
     assert details[0].startswith("not JSON") and "smell" in details[1] and details[2] == "not a JSON object"
 
 
@@ -89,9 +99,9 @@ def test_plan_collect_folder_of_media_with_sidecar_captions(tmp_path):
     storage.write_bytes(str(tmp_path / "src/notes.xyz"), b"?")
     storage.write_bytes(str(tmp_path / "src/notes.txt"), b"?")
     source = SourceConfig(name="t", kind="folder", uri=str(tmp_path / "src"))
-    plan = plan_collect(source, "p", "r", 10, str(tmp_path / "plan"))
-    assert (plan["n_kept"], plan["n_rejected"]) == (1, 2)
-    details = sorted(storage.read_parquet(plan["rejects_uri"]).column("detail").to_pylist())
+    result = plan(source, str(tmp_path / "plan"))
+    assert (result["n_items"], result["n_rejected"]) == (1, 2)
+    details = sorted(storage.read_parquet(result["rejects_uri"]).column("detail").to_pylist())
     assert details == ["extension .xyz is not a known media type", "no sidecar caption (.txt) beside it"]
 
 
@@ -107,11 +117,15 @@ def test_collect_stage_reads_media_from_object_storage(s3, tmp_path):
              '{"media": "gone.jpg", "modality": "image", "text": "a ghost"}']
     storage.write_bytes(storage.join(root, "src/captions.jsonl"), "\n".join(lines).encode())
     source = SourceConfig(name="t", kind="manifest", uri=storage.join(root, "src/captions.jsonl"))
-    plan = plan_collect(source, "p", "r", 10, storage.join(root, "work/plan"))
-    result = engine.run_shard("collect", {}, plan["shards"][0], storage.join(root, "work/collect"))
-    assert (result.n_kept, result.reasons) == (1, {"collect:missing_media": 1})
-    (row,) = storage.read_parquet(result.uri).to_pylist()
-    assert row["media_bytes"] == picture and row["media_ext"] == "jpg"
+    result = plan(source, storage.join(root, "work/plan"))
+    sizes = {r["source_uri"].rsplit("/", 1)[1]: r["media_size"] for r in planned(result)}
+    assert sizes == {"a.jpg": len(picture), "gone.jpg": None}  # listed at plan time, one listing per folder
+    step = engine.run_step("collect", [("collect", {})], result["shards"][0], storage.join(root, "work/collect"),
+                           writes_media=True)
+    assert (step.stages[0].n_kept, step.stages[0].reasons) == (1, {"collect:missing_media": 1})
+    (row,) = storage.read_parquet(step.uri).to_pylist()
+    assert row["media_ext"] == "jpg" and row["media_size"] == len(picture)
+    assert storage.read_parquet(step.media_uri).column("media_bytes").to_pylist() == [picture]
 
 
 def test_ids_and_groups_do_not_depend_on_where_the_corpus_sits(tmp_path, s3):
@@ -121,8 +135,7 @@ def test_ids_and_groups_do_not_depend_on_where_the_corpus_sits(tmp_path, s3):
     for root in (str(tmp_path / "here"), str(tmp_path / "elsewhere" / "deeper"), f"{s3}/moved/{tmp_path.name}"):
         storage.write_bytes(storage.join(root, "captions.jsonl"), lines)
         source = SourceConfig(name="t", kind="manifest", uri=storage.join(root, "captions.jsonl"))
-        plan = plan_collect(source, "p", "r", 10, storage.join(root, "plan"))
-        rows = storage.read_parquet(plan["shards"][0]).to_pylist()
+        rows = planned(plan(source, storage.join(root, "plan")))
         plans.append([(r["sample_id"], r["group_id"]) for r in rows])
     assert plans[0] == plans[1] == plans[2]
 
@@ -138,30 +151,53 @@ def test_plan_collect_is_strict_about_odd_rows_and_forgiving_about_encoding(tmp_
     data = b"\xef\xbb\xbf" + "\r\n".join(rows).encode() + b"\n\xff\xfe not utf-8\n"
     storage.write_bytes(str(tmp_path / "captions.jsonl"), data)
     source = SourceConfig(name="t", kind="manifest", uri=str(tmp_path / "captions.jsonl"))
-    plan = plan_collect(source, "p", "r", 10, str(tmp_path / "plan"))
-    kept = storage.read_parquet(plan["shards"][0]).to_pylist()
-    assert [r["source_row"] for r in kept] == [0, 4]
-    assert kept[0]["text"] == "a line\u2028separator inside a caption" and kept[1]["group_id"] == "t:7"
-    details = storage.read_parquet(plan["rejects_uri"]).column("detail").to_pylist()
+    result = plan(source, str(tmp_path / "plan"))
+    kept = planned(result)
+    assert [r["source_rows"] for r in kept] == [[0], [4]]
+    assert kept[0]["texts"][0]["text"] == "a line\u2028separator inside a caption" and kept[1]["group_id"] == "t:7"
+    details = storage.read_parquet(result["rejects_uri"]).column("detail").to_pylist()
     assert [d.split(",")[0].split(":")[0] for d in details] == [
         "text must be a string", "media must be a non-empty string", "group must be a string or an integer",
         "not UTF-8"]
-    assert plan["n_in"] == 6 == plan["n_kept"] + plan["n_rejected"]
+    assert result["n_rows"] == 6 == result["n_rows_kept"] + result["n_rejected"]
 
 
-def test_sample_ids_survive_inserted_lines_and_tell_repeated_rows_apart(tmp_path):
-    def ids(lines):
-        storage.write_bytes(str(tmp_path / "captions.jsonl"), "\n".join(lines).encode())
-        source = SourceConfig(name="t", kind="manifest", uri=str(tmp_path / "captions.jsonl"))
-        storage.remove(str(tmp_path / "plan"), recursive=True)
-        plan = plan_collect(source, "p", "r", 10, str(tmp_path / "plan"))
-        return {(r["text"], r["source_row"]): r["sample_id"] for r in storage.read_parquet(plan["shards"][0]).to_pylist()}
+def test_rows_naming_one_media_file_become_one_item_with_all_its_texts(tmp_path):
+    """COCO's five captions of a picture: one item, five texts, one id, whatever the captions say."""
+    row = '{"media": "%s", "modality": "image", "text": "%s"%s}'
+    lines = [row % ("a.jpg", f"caption {i}", "") for i in range(5)] + [row % ("b.jpg", "b's caption", "")]
+    lines.insert(2, row % ("c.mp4", "a clip", ', "group": "video-1"'))
+    lines.append(row % ("a.jpg", "a sixth caption, in another group", ', "group": "video-1"'))
+    lines.append('{"media": "a.jpg", "modality": "audio", "text": "the same file named as audio"}')
+    storage.write_bytes(str(tmp_path / "captions.jsonl"), "\n".join(lines).encode())
+    source = SourceConfig(name="t", kind="manifest", uri=str(tmp_path / "captions.jsonl"))
+    result = plan(source, str(tmp_path / "plan"))
+    items = {r["source_uri"].rsplit("/", 1)[1]: r for r in planned(result)}
+    assert (result["n_rows"], result["n_items"], result["n_rejected"]) == (9, 3, 1)
+    a = items["a.jpg"]
+    assert [t["text"] for t in a["texts"]] == [f"caption {i}" for i in range(5)] + ["a sixth caption, in another group"]
+    assert a["source_rows"] == [0, 1, 3, 4, 5, 7]
+    assert a["group_id"] == items["c.mp4"]["group_id"] == "t:video-1" != items["b.jpg"]["group_id"]
+    assert "named as image on row 0 and as audio here" in storage.read_parquet(result["rejects_uri"])["detail"][0].as_py()
 
-    row = '{"media": "a.jpg", "modality": "image", "text": "%s"}'
-    before = ids([row % "one", row % "two", row % "two"])
-    after = ids([row % "zero", row % "one", row % "two", row % "two"])
-    assert before[("one", 0)] == after[("one", 1)] and before[("two", 1)] == after[("two", 2)]
-    assert len(set(before.values())) == 3  # the repeated row gets its own id (dedupe then drops it)
+    # the id is the media path as written: a new caption, an inserted line or a moved corpus keeps it
+    lines.insert(0, row % ("d.jpg", "new", ""))
+    storage.write_bytes(str(tmp_path / "moved" / "captions.jsonl"), "\n".join(lines).encode())
+    again = planned(plan(SourceConfig(name="t", kind="manifest", uri=str(tmp_path / "moved" / "captions.jsonl")),
+                         str(tmp_path / "plan2")))
+    assert {r["sample_id"] for r in again} == {r["sample_id"] for r in items.values()} | {again[0]["sample_id"]}
+
+
+def test_shards_are_bounded_by_items_and_bytes_and_give_every_worker_one():
+    from tasks.collect import cut_shards
+
+    config = ShardConfig(max_items=100, max_bytes="1MB")
+    assert cut_shards([10] * 50, config, workers=4) == [(0, 13), (13, 26), (26, 39), (39, 50)]
+    assert len(cut_shards([10] * 1000, config, workers=4)) == 12  # 10 by count, then whole waves of 4
+    by_bytes = cut_shards([400_000] * 10, config, workers=1)
+    assert by_bytes == [(0, 2), (2, 4), (4, 6), (6, 8), (8, 10)]  # 1 MB holds two
+    assert cut_shards([5_000_000], config, workers=2) == [(0, 1)]  # one item bigger than a shard stands alone
+    assert cut_shards([], config, workers=2) == [(0, 0)]
 
 
 def test_exclusive_create_has_one_winner_with_content(root):
@@ -179,7 +215,7 @@ def test_plan_collect_rejects_json_that_python_parses_badly(tmp_path):
             '{"media": "a.jpg", "modality": "image", "text": "fine"}']
     storage.write_bytes(str(tmp_path / "captions.jsonl"), "\n".join(rows).encode())
     source = SourceConfig(name="t", kind="manifest", uri=str(tmp_path / "captions.jsonl"))
-    plan = plan_collect(source, "p", "r", 10, str(tmp_path / "plan"))
-    assert (plan["n_kept"], plan["n_rejected"]) == (1, 3)
-    details = storage.read_parquet(plan["rejects_uri"]).column("detail").to_pylist()
+    result = plan(source, str(tmp_path / "plan"))
+    assert (result["n_items"], result["n_rejected"]) == (1, 3)
+    details = storage.read_parquet(result["rejects_uri"]).column("detail").to_pylist()
     assert details[0].startswith("text: not valid Unicode") and "ValueError" in details[1] and "RecursionError" in details[2]

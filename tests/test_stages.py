@@ -28,11 +28,12 @@ from .helpers import (
 )
 
 
-def run(stage, *rows):
+def run(stage, *rows, with_dropped_texts=False):
     stage.setup()
-    kept, rejected = stage.process(table(*rows))
+    kept, rejected, dropped = stage.process(table(*rows))
     assert kept.num_rows + rejected.num_rows == len(rows)
-    return kept.to_pylist(), rejected.to_pylist()
+    out = kept.to_pylist(), rejected.to_pylist()
+    return (*out, dropped.to_pylist()) if with_dropped_texts else out
 
 
 def test_clean_records_facts_for_each_modality():
@@ -107,11 +108,33 @@ def test_clean_rejects_bad_media_with_a_reason(modality, media, reason):
     assert kept == [] and reject["reason"] == reason and reject["stage"] == "clean" and reject["detail"]
 
 
-def test_clean_rejects_empty_caption_and_normalizes_spacing():
-    kept, rejected = run(CleanStage(), sample(text=" \t\n", media=image_bytes(), n=0),
+def test_clean_rejects_an_item_with_no_text_and_normalizes_spacing():
+    kept, rejected = run(CleanStage(), sample(captions=(" \t\n", ""), media=image_bytes(), n=0),
                          sample(text="  two\u00a0 words\n", media=image_bytes(), n=1))
     assert [r["reason"] for r in rejected] == ["text:empty"]
-    assert kept[0]["text"] == "two words"
+    assert [t["text"] for t in rejected[0]["texts"]] == [" \t\n", ""]  # the reject keeps what it dropped
+    assert [t["text"] for t in kept[0]["texts"]] == ["two words"]
+
+
+def test_an_empty_or_repeated_caption_among_several_drops_only_that_text():
+    captions = ("a dog on a beach", "  ", "A dog  on a beach", "a brown dog running", "sand and sea")
+    (item,), rejected, dropped = run(CleanStage(), sample(captions=captions, media=image_bytes()),
+                                     with_dropped_texts=True)
+    assert rejected == []
+    assert [t["text"] for t in item["texts"]] == ["a dog on a beach", "a brown dog running", "sand and sea"]
+    assert [(d["text"], d["reason"], d["stage"]) for d in dropped] == [
+        ("  ", "text:empty", "clean"), ("A dog  on a beach", "text:duplicate", "clean")]
+    assert {d["sample_id"] for d in dropped} == {item["sample_id"]}
+
+
+def test_filter_drops_short_captions_one_by_one_and_an_item_left_with_none():
+    stage = FilterStage(min_caption_words=3)
+    kept, rejected, dropped = run(stage, sample(captions=("dog", "a dog running on sand"), width=64, height=64, n=0),
+                                  sample(captions=("dog", "cat"), width=64, height=64, n=1), with_dropped_texts=True)
+    assert [t["text"] for t in kept[0]["texts"]] == ["a dog running on sand"]
+    assert [(d["text"], d["reason"], d["detail"]) for d in dropped] == [("dog", "filter:caption_too_short",
+                                                                         "caption_words=1")]
+    assert [r["reason"] for r in rejected] == ["filter:caption_too_short"] and "all 2 text(s) fail" in rejected[0]["detail"]
 
 
 def test_filter_scores_every_kept_row_and_names_the_failed_rule():
@@ -129,21 +152,21 @@ def test_filter_scores_every_kept_row_and_names_the_failed_rule():
                                                "filter:audio_too_short", "filter:audio_too_long",
                                                "filter:caption_too_short"]
     assert rejected[0]["detail"] == "min_side=20"
-    assert dict(kept[0]["scores"]) == {"min_side": 50.0, "aspect_ratio": 2.0, "caption_words": 7.0}
+    assert kept[0]["scores"] == [{"name": "aspect_ratio", "value": 2.0}, {"name": "min_side", "value": 50.0}]
 
 
 def test_align_checks_video_sound_against_picture():
     stage = AlignStage(require_video_audio=True, max_av_drift_s=0.25)
     kept, rejected = run(
         stage,
-        sample("video", media=b"x", duration_s=2.0, audio_duration_s=1.9, n=0),
-        sample("video", media=b"x", duration_s=2.0, audio_duration_s=0.5, n=1),
-        sample("video", media=b"x", duration_s=2.0, n=2),
-        sample("image", media=b"x", n=3),
+        sample("video", sha256="a", duration_s=2.0, audio_duration_s=1.9, n=0),
+        sample("video", sha256="b", duration_s=2.0, audio_duration_s=0.5, n=1),
+        sample("video", sha256="c", duration_s=2.0, n=2),
+        sample("image", sha256="d", n=3),
     )
     assert [r["reason"] for r in rejected] == ["align:av_drift", "align:no_audio_track"]
-    assert dict(kept[0]["scores"])["av_drift_s"] == pytest.approx(0.1)
-    kept, rejected = run(AlignStage(require_video_audio=False), sample("video", media=b"x", duration_s=2.0))
+    assert kept[0]["scores"][0]["name"] == "av_drift_s" and kept[0]["scores"][0]["value"] == pytest.approx(0.1)
+    kept, rejected = run(AlignStage(require_video_audio=False), sample("video", sha256="a", duration_s=2.0))
     assert len(kept) == 1
 
 
@@ -159,37 +182,37 @@ def write_shards(tmp_path, rows, n_shards):
 def dedupe_rows():
     a, b = "a" * 64, "b" * 64
     return [
-        sample(text="first caption", sha256=a, group="img/1", n=0),
-        sample(text="First  caption", sha256=a, group="img/1-copy", n=1),  # same bytes, same caption
-        sample(text="second caption", sha256=a, group="img/1", n=2),  # same bytes, another caption
+        sample(captions=("first caption", "second caption"), sha256=a, group="img/1", n=0),
+        sample(text="First  caption", sha256=a, group="other/1-copy", n=1),  # same bytes under another name
+        sample(text="a third caption", sha256=a, group="img/1-again", n=2),  # and a third
         sample(text="another picture", sha256=b, group="img/2", n=3),
-        sample(text="other caption", sha256=b, group="img/2-renamed", n=4),  # same picture, renamed
     ]
 
 
 @pytest.mark.parametrize("n_shards", [1, 3])
-def test_dedupe_drops_exact_pairs_and_merges_groups_regardless_of_sharding(tmp_path, n_shards):
+def test_dedupe_makes_identical_media_one_item_with_every_text_regardless_of_sharding(tmp_path, n_shards):
     rows = dedupe_rows()
     shards = write_shards(tmp_path, rows, n_shards)
     decision = decide_duplicates(shards, str(tmp_path / "decision.parquet"))
-    kept, rejected = run(DedupeStage(decision["uri"]), *rows)
-    assert [r["reason"] for r in rejected] == ["duplicate:exact"]
-    # the survivor of the exact pair is the smaller sample_id
-    pair = sorted([rows[0]["sample_id"], rows[1]["sample_id"]])
-    assert rejected[0]["sample_id"] == pair[1]
-    groups = {r["text"].lower().replace("  ", " "): r["group_id"] for r in kept}
-    assert len(set(groups.values())) == 2
-    assert groups["second caption"] == groups["first caption"]
-    assert groups["another picture"] == groups["other caption"]
+    kept, rejected, dropped = run(DedupeStage(decision["uri"]), *rows, with_dropped_texts=True)
+    survivor = min(r["sample_id"] for r in rows[:3])  # the smallest sample_id of the three copies
+    assert sorted(r["sample_id"] for r in rejected) == sorted(r["sample_id"] for r in rows[:3] if r["sample_id"] != survivor)
+    assert {(r["reason"], r["duplicate_of"]) for r in rejected} == {("duplicate:exact", survivor)}
+    item = next(r for r in kept if r["sample_id"] == survivor)
+    assert sorted(t["text"].lower() for t in item["texts"]) == ["a third caption", "first caption", "second caption"]
+    assert [d["reason"] for d in dropped] == ["text:duplicate"]  # "First  caption" is not repeated
+    other = next(r for r in kept if r["sample_id"] == rows[3]["sample_id"])
+    assert other["group_id"] == "img/2" and item["group_id"] != other["group_id"]
 
 
 def test_dedupe_decision_is_the_same_for_one_or_many_shards(tmp_path):
     rows = dedupe_rows()
-    one = decide_duplicates(write_shards(tmp_path / "1", rows, 1) if (tmp_path / "1").mkdir() is None else [],
-                            str(tmp_path / "d1.parquet"))
+    (tmp_path / "1").mkdir()
     (tmp_path / "3").mkdir()
+    one = decide_duplicates(write_shards(tmp_path / "1", rows, 1), str(tmp_path / "d1.parquet"))
     many = decide_duplicates(write_shards(tmp_path / "3", list(reversed(rows)), 3), str(tmp_path / "d3.parquet"))
-    assert storage.read_parquet(one["uri"]).equals(storage.read_parquet(many["uri"]))
+    one, many = storage.read_parquet(one["uri"]), storage.read_parquet(many["uri"])
+    assert one.equals(many) and one.num_rows == 3  # only the three copies change; the other item is not listed
 
 
 def test_split_is_8_1_1_keeps_groups_whole_and_ignores_sharding(tmp_path):
@@ -222,9 +245,8 @@ def test_split_salt_changes_the_draw(tmp_path):
 
 
 def test_rejects_need_a_kind_in_the_reason():
-    from tasks.schema import rejects_from
+    from tasks.schema import reject_row
 
     with pytest.raises(ValueError):
-        rejects_from(table(sample()), "filter", ["too_small"], [None])
-    assert rejects_from(table(sample()), "filter", ["filter:too_small"], [None]).num_rows == 1
-    assert isinstance(rejects_from(table(), "filter", [], []), pa.Table)
+        reject_row(sample(), "filter", "too_small")
+    assert reject_row(sample(), "filter", "filter:too_small")["reason"] == "filter:too_small"

@@ -24,3 +24,20 @@ def dedupe_key(text: str | None) -> str:
 
 def word_count(text: str | None) -> int:
     return len(normalize_caption(text).split())
+
+
+def unique_texts(texts: list[dict]) -> tuple[list[dict], list[tuple[dict, str]]]:
+    """An item's texts normalized, without empty ones and repeats (same kind, same caption up to case
+    and spacing); returns (kept, [(dropped text, reason)])."""
+    kept, dropped, seen = [], [], set()
+    for text in texts:
+        clean = normalize_caption(text["text"])
+        key = (text["kind"], clean.casefold())
+        if not clean:
+            dropped.append((text, "text:empty"))
+        elif key in seen:
+            dropped.append((text, "text:duplicate"))
+        else:
+            seen.add(key)
+            kept.append({**text, "text": clean})
+    return kept, dropped
