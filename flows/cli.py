@@ -37,7 +37,7 @@ def build(args: argparse.Namespace) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
 
-    with prefect_api(_prefect_home()) as api_url:
+    with prefect_api(_prefect_home(), while_starting=start_ray) as api_url:
         from .build import build_dataset  # imports prefect: only once the API is settled
 
         print(f"Prefect API: {api_url}")
@@ -48,10 +48,23 @@ def build(args: argparse.Namespace) -> int:
             return 1
         finally:
             flush_prefect_logs()  # ship buffered logs while the API is still up
+            stop_ray()
 
     print()
     print_funnel(result)
     return 0
+
+
+def start_ray(api_url: str) -> None:
+    from .runtime import start_ray  # imports prefect: only once the environment names the API
+
+    start_ray(api_url)
+
+
+def stop_ray() -> None:
+    import ray
+
+    ray.shutdown()
 
 
 def flush_prefect_logs() -> None:

@@ -61,17 +61,25 @@ def wait_healthy(url: str, process: subprocess.Popen, timeout_s: float = 120) ->
 
 
 @contextlib.contextmanager
-def prefect_api(prefect_home: Path):
-    """Yield the API URL in use: the configured one, or a server started here for the duration."""
+def prefect_api(prefect_home: Path, while_starting=None):
+    """Yield the API URL in use: the configured one, or a server started here for the duration.
+
+    `while_starting(url)` runs while the server boots (it takes seconds), with the environment
+    already pointing at it: a caller starts its other parts (Ray) meanwhile.
+    """
     if os.environ.get("PREFECT_API_URL"):
+        if while_starting:
+            while_starting(os.environ["PREFECT_API_URL"])
         yield os.environ["PREFECT_API_URL"]
         return
     port = free_port()
     url = f"http://127.0.0.1:{port}/api"
     process = start_server(prefect_home, port, prefect_home / "server.log")
     try:
-        wait_healthy(url, process)
         os.environ.update(PREFECT_API_URL=url, PREFECT_HOME=str(prefect_home), PREFECT_SERVER_ANALYTICS_ENABLED="false")
+        if while_starting:
+            while_starting(url)
+        wait_healthy(url, process)
         yield url
     finally:
         stop_server(process)

@@ -11,7 +11,6 @@ import contextlib
 import io
 import json
 import os
-import posixpath
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass
@@ -168,17 +167,18 @@ def sizes(uris: list[str]) -> dict[str, int | None]:
     """
     by_folder: dict[str, list[str]] = defaultdict(list)
     for uri in uris:
-        by_folder[uri.rsplit("/", 1)[0]].append(uri)
+        folder, _, name = uri.rpartition("/")
+        by_folder[folder].append(name)
     out: dict[str, int | None] = {}
-    for folder, members in by_folder.items():
+    for folder, names in by_folder.items():
         fs, path = filesystem(folder)
         try:
-            listing = {posixpath.normpath(e["name"]): e.get("size") for e in fs.ls(path, detail=True)
+            listing = {e["name"].rsplit("/", 1)[-1]: e.get("size") for e in fs.ls(path, detail=True)
                        if e.get("type") == "file"}
         except (OSError, ValueError):  # absent, not a folder, no permission: the reader will say which
             listing = {}
-        for uri in members:
-            out[uri] = listing.get(posixpath.normpath(filesystem(uri)[1]))
+        for name in names:
+            out[f"{folder}/{name}"] = listing.get(name)
     return out
 
 
