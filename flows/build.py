@@ -26,7 +26,8 @@ from tasks.demo_corpus import build_demo_corpus
 from tasks.recipe import Recipe, SourceConfig, load_recipe
 from tasks.registry import stage_class
 
-from .runtime import MmetlRayTaskRunner, worker_slots
+from .ray_env import worker_slots
+from .runtime import MmetlRayTaskRunner
 
 TASK_OPTIONS = dict(retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE, persist_result=False)
 

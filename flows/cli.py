@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import importlib
 import os
 import sys
 from collections import Counter
@@ -56,9 +57,12 @@ def build(args: argparse.Namespace) -> int:
 
 
 def start_ray(api_url: str) -> None:
-    from .runtime import start_ray  # imports prefect: only once the environment names the API
+    """Start Ray and its workers, then import the flow (Prefect, the stages): seconds of work that
+    overlap the Prefect server's start."""
+    from .ray_env import start_ray
 
     start_ray(api_url)
+    importlib.import_module("flows.build")
 
 
 def stop_ray() -> None:

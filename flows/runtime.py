@@ -2,37 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import time
-
-import ray
 from prefect.settings import get_current_settings
 from prefect_ray import RayTaskRunner
 
-# Environment a worker needs to reach the same Prefect API and the same object storage as the driver.
-FORWARDED_PREFIXES = ("MMETL_", "AWS_", "FSSPEC_")
-
-
-def ray_init_args(address: str | None, api_url: str | None, runtime_env: dict | None = None) -> tuple[str, dict]:
-    """(address, ray.init keyword arguments): local Ray by default, an existing cluster when
-    MMETL_RAY_ADDRESS is set; workers get the driver's Prefect API and storage settings.
-
-    Every worker is pointed at the flow's own Prefect API: without it each Ray worker would start
-    an ephemeral Prefect server of its own (DESIGN.md hazards).
-    """
-    # "local" always starts a Ray of our own; plain ray.init() would join any `ray start` cluster it finds
-    address = address or os.environ.get("MMETL_RAY_ADDRESS") or "local"
-    env_vars = {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_PREFIXES)}
-    if api_url:
-        env_vars["PREFECT_API_URL"] = api_url
-    env_vars["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
-    runtime_env = dict(runtime_env or {})
-    runtime_env["env_vars"] = {**env_vars, **(runtime_env.get("env_vars") or {})}
-    kwargs = {"runtime_env": runtime_env}
-    if address == "local":  # a Ray of our own: on loopback, without the dashboard (seconds to start;
-        kwargs["_node_ip_address"] = "127.0.0.1"  # progress and history are in the Prefect UI)
-        kwargs["include_dashboard"] = False
-    return address, kwargs
+from .ray_env import ray_init_args
 
 
 class MmetlRayTaskRunner(RayTaskRunner):
@@ -44,24 +17,3 @@ class MmetlRayTaskRunner(RayTaskRunner):
                                              self.init_kwargs.get("runtime_env"))
         self.init_kwargs = {**self.init_kwargs, **kwargs}
         return super().__enter__()
-
-
-def start_ray(api_url: str | None) -> None:
-    """Start (or join) Ray for the flow ahead of time and start one worker per CPU, so that both
-    overlap the Prefect server's start instead of following it. The flow's task runner then uses
-    this Ray; the caller shuts it down."""
-    address, kwargs = ray_init_args(None, api_url)
-    ray.init(address, **kwargs)
-    warm = ray.remote(num_cpus=1)(_warm_worker)
-    ray.get([warm.remote() for _ in range(worker_slots())])
-
-
-def _warm_worker() -> None:
-    import flows.build  # noqa: F401  what every task imports first: prefect, prefect_ray, the stages
-
-    time.sleep(0.5)  # held a moment, so that every CPU starts a worker of its own
-
-
-def worker_slots() -> int:
-    """CPUs of the Ray cluster the flow runs on: a small input is cut into at least this many shards."""
-    return max(1, int(ray.cluster_resources().get("CPU", 1)))

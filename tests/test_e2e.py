@@ -119,14 +119,15 @@ def test_parquet_index_split_ratios_and_group_integrity(builds):
     assert "media_bytes" not in index.column_names and {"group_id", "tar", "key", "texts"} <= set(index.column_names)
 
 
-def test_the_index_loads_in_every_reader_the_readme_promises(builds):
+def test_the_index_loads_in_every_reader_the_readme_promises(builds, tmp_path, monkeypatch):
     """Hugging Face datasets, pandas and DuckDB (with UNNEST into (media, caption) pairs)."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # no hub here, and none needed for local files
     import datasets
     import pandas as pd
 
     version, manifest = builds["local"]["version"], builds["local"]["manifest"]
     train = f"{version}/train/index.parquet"
-    hf = datasets.load_dataset("parquet", data_files={"train": train}, split="train")
+    hf = datasets.load_dataset("parquet", data_files={"train": train}, split="train", cache_dir=str(tmp_path / "hf"))
     assert hf.num_rows == manifest["splits"]["train"]["samples"]
     assert hf[0]["texts"][0]["kind"] == "caption" and isinstance(hf[0]["scores"], list)
     frame = pd.read_parquet(train)

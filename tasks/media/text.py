@@ -17,18 +17,13 @@ def normalize_caption(text: str | None) -> str:
     return _SPACE.sub(" ", text).strip()
 
 
-def dedupe_key(text: str | None) -> str:
-    """Two captions that differ only in case or spacing are the same caption."""
-    return normalize_caption(text).casefold()
-
-
 def word_count(text: str | None) -> int:
     return len(normalize_caption(text).split())
 
 
 def unique_texts(texts: list[dict]) -> tuple[list[dict], list[tuple[dict, str]]]:
-    """An item's texts normalized, without empty ones and repeats (same kind, same caption up to case
-    and spacing); returns (kept, [(dropped text, reason)])."""
+    """An item's texts normalized, without empty ones and repeats (same kind, and the same caption up
+    to case and spacing); returns (kept, [(dropped text, reason)])."""
     kept, dropped, seen = [], [], set()
     for text in texts:
         clean = normalize_caption(text["text"])

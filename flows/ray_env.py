@@ -1,0 +1,61 @@
+"""Ray for a build, without Prefect: which Ray, with what environment, started ahead of the flow.
+
+Kept apart from runtime.py (which imports Prefect) so that the command can start Ray first and
+import Prefect while Ray boots.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import ray
+
+# Environment a worker needs to reach the same Prefect API and the same object storage as the driver.
+FORWARDED_PREFIXES = ("MMETL_", "AWS_", "FSSPEC_")
+
+
+def ray_init_args(address: str | None, api_url: str | None, runtime_env: dict | None = None) -> tuple[str, dict]:
+    """(address, ray.init keyword arguments): local Ray by default, an existing cluster when
+    MMETL_RAY_ADDRESS is set; workers get the driver's Prefect API and storage settings.
+
+    Every worker is pointed at the flow's own Prefect API: without it each Ray worker would start
+    an ephemeral Prefect server of its own (DESIGN.md hazards).
+    """
+    # "local" always starts a Ray of our own; plain ray.init() would join any `ray start` cluster it finds
+    address = address or os.environ.get("MMETL_RAY_ADDRESS") or "local"
+    env_vars = {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_PREFIXES)}
+    if api_url:
+        env_vars["PREFECT_API_URL"] = api_url
+    env_vars["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    if address == "local":
+        # A Ray of our own: its workers inherit this environment, so no runtime_env (whose own
+        # worker pool starts seconds slower); on loopback; no dashboard (seconds to start; progress
+        # and history are in the Prefect UI).
+        os.environ.update(env_vars)
+        return address, {"runtime_env": runtime_env, "_node_ip_address": "127.0.0.1", "include_dashboard": False}
+    runtime_env = dict(runtime_env or {})
+    runtime_env["env_vars"] = {**env_vars, **(runtime_env.get("env_vars") or {})}
+    kwargs = {"runtime_env": runtime_env}
+    return address, kwargs
+
+
+def start_ray(api_url: str | None) -> None:
+    """Start (or join) Ray for the flow ahead of time and start one worker per CPU, so that both
+    overlap the Prefect server's start instead of following it. The flow's task runner then uses
+    this Ray; the caller shuts it down."""
+    address, kwargs = ray_init_args(None, api_url)
+    ray.init(address, **kwargs)
+    warm = ray.remote(num_cpus=1)(_warm_worker)
+    ray.get([warm.remote() for _ in range(worker_slots())])
+
+
+def _warm_worker() -> None:
+    import flows.build  # noqa: F401  what every task imports first: prefect, prefect_ray, the stages
+
+    time.sleep(0.5)  # held a moment, so that every CPU starts a worker of its own
+
+
+def worker_slots() -> int:
+    """CPUs of the Ray cluster the flow runs on: a small input is cut into at least this many shards."""
+    return max(1, int(ray.cluster_resources().get("CPU", 1)))
