@@ -8,6 +8,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export RAY_USAGE_STATS_ENABLED := 0
+export NO_ALBUMENTATIONS_UPDATE := 1
 
 .PHONY: demo test ui bench clean
 
@@ -15,6 +16,9 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e ".[test]"
+	# img2dataset without its declared dependencies (see pyproject.toml); then prove the backport is absent
+	$(BIN)/pip install --quiet --no-deps img2dataset==1.47.0
+	! $(BIN)/pip show --quiet dataclasses 2>/dev/null
 	rm -f $(VENV)/.installed-* && touch $@
 
 demo: $(STAMP)

@@ -23,7 +23,8 @@ from prefect_ray.context import remote_options
 
 from tasks import collect, dedupe, engine, publish, split, storage
 from tasks.demo_corpus import build_demo_corpus
-from tasks.recipe import Recipe, SourceConfig, load_recipe
+from tasks.recipe import Recipe, load_recipe
+from tasks.sources import Source
 from tasks.registry import stage_class
 
 from .ray_env import worker_slots
@@ -38,7 +39,7 @@ def synthesize_demo_corpus(folder: str) -> str:
 
 
 @task(**TASK_OPTIONS)
-def plan_collect(sources: list[SourceConfig], recipe: Recipe, workers: int, layout: storage.Layout) -> dict:
+def plan_collect(sources: list[Source], recipe: Recipe, workers: int, layout: storage.Layout) -> dict:
     return collect.plan_collect(sources, layout.partition, run_id(layout), recipe.shards, workers,
                                 layout.step_dir("plan"))
 
@@ -121,17 +122,19 @@ def build_dataset(recipe_path: str, partition: str | None = None, storage_root: 
         logger.info("version %s is already published; nothing to do", layout.version)
         return {"version": layout.version, "manifest": manifest, "skipped": True}
 
-    source = recipe.source.resolved()
-    if source.synthesize_demo and not storage.exists(source.uri):
-        synthesize_demo_corpus.submit(source.uri.rsplit("/", 1)[0]).result()
+    sources = [source.resolved() for source in recipe.all_sources]
+    for source in sources:
+        if getattr(source, "synthesize_demo", False) and not storage.exists(source.uri):
+            synthesize_demo_corpus.submit(source.uri.rsplit("/", 1)[0]).result()
 
-    plan = plan_collect.submit([source], recipe, worker_slots(), layout).result()
+    plan = plan_collect.submit(sources, recipe, worker_slots(), layout).result()
     funnel = [{"stage": "plan", "shards": len(plan["shards"]), "in": plan["n_rows"], "kept": plan["n_rows_kept"],
                "rejected": plan["n_rejected"], "items": plan["n_items"], "reasons": plan["reasons"],
                "texts_dropped": {}}]
     log_funnel_line(funnel[0])
 
-    ingested = run_step([("collect", {}), ("clean", recipe.clean.model_dump())], plan["shards"], recipe, layout,
+    fetch = {"cache_dir": storage.join(layout.work, "fetched"), **recipe.network.model_dump(mode="json")}
+    ingested = run_step([("collect", fetch), ("clean", recipe.clean.model_dump())], plan["shards"], recipe, layout,
                         writes_media=True)
     decision = decide_duplicates.submit([r.uri for r in ingested],
                                         storage.join(layout.work, "dedupe-decision.parquet")).result()

@@ -31,9 +31,10 @@ def build(args: argparse.Namespace) -> int:
 
     # fail fast, before starting any server, on a bad recipe or a source that is not there
     try:
-        source = load_recipe(args.recipe).source.resolved()
-        if not source.synthesize_demo and not storage.exists(source.uri):
-            raise RecipeError(f"{args.recipe}: source.uri: {source.uri} does not exist")
+        for source in load_recipe(args.recipe).all_sources:
+            source = source.resolved()
+            if not getattr(source, "synthesize_demo", False) and not storage.exists(source.uri):
+                raise RecipeError(f"{args.recipe}: source {source.name}: uri {source.uri} does not exist")
     except RecipeError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -1,135 +1,37 @@
-"""Collect: turn annotation files (or folders of media + sidecar captions) into work shards of items.
+"""Collect: turn the sources' annotation files into work shards of items, then fetch each item's media.
 
-Two phases. `plan_collect` reads every source once, validates every row, gathers the rows that name
-one media file into one item with all their texts, and writes shards of items that reference their
-media (no bytes yet); broken rows become `collect:bad_row` rejects. Then `CollectStage` runs per
-shard and reads each item's file into the row.
+Two phases. `plan_collect` reads every source once through its adapter (tasks/sources), gathers the
+rows that name one media file (or one time window of it) into one item with all their texts, and
+writes shards of items that reference their media (no bytes yet); broken rows become
+`collect:bad_row` rejects. Then `CollectStage` runs per shard and reads or downloads each item's media
+(tasks/fetch).
 """
 
 from __future__ import annotations
 
 import json
 import math
-import posixpath
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pyarrow as pa
 
 from . import storage
 from .engine import bounded_ranges
 from .groups import UnionFind
-from .recipe import ShardConfig, SourceConfig
-from .schema import MODALITIES, REJECT_SCHEMA, make_sample_id, samples_from_rows
-from .stage import Reject, RowStage
+from .fetch import FetchError
+from .fetch.guard import AddressPolicy
+from .fetch.http import HostLimiter, ImageDownloader
+from .fetch.links import LinkDownloader
+from .media import MediaError
+from .media.clip import cut
+from .recipe import NetworkConfig, ShardConfig
+from .schema import REJECT_SCHEMA, make_sample_id, samples_from_rows
+from .sources import Row, Source
+from .sources.manifest import utf8_ok
+from .stage import Reject, RowStage, StageOutput
 
-MEDIA_EXTENSIONS = {
-    "image": {"jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"},
-    "audio": {"flac", "wav", "mp3", "ogg", "opus", "m4a"},
-    "video": {"mp4", "mov", "webm", "mkv", "avi"},
-}
-
-
-def _resolve(base: str, media: str) -> str:
-    if "://" in media or media.startswith("/"):
-        return media
-    if "://" in base:
-        scheme, rest = base.split("://", 1)
-        return f"{scheme}://{posixpath.normpath(posixpath.join(rest, media))}"
-    return posixpath.normpath(posixpath.join(base, media))
-
-
-def _manifest_rows(source: SourceConfig):
-    """Yield (row number, row or None, error) for each line of a JSONL annotation file."""
-    raw = storage.read_bytes(source.uri).removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte-order mark
-    base = source.uri.rsplit("/", 1)[0]
-    # split on newlines only: U+2028 and friends are legal inside JSON strings
-    for number, line_bytes in enumerate(raw.split(b"\n")):
-        try:
-            line = line_bytes.decode("utf-8").strip()
-        except UnicodeDecodeError as e:
-            yield number, None, f"not UTF-8: {e.reason} at byte {e.start}"
-            continue
-        if not line:
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            yield number, None, f"not JSON: {e.msg} at column {e.colno}"
-            continue
-        except (ValueError, RecursionError) as e:  # a 5000-digit number, nesting a thousand deep
-            yield number, None, f"not usable JSON: {type(e).__name__}: {str(e)[:120]}"
-            continue
-        error = _row_error(row)
-        if error:
-            yield number, row if isinstance(row, dict) else None, error
-        else:
-            yield number, {**row, "key": row["media"], "media": _resolve(base, row["media"])}, None
-
-
-def utf8_ok(value) -> bool:
-    """False for strings Arrow cannot store, such as JSON's lone surrogate escapes ("\\ud800")."""
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def _storable(value) -> str | None:
-    """What of a broken row's field can go into its reject row."""
-    return value if isinstance(value, str) and utf8_ok(value) else None
-
-
-def _row_error(row) -> str | None:
-    if not isinstance(row, dict):
-        return "not a JSON object"
-    bad = [k for k in ("media", "modality", "text", "group") if isinstance(row.get(k), str) and not utf8_ok(row[k])]
-    if bad:
-        return f"{', '.join(bad)}: not valid Unicode (a lone surrogate escape)"
-    missing = [k for k in ("media", "modality", "text") if k not in row]
-    if missing:
-        return f"missing keys: {', '.join(missing)}"
-    if not isinstance(row["media"], str) or not row["media"].strip():
-        return f"media must be a non-empty string, got {row['media']!r}"
-    if "\x00" in row["media"]:
-        return "media path contains a NUL byte"
-    if row["modality"] not in MODALITIES:
-        return f"modality {row['modality']!r} is not one of {', '.join(MODALITIES)}"
-    if not isinstance(row["text"], str):
-        return f"text must be a string, got {type(row['text']).__name__}"
-    group = row.get("group")
-    if group is not None and (isinstance(group, bool) or not isinstance(group, (str, int))):
-        return f"group must be a string or an integer, got {group!r}"
-    return None
-
-
-def _folder_rows(source: SourceConfig):
-    """Yield rows for media files that have a `<stem>.txt` caption beside them."""
-    fs, root = storage.filesystem(source.uri)
-    prefix = source.uri.split("://", 1)[0] + "://" if "://" in source.uri else ""
-    paths = sorted(fs.find(root))
-    captions = {p.rsplit(".", 1)[0]: p for p in paths if p.endswith(".txt")}
-    for number, path in enumerate(p for p in paths if not p.endswith(".txt")):
-        if not utf8_ok(path):
-            yield number, None, f"file name is not UTF-8: {ascii(path)}"
-            continue
-        ext = path.rsplit(".", 1)[-1].lower()
-        modality = next((m for m, exts in MEDIA_EXTENSIONS.items() if ext in exts), None)
-        caption_path = captions.get(path.rsplit(".", 1)[0])
-        if modality is None:
-            yield number, {"media": prefix + path}, f"extension .{ext} is not a known media type"
-        elif caption_path is None:
-            yield number, {"media": prefix + path}, "no sidecar caption (.txt) beside it"
-        else:
-            try:
-                text = fs.cat_file(caption_path).decode("utf-8-sig")
-            except UnicodeDecodeError as e:
-                yield number, {"media": prefix + path}, f"caption {caption_path} is not UTF-8: {e.reason}"
-                continue
-            key = path[len(root.rstrip("/")) + 1:]
-            yield number, {"media": prefix + path, "key": key, "modality": modality, "text": text}, None
-
-
-def plan_collect(sources: list[SourceConfig], partition: str, run_id: str, shards: ShardConfig, workers: int,
+def plan_collect(sources: list[Source], partition: str, run_id: str, shards: ShardConfig, workers: int,
                  out_dir: str) -> dict:
     """Group annotation rows into items, cut them into shards and write those; broken rows become rejects.
 
@@ -143,30 +45,31 @@ def plan_collect(sources: list[SourceConfig], partition: str, run_id: str, shard
     labels: dict[tuple[str, str], list[str]] = {}  # an item's group labels: its own, and any the rows name
     bad, n_rows = [], 0
     for source in sources:
-        reader = _manifest_rows if source.kind == "manifest" else _folder_rows
-        for number, row, error in reader(source):
+        for row in source.rows():
             n_rows += 1
-            ident = (source.name, (row or {}).get("key"))
-            item = items.get(ident) if not error else None
-            if item is not None and item["modality"] != row["modality"]:
-                error = (f"{row['key']} is named as {item['modality']} on row {item['source_rows'][0]} and as"
-                         f" {row['modality']} here")
-            if error:
-                bad.append(_bad_row(source.name, number, row, error, partition, run_id))
+            ident = (source.name, row.key)
+            item = items.get(ident) if not row.error else None
+            if item is not None and item["modality"] != row.modality:
+                row.error = (f"{row.key} is named as {item['modality']} on row {item['source_rows'][0]} and as"
+                             f" {row.modality} here")
+            if row.error:
+                bad.append(_bad_row(source.name, row, partition, run_id))
                 continue
             if item is None:
                 # ids come from the annotation as written, not from where the corpus sits today or from
                 # line numbers: moving a corpus or inserting a line keeps every id and every split
+                clip = row.clip or (None, None)
                 item = items[ident] = {
-                    "sample_id": make_sample_id(source.name, row["key"]), "source": source.name,
-                    "modality": row["modality"], "texts": [], "source_uri": row["media"], "source_rows": [],
+                    "sample_id": make_sample_id(source.name, row.key), "source": source.name,
+                    "modality": row.modality, "texts": [], "source_uri": row.media, "source_rows": [],
+                    "clip_start_s": clip[0], "clip_end_s": clip[1], "meta": _meta_json(row.meta),
                     "partition": partition, "run_id": run_id,
                 }
-                labels[ident] = [f"{source.name}:{row['key']}"]
-            item["texts"].append({"text": row["text"], "kind": "caption", "source": source.name})
-            item["source_rows"].append(number)
-            if row.get("group") is not None:
-                labels[ident].append(f"{source.name}:{row['group']}")
+                labels[ident] = [f"{source.name}:{row.key}"]
+            item["texts"] += [{**text, "source": source.name} for text in row.texts]
+            item["source_rows"].append(row.number)
+            if row.group is not None:
+                labels[ident].append(f"{source.name}:{row.group}")
 
     rows = list(items.values())
     for row, group_id in zip(rows, _group_names(list(labels.values()))):
@@ -188,12 +91,16 @@ def plan_collect(sources: list[SourceConfig], partition: str, run_id: str, shard
     return plan
 
 
-def _bad_row(source: str, number: int, row: dict | None, error: str, partition: str, run_id: str) -> dict:
-    media, text = (row or {}).get("media"), (row or {}).get("text")
-    texts = [{"text": text, "kind": "caption", "source": source}] if _storable(text) is not None else None
-    return {"sample_id": make_sample_id(source, f"bad-row:{number}"), "source": source, "texts": texts,
-            "source_uri": _storable(media), "source_rows": [number], "stage": "collect", "reason": "collect:bad_row",
-            "detail": error, "partition": partition, "run_id": run_id}
+def _bad_row(source: str, row: Row, partition: str, run_id: str) -> dict:
+    texts = [{**t, "source": source} for t in row.texts if utf8_ok(t["text"])] or None
+    media = row.media if isinstance(row.media, str) and utf8_ok(row.media) else None
+    return {"sample_id": make_sample_id(source, f"bad-row:{row.number}"), "source": source, "texts": texts,
+            "source_uri": media, "source_rows": [row.number], "stage": "collect", "reason": "collect:bad_row",
+            "detail": row.error, "partition": partition, "run_id": run_id}
+
+
+def _meta_json(meta: dict | None) -> str | None:
+    return json.dumps(meta, sort_keys=True, ensure_ascii=False, default=str) if meta else None
 
 
 def _group_names(labels: list[list[str]]) -> list[str]:
@@ -226,19 +133,114 @@ def cut_shards(sizes: list[int], config: ShardConfig, workers: int) -> list[tupl
 
 
 class CollectStage(RowStage):
-    """Read each item's media from its source URI (local or object storage) into the row."""
+    """Read each item's media from storage, or download it (images over http(s), video and audio links
+    through yt-dlp), a batch at a time on `network.threads` threads; cut it to its time window.
+
+    Downloads are kept in `cache_dir` as they arrive (and permanent failures noted there), so a shard
+    redone after a crash or a retry fetches only what is missing or failed transiently.
+    """
 
     name = "collect"
 
+    def __init__(self, cache_dir: str | None = None, **network):
+        super().__init__(cache_dir=cache_dir, **network)
+        self.network = NetworkConfig(**network)
+        self.cache = FetchCache(cache_dir) if cache_dir else None
+        self._images = self._links = None
+        self._lock = threading.Lock()
+
+    def process(self, batch: pa.Table) -> StageOutput:
+        rows = batch.to_pylist()
+        with ThreadPoolExecutor(self.network.threads) as pool:
+            self._got = dict(zip((r["sample_id"] for r in rows), pool.map(self._get, rows)))
+        return super().process(batch)
+
     def check(self, row: dict):
+        return self._got.pop(row["sample_id"])
+
+    def _get(self, row: dict):
         uri = row["source_uri"]
         try:
-            data = storage.read_bytes(uri)
+            got = self._download(row) if storage.is_url(uri) else {"media_bytes": storage.read_bytes(uri),
+                                                                   "media_ext": _extension(uri)}
         except FileNotFoundError:
             return Reject("missing_media", uri)
-        except Exception as e:  # no such protocol, bad path, permission, network: the item goes, the build stays
+        except FetchError as e:
+            return Reject(f"fetch:{e.category}", f"{uri}: {e.detail}")
+        except Exception as e:  # no such protocol, bad path, permission: the item goes, the build stays
             return Reject("unreadable_media", f"{uri}: {type(e).__name__}: {e}")
-        if not data:
+        if not got["media_bytes"]:
             return Reject("empty_file", uri)
-        ext = uri.rsplit(".", 1)[-1].lower() if "." in uri.rsplit("/", 1)[-1] else None
-        return {**row, "media_bytes": data, "media_ext": ext, "media_size": len(data)}
+        if row["clip_start_s"] is not None and not got.pop("cut", False):
+            try:
+                got["media_bytes"], got["media_ext"] = cut(got["media_bytes"], row["clip_start_s"], row["clip_end_s"])
+            except MediaError as e:
+                return Reject(f"decode:{e.code}", f"cutting {row['clip_start_s']}-{row['clip_end_s']} s: {e.detail}")
+        got.pop("cut", None)
+        return {**row, **got, "media_size": len(got["media_bytes"])}
+
+    def _download(self, row: dict) -> dict:
+        cached = self.cache.get(row["sample_id"]) if self.cache else None
+        if cached is None:
+            try:
+                cached = self._fetch(row)
+            except FetchError as e:
+                if self.cache and not e.transient:  # a rerun does not ask again; a transient one it does
+                    self.cache.put_failure(row["sample_id"], e)
+                raise
+            if self.cache:
+                self.cache.put(row["sample_id"], cached)
+        if "failure" in cached:
+            raise FetchError(cached["failure"]["category"], cached["failure"]["detail"])
+        meta = {**json.loads(row["meta"] or "{}"), **cached.get("meta", {})}
+        return {"media_bytes": cached["media_bytes"], "media_ext": cached["media_ext"], "cut": cached.get("cut", False),
+                "texts": (row["texts"] or []) + [{**t, "source": row["source"]} for t in cached.get("texts", [])],
+                "meta": json.dumps(meta, sort_keys=True, ensure_ascii=False) if meta else None}
+
+    def _fetch(self, row: dict) -> dict:
+        net = self.network
+        with self._lock:  # built once per worker process, on first need
+            if self._images is None:
+                policy = AddressPolicy(net.allow_hosts)
+                self._images = ImageDownloader(policy, HostLimiter(net.per_host, net.per_host_rps), net.timeout_s,
+                                               net.retries, net.max_bytes, net.user_agent_token,
+                                               net.disallowed_header_directives)
+                self._links = LinkDownloader(policy, net.timeout_s, net.retries, net.max_video_bytes,
+                                             net.video_format, net.audio_format, net.subtitles)
+        if row["modality"] == "image":
+            data, ext = self._images.fetch(row["source_uri"])
+            return {"media_bytes": data, "media_ext": ext}
+        window = (row["clip_start_s"], row["clip_end_s"]) if row["clip_start_s"] is not None else None
+        got = self._links.fetch(row["source_uri"], row["modality"], window)
+        return {"media_bytes": got.data, "media_ext": got.ext, "cut": got.cut, "meta": got.meta, "texts": got.subtitles}
+
+
+def _extension(uri: str) -> str | None:
+    path = uri.split("::", 1)[0]  # tar://member.jpg::archive.tar
+    name = path.rsplit("/", 1)[-1]
+    return name.rsplit(".", 1)[-1].lower() if "." in name else None
+
+
+class FetchCache:
+    """Downloads of one build, one `<id>.bin` and `<id>.json` (written last: the commit) per item."""
+
+    def __init__(self, folder: str):
+        self.folder = folder
+
+    def get(self, sample_id: str) -> dict | None:
+        marker = storage.join(self.folder, f"{sample_id}.json")
+        if not storage.exists(marker):
+            return None
+        entry = storage.read_json(marker)
+        if "failure" not in entry:
+            entry["media_bytes"] = storage.read_bytes(storage.join(self.folder, f"{sample_id}.bin"))
+        return entry
+
+    def put(self, sample_id: str, got: dict) -> None:
+        storage.write_bytes(storage.join(self.folder, f"{sample_id}.bin"), got["media_bytes"])
+        storage.write_json(storage.join(self.folder, f"{sample_id}.json"),
+                           {k: v for k, v in got.items() if k != "media_bytes"})
+
+    def put_failure(self, sample_id: str, error: FetchError) -> None:
+        storage.write_json(storage.join(self.folder, f"{sample_id}.json"),
+                           {"failure": {"category": error.category, "detail": error.detail}})

@@ -12,29 +12,32 @@ import yaml
 from pydantic import BaseModel, ByteSize, ConfigDict, Field, ValidationError, model_validator
 
 
+from .sources import SourceConfig
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class SourceConfig(Strict):
-    """Where samples come from.
+class NetworkConfig(Strict):
+    """How media is downloaded from http(s) URLs (URL lists, video links)."""
 
-    `manifest`: a JSONL annotation file; each line {"media": <path or URI relative to the file>,
-    "text": <caption>, "modality": image|audio|video, "group": <optional id shared by captions of
-    one item>}. `folder`: media files with a sidecar caption `<stem>.txt` next to each.
-    """
-
-    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
-    kind: Literal["manifest", "folder"]
-    uri: str  # the manifest file, or the folder; local path or s3://
-    synthesize_demo: bool = False  # generate the bundled offline demo corpus at `uri` if it is missing
-
-    def resolved(self) -> "SourceConfig":
-        """A relative local `uri` made absolute against the current folder. Call it where the command
-        runs: a Ray worker's current folder is not the user's."""
-        if "://" in self.uri or Path(self.uri).is_absolute():
-            return self
-        return self.model_copy(update={"uri": str(Path(self.uri).absolute())})
+    # hosts (names or addresses, CIDR ranges allowed) that may be fetched although they resolve to a
+    # private, loopback or link-local address; every other such address is refused, after redirects too
+    allow_hosts: tuple[str, ...] = ()
+    timeout_s: float = Field(20.0, gt=0)
+    retries: int = Field(2, ge=0, le=10)  # transient failures only (timeouts, 429, 5xx), with backoff
+    max_bytes: ByteSize = Field(ByteSize(64 * 2**20), gt=0)  # per image download; larger is too_large
+    max_video_bytes: ByteSize = Field(ByteSize(2 * 2**30), gt=0)  # per video or audio download
+    threads: int = Field(16, ge=1, le=256)  # downloads in flight per worker
+    per_host: int = Field(4, ge=1)  # downloads in flight per host, per worker
+    per_host_rps: float = Field(0, ge=0)  # requests per second per host and worker; 0: unlimited
+    user_agent_token: str | None = "mmetl"
+    # X-Robots-Tag directives that opt an image out, as img2dataset honours them; [] to ignore them
+    disallowed_header_directives: tuple[str, ...] = ("noai", "noimageai", "noindex", "noimageindex")
+    video_format: str = "bv*[height<=480]+ba/b[height<=480]/bv*+ba/b"  # yt-dlp format selection, video
+    audio_format: str = "ba/b"  # yt-dlp format selection, audio-only items
+    subtitles: tuple[str, ...] = ("en",)  # subtitle languages saved as texts of kind subtitle
 
 
 class ShardConfig(Strict):
@@ -92,13 +95,29 @@ class SplitConfig(Strict):
 
 class Recipe(Strict):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
-    source: SourceConfig
+    source: SourceConfig | None = None  # one source; or `sources:`, a list
+    sources: tuple[SourceConfig, ...] = ()
+    network: NetworkConfig = NetworkConfig()
     shards: ShardConfig = ShardConfig()
     keep_work: bool = False  # keep the work folder after publishing (for debugging); it holds a copy of the media
     clean: CleanConfig = CleanConfig()
     filter: FilterConfig = FilterConfig()
     align: AlignConfig = AlignConfig()
     split: SplitConfig = SplitConfig()
+
+    @model_validator(mode="after")
+    def _one_way_to_name_sources(self):
+        if (self.source is None) == (not self.sources):
+            raise ValueError("give the sources as `sources:` (a list) or one `source:`, not both or neither")
+        names = [s.name for s in self.all_sources]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"source names must be unique; repeated: {', '.join(repeated)}")
+        return self
+
+    @property
+    def all_sources(self) -> tuple[SourceConfig, ...]:
+        return (self.source,) if self.source is not None else self.sources
 
     def fingerprint(self) -> str:
         """The build key: the recipe as written plus the stage code, not the folder it runs from.

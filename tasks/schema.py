@@ -18,7 +18,7 @@ import pyarrow as pa
 
 MODALITIES = ("image", "audio", "video")
 SPLITS = ("train", "val", "test")
-TEXT_KINDS = ("caption", "title", "subtitle", "transcript")
+TEXT_KINDS = ("caption", "title", "subtitle", "transcript", "speaker")
 
 # One text of an item: what it says, what kind of text it is, and which source gave it.
 TEXT = pa.struct([pa.field("text", pa.string()), pa.field("kind", pa.string()), pa.field("source", pa.string())])
@@ -56,7 +56,13 @@ SAMPLE_SCHEMA = pa.schema(
         pa.field("scores", pa.list_(SCORE)),
         pa.field("split", pa.string()),
         # lineage
-        pa.field("source_uri", pa.string()),  # where the media came from
+        pa.field("source_uri", pa.string()),  # where the media came from: a path, s3:// or http(s):// URL
+        # the time window of the source media this item is (AudioCaps' 10 s, a HowTo100M subtitle)
+        pa.field("clip_start_s", pa.float64()),
+        pa.field("clip_end_s", pa.float64()),
+        # what the source said about the media beyond its texts (LAION's extra columns, a video's
+        # title, uploader, license), as a JSON object: a string every reader takes
+        pa.field("meta", pa.string()),
         pa.field("source_rows", pa.list_(pa.int64())),  # rows of the annotation file that name it
         pa.field("partition", pa.string()),
         pa.field("run_id", pa.string()),  # deterministic build key: recipe fingerprint + partition

@@ -159,6 +159,11 @@ def iter_parquet_batches(uri: str, batch_rows: int, columns: list[str] | None = 
         yield from pq.ParquetFile(f).iter_batches(batch_size=batch_rows, columns=columns)
 
 
+def is_url(uri: str) -> bool:
+    """A web address to download (http, https), as opposed to a path or an object-storage URI."""
+    return uri.startswith(("http://", "https://"))
+
+
 def sizes(uris: list[str]) -> dict[str, int | None]:
     """Each object's size in bytes, None where it is absent or cannot be listed.
 
@@ -166,10 +171,13 @@ def sizes(uris: list[str]) -> dict[str, int | None]:
     100 list calls, not 100k HEADs.
     """
     by_folder: dict[str, list[str]] = defaultdict(list)
+    out: dict[str, int | None] = {}
     for uri in uris:
+        if is_url(uri):  # fetched, not listed: its size is known once it arrives
+            out[uri] = None
+            continue
         folder, _, name = uri.rpartition("/")
         by_folder[folder].append(name)
-    out: dict[str, int | None] = {}
     for folder, names in by_folder.items():
         fs, path = filesystem(folder)
         try:

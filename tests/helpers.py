@@ -154,7 +154,7 @@ def build_in_process(sources, root: str, recipe=None, workers: int = 2):
     from tasks import collect, dedupe, engine, publish, split
     from tasks.recipe import Recipe
 
-    recipe = recipe or Recipe(name="t", source=sources[0])
+    recipe = recipe or Recipe(name="t", sources=tuple(sources))
     layout = storage.Layout(root, recipe.name, "p", "key")
     plan = collect.plan_collect(sources, "p", "r", recipe.shards, workers, layout.step_dir("plan"))
 
@@ -162,7 +162,8 @@ def build_in_process(sources, root: str, recipe=None, workers: int = 2):
         name = "-".join(s for s, _ in stages)
         return [engine.run_step(name, stages, uri, layout.step_dir(name), **kwargs) for uri in shards]
 
-    ingested = step([("collect", {}), ("clean", recipe.clean.model_dump())], plan["shards"], writes_media=True)
+    fetch = {"cache_dir": storage.join(layout.work, "fetched"), **recipe.network.model_dump(mode="json")}
+    ingested = step([("collect", fetch), ("clean", recipe.clean.model_dump())], plan["shards"], writes_media=True)
     decision = dedupe.decide_duplicates([r.uri for r in ingested], storage.join(layout.work, "decision.parquet"))
     refined = step([("dedupe", {"decision_uri": decision["uri"]}), ("filter", recipe.filter.model_dump()),
                     ("align", recipe.align.model_dump())], [r.uri for r in ingested])

@@ -9,15 +9,15 @@ import tarfile
 import pyarrow.parquet as pq
 
 from tasks import storage
-from tasks.recipe import SourceConfig
+from tasks.sources import Source, make_source
 
 from .helpers import build_in_process, real_photos
 
 
-def write_manifest(folder, rows: list[dict]) -> SourceConfig:
+def write_manifest(folder, rows: list[dict]) -> Source:
     path = folder / "captions.jsonl"
     storage.write_bytes(str(path), "\n".join(json.dumps(r) for r in rows).encode())
-    return SourceConfig(name=folder.name, kind="manifest", uri=str(path))
+    return make_source(name=folder.name, kind="manifest", uri=str(path))
 
 
 def version_members(layout) -> list[str]:

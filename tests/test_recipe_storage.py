@@ -7,7 +7,8 @@ import pytest
 
 from tasks import storage
 from tasks.collect import plan_collect
-from tasks.recipe import RecipeError, ShardConfig, SourceConfig, load_recipe
+from tasks.recipe import RecipeError, ShardConfig, load_recipe
+from tasks.sources import Source, make_source
 
 GOOD = """
 name: demo
@@ -15,7 +16,7 @@ source: {name: demo, kind: manifest, uri: /tmp/x/captions.jsonl}
 """
 
 
-def plan(source: SourceConfig | list[SourceConfig], out_dir: str, max_items: int = 10, workers: int = 1) -> dict:
+def plan(source: Source | list[Source], out_dir: str, max_items: int = 10, workers: int = 1) -> dict:
     sources = source if isinstance(source, list) else [source]
     return plan_collect(sources, "p", "r", ShardConfig(max_items=max_items), workers, out_dir)
 
@@ -41,7 +42,7 @@ def test_recipe_defaults_and_fingerprint(tmp_path):
     (GOOD + "filtr: {}\n", "filtr: Extra inputs are not permitted"),
     (GOOD + "filter: {min_audio_s: 9, max_audio_s: 3}\n", "min_audio_s (9.0) is above max_audio_s"),
     (GOOD + "split: {ratios: [0.5, 0.1, 0.1]}\n", "sum to 1"),
-    (GOOD.replace("kind: manifest", "kind: ftp"), "source.kind"),
+    (GOOD.replace("kind: manifest", "kind: ftp"), "source: Input tag 'ftp' found using 'kind'"),
     ("- just\n- a list\n", "a recipe is a mapping"),
     ("name: [unclosed\n", "not valid YAML"),
 ])
@@ -79,7 +80,7 @@ def test_plan_collect_reads_manifest_from_s3_and_rejects_broken_rows(root):
              '["not", "an", "object"]',
              '{"media": "d.mp4", "modality": "video", "text": "a dog", "group": "clip-7"}']
     storage.write_bytes(storage.join(root, "src/captions.jsonl"), "\n".join(lines).encode())
-    source = SourceConfig(name="t", kind="manifest", uri=storage.join(root, "src/captions.jsonl"))
+    source = make_source(name="t", kind="manifest", uri=storage.join(root, "src/captions.jsonl"))
     result = plan(source, storage.join(root, "work/plan"), max_items=1)
     assert (result["n_rows"], result["n_rows_kept"], result["n_rejected"], result["n_items"]) == (5, 2, 3, 2)
     assert len(result["shards"]) == 2
@@ -98,11 +99,11 @@ def test_plan_collect_folder_of_media_with_sidecar_captions(tmp_path):
     storage.write_bytes(str(tmp_path / "src/dog.jpg"), image_bytes(seed=2))
     storage.write_bytes(str(tmp_path / "src/notes.xyz"), b"?")
     storage.write_bytes(str(tmp_path / "src/notes.txt"), b"?")
-    source = SourceConfig(name="t", kind="folder", uri=str(tmp_path / "src"))
+    source = make_source(name="t", kind="folder", uri=str(tmp_path / "src"))
     result = plan(source, str(tmp_path / "plan"))
     assert (result["n_items"], result["n_rejected"]) == (1, 2)
     details = sorted(storage.read_parquet(result["rejects_uri"]).column("detail").to_pylist())
-    assert details == ["extension .xyz is not a known media type", "no sidecar caption (.txt) beside it"]
+    assert details == ["extension of notes.xyz is not a known media type", "no sidecar caption (.txt or .json) beside it"]
 
 
 def test_collect_stage_reads_media_from_object_storage(s3, tmp_path):
@@ -116,7 +117,7 @@ def test_collect_stage_reads_media_from_object_storage(s3, tmp_path):
     lines = ['{"media": "a.jpg", "modality": "image", "text": "a cat"}',
              '{"media": "gone.jpg", "modality": "image", "text": "a ghost"}']
     storage.write_bytes(storage.join(root, "src/captions.jsonl"), "\n".join(lines).encode())
-    source = SourceConfig(name="t", kind="manifest", uri=storage.join(root, "src/captions.jsonl"))
+    source = make_source(name="t", kind="manifest", uri=storage.join(root, "src/captions.jsonl"))
     result = plan(source, storage.join(root, "work/plan"))
     sizes = {r["source_uri"].rsplit("/", 1)[1]: r["media_size"] for r in planned(result)}
     assert sizes == {"a.jpg": len(picture), "gone.jpg": None}  # listed at plan time, one listing per folder
@@ -134,7 +135,7 @@ def test_ids_and_groups_do_not_depend_on_where_the_corpus_sits(tmp_path, s3):
     plans = []
     for root in (str(tmp_path / "here"), str(tmp_path / "elsewhere" / "deeper"), f"{s3}/moved/{tmp_path.name}"):
         storage.write_bytes(storage.join(root, "captions.jsonl"), lines)
-        source = SourceConfig(name="t", kind="manifest", uri=storage.join(root, "captions.jsonl"))
+        source = make_source(name="t", kind="manifest", uri=storage.join(root, "captions.jsonl"))
         rows = planned(plan(source, storage.join(root, "plan")))
         plans.append([(r["sample_id"], r["group_id"]) for r in rows])
     assert plans[0] == plans[1] == plans[2]
@@ -150,7 +151,7 @@ def test_plan_collect_is_strict_about_odd_rows_and_forgiving_about_encoding(tmp_
     ]
     data = b"\xef\xbb\xbf" + "\r\n".join(rows).encode() + b"\n\xff\xfe not utf-8\n"
     storage.write_bytes(str(tmp_path / "captions.jsonl"), data)
-    source = SourceConfig(name="t", kind="manifest", uri=str(tmp_path / "captions.jsonl"))
+    source = make_source(name="t", kind="manifest", uri=str(tmp_path / "captions.jsonl"))
     result = plan(source, str(tmp_path / "plan"))
     kept = planned(result)
     assert [r["source_rows"] for r in kept] == [[0], [4]]
@@ -170,7 +171,7 @@ def test_rows_naming_one_media_file_become_one_item_with_all_its_texts(tmp_path)
     lines.append(row % ("a.jpg", "a sixth caption, in another group", ', "group": "video-1"'))
     lines.append('{"media": "a.jpg", "modality": "audio", "text": "the same file named as audio"}')
     storage.write_bytes(str(tmp_path / "captions.jsonl"), "\n".join(lines).encode())
-    source = SourceConfig(name="t", kind="manifest", uri=str(tmp_path / "captions.jsonl"))
+    source = make_source(name="t", kind="manifest", uri=str(tmp_path / "captions.jsonl"))
     result = plan(source, str(tmp_path / "plan"))
     items = {r["source_uri"].rsplit("/", 1)[1]: r for r in planned(result)}
     assert (result["n_rows"], result["n_items"], result["n_rejected"]) == (9, 3, 1)
@@ -183,7 +184,7 @@ def test_rows_naming_one_media_file_become_one_item_with_all_its_texts(tmp_path)
     # the id is the media path as written: a new caption, an inserted line or a moved corpus keeps it
     lines.insert(0, row % ("d.jpg", "new", ""))
     storage.write_bytes(str(tmp_path / "moved" / "captions.jsonl"), "\n".join(lines).encode())
-    again = planned(plan(SourceConfig(name="t", kind="manifest", uri=str(tmp_path / "moved" / "captions.jsonl")),
+    again = planned(plan(make_source(name="t", kind="manifest", uri=str(tmp_path / "moved" / "captions.jsonl")),
                          str(tmp_path / "plan2")))
     assert {r["sample_id"] for r in again} == {r["sample_id"] for r in items.values()} | {again[0]["sample_id"]}
 
@@ -214,7 +215,7 @@ def test_plan_collect_rejects_json_that_python_parses_badly(tmp_path):
             "[" * 5000 + "]" * 5000,
             '{"media": "a.jpg", "modality": "image", "text": "fine"}']
     storage.write_bytes(str(tmp_path / "captions.jsonl"), "\n".join(rows).encode())
-    source = SourceConfig(name="t", kind="manifest", uri=str(tmp_path / "captions.jsonl"))
+    source = make_source(name="t", kind="manifest", uri=str(tmp_path / "captions.jsonl"))
     result = plan(source, str(tmp_path / "plan"))
     assert (result["n_items"], result["n_rejected"]) == (1, 3)
     details = storage.read_parquet(result["rejects_uri"]).column("detail").to_pylist()

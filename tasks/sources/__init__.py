@@ -1,0 +1,37 @@
+"""Source adapters: one small class per annotation format. To add a format, write its class (a Source
+subclass with `kind: Literal["..."]` and `rows()`) and add it to ADAPTERS."""
+
+from __future__ import annotations
+
+from typing import Annotated, Union
+
+from pydantic import Field, TypeAdapter
+
+from .audiocaps import AudioCaps
+from .base import Row, Source, SourceError
+from .clotho import Clotho
+from .coco import Coco
+from .files import Folder, WebDatasetTars
+from .flickr30k import Flickr30k
+from .howto100m import HowTo100M
+from .llava import Llava
+from .manifest import Manifest
+from .msrvtt import MsrVtt
+from .urls import Urls
+from .voxceleb2 import VoxCeleb2
+from .webvid import WebVid
+
+ADAPTERS = (Manifest, Folder, WebDatasetTars, Coco, Flickr30k, Urls, Llava, AudioCaps, Clotho, MsrVtt, WebVid,
+            VoxCeleb2, HowTo100M)
+
+# A recipe's source: the adapter is chosen by `kind`, and its own keys are validated by its class.
+SourceConfig = Annotated[Union[ADAPTERS], Field(discriminator="kind")]
+
+__all__ = ["ADAPTERS", "Row", "Source", "SourceConfig", "SourceError", "make_source"]
+
+_VALIDATOR = TypeAdapter(SourceConfig)
+
+
+def make_source(**fields) -> Source:
+    """A source from its recipe keys, validated as a recipe's would be."""
+    return _VALIDATOR.validate_python(fields)

@@ -1,0 +1,117 @@
+"""What every source adapter shares: its recipe keys, the Row it yields, and readers for its files.
+
+An adapter is one small pydantic class: its fields are the recipe keys of its kind (validated with
+errors naming the key), and `rows()` parses the dataset's own annotation format into Rows. A Row is
+one annotation record: the media it names and the texts it adds to that media's item. Rows that
+name the same media (the same `key`) become one item in the plan. A record that cannot be used is a
+Row with an `error`; it becomes a `collect:bad_row` reject, and the source goes on.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import posixpath
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .. import storage
+
+YOUTUBE = "https://www.youtube.com/watch?v={}"
+
+
+class SourceError(ValueError):
+    """The source as a whole cannot be read (no annotation file, not the format its kind says)."""
+
+
+@dataclass
+class Row:
+    number: int  # position of the record in the annotation file (its line, or its index in a list)
+    key: str | None = None  # the media as the annotation names it (plus a time window): the item's identity
+    media: str | None = None  # where to read or download it: a path, s3:// or http(s):// URL
+    modality: str | None = None
+    texts: list[dict] = field(default_factory=list)  # [{"text", "kind"}]
+    group: str | None = None  # rows naming one group stay in one split
+    clip: tuple[float, float] | None = None  # the window of the media this item is, in seconds
+    meta: dict | None = None  # what the source says about the media beyond its texts
+    error: str | None = None  # why the record cannot be used
+
+
+def caption(text, kind: str = "caption") -> list[dict]:
+    """The texts of a record from one value; a missing or non-string value gives none (a text:empty)."""
+    return [{"text": text, "kind": kind}] if isinstance(text, str) else []
+
+
+def clip_key(key: str, start: float | None, end: float | None) -> str:
+    return key if start is None else f"{key}@{start:g}-{'' if end is None else f'{end:g}'}"
+
+
+class Source(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
+    kind: str
+    uri: str  # the annotation file, URL list or folder; local path or s3://
+    media_root: str | None = None  # where relative media paths resolve; default: the folder of `uri`
+
+    def rows(self) -> Iterator[Row]:
+        raise NotImplementedError
+
+    def resolved(self) -> "Source":
+        """Relative local paths made absolute where the command runs (a Ray worker's folder is not the user's)."""
+        update = {k: str(Path(v).absolute()) for k in ("uri", "media_root")
+                  if (v := getattr(self, k)) and "://" not in v and not Path(v).is_absolute()}
+        return self.model_copy(update=update)
+
+    # -- helpers for adapters --------------------------------------------------------------------
+
+    def media_uri(self, path: str) -> str:
+        """A media path from the annotation, resolved against `media_root` (absolute paths and URLs kept)."""
+        if "://" in path or path.startswith("/"):
+            return path
+        base = (self.media_root or self.uri.rsplit("/", 1)[0]).rstrip("/")
+        if "://" in base:
+            scheme, rest = base.split("://", 1)
+            return f"{scheme}://{posixpath.normpath(posixpath.join(rest, path))}"
+        return posixpath.normpath(posixpath.join(base, path))
+
+    def read_bytes(self, uri: str | None = None) -> bytes:
+        uri = uri or self.uri
+        try:
+            return storage.read_bytes(uri).removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte-order mark
+        except FileNotFoundError:
+            raise SourceError(f"source {self.name}: {uri} does not exist") from None
+
+    def read_json(self, uri: str | None = None):
+        try:
+            return json.loads(self.read_bytes(uri))
+        except (UnicodeDecodeError, ValueError) as e:
+            raise SourceError(f"source {self.name} ({self.kind}): {uri or self.uri} is not JSON: {e}") from None
+
+    def read_csv(self, delimiter: str = ",", fieldnames: list[str] | None = None) -> Iterator[tuple[int, dict]]:
+        """(line number, row) for each data row; a header row names the columns unless `fieldnames` do."""
+        try:
+            text = self.read_bytes().decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise SourceError(f"source {self.name}: {self.uri} is not UTF-8: {e.reason} at byte {e.start}") from None
+        reader = csv.DictReader(io.StringIO(text, newline=""), fieldnames=fieldnames, delimiter=delimiter,
+                                skipinitialspace=True)
+        for row in reader:
+            yield reader.line_num - 1, {k.strip() if isinstance(k, str) else k: v for k, v in row.items()}
+
+    def require_columns(self, row: dict, *columns: str) -> str | None:
+        missing = [c for c in columns if row.get(c) in (None, "")]
+        return f"missing {', '.join(missing)}" if missing else None
+
+
+def seconds(value) -> float | None:
+    """A time from an annotation field, or None when it is not a finite non-negative number."""
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return None
+    return out if out >= 0 and out != float("inf") else None

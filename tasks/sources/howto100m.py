@@ -1,0 +1,37 @@
+"""HowTo100M: `caption.json` ({video_id: {"start": [...], "end": [...], "text": [...]}}, the videos' ASR
+subtitles). Each subtitle is a clip of its video with that text (kind subtitle); all clips of a video
+stay in one split. Videos `<video_id>.<extension>` under `media_root`, else fetched from YouTube."""
+
+from __future__ import annotations
+
+from typing import Iterator, Literal
+
+from .base import YOUTUBE, Row, Source, SourceError, caption, clip_key, seconds
+
+
+class HowTo100M(Source):
+    kind: Literal["howto100m"]
+    extension: str = "mp4"
+
+    def rows(self) -> Iterator[Row]:
+        data = self.read_json()
+        if not isinstance(data, dict):
+            raise SourceError(f"source {self.name}: {self.uri} is not an object of video ids (HowTo100M caption.json)")
+        number = 0
+        for video_id, subs in data.items():
+            starts, ends, texts = (subs.get(k) if isinstance(subs, dict) else None for k in ("start", "end", "text"))
+            if not all(isinstance(x, list) for x in (starts, ends, texts)) or not len(starts) == len(ends) == len(texts):
+                yield Row(number, error=f"{video_id}: start, end and text are not lists of one length")
+                number += 1
+                continue
+            for start, end, text in zip(starts, ends, texts):
+                start, end = seconds(start), seconds(end)
+                if start is None or end is None or end <= start:
+                    yield Row(number, texts=caption(text), error=f"{video_id}: bad window {start!r}-{end!r}")
+                else:
+                    path = f"{video_id}.{self.extension}"
+                    media = self.media_uri(path) if self.media_root else YOUTUBE.format(video_id)
+                    yield Row(number, key=clip_key(path, start, end), media=media, modality="video",
+                              texts=caption(text, "subtitle"), group=video_id, clip=(start, end),
+                              meta={"video_id": video_id})
+                number += 1

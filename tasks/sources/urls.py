@@ -1,0 +1,63 @@
+"""URL lists (CC3M/CC12M TSV, LAION-style parquet, CSV, JSONL): one image to download per row.
+
+Columns other than the URL and caption (LAION's WIDTH, similarity, LICENSE ...) are kept as the
+item's metadata. CC3M's TSV has no header: name its columns with `columns: [caption, url]`.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Iterator, Literal
+
+import pyarrow.parquet as pq
+
+from .base import Row, Source, SourceError, caption
+
+FORMATS = ("csv", "tsv", "parquet", "jsonl")
+
+
+class Urls(Source):
+    kind: Literal["urls"]
+    url_col: str = "url"
+    caption_col: str = "caption"
+    columns: list[str] | None = None  # the column names of a file without a header row
+    modality: Literal["image", "audio", "video"] = "image"
+    format: Literal["csv", "tsv", "parquet", "jsonl"] | None = None  # default: from the file's extension
+
+    def rows(self) -> Iterator[Row]:
+        fmt = self.format or self.uri.rsplit(".", 1)[-1].lower()
+        if fmt not in FORMATS:
+            raise SourceError(f"source {self.name}: cannot tell the format of {self.uri}; set format: to one of {FORMATS}")
+        records = {"csv": lambda: self.read_csv(",", self.columns), "tsv": lambda: self.read_csv("\t", self.columns),
+                   "parquet": self._parquet, "jsonl": self._jsonl}[fmt]()
+        for number, record in records:
+            if record is None or not isinstance(record, dict):
+                yield Row(number, error="not a JSON object")
+                continue
+            url = record.get(self.url_col)
+            if not isinstance(url, str) or not url.strip():
+                yield Row(number, texts=caption(record.get(self.caption_col)),
+                          error=f"no URL in column {self.url_col!r} (columns: {', '.join(map(str, record))})")
+                continue
+            url = url.strip()
+            if not url.startswith(("http://", "https://")):
+                yield Row(number, media=url, texts=caption(record.get(self.caption_col)),
+                          error=f"not an http(s) URL: {url[:200]}")
+                continue
+            meta = {k: v for k, v in record.items() if k not in (self.url_col, self.caption_col) and v not in (None, "")}
+            yield Row(number, key=url, media=url, modality=self.modality, texts=caption(record.get(self.caption_col)),
+                      meta=json.loads(json.dumps(meta, default=str)) or None)
+
+    def _parquet(self):
+        table = pq.read_table(io.BytesIO(self.read_bytes()))
+        for number, record in enumerate(table.to_pylist()):
+            yield number, record
+
+    def _jsonl(self):
+        for number, line in enumerate(self.read_bytes().split(b"\n")):
+            if line.strip():
+                try:
+                    yield number, json.loads(line)
+                except ValueError:
+                    yield number, None

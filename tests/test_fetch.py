@@ -1,0 +1,144 @@
+"""Collect from the web: image URLs, video and audio links, against a real HTTP server on loopback."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from tasks import storage
+from tasks.collect import CollectStage, plan_collect
+from tasks.fetch.guard import AddressPolicy
+from tasks.recipe import Recipe, ShardConfig
+from tasks.sources import make_source
+
+from .helpers import audio_bytes, build_in_process, real_photos, video_bytes
+from .web import WebServer
+
+LOOPBACK = {"allow_hosts": ["127.0.0.1"], "timeout_s": 2, "retries": 1, "subtitles": []}
+
+
+@pytest.fixture
+def web():
+    server = WebServer()
+    yield server
+    server.close()
+
+
+def collect(tmp_path, rows: list[dict], network: dict, name: str = "urls", cache: bool = True):
+    """Plan a URL list and run the collect stage over it: (kept rows, reject rows by URL)."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    uri = tmp_path / f"{name}.jsonl"
+    uri.write_text("\n".join(json.dumps(r) for r in rows))
+    source = make_source(name=name, kind="urls", uri=str(uri))
+    plan = plan_collect([source], "p", "r", ShardConfig(), 1, str(tmp_path / "plan"))
+    stage = CollectStage(cache_dir=str(tmp_path / "cache") if cache else None, **network)
+    out = stage.process(storage.read_parquet(plan["shards"][0]))
+    return out.kept.to_pylist(), {r["source_uri"]: r for r in out.rejected.to_pylist()}
+
+
+def test_every_failure_is_a_reject_with_its_category(tmp_path, web):
+    photo = real_photos()["coffee-0"]
+    good = web.add("/coffee.jpg", body=photo, content_type="image/jpeg")
+    cases = {
+        web.url + "/missing.jpg": "fetch:http_404",
+        web.add("/error.jpg", status=500, body=b"oops"): "fetch:http_500",
+        web.add("/page.jpg", body=b"<html><body>not a picture</body></html>", content_type="image/jpeg"): "fetch:not_media",
+        web.add("/slow.jpg", body=photo, delay_s=3): "fetch:timeout",
+        web.add("/cut.jpg", body=photo[:1000], declared_length=len(photo)): "fetch:truncated",
+        web.add("/noai.jpg", body=photo, headers={"X-Robots-Tag": "noai"}): "fetch:opted_out",
+        web.add("/to-metadata.jpg", status=302, headers={"Location": "http://169.254.169.254/latest/meta-data/"}):
+            "fetch:blocked_address",
+        web.add("/to-file.jpg", status=302, headers={"Location": "file:///etc/passwd"}): "fetch:bad_url",
+    }
+    rows = [{"url": good, "caption": "a cup of coffee"}] + [{"url": u, "caption": "x y"} for u in cases]
+    kept, rejects = collect(tmp_path, rows, LOOPBACK)
+    _, capped = collect(tmp_path / "cap", [{"url": good, "caption": "x y"}], {**LOOPBACK, "max_bytes": len(photo) - 1})
+    assert capped[good]["reason"] == "fetch:too_large"
+
+    assert [r["source_uri"] for r in kept] == [good] and kept[0]["media_bytes"] == photo
+    assert kept[0]["media_ext"] == "jpg"
+    assert {u: r["reason"] for u, r in rejects.items()} == cases
+    assert len(kept) + len(rejects) == len(rows)
+
+
+def test_private_addresses_are_refused_unless_listed(tmp_path, web):
+    url = web.add("/coffee.jpg", body=real_photos()["coffee-0"])
+    _, rejects = collect(tmp_path, [{"url": url, "caption": "a cup"}], {**LOOPBACK, "allow_hosts": []})
+    assert rejects[url]["reason"] == "fetch:blocked_address" and web.hits["/coffee.jpg"] == 0
+    policy = AddressPolicy(("10.0.0.0/8", "files.internal"))
+    assert policy.allowed("x", "10.1.2.3") and policy.allowed("files.internal", "192.168.1.1")
+    assert not policy.allowed("x", "169.254.169.254") and not policy.allowed("x", "::ffff:127.0.0.1")
+    assert policy.allowed("example.org", "93.184.215.14")
+
+
+def test_a_rerun_fetches_only_what_failed_transiently(tmp_path, web):
+    photos = real_photos(turns=2)
+    rows = [{"url": web.add(f"/{name}.jpg", body=data, fail_first=3 if i % 3 == 0 else 0), "caption": f"photo {name}"}
+            for i, (name, data) in enumerate(photos.items())]
+    rows.append({"url": web.url + "/gone.jpg", "caption": "never there"})
+    network = {**LOOPBACK, "retries": 1}
+    kept, rejects = collect(tmp_path, rows, network)
+    flaky = {f"/{name}.jpg" for i, name in enumerate(photos) if i % 3 == 0}
+    assert {r["source_uri"] for r in kept} == {web.url + p for p in set(f"/{n}.jpg" for n in photos) - flaky}
+    assert {r["reason"] for u, r in rejects.items() if "gone" not in u} == {"fetch:http_503"}
+    first = dict(web.hits)
+    kept_again, rejects_again = collect(tmp_path, rows, network)  # same cache: the rerun
+    refetched = {p for p in web.hits if web.hits[p] > first.get(p, 0)}
+    assert refetched == flaky  # not the successes, not the permanent 404
+    assert len(kept_again) == len(photos) and list(rejects_again) == [web.url + "/gone.jpg"]
+
+
+def test_video_and_audio_links_come_through_yt_dlp(tmp_path, web):
+    video = web.add("/clip.mp4", body=video_bytes(seconds=2.0, audio_seconds=2.0), content_type="video/mp4")
+    page = web.add("/watch.html", content_type="text/html",
+                   body=f'<html><head><title>A clip</title></head><body><video src="{video}"></video></body></html>'.encode())
+    sound = web.add("/tone.flac", body=audio_bytes(seconds=12.0), content_type="audio/flac")
+    lines = [{"url": page, "caption": "a page with a clip", "modality": "video"},
+             {"url": sound, "caption": "a tone", "modality": "audio"}]
+    (tmp_path / "links.jsonl").write_text("\n".join(json.dumps(r) for r in lines))
+    sources = [make_source(name="links", kind="urls", uri=str(tmp_path / "links.jsonl"), modality="video")]
+    plan = plan_collect(sources, "p", "r", ShardConfig(), 1, str(tmp_path / "plan"))
+    table = storage.read_parquet(plan["shards"][0])
+    rows = table.to_pylist()
+    rows[1].update(modality="audio", clip_start_s=2.0, clip_end_s=7.0)  # an AudioCaps-style window
+    out = CollectStage(cache_dir=str(tmp_path / "cache"), **LOOPBACK).process(
+        pa.Table.from_pylist(rows, schema=table.schema))
+    assert out.rejected.num_rows == 0, out.rejected.to_pylist()
+    by_uri = {r["source_uri"]: r for r in out.kept.to_pylist()}
+    assert by_uri[page]["media_ext"] == "mp4" and len(by_uri[page]["media_bytes"]) > 1000
+    assert json.loads(by_uri[page]["meta"])["webpage_url"] == page  # found in the page by yt-dlp
+    from tasks.media.audio import decode_audio
+    assert 4.8 <= decode_audio(by_uri[sound]["media_bytes"]).duration_s <= 5.3  # cut to its 5 s window
+
+
+def test_three_sources_of_three_modalities_build_one_version(tmp_path, web):
+    photos = real_photos()
+    coco_dir = tmp_path / "coco"
+    (coco_dir / "train2017").mkdir(parents=True)
+    names = list(photos)[:3]
+    for i, name in enumerate(names):
+        (coco_dir / "train2017" / f"{i:012d}.jpg").write_bytes(photos[name])
+    (coco_dir / "captions.json").write_text(json.dumps({
+        "images": [{"id": i, "file_name": f"{i:012d}.jpg"} for i in range(3)],
+        "annotations": [{"id": 10 * i + k, "image_id": i, "caption": f"{names[i]} seen from angle {k}"}
+                        for i in range(3) for k in range(5)]}))
+    clotho_dir = tmp_path / "clotho" / "development"
+    clotho_dir.mkdir(parents=True)
+    (clotho_dir / "tone.wav").write_bytes(audio_bytes(seconds=2.0, fmt="wav"))
+    (tmp_path / "clotho" / "captions.csv").write_text(
+        "file_name,caption_1,caption_2,caption_3,caption_4,caption_5\n"
+        "tone.wav,a steady tone,a beep that lasts,a long high beep,an electronic tone,a sine wave hums\n")
+    clip = web.add("/v1.mp4", body=video_bytes(seconds=2.0, audio_seconds=2.0), content_type="video/mp4")
+    (tmp_path / "webvid.csv").write_text(f"videoid,contentUrl,duration,page_dir,name\n1,{clip},PT00H00M02S,p,a short clip\n")
+    sources = (make_source(name="coco", kind="coco", uri=str(coco_dir / "captions.json"), media_root=str(coco_dir / "train2017")),
+               make_source(name="clotho", kind="clotho", uri=str(tmp_path / "clotho" / "captions.csv"), media_root=str(clotho_dir)),
+               make_source(name="webvid", kind="webvid", uri=str(tmp_path / "webvid.csv")))
+    recipe = Recipe(name="mix", sources=sources, network=LOOPBACK)
+    layout, manifest = build_in_process(list(sources), str(tmp_path / "out"), recipe=recipe)
+    assert manifest["samples"] == 5 and manifest["texts"] == 15 + 5 + 1
+    index = [r for split in manifest["splits"] for r in pq.read_table(f"{layout.version}/{split}/index.parquet").to_pylist()]
+    assert sorted(r["modality"] for r in index) == ["audio", "image", "image", "image", "video"]
+    assert {r["source"] for r in index} == {"coco", "clotho", "webvid"}
