@@ -26,6 +26,7 @@ import json
 import tarfile
 from collections import Counter, defaultdict
 from datetime import datetime, timezone
+from urllib.parse import urlsplit
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -168,7 +169,8 @@ def commit_version(layout: storage.Layout, published: list[dict], reject_uris: l
                                             storage.parquet_bytes(dropped))
 
     stats = {"splits": splits, "funnel": funnel, "rejects_by_reason": _count(rejects.column("reason").to_pylist()),
-             "texts_dropped_by_reason": _count(dropped.column("reason").to_pylist()), "hours": _hours(index)}
+             "texts_dropped_by_reason": _count(dropped.column("reason").to_pylist()), "hours": _hours(index),
+             **fetch_failures(rejects)}
     files["stats.json"] = _write(storage.join(version, "stats.json"),
                                  json.dumps(stats, indent=2, sort_keys=True).encode())
     manifest = {
@@ -251,6 +253,18 @@ def check_funnel(funnel: list[dict]) -> None:
         if previous is not None and step["in"] != handed_on:
             raise RuntimeError(f"{step['stage']} took in {step['in']} items but {previous['stage']} handed on {handed_on}")
         previous = step
+
+
+def fetch_failures(rejects: pa.Table, top: int = 10) -> dict:
+    """Download failures by source and category, and the hosts that failed most (where to look first)."""
+    by_source: dict[str, Counter] = defaultdict(Counter)
+    hosts: Counter = Counter()
+    for row in rejects.select(["source", "reason", "source_uri"]).to_pylist():
+        if row["reason"].startswith("fetch:"):
+            by_source[row["source"]][row["reason"]] += 1
+            hosts[urlsplit(row["source_uri"] or "").hostname or "?"] += 1
+    return {"fetch_failures_by_source": {s: dict(sorted(c.items())) for s, c in sorted(by_source.items())},
+            "top_failing_hosts": [[h, n] for h, n in hosts.most_common(top)]}
 
 
 def _count(values: list[str]) -> dict[str, int]:

@@ -142,3 +142,15 @@ def test_three_sources_of_three_modalities_build_one_version(tmp_path, web):
     index = [r for split in manifest["splits"] for r in pq.read_table(f"{layout.version}/{split}/index.parquet").to_pylist()]
     assert sorted(r["modality"] for r in index) == ["audio", "image", "image", "image", "video"]
     assert {r["source"] for r in index} == {"coco", "clotho", "webvid"}
+
+
+def test_download_failures_are_counted_by_source_and_host(tmp_path, web):
+    photo = real_photos()["rocket-0"]
+    rows = [{"url": web.add("/rocket.jpg", body=photo), "caption": "a rocket on its pad"},
+            {"url": web.url + "/a.jpg", "caption": "missing one"}, {"url": web.url + "/b.jpg", "caption": "missing two"}]
+    (tmp_path / "list.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    source = make_source(name="web", kind="urls", uri=str(tmp_path / "list.jsonl"))
+    layout, manifest = build_in_process([source], str(tmp_path / "out"), recipe=Recipe(name="w", source=source, network=LOOPBACK))
+    stats = json.loads(storage.read_bytes(storage.join(layout.version, "stats.json")))
+    assert manifest["samples"] == 1 and stats["fetch_failures_by_source"] == {"web": {"fetch:http_404": 2}}
+    assert stats["top_failing_hosts"] == [["127.0.0.1", 2]]
