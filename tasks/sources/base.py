@@ -10,6 +10,7 @@ Row with an `error`; it becomes a `collect:bad_row` reject, and the source goes 
 from __future__ import annotations
 
 import csv
+from abc import abstractmethod
 import io
 import json
 import posixpath
@@ -58,8 +59,9 @@ class Source(BaseModel):
     uri: str  # the annotation file, URL list or folder; local path or s3://
     media_root: str | None = None  # where relative media paths resolve; default: the folder of `uri`
 
+    @abstractmethod
     def rows(self) -> Iterator[Row]:
-        raise NotImplementedError
+        """The annotation's records, in file order (pydantic models are ABCs: an adapter must define it)."""
 
     def resolved(self) -> "Source":
         """Relative local paths made absolute where the command runs (a Ray worker's folder is not the user's)."""
