@@ -10,10 +10,10 @@ Row with an `error`; it becomes a `collect:bad_row` reject, and the source goes 
 from __future__ import annotations
 
 import csv
-from abc import abstractmethod
 import io
 import json
 import posixpath
+from abc import abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
