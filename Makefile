@@ -30,9 +30,11 @@ test: $(STAMP)
 ui: $(STAMP)
 	$(BIN)/mmetl ui
 
-# mmetl build vs a decode-only baseline on 5k and 20k real-photo JPEGs; report in bench/out/report.md
+# mmetl build vs a decode-only baseline on 5k and 20k real-photo JPEGs (bench/out/build/report.md), and
+# downloading 10k URLs from loopback: mmetl vs the img2dataset CLI (bench/out/collect/report.md)
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
+	$(BIN)/python bench/collect.py
 
 
 clean:

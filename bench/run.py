@@ -42,8 +42,8 @@ PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "reti
 SIDE = 320
 
 
-def make_corpus(folder: Path, n: int, seed: int = 0) -> tuple[Path, int]:
-    """N distinct SIDE px JPEG crops of real photos (random scale, place and mirror), and their manifest."""
+def make_corpus(folder: Path, n: int, seed: int = 0, side: int = SIDE) -> tuple[Path, int]:
+    """N distinct `side` px JPEG crops of real photos (random scale, place and mirror), and their manifest."""
     from skimage import data
 
     rng = random.Random(seed)
@@ -52,9 +52,9 @@ def make_corpus(folder: Path, n: int, seed: int = 0) -> tuple[Path, int]:
     lines, total = [], 0
     for i in range(n):
         photo = rng.choice(photos)
-        side = rng.randint(min(photo.size) // 4, min(photo.size))
-        x, y = rng.randint(0, photo.width - side), rng.randint(0, photo.height - side)
-        crop = photo.crop((x, y, x + side, y + side)).resize((SIDE, SIDE))
+        crop_side = rng.randint(min(photo.size) // 4, min(photo.size))
+        x, y = rng.randint(0, photo.width - crop_side), rng.randint(0, photo.height - crop_side)
+        crop = photo.crop((x, y, x + crop_side, y + crop_side)).resize((side, side))
         if rng.random() < 0.5:
             crop = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
         out = io.BytesIO()
@@ -197,7 +197,7 @@ def fastest(repeat: int, measure, *args) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", type=int, nargs=2, default=[5000, 20000])
-    parser.add_argument("--out", default=str(REPO / "bench" / "out"))
+    parser.add_argument("--out", default=str(REPO / "bench" / "out" / "build"))
     parser.add_argument("--repeat", type=int, default=2,
                         help="runs of each measurement; the fastest is kept (this VM's timings vary by 30%%)")
     args = parser.parse_args()

@@ -94,10 +94,23 @@ def print_funnel(result: dict) -> None:
         dropped.update(step["texts_dropped"])
     if dropped:
         print(f"\nTexts dropped from kept items: {', '.join(f'{r}={n}' for r, n in sorted(dropped.items()))}")
+    from tasks import storage
+
+    print_download_failures(storage.read_json(storage.join(result["version"], "stats.json")))
     splits = ", ".join(f"{name}={s['samples']}" for name, s in manifest["splits"].items())
     print(f"\nPublished {manifest['samples']} items with {manifest['texts']} texts ({splits});"
           f" {manifest['rejected']} items rejected")
     print(f"Version: {result['version']}")
+
+
+def print_download_failures(stats: dict) -> None:
+    if not stats.get("fetch_failures_by_source"):
+        return
+    print("\nDownload failures by source:")
+    for source, reasons in stats["fetch_failures_by_source"].items():
+        counts = ", ".join(f"{reason.removeprefix('fetch:')}={n}" for reason, n in reasons.items())
+        print(f"  {source:<16}{counts}")
+    print(f"  top failing hosts: {', '.join(f'{host}={n}' for host, n in stats['top_failing_hosts'])}")
 
 
 def ui(args: argparse.Namespace) -> int:

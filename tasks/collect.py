@@ -20,9 +20,11 @@ from . import storage
 from .engine import bounded_ranges
 from .groups import UnionFind
 from .fetch import FetchError
+from .fetch.cache import fetch_cache
 from .fetch.guard import AddressPolicy
 from .fetch.http import HostLimiter, ImageDownloader
 from .fetch.links import LinkDownloader
+from .fetch.resize import ImageResizer
 from .media import MediaError
 from .media.clip import cut
 from .recipe import NetworkConfig, ShardConfig
@@ -136,8 +138,8 @@ class CollectStage(RowStage):
     """Read each item's media from storage, or download it (images over http(s), video and audio links
     through yt-dlp), a batch at a time on `network.threads` threads; cut it to its time window.
 
-    Downloads are kept in `cache_dir` as they arrive (and permanent failures noted there), so a shard
-    redone after a crash or a retry fetches only what is missing or failed transiently.
+    Downloads are kept in `cache_dir/<shard>` as they arrive (and permanent failures noted there), so a
+    shard redone after a crash or a retry fetches only what is missing or failed transiently.
     """
 
     name = "collect"
@@ -145,9 +147,14 @@ class CollectStage(RowStage):
     def __init__(self, cache_dir: str | None = None, **network):
         super().__init__(cache_dir=cache_dir, **network)
         self.network = NetworkConfig(**network)
-        self.cache = FetchCache(cache_dir) if cache_dir else None
-        self._images = self._links = None
+        self.cache_dir, self.cache = cache_dir, None
+        self._images = self._links = self._resizer = None
         self._lock = threading.Lock()
+
+    def start_shard(self, shard: str) -> None:
+        if self.cache:
+            self.cache.close()
+        self.cache = fetch_cache(storage.join(self.cache_dir, shard)) if self.cache_dir else None
 
     def process(self, batch: pa.Table) -> StageOutput:
         rows = batch.to_pylist()
@@ -186,10 +193,10 @@ class CollectStage(RowStage):
                 cached = self._fetch(row)
             except FetchError as e:
                 if self.cache and not e.transient:  # a rerun does not ask again; a transient one it does
-                    self.cache.put_failure(row["sample_id"], e)
+                    self.cache.put_failure(row["sample_id"], row["source_uri"], e)
                 raise
             if self.cache:
-                self.cache.put(row["sample_id"], cached)
+                self.cache.put(row["sample_id"], row["source_uri"], cached)
         if "failure" in cached:
             raise FetchError(cached["failure"]["category"], cached["failure"]["detail"])
         meta = {**json.loads(row["meta"] or "{}"), **cached.get("meta", {})}
@@ -198,49 +205,33 @@ class CollectStage(RowStage):
                 "meta": json.dumps(meta, sort_keys=True, ensure_ascii=False) if meta else None}
 
     def _fetch(self, row: dict) -> dict:
-        net = self.network
-        with self._lock:  # built once per worker process, on first need
-            if self._images is None:
-                policy = AddressPolicy(net.allow_hosts)
-                self._images = ImageDownloader(policy, HostLimiter(net.per_host, net.per_host_rps), net.timeout_s,
-                                               net.retries, net.max_bytes, net.user_agent_token,
-                                               net.disallowed_header_directives)
-                self._links = LinkDownloader(policy, net.timeout_s, net.retries, net.max_video_bytes,
-                                             net.video_format, net.audio_format, net.subtitles)
+        if self._images is None:
+            self._start_downloaders()
         if row["modality"] == "image":
             data, ext = self._images.fetch(row["source_uri"])
+            if self._resizer:  # before the cache: a download is never kept at full size
+                data, ext = self._resizer(data)
             return {"media_bytes": data, "media_ext": ext}
         window = (row["clip_start_s"], row["clip_end_s"]) if row["clip_start_s"] is not None else None
         got = self._links.fetch(row["source_uri"], row["modality"], window)
         return {"media_bytes": got.data, "media_ext": got.ext, "cut": got.cut, "meta": got.meta, "texts": got.subtitles}
+
+    def _start_downloaders(self) -> None:
+        net = self.network
+        with self._lock:  # built once per worker process, on first need, by one thread
+            if self._images is not None:
+                return
+            policy = AddressPolicy(net.allow_hosts)
+            self._links = LinkDownloader(policy, net.timeout_s, net.retries, net.max_video_bytes,
+                                         net.video_format, net.audio_format, net.subtitles)
+            self._resizer = ImageResizer(**net.resize.model_dump()) if net.resize else None
+            # last: other threads go ahead once this is set
+            self._images = ImageDownloader(policy, HostLimiter(net.per_host, net.per_host_rps), net.timeout_s,
+                                           net.retries, net.max_bytes, net.user_agent_token,
+                                           net.disallowed_header_directives)
 
 
 def _extension(uri: str) -> str | None:
     path = uri.split("::", 1)[0]  # tar://member.jpg::archive.tar
     name = path.rsplit("/", 1)[-1]
     return name.rsplit(".", 1)[-1].lower() if "." in name else None
-
-
-class FetchCache:
-    """Downloads of one build, one `<id>.bin` and `<id>.json` (written last: the commit) per item."""
-
-    def __init__(self, folder: str):
-        self.folder = folder
-
-    def get(self, sample_id: str) -> dict | None:
-        marker = storage.join(self.folder, f"{sample_id}.json")
-        if not storage.exists(marker):
-            return None
-        entry = storage.read_json(marker)
-        if "failure" not in entry:
-            entry["media_bytes"] = storage.read_bytes(storage.join(self.folder, f"{sample_id}.bin"))
-        return entry
-
-    def put(self, sample_id: str, got: dict) -> None:
-        storage.write_bytes(storage.join(self.folder, f"{sample_id}.bin"), got["media_bytes"])
-        storage.write_json(storage.join(self.folder, f"{sample_id}.json"),
-                           {k: v for k, v in got.items() if k != "media_bytes"})
-
-    def put_failure(self, sample_id: str, error: FetchError) -> None:
-        storage.write_json(storage.join(self.folder, f"{sample_id}.json"),
-                           {"failure": {"category": error.category, "detail": error.detail}})

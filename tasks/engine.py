@@ -91,6 +91,8 @@ def run_step(step: str, stages: list[tuple[str, dict]], in_uri: str, out_dir: st
         return StepResult.from_dict(storage.read_json(marker))
 
     workers = [load_stage(stage, config) for stage, config in stages]
+    for worker in workers:
+        worker.start_shard(name)
     counts = [StageCounts(stage) for stage, _ in stages]
     reasons = [Counter() for _ in stages]
     dropped = [Counter() for _ in stages]

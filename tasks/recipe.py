@@ -19,6 +19,24 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class ResizeConfig(Strict):
+    """Downloaded images resized as they arrive, by img2dataset's own resizer and with its options
+    (`image_size: 256, resize_mode: keep_ratio` is img2dataset's default), so a URL list is never
+    stored at full size."""
+
+    image_size: int = Field(256, ge=8, le=16384)
+    resize_mode: Literal["keep_ratio", "keep_ratio_largest", "center_crop", "border"] = "keep_ratio"
+    resize_only_if_bigger: bool = True
+    encode_format: Literal["jpg", "png", "webp"] = "jpg"
+    encode_quality: int = Field(95, ge=0, le=100)  # for png: the compression level, 0-9
+
+    @model_validator(mode="after")
+    def _png_level(self):
+        if self.encode_format == "png" and self.encode_quality > 9:
+            raise ValueError("for png, encode_quality is the compression level, 0 to 9")
+        return self
+
+
 class NetworkConfig(Strict):
     """How media is downloaded from http(s) URLs (URL lists, video links)."""
 
@@ -38,6 +56,7 @@ class NetworkConfig(Strict):
     video_format: str = "bv*[height<=480]+ba/b[height<=480]/bv*+ba/b"  # yt-dlp format selection, video
     audio_format: str = "ba/b"  # yt-dlp format selection, audio-only items
     subtitles: tuple[str, ...] = ("en",)  # subtitle languages saved as texts of kind subtitle
+    resize: ResizeConfig | None = None  # downloaded images kept as they came unless set
 
 
 class ShardConfig(Strict):

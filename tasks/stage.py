@@ -33,6 +33,9 @@ class Stage:
     def setup(self) -> None:
         """Once per worker process, before the first batch."""
 
+    def start_shard(self, shard: str) -> None:
+        """Before a shard's first batch: for a stage that keeps something per shard (collect's downloads)."""
+
     def process(self, batch: pa.Table) -> StageOutput:
         raise NotImplementedError
 

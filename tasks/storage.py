@@ -41,6 +41,12 @@ def filesystem(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
     return fs, path
 
 
+def local_path(uri: str) -> str | None:
+    """The path of a URI on this machine's disk, or None for object storage."""
+    fs, path = filesystem(uri)
+    return path if isinstance(fs, LocalFileSystem) else None
+
+
 def exists(uri: str) -> bool:
     fs, path = filesystem(uri)
     return fs.exists(path)

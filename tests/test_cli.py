@@ -6,16 +6,23 @@ what an uninterrupted build publishes, with no duplicates and no gaps.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
-from tasks import storage
+import psutil
+import pyarrow.parquet as pq
 
-from .helpers import tree_digest
+from tasks import storage
+from tasks.fetch.cache import fetch_cache
+
+from .helpers import image_bytes, tree_digest
+from .web import WebServer
 
 PARTITION = "2026-11-02"
 MMETL = str(Path(sys.executable).parent / "mmetl")
@@ -27,6 +34,28 @@ def cli_env(tmp_path: Path, root: str) -> dict[str, str]:
            if not k.startswith(("PREFECT_API", "MMETL_", "RAY_ADDRESS", "AWS_"))}
     env.update(MMETL_STORAGE=root, MMETL_PREFECT_HOME=str(tmp_path / "prefect-home"))
     return env
+
+
+def kill_session(process: subprocess.Popen) -> None:
+    """SIGKILL the build and every process it started (Ray's too), and wait until none is left: a
+    write a worker had begun can still land after the signal."""
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    deadline = time.monotonic() + 30
+    while alive := _alive_in_session(process.pid):
+        assert time.monotonic() < deadline, f"processes of the killed build still alive: {alive}"
+        time.sleep(0.05)
+
+
+def _alive_in_session(session: int) -> list[int]:
+    alive = []
+    for p in psutil.process_iter():
+        try:
+            if os.getsid(p.pid) == session and p.status() != psutil.STATUS_ZOMBIE:
+                alive.append(p.pid)
+        except (OSError, psutil.Error):  # gone meanwhile
+            pass
+    return alive
 
 
 def test_bad_recipe_exits_2_naming_the_key(tmp_path):
@@ -63,8 +92,7 @@ def test_killed_build_resumes_to_the_same_version(tmp_path, demo_recipe):
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and len(list(work.glob("*/collect-clean/shard-*.json"))) < 2:
         time.sleep(0.05)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
+    kill_session(process)
     committed = len(list(work.glob("*/collect-clean/shard-*.json")))
     assert 2 <= committed < 6, "the kill must land mid-step"
     version = Path(killed_root) / "demo" / "versions" / PARTITION
@@ -75,6 +103,58 @@ def test_killed_build_resumes_to_the_same_version(tmp_path, demo_recipe):
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     reference = storage.join(reference_root, "demo", "versions", PARTITION)
     assert tree_digest(str(version)) == tree_digest(reference)
+
+
+def test_killed_url_list_build_fetches_nothing_twice_and_misses_nothing(tmp_path):
+    """Downloads are the expensive, rate-limited part of a URL-list build: a rerun after a kill must
+    ask no server again for what it already stored, and still publish every image."""
+    web = WebServer()
+    try:
+        good = [web.add(f"/img/{i}.jpg", body=image_bytes(size=(96, 64), seed=i), content_type="image/jpeg",
+                        delay_s=0.15) for i in range(160)]
+        gone = [f"{web.url}/gone/{i}.jpg" for i in range(8)]
+        listing = tmp_path / "list.jsonl"
+        listing.write_text("".join(json.dumps({"url": u, "caption": f"picture number {i}"}) + "\n"
+                                   for i, u in enumerate(good + gone)))
+        recipe = tmp_path / "web.yaml"
+        recipe.write_text(f"name: web\nsources: [{{name: web, kind: urls, uri: {listing}}}]\n"
+                          "network: {allow_hosts: [127.0.0.1], per_host: 2, timeout_s: 5, subtitles: []}\n"
+                          "shards: {max_items: 24}\n")
+        root = tmp_path / "data"
+        env = cli_env(tmp_path, str(root))
+        command = [MMETL, "build", str(recipe), "--partition", PARTITION]
+        process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                   start_new_session=True)
+        cache = root / "web" / "work" / PARTITION
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and process.poll() is None and len(stored_downloads(cache)) < 40:
+            time.sleep(0.2)
+        kill_session(process)
+        stored = stored_downloads(cache)
+        assert 40 <= len(stored) < len(good), "the kill must land mid-download"
+        before = Counter(web.hits)
+
+        resumed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+        assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+        asked_again = {p: n - before[p] for p, n in web.hits.items() if n > before[p]}
+        path = lambda url: url[len(web.url):]  # noqa: E731
+        assert not {path(u) for u in stored} & set(asked_again), "a stored download was fetched again"
+        assert all(asked_again.get(path(u)) == 1 for u in good if u not in stored)
+        version = root / "web" / "versions" / PARTITION
+        published = [u for split in ("train", "val", "test")
+                     for u in pq.read_table(version / split / "index.parquet").column("source_uri").to_pylist()]
+        assert sorted(published) == sorted(good)  # every image once: nothing lost, nothing twice
+        rejects = pq.read_table(version / "rejects.parquet").to_pylist()
+        assert {(r["source_uri"], r["reason"]) for r in rejects} == {(u, "fetch:http_404") for u in gone}
+        assert "Download failures by source:" in resumed.stdout and "web             http_404=8" in resumed.stdout
+    finally:
+        web.close()
+
+
+def stored_downloads(work: Path) -> set[str]:
+    """The URLs a build has downloaded and kept so far (its download logs, shard by shard)."""
+    return {entry["uri"] for shard in work.glob("*/fetched/shard-*")
+            for entry in fetch_cache(str(shard)).entries().values() if "failure" not in entry}
 
 
 def test_ui_serves_the_run_history_and_points_its_browser_code_at_its_own_port(tmp_path):

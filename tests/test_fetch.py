@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import io
 import json
+import os
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from PIL import Image
 
 from tasks import storage
 from tasks.collect import CollectStage, plan_collect
+from tasks.fetch import FetchError
+from tasks.fetch.cache import fetch_cache
 from tasks.fetch.guard import AddressPolicy
-from tasks.recipe import Recipe, ShardConfig
+from tasks.recipe import NetworkConfig, Recipe, ShardConfig
 from tasks.sources import make_source
 
-from .helpers import audio_bytes, build_in_process, real_photos, video_bytes
+from .helpers import audio_bytes, image_bytes, build_in_process, real_photos, video_bytes
 from .web import WebServer
 
 LOOPBACK = {"allow_hosts": ["127.0.0.1"], "timeout_s": 2, "retries": 1, "subtitles": []}
@@ -35,6 +41,7 @@ def collect(tmp_path, rows: list[dict], network: dict, name: str = "urls", cache
     source = make_source(name=name, kind="urls", uri=str(uri))
     plan = plan_collect([source], "p", "r", ShardConfig(), 1, str(tmp_path / "plan"))
     stage = CollectStage(cache_dir=str(tmp_path / "cache") if cache else None, **network)
+    stage.start_shard("shard-00000")
     out = stage.process(storage.read_parquet(plan["shards"][0]))
     return out.kept.to_pylist(), {r["source_uri"]: r for r in out.rejected.to_pylist()}
 
@@ -91,6 +98,67 @@ def test_a_rerun_fetches_only_what_failed_transiently(tmp_path, web):
     assert len(kept_again) == len(photos) and list(rejects_again) == [web.url + "/gone.jpg"]
 
 
+def test_downloads_are_resized_by_img2dataset_and_kept_upright(tmp_path, web):
+    from skimage import data as skdata
+
+    coffee = Image.fromarray(skdata.coffee())  # 600 x 400, landscape
+    sideways = io.BytesIO()  # stored turned, with the EXIF tag that says how to show it: a phone's photo
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    coffee.transpose(Image.Transpose.ROTATE_90).save(sideways, format="JPEG", quality=95, exif=exif)
+    plain = web.add("/coffee.jpg", body=real_photos()["coffee-0"])
+    turned = web.add("/phone.jpg", body=sideways.getvalue())
+    small = web.add("/small.png", body=image_bytes(size=(40, 30), fmt="PNG"))
+    many = [web.add(f"/coffee-{i}.jpg", body=real_photos()["coffee-0"]) for i in range(60)]
+    rows = [{"url": u, "caption": "a cup of coffee"} for u in (plain, turned, small, *many)]
+    resize = {"image_size": 128, "resize_mode": "keep_ratio", "encode_format": "webp", "encode_quality": 90}
+    stdout, stderr = os.fstat(1), os.fstat(2)
+    kept, rejects = collect(tmp_path, rows, {**LOOPBACK, "resize": resize, "per_host": 16})
+    assert not rejects and len(kept) == len(rows)
+    # resizing on 16 threads left this process's stdout and stderr where they were
+    assert [(s.st_dev, s.st_ino) for s in (os.fstat(1), os.fstat(2))] == [(s.st_dev, s.st_ino) for s in (stdout, stderr)]
+    kept = [r for r in kept if r["source_uri"] in (plain, turned, small)]
+    images = {r["source_uri"]: Image.open(io.BytesIO(r["media_bytes"])) for r in kept}
+    assert {u: (i.format, i.size) for u, i in images.items()} == {
+        plain: ("WEBP", (192, 128)), turned: ("WEBP", (192, 128)), small: ("WEBP", (40, 30))}  # smaller: kept
+    assert all(r["media_ext"] == "webp" for r in kept)
+    # the phone photo came out upright: its pixels match the plain copy's, not a turned one
+    a, b = (np.asarray(images[u].convert("L"), dtype=float) for u in (plain, turned))
+    assert np.abs(a - b).mean() < 8
+
+    _, refused = collect(tmp_path / "bad", [{"url": web.add("/x.gif", body=b"GIF89a" + b"\0" * 40), "caption": "x y"}],
+                         {**LOOPBACK, "resize": resize})
+    assert [r["reason"] for r in refused.values()] == ["fetch:decode"]
+    with pytest.raises(ValueError, match="compression level"):
+        NetworkConfig(resize={"encode_format": "png", "encode_quality": 95})
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_the_download_cache_keeps_whole_entries_only(tmp_path, where, request):
+    folder = f"{request.getfixturevalue('s3')}/cache-{tmp_path.name}" if where == "s3" else str(tmp_path / "cache")
+    cache = fetch_cache(folder)
+    assert type(cache).__name__ == ("FetchObjects" if where == "s3" else "FetchLog")
+    photos = list(real_photos().values())[:3]
+    for i, data in enumerate(photos):
+        cache.put(f"id{i}", f"http://h/{i}.jpg", {"media_bytes": data, "media_ext": "jpg", "meta": {"n": i}})
+    cache.put_failure("gone", "http://h/gone.jpg", FetchError("http_404", "404 Not Found"))
+    cache.close()
+    if where == "local":  # a writer killed in the middle of an entry leaves a torn end
+        (log,) = (tmp_path / "cache").glob("*.log")
+        whole = log.read_bytes()
+        with open(log, "ab") as f:
+            f.write(whole[: len(whole) // 3])
+
+    again = fetch_cache(folder)
+    for i, data in enumerate(photos):
+        assert again.get(f"id{i}") == {"uri": f"http://h/{i}.jpg", "media_bytes": data, "media_ext": "jpg",
+                                       "meta": {"n": i}}
+    assert again.get("gone") == {"uri": "http://h/gone.jpg", "failure": {"category": "http_404", "detail": "404 Not Found"}}
+    assert again.get("never") is None
+    assert again.entries()["id1"] == {"uri": "http://h/1.jpg", "media_ext": "jpg", "meta": {"n": 1}}
+    assert set(again.entries()) == {"id0", "id1", "id2", "gone"}
+
+
 def test_video_and_audio_links_come_through_yt_dlp(tmp_path, web):
     video = web.add("/clip.mp4", body=video_bytes(seconds=2.0, audio_seconds=2.0), content_type="video/mp4")
     page = web.add("/watch.html", content_type="text/html",
@@ -104,8 +172,9 @@ def test_video_and_audio_links_come_through_yt_dlp(tmp_path, web):
     table = storage.read_parquet(plan["shards"][0])
     rows = table.to_pylist()
     rows[1].update(modality="audio", clip_start_s=2.0, clip_end_s=7.0)  # an AudioCaps-style window
-    out = CollectStage(cache_dir=str(tmp_path / "cache"), **LOOPBACK).process(
-        pa.Table.from_pylist(rows, schema=table.schema))
+    stage = CollectStage(cache_dir=str(tmp_path / "cache"), **LOOPBACK)
+    stage.start_shard("shard-00000")
+    out = stage.process(pa.Table.from_pylist(rows, schema=table.schema))
     assert out.rejected.num_rows == 0, out.rejected.to_pylist()
     by_uri = {r["source_uri"]: r for r in out.kept.to_pylist()}
     assert by_uri[page]["media_ext"] == "mp4" and len(by_uri[page]["media_bytes"]) > 1000
