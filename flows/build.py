@@ -51,8 +51,8 @@ def run_step_shard(step: str, stages: list, shard: str, in_uri: str, out_dir: st
 
 
 @task(**TASK_OPTIONS)
-def decide_duplicates(shard_uris: list[str], out_uri: str) -> dict:
-    return dedupe.decide_duplicates(shard_uris, out_uri)
+def decide_duplicates(shard_uris: list[str], out_uri: str, config: dict) -> dict:
+    return dedupe.decide_duplicates(shard_uris, out_uri, **config)
 
 
 @task(**TASK_OPTIONS)
@@ -136,8 +136,8 @@ def build_dataset(recipe_path: str, partition: str | None = None, storage_root: 
     fetch = {"cache_dir": storage.join(layout.work, "fetched"), **recipe.network.model_dump(mode="json")}
     ingested = run_step([("collect", fetch), ("clean", recipe.clean.model_dump())], plan["shards"], recipe, layout,
                         writes_media=True)
-    decision = decide_duplicates.submit([r.uri for r in ingested],
-                                        storage.join(layout.work, "dedupe-decision.parquet")).result()
+    decision = decide_duplicates.submit([r.uri for r in ingested], storage.join(layout.work, "dedupe-decision.parquet"),
+                                        recipe.dedupe.model_dump()).result()
     refined = run_step([("dedupe", {"decision_uri": decision["uri"]}), ("filter", recipe.filter.model_dump()),
                         ("align", recipe.align.model_dump())], [r.uri for r in ingested], recipe, layout)
     assignment = assign_splits.submit([r.uri for r in refined], recipe,

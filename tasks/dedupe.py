@@ -1,12 +1,13 @@
-"""Dedupe: identical media becomes one item with the union of its texts; copies never straddle splits.
+"""Dedupe: copies of one picture or recording become one item with the union of their texts, and
+copies never straddle splits.
 
-Global step in three phases. Signatures are the cleaned shards' own columns (sha256 of the
-normalized bytes), read by projection. `decide_duplicates` makes one decision over all shards: of
-the items with the same bytes, whichever file or source they came from, the smallest sample_id is
-kept and the others are `duplicate:exact` rejects naming it; their texts join the kept item, and
-their groups join its group. `DedupeStage` applies it. The decision lists only the items it changes,
-so it stays small when duplicates are rare. Perceptual hashes are recorded by clean; near-duplicate
-clustering on them is a later stage.
+Global step in three phases. Signatures are the cleaned shards' own columns, read by projection.
+`decide_duplicates` makes one decision over all shards: items with identical normalized bytes
+(sha256) and images whose perceptual hashes lie within `dedupe.image_radius` bits (tasks/similar.py)
+are paired; pairs form clusters (union-find); in each cluster one member is kept by the recipe's
+policy and the others are `duplicate:exact` or `duplicate:near` rejects naming it (and the distance);
+their texts join the kept item, and their groups join its group. `DedupeStage` applies it. The
+decision lists only the items it changes, so it stays small when duplicates are rare.
 """
 
 from __future__ import annotations
@@ -20,28 +21,93 @@ from . import storage
 from .groups import UnionFind
 from .media.text import unique_texts
 from .schema import TEXT
+from .similar import hamming_pairs
 from .stage import Reject, RowStage
 
 DECISION_SCHEMA = pa.schema([("sample_id", pa.string()), ("group_id", pa.string()), ("duplicate_of", pa.string()),
-                             ("merged_texts", pa.list_(TEXT))])
+                             ("reason", pa.string()), ("detail", pa.string()), ("merged_texts", pa.list_(TEXT))])
+SIGNATURES = ["sample_id", "group_id", "sha256", "phash", "modality", "width", "height", "duration_s", "partition",
+              "source_rows"]
 
 
-def decide_duplicates(shard_uris: list[str], out_uri: str) -> dict:
+def keep_order(policy: str):
+    """Sort key of a cluster's members: the first is kept. Ties fall to the smallest sample_id, so the
+    choice never depends on shard order."""
+    def pixels(item):
+        return (item["width"] or 0) * (item["height"] or 0)
+
+    def earliest(item):
+        return (item["partition"] or "", min(item["source_rows"] or [0]))
+
+    keys = {"largest": lambda i: (-pixels(i), -(i["duration_s"] or 0), i["sample_id"]),
+            "longest": lambda i: (-(i["duration_s"] or 0), -pixels(i), i["sample_id"]),
+            "earliest": lambda i: (*earliest(i), i["sample_id"])}
+    return keys[policy]
+
+
+def decide_duplicates(shard_uris: list[str], out_uri: str, image_radius: int | None = 8, keep: str = "largest",
+                      merge_texts: bool = True) -> dict:
     if storage.exists(out_uri):
         return {"uri": out_uri}
-    columns = ["sample_id", "group_id", "sha256"]
-    signatures = pa.concat_tables([storage.read_parquet(u, columns=columns) for u in shard_uris]).sort_by("sample_id")
+    table = pa.concat_tables([storage.read_parquet(u, columns=SIGNATURES) for u in shard_uris]).sort_by("sample_id")
+    items = {row["sample_id"]: row for row in table.to_pylist()}
 
+    pairs = _exact_pairs(items)
+    if image_radius is not None:
+        images = [i for i in items.values() if i["modality"] == "image" and i["phash"]]
+        pairs += [(a, b) for a, b, _ in hamming_pairs([i["sample_id"] for i in images],
+                                                      [int(i["phash"], 16) for i in images], image_radius)]
+    clusters = UnionFind()
+    for a, b in pairs:
+        clusters.union(a, b)
+    members: dict[str, list[str]] = defaultdict(list)
+    for a, b in pairs:
+        for x in (a, b):
+            members[clusters.find(x)].append(x)
+
+    order = keep_order(keep)
     groups = UnionFind()
-    kept_for: dict[str, str] = {}  # sha256 -> the item kept for it
     duplicate_of: dict[str, str] = {}
-    for sample_id, group_id, sha in zip(*(signatures.column(c).to_pylist() for c in columns)):
-        groups.union(group_id, "sha256:" + sha)
-        kept = kept_for.setdefault(sha, sample_id)
-        if kept != sample_id:
-            duplicate_of[sample_id] = kept
+    reasons: dict[str, tuple[str, str]] = {}
+    for cluster in members.values():
+        kept, *copies = sorted({items[x]["sample_id"]: items[x] for x in cluster}.values(), key=order)
+        for copy in copies:
+            duplicate_of[copy["sample_id"]] = kept["sample_id"]
+            reasons[copy["sample_id"]] = _why(copy, kept)
+            groups.union(copy["group_id"], kept["group_id"])
 
-    # the copies' texts go to the kept item; read only for the copies
+    merged = _merged_texts(shard_uris, duplicate_of) if merge_texts else {}
+    decisions = []
+    for sample_id, item in items.items():
+        new_group = groups.find(item["group_id"])
+        if new_group != item["group_id"] or sample_id in duplicate_of or sample_id in merged:
+            reason, detail = reasons.get(sample_id, (None, None))
+            decisions.append({"sample_id": sample_id, "group_id": new_group, "duplicate_of": duplicate_of.get(sample_id),
+                              "reason": reason, "detail": detail, "merged_texts": merged.get(sample_id)})
+    storage.write_parquet(out_uri, pa.Table.from_pylist(decisions, schema=DECISION_SCHEMA))
+    near = sum(1 for reason, _ in reasons.values() if reason == "duplicate:near")
+    return {"uri": out_uri, "duplicates": len(duplicate_of), "near_duplicates": near}
+
+
+def _exact_pairs(items: dict[str, dict]) -> list[tuple[str, str]]:
+    first: dict[str, str] = {}
+    pairs = []
+    for sample_id, item in items.items():  # in id order
+        kept = first.setdefault(item["sha256"], sample_id)
+        if kept != sample_id:
+            pairs.append((kept, sample_id))
+    return pairs
+
+
+def _why(copy: dict, kept: dict) -> tuple[str, str]:
+    if copy["sha256"] == kept["sha256"]:
+        return "duplicate:exact", f"same media bytes as {kept['sample_id']}"
+    distance = bin(int(copy["phash"], 16) ^ int(kept["phash"], 16)).count("1")
+    return "duplicate:near", f"pHash {distance} bits from {kept['sample_id']}"
+
+
+def _merged_texts(shard_uris: list[str], duplicate_of: dict[str, str]) -> dict[str, list[dict]]:
+    """The copies' texts, gathered for the items kept; read only for the copies, in id order."""
     copies: dict[str, list[dict]] = {}
     wanted = pa.array(sorted(duplicate_of), pa.string())
     for uri in shard_uris:
@@ -49,17 +115,9 @@ def decide_duplicates(shard_uris: list[str], out_uri: str) -> dict:
         for row in table.filter(pc.is_in(table.column("sample_id"), wanted)).to_pylist():
             copies[row["sample_id"]] = row["texts"] or []
     merged: dict[str, list[dict]] = defaultdict(list)
-    for copy in sorted(copies):  # in id order, whatever the shards' order
+    for copy in sorted(copies):
         merged[duplicate_of[copy]].extend(copies[copy])
-
-    decisions = []
-    for sample_id, group_id in zip(signatures.column("sample_id").to_pylist(), signatures.column("group_id").to_pylist()):
-        new_group = groups.find(group_id).removeprefix("sha256:")
-        if new_group != group_id or sample_id in duplicate_of or sample_id in merged:
-            decisions.append({"sample_id": sample_id, "group_id": new_group,
-                              "duplicate_of": duplicate_of.get(sample_id), "merged_texts": merged.get(sample_id)})
-    storage.write_parquet(out_uri, pa.Table.from_pylist(decisions, schema=DECISION_SCHEMA))
-    return {"uri": out_uri, "duplicates": len(duplicate_of)}
+    return merged
 
 
 class DedupeStage(RowStage):
@@ -77,9 +135,8 @@ class DedupeStage(RowStage):
         if decision is None:
             return row
         if decision["duplicate_of"] is not None:
-            return Reject("duplicate:exact", f"same media bytes as {decision['duplicate_of']}",
-                          duplicate_of=decision["duplicate_of"])
+            return Reject(decision["reason"], decision["detail"], duplicate_of=decision["duplicate_of"])
         texts, repeated = unique_texts((row["texts"] or []) + (decision["merged_texts"] or []))
         for text, reason in repeated:
-            self.drop_text(row, text, reason, "merged from an identical copy")
+            self.drop_text(row, text, reason, "merged from a copy")
         return {**row, "texts": texts, "group_id": decision["group_id"]}

@@ -53,6 +53,13 @@ def encode_image(rng: random.Random, size: tuple[int, int], fmt: str = "JPEG") -
     w, h = size
     image = Image.new("RGB", size, COLORS[bg_name])
     draw = ImageDraw.Draw(image)
+    # a few faint large blobs in the background: flat graphics that differ only in a small shape's
+    # colour look alike to a perceptual hash (it sees luminance at low frequencies)
+    for _ in range(4):
+        x, y = rng.randrange(w), rng.randrange(h)
+        blob = rng.randint(min(w, h) // 3, max(w, h))
+        shade = tuple(min(255, max(0, c + rng.randint(-60, 60))) for c in COLORS[bg_name])
+        draw.ellipse((x - blob, y - blob, x + blob, y + blob), fill=shade)
     r = rng.randint(min(w, h) // 6, min(w, h) // 3)
     cx, cy = rng.randint(r, w - r), rng.randint(r, h - r)
     box = (cx - r, cy - r, cx + r, cy + r)

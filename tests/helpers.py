@@ -164,7 +164,8 @@ def build_in_process(sources, root: str, recipe=None, workers: int = 2):
 
     fetch = {"cache_dir": storage.join(layout.work, "fetched"), **recipe.network.model_dump(mode="json")}
     ingested = step([("collect", fetch), ("clean", recipe.clean.model_dump())], plan["shards"], writes_media=True)
-    decision = dedupe.decide_duplicates([r.uri for r in ingested], storage.join(layout.work, "decision.parquet"))
+    decision = dedupe.decide_duplicates([r.uri for r in ingested], storage.join(layout.work, "decision.parquet"),
+                                        **recipe.dedupe.model_dump())
     refined = step([("dedupe", {"decision_uri": decision["uri"]}), ("filter", recipe.filter.model_dump()),
                     ("align", recipe.align.model_dump())], [r.uri for r in ingested])
     assignment = split.assign_splits([r.uri for r in refined], recipe.split.ratios, recipe.split.salt,

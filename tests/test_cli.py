@@ -119,16 +119,19 @@ def test_killed_url_list_build_fetches_nothing_twice_and_misses_nothing(tmp_path
         recipe = tmp_path / "web.yaml"
         recipe.write_text(f"name: web\nsources: [{{name: web, kind: urls, uri: {listing}}}]\n"
                           "network: {allow_hosts: [127.0.0.1], per_host: 2, timeout_s: 5, subtitles: []}\n"
-                          "shards: {max_items: 24}\n")
+                          "shards: {max_items: 24}\n"
+                          "dedupe: {image_radius: null}\n")  # generated shapes; this test is about downloads
         root = tmp_path / "data"
         env = cli_env(tmp_path, str(root))
         command = [MMETL, "build", str(recipe), "--partition", PARTITION]
-        process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                   start_new_session=True)
+        log = tmp_path / "killed.log"
+        with open(log, "w") as out:
+            process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         cache = root / "web" / "work" / PARTITION
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline and process.poll() is None and len(stored_downloads(cache)) < 40:
             time.sleep(0.2)
+        assert process.poll() is None, f"the build ended before the kill:\n{log.read_text()[-3000:]}"
         kill_session(process)
         stored = stored_downloads(cache)
         assert 40 <= len(stored) < len(good), "the kill must land mid-download"
