@@ -21,7 +21,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 from prefect_ray.context import remote_options
 
-from tasks import collect, dedupe, engine, publish, split, storage
+from tasks import collect, dedupe, dedupe_index, engine, publish, split, storage
 from tasks.demo_corpus import build_demo_corpus
 from tasks.recipe import Recipe, load_recipe
 from tasks.sources import Source
@@ -51,8 +51,16 @@ def run_step_shard(step: str, stages: list, shard: str, in_uri: str, out_dir: st
 
 
 @task(**TASK_OPTIONS)
-def decide_duplicates(shard_uris: list[str], out_uri: str, config: dict) -> dict:
-    return dedupe.decide_duplicates(shard_uris, out_uri, **config)
+def decide_duplicates(shard_uris: list[str], out_uri: str, config: dict, layout: storage.Layout) -> dict:
+    snapshot = storage.join(layout.work, "published-items.parquet")
+    published_uri = dedupe_index.snapshot(layout, snapshot) if config["against_published"] else None
+    return dedupe.decide_duplicates(shard_uris, out_uri, **config, published_uri=published_uri,
+                                    partition=layout.partition)
+
+
+@task(**TASK_OPTIONS)
+def index_version(layout: storage.Layout, manifest: dict) -> None:
+    dedupe_index.index_version(layout, manifest)
 
 
 @task(**TASK_OPTIONS)
@@ -72,9 +80,10 @@ def split_and_publish_shard(shard: str, in_uri: str, media_uri: str, assignment_
 
 @task(**TASK_OPTIONS)
 def commit_version(layout: storage.Layout, published: list[dict], reject_uris: list[str], dropped_text_uris: list[str],
-                   funnel: list[dict], recipe: Recipe, prefect_flow_run_id: str | None) -> dict:
+                   funnel: list[dict], recipe: Recipe, prefect_flow_run_id: str | None, withdrawn_uri: str) -> dict:
     manifest = publish.commit_version(layout, published, reject_uris, dropped_text_uris, funnel,
-                                      recipe.model_dump(mode="json"), extra={"prefect_flow_run_id": prefect_flow_run_id})
+                                      recipe.model_dump(mode="json"), extra={"prefect_flow_run_id": prefect_flow_run_id},
+                                      withdrawn_uri=withdrawn_uri)
     if not recipe.keep_work:
         publish.discard_work(layout)
     return manifest
@@ -119,6 +128,7 @@ def build_dataset(recipe_path: str, partition: str | None = None, storage_root: 
     layout = storage.Layout(storage.storage_root(storage_root), recipe.name, partition, recipe.fingerprint())
     if storage.exists(layout.version_manifest):
         manifest = publish.check_owner(layout, storage.read_json(layout.version_manifest))
+        index_version.submit(layout, manifest).result()  # in case a crash came between the two
         logger.info("version %s is already published; nothing to do", layout.version)
         return {"version": layout.version, "manifest": manifest, "skipped": True}
 
@@ -137,7 +147,7 @@ def build_dataset(recipe_path: str, partition: str | None = None, storage_root: 
     ingested = run_step([("collect", fetch), ("clean", recipe.clean.model_dump())], plan["shards"], recipe, layout,
                         writes_media=True)
     decision = decide_duplicates.submit([r.uri for r in ingested], storage.join(layout.work, "dedupe-decision.parquet"),
-                                        recipe.dedupe.model_dump()).result()
+                                        recipe.dedupe.model_dump(), layout).result()
     refined = run_step([("dedupe", {"decision_uri": decision["uri"]}), ("filter", recipe.filter.model_dump()),
                         ("align", recipe.align.model_dump())], [r.uri for r in ingested], recipe, layout)
     assignment = assign_splits.submit([r.uri for r in refined], recipe,
@@ -153,7 +163,9 @@ def build_dataset(recipe_path: str, partition: str | None = None, storage_root: 
     manifest = commit_version.submit(
         layout, list(published), [plan["rejects_uri"]] + [r.rejects_uri for results in steps for r in results],
         [r.dropped_texts_uri for results in steps for r in results], funnel, recipe, flow_run.get_id(),
+        decision["withdrawn_uri"],
     ).result()
+    index_version.submit(layout, manifest).result()
 
     create_table_artifact(
         key=f"funnel-{recipe.name}".replace("_", "-"),

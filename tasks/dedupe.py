@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 from . import storage
 from .groups import UnionFind
 from .media.text import unique_texts
+from .dedupe_index import WITHDRAWN_SCHEMA
 from .schema import TEXT
 from .similar import hamming_pairs
 from .stage import Reject, RowStage
@@ -46,17 +47,26 @@ def keep_order(policy: str):
 
 
 def decide_duplicates(shard_uris: list[str], out_uri: str, image_radius: int | None = 8, keep: str = "largest",
-                      merge_texts: bool = True) -> dict:
+                      merge_texts: bool = True, against_published: bool = True, published_uri: str | None = None,
+                      partition: str = "") -> dict:
+    """Decide over all shards (and, with `published_uri`, the other partitions' published items: see
+    tasks/dedupe_index.py). Writes the decision to `out_uri` and the published items this partition
+    withdraws (a backfill's older copies win) to `<out_uri>.withdrawn.parquet`."""
+    withdrawn_uri = out_uri.removesuffix(".parquet") + ".withdrawn.parquet"
     if storage.exists(out_uri):
-        return {"uri": out_uri}
+        return {"uri": out_uri, "withdrawn_uri": withdrawn_uri}
     table = pa.concat_tables([storage.read_parquet(u, columns=SIGNATURES) for u in shard_uris]).sort_by("sample_id")
     items = {row["sample_id"]: row for row in table.to_pylist()}
+    published = {}
+    if against_published and published_uri:
+        # keyed apart from ours: the same file in another partition has the same sample_id
+        published = {f"{r['partition']}/{r['sample_id']}": r for r in storage.read_parquet(published_uri).to_pylist()}
+    candidates = {**items, **published}
 
-    pairs = _exact_pairs(items)
+    pairs = _exact_pairs(candidates)
     if image_radius is not None:
-        images = [i for i in items.values() if i["modality"] == "image" and i["phash"]]
-        pairs += [(a, b) for a, b, _ in hamming_pairs([i["sample_id"] for i in images],
-                                                      [int(i["phash"], 16) for i in images], image_radius)]
+        images = [(key, int(i["phash"], 16)) for key, i in candidates.items() if i["modality"] == "image" and i["phash"]]
+        pairs += [(a, b) for a, b, _ in hamming_pairs([k for k, _ in images], [h for _, h in images], image_radius)]
     clusters = UnionFind()
     for a, b in pairs:
         clusters.union(a, b)
@@ -69,8 +79,22 @@ def decide_duplicates(shard_uris: list[str], out_uri: str, image_radius: int | N
     groups = UnionFind()
     duplicate_of: dict[str, str] = {}
     reasons: dict[str, tuple[str, str]] = {}
+    withdrawn = []
     for cluster in members.values():
-        kept, *copies = sorted({items[x]["sample_id"]: items[x] for x in cluster}.values(), key=order)
+        ours = sorted({x: items[x] for x in cluster if x in items}.values(), key=order)
+        theirs = sorted({x: published[x] for x in cluster if x in published}.values(),
+                        key=lambda i: (i["partition"], i["sample_id"]))
+        if not ours:
+            continue
+        if theirs and theirs[0]["partition"] < partition:  # an earlier partition holds it: ours all go
+            for copy in ours:
+                duplicate_of[copy["sample_id"]] = theirs[0]["sample_id"]
+                reasons[copy["sample_id"]] = ("duplicate:published", f"published in partition {theirs[0]['partition']}"
+                                              f" as {theirs[0]['sample_id']}")
+            continue
+        kept, *copies = ours
+        withdrawn += [{"sample_id": t["sample_id"], "partition": t["partition"], "withdrawn_by": kept["sample_id"]}
+                      for t in theirs]  # later partitions' copies, built first: this one is older
         for copy in copies:
             duplicate_of[copy["sample_id"]] = kept["sample_id"]
             reasons[copy["sample_id"]] = _why(copy, kept)
@@ -84,18 +108,20 @@ def decide_duplicates(shard_uris: list[str], out_uri: str, image_radius: int | N
             reason, detail = reasons.get(sample_id, (None, None))
             decisions.append({"sample_id": sample_id, "group_id": new_group, "duplicate_of": duplicate_of.get(sample_id),
                               "reason": reason, "detail": detail, "merged_texts": merged.get(sample_id)})
-    storage.write_parquet(out_uri, pa.Table.from_pylist(decisions, schema=DECISION_SCHEMA))
+    storage.write_parquet(withdrawn_uri, pa.Table.from_pylist(withdrawn, schema=WITHDRAWN_SCHEMA))
+    storage.write_parquet(out_uri, pa.Table.from_pylist(decisions, schema=DECISION_SCHEMA))  # the commit, last
     near = sum(1 for reason, _ in reasons.values() if reason == "duplicate:near")
-    return {"uri": out_uri, "duplicates": len(duplicate_of), "near_duplicates": near}
+    return {"uri": out_uri, "withdrawn_uri": withdrawn_uri, "duplicates": len(duplicate_of), "near_duplicates": near,
+            "withdrawn": len(withdrawn)}
 
 
 def _exact_pairs(items: dict[str, dict]) -> list[tuple[str, str]]:
     first: dict[str, str] = {}
     pairs = []
-    for sample_id, item in items.items():  # in id order
-        kept = first.setdefault(item["sha256"], sample_id)
-        if kept != sample_id:
-            pairs.append((kept, sample_id))
+    for key, item in items.items():
+        kept = first.setdefault(item["sha256"], key)
+        if kept != key:
+            pairs.append((kept, key))
     return pairs
 
 

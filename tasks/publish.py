@@ -32,6 +32,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import storage
+from .dedupe_index import WITHDRAWN_SCHEMA
 from .schema import DROPPED_TEXT_SCHEMA, REJECT_SCHEMA, SPLITS, scores_dict
 
 INDEX_DROP = ["media_bytes"]
@@ -124,7 +125,8 @@ def publish_shard(shard_uri: str, media_uri: str, staging_dir: str, remove_media
 
 
 def commit_version(layout: storage.Layout, published: list[dict], reject_uris: list[str],
-                   dropped_text_uris: list[str], funnel: list[dict], recipe: dict, extra: dict | None = None) -> dict:
+                   dropped_text_uris: list[str], funnel: list[dict], recipe: dict, extra: dict | None = None,
+                   withdrawn_uri: str | None = None) -> dict:
     """Move the staged tars in, write the indexes, rejects and stats, and commit with the manifest, last.
 
     Safe to rerun after a crash at any point: a tar already moved is not moved again.
@@ -168,6 +170,10 @@ def commit_version(layout: storage.Layout, published: list[dict], reject_uris: l
     files["dropped_texts.parquet"] = _write(storage.join(version, "dropped_texts.parquet"),
                                             storage.parquet_bytes(dropped))
 
+    # what this version withdraws from partitions built before it though newer (see tasks/dedupe_index.py)
+    withdrawn = storage.read_parquet(withdrawn_uri) if withdrawn_uri else WITHDRAWN_SCHEMA.empty_table()
+    files["withdrawn.parquet"] = _write(storage.join(version, "withdrawn.parquet"), storage.parquet_bytes(withdrawn))
+
     stats = {"splits": splits, "funnel": funnel, "rejects_by_reason": _count(rejects.column("reason").to_pylist()),
              "texts_dropped_by_reason": _count(dropped.column("reason").to_pylist()), "hours": _hours(index),
              **fetch_failures(rejects)}
@@ -183,6 +189,7 @@ def commit_version(layout: storage.Layout, published: list[dict], reject_uris: l
         "texts": sum(s["texts"] for s in splits.values()),
         "rejected": rejects.num_rows,
         "texts_dropped": dropped.num_rows,
+        "withdrawn": withdrawn.num_rows,
         "files": dict(sorted(files.items())),
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "format": "webdataset+parquet/v2",

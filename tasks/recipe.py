@@ -111,6 +111,9 @@ class DedupeConfig(Strict):
     image_radius: int | None = Field(8, ge=0, le=16)
     keep: Literal["largest", "longest", "earliest"] = "largest"  # which member of a cluster stays
     merge_texts: bool = True  # the copies' texts join the kept item
+    # copies of items other partitions published are rejects (duplicate:published): building the same
+    # source again as a new partition publishes nothing new
+    against_published: bool = True
 
 
 class SplitConfig(Strict):

@@ -150,3 +150,91 @@ def test_near_duplicate_captions_are_paired_and_unrelated_ones_are_not():
              "e": "A brown cat sleeps on the sofa next to a window in the sun"}
     pairs = {(a, b) for a, b, _ in caption_pairs(list(texts), list(texts.values()), threshold=0.5)}
     assert pairs == {("a", "b"), ("a", "c")}  # b is a once normalized: c pairs with the first of them
+
+
+def _photo_source(folder, names: list[str], pictures: dict, copies: dict[str, str] | None = None):
+    """A manifest source over some of the photographs (and half-size copies: media name -> original)."""
+    rows = []
+    for name in names:
+        storage.write_bytes(str(folder / f"{name}.jpg"), _save(pictures[name], quality=92))
+        rows.append({"media": f"{name}.jpg", "modality": "image", "text": f"the photo {name}"})
+    for media, name in (copies or {}).items():
+        storage.write_bytes(str(folder / media), EDITS["half"](pictures[name]))
+        rows.append({"media": media, "modality": "image", "text": f"a smaller {name}"})
+    (folder / "captions.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    return make_source(name="photos", kind="manifest", uri=str(folder / "captions.jsonl"))
+
+
+def _effective(root: str) -> set[tuple[str, str]]:
+    """What a dataset holds over all its versions: every published (partition, item), less those withdrawn."""
+    held, withdrawn = set(), set()
+    versions = storage.join(root, "t", "versions")
+    for partition in storage.list_files(versions):
+        if partition.endswith("/manifest.json"):
+            version = storage.join(versions, partition.rsplit("/", 1)[0])
+            manifest = storage.read_json(storage.join(version, "manifest.json"))
+            for split in manifest["splits"].values():
+                index = pq.read_table(storage.join(version, split["index"]))
+                held |= set(zip(index.column("partition").to_pylist(), index.column("sample_id").to_pylist()))
+            gone = pq.read_table(storage.join(version, "withdrawn.parquet"))
+            withdrawn |= set(zip(gone.column("partition").to_pylist(), gone.column("sample_id").to_pylist()))
+    return held - withdrawn
+
+
+def test_a_second_partition_of_the_same_source_publishes_nothing(tmp_path):
+    pictures = photographs()
+    names = sorted(pictures)[:6]
+    source = _photo_source(tmp_path / "src", names, pictures)
+    root = str(tmp_path / "out")
+    _, first = build_in_process([source], root, partition="2026-01-01")
+    assert first["samples"] == 6
+    again = _photo_source(tmp_path / "src2", names, pictures, copies={"smaller.jpg": names[0]})
+    layout, second = build_in_process([again], root, partition="2026-01-02")
+    assert second["samples"] == 0
+    rejects = pq.read_table(storage.join(layout.version, "rejects.parquet")).to_pylist()
+    assert {r["reason"] for r in rejects} == {"duplicate:published"} and len(rejects) == 7  # the half-size copy too
+    assert all("published in partition 2026-01-01" in r["detail"] for r in rejects)
+
+
+def test_a_backfill_gives_what_building_in_order_gives(tmp_path):
+    pictures = photographs()
+    names = sorted(pictures)
+    older = {"names": names[:5], "copies": {"later-copy.jpg": names[6]}}  # a copy of what the newer one holds
+    newer = {"names": names[3:8], "copies": {}}  # names[3:5] are in both
+
+    def build(order: list[str], root: str) -> set[str]:
+        for partition in order:
+            spec = older if partition == "2026-01-01" else newer
+            source = _photo_source(tmp_path / f"src-{partition}", spec["names"], pictures, spec["copies"])
+            build_in_process([source], root, partition=partition)
+        return _effective(root)
+
+    in_order = build(["2026-01-01", "2026-01-02"], str(tmp_path / "in-order"))
+    backfilled = build(["2026-01-02", "2026-01-01"], str(tmp_path / "backfilled"))
+    assert in_order == backfilled
+    assert len(in_order) == 8  # names[0:8], each once, whichever partition built first
+    withdrawn = pq.read_table(str(tmp_path / "backfilled/t/versions/2026-01-01/withdrawn.parquet")).to_pylist()
+    assert {w["partition"] for w in withdrawn} == {"2026-01-02"} and len(withdrawn) == 3
+
+
+def test_a_crash_while_adding_to_the_index_leaves_the_previous_index_whole(tmp_path, monkeypatch):
+    from tasks import dedupe_index
+
+    pictures = photographs()
+    root = str(tmp_path / "out")
+    build_in_process([_photo_source(tmp_path / "a", sorted(pictures)[:3], pictures)], root, partition="2026-01-01")
+    index = dedupe_index.PublishedIndex(root, "t")
+    before = index.current()
+
+    def crash(uri, data):
+        raise OSError("killed while committing")
+
+    monkeypatch.setattr(storage, "create_exclusive", crash)
+    with pytest.raises(OSError):
+        build_in_process([_photo_source(tmp_path / "b", sorted(pictures)[3:6], pictures)], root, partition="2026-01-02")
+    assert index.current() == before  # the part was written; the index does not list it
+    assert index.items(except_partition="x").num_rows == 3
+    monkeypatch.undo()
+    build_in_process([_photo_source(tmp_path / "b", sorted(pictures)[3:6], pictures)], root, partition="2026-01-02")
+    assert index.current()["generation"] == before["generation"] + 1
+    assert index.items(except_partition="x").num_rows == 6

@@ -1,0 +1,93 @@
+"""The dedupe index of everything a dataset has published, so a new partition publishes nothing that
+an earlier one already holds (`dedupe: {against_published: true}`).
+
+    {root}/{dataset}/dedupe-index/parts/{partition}-{build_key}.parquet   a version's items
+    {root}/{dataset}/dedupe-index/gen-000007.json                         the parts, as of generation 7
+
+A version is added by writing its part, then creating the next generation file with a conditional
+create (the commit): a crash in between leaves the previous generation whole (the orphan part is
+ignored, and rewritten by the rerun), and two builds appending at once cannot both take a number.
+
+Order of building does not change the result. An item belongs to the earliest partition that holds
+it: a copy of an item published by an earlier partition is rejected (`duplicate:published`); when a
+backfill builds an older partition after newer ones, its items stay and the newer copies are listed
+as withdrawn by them (the version's `withdrawn.parquet`, and in the index), so the union of all
+versions minus what is withdrawn is the same in every order.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from . import storage
+
+ITEM_COLUMNS = ["sample_id", "partition", "modality", "sha256", "phash"]
+ITEM_SCHEMA = pa.schema([(name, pa.string()) for name in ITEM_COLUMNS] + [("withdrawn_by", pa.string())])
+WITHDRAWN_SCHEMA = pa.schema([("sample_id", pa.string()), ("partition", pa.string()), ("withdrawn_by", pa.string())])
+GENERATION = re.compile(r"gen-(\d{6})\.json$")
+
+
+class PublishedIndex:
+    def __init__(self, root: str, dataset: str):
+        self.folder = storage.join(root, dataset, "dedupe-index")
+
+    def current(self) -> dict:
+        generations = sorted(uri for uri in storage.list_files(self.folder) if GENERATION.search(uri))
+        if not generations:
+            return {"generation": 0, "parts": []}
+        return storage.read_json(storage.join(self.folder, generations[-1].rsplit("/", 1)[-1]))
+
+    def items(self, except_partition: str) -> pa.Table:
+        """Every published item of the other partitions that no backfill has withdrawn."""
+        parts = [storage.read_parquet(storage.join(self.folder, p)).cast(ITEM_SCHEMA) for p in self.current()["parts"]]
+        if not parts:
+            return ITEM_SCHEMA.empty_table()
+        table = pa.concat_tables(parts)
+        # one file in two partitions has one sample_id: an item is (partition, sample_id)
+        keys = pc.binary_join_element_wise(table.column("partition"), table.column("sample_id"), "/")
+        withdrawn = keys.filter(pc.is_valid(table.column("withdrawn_by")))
+        keep = pc.and_(pc.and_(pc.is_null(table.column("withdrawn_by")),
+                               pc.not_equal(table.column("partition"), except_partition)),
+                       pc.invert(pc.is_in(keys, withdrawn)))
+        return table.filter(keep)
+
+    def add(self, key: str, items: pa.Table, withdrawn: pa.Table) -> None:
+        """Add one version (its items and what it withdraws) unless the index already lists it."""
+        part = f"parts/{key}.parquet"
+        if part in self.current()["parts"]:
+            return
+        rows = pa.Table.from_pylist(items.select(ITEM_COLUMNS).to_pylist() + withdrawn.to_pylist(), schema=ITEM_SCHEMA)
+        storage.write_parquet(storage.join(self.folder, part), rows)
+        while True:  # the commit: the next generation, created by exactly one writer
+            current = self.current()
+            if part in current["parts"]:
+                return
+            generation = {"generation": current["generation"] + 1, "parts": current["parts"] + [part]}
+            name = f"gen-{generation['generation']:06d}.json"
+            if storage.create_exclusive(storage.join(self.folder, name), json.dumps(generation).encode()):
+                return
+
+
+def index_version(layout: storage.Layout, manifest: dict) -> None:
+    """Add a committed version to its dataset's index (again after a crash: it is a no-op once in)."""
+    splits = [storage.read_parquet(storage.join(layout.version, s["index"]), columns=ITEM_COLUMNS)
+              for s in manifest["splits"].values()]
+    items = pa.concat_tables(splits) if splits else ITEM_SCHEMA.empty_table().select(ITEM_COLUMNS)
+    withdrawn_uri = storage.join(layout.version, "withdrawn.parquet")
+    withdrawn = storage.read_parquet(withdrawn_uri) if "withdrawn.parquet" in manifest["files"] else \
+        WITHDRAWN_SCHEMA.empty_table()
+    PublishedIndex(layout.root, layout.dataset).add(f"{layout.partition}-{layout.build_key}", items, withdrawn)
+
+
+def snapshot(layout: storage.Layout, out_uri: str) -> str | None:
+    """The other partitions' published items, written once for the dedupe decision; None when there are none."""
+    if not storage.exists(out_uri):
+        items = PublishedIndex(layout.root, layout.dataset).items(except_partition=layout.partition)
+        if items.num_rows == 0:
+            return None
+        storage.write_parquet(out_uri, items)
+    return out_uri
