@@ -86,4 +86,28 @@ def ray_cluster():
     os.environ["MMETL_RAY_ADDRESS"] = f"127.0.0.1:{port}"
     yield {"address": os.environ["MMETL_RAY_ADDRESS"], "dashboard": f"http://127.0.0.1:{dashboard_port}"}
     os.environ.pop("MMETL_RAY_ADDRESS", None)
-    subprocess.run([ray, "stop", "--force"], capture_output=True)
+    stop_ray_cluster(port)
+
+
+def stop_ray_cluster(port: int) -> None:
+    """Stop this cluster's processes only. `ray stop` would kill every Ray process on the machine:
+    another test run's, a build's, a developer's own cluster."""
+    import psutil
+
+    def of_this_cluster(args: list[str]) -> bool:  # its GCS server, and what points at its address
+        return any(arg == f"--gcs_server_port={port}" or arg.endswith(f":{port}") for arg in args)
+
+    ours = {p for p in psutil.process_iter(["cmdline"]) if of_this_cluster(p.info["cmdline"] or [])}
+    for process in list(ours):  # the raylet's agents and workers rename themselves (ray::...)
+        try:
+            ours.update(process.children(recursive=True))
+        except psutil.Error:
+            pass
+    for process in ours:
+        try:
+            process.terminate()
+        except psutil.Error:
+            pass
+    _, alive = psutil.wait_procs(list(ours), timeout=15)
+    for process in alive:
+        process.kill()
