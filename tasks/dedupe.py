@@ -100,7 +100,8 @@ def decide_duplicates(shard_uris: list[str], out_uri: str, image_radius: int | N
             reasons[copy["sample_id"]] = _why(copy, kept)
             groups.union(copy["group_id"], kept["group_id"])
 
-    merged = _merged_texts(shard_uris, duplicate_of) if merge_texts else {}
+    within = {copy: kept for copy, kept in duplicate_of.items() if reasons[copy][0] != "duplicate:published"}
+    merged = _merged_texts(shard_uris, within) if merge_texts else {}
     decisions = []
     for sample_id, item in items.items():
         new_group = groups.find(item["group_id"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
 from tasks import storage
@@ -206,13 +207,19 @@ def test_dedupe_makes_identical_media_one_item_with_every_text_regardless_of_sha
 
 
 def test_dedupe_decision_is_the_same_for_one_or_many_shards(tmp_path):
-    rows = dedupe_rows()
+    near = 0x8F3C_5A21_77E0_19B4
+    rows = dedupe_rows() + [  # and a picture with a near copy (3 bits apart): the larger one stays
+        sample(text="a harbour", sha256="c" * 64, phash=f"{near:016x}", width=64, height=48, n=4),
+        sample(text="the harbour again", sha256="d" * 64, phash=f"{near ^ 0b10101:016x}", width=128, height=96, n=5)]
     (tmp_path / "1").mkdir()
     (tmp_path / "3").mkdir()
     one = decide_duplicates(write_shards(tmp_path / "1", rows, 1), str(tmp_path / "d1.parquet"))
     many = decide_duplicates(write_shards(tmp_path / "3", list(reversed(rows)), 3), str(tmp_path / "d3.parquet"))
     one, many = storage.read_parquet(one["uri"]), storage.read_parquet(many["uri"])
-    assert one.equals(many) and one.num_rows == 3  # only the three copies change; the other item is not listed
+    assert one.equals(many) and one.num_rows == 5  # only the copies change; the other item is not listed
+    near_copy = one.filter(pc.equal(one.column("sample_id"), rows[4]["sample_id"])).to_pylist()[0]
+    assert near_copy["reason"] == "duplicate:near" and near_copy["duplicate_of"] == rows[5]["sample_id"]
+    assert near_copy["detail"] == f"pHash 3 bits from {rows[5]['sample_id']}"
 
 
 def test_split_is_8_1_1_keeps_groups_whole_and_ignores_sharding(tmp_path):
