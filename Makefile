@@ -31,10 +31,12 @@ ui: $(STAMP)
 	$(BIN)/mmetl ui
 
 # mmetl build vs a decode-only baseline on 5k and 20k real-photo JPEGs (bench/out/build/report.md), and
-# downloading 10k URLs from loopback: mmetl vs the img2dataset CLI (bench/out/collect/report.md)
+# downloading 10k URLs from loopback: mmetl vs the img2dataset CLI (bench/out/collect/report.md), and
+# near-duplicate search over 20k and 100k hashes: mmetl vs faiss (bench/out/dedupe/report.md)
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/collect.py
+	$(BIN)/python bench/dedupe.py
 
 
 clean:
