@@ -4,7 +4,8 @@ run (`make bench`).
 The hashes: N random 64-bit values (pHashes of distinct photographs are 20+ bits apart, as random
 ones are), of which 2% get a planted copy 0-8 bits away. All pairs within 8 bits are wanted.
 
-- mmetl:        tasks/similar.hamming_pairs (exact by construction).
+- mmetl:        tasks/similar.hamming_pairs: faiss's multi-hash index inside, with identical hashes
+                collapsed first and ids mapped (exact by construction).
 - faiss flat:   IndexBinaryFlat range search: every hash against every other, in C++ (exact).
 - faiss multi:  IndexBinaryMultiHash (3 tables of 21 bits, 2 bit flips each), faiss's own multi-index
                 hashing, the nearest peer in method.

@@ -1,25 +1,21 @@
 """Near-duplicate pairs, found without comparing every item with every other.
 
 - `hamming_pairs`: 64-bit perceptual hashes within a Hamming radius, by multi-index hashing
-  (Norouzi et al.): the hash is cut into 3 chunks; two hashes within r bits differ in at most r // 3
-  bits of some chunk (pigeonhole), so each hash only meets those whose chunk lies within r // 3 bits of
-  its own, found by sorted search; every candidate is then verified on all 64 bits. Identical hashes
-  are collapsed first, so a flood of blank images is one entry, not a quadratic clique.
+  (Norouzi et al.) in faiss (`IndexBinaryMultiHash`): the hash is cut into 3 tables of 21 bits; two
+  hashes within r bits differ in at most r // 3 bits of some table (pigeonhole), so each hash only
+  meets those whose table key lies within r // 3 bit flips of its own, and every candidate is
+  verified on all 64 bits: exact, not approximate. Identical hashes are collapsed first, so a flood
+  of blank images is one entry, not a quadratic clique.
 - `caption_pairs`: texts whose word 3-shingle sets have a Jaccard similarity above a threshold, by
   MinHash LSH (datasketch), verified on the exact shingle sets.
 """
 
 from __future__ import annotations
 
-import itertools
 import re
 from collections import defaultdict
 
 import numpy as np
-
-CHUNKS = ((0, 22), (22, 21), (43, 21))  # (low bit, width) of the three chunks of a 64-bit hash
-BLOCK = 4096  # query hashes handled at once: bounds the candidate arrays' memory
-
 
 def hamming_pairs(ids: list[str], hashes: list[int], radius: int) -> list[tuple[str, str, int]]:
     """(a, b, distance) with a < b for every two items whose hashes are at most `radius` bits apart.
@@ -37,34 +33,19 @@ def hamming_pairs(ids: list[str], hashes: list[int], radius: int) -> list[tuple[
     return pairs
 
 
-def _near(hashes: np.ndarray, radius: int):
+def _near(hashes: np.ndarray, radius: int) -> list[tuple[int, int]]:
     """Index pairs (i < j) of distinct hashes within `radius` bits."""
-    found: set[tuple[int, int]] = set()
-    sub_radius = radius // len(CHUNKS)
-    for low, width in CHUNKS:
-        chunk = (hashes >> np.uint64(low)) & np.uint64((1 << width) - 1)
-        order = np.argsort(chunk, kind="stable")
-        sorted_chunk = chunk[order]
-        flips = _flip_masks(width, sub_radius)
-        for start in range(0, len(hashes), BLOCK):
-            queries = np.arange(start, min(start + BLOCK, len(hashes)))
-            probes = chunk[queries, None] ^ flips[None, :]  # every chunk value within sub_radius bits
-            lo = np.searchsorted(sorted_chunk, probes, side="left")
-            hi = np.searchsorted(sorted_chunk, probes, side="right")
-            counts = (hi - lo).ravel()
-            if not counts.any():
-                continue
-            query = np.repeat(np.repeat(queries, flips.size), counts)
-            offsets = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
-            other = order[np.repeat(lo.ravel(), counts) + offsets]
-            keep = (other > query) & (np.bitwise_count(hashes[query] ^ hashes[other]) <= radius)
-            found.update(zip(query[keep].tolist(), other[keep].tolist()))
-    return sorted(found)
+    import faiss  # imported on use: only the dedupe decision needs it
 
-
-def _flip_masks(width: int, bits: int) -> np.ndarray:
-    masks = [sum(1 << b for b in combo) for k in range(bits + 1) for combo in itertools.combinations(range(width), k)]
-    return np.array(masks, dtype=np.uint64)
+    tables = 3  # of 21 bits: two hashes within r bits differ in at most r // 3 bits of some table
+    index = faiss.IndexBinaryMultiHash(64, tables, 21)
+    index.nflip = radius // tables
+    codes = hashes.astype("<u8").view(np.uint8).reshape(-1, 8)
+    index.add(codes)
+    limits, _, found = index.range_search(codes, radius + 1)  # faiss returns distances below the bound
+    query = np.repeat(np.arange(len(hashes)), np.diff(limits).astype(np.int64))
+    keep = found > query
+    return list(zip(query[keep].tolist(), found[keep].tolist()))
 
 
 WORD = re.compile(r"\w+")
