@@ -10,9 +10,17 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export RAY_USAGE_STATS_ENABLED := 0
 export NO_ALBUMENTATIONS_UPDATE := 1
 
-.PHONY: demo test ui bench clean
+.PHONY: demo test ui bench clean system
 
-$(STAMP): pyproject.toml
+# Debian packages: Chromaprint's library (audio fingerprints), and for tests and benchmarks real speech
+# recordings (Asterisk's prompts). Skipped when already there.
+SYSTEM_PACKAGES := libchromaprint1 asterisk-core-sounds-en-wav
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+system:
+	@dpkg -s $(SYSTEM_PACKAGES) >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(SYSTEM_PACKAGES); }
+
+$(STAMP): pyproject.toml | system
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e ".[test]"

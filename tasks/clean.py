@@ -46,11 +46,13 @@ class CleanStage(RowStage):
     def _audio(self, data: bytes) -> dict:
         audio = decode_audio(data)
         return {"media_bytes": audio.data, "media_ext": audio.ext, "duration_s": audio.duration_s,
-                "sample_rate": audio.sample_rate, "channels": audio.channels, "audio_codec": audio.codec}
+                "sample_rate": audio.sample_rate, "channels": audio.channels, "audio_codec": audio.codec,
+                "audio_fingerprint": audio.fingerprint}
 
     def _video(self, data: bytes) -> dict:
         video = decode_video(data)
         return {"media_bytes": video.data, "media_ext": video.ext, "width": video.width, "height": video.height,
                 "fps": video.fps, "num_frames": video.num_frames, "duration_s": video.duration_s,
                 "video_codec": video.video_codec, "audio_codec": video.audio_codec,
-                "sample_rate": video.sample_rate, "audio_duration_s": video.audio_duration_s}
+                "sample_rate": video.sample_rate, "audio_duration_s": video.audio_duration_s,
+                "keyframe_phashes": video.keyframe_phashes, "audio_fingerprint": video.fingerprint}

@@ -1,18 +1,28 @@
-"""Dedupe: copies of one picture or recording become one item with the union of their texts, and
-copies never straddle splits.
+"""Dedupe: copies of one picture, recording or clip become one item with the union of their texts,
+and copies never straddle splits.
 
 Global step in three phases. Signatures are the cleaned shards' own columns, read by projection.
-`decide_duplicates` makes one decision over all shards: items with identical normalized bytes
-(sha256) and images whose perceptual hashes lie within `dedupe.image_radius` bits (tasks/similar.py)
-are paired; pairs form clusters (union-find); in each cluster one member is kept by the recipe's
-policy and the others are `duplicate:exact` or `duplicate:near` rejects naming it (and the distance);
-their texts join the kept item, and their groups join its group. `DedupeStage` applies it. The
-decision lists only the items it changes, so it stays small when duplicates are rare.
+`decide_duplicates` makes one decision over all shards (and the other partitions' published items):
+
+- pairs, each with its evidence (tasks/similar/): identical normalized bytes (sha256); images whose
+  pHashes lie within `image_radius` bits; sounds whose Chromaprints differ in at most `audio_max_ber`
+  of their bits; videos whose keyframe pHashes (median) lie within `video_radius`, or whose audio
+  tracks match as sounds do;
+- pairs form clusters (union-find); in each, one member is kept by the `keep` policy and the others
+  are rejects (`duplicate:exact|near|audio|video`, or `duplicate:published` when an earlier partition
+  holds the cluster) naming it and the distance; their texts join the kept item and their groups
+  its group;
+- near-identical captions (MinHash LSH) join their items' groups without merging them (rejects
+  `duplicate:caption` only for the sources in `captions.drop`); a caption on `boilerplate_items` or
+  more items is flagged in the report and used for nothing.
+
+`DedupeStage` applies it. The decision lists only the items it changes, so it stays small when
+duplicates are rare; its summary (counts per reason and source, boilerplate) is `<decision>.json`.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -22,13 +32,15 @@ from .groups import UnionFind
 from .media.text import unique_texts
 from .dedupe_index import WITHDRAWN_SCHEMA
 from .schema import TEXT
-from .similar import hamming_pairs
+from .similar import caption_pairs, fingerprint_pairs, hamming_pairs, sequence_pairs
+from .similar.captions import normalize
 from .stage import Reject, RowStage
 
 DECISION_SCHEMA = pa.schema([("sample_id", pa.string()), ("group_id", pa.string()), ("duplicate_of", pa.string()),
                              ("reason", pa.string()), ("detail", pa.string()), ("merged_texts", pa.list_(TEXT))])
-SIGNATURES = ["sample_id", "group_id", "sha256", "phash", "modality", "width", "height", "duration_s", "partition",
-              "source_rows"]
+SIGNATURES = ["sample_id", "source", "group_id", "sha256", "phash", "audio_fingerprint", "keyframe_phashes",
+              "modality", "width", "height", "duration_s", "partition", "source_rows"]
+CAPTION_KINDS = {"caption", "title", "subtitle", "transcript"}  # texts that describe the media; not a chat
 
 
 def keep_order(policy: str):
@@ -46,61 +58,81 @@ def keep_order(policy: str):
     return keys[policy]
 
 
-def decide_duplicates(shard_uris: list[str], out_uri: str, image_radius: int | None = 8, keep: str = "largest",
-                      merge_texts: bool = True, against_published: bool = True, published_uri: str | None = None,
-                      partition: str = "") -> dict:
+def find_pairs(items: dict[str, dict], image_radius: int | None, audio_max_ber: float | None,
+               video_radius: int | None) -> dict[tuple[str, str], tuple[str, str]]:
+    """(a, b) -> (reason, what was measured) for every two items found to be one media."""
+    def of(modality, column):
+        found = [(key, i[column]) for key, i in items.items() if i["modality"] == modality and i[column]]
+        return [k for k, _ in found], [v for _, v in found]
+
+    evidence = {}
+    for pair in _exact_pairs(items):
+        evidence[pair] = ("duplicate:exact", "same media bytes")
+    if image_radius is not None:
+        ids, hashes = of("image", "phash")
+        for a, b, d in hamming_pairs(ids, [int(h, 16) for h in hashes], image_radius):
+            evidence.setdefault((a, b), ("duplicate:near", f"pHash {d} bits"))
+    if audio_max_ber is not None:
+        for a, b, ber in fingerprint_pairs(*of("audio", "audio_fingerprint"), audio_max_ber):
+            evidence.setdefault((a, b), ("duplicate:audio", f"Chromaprint bit error rate {ber:.3f}"))
+    if video_radius is not None:
+        ids, sequences = of("video", "keyframe_phashes")
+        for a, b, d in sequence_pairs(ids, [[int(h, 16) for h in s] for s in sequences], video_radius):
+            evidence.setdefault((a, b), ("duplicate:video", f"keyframe pHash median {d:g} bits"))
+    if audio_max_ber is not None and video_radius is not None:
+        for a, b, ber in fingerprint_pairs(*of("video", "audio_fingerprint"), audio_max_ber):
+            evidence.setdefault((a, b), ("duplicate:video", f"audio track bit error rate {ber:.3f}"))
+    return evidence
+
+
+def decide_duplicates(shard_uris: list[str], out_uri: str, image_radius: int | None = 8,
+                      audio_max_ber: float | None = 0.15, video_radius: int | None = 8, captions: dict | None = None,
+                      keep: str = "largest", merge_texts: bool = True, against_published: bool = True,
+                      published_uri: str | None = None, partition: str = "") -> dict:
     """Decide over all shards (and, with `published_uri`, the other partitions' published items: see
-    tasks/dedupe_index.py). Writes the decision to `out_uri` and the published items this partition
-    withdraws (a backfill's older copies win) to `<out_uri>.withdrawn.parquet`."""
+    tasks/dedupe_index.py). Writes the decision to `out_uri`, its summary beside it, and the published
+    items this partition withdraws (a backfill's older copies win) to `<out_uri>.withdrawn.parquet`."""
     withdrawn_uri = out_uri.removesuffix(".parquet") + ".withdrawn.parquet"
+    summary_uri = out_uri.removesuffix(".parquet") + ".json"
     if storage.exists(out_uri):
-        return {"uri": out_uri, "withdrawn_uri": withdrawn_uri}
-    table = pa.concat_tables([storage.read_parquet(u, columns=SIGNATURES) for u in shard_uris]).sort_by("sample_id")
-    items = {row["sample_id"]: row for row in table.to_pylist()}
+        return {"uri": out_uri, "withdrawn_uri": withdrawn_uri, **storage.read_json(summary_uri)}
+    captions = {"threshold": 0.8, "drop": (), "boilerplate_items": 50, **(captions or {})}
+    table = pa.concat_tables([storage.read_parquet(u, columns=SIGNATURES + ["texts"]) for u in shard_uris])
+    items = {row["sample_id"]: row for row in table.sort_by("sample_id").to_pylist()}
     published = {}
     if against_published and published_uri:
         # keyed apart from ours: the same file in another partition has the same sample_id
         published = {f"{r['partition']}/{r['sample_id']}": r for r in storage.read_parquet(published_uri).to_pylist()}
-    candidates = {**items, **published}
 
-    pairs = _exact_pairs(candidates)
-    if image_radius is not None:
-        images = [(key, int(i["phash"], 16)) for key, i in candidates.items() if i["modality"] == "image" and i["phash"]]
-        pairs += [(a, b) for a, b, _ in hamming_pairs([k for k, _ in images], [h for _, h in images], image_radius)]
-    clusters = UnionFind()
-    for a, b in pairs:
-        clusters.union(a, b)
-    members: dict[str, list[str]] = defaultdict(list)
-    for a, b in pairs:
-        for x in (a, b):
-            members[clusters.find(x)].append(x)
-
+    evidence = find_pairs({**items, **published}, image_radius, audio_max_ber, video_radius)
     order = keep_order(keep)
     groups = UnionFind()
     duplicate_of: dict[str, str] = {}
     reasons: dict[str, tuple[str, str]] = {}
     withdrawn = []
-    for cluster in members.values():
-        ours = sorted({x: items[x] for x in cluster if x in items}.values(), key=order)
-        theirs = sorted({x: published[x] for x in cluster if x in published}.values(),
-                        key=lambda i: (i["partition"], i["sample_id"]))
+    for cluster in _clusters(evidence):
+        ours = sorted((items[x] for x in cluster if x in items), key=order)
+        theirs = sorted((published[x] for x in cluster if x in published), key=lambda i: (i["partition"], i["sample_id"]))
         if not ours:
             continue
         if theirs and theirs[0]["partition"] < partition:  # an earlier partition holds it: ours all go
+            first = theirs[0]
             for copy in ours:
-                duplicate_of[copy["sample_id"]] = theirs[0]["sample_id"]
-                reasons[copy["sample_id"]] = ("duplicate:published", f"published in partition {theirs[0]['partition']}"
-                                              f" as {theirs[0]['sample_id']}")
+                duplicate_of[copy["sample_id"]] = first["sample_id"]
+                reasons[copy["sample_id"]] = ("duplicate:published",
+                                              f"published in partition {first['partition']} as {first['sample_id']}")
             continue
         kept, *copies = ours
         withdrawn += [{"sample_id": t["sample_id"], "partition": t["partition"], "withdrawn_by": kept["sample_id"]}
                       for t in theirs]  # later partitions' copies, built first: this one is older
         for copy in copies:
             duplicate_of[copy["sample_id"]] = kept["sample_id"]
-            reasons[copy["sample_id"]] = _why(copy, kept)
+            reasons[copy["sample_id"]] = _why(copy["sample_id"], kept["sample_id"], evidence)
             groups.union(copy["group_id"], kept["group_id"])
 
-    within = {copy: kept for copy, kept in duplicate_of.items() if reasons[copy][0] != "duplicate:published"}
+    summary = _caption_duplicates(items, captions, order, groups, duplicate_of, reasons)
+    within = {copy: kept for copy, kept in duplicate_of.items()
+              if reasons[copy][0] not in ("duplicate:published", "duplicate:caption")}
     merged = _merged_texts(shard_uris, within) if merge_texts else {}
     decisions = []
     for sample_id, item in items.items():
@@ -109,11 +141,57 @@ def decide_duplicates(shard_uris: list[str], out_uri: str, image_radius: int | N
             reason, detail = reasons.get(sample_id, (None, None))
             decisions.append({"sample_id": sample_id, "group_id": new_group, "duplicate_of": duplicate_of.get(sample_id),
                               "reason": reason, "detail": detail, "merged_texts": merged.get(sample_id)})
+    by_reason = Counter(reason for reason, _ in reasons.values())
+    by_source = Counter(f"{items[s]['source']}:{reason}" for s, (reason, _) in reasons.items())
+    summary = {"duplicates": len(duplicate_of), "withdrawn": len(withdrawn), "by_reason": dict(sorted(by_reason.items())),
+               "by_source": dict(sorted(by_source.items())), **summary}
     storage.write_parquet(withdrawn_uri, pa.Table.from_pylist(withdrawn, schema=WITHDRAWN_SCHEMA))
+    storage.write_json(summary_uri, summary)
     storage.write_parquet(out_uri, pa.Table.from_pylist(decisions, schema=DECISION_SCHEMA))  # the commit, last
-    near = sum(1 for reason, _ in reasons.values() if reason == "duplicate:near")
-    return {"uri": out_uri, "withdrawn_uri": withdrawn_uri, "duplicates": len(duplicate_of), "near_duplicates": near,
-            "withdrawn": len(withdrawn)}
+    return {"uri": out_uri, "withdrawn_uri": withdrawn_uri, **summary}
+
+
+def _clusters(evidence) -> list[list[str]]:
+    union = UnionFind()
+    for a, b in evidence:
+        union.union(a, b)
+    members: dict[str, set[str]] = defaultdict(set)
+    for pair in evidence:
+        for x in pair:
+            members[union.find(x)].add(x)
+    return [sorted(m) for _, m in sorted(members.items())]
+
+
+def _caption_duplicates(items: dict, config: dict, order, groups: UnionFind, duplicate_of: dict, reasons: dict) -> dict:
+    """Join the groups of items with near-identical captions (dropping those of `drop` sources); flag
+    boilerplate. Returns the report: near-duplicate captions per source, and the boilerplate."""
+    if config["threshold"] is None:
+        return {"caption_duplicates": {}, "boilerplate": []}
+    keys, texts = [], []
+    for sample_id, item in items.items():
+        for n, text in enumerate(item["texts"] or []):
+            if text["kind"] in CAPTION_KINDS:
+                keys.append(f"{sample_id}\0{n}")
+                texts.append(text["text"])
+    owner = {key: key.split("\0")[0] for key in keys}
+    pairs = [(owner[a], owner[b]) for a, b, _ in caption_pairs(keys, texts, config["threshold"])
+             if owner[a] != owner[b]]
+    caption_of = {owner[k]: t for k, t in zip(keys, texts)}
+    per_source, boilerplate = Counter(), []
+    for cluster in _clusters(dict.fromkeys(pairs)):
+        if len(cluster) >= config["boilerplate_items"]:
+            boilerplate.append({"caption": normalize(caption_of[cluster[0]]), "items": len(cluster)})
+            continue
+        live = sorted((items[x] for x in cluster if x not in duplicate_of), key=order)
+        for item in cluster:
+            per_source[items[item]["source"]] += 1
+        for other in live[1:]:
+            groups.union(other["group_id"], live[0]["group_id"])
+            if other["source"] in config["drop"]:
+                duplicate_of[other["sample_id"]] = live[0]["sample_id"]
+                reasons[other["sample_id"]] = ("duplicate:caption", f"a caption near-identical to {live[0]['sample_id']}'s")
+    return {"caption_duplicates": dict(sorted(per_source.items())),
+            "boilerplate": sorted(boilerplate, key=lambda b: -b["items"])}
 
 
 def _exact_pairs(items: dict[str, dict]) -> list[tuple[str, str]]:
@@ -122,15 +200,18 @@ def _exact_pairs(items: dict[str, dict]) -> list[tuple[str, str]]:
     for key, item in items.items():
         kept = first.setdefault(item["sha256"], key)
         if kept != key:
-            pairs.append((kept, key))
+            pairs.append((min(kept, key), max(kept, key)))
     return pairs
 
 
-def _why(copy: dict, kept: dict) -> tuple[str, str]:
-    if copy["sha256"] == kept["sha256"]:
-        return "duplicate:exact", f"same media bytes as {kept['sample_id']}"
-    distance = bin(int(copy["phash"], 16) ^ int(kept["phash"], 16)).count("1")
-    return "duplicate:near", f"pHash {distance} bits from {kept['sample_id']}"
+def _why(copy: str, kept: str, evidence: dict) -> tuple[str, str]:
+    """The evidence tying a copy to the kept item; a copy tied through another member names that one."""
+    pair = (min(copy, kept), max(copy, kept))
+    if pair in evidence:
+        reason, measured = evidence[pair]
+        return reason, f"{measured} from {kept}"
+    reason, measured, other = next((*evidence[p], p[1] if p[0] == copy else p[0]) for p in sorted(evidence) if copy in p)
+    return reason, f"{measured} from {other}, kept as {kept}"
 
 
 def _merged_texts(shard_uris: list[str], duplicate_of: dict[str, str]) -> dict[str, list[dict]]:

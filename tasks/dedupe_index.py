@@ -25,8 +25,10 @@ import pyarrow.compute as pc
 
 from . import storage
 
-ITEM_COLUMNS = ["sample_id", "partition", "modality", "sha256", "phash"]
-ITEM_SCHEMA = pa.schema([(name, pa.string()) for name in ITEM_COLUMNS] + [("withdrawn_by", pa.string())])
+ITEM_SCHEMA = pa.schema([(name, pa.string()) for name in ["sample_id", "partition", "modality", "sha256", "phash"]]
+                        + [("audio_fingerprint", pa.list_(pa.uint32())), ("keyframe_phashes", pa.list_(pa.string())),
+                           ("withdrawn_by", pa.string())])
+ITEM_COLUMNS = ITEM_SCHEMA.names[:-1]  # what a published item contributes: its identity and signatures
 WITHDRAWN_SCHEMA = pa.schema([("sample_id", pa.string()), ("partition", pa.string()), ("withdrawn_by", pa.string())])
 GENERATION = re.compile(r"gen-(\d{6})\.json$")
 
@@ -43,7 +45,7 @@ class PublishedIndex:
 
     def items(self, except_partition: str) -> pa.Table:
         """Every published item of the other partitions that no backfill has withdrawn."""
-        parts = [storage.read_parquet(storage.join(self.folder, p)).cast(ITEM_SCHEMA) for p in self.current()["parts"]]
+        parts = [_conform(storage.read_parquet(storage.join(self.folder, p))) for p in self.current()["parts"]]
         if not parts:
             return ITEM_SCHEMA.empty_table()
         table = pa.concat_tables(parts)
@@ -70,6 +72,12 @@ class PublishedIndex:
             name = f"gen-{generation['generation']:06d}.json"
             if storage.create_exclusive(storage.join(self.folder, name), json.dumps(generation).encode()):
                 return
+
+
+def _conform(part: pa.Table) -> pa.Table:
+    """A part in today's schema: signatures an older mmetl did not record are null (never matched)."""
+    columns = [part.column(f.name) if f.name in part.column_names else pa.nulls(len(part), f.type) for f in ITEM_SCHEMA]
+    return pa.Table.from_arrays(columns, schema=ITEM_SCHEMA)
 
 
 def index_version(layout: storage.Layout, manifest: dict) -> None:

@@ -101,6 +101,18 @@ class AlignConfig(Strict):
     max_av_drift_s: float = Field(0.25, ge=0)  # |video duration - audio track duration|
 
 
+class CaptionDedupeConfig(Strict):
+    """Items whose captions are near copies of each other's: one group (a caption seen in training must
+    not be a test caption), reported per source, and dropped for the sources listed in `drop`."""
+
+    # Jaccard similarity of the word 3-shingle sets at or above which two captions are one; null: off
+    threshold: float | None = Field(0.8, gt=0, le=1)
+    drop: tuple[str, ...] = ()  # sources whose items are rejects (duplicate:caption) when another is kept
+    # a caption (or cluster of near-identical ones) on this many items is boilerplate ("image", "stock
+    # photo"): flagged in the report, never used to group or drop
+    boilerplate_items: int = Field(50, ge=2)
+
+
 class DedupeConfig(Strict):
     """Which items are copies of one another. Copies form clusters; one member is kept, the others are
     rejects naming it, and the whole cluster is one group, so no copy can sit in another split."""
@@ -109,6 +121,13 @@ class DedupeConfig(Strict):
     # Measured on real photos: re-encodes, half-size copies, PNG/WebP 0 bits, +20% brightness up to 6,
     # a 2% border crop up to 8; distinct photographs 20 and more apart.
     image_radius: int | None = Field(8, ge=0, le=16)
+    # Chromaprint bit error rate at which two sounds are one recording; null: off. Measured on real
+    # speech: MP3 and 16 kHz FLAC re-encodes up to 0.03, 50 ms trims up to 0.09, distinct 0.24 and more.
+    audio_max_ber: float | None = Field(0.15, gt=0, lt=0.5)
+    # median pHash distance of a video's keyframes (one a second) to another's; its audio track is
+    # compared as sounds are. null: off
+    video_radius: int | None = Field(8, ge=0, le=16)
+    captions: CaptionDedupeConfig = CaptionDedupeConfig()
     keep: Literal["largest", "longest", "earliest"] = "largest"  # which member of a cluster stays
     merge_texts: bool = True  # the copies' texts join the kept item
     # copies of items other partitions published are rejects (duplicate:published): building the same
@@ -148,6 +167,9 @@ class Recipe(Strict):
         repeated = sorted({n for n in names if names.count(n) > 1})
         if repeated:
             raise ValueError(f"source names must be unique; repeated: {', '.join(repeated)}")
+        unknown = sorted(set(self.dedupe.captions.drop) - set(names))
+        if unknown:
+            raise ValueError(f"dedupe.captions.drop names no source of this recipe: {', '.join(unknown)}")
         return self
 
     @property

@@ -52,6 +52,9 @@ SAMPLE_SCHEMA = pa.schema(
         # hashes
         pa.field("sha256", pa.string()),  # of the normalized media bytes
         pa.field("phash", pa.string()),  # imagehash.phash, hex; images only
+        # raw Chromaprint of an audio clip or a video's track (empty under ~3 s of sound)
+        pa.field("audio_fingerprint", pa.list_(pa.uint32())),
+        pa.field("keyframe_phashes", pa.list_(pa.string())),  # video: pHash of one frame a second, hex
         # scores computed by filters/aligners; thresholds are applied to these, so they can be re-tuned
         pa.field("scores", pa.list_(SCORE)),
         pa.field("split", pa.string()),

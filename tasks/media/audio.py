@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import av
 
 from . import MediaError
+from .fingerprint import SoundFingerprint
 
 # A stream that declares its length and decodes to less than this fraction of it was cut short.
 TRUNCATION_TOLERANCE = 0.98
@@ -26,6 +27,7 @@ class DecodedAudio:
     sample_rate: int
     channels: int
     codec: str
+    fingerprint: list[int]  # raw Chromaprint (tasks/media/fingerprint.py)
 
 
 def open_container(data: bytes) -> av.container.InputContainer:
@@ -82,9 +84,11 @@ def decode_audio(data: bytes) -> DecodedAudio:
                 raise MediaError("unencodable", f"cannot write {channels} channels at {rate} Hz as FLAC: {e}") from None
 
         samples = 0
+        fingerprint = SoundFingerprint()
         try:
             for frame in container.decode(stream):
                 samples += frame.samples
+                fingerprint.feed(frame)
                 if not is_flac_file:
                     for resampled in resampler.resample(frame):
                         out.mux(out_stream.encode(resampled))
@@ -113,4 +117,5 @@ def decode_audio(data: bytes) -> DecodedAudio:
         sample_rate=int(rate),
         channels=int(channels),
         codec=codec,
+        fingerprint=fingerprint.result(),
     )

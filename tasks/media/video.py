@@ -14,6 +14,7 @@ import av
 
 from . import MediaError
 from .audio import TRUNCATION_TOLERANCE, open_container
+from .fingerprint import KeyframeHashes, SoundFingerprint
 
 # FFmpeg demuxer name -> the extension we publish under (its matroska demuxer also reads WebM,
 # and .mkv names both correctly)
@@ -33,6 +34,8 @@ class DecodedVideo:
     audio_codec: str | None
     sample_rate: int | None
     audio_duration_s: float | None
+    keyframe_phashes: list[str]  # one frame a second
+    fingerprint: list[int]  # raw Chromaprint of the audio track; empty without one
 
 
 class _Span:
@@ -71,6 +74,7 @@ def decode_video(data: bytes) -> DecodedVideo:
 
         frames, width, height = 0, 0, 0
         video_span, audio_span = _Span(), _Span()
+        keyframes, sound = KeyframeHashes(), SoundFingerprint()
         frame_s = 1 / nominal_fps if nominal_fps else 0.0
         streams = [s for s in (video, audio) if s is not None]
         try:
@@ -80,8 +84,11 @@ def decode_video(data: bytes) -> DecodedVideo:
                         frames += 1
                         width, height = frame.width, frame.height
                         video_span.add(frame.time, frame_s)
+                        keyframes.feed(frame, (frame.time if frame.time is not None else video_span.end - frame_s)
+                                       - video_span.start)
                     elif rate:
                         audio_span.add(frame.time, frame.samples / rate)
+                        sound.feed(frame)
         except av.error.FFmpegError as e:
             raise MediaError("corrupt", f"decode failed after {frames} frames: {e}") from None
 
@@ -106,4 +113,6 @@ def decode_video(data: bytes) -> DecodedVideo:
         audio_codec=audio.codec_context.name if audio is not None else None,
         sample_rate=rate,
         audio_duration_s=audio_span.seconds if audio is not None else None,
+        keyframe_phashes=keyframes.hashes,
+        fingerprint=sound.result() if audio is not None else [],
     )

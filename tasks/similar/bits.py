@@ -1,0 +1,121 @@
+"""Near-duplicate 64-bit hashes (image pHashes, video keyframe pHashes), found without comparing
+every hash with every other.
+
+Bit-sampling LSH, done with sorts: a table keeps k randomly chosen bits of every hash; hashes whose
+kept bits agree fall next to each other when the table is sorted, and every such pair is verified on
+all 64 bits (so nothing farther than the radius is ever returned). Two hashes d bits apart agree on
+k random bits with probability C(64-d, k) / C(64, k); enough tables make the chance that a pair within
+the radius meets in none of them smaller than 1 - recall (0.1% by default, per pair: a cluster of
+three copies is missed only if two of its three pairs are). k and the number of tables are chosen
+for the input's size: few short keys for thousands of hashes, longer keys and more tables for
+millions (bench/dedupe.py measures 1M and 10M). The tables' bits come from a fixed seed, so a run
+is reproducible. Identical hashes are collapsed first, so a flood of blank images is one entry.
+"""
+
+from __future__ import annotations
+
+import math
+import numpy as np
+
+_MIX = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing: spreads a key over the top bits
+COMMON_FRAME_ITEMS = 64  # a keyframe hash in more videos than this is not evidence of a copy
+
+
+def bit_sampling_plan(n: int, radius: int, recall: float) -> tuple[int, int]:
+    """(bits per table, tables) for n distinct hashes: each table costs a sort of n keys plus the pairs
+    that collide by chance (n^2 / 2^(k+1) for well-spread hashes); the cheapest plan meeting recall."""
+    best = None
+    for bits in range(1, 64 - radius):
+        hit = math.comb(64 - radius, bits) / math.comb(64, bits)  # the k kept bits avoid all d differing ones
+        tables = max(1, math.ceil(math.log(1 - recall) / math.log1p(-hit))) if hit < 1 else 1
+        cost = tables * (n + n * n / 2 ** (bits + 1))
+        if best is None or cost < best[0]:
+            best = (cost, bits, tables)
+    return best[1], best[2]
+
+
+def equal_keys(keys: np.ndarray, id_bits: int):
+    """Yield (a, b) index arrays of every pair of positions whose uint64 keys are equal after mixing.
+    Key and position share one uint64 so a plain sort (no argsort) groups them."""
+    n = len(keys)
+    mixed = (keys * _MIX) >> np.uint64(id_bits)
+    packed = (mixed << np.uint64(id_bits)) | np.arange(n, dtype=np.uint64)
+    packed.sort()
+    key, at = packed >> np.uint64(id_bits), (packed & np.uint64((1 << id_bits) - 1)).astype(np.int64)
+    run = np.flatnonzero(key[1:] == key[:-1])
+    step = 1
+    while run.size:  # a run of s equal keys yields its s(s-1)/2 pairs, one offset at a time
+        yield at[run], at[run + step]
+        step += 1
+        run = run[run + step < n]
+        run = run[key[run] == key[run + step]]
+
+
+def near_pairs(hashes: np.ndarray, radius: int, recall: float = 0.999, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Index pairs (i < j) of distinct uint64 hashes at most `radius` bits apart, as two arrays."""
+    n = len(hashes)
+    if n < 2:
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    bits, tables = bit_sampling_plan(n, radius, recall)
+    id_bits = (n - 1).bit_length()
+    rng = np.random.default_rng(seed)
+    found = []
+    for _ in range(tables):
+        mask = np.uint64(sum(1 << int(b) for b in rng.choice(64, bits, replace=False)))
+        for a, b in equal_keys(hashes & mask, id_bits):
+            close = np.bitwise_count(hashes[a] ^ hashes[b]) <= radius
+            a, b = a[close], b[close]
+            found.append(np.minimum(a, b) * n + np.maximum(a, b))
+    pairs = np.unique(np.concatenate(found)) if found else np.empty(0, np.int64)
+    return pairs // n, pairs % n
+
+
+def hamming_pairs(ids: list[str], hashes: list[int], radius: int) -> list[tuple[str, str, int]]:
+    """(a, b, distance) with a < b for items whose hashes are at most `radius` bits apart. Items with
+    the same hash pair with the first of them (by id) at distance 0."""
+    if not ids:
+        return []
+    order = sorted(range(len(ids)), key=ids.__getitem__)
+    values = np.array([hashes[i] for i in order], dtype=np.uint64)
+    names = [ids[i] for i in order]
+    distinct, first, inverse = np.unique(values, return_index=True, return_inverse=True)
+    pairs = [(names[first[k]], names[i], 0) for i, k in enumerate(inverse) if first[k] != i]
+    i, j = near_pairs(distinct, radius)
+    distances = np.bitwise_count(distinct[i] ^ distinct[j])
+    for x, y, d in zip(first[i].tolist(), first[j].tolist(), distances.tolist()):
+        pairs.append((*sorted((names[x], names[y])), d))
+    return pairs
+
+
+def sequence_pairs(ids: list[str], sequences: list[list[int]], radius: int) -> list[tuple[str, str, float]]:
+    """(a, b, median distance) for items whose hash sequences (a video's keyframes, one a second) match:
+    aligned frame by frame (either may start one frame later), the median distance is within `radius`
+    and the shorter is at least 80% of the longer. Candidates are items sharing a near frame."""
+    frames = [(k, h) for k, seq in enumerate(sequences) for h in seq]
+    if not frames:
+        return []
+    distinct, inverse = np.unique(np.array([h for _, h in frames], dtype=np.uint64), return_inverse=True)
+    owners: dict[int, set[int]] = {}
+    for (item, _), h in zip(frames, inverse.tolist()):
+        owners.setdefault(h, set()).add(item)
+    i, j = near_pairs(distinct, radius)
+    candidates = set()
+    for x, y in [*zip(i.tolist(), j.tolist()), *((h, h) for h in owners)]:
+        if len(owners[x]) * len(owners[y]) > COMMON_FRAME_ITEMS ** 2:
+            continue  # a black or title frame many videos share says nothing about any two of them
+        candidates.update((min(a, b), max(a, b)) for a in owners[x] for b in owners[y] if a != b)
+    pairs = []
+    for a, b in sorted(candidates):
+        seq_a, seq_b = np.array(sequences[a], np.uint64), np.array(sequences[b], np.uint64)
+        if min(len(seq_a), len(seq_b)) < 0.8 * max(len(seq_a), len(seq_b)):
+            continue
+        distance = min(_median_distance(seq_a, seq_b), _median_distance(seq_a[1:], seq_b),
+                       _median_distance(seq_a, seq_b[1:]))
+        if distance <= radius:
+            pairs.append((*sorted((ids[a], ids[b])), distance))
+    return pairs
+
+
+def _median_distance(a: np.ndarray, b: np.ndarray) -> float:
+    n = min(len(a), len(b))
+    return float(np.median(np.bitwise_count(a[:n] ^ b[:n]))) if n else 64.0
