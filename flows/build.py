@@ -80,10 +80,10 @@ def split_and_publish_shard(shard: str, in_uri: str, media_uri: str, assignment_
 
 @task(**TASK_OPTIONS)
 def commit_version(layout: storage.Layout, published: list[dict], reject_uris: list[str], dropped_text_uris: list[str],
-                   funnel: list[dict], recipe: Recipe, prefect_flow_run_id: str | None, withdrawn_uri: str) -> dict:
+                   funnel: list[dict], recipe: Recipe, prefect_flow_run_id: str | None, decision: dict) -> dict:
     manifest = publish.commit_version(layout, published, reject_uris, dropped_text_uris, funnel,
                                       recipe.model_dump(mode="json"), extra={"prefect_flow_run_id": prefect_flow_run_id},
-                                      withdrawn_uri=withdrawn_uri)
+                                      withdrawn_uri=decision["withdrawn_uri"], dedupe_report=dedupe.report(decision))
     if not recipe.keep_work:
         publish.discard_work(layout)
     return manifest
@@ -163,7 +163,7 @@ def build_dataset(recipe_path: str, partition: str | None = None, storage_root: 
     manifest = commit_version.submit(
         layout, list(published), [plan["rejects_uri"]] + [r.rejects_uri for results in steps for r in results],
         [r.dropped_texts_uri for results in steps for r in results], funnel, recipe, flow_run.get_id(),
-        decision["withdrawn_uri"],
+        decision,
     ).result()
     index_version.submit(layout, manifest).result()
 

@@ -96,7 +96,9 @@ def print_funnel(result: dict) -> None:
         print(f"\nTexts dropped from kept items: {', '.join(f'{r}={n}' for r, n in sorted(dropped.items()))}")
     from tasks import storage
 
-    print_download_failures(storage.read_json(storage.join(result["version"], "stats.json")))
+    stats = storage.read_json(storage.join(result["version"], "stats.json"))
+    print_download_failures(stats)
+    print_caption_duplicates(stats.get("dedupe", {}))
     splits = ", ".join(f"{name}={s['samples']}" for name, s in manifest["splits"].items())
     print(f"\nPublished {manifest['samples']} items with {manifest['texts']} texts ({splits});"
           f" {manifest['rejected']} items rejected")
@@ -111,6 +113,14 @@ def print_download_failures(stats: dict) -> None:
         counts = ", ".join(f"{reason.removeprefix('fetch:')}={n}" for reason, n in reasons.items())
         print(f"  {source:<16}{counts}")
     print(f"  top failing hosts: {', '.join(f'{host}={n}' for host, n in stats['top_failing_hosts'])}")
+
+
+def print_caption_duplicates(report: dict) -> None:
+    if report.get("caption_duplicates"):
+        counts = ", ".join(f"{source}={n}" for source, n in report["caption_duplicates"].items())
+        print(f"\nItems with a near-identical caption on another item (grouped together), by source: {counts}")
+    for boilerplate in report.get("boilerplate", [])[:5]:
+        print(f"Boilerplate caption on {boilerplate['items']} items (not used to group): {boilerplate['caption'][:80]!r}")
 
 
 def ui(args: argparse.Namespace) -> int:

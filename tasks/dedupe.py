@@ -151,6 +151,11 @@ def decide_duplicates(shard_uris: list[str], out_uri: str, image_radius: int | N
     return {"uri": out_uri, "withdrawn_uri": withdrawn_uri, **summary}
 
 
+def report(decision: dict) -> dict:
+    """What a version's stats.json says of dedupe: the decision's summary without its work files."""
+    return {k: v for k, v in decision.items() if not k.endswith("uri")}
+
+
 def _clusters(evidence) -> list[list[str]]:
     union = UnionFind()
     for a, b in evidence:
@@ -182,7 +187,9 @@ def _caption_duplicates(items: dict, config: dict, order, groups: UnionFind, dup
         if len(cluster) >= config["boilerplate_items"]:
             boilerplate.append({"caption": normalize(caption_of[cluster[0]]), "items": len(cluster)})
             continue
-        live = sorted((items[x] for x in cluster if x not in duplicate_of), key=order)
+        # an item of a source that keeps its copies stays before one of a source that drops them
+        live = sorted((items[x] for x in cluster if x not in duplicate_of),
+                      key=lambda i: (i["source"] in config["drop"], order(i)))
         for item in cluster:
             per_source[items[item]["source"]] += 1
         for other in live[1:]:

@@ -21,7 +21,8 @@ from . import storage
 COLORS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 70, 220), "yellow": (235, 210, 40),
           "purple": (140, 60, 190), "orange": (245, 140, 30), "black": (15, 15, 15), "white": (245, 245, 245)}
 SHAPES = ("circle", "square", "triangle", "cross")
-PITCHES = {"low": 220.0, "middle": 440.0, "high": 880.0}
+# Not octaves apart: Chromaprint hears pitch class (chroma), so 220/440/880 Hz tones are one sound to it
+PITCHES = {"low": 220.0, "middle": 294.0, "high": 415.0}
 SAMPLE_RATE = 16_000
 
 # file name -> the reject reason the pipeline must give it (tests check every one)
@@ -156,7 +157,9 @@ def build_demo_corpus(folder: str, n_images: int = 200, n_audio: int = 48, n_vid
         rising = rng.random() < 0.5
         fmt = "wav" if i % 4 == 3 else "flac"
         name = f"audio/{i:04d}.{fmt}"
-        files[name] = encode_audio(tone(PITCHES[pitch], rng.uniform(0.8, 3.0), rising), fmt)
+        # under 2.5 s, too short for a Chromaprint: two sweeps of one pitch and direction would be one
+        # sound to it (they are), and the demo's duplicates are the planted ones
+        files[name] = encode_audio(tone(PITCHES[pitch], rng.uniform(0.8, 2.5), rising), fmt)
         rows.append({"media": name, "modality": "audio", "text": f"a {pitch} tone that {'rises' if rising else 'falls'}"})
     for i in range(n_video):
         seconds = rng.uniform(1.0, 2.0)

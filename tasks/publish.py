@@ -126,7 +126,7 @@ def publish_shard(shard_uri: str, media_uri: str, staging_dir: str, remove_media
 
 def commit_version(layout: storage.Layout, published: list[dict], reject_uris: list[str],
                    dropped_text_uris: list[str], funnel: list[dict], recipe: dict, extra: dict | None = None,
-                   withdrawn_uri: str | None = None) -> dict:
+                   withdrawn_uri: str | None = None, dedupe_report: dict | None = None) -> dict:
     """Move the staged tars in, write the indexes, rejects and stats, and commit with the manifest, last.
 
     Safe to rerun after a crash at any point: a tar already moved is not moved again.
@@ -176,7 +176,7 @@ def commit_version(layout: storage.Layout, published: list[dict], reject_uris: l
 
     stats = {"splits": splits, "funnel": funnel, "rejects_by_reason": _count(rejects.column("reason").to_pylist()),
              "texts_dropped_by_reason": _count(dropped.column("reason").to_pylist()), "hours": _hours(index),
-             **fetch_failures(rejects)}
+             "dedupe": dedupe_report or {}, **fetch_failures(rejects)}
     files["stats.json"] = _write(storage.join(version, "stats.json"),
                                  json.dumps(stats, indent=2, sort_keys=True).encode())
     manifest = {

@@ -179,7 +179,7 @@ def build_in_process(sources, root: str, recipe=None, workers: int = 2, partitio
     funnel += [line for rs in (ingested, refined, splits) for line in engine.summarize(rs)]
     manifest = publish.commit_version(layout, published, [plan["rejects_uri"]] + [r.rejects_uri for r in results],
                                       [r.dropped_texts_uri for r in results], funnel, recipe.model_dump(mode="json"),
-                                      withdrawn_uri=decision["withdrawn_uri"])
+                                      withdrawn_uri=decision["withdrawn_uri"], dedupe_report=dedupe.report(decision))
     dedupe_index.index_version(layout, manifest)
     return layout, manifest
 

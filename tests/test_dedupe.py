@@ -1,5 +1,6 @@
-"""Near-duplicates on real photographs: planted copies (re-encodes, half-size, 2% crops, PNG/WebP,
-brighter, a caption burnt in) are found and become one item; distinct photographs never merge."""
+"""Near-duplicates on real media: planted copies of photographs (re-encodes, half-size, 2% crops,
+PNG/WebP, brighter, a caption burnt in), of speech (MP3, 16 kHz FLAC, trims) and of videos (another
+resolution) are found and become one item; distinct photographs, recordings and clips never merge."""
 
 from __future__ import annotations
 
@@ -15,10 +16,11 @@ from PIL import Image, ImageDraw, ImageEnhance
 from tasks import storage
 from tasks.groups import UnionFind
 from tasks.recipe import Recipe
-from tasks.similar import caption_pairs, hamming_pairs
+from tasks.similar import hamming_pairs
 from tasks.sources import make_source
 
 from .helpers import build_in_process
+from .realmedia import SOUND_EDITS, photo_video, skimage_photos, speech
 
 DISTINCT = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "retina", "immunohistochemistry",
             "camera", "moon", "coins", "page", "text")
@@ -81,6 +83,19 @@ def planted(tmp_path_factory):
             storage.write_bytes(str(folder / media), make(pictures[name]))
             rows.append({"media": media, "modality": "image", "text": f"{edit} copy of {name}"})
             family[media] = name
+    recordings = speech(6, min_seconds=5.0)
+    for name, samples in recordings.items():
+        for edit in ("wav", "mp3", "flac16k", "trim50"):
+            media = f"{name}.{edit}.snd"
+            storage.write_bytes(str(folder / media), SOUND_EDITS[edit](samples))
+            rows.append({"media": media, "modality": "audio", "text": f"{edit} of the prompt {name}"})
+            family[media] = name
+    for (name, photo), track in zip(skimage_photos(("astronaut", "coffee", "chelsea")).items(), recordings.values()):
+        for copy, size, crf in (("original", (320, 240), 23), ("small", (160, 120), 35)):
+            media = f"clip-{name}.{copy}.mp4"
+            storage.write_bytes(str(folder / media), photo_video(photo, size, track=track, crf=crf))
+            rows.append({"media": media, "modality": "video", "text": f"{copy} clip of {name}"})
+            family[media] = f"clip-{name}"
     (folder / "captions.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
     source = make_source(name="photos", kind="manifest", uri=str(folder / "captions.jsonl"))
     layout, manifest = build_in_process([source], str(folder / "out"), Recipe(name="t", sources=(source,)))
@@ -94,25 +109,31 @@ def _media(uri: str) -> str:
     return uri.rsplit("/", 1)[-1]
 
 
-def test_every_planted_copy_is_found_and_no_two_photographs_merge(planted):
+def test_every_planted_copy_is_found_and_no_two_distinct_items_merge(planted):
     family = planted["family"]
     published = {_media(r["source_uri"]): r for r in planted["index"]}
     # one item per picture: every one of the 48 distinct pictures survives, no copy does
     assert sorted(family[m] for m in published) == sorted(set(family.values()))
     copies = {_media(r["source_uri"]): r for r in planted["rejects"]}
-    assert len(copies) == len(DISTINCT) * len(EDITS)
+    assert len(copies) == len(DISTINCT) * len(EDITS) + 6 * 3 + 3
     by_id = {r["sample_id"]: _media(r["source_uri"]) for r in planted["index"]}
+    expected = {"image": {"duplicate:near", "duplicate:exact"}, "audio": {"duplicate:audio"}, "video": {"duplicate:video"}}
     for media, reject in copies.items():
-        assert reject["reason"] in ("duplicate:near", "duplicate:exact"), (media, reject["reason"])
-        assert family[by_id[reject["duplicate_of"]]] == family[media], f"{media} merged into another picture"
-        assert reject["reason"] == "duplicate:exact" or "pHash" in reject["detail"]
+        assert reject["reason"] in expected[reject["modality"]], (media, reject["reason"], reject["detail"])
+        assert family[by_id[reject["duplicate_of"]]] == family[media], f"{media} merged into another item"
+        assert reject["reason"] == "duplicate:exact" or reject["detail"].split()[0] in ("pHash", "Chromaprint", "keyframe")
 
 
 def test_the_kept_item_is_the_largest_and_carries_every_copys_text(planted):
     for item in planted["index"]:
         name = item["source_uri"].rsplit("/", 1)[-1].split(".")[0]
         texts = sorted(t["text"] for t in item["texts"])
-        if name.endswith("-0"):  # a planted family: 8 captions, on the full-size picture
+        if item["modality"] == "audio":  # every copy's text, whichever copy is longest
+            assert texts == sorted(f"{edit} of the prompt {name}" for edit in ("wav", "mp3", "flac16k", "trim50"))
+        elif item["modality"] == "video":  # the larger clip stays
+            assert texts == [f"original clip of {name[5:]}", f"small clip of {name[5:]}"]
+            assert (item["width"], item["height"]) == (320, 240)
+        elif name.endswith("-0"):  # a planted family: 8 captions, on the full-size picture
             assert texts == sorted([f"the original {name}"] + [f"{e} copy of {name}" for e in EDITS])
             assert (item["width"], item["height"]) == photographs()[name].size
         else:
@@ -142,19 +163,14 @@ def test_hamming_pairs_find_what_a_full_comparison_finds():
     assert clusters([(a, b) for a, b, _ in found]) == clusters(brute)
 
 
-def test_near_duplicate_captions_are_paired_and_unrelated_ones_are_not():
-    texts = {"a": "A brown dog runs along the beach at sunset with a red ball",
-             "b": "a brown dog runs along the beach at sunset with a red ball!",  # punctuation and case
-             "c": "A brown dog runs along the beach at sunset with a blue ball",  # one word changed
-             "d": "Two people ride bicycles through a busy city street at night",
-             "e": "A brown cat sleeps on the sofa next to a window in the sun"}
-    pairs = {(a, b) for a, b, _ in caption_pairs(list(texts), list(texts.values()), threshold=0.5)}
-    assert pairs == {("a", "b"), ("a", "c")}  # b is a once normalized: c pairs with the first of them
-
-
-def _photo_source(folder, names: list[str], pictures: dict, copies: dict[str, str] | None = None):
-    """A manifest source over some of the photographs (and half-size copies: media name -> original)."""
+def _photo_source(folder, names: list[str], pictures: dict, copies: dict[str, str] | None = None,
+                  sounds: dict[str, bytes] | None = None):
+    """A manifest source over some of the photographs (and half-size copies: media name -> original),
+    and sounds (media name -> bytes)."""
     rows = []
+    for media, data in (sounds or {}).items():
+        storage.write_bytes(str(folder / media), data)
+        rows.append({"media": media, "modality": "audio", "text": f"the recording {media}"})
     for name in names:
         storage.write_bytes(str(folder / f"{name}.jpg"), _save(pictures[name], quality=92))
         rows.append({"media": f"{name}.jpg", "modality": "image", "text": f"the photo {name}"})
@@ -184,15 +200,18 @@ def _effective(root: str) -> set[tuple[str, str]]:
 def test_a_second_partition_of_the_same_source_publishes_nothing(tmp_path):
     pictures = photographs()
     names = sorted(pictures)[:6]
-    source = _photo_source(tmp_path / "src", names, pictures)
+    recording = next(iter(speech(1, min_seconds=5.0).values()))
+    source = _photo_source(tmp_path / "src", names, pictures, sounds={"speech.wav": SOUND_EDITS["wav"](recording)})
     root = str(tmp_path / "out")
     _, first = build_in_process([source], root, partition="2026-01-01")
-    assert first["samples"] == 6
-    again = _photo_source(tmp_path / "src2", names, pictures, copies={"smaller.jpg": names[0]})
+    assert first["samples"] == 7
+    again = _photo_source(tmp_path / "src2", names, pictures, copies={"smaller.jpg": names[0]},
+                          sounds={"speech.mp3": SOUND_EDITS["mp3"](recording)})
     layout, second = build_in_process([again], root, partition="2026-01-02")
     assert second["samples"] == 0
     rejects = pq.read_table(storage.join(layout.version, "rejects.parquet")).to_pylist()
-    assert {r["reason"] for r in rejects} == {"duplicate:published"} and len(rejects) == 7  # the half-size copy too
+    # the half-size copy and the MP3 of the recording too
+    assert {r["reason"] for r in rejects} == {"duplicate:published"} and len(rejects) == 8
     assert all("published in partition 2026-01-01" in r["detail"] for r in rejects)
 
 

@@ -222,6 +222,38 @@ def test_dedupe_decision_is_the_same_for_one_or_many_shards(tmp_path):
     assert near_copy["detail"] == f"pHash 3 bits from {rows[5]['sample_id']}"
 
 
+def caption_rows():
+    """Different media (distinct bytes, no pHash) under captions: two near copies of one caption from
+    two sources, an unrelated caption, and 'stock photo' (with punctuation variants) on 6 items."""
+    def item(text, n, source="web"):
+        return {**sample(text=text, sha256=f"{n:064x}", group=f"g{n}", n=n), "source": source}
+
+    return [item("A brown dog runs along the beach at sunset with a red ball", 0, "coco"),
+            item("a brown dog runs along the beach at sunset with a red ball and a stick", 1),
+            item("Two people ride bicycles through a busy city street at night", 2),
+            *(item("Stock photo!" if n % 2 else "stock photo", n) for n in range(3, 9))]
+
+
+def test_near_identical_captions_group_their_items_drop_where_asked_and_boilerplate_is_only_flagged(tmp_path):
+    rows = caption_rows()
+    shards = write_shards(tmp_path, rows, 2)
+    config = {"threshold": 0.7, "drop": (), "boilerplate_items": 5}
+    decision = decide_duplicates(shards, str(tmp_path / "a.parquet"), captions=config)
+    assert decision["caption_duplicates"] == {"coco": 1, "web": 1}
+    assert decision["boilerplate"] == [{"caption": "stock photo", "items": 6}]
+    kept, rejected = run(DedupeStage(decision["uri"]), *rows)
+    assert rejected == []  # different pictures: grouped, not merged
+    group = {r["sample_id"]: r["group_id"] for r in kept}
+    assert group[rows[0]["sample_id"]] == group[rows[1]["sample_id"]] != group[rows[2]["sample_id"]]
+    assert len({group[r["sample_id"]] for r in rows[3:]}) == 6  # boilerplate joins nothing
+
+    dropping = decide_duplicates(shards, str(tmp_path / "b.parquet"), captions={**config, "drop": ("web",)})
+    kept, rejected = run(DedupeStage(dropping["uri"]), *rows)
+    assert [(r["sample_id"], r["reason"], r["duplicate_of"]) for r in rejected] == [
+        (rows[1]["sample_id"], "duplicate:caption", rows[0]["sample_id"])]
+    assert dropping["by_source"] == {"web:duplicate:caption": 1}
+
+
 def test_split_is_8_1_1_keeps_groups_whole_and_ignores_sharding(tmp_path):
     rng = random.Random(3)
     rows = [sample(text=f"caption {i}", group=f"g{rng.randrange(400)}", n=i) for i in range(1000)]

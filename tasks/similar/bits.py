@@ -19,6 +19,7 @@ import numpy as np
 
 _MIX = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing: spreads a key over the top bits
 COMMON_FRAME_ITEMS = 64  # a keyframe hash in more videos than this is not evidence of a copy
+MIN_KEYFRAMES = 3  # a clip under ~2 s is a frame or two: too little to tell a copy from a look-alike
 
 
 def bit_sampling_plan(n: int, radius: int, recall: float) -> tuple[int, int]:
@@ -90,8 +91,9 @@ def hamming_pairs(ids: list[str], hashes: list[int], radius: int) -> list[tuple[
 def sequence_pairs(ids: list[str], sequences: list[list[int]], radius: int) -> list[tuple[str, str, float]]:
     """(a, b, median distance) for items whose hash sequences (a video's keyframes, one a second) match:
     aligned frame by frame (either may start one frame later), the median distance is within `radius`
-    and the shorter is at least 80% of the longer. Candidates are items sharing a near frame."""
-    frames = [(k, h) for k, seq in enumerate(sequences) for h in seq]
+    and the shorter is at least 80% of the longer. Candidates are items sharing a near frame. Sequences
+    shorter than MIN_KEYFRAMES are left out (one shared opening frame says little)."""
+    frames = [(k, h) for k, seq in enumerate(sequences) if len(seq) >= MIN_KEYFRAMES for h in seq]
     if not frames:
         return []
     distinct, inverse = np.unique(np.array([h for _, h in frames], dtype=np.uint64), return_inverse=True)
