@@ -10,11 +10,14 @@ not re-checked: the guard on image downloads covers redirects, this one only the
 from __future__ import annotations
 
 import glob
+import io
 import os
 import re
 import shutil
 import tempfile
 from dataclasses import dataclass, field
+
+import av
 
 from . import FetchError
 from .guard import AddressPolicy
@@ -71,6 +74,14 @@ class LinkDownloader:
         self.subtitles = subtitles
 
     def fetch(self, url: str, modality: str, window: tuple[float, float] | None) -> Downloaded:
+        got = self._fetch(url, modality, window, cut=bool(window) and self.ffmpeg)
+        if got.cut and not _decodes(got.data):
+            # FFmpeg seeks by HTTP range requests; a server without them leaves it a header and no
+            # frames (and yt-dlp says nothing): take the whole file, the caller cuts it
+            got = self._fetch(url, modality, window, cut=False)
+        return got
+
+    def _fetch(self, url: str, modality: str, window: tuple[float, float] | None, cut: bool) -> Downloaded:
         import yt_dlp
         from yt_dlp.utils import DownloadError, download_range_func
 
@@ -85,7 +96,6 @@ class LinkDownloader:
                 "subtitleslangs": list(self.subtitles), "subtitlesformat": "vtt/best",
                 "overwrites": True, "cachedir": False, "color": "no_color",
             }
-            cut = bool(window) and self.ffmpeg
             if cut:
                 params["download_ranges"] = download_range_func(None, [window])
                 params["force_keyframes_at_cuts"] = False
@@ -116,6 +126,15 @@ class LinkDownloader:
         if info.get("title"):
             subs.insert(0, {"text": info["title"], "kind": "title"})
         return Downloaded(data, path.rsplit(".", 1)[-1].lower(), cut, meta, subs)
+
+
+def _decodes(data: bytes) -> bool:
+    """Whether the file yields at least one decoded frame."""
+    try:
+        with av.open(io.BytesIO(data)) as container:
+            return next(iter(container.decode(*container.streams)), None) is not None
+    except (av.error.FFmpegError, ValueError, StopIteration):
+        return False
 
 
 def _categorize(message: str) -> FetchError:
