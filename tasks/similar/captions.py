@@ -1,7 +1,7 @@
 """Near-duplicate captions: texts whose word 3-shingle sets have a Jaccard similarity at or above a
 threshold, by MinHash LSH, vectorized.
 
-Each text becomes the set of its lower-cased word 3-shingles, each shingle a 32-bit CRC. A MinHash
+Each text becomes the set of its lower-cased word 3-shingles, each hashed from its words' CRC-32s. A MinHash
 signature holds, for each of `num_perm` hash functions (multiply-shift: (a*x + b) >> 32 with odd
 64-bit a), the least value over the set; two sets agree at one position with probability equal to
 their Jaccard similarity. The signature is cut into b bands of r rows (b and r chosen as datasketch
@@ -25,38 +25,61 @@ from .bits import equal_keys
 
 WORD = re.compile(r"\w+")
 _CHUNK = 1 << 20  # shingles per block of signature work (x 32 permutations x 8 bytes = 256 MB)
+SHINGLE = 3  # words
+_SHINGLE_WEIGHTS = [np.uint64(w) for w in (0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9)]
 
 
 def normalize(text: str) -> str:
     return " ".join(WORD.findall(text.lower()))
 
 
-def shingle_hashes(text: str, n: int = 3) -> np.ndarray:
-    """Sorted distinct CRC-32s of the word n-shingles of a normalized text (a shorter text is one shingle)."""
-    words = text.split()
-    if not words:
-        return np.empty(0, np.uint64)
-    grams = [" ".join(words[i:i + n]) for i in range(max(1, len(words) - n + 1))]
-    return np.unique(np.fromiter((zlib.crc32(g.encode()) for g in grams), np.uint64, len(grams)))
+def shingle_sets(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct word 3-shingles of each normalized, non-empty text, hashed, as one flat array sorted
+    within each text, and each text's start in it (plus the end). A text under 3 words is one shingle.
+
+    Words are hashed once (CRC-32, cached: vocabularies repeat), shingles combined from them in numpy."""
+    cache: dict[str, int] = {}
+    words = [t.split() for t in texts]
+    lengths = np.fromiter((len(w) for w in words), np.int64, len(words))
+    flat = np.fromiter((cache.get(w) or cache.setdefault(w, zlib.crc32(w.encode()) | 1 << 32)
+                        for ws in words for w in ws), np.uint64, int(lengths.sum()))
+    owner = np.repeat(np.arange(len(texts)), lengths)
+    place = np.arange(len(flat)) - np.repeat(np.cumsum(lengths) - lengths, lengths)  # index within its text
+    left = np.repeat(lengths, lengths) - place  # words from here to the text's end
+    first = (left >= SHINGLE) | (place == 0)  # where a shingle starts
+    value = np.zeros(len(flat), np.uint64)
+    padded = np.concatenate([flat, np.zeros(SHINGLE, np.uint64)])
+    for k, weight in enumerate(_SHINGLE_WEIGHTS):  # a word past the text's end counts as 0
+        value += np.where(left > k, padded[k:k + len(flat)], np.uint64(0)) * weight
+    id_bits = max(1, int(len(texts)).bit_length())
+    keys = np.sort((owner[first].astype(np.uint64) << np.uint64(64 - id_bits)) | (value[first] >> np.uint64(id_bits)))
+    keys = keys[np.r_[True, keys[1:] != keys[:-1]]]  # distinct per text (np.unique hashes: slower here)
+    starts = np.searchsorted(keys >> np.uint64(64 - id_bits), np.arange(len(texts) + 1, dtype=np.uint64))
+    return keys & np.uint64((1 << (64 - id_bits)) - 1), starts
 
 
-def signatures(sets: list[np.ndarray], num_perm: int = 128, seed: int = 1) -> np.ndarray:
-    """MinHash signatures, (len(sets), num_perm) uint32; every set must be non-empty."""
+def shingle_hashes(text: str) -> np.ndarray:
+    """One text's shingle set (as `shingle_sets` hashes it, so the two compare)."""
+    values, _ = shingle_sets([text])
+    return values
+
+
+def signatures(values: np.ndarray, starts: np.ndarray, num_perm: int = 128, seed: int = 1) -> np.ndarray:
+    """MinHash signatures of the sets values[starts[i]:starts[i+1]] (none empty), (n, num_perm) uint32."""
     rng = np.random.default_rng(seed)
     a = rng.integers(0, 2 ** 63, num_perm, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
     b = rng.integers(0, 2 ** 63, num_perm, dtype=np.uint64)
-    lengths = np.array([len(s) for s in sets])
-    values = np.concatenate(sets)
-    owner = np.repeat(np.arange(len(sets)), lengths)
-    out = np.full((len(sets), num_perm), np.iinfo(np.uint32).max, dtype=np.uint32)
+    owner = np.repeat(np.arange(len(starts) - 1), np.diff(starts))
+    out = np.full((len(starts) - 1, num_perm), np.iinfo(np.uint32).max, dtype=np.uint32)
     for start in range(0, len(values), _CHUNK):
         block, who = values[start:start + _CHUNK], owner[start:start + _CHUNK]
         firsts = np.flatnonzero(np.r_[True, who[1:] != who[:-1]])  # each set's first row in this block
+        rows = who[firsts]
         for p in range(0, num_perm, 32):
-            hashed = ((block[:, None] * a[None, p:p + 32] + b[None, p:p + 32]) >> np.uint64(32)).astype(np.uint32)
-            mins = np.minimum.reduceat(hashed, firsts, axis=0)
-            rows = who[firsts]
-            out[rows, p:p + 32] = np.minimum(out[rows, p:p + 32], mins)
+            # (a*x + b) >> 32 is monotone in (a*x + b): take the minimum first, shift only the minima
+            hashed = a[p:p + 32, None] * block[None, :] + b[p:p + 32, None]  # rows contiguous for reduceat
+            mins = (np.minimum.reduceat(hashed, firsts, axis=1) >> np.uint64(32)).astype(np.uint32)
+            out[rows, p:p + 32] = np.minimum(out[rows, p:p + 32], mins.T)
     return out
 
 
@@ -93,28 +116,25 @@ def caption_pairs(keys: list[str], texts: list[str], threshold: float, num_perm:
     for key, text in sorted(zip(keys, texts)):
         by_text.setdefault(normalize(text), []).append(key)
     pairs = [(same[0], other, 1.0) for same in by_text.values() for other in same[1:]]
-    firsts, sets = [], []
-    for text, same in by_text.items():
-        hashes = shingle_hashes(text)
-        if len(hashes):
-            firsts.append(same[0])
-            sets.append(hashes)
-    if len(sets) < 2:
+    firsts = [same[0] for text, same in by_text.items() if text]
+    if len(firsts) < 2:
         return pairs
-    signature = signatures(sets, num_perm, seed)
+    values, starts = shingle_sets([text for text in by_text if text])
+    signature = signatures(values, starts, num_perm, seed)
     bands, rows = lsh_bands(threshold, num_perm)
     rng = np.random.default_rng(seed + 1)
     weights = rng.integers(0, 2 ** 63, rows, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
-    id_bits = (len(sets) - 1).bit_length()
+    n = len(firsts)
+    id_bits = (n - 1).bit_length()
     candidates = []
     for band in range(bands):
         keys_of_band = (signature[:, band * rows:(band + 1) * rows].astype(np.uint64) * weights).sum(axis=1)
-        candidates += [np.minimum(x, y) * len(sets) + np.maximum(x, y) for x, y in equal_keys(keys_of_band, id_bits)]
+        candidates += [np.minimum(x, y) * n + np.maximum(x, y) for x, y in equal_keys(keys_of_band, id_bits)]
     if not candidates:
         return pairs
     found = np.unique(np.concatenate(candidates))
-    for x, y in zip((found // len(sets)).tolist(), (found % len(sets)).tolist()):
-        similarity = jaccard(sets[x], sets[y])
+    for x, y in zip((found // n).tolist(), (found % n).tolist()):
+        similarity = jaccard(values[starts[x]:starts[x + 1]], values[starts[y]:starts[y + 1]])
         if similarity >= threshold:
             pairs.append((*sorted((firsts[x], firsts[y])), similarity))
     return pairs
