@@ -1,6 +1,7 @@
-"""Clean: normalize the texts, decode the media once, record its facts, normalize its encoding.
+"""Clean: clean and describe the texts, decode the media once, record its facts, normalize its encoding.
 
-Empty and repeated texts are dropped one by one; an item left with no text is rejected (`text:empty`).
+Texts are repaired, masked and described (tasks/media/text.py); empty and repeated ones are dropped one
+by one; an item left with no text is rejected (`text:empty`).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import hashlib
 from .media import MediaError
 from .media.audio import decode_audio
 from .media.image import decode_image
-from .media.text import unique_texts
+from .media.text import clean_texts
 from .media.video import decode_video
 from .stage import Reject, RowStage
 
@@ -18,13 +19,14 @@ from .stage import Reject, RowStage
 class CleanStage(RowStage):
     name = "clean"
 
-    def __init__(self, jpeg_quality: int = 95, max_image_pixels: int = 64_000_000):
-        super().__init__(jpeg_quality=jpeg_quality, max_image_pixels=max_image_pixels)
+    def __init__(self, jpeg_quality: int = 95, max_image_pixels: int = 64_000_000, pii: str = "mask"):
+        super().__init__(jpeg_quality=jpeg_quality, max_image_pixels=max_image_pixels, pii=pii)
         self.jpeg_quality = jpeg_quality
         self.max_image_pixels = max_image_pixels
+        self.pii = pii
 
     def check(self, row: dict):
-        texts, dropped = unique_texts(row["texts"] or [])
+        texts, dropped = clean_texts(row["texts"] or [], self.pii)
         if not texts:  # checked first: no decode for an item that cannot be kept
             return Reject("text:empty", f"{len(dropped)} text(s), all empty: {[t['text'] for t, _ in dropped][:5]!r}")
         try:

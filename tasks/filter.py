@@ -22,6 +22,12 @@ class Rule:
     def verdict(self, value: float) -> str | None:
         """The reject code, or None to keep."""
 
+    def judge(self, text: dict) -> tuple[str, str] | None:
+        """A text rule's (code, detail) for a text that fails, else None: by default its score and verdict."""
+        value = self.score(text)
+        code = self.verdict(value)
+        return (code, f"{self.score_name}={value:g}") if code else None
+
 
 class MinImageSide(Rule):
     modality, score_name = "image", "min_side"
@@ -85,6 +91,27 @@ class CaptionWords(Rule):
         return None
 
 
+class Language(Rule):
+    """A text rule: drops a text the identifier is sure enough is in a language not allowed."""
+
+    score_name = "lang_score"
+
+    def __init__(self, allowed: tuple[str, ...], min_score: float):
+        self.allowed, self.min_score = set(allowed), min_score
+
+    def judge(self, text) -> tuple[str, str] | None:
+        if not self.allowed or text.get("lang") in self.allowed or (text.get("lang_score") or 0) < self.min_score:
+            return None
+        return "language", f"lang={text['lang']} p={text['lang_score']:.2f}, allowed: {', '.join(sorted(self.allowed))}"
+
+
+class Boilerplate(Rule):
+    """A text rule: drops a text clean flagged as boilerplate."""
+
+    def judge(self, text) -> tuple[str, str] | None:
+        return ("boilerplate", f"says nothing of the media: {text['text'][:60]!r}") if "boilerplate" in (text.get("flags") or []) else None
+
+
 class FilterStage(RowStage):
     name = "filter"
 
@@ -97,7 +124,10 @@ class FilterStage(RowStage):
             Duration("audio", t.get("min_audio_s", 0.5), t.get("max_audio_s", 60.0)),
             Duration("video", t.get("min_video_s", 0.5), t.get("max_video_s", 600.0)),
         ]
-        self.text_rules = [CaptionWords(t.get("min_caption_words", 2), t.get("max_caption_words", 200))]
+        self.text_rules = [CaptionWords(t.get("min_caption_words", 2), t.get("max_caption_words", 200)),
+                           Language(tuple(t.get("languages", ())), t.get("language_min_score", 0.5))]
+        if t.get("drop_boilerplate", True):
+            self.text_rules.append(Boilerplate())
 
     def check(self, row: dict):
         scores = {}
@@ -124,8 +154,7 @@ class FilterStage(RowStage):
 
     def text_failure(self, text: dict) -> tuple[str, str] | None:
         for rule in self.text_rules:
-            value = rule.score(text)
-            code = rule.verdict(value)
-            if code:
-                return code, f"{rule.score_name}={value:g}"
+            failure = rule.judge(text)
+            if failure:
+                return failure
         return None

@@ -40,6 +40,7 @@ INDEX_DROP = ["media_bytes"]
 MEMBER_META = ["sample_id", "group_id", "source", "modality", "media_size", "width", "height", "duration_s",
                "sample_rate", "channels", "fps", "num_frames", "video_codec", "audio_codec", "audio_duration_s",
                "sha256", "phash", "split", "source_uri"]
+MEMBER_TEXT = ["text", "kind", "source", "lang", "flags"]
 MEDIA_READ_ROWS = 16  # rows per read from the media file; memory is bounded by its row groups (one batch)
 
 
@@ -66,7 +67,9 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
 
 def member_json(row: dict) -> bytes:
     meta = {k: row[k] for k in MEMBER_META if row.get(k) is not None}
-    meta["texts"] = row["texts"]
+    # a text's counts and language probability, and its unset fields, are left out (index.parquet has
+    # them all): the JSON stays within a tar block or two beside the media
+    meta["texts"] = [{k: t[k] for k in MEMBER_TEXT if t.get(k) not in (None, [])} for t in row["texts"]]
     meta["scores"] = scores_dict(row)
     return json.dumps(meta, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
 
@@ -176,6 +179,7 @@ def commit_version(layout: storage.Layout, published: list[dict], reject_uris: l
 
     stats = {"splits": splits, "funnel": funnel, "rejects_by_reason": _count(rejects.column("reason").to_pylist()),
              "texts_dropped_by_reason": _count(dropped.column("reason").to_pylist()), "hours": _hours(index),
+             "text_languages": _languages(index),
              "dedupe": dedupe_report or {}, **fetch_failures(rejects)}
     files["stats.json"] = _write(storage.join(version, "stats.json"),
                                  json.dumps(stats, indent=2, sort_keys=True).encode())
@@ -276,6 +280,16 @@ def fetch_failures(rejects: pa.Table, top: int = 10) -> dict:
 
 def _count(values: list[str]) -> dict[str, int]:
     return dict(sorted(Counter(values).items()))
+
+
+def _languages(index: pa.Table | None, sure: float = 0.5) -> dict[str, int]:
+    """Published texts per language; `und` where the identifier was less than `sure` of it."""
+    if index is None or index.num_rows == 0:
+        return {}
+    texts = pc.list_flatten(index.column("texts"))
+    langs = pc.if_else(pc.greater_equal(pc.fill_null(pc.struct_field(texts, "lang_score"), 0), sure),
+                       pc.struct_field(texts, "lang"), "und")
+    return _count(pc.fill_null(langs, "und").to_pylist())
 
 
 def _hours(index: pa.Table | None) -> dict[str, float]:

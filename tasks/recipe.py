@@ -75,6 +75,9 @@ class CleanConfig(Strict):
     # videos keep their container (re-encoding video is a later stage's decision)
     jpeg_quality: int = Field(95, ge=50, le=100)
     max_image_pixels: int = Field(64_000_000, gt=0)  # decompression-bomb guard
+    # emails, URLs and phone numbers in texts: "mask" replaces them ([email], [url], [phone]), "flag"
+    # only notes them in the text's flags, "keep" leaves them unseen
+    pii: Literal["mask", "flag", "keep"] = "mask"
 
 
 class FilterConfig(Strict):
@@ -86,6 +89,11 @@ class FilterConfig(Strict):
     max_video_s: float = Field(600.0, gt=0)
     min_caption_words: int = Field(2, ge=0)
     max_caption_words: int = Field(200, ge=1)
+    # texts in other languages are dropped (filter:language) when the identifier is at least
+    # `language_min_score` sure; empty: every language. Short captions score low and are kept.
+    languages: tuple[str, ...] = ()
+    language_min_score: float = Field(0.5, ge=0, le=1)
+    drop_boilerplate: bool = True  # texts flagged boilerplate ("image may contain", a file name) go
 
     @model_validator(mode="after")
     def _bounds(self):

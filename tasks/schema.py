@@ -21,7 +21,11 @@ SPLITS = ("train", "val", "test")
 TEXT_KINDS = ("caption", "title", "subtitle", "transcript", "speaker")
 
 # One text of an item: what it says, what kind of text it is, and which source gave it.
-TEXT = pa.struct([pa.field("text", pa.string()), pa.field("kind", pa.string()), pa.field("source", pa.string())])
+# One text of an item. Clean fills the rest (tasks/media/text.py): language and its probability,
+# counts, and flags (markup, repaired, url, email, phone, boilerplate) that filters decide on.
+TEXT = pa.struct([pa.field("text", pa.string()), pa.field("kind", pa.string()), pa.field("source", pa.string()),
+                  pa.field("lang", pa.string()), pa.field("lang_score", pa.float32()), pa.field("words", pa.int32()),
+                  pa.field("chars", pa.int32()), pa.field("flags", pa.list_(pa.string()))])
 # One measured score. A list of {name, value} rather than a map: every reader (Hugging Face datasets,
 # pandas, DuckDB, Spark) takes it, and new filters add scores without changing the schema.
 SCORE = pa.struct([pa.field("name", pa.string()), pa.field("value", pa.float64())])

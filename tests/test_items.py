@@ -42,6 +42,9 @@ def test_five_captions_of_real_photos_are_one_item_published_once(tmp_path):
     assert len([m for m in members if m.endswith(".jpg")]) == len(photos)
     index = pq.read_table(f"{layout.version}/train/index.parquet").to_pylist()
     assert all(len(row["texts"]) == 5 for row in index)
+    assert all(t["lang"] and t["words"] == len(t["text"].split()) for row in index for t in row["texts"])
+    stats = storage.read_json(f"{layout.version}/stats.json")
+    assert sum(stats["text_languages"].values()) == manifest["texts"]
     # the published tars hold each media file once, whatever the number of captions: per item, three
     # tar headers, the JSON and the caption (about 3.3 kB); per tar, its end blocks (under 11 kB). On
     # photos of COCO's size (166 kB on average here) that is 2.3 %; it is under 2 % from about 200 kB.

@@ -1,11 +1,62 @@
-"""Caption text: normalization shared by clean, filter and dedupe."""
+"""Caption text: cleaning, language and counts (clean), and the normalization dedupe and filter share.
+
+`clean_text` repairs what scraped and exported captions carry: HTML tags and entities, mojibake and
+other broken Unicode (ftfy), compatibility forms (NFKC: full-width letters, ligatures), control
+characters and runs of whitespace. Emails, URLs and phone numbers are masked (`[email]`, `[url]`,
+`[phone]`) or only flagged, per recipe; captions that say nothing about the media ("image may
+contain", a file name, a bare URL, "stock photo") are flagged `boilerplate`. `describe` adds the
+language (py3langid: its model ships in the wheel, so it works offline) with its confidence, and
+word and character counts. Flags and language are kept on each text; filters decide on them.
+"""
 
 from __future__ import annotations
 
+import html
 import re
 import unicodedata
+from functools import cache
+
+import ftfy
 
 _SPACE = re.compile(r"\s+")
+_TAG = re.compile(r"</?[A-Za-z][^<>]*>|<!--.*?-->", re.S)
+PII = {  # flag -> pattern; order matters: a URL may contain an address, a phone number digits of a URL
+    "url": re.compile(r"\b(?:https?://|www\.)[^\s<>\"]+", re.I),
+    "email": re.compile(r"\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b"),
+    "phone": re.compile(r"(?<![\w+])\+?\d[\d\s().-]{7,}\d\b"),
+}
+BOILERPLATE = [re.compile(p, re.I) for p in (
+    r"^image may contain\b", r"^(?:no )?(?:description|caption|alt text|title)(?: available| here)?$",
+    r"^(?:stock )?(?:photo|image|picture|img|thumbnail|untitled|placeholder)s?(?: \d+)?$",
+    r"^[\w\- ]*\.(?:jpe?g|png|gif|webp|bmp|tiff?|mp[34]|wav|flac|mov|avi|mkv)$",  # a file name
+    r"^(?:img|dsc|dscn|pxl|vid|mvi)[_\- ]?\d+$",  # a camera's file stem
+    r"^\[url\]$",  # nothing but a link
+)]
+
+
+def clean_text(raw: str | None, pii: str = "mask") -> tuple[str, list[str]]:
+    """The cleaned caption and its flags (markup, repaired, url/email/phone, boilerplate).
+    pii: "mask" replaces what it finds, "flag" only notes it, "keep" does neither."""
+    if not raw:
+        return "", []
+    flags = []
+    text = _TAG.sub(" ", raw)
+    if text != raw:
+        flags.append("markup")
+    text = html.unescape(text)
+    fixed = normalize_caption(ftfy.fix_text(text, normalization="NFKC", unescape_html=False))
+    if fixed != normalize_caption(unicodedata.normalize("NFKC", text)):
+        flags.append("repaired")
+    text = fixed
+    if pii != "keep":
+        for name, pattern in PII.items():
+            if pattern.search(text):
+                flags.append(name)
+                if pii == "mask":
+                    text = pattern.sub(f"[{name}]", text)
+    if any(p.search(text) for p in BOILERPLATE):
+        flags.append("boilerplate")
+    return text, flags
 
 
 def normalize_caption(text: str | None) -> str:
@@ -17,8 +68,34 @@ def normalize_caption(text: str | None) -> str:
     return _SPACE.sub(" ", text).strip()
 
 
+@cache
+def _identifier():
+    from py3langid.langid import MODEL_FILE, LanguageIdentifier
+
+    return LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
+
+
+def describe(text: str) -> dict:
+    """Language (ISO 639-1) with the identifier's probability, and word and character counts. Short
+    captions get low confidence ("a dog": 0.06): filters trust the language only above a threshold."""
+    lang, score = _identifier().classify(text)
+    return {"lang": lang, "lang_score": round(float(score), 4), "words": len(text.split()), "chars": len(text)}
+
+
 def word_count(text: str | None) -> int:
     return len(normalize_caption(text).split())
+
+
+def clean_texts(texts: list[dict], pii: str = "mask") -> tuple[list[dict], list[tuple[dict, str]]]:
+    """An item's texts cleaned and described, without empty ones and repeats; (kept, [(dropped, reason)])."""
+    cleaned = []
+    for text in texts:
+        value, flags = clean_text(text["text"], pii)
+        cleaned.append((text, {**text, "text": value, "flags": flags}))
+    kept, dropped = unique_texts([c for _, c in cleaned])
+    originals = {id(c): t for t, c in cleaned}
+    return ([{**t, **describe(t["text"])} for t in kept],
+            [(originals[id(t)], reason) for t, reason in dropped])
 
 
 def unique_texts(texts: list[dict]) -> tuple[list[dict], list[tuple[dict, str]]]:

@@ -1,0 +1,89 @@
+"""Caption cleaning, language and the text filters, on the kinds of text scraped captions carry."""
+
+from __future__ import annotations
+
+import pytest
+
+from tasks.clean import CleanStage
+from tasks.filter import FilterStage
+from tasks.media.text import clean_text, describe
+
+from .helpers import image_bytes, sample, texts
+from .test_stages import run
+
+
+@pytest.mark.parametrize("raw, cleaned, flags", [
+    ("<p>A dog &amp; a <b>cat</b></p>", "A dog & a cat", ["markup"]),
+    ("CafÃ© on the corner", "Café on the corner", ["repaired"]),  # UTF-8 read as Latin-1 (mojibake)
+    ("ｆｕｌｌ-width ﬁsh", "full-width fish", []),  # NFKC: full-width letters, the fi ligature
+    ("a\tdog\x00 on\u200b the\n\nbeach ", "a dog on the beach", []),  # controls and format chars: spaces
+    ("mail me at jo.doe+x@example.co.uk today", "mail me at [email] today", ["email"]),
+    ("see https://example.com/a?b=1 for more", "see [url] for more", ["url"]),
+    ("call +1 (555) 010-9999 now", "call [phone] now", ["phone"]),
+    ("a red bus with route 42 on a street", "a red bus with route 42 on a street", []),  # numbers are not phones
+    ("Image may contain: one or more people", "Image may contain: one or more people", ["boilerplate"]),
+    ("IMG_20190612_101500.jpg", "IMG_20190612_101500.jpg", ["boilerplate"]),
+    ("DSC0042", "DSC0042", ["boilerplate"]),
+    ("stock photo", "stock photo", ["boilerplate"]),
+    ("www.example.com", "[url]", ["url", "boilerplate"]),
+    ("a photo of a dog catching a frisbee in a park", "a photo of a dog catching a frisbee in a park", []),
+    ("<br/>", "", ["markup"]),
+])
+def test_clean_text_repairs_masks_and_flags(raw, cleaned, flags):
+    assert clean_text(raw) == (cleaned, flags)
+
+
+def test_pii_can_be_flagged_without_masking_or_left_alone():
+    assert clean_text("write to a@b.org", pii="flag") == ("write to a@b.org", ["email"])
+    assert clean_text("write to a@b.org", pii="keep") == ("write to a@b.org", [])
+
+
+@pytest.mark.parametrize("text, lang", [
+    ("Two people ride bicycles through a busy city street at night", "en"),
+    ("Ein brauner Hund läuft bei Sonnenuntergang am Strand entlang", "de"),
+    ("Un chien brun court sur la plage au coucher du soleil", "fr"),
+    ("Un perro marrón corre por la playa al atardecer", "es"),
+    ("Коричневая собака бежит по песчаному пляжу на закате солнца и лает", "ru"),
+    ("夕暮れの浜辺を茶色い犬が走っている", "ja"),
+])
+def test_language_is_identified_offline_with_its_confidence(text, lang):
+    described = describe(text)
+    assert described["lang"] == lang and described["lang_score"] > 0.5
+    assert described["words"] == len(text.split()) and described["chars"] == len(text)
+
+
+def test_a_short_caption_gets_a_low_confidence():
+    assert describe("a dog")["lang_score"] < 0.5
+
+
+def test_clean_keeps_texts_cleaned_and_described_and_rejects_an_item_of_only_markup_or_space():
+    stage = CleanStage()
+    kept, rejected = run(
+        stage,
+        sample(captions=("<i>A dog</i> on a beach", "A dog on a beach", "   "), media=image_bytes(), n=0),
+        sample(captions=("<br/>", " \t "), media=image_bytes(), n=1),
+    )
+    assert [r["reason"] for r in rejected] == ["text:empty"]
+    (item,) = kept
+    (text,) = item["texts"]  # the markup-free repeat and the blank one are dropped
+    assert text["text"] == "A dog on a beach" and text["flags"] == ["markup"] and text["lang"] == "en"
+
+
+def test_text_filters_drop_other_languages_when_sure_and_boilerplate_and_keep_the_rest():
+    stage = FilterStage(languages=("en",), language_min_score=0.5, min_caption_words=1)
+
+    def described(*captions):
+        return [{**t, **describe(t["text"]), "flags": clean_text(t["text"])[1]} for t in texts(*captions)]
+
+    rows = [
+        {**sample(n=0, width=64, height=64), "texts": described(
+            "Two people ride bicycles through a busy city street at night",
+            "Zwei Menschen fahren nachts mit dem Fahrrad durch eine belebte Straße",
+            "a dog",  # too short to be sure of: kept
+            "IMG_0042.jpg")},
+        {**sample(n=1, width=64, height=64), "texts": described("stock photo")},
+    ]
+    kept, rejected, dropped = run(stage, *rows, with_dropped_texts=True)
+    assert [t["text"] for t in kept[0]["texts"]] == ["Two people ride bicycles through a busy city street at night", "a dog"]
+    assert sorted(d["reason"] for d in dropped) == ["filter:boilerplate", "filter:language"]
+    assert [r["reason"] for r in rejected] == ["filter:boilerplate"]
