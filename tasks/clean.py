@@ -10,18 +10,21 @@ import hashlib
 
 from .media import MediaError
 from .media.audio import decode_audio
-from .media.image import decode_image
+from .media.image import ImagePreset, decode_image
 from .media.text import clean_texts
 from .media.video import decode_video
+from .schema import with_scores
 from .stage import Reject, RowStage
 
 
 class CleanStage(RowStage):
     name = "clean"
 
-    def __init__(self, jpeg_quality: int = 95, max_image_pixels: int = 64_000_000, pii: str = "mask"):
-        super().__init__(jpeg_quality=jpeg_quality, max_image_pixels=max_image_pixels, pii=pii)
-        self.jpeg_quality = jpeg_quality
+    def __init__(self, image: dict | None = None, max_image_pixels: int = 64_000_000, pii: str = "mask"):
+        super().__init__(image=image, max_image_pixels=max_image_pixels, pii=pii)
+        image = dict(image or {})
+        resize = image.pop("resize", None) or {}
+        self.image = ImagePreset(**image, **resize)
         self.max_image_pixels = max_image_pixels
         self.pii = pii
 
@@ -37,13 +40,14 @@ class CleanStage(RowStage):
             return Reject("decode:unexpected", f"{type(e).__name__}: {e}")
         for text, reason in dropped:
             self.drop_text(row, text, reason)
-        return {**row, **facts, "texts": texts, "media_size": len(facts["media_bytes"]),
-                "sha256": hashlib.sha256(facts["media_bytes"]).hexdigest()}
+        scores = facts.pop("_scores", {})  # measured while decoding; filters judge them
+        return with_scores({**row, **facts, "texts": texts, "media_size": len(facts["media_bytes"]),
+                            "sha256": hashlib.sha256(facts["media_bytes"]).hexdigest()}, **scores)
 
     def _image(self, data: bytes) -> dict:
-        image = decode_image(data, self.max_image_pixels, self.jpeg_quality)
+        image = decode_image(data, self.max_image_pixels, self.image)
         return {"media_bytes": image.data, "media_ext": image.ext, "width": image.width,
-                "height": image.height, "phash": image.phash}
+                "height": image.height, "phash": image.phash, "_scores": {"pixel_std": image.pixel_std}}
 
     def _audio(self, data: bytes) -> dict:
         audio = decode_audio(data)

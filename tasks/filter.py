@@ -9,7 +9,7 @@ left with no text is rejected. One rule = one small class.
 from __future__ import annotations
 
 from .media.text import word_count
-from .schema import with_scores
+from .schema import scores_dict, with_scores
 from .stage import Reject, RowStage
 
 
@@ -53,6 +53,20 @@ class MaxAspect(Rule):
 
     def verdict(self, value):
         return "extreme_aspect" if value > self.max_aspect else None
+
+
+class NotBlank(Rule):
+    """Scored by clean while decoding (the pixels are not decoded twice)."""
+    modality, score_name = "image", "pixel_std"
+
+    def __init__(self, min_std: float):
+        self.min_std = min_std
+
+    def score(self, row):
+        return scores_dict(row).get("pixel_std")  # None: not measured (judged by nothing)
+
+    def verdict(self, value):
+        return "blank_image" if value < self.min_std else None
 
 
 class Duration(Rule):
@@ -121,6 +135,7 @@ class FilterStage(RowStage):
         self.item_rules = [
             MinImageSide(t.get("min_image_side", 32)),
             MaxAspect(t.get("max_image_aspect", 4.0)),
+            NotBlank(t.get("min_image_std", 2.0)),
             Duration("audio", t.get("min_audio_s", 0.5), t.get("max_audio_s", 60.0)),
             Duration("video", t.get("min_video_s", 0.5), t.get("max_video_s", 600.0)),
         ]
@@ -134,7 +149,10 @@ class FilterStage(RowStage):
         for rule in self.item_rules:
             if rule.modality not in (None, row["modality"]):
                 continue
-            value = scores[rule.score_name] = rule.score(row)
+            value = rule.score(row)
+            if value is None:
+                continue
+            scores[rule.score_name] = value
             code = rule.verdict(value)
             if code:
                 return Reject(code, f"{rule.score_name}={value:g}")

@@ -70,10 +70,25 @@ class ShardConfig(Strict):
     batch_bytes: ByteSize = Field(ByteSize(64 * 2**20), gt=0)
 
 
+class ResizeConfig(Strict):
+    short_side: int | None = Field(None, ge=8)  # scale so the shorter side is this (never up)
+    center_crop: int | None = Field(None, ge=8)  # then keep the centered square of this side
+
+
+class ImageCleanConfig(Strict):
+    """How images are published: upright RGB, in this format, optionally resized (torchvision's
+    Resize(256) + CenterCrop(224) is `resize: {short_side: 256, center_crop: 224}`)."""
+
+    resize: ResizeConfig | None = None
+    format: Literal["jpg", "png", "webp"] = "jpg"
+    quality: int = Field(95, ge=50, le=100)
+    animated: Literal["first_frame", "reject"] = "first_frame"  # GIF/WebP/APNG with several frames
+
+
 class CleanConfig(Strict):
-    # images that are not RGB JPEG are re-encoded to JPEG and audio not in a FLAC file to FLAC;
-    # videos keep their container (re-encoding video is a later stage's decision)
-    jpeg_quality: int = Field(95, ge=50, le=100)
+    # an RGB JPEG needing no change is published as it came; other images are encoded per `image`;
+    # audio not in a FLAC file becomes FLAC; videos keep their container
+    image: ImageCleanConfig = ImageCleanConfig()
     max_image_pixels: int = Field(64_000_000, gt=0)  # decompression-bomb guard
     # emails, URLs and phone numbers in texts: "mask" replaces them ([email], [url], [phone]), "flag"
     # only notes them in the text's flags, "keep" leaves them unseen
@@ -94,6 +109,8 @@ class FilterConfig(Strict):
     languages: tuple[str, ...] = ()
     language_min_score: float = Field(0.5, ge=0, le=1)
     drop_boilerplate: bool = True  # texts flagged boilerplate ("image may contain", a file name) go
+    # grey-level standard deviation of a 64 px thumbnail below which an image is blank (filter:blank_image)
+    min_image_std: float = Field(2.0, ge=0)
 
     @model_validator(mode="after")
     def _bounds(self):

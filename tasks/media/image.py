@@ -1,4 +1,15 @@
-"""Images with Pillow: full decode (catches truncation), facts, perceptual hash, JPEG normalization."""
+"""Images with Pillow: decode once, upright, in RGB; facts, perceptual hash, a blankness score, and the
+recipe's encoding (optionally resized and center-cropped).
+
+- Full decode (catches truncation), with JPEG draft mode (DCT scaling) when a resize lets it decode
+  at a fraction of the size.
+- EXIF orientation applied: width, height, pHash and the published pixels are upright.
+- Every mode to RGB: CMYK, palette, grey, 16-bit (scaled, not clipped), alpha laid on white.
+- Animated images: the first frame, or a reject (`decode:animated`), per recipe.
+- The pHash is of the whole upright picture, before any crop, so copies cropped differently by a
+  preset still meet in dedupe. `pixel_std` (of a 64 px grey thumbnail) scores blank images.
+- An RGB JPEG that needs no change is published as it came (no second lossy encode).
+"""
 
 from __future__ import annotations
 
@@ -7,31 +18,71 @@ import warnings
 from dataclasses import dataclass
 
 import imagehash
-from PIL import Image, UnidentifiedImageError
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from . import MediaError
 
 JPEG_MAX_SIDE = 65_500
+FORMATS = {"jpg": "JPEG", "png": "PNG", "webp": "WEBP"}
+
+
+@dataclass(frozen=True)
+class ImagePreset:
+    """How clean encodes images: None leaves the size alone."""
+    short_side: int | None = None  # scale so the shorter side is this (never up)
+    center_crop: int | None = None  # then keep the centered square of this side
+    format: str = "jpg"  # jpg | png | webp
+    quality: int = 95
+    animated: str = "first_frame"  # first_frame | reject
 
 
 @dataclass
 class DecodedImage:
-    data: bytes  # normalized bytes (the input itself when it already was an RGB JPEG)
+    data: bytes  # normalized bytes (the input itself when it already was an RGB JPEG that needs no change)
     ext: str
-    width: int
+    width: int  # of the published pixels, upright
     height: int
     source_format: str
     phash: str
+    oriented: bool  # an EXIF orientation was applied
+    pixel_std: float  # grey-level standard deviation of a 64 px thumbnail: ~0 for a blank image
 
 
-def decode_image(data: bytes, max_pixels: int = 64_000_000, jpeg_quality: int = 95) -> DecodedImage:
+def decode_image(data: bytes, max_pixels: int = 64_000_000, preset: ImagePreset = ImagePreset()) -> DecodedImage:
+    image, source_format = _open(data, max_pixels, preset)
+    oriented = _orientation(image) not in (None, 1)
+    rgb = to_rgb(ImageOps.exif_transpose(image) if oriented else image)
+    phash = str(imagehash.phash(rgb))
+    pixel_std = float(np.asarray(rgb.convert("L").resize((64, 64), Image.Resampling.BILINEAR), np.float32).std())
+    shaped = _shape(rgb, preset)
+    unchanged = (source_format == "JPEG" and image.mode == "RGB" and not oriented and shaped is rgb
+                 and preset.format == "jpg" and not getattr(image, "is_animated", False))
+    if unchanged:
+        out = data
+    elif max(shaped.size) > JPEG_MAX_SIDE and preset.format == "jpg":
+        raise MediaError("too_large_side", f"{shaped.width}x{shaped.height}: JPEG stops at {JPEG_MAX_SIDE} px a side")
+    else:
+        buffer = io.BytesIO()
+        shaped.save(buffer, format=FORMATS[preset.format], quality=preset.quality)
+        out = buffer.getvalue()
+    return DecodedImage(data=out, ext=preset.format, width=shaped.width, height=shaped.height,
+                        source_format=source_format, phash=phash, oriented=oriented, pixel_std=round(pixel_std, 3))
+
+
+def _open(data: bytes, max_pixels: int, preset: ImagePreset) -> tuple[Image.Image, str]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             Image.MAX_IMAGE_PIXELS = max_pixels
             image = Image.open(io.BytesIO(data))
             source_format = image.format or "unknown"
-            image.load()  # decode every pixel: lazy open() alone misses truncated files
+            if getattr(image, "n_frames", 1) > 1 and preset.animated == "reject":
+                raise MediaError("animated", f"{source_format} with {image.n_frames} frames")
+            if preset.short_side and source_format == "JPEG":
+                scale = preset.short_side / min(image.size)
+                image.draft("RGB", (max(1, round(image.width * scale)), max(1, round(image.height * scale))))
+            image.load()  # decode every pixel (the first frame): lazy open() alone misses truncated files
     except UnidentifiedImageError:
         raise MediaError("not_an_image", "Pillow recognizes no image format in these bytes") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
@@ -41,20 +92,35 @@ def decode_image(data: bytes, max_pixels: int = 64_000_000, jpeg_quality: int = 
         raise MediaError(code, str(e)) from None
     except (SyntaxError, ValueError) as e:  # Pillow raises these for some malformed headers
         raise MediaError("corrupt", str(e)) from None
+    return image, source_format
 
-    if source_format == "JPEG" and image.mode == "RGB":
-        normalized = data
-    elif max(image.size) > JPEG_MAX_SIDE:
-        raise MediaError("too_large_side", f"{image.width}x{image.height}: JPEG stops at {JPEG_MAX_SIDE} px a side")
-    else:
-        out = io.BytesIO()
-        image.convert("RGB").save(out, format="JPEG", quality=jpeg_quality)
-        normalized = out.getvalue()
-    return DecodedImage(
-        data=normalized,
-        ext="jpg",
-        width=image.width,
-        height=image.height,
-        source_format=source_format,
-        phash=str(imagehash.phash(image)),
-    )
+
+def _orientation(image: Image.Image) -> int | None:
+    try:
+        return image.getexif().get(0x0112)
+    except Exception:  # a malformed EXIF block: treat as no orientation
+        return None
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """RGB pixels of any mode: 16-bit and 32-bit grey scaled to 8 bits, transparency laid on white."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        values = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if image.mode.startswith("I;16") or values.max() > 255 else 255.0
+        image = Image.fromarray(np.clip(values / top * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def _shape(image: Image.Image, preset: ImagePreset) -> Image.Image:
+    if preset.short_side and min(image.size) > preset.short_side:
+        scale = preset.short_side / min(image.size)
+        size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+        image = image.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+    if preset.center_crop and min(image.size) >= preset.center_crop:
+        left, top = (image.width - preset.center_crop) // 2, (image.height - preset.center_crop) // 2
+        image = image.crop((left, top, left + preset.center_crop, top + preset.center_crop))
+    return image
