@@ -144,7 +144,7 @@ def build_dataset(recipe_path: str, partition: str | None = None, storage_root: 
     log_funnel_line(funnel[0])
 
     fetch = {"cache_dir": storage.join(layout.work, "fetched"), **recipe.network.model_dump(mode="json")}
-    ingested = run_step([("collect", fetch), ("clean", recipe.clean.model_dump())], plan["shards"], recipe, layout,
+    ingested = run_step([("collect", fetch), ("clean", recipe.clean_settings())], plan["shards"], recipe, layout,
                         writes_media=True)
     decision = decide_duplicates.submit([r.uri for r in ingested], storage.join(layout.work, "dedupe-decision.parquet"),
                                         recipe.dedupe.model_dump(), layout).result()

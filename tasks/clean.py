@@ -7,9 +7,10 @@ by one; an item left with no text is rejected (`text:empty`).
 from __future__ import annotations
 
 import hashlib
+import json
 
 from .media import MediaError
-from .media.audio import decode_audio
+from .media.audio import AudioPreset, decode_audio
 from .media.image import ImagePreset, decode_image
 from .media.text import clean_texts
 from .media.video import decode_video
@@ -20,11 +21,14 @@ from .stage import Reject, RowStage
 class CleanStage(RowStage):
     name = "clean"
 
-    def __init__(self, image: dict | None = None, max_image_pixels: int = 64_000_000, pii: str = "mask"):
-        super().__init__(image=image, max_image_pixels=max_image_pixels, pii=pii)
+    def __init__(self, image: dict | None = None, audio: dict | None = None, features: dict | None = None,
+                 max_image_pixels: int = 64_000_000, pii: str = "mask"):
+        super().__init__(image=image, audio=audio, features=features, max_image_pixels=max_image_pixels, pii=pii)
         image = dict(image or {})
         resize = image.pop("resize", None) or {}
         self.image = ImagePreset(**image, **resize)
+        mel = (features or {}).get("log_mel")
+        self.audio = AudioPreset(**(audio or {}), log_mel=tuple(sorted(mel.items())) if mel else None)
         self.max_image_pixels = max_image_pixels
         self.pii = pii
 
@@ -50,10 +54,14 @@ class CleanStage(RowStage):
                 "height": image.height, "phash": image.phash, "_scores": {"pixel_std": image.pixel_std}}
 
     def _audio(self, data: bytes) -> dict:
-        audio = decode_audio(data)
-        return {"media_bytes": audio.data, "media_ext": audio.ext, "duration_s": audio.duration_s,
-                "sample_rate": audio.sample_rate, "channels": audio.channels, "audio_codec": audio.codec,
-                "audio_fingerprint": audio.fingerprint}
+        audio = decode_audio(data, self.audio)
+        facts = {"media_bytes": audio.data, "media_ext": audio.ext, "duration_s": audio.duration_s,
+                 "sample_rate": audio.sample_rate, "channels": audio.channels, "audio_codec": audio.codec,
+                 "audio_fingerprint": audio.fingerprint, "_scores": audio.scores}
+        if audio.mel is not None:
+            facts["sidecars"] = [{"name": "mel.npy", "data": audio.mel}]
+            facts["features"] = json.dumps({"log_mel": audio.mel_params}, sort_keys=True)
+        return facts
 
     def _video(self, data: bytes) -> dict:
         video = decode_video(data)

@@ -118,8 +118,9 @@ def run_step(step: str, stages: list[tuple[str, dict]], in_uri: str, out_dir: st
                 batch = kept.cast(SAMPLE_SCHEMA)
             if media_writer is not None:  # the batch's media leaves memory here, written once
                 media_writer.write_table(batch.select(MEDIA_SCHEMA.names).cast(MEDIA_SCHEMA))
-                batch = batch.set_column(batch.schema.get_field_index("media_bytes"), "media_bytes",
-                                         pa.nulls(batch.num_rows, pa.large_binary()))
+                for column in ("media_bytes", "sidecars"):
+                    field = batch.schema.field(column)
+                    batch = batch.set_column(batch.schema.get_field_index(column), field, pa.nulls(batch.num_rows, field.type))
             kept_parts.append(batch)
 
     if media_uri:

@@ -69,6 +69,32 @@ class NotBlank(Rule):
         return "blank_image" if value < self.min_std else None
 
 
+class MeasuredAtMost(Rule):
+    """A score clean measured while decoding (silence, clipping), judged against a ceiling."""
+
+    def __init__(self, modality: str, score_name: str, ceiling: float, code: str):
+        self.modality, self.score_name, self.ceiling, self.code = modality, score_name, ceiling, code
+
+    def score(self, row):
+        return scores_dict(row).get(self.score_name)  # None: not measured (judged by nothing)
+
+    def verdict(self, value):
+        return self.code if value > self.ceiling else None
+
+
+class MinSampleRate(Rule):
+    modality, score_name = "audio", "sample_rate"
+
+    def __init__(self, low: int):
+        self.low = low
+
+    def score(self, row):
+        return float(row["sample_rate"]) if row.get("sample_rate") else None
+
+    def verdict(self, value):
+        return "low_sample_rate" if value < self.low else None
+
+
 class Duration(Rule):
     score_name = "duration_s"
 
@@ -137,6 +163,9 @@ class FilterStage(RowStage):
             MaxAspect(t.get("max_image_aspect", 4.0)),
             NotBlank(t.get("min_image_std", 2.0)),
             Duration("audio", t.get("min_audio_s", 0.5), t.get("max_audio_s", 60.0)),
+            MeasuredAtMost("audio", "silence_ratio", t.get("max_silence_ratio", 0.9), "mostly_silent"),
+            MeasuredAtMost("audio", "clipping_ratio", t.get("max_clipping_ratio", 0.01), "clipped"),
+            MinSampleRate(t.get("min_sample_rate", 8000)),
             Duration("video", t.get("min_video_s", 0.5), t.get("max_video_s", 600.0)),
         ]
         self.text_rules = [CaptionWords(t.get("min_caption_words", 2), t.get("max_caption_words", 200)),

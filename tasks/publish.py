@@ -35,7 +35,7 @@ from . import storage
 from .dedupe_index import WITHDRAWN_SCHEMA
 from .schema import DROPPED_TEXT_SCHEMA, REJECT_SCHEMA, SPLITS, scores_dict
 
-INDEX_DROP = ["media_bytes"]
+INDEX_DROP = ["media_bytes", "sidecars"]
 # what a loader needs beside the media; the rest of the lineage (annotation rows, run) is in index.parquet
 MEMBER_META = ["sample_id", "group_id", "source", "modality", "media_size", "width", "height", "duration_s",
                "sample_rate", "channels", "fps", "num_frames", "video_codec", "audio_codec", "audio_duration_s",
@@ -71,6 +71,8 @@ def member_json(row: dict) -> bytes:
     # them all): the JSON stays within a tar block or two beside the media
     meta["texts"] = [{k: t[k] for k in MEMBER_TEXT if t.get(k) not in (None, [])} for t in row["texts"]]
     meta["scores"] = scores_dict(row)
+    if row.get("features"):
+        meta["features"] = json.loads(row["features"])
     return json.dumps(meta, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
 
 
@@ -95,7 +97,8 @@ def publish_shard(shard_uri: str, media_uri: str, staging_dir: str, remove_media
     written = 0
     with contextlib.ExitStack() as stack:
         for batch in storage.iter_parquet_batches(media_uri, MEDIA_READ_ROWS):
-            for sample_id, data in zip(batch.column("sample_id").to_pylist(), batch.column("media_bytes").to_pylist()):
+            columns = [batch.column(c).to_pylist() for c in ("sample_id", "media_bytes", "sidecars")]
+            for sample_id, data, sidecars in zip(*columns):
                 row = by_id.get(sample_id)
                 if row is None:  # dropped after clean
                     continue
@@ -107,6 +110,8 @@ def publish_shard(shard_uri: str, media_uri: str, staging_dir: str, remove_media
                     writers[split] = (tar, out)
                 tar = writers[split][0]
                 _add(tar, f"{sample_id}.{row['media_ext']}", data)
+                for sidecar in sidecars or []:
+                    _add(tar, f"{sample_id}.{sidecar['name']}", sidecar["data"])
                 _add(tar, f"{sample_id}.json", member_json(row))
                 _add(tar, f"{sample_id}.txt", row["texts"][0]["text"].encode())
                 written += 1

@@ -85,10 +85,19 @@ class ImageCleanConfig(Strict):
     animated: Literal["first_frame", "reject"] = "first_frame"  # GIF/WebP/APNG with several frames
 
 
+class AudioCleanConfig(Strict):
+    """How audio is published (FLAC): resampled by torchaudio to `sample_rate` (null: the file's own),
+    mixed down to one channel with `mono`."""
+
+    sample_rate: int | None = Field(None, ge=1000, le=384_000)
+    mono: bool = False
+
+
 class CleanConfig(Strict):
     # an RGB JPEG needing no change is published as it came; other images are encoded per `image`;
     # audio not in a FLAC file becomes FLAC; videos keep their container
     image: ImageCleanConfig = ImageCleanConfig()
+    audio: AudioCleanConfig = AudioCleanConfig()
     max_image_pixels: int = Field(64_000_000, gt=0)  # decompression-bomb guard
     # emails, URLs and phone numbers in texts: "mask" replaces them ([email], [url], [phone]), "flag"
     # only notes them in the text's flags, "keep" leaves them unseen
@@ -111,6 +120,11 @@ class FilterConfig(Strict):
     drop_boilerplate: bool = True  # texts flagged boilerplate ("image may contain", a file name) go
     # grey-level standard deviation of a 64 px thumbnail below which an image is blank (filter:blank_image)
     min_image_std: float = Field(2.0, ge=0)
+    # audio, measured on the decoded samples: share of 20 ms windows under -50 dBFS (filter:mostly_silent),
+    # share of samples at full scale (filter:clipped), and the published rate (filter:low_sample_rate)
+    max_silence_ratio: float = Field(0.9, ge=0, le=1)
+    max_clipping_ratio: float = Field(0.01, ge=0, le=1)
+    min_sample_rate: int = Field(8000, ge=0)
 
     @model_validator(mode="after")
     def _bounds(self):
@@ -171,6 +185,20 @@ class SplitConfig(Strict):
         return self
 
 
+class LogMelConfig(Strict):
+    n_mels: int = Field(80, ge=8, le=512)
+    n_fft: int = Field(1024, ge=64)
+    hop_length: int = Field(256, ge=16)
+
+
+class FeaturesConfig(Strict):
+    """What clean computes beside the media and publishes with it."""
+
+    # a log-mel spectrogram of each audio clip (and video's sound track), `<key>.mel.npy`, float16
+    # n_mels x frames, its parameters in the item's `features`; null: none
+    log_mel: LogMelConfig | None = None
+
+
 class Recipe(Strict):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
     source: SourceConfig | None = None  # one source; or `sources:`, a list
@@ -179,6 +207,7 @@ class Recipe(Strict):
     shards: ShardConfig = ShardConfig()
     keep_work: bool = False  # keep the work folder after publishing (for debugging); it holds a copy of the media
     clean: CleanConfig = CleanConfig()
+    features: FeaturesConfig = FeaturesConfig()
     filter: FilterConfig = FilterConfig()
     align: AlignConfig = AlignConfig()
     dedupe: DedupeConfig = DedupeConfig()
@@ -196,6 +225,10 @@ class Recipe(Strict):
         if unknown:
             raise ValueError(f"dedupe.captions.drop names no source of this recipe: {', '.join(unknown)}")
         return self
+
+    def clean_settings(self) -> dict:
+        """CleanStage's parameters: `clean:` and the `features:` it computes."""
+        return {**self.clean.model_dump(), "features": self.features.model_dump()}
 
     @property
     def all_sources(self) -> tuple[SourceConfig, ...]:

@@ -30,6 +30,8 @@ TEXT = pa.struct([pa.field("text", pa.string()), pa.field("kind", pa.string()), 
 # pandas, DuckDB, Spark) takes it, and new filters add scores without changing the schema.
 SCORE = pa.struct([pa.field("name", pa.string()), pa.field("value", pa.float64())])
 
+SIDECAR = pa.struct([pa.field("name", pa.string()), pa.field("data", pa.large_binary())])
+
 SAMPLE_SCHEMA = pa.schema(
     [
         # identity
@@ -42,6 +44,10 @@ SAMPLE_SCHEMA = pa.schema(
         pa.field("media_bytes", pa.large_binary()),
         pa.field("media_ext", pa.string()),  # jpg | flac | mp4 | mkv ...
         pa.field("media_size", pa.int64()),  # bytes: as listed at plan time, then as normalized by clean
+        # files clean derives from the media (a log-mel `mel.npy`), published beside it as `<key>.<name>`;
+        # in flight with media_bytes. `features` says what they are (JSON: their parameters).
+        pa.field("sidecars", pa.list_(SIDECAR)),
+        pa.field("features", pa.string()),
         # media facts, filled by clean (null where they do not apply to the modality)
         pa.field("width", pa.int32()),
         pa.field("height", pa.int32()),
@@ -77,7 +83,8 @@ SAMPLE_SCHEMA = pa.schema(
 )
 
 # Where clean leaves each item's normalized bytes, written once: one file per work shard.
-MEDIA_SCHEMA = pa.schema([pa.field("sample_id", pa.string(), nullable=False), pa.field("media_bytes", pa.large_binary())])
+MEDIA_SCHEMA = pa.schema([pa.field("sample_id", pa.string(), nullable=False), pa.field("media_bytes", pa.large_binary()),
+                          pa.field("sidecars", pa.list_(SIDECAR))])
 
 REJECT_SCHEMA = pa.schema(
     [

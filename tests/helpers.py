@@ -163,7 +163,7 @@ def build_in_process(sources, root: str, recipe=None, workers: int = 2, partitio
         return [engine.run_step(name, stages, uri, layout.step_dir(name), **kwargs) for uri in shards]
 
     fetch = {"cache_dir": storage.join(layout.work, "fetched"), **recipe.network.model_dump(mode="json")}
-    ingested = step([("collect", fetch), ("clean", recipe.clean.model_dump())], plan["shards"], writes_media=True)
+    ingested = step([("collect", fetch), ("clean", recipe.clean_settings())], plan["shards"], writes_media=True)
     published_uri = dedupe_index.snapshot(layout, storage.join(layout.work, "published-items.parquet"))
     decision = dedupe.decide_duplicates([r.uri for r in ingested], storage.join(layout.work, "decision.parquet"),
                                         **recipe.dedupe.model_dump(), published_uri=published_uri, partition=partition)
