@@ -21,7 +21,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 from prefect_ray.context import remote_options
 
-from tasks import collect, dedupe, dedupe_index, engine, publish, split, storage
+from tasks import audit, collect, dedupe, dedupe_index, engine, publish, split, storage
 from tasks.demo_corpus import build_demo_corpus
 from tasks.recipe import Recipe, load_recipe
 from tasks.sources import Source
@@ -56,6 +56,11 @@ def decide_duplicates(shard_uris: list[str], out_uri: str, config: dict, layout:
     published_uri = dedupe_index.snapshot(layout, snapshot) if config["against_published"] else None
     return dedupe.decide_duplicates(shard_uris, out_uri, **config, published_uri=published_uri,
                                     partition=layout.partition)
+
+
+@task(task_run_name="audit-{shard}", **TASK_OPTIONS)
+def audit_shard(shard: str, in_uri: str, decision_uri: str, thresholds: dict, out_dir: str) -> str:
+    return audit.audit_shard(in_uri, decision_uri, thresholds, storage.join(out_dir, f"{shard}.json"))
 
 
 @task(**TASK_OPTIONS)
@@ -120,8 +125,11 @@ def log_funnel_line(line: dict) -> None:
 
 
 @flow(name="build-dataset", task_runner=MmetlRayTaskRunner(), log_prints=True)
-def build_dataset(recipe_path: str, partition: str | None = None, storage_root: str | None = None) -> dict:
-    """Build and publish one partition. Scheduled runs leave `partition` out: it is the scheduled date (UTC)."""
+def build_dataset(recipe_path: str, partition: str | None = None, storage_root: str | None = None,
+                  dry_run: bool = False) -> dict:
+    """Build and publish one partition. Scheduled runs leave `partition` out: it is the scheduled date (UTC).
+    A dry run stops after the dedupe decision and reports what the filters would drop: it publishes
+    nothing, and a later build of the same recipe and partition reuses its downloads and clean shards."""
     logger = get_run_logger()
     partition = partition or flow_run.get_scheduled_start_time().astimezone(timezone.utc).date().isoformat()
     recipe = load_recipe(recipe_path)
@@ -148,6 +156,14 @@ def build_dataset(recipe_path: str, partition: str | None = None, storage_root: 
                         writes_media=True)
     decision = decide_duplicates.submit([r.uri for r in ingested], storage.join(layout.work, "dedupe-decision.parquet"),
                                         recipe.dedupe.model_dump(), layout).result()
+    if dry_run:
+        out_dir = layout.step_dir("audit")
+        audits = audit_shard.map(shard=[r.shard for r in ingested], in_uri=[r.uri for r in ingested],
+                                 decision_uri=unmapped(decision["uri"]), thresholds=unmapped(recipe.filter.model_dump()),
+                                 out_dir=unmapped(out_dir))
+        funnel += engine.summarize(ingested)
+        return {"version": layout.version, "dry_run": audit.summarize([a.result() for a in audits]),
+                "funnel": funnel, "dedupe": dedupe.report(decision), "skipped": False}
     refined = run_step([("dedupe", {"decision_uri": decision["uri"]}), ("filter", recipe.filter.model_dump()),
                         ("align", recipe.align.model_dump())], [r.uri for r in ingested], recipe, layout)
     assignment = assign_splits.submit([r.uri for r in refined], recipe,

@@ -1,6 +1,6 @@
 """The `mmetl` command.
 
-    mmetl build RECIPE [--partition 2026-11-22] [--storage s3://bucket/prefix]
+    mmetl build RECIPE [--partition 2026-11-22] [--storage s3://bucket/prefix] [--dry-run]
     mmetl ui            the Prefect UI over the history of local runs
 """
 
@@ -44,7 +44,7 @@ def build(args: argparse.Namespace) -> int:
 
         print(f"Prefect API: {api_url}")
         try:
-            result = build_dataset(args.recipe, args.partition, args.storage)
+            result = build_dataset(args.recipe, args.partition, args.storage, dry_run=args.dry_run)
         except Exception as e:  # the flow logged the traceback; say it plainly and exit non-zero
             print(f"\nerror: the build failed: {type(e).__name__}: {e}", file=sys.stderr)
             return 1
@@ -78,7 +78,34 @@ def flush_prefect_logs() -> None:
     APILogWorker.drain_all(timeout=10)
 
 
+def print_dry_run(result: dict) -> None:
+    from tasks.audit import histogram_line
+
+    print(f"{'stage':<10}{'in':>8}{'kept':>8}{'rejected':>10}  reasons")
+    for step in result["funnel"]:
+        reasons = ", ".join(f"{r}={n}" for r, n in step["reasons"].items())
+        print(f"{step['stage']:<10}{step['in']:>8}{step['kept']:>8}{step['rejected']:>10}  {reasons}")
+    print(f"\ndedupe would reject {result['dedupe'].get('duplicates', 0)} items: "
+          f"{', '.join(f'{r}={n}' for r, n in result['dedupe'].get('by_reason', {}).items()) or 'none'}")
+    report = result["dry_run"]
+    print("\nEach filter rule on its own, per source (items rejected / texts dropped):")
+    print(f"  {'source':<16}{'rule':<28}{'items':>8}{'texts':>8}")
+    for line in report["rules"]:
+        print(f"  {line['source']:<16}{line['rule']:<28}{line['items']:>8}{line['texts']:>8}")
+    for source, counts in report["kept"].items():
+        print(f"With every rule, {source} keeps {counts['kept']} of {counts['of']} items")
+    print("\nScores (10 equal bins from min to max):")
+    for name, h in report["histograms"].items():
+        if h["min"] == h["max"]:
+            print(f"  {name:<16}all {h['min']:.3g}, n={sum(h['counts'])}")
+        else:
+            print(f"  {name:<16}{h['min']:>10.3g} {histogram_line(h['counts'])} {h['max']:<10.3g} n={sum(h['counts'])}")
+    print("\nDry run: nothing was published.")
+
+
 def print_funnel(result: dict) -> None:
+    if "dry_run" in result:
+        return print_dry_run(result)
     manifest = result["manifest"]
     if result["skipped"]:
         print(f"Already published (nothing changed): {result['version']}")
@@ -144,6 +171,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="partition (version) name; default: today's UTC date")
     p.add_argument("--storage", help="storage root (local path or s3://bucket/prefix); default $MMETL_STORAGE or ./data")
     p.add_argument("--ray-address", help="existing Ray cluster; default $MMETL_RAY_ADDRESS or a local Ray")
+    p.add_argument("--dry-run", action="store_true",
+                   help="collect, clean and dedupe, then print what each filter threshold would drop; publish nothing")
     p.set_defaults(func=build)
     p = sub.add_parser("ui", help="serve the Prefect UI over the local run history")
     p.add_argument("--port", type=int)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import re
 import subprocess
 import sys
 import time
@@ -73,6 +74,28 @@ def test_missing_source_exits_2_before_starting_anything(tmp_path):
                             env=cli_env(tmp_path, str(tmp_path / "data")))
     assert result.returncode == 2 and f"{tmp_path}/none.jsonl does not exist" in result.stderr
     assert not (tmp_path / "prefect-home").exists()
+
+
+def test_dry_run_reports_what_each_filter_would_drop_publishes_nothing_and_the_build_agrees(tmp_path, demo_recipe):
+    root = str(tmp_path / "out")
+    env = cli_env(tmp_path, root)
+    dry = subprocess.run([MMETL, "build", demo_recipe, "--partition", PARTITION, "--dry-run"], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert dry.returncode == 0, dry.stdout[-3000:] + dry.stderr[-3000:]
+    assert "Dry run: nothing was published." in dry.stdout
+    assert not (Path(root) / "demo" / "versions" / PARTITION / "manifest.json").exists()
+    predicted = dict(re.findall(r"^  demo +(filter:\w+) +(\d+) +\d+$", dry.stdout, re.M))
+    keeps = re.search(r"With every rule, demo keeps (\d+) of (\d+) items", dry.stdout)
+    assert keeps and re.search(r"^  pixel_std .+ n=\d+$", dry.stdout, re.M)  # a histogram per score
+
+    built = subprocess.run([MMETL, "build", demo_recipe, "--partition", PARTITION], env=env,
+                           capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
+    filter_line = next(line for line in built.stdout.splitlines() if line.startswith("filter "))
+    _, n_in, n_kept, _, *reasons = filter_line.split()
+    assert (n_kept, n_in) == keeps.groups()  # every demo item fails at most one rule: the counts add up
+    assert {k: v for k, v in (r.rstrip(",").split("=") for r in reasons) if int(predicted.get(k, 0))} == \
+        {k: v for k, v in predicted.items() if int(v)}
 
 
 def test_killed_build_resumes_to_the_same_version(tmp_path, demo_recipe):

@@ -7,7 +7,8 @@ recipe's encoding (optionally resized and center-cropped).
 - Every mode to RGB: CMYK, palette, grey, 16-bit (scaled, not clipped), alpha laid on white.
 - Animated images: the first frame, or a reject (`decode:animated`), per recipe.
 - The pHash is of the whole upright picture, before any crop, so copies cropped differently by a
-  preset still meet in dedupe. `pixel_std` (of a 64 px grey thumbnail) scores blank images.
+  preset still meet in dedupe. `pixel_std` (the largest per-channel spread of a 64 px thumbnail: a red shape on a
+  green field of equal brightness is not blank) scores blank images.
 - An RGB JPEG that needs no change is published as it came (no second lossy encode).
 """
 
@@ -46,7 +47,7 @@ class DecodedImage:
     source_format: str
     phash: str
     oriented: bool  # an EXIF orientation was applied
-    pixel_std: float  # grey-level standard deviation of a 64 px thumbnail: ~0 for a blank image
+    pixel_std: float  # largest per-channel standard deviation of a 64 px thumbnail: ~0 for a blank image
 
 
 def decode_image(data: bytes, max_pixels: int = 64_000_000, preset: ImagePreset = ImagePreset()) -> DecodedImage:
@@ -54,7 +55,8 @@ def decode_image(data: bytes, max_pixels: int = 64_000_000, preset: ImagePreset 
     oriented = _orientation(image) not in (None, 1)
     rgb = to_rgb(ImageOps.exif_transpose(image) if oriented else image)
     phash = str(imagehash.phash(rgb))
-    pixel_std = float(np.asarray(rgb.convert("L").resize((64, 64), Image.Resampling.BILINEAR), np.float32).std())
+    thumbnail = np.asarray(rgb.resize((64, 64), Image.Resampling.BILINEAR), np.float32)
+    pixel_std = float(thumbnail.reshape(-1, 3).std(axis=0).max())
     shaped = _shape(rgb, preset)
     unchanged = (source_format == "JPEG" and image.mode == "RGB" and not oriented and shaped is rgb
                  and preset.format == "jpg" and not getattr(image, "is_animated", False))
