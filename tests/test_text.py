@@ -27,6 +27,7 @@ from .test_stages import run
     ("stock photo", "stock photo", ["boilerplate"]),
     ("www.example.com", "[url]", ["url", "boilerplate"]),
     ("a photo of a dog catching a frisbee in a park", "a photo of a dog catching a frisbee in a park", []),
+    ("the recording speech.wav", "the recording speech.wav", []),  # names a file, says more
     ("<br/>", "", ["markup"]),
 ])
 def test_clean_text_repairs_masks_and_flags(raw, cleaned, flags):

@@ -28,7 +28,7 @@ PII = {  # flag -> pattern; order matters: a URL may contain an address, a phone
 BOILERPLATE = [re.compile(p, re.I) for p in (
     r"^image may contain\b", r"^(?:no )?(?:description|caption|alt text|title)(?: available| here)?$",
     r"^(?:stock )?(?:photo|image|picture|img|thumbnail|untitled|placeholder)s?(?: \d+)?$",
-    r"^[\w\- ]*\.(?:jpe?g|png|gif|webp|bmp|tiff?|mp[34]|wav|flac|mov|avi|mkv)$",  # a file name
+    r"^[\w\-.]+\.(?:jpe?g|png|gif|webp|bmp|tiff?|mp[34]|wav|flac|mov|avi|mkv)$",  # a file name, nothing else
     r"^(?:img|dsc|dscn|pxl|vid|mvi)[_\- ]?\d+$",  # a camera's file stem
     r"^\[url\]$",  # nothing but a link
 )]
