@@ -12,7 +12,7 @@ import json
 from .media import MediaError
 from .media.audio import AudioPreset, decode_audio
 from .media.image import ImagePreset, decode_image
-from .media.text import clean_texts
+from .media.text import clean_texts, load_language_model
 from .media.video import decode_video
 from .schema import with_scores
 from .stage import Reject, RowStage
@@ -31,6 +31,9 @@ class CleanStage(RowStage):
         self.audio = AudioPreset(**(audio or {}), log_mel=tuple(sorted(mel.items())) if mel else None)
         self.max_image_pixels = max_image_pixels
         self.pii = pii
+
+    def setup(self) -> None:
+        load_language_model()  # ~100 MB, once per worker, not on the first item
 
     def check(self, row: dict):
         texts, dropped = clean_texts(row["texts"] or [], self.pii)

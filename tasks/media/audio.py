@@ -3,8 +3,9 @@ the log-mel spectrogram; the clip is published as FLAC.
 
 Measured on the decoded samples (before any resampling), as scores: `rms_dbfs` (loudness),
 `silence_ratio` (share of 20 ms windows under -50 dBFS) and `clipping_ratio` (share of samples at
-full scale). A FLAC file that needs no change is published as it came. The clip is held in memory as
-float32 while it is shaped (a minute of 48 kHz stereo is 23 MB).
+full scale). A FLAC file that needs no change is published as it came; other files stream into FLAC
+frame by frame. Only when torchaudio resamples, mixes down or computes the log-mel is the whole clip
+held, as float32 (a minute of 48 kHz stereo is 23 MB).
 """
 
 from __future__ import annotations
@@ -90,59 +91,111 @@ def decode_audio(data: bytes, preset: AudioPreset = AudioPreset()) -> DecodedAud
         stream = container.streams.audio[0]
         codec = stream.codec_context.name
         rate = stream.codec_context.sample_rate or stream.rate
+        layout = stream.codec_context.layout.name
+        channels = stream.codec_context.channels or 1
         declared = declared_seconds(container, stream) if container.format.name in EXACT_LENGTH_FORMATS else None
         is_flac_file = container.format.name == "flac"  # FLAC inside Ogg or Matroska is re-muxed
-        layout = stream.codec_context.layout.name
         missing = 0 if is_flac_file else wav_missing_bytes(data)
-        samples, fingerprint = decode_samples(container, stream, rate)
+        # the whole clip is held only when torchaudio must see it; otherwise it streams through
+        shaping = bool(preset.log_mel or (preset.mono and channels > 1) or (preset.sample_rate and preset.sample_rate != rate))
+        encoder = None if is_flac_file or shaping else FlacStream(rate, layout)
+        held = [] if shaping else None
+        meter, fingerprint = LoudnessMeter(rate), SoundFingerprint()
+        decoded = 0
+        try:
+            as_float = av.AudioResampler(format="fltp", layout=layout, rate=rate)
+            for frame in container.decode(stream):
+                decoded += frame.samples
+                fingerprint.feed(frame)
+                if encoder is not None:
+                    encoder.feed(frame)
+                for piece in as_float.resample(frame):
+                    meter.feed(piece.to_ndarray(), held)
+            for piece in as_float.resample(None):
+                meter.feed(piece.to_ndarray(), held)
+            out = encoder.finish() if encoder is not None else None
+        except av.error.FFmpegError as e:
+            raise MediaError("corrupt", f"decode failed after {decoded} samples: {e}") from None
+        except ValueError as e:
+            raise MediaError("unencodable", f"cannot write {channels} channels at {rate} Hz: {e}") from None
 
-    if samples.shape[1] == 0 or not rate:
+    if decoded == 0 or not rate:
         raise MediaError("empty", "no audio samples decoded")
-    duration = samples.shape[1] / rate
+    duration = decoded / rate
     if missing:
         raise MediaError("truncated", f"the WAV data chunk is {missing} bytes short")
     if declared and duration < TRUNCATION_TOLERANCE * declared:
         raise MediaError("truncated", f"decoded {duration:.3f}s of a declared {declared:.3f}s")
-    scores = loudness_scores(samples, rate)
-    shaped, out_rate = shape(samples, rate, preset)
-    unchanged = is_flac_file and shaped is samples
-    mel, mel_params = log_mel(shaped, out_rate, dict(preset.log_mel)) if preset.log_mel else (None, None)
-    layout = layout if shaped.shape[0] == samples.shape[0] else None
-    return DecodedAudio(data=data if unchanged else encode_flac(shaped, out_rate, layout), ext="flac", duration_s=duration,
-                        sample_rate=int(out_rate), channels=int(shaped.shape[0]), codec=codec,
-                        fingerprint=fingerprint, scores=scores, mel=mel, mel_params=mel_params)
+    mel = mel_params = None
+    out_rate, out_channels = rate, channels
+    if shaping:
+        shaped, out_rate = shape(np.concatenate(held, axis=1), rate, preset)
+        del held
+        if preset.log_mel:
+            mel, mel_params = log_mel(shaped, out_rate, dict(preset.log_mel))
+        out_channels = shaped.shape[0]
+        out = encode_flac(shaped, out_rate, layout if out_channels == channels else None)
+    return DecodedAudio(data=data if out is None else out, ext="flac", duration_s=duration, sample_rate=int(out_rate),
+                        channels=int(out_channels), codec=codec, fingerprint=fingerprint.result(),
+                        scores=meter.scores(), mel=mel, mel_params=mel_params)
 
 
-def decode_samples(container, stream, rate: int) -> tuple[np.ndarray, list[int]]:
-    """Every sample as float32 (channels, n) at the stream's rate, and the Chromaprint, in one pass."""
-    fingerprint = SoundFingerprint()
-    chunks, decoded = [], 0
-    try:
-        resampler = av.AudioResampler(format="fltp", layout=stream.codec_context.layout.name, rate=rate)
-        for frame in container.decode(stream):
-            decoded += frame.samples
-            fingerprint.feed(frame)
-            chunks += [f.to_ndarray() for f in resampler.resample(frame)]
-        chunks += [f.to_ndarray() for f in resampler.resample(None)]
-    except av.error.FFmpegError as e:
-        raise MediaError("corrupt", f"decode failed after {decoded} samples: {e}") from None
-    except ValueError as e:
-        raise MediaError("unencodable", f"cannot convert {stream.codec_context.layout.name} at {rate} Hz: {e}") from None
-    channels = stream.codec_context.channels or 1
-    samples = np.concatenate(chunks, axis=1) if chunks else np.zeros((channels, 0), np.float32)
-    return samples.astype(np.float32, copy=False), fingerprint.result()
+class LoudnessMeter:
+    """`rms_dbfs`, `silence_ratio` (20 ms windows under SILENCE_DBFS) and `clipping_ratio`, fed one
+    decoded frame (float, channels x n) at a time; `held` (a list) also keeps the frames."""
+
+    def __init__(self, rate: int):
+        self.window = max(1, int(rate) // 50)
+        self.pending = np.zeros(0, np.float64)
+        self.energy = self.samples = self.values = self.clipped = self.silent = self.windows = 0
+
+    def feed(self, frame: np.ndarray, held: list | None = None) -> None:
+        if held is not None:
+            held.append(frame)
+        self.clipped += int(np.count_nonzero(np.abs(frame) >= CLIPPED))
+        self.values += frame.size
+        mix = frame.mean(axis=0, dtype=np.float64)
+        self.energy += float(mix @ mix)
+        self.samples += len(mix)
+        buffer = np.concatenate([self.pending, mix])
+        whole = len(buffer) // self.window * self.window
+        self._count(buffer[:whole])
+        self.pending = buffer[whole:]
+
+    def _count(self, mix: np.ndarray) -> None:
+        if len(mix):
+            windows = mix.reshape(-1, min(self.window, len(mix)))
+            db = 10 * np.log10((windows ** 2).mean(axis=1) + 1e-24)
+            self.silent += int(np.count_nonzero(db < SILENCE_DBFS))
+            self.windows += len(windows)
+
+    def scores(self) -> dict[str, float]:
+        if self.windows == 0:  # a clip shorter than one window is judged as one
+            self._count(self.pending)
+        rms = (self.energy / max(self.samples, 1)) ** 0.5
+        return {"rms_dbfs": round(max(20 * np.log10(rms + 1e-12), -120.0), 2),
+                "silence_ratio": round(self.silent / max(self.windows, 1), 4),
+                "clipping_ratio": round(self.clipped / max(self.values, 1), 6)}
 
 
-def loudness_scores(samples: np.ndarray, rate: int) -> dict[str, float]:
-    mix = samples.mean(axis=0)
-    window = max(1, rate // 50)  # 20 ms
-    usable = len(mix) // window * window
-    frames = mix[:usable].reshape(-1, window) if usable else mix.reshape(1, -1)
-    frame_db = 20 * np.log10(np.sqrt((frames.astype(np.float64) ** 2).mean(axis=1)) + 1e-12)
-    rms = float(np.sqrt((mix.astype(np.float64) ** 2).mean()))
-    return {"rms_dbfs": round(max(20 * np.log10(rms + 1e-12), -120.0), 2),
-            "silence_ratio": round(float((frame_db < SILENCE_DBFS).mean()), 4),
-            "clipping_ratio": round(float((np.abs(samples) >= CLIPPED).mean()), 6)}
+class FlacStream:
+    """Frames in, FLAC bytes out, at the source's rate and layout, without holding the clip."""
+
+    def __init__(self, rate: int, layout: str):
+        self.buffer = io.BytesIO()
+        self.out = av.open(self.buffer, mode="w", format="flac")
+        self.stream = self.out.add_stream("flac", rate=rate, layout=layout)
+        self.resampler = av.AudioResampler(format="s16", layout=layout, rate=rate)
+
+    def feed(self, frame: av.AudioFrame | None) -> None:
+        for piece in self.resampler.resample(frame):
+            self.out.mux(self.stream.encode(piece))
+
+    def finish(self) -> bytes:
+        self.feed(None)
+        self.out.mux(self.stream.encode(None))
+        self.out.close()
+        return self.buffer.getvalue()
 
 
 def shape(samples: np.ndarray, rate: int, preset: AudioPreset) -> tuple[np.ndarray, int]:

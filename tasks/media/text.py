@@ -69,7 +69,7 @@ def normalize_caption(text: str | None) -> str:
 
 
 @cache
-def _identifier():
+def load_language_model():
     from py3langid.langid import MODEL_FILE, LanguageIdentifier
 
     return LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
@@ -78,7 +78,7 @@ def _identifier():
 def describe(text: str) -> dict:
     """Language (ISO 639-1) with the identifier's probability, and word and character counts. Short
     captions get low confidence ("a dog": 0.06): filters trust the language only above a threshold."""
-    lang, score = _identifier().classify(text)
+    lang, score = load_language_model().classify(text)
     return {"lang": lang, "lang_score": round(float(score), 4), "words": len(text.split()), "chars": len(text)}
 
 

@@ -1,0 +1,169 @@
+"""Clean's per-item cost on real media, against the plain limit and the composition a user would
+otherwise write, on the same inputs in one run (`make bench`; one process each, one core).
+
+Images: N JPEGs (default 3,000) of COCO's size (640 px on the long side, quality 90) cropped, scaled
+and mirrored at random from the photographs scikit-image ships, one in ten with an EXIF rotation.
+- decode-only:          Pillow full decode of every file, nothing else: the practical limit.
+- decode-only (draft):  the same with JPEG draft mode at the resize's scale: the limit for a resize path.
+- img2dataset+imagehash: img2dataset's Resizer (256 px, keep_ratio, JPEG 90) then imagehash.phash of its output.
+- mmetl:                tasks/media/image.decode_image with `resize: {short_side: 256}`, JPEG 90: decode
+                        (draft), orient, RGB, pHash of the whole picture, blankness, resize, encode.
+Audio: Debian's Asterisk speech prompts (8 kHz WAV), decode + resample to 16 kHz mono + 80-band
+log-mel (tasks/media/audio.decode_audio with the preset), as a real-time factor per core (seconds
+of sound per second of work). Peak RSS is read after the first half and after all of the inputs: a
+worker's memory must stay flat as the input grows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import random
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "retina", "immunohistochemistry",
+          "camera", "moon", "coins", "page", "text", "cat", "logo")
+LONG_SIDE = 640
+
+
+def make_images(n: int, seed: int = 0) -> list[bytes]:
+    from PIL import Image
+    from skimage import data
+
+    rng = random.Random(seed)
+    photos = [Image.fromarray(getattr(data, name)()).convert("RGB") for name in PHOTOS if hasattr(data, name)]
+    images = []
+    for _ in range(n):
+        photo = rng.choice(photos)
+        w, h = photo.size
+        cw, ch = rng.randint(w // 2, w), rng.randint(h // 2, h)
+        x, y = rng.randint(0, w - cw), rng.randint(0, h - ch)
+        crop = photo.crop((x, y, x + cw, y + ch))
+        scale = LONG_SIDE / max(crop.size)
+        crop = crop.resize((max(1, round(crop.width * scale)), max(1, round(crop.height * scale))))
+        if rng.random() < 0.5:
+            crop = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        out = io.BytesIO()
+        exif = Image.Exif()
+        if rng.random() < 0.1:
+            exif[0x0112] = 6
+        crop.save(out, format="JPEG", quality=90, exif=exif)
+        images.append(out.getvalue())
+    return images
+
+
+def run_images(method: str, n: int) -> dict:
+    images = make_images(n)
+    if method == "decode-only":
+        from PIL import Image
+
+        def work(data):
+            Image.open(io.BytesIO(data)).load()
+    elif method == "decode-only-draft":
+        from PIL import Image
+
+        def work(data):
+            image = Image.open(io.BytesIO(data))
+            scale = 256 / min(image.size)
+            image.draft("RGB", (round(image.width * scale), round(image.height * scale)))
+            image.load()
+    elif method == "img2dataset+imagehash":
+        import imagehash
+        from PIL import Image
+
+        from img2dataset.resizer import Resizer  # as img2dataset runs it (keep_ratio: short side to 256)
+
+        resizer = Resizer(image_size=256, resize_mode="keep_ratio", resize_only_if_bigger=True,
+                          encode_format="jpg", encode_quality=90)
+
+        def work(data):
+            resized, *_, error = resizer(io.BytesIO(data))
+            assert error is None, error
+            imagehash.phash(Image.open(io.BytesIO(resized)))
+    else:
+        from tasks.media.image import ImagePreset, decode_image
+
+        preset = ImagePreset(short_side=256, format="jpg", quality=90)
+
+        def work(data):
+            decode_image(data, preset=preset)
+    return _timed(work, images)
+
+
+def run_audio(n: int) -> dict:
+    from tasks.media.audio import AudioPreset, decode_audio
+
+    clips = [p.read_bytes() for p in sorted(Path("/usr/share/asterisk/sounds/en_US_f_Allison").glob("*.wav"))][:n]
+    preset = AudioPreset(sample_rate=16000, mono=True, log_mel=(("hop_length", 256), ("n_fft", 1024), ("n_mels", 80)))
+    seconds = []
+    result = _timed(lambda data: seconds.append(decode_audio(data, preset).duration_s), clips)
+    result["audio_seconds"] = sum(seconds)
+    result["real_time_factor"] = sum(seconds) / result["seconds"]
+    return result
+
+
+def _timed(work, inputs: list) -> dict:
+    import torch  # loaded before timing by every method alike, as a worker would have it loaded
+
+    torch.set_num_threads(1)
+    work(inputs[0])  # warm: imports, the language model of nothing, first-call costs
+    half = len(inputs) // 2
+    start = time.perf_counter()
+    for data in inputs[:half]:
+        work(data)
+    rss_half = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    for data in inputs[half:]:
+        work(data)
+    seconds = time.perf_counter() - start
+    return {"seconds": seconds, "items": len(inputs), "per_second": len(inputs) / seconds, "rss_half_mb": rss_half,
+            "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--images", type=int, default=3000)
+    parser.add_argument("--clips", type=int, default=400)
+    parser.add_argument("--out", default=str(REPO / "bench" / "out" / "clean"))
+    parser.add_argument("--one", nargs=2, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        method, n = args.one
+        print(json.dumps(run_audio(int(n)) if method == "audio" else run_images(method, int(n))))
+        return 0
+    runs = {}
+    for method in ("decode-only", "decode-only-draft", "img2dataset+imagehash", "mmetl", "audio"):
+        n = args.clips if method == "audio" else args.images
+        result = subprocess.run([sys.executable, __file__, "--one", method, str(n)], capture_output=True, text=True)
+        if result.returncode:
+            print(result.stderr[-3000:], file=sys.stderr)
+            return 1
+        runs[method] = json.loads(result.stdout)
+        print(method, runs[method], flush=True)
+    ours = runs["mmetl"]["per_second"]
+    lines = ["# Clean, per item on one core", "",
+             f"{args.images} real-photo JPEGs, {LONG_SIDE} px long side; resize to 256 px short side, JPEG 90.", "",
+             "| method | images/s | mmetl ÷ it | peak RSS at half / all (MB) |", "|---|---|---|---|"]
+    for method in ("decode-only", "decode-only-draft", "img2dataset+imagehash", "mmetl"):
+        r = runs[method]
+        lines.append(f"| {method} | {r['per_second']:.0f} | {ours / r['per_second']:.2f} | {r['rss_half_mb']:.0f} / {r['rss_mb']:.0f} |")
+    a = runs["audio"]
+    lines += ["", f"Audio: {a['items']} speech clips, {a['audio_seconds']:.0f} s of sound: decode + resample to 16 kHz mono"
+              f" + 80-band log-mel at {a['real_time_factor']:.0f}× real time on one core; peak RSS "
+              f"{a['rss_half_mb']:.0f} / {a['rss_mb']:.0f} MB at half / all."]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
