@@ -12,7 +12,7 @@ import json
 from .media import MediaError
 from .media.audio import AudioPreset, decode_audio
 from .media.image import ImagePreset, decode_image
-from .media.text import clean_texts, load_language_model
+from .media.text import Tokenize, clean_texts, load_language_model
 from .media.video import decode_video
 from .schema import with_scores
 from .stage import Reject, RowStage
@@ -29,11 +29,15 @@ class CleanStage(RowStage):
         self.image = ImagePreset(**image, **resize)
         mel = (features or {}).get("log_mel")
         self.audio = AudioPreset(**(audio or {}), log_mel=tuple(sorted(mel.items())) if mel else None)
+        self.tokenize_settings = (features or {}).get("tokenize")
+        self.tokenize = None
         self.max_image_pixels = max_image_pixels
         self.pii = pii
 
     def setup(self) -> None:
         load_language_model()  # ~100 MB, once per worker, not on the first item
+        if self.tokenize_settings:
+            self.tokenize = Tokenize(**self.tokenize_settings)
 
     def check(self, row: dict):
         texts, dropped = clean_texts(row["texts"] or [], self.pii)
@@ -47,6 +51,8 @@ class CleanStage(RowStage):
             return Reject("decode:unexpected", f"{type(e).__name__}: {e}")
         for text, reason in dropped:
             self.drop_text(row, text, reason)
+        if self.tokenize is not None:
+            texts = self.tokenize(texts)
         scores = facts.pop("_scores", {})  # measured while decoding; filters judge them
         return with_scores({**row, **facts, "texts": texts, "media_size": len(facts["media_bytes"]),
                             "sha256": hashlib.sha256(facts["media_bytes"]).hexdigest()}, **scores)

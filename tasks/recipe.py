@@ -192,8 +192,22 @@ class LogMelConfig(Strict):
     hop_length: int = Field(256, ge=16)
 
 
+class TokenizeConfig(Strict):
+    tokenizer: str  # a local tokenizer.json (Hugging Face `tokenizers`: BERT's, CLIP's, your own)
+    max_length: int = Field(256, ge=1)
+
+    @model_validator(mode="after")
+    def _exists(self):
+        if not Path(self.tokenizer).is_file():
+            raise ValueError(f"no tokenizer file at {self.tokenizer}")
+        return self
+
+
 class FeaturesConfig(Strict):
     """What clean computes beside the media and publishes with it."""
+
+    # token ids per text (`tokens`, cut at max_length) and the uncut length (`n_tokens`); null: none
+    tokenize: TokenizeConfig | None = None
 
     # a log-mel spectrogram of each audio clip (and video's sound track), `<key>.mel.npy`, float16
     # n_mels x frames, its parameters in the item's `features`; null: none

@@ -88,3 +88,41 @@ def test_text_filters_drop_other_languages_when_sure_and_boilerplate_and_keep_th
     assert [t["text"] for t in kept[0]["texts"]] == ["Two people ride bicycles through a busy city street at night", "a dog"]
     assert sorted(d["reason"] for d in dropped) == ["filter:boilerplate", "filter:language"]
     assert [r["reason"] for r in rejected] == ["filter:boilerplate"]
+
+
+def tiny_wordpiece(path, captions: list[str]) -> str:
+    """A WordPiece tokenizer trained here on a few captions (no hub is reachable): BERT's recipe in small."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tokenizer.decoder = decoders.WordPiece()
+    tokenizer.train_from_iterator(captions, trainers.WordPieceTrainer(
+        vocab_size=400, special_tokens=["[UNK]", "[CLS]", "[SEP]", "[PAD]", "[MASK]"]))
+    tokenizer.save(str(path))
+    return str(path)
+
+
+def test_clean_tokenizes_each_text_with_the_recipes_tokenizer_and_truncates(tmp_path):
+    from tokenizers import Tokenizer
+
+    captions = ["A brown dog runs along the beach at sunset", "Two people ride bicycles through a busy street",
+                "A cat sleeps on the sofa next to a window"]
+    path = tiny_wordpiece(tmp_path / "tokenizer.json", captions)
+    stage = CleanStage(features={"tokenize": {"tokenizer": path, "max_length": 6}})
+    stage.setup()
+    kept, rejected = run(stage, sample(captions=(captions[0], "A dog runs"), media=image_bytes(), n=0))
+    long, short = kept[0]["texts"]
+    assert long["n_tokens"] == 9 and len(long["tokens"]) == 6  # truncated to max_length, the length kept
+    assert Tokenizer.from_file(path).decode(short["tokens"]) == "a dog runs" and short["n_tokens"] == 3
+
+
+def test_a_recipe_naming_a_missing_tokenizer_is_refused_with_the_key(tmp_path):
+    from tasks.recipe import RecipeError, load_recipe
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("name: r\nsource: {name: s, kind: manifest, uri: x.jsonl}\n"
+                      "features: {tokenize: {tokenizer: /nowhere/tokenizer.json}}\n")
+    with pytest.raises(RecipeError, match=r"features\.tokenize: .*no tokenizer file at /nowhere/tokenizer.json"):
+        load_recipe(recipe)

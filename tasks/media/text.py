@@ -82,6 +82,25 @@ def describe(text: str) -> dict:
     return {"lang": lang, "lang_score": round(float(score), 4), "words": len(text.split()), "chars": len(text)}
 
 
+class Tokenize:
+    """A Hugging Face `tokenizers` tokenizer (a tokenizer.json, e.g. BERT's) over texts: ids cut at
+    max_length, and the uncut length, so what truncation drops is visible."""
+
+    def __init__(self, tokenizer: str, max_length: int):
+        from tokenizers import Tokenizer
+
+        try:
+            self.tokenizer = Tokenizer.from_file(tokenizer)
+        except Exception as e:  # a missing file and a malformed one read alike to the user
+            raise ValueError(f"features.tokenize.tokenizer: cannot load {tokenizer}: {e}") from None
+        self.tokenizer.no_truncation()
+        self.max_length = max_length
+
+    def __call__(self, texts: list[dict]) -> list[dict]:
+        encoded = self.tokenizer.encode_batch([t["text"] for t in texts]) if texts else []
+        return [{**t, "tokens": e.ids[:self.max_length], "n_tokens": len(e.ids)} for t, e in zip(texts, encoded)]
+
+
 def word_count(text: str | None) -> int:
     return len(normalize_caption(text).split())
 
