@@ -6,8 +6,8 @@ recipe's encoding (optionally resized and center-cropped).
 - EXIF orientation applied: width, height, pHash and the published pixels are upright.
 - Every mode to RGB: CMYK, palette, grey, 16-bit (scaled, not clipped), alpha laid on white.
 - Animated images: the first frame, or a reject (`decode:animated`), per recipe.
-- The pHash is of the whole upright picture, before any crop, so copies cropped differently by a
-  preset still meet in dedupe. `pixel_std` (the largest per-channel spread of a 64 px thumbnail: a red shape on a
+- The pHash is of the whole upright picture (as resized, before any crop), so copies cropped
+  differently by a preset still meet in dedupe. `pixel_std` (the largest per-channel spread of a 64 px thumbnail: a red shape on a
   green field of equal brightness is not blank) scores blank images.
 - An RGB JPEG that needs no change is published as it came (no second lossy encode).
 """
@@ -54,10 +54,13 @@ def decode_image(data: bytes, max_pixels: int = 64_000_000, preset: ImagePreset 
     image, source_format = _open(data, max_pixels, preset)
     oriented = _orientation(image) not in (None, 1)
     rgb = to_rgb(ImageOps.exif_transpose(image) if oriented else image)
-    phash = str(imagehash.phash(rgb))
-    thumbnail = np.asarray(rgb.resize((64, 64), Image.Resampling.BILINEAR), np.float32)
-    pixel_std = float(thumbnail.reshape(-1, 3).std(axis=0).max())
-    shaped = _shape(rgb, preset)
+    scaled = _scale(rgb, preset)
+    # measured on a box-reduced copy of 128-255 px a side: pHash looks at 32 x 32 anyway, and the
+    # reduction (not a Lanczos pass over every full-size pixel) is most of what it would cost
+    probe = scaled.reduce(max(1, min(scaled.size) // 128))
+    phash = str(imagehash.phash(probe))
+    pixel_std = float(np.asarray(probe, np.float32).reshape(-1, 3).std(axis=0).max())
+    shaped = _crop(scaled, preset)
     unchanged = (source_format == "JPEG" and image.mode == "RGB" and not oriented and shaped is rgb
                  and preset.format == "jpg" and not getattr(image, "is_animated", False))
     if unchanged:
@@ -117,11 +120,17 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image if image.mode == "RGB" else image.convert("RGB")
 
 
-def _shape(image: Image.Image, preset: ImagePreset) -> Image.Image:
+def _scale(image: Image.Image, preset: ImagePreset) -> Image.Image:
     if preset.short_side and min(image.size) > preset.short_side:
         scale = preset.short_side / min(image.size)
         size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-        image = image.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+        # antialiased bilinear, torchvision's Resize default (bicubic cost 1.6x, Lanczos 2.3x here);
+        # reducing_gap box-reduces large images by an integer factor first
+        image = image.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
+    return image
+
+
+def _crop(image: Image.Image, preset: ImagePreset) -> Image.Image:
     if preset.center_crop and min(image.size) >= preset.center_crop:
         left, top = (image.width - preset.center_crop) // 2, (image.height - preset.center_crop) // 2
         image = image.crop((left, top, left + preset.center_crop, top + preset.center_crop))
