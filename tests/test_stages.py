@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import random
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
+from PIL import Image
 
 from tasks import storage
 from tasks.align import AlignStage
@@ -92,6 +94,18 @@ def test_clean_normalizes_png_with_alpha_to_rgb_jpeg():
     assert row["media_bytes"][:3] == b"\xff\xd8\xff" and (row["width"], row["height"]) == (50, 40)
 
 
+def bomb_png() -> bytes:
+    out = io.BytesIO()
+    Image.new("1", (9000, 9000)).save(out, format="PNG")
+    return out.getvalue()
+
+
+def noise_png() -> bytes:
+    out = io.BytesIO()
+    Image.effect_noise((300, 200), 40).convert("RGB").save(out, format="PNG")
+    return out.getvalue()
+
+
 @pytest.mark.parametrize("modality,media,reason", [
     ("image", image_bytes((120, 90))[:1200], "decode:truncated"),  # cut inside the pixel data
     ("image", b"<html>404</html>", "decode:not_an_image"),
@@ -103,6 +117,9 @@ def test_clean_normalizes_png_with_alpha_to_rgb_jpeg():
     ("image", wide_png(), "decode:too_large_side"),  # fine to decode, but JPEG cannot hold it
     ("audio", audio_bytes(2.0, "wav")[:20_000], "decode:truncated"),  # FFmpeg alone would accept it
     ("video", matroska_video()[: int(len(matroska_video()) * 0.8)], "decode:truncated"),
+    ("video", image_bytes((120, 90)), "decode:unsupported_container"),  # a JPEG where a video should be
+    ("image", bomb_png(), "decode:too_many_pixels"),  # 81 Mpx in a few kB: refused before decoding
+    ("image", noise_png()[: len(noise_png()) // 2], "decode:truncated"),
 ])
 def test_clean_rejects_bad_media_with_a_reason(modality, media, reason):
     kept, (reject,) = run(CleanStage(), sample(modality, media=media))
