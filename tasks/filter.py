@@ -8,6 +8,8 @@ left with no text is rejected. One rule = one small class.
 
 from __future__ import annotations
 
+import json
+
 from .media.text import word_count
 from .schema import scores_dict, with_scores
 from .stage import Reject, RowStage
@@ -95,6 +97,25 @@ class MinSampleRate(Rule):
         return "low_sample_rate" if value < self.low else None
 
 
+class License(Rule):
+    """Items whose source names a license (LAION's LICENSE column, COCO's licenses, a video's license)
+    outside the allowlist; items with none stated pass unless `require` is set. Compared lower-cased."""
+
+    score_name = "license"
+
+    def __init__(self, allowed: tuple[str, ...], require: bool):
+        self.allowed, self.require = {a.lower() for a in allowed}, require
+
+    def judge_item(self, row) -> tuple[str, str] | None:
+        if not self.allowed:
+            return None
+        meta = json.loads(row["meta"]) if row.get("meta") else {}
+        stated = next((str(v) for k, v in meta.items() if k.lower() == "license" and v not in (None, "")), None)
+        if stated is None:
+            return ("license", "no license stated") if self.require else None
+        return None if stated.lower() in self.allowed else ("license", f"license {stated!r} is not allowed")
+
+
 class Duration(Rule):
     score_name = "duration_s"
 
@@ -168,6 +189,7 @@ class FilterStage(RowStage):
             MinSampleRate(t.get("min_sample_rate", 8000)),
             Duration("video", t.get("min_video_s", 0.5), t.get("max_video_s", 600.0)),
         ]
+        self.license = License(tuple(t.get("licenses", ())), t.get("require_license", False))
         self.text_rules = [CaptionWords(t.get("min_caption_words", 2), t.get("max_caption_words", 200)),
                            Language(tuple(t.get("languages", ())), t.get("language_min_score", 0.5))]
         if t.get("drop_boilerplate", True):
@@ -185,6 +207,9 @@ class FilterStage(RowStage):
             code = rule.verdict(value)
             if code:
                 return Reject(code, f"{rule.score_name}={value:g}")
+        failure = self.license.judge_item(row)
+        if failure:
+            return Reject(*failure)
         texts, failed = [], []
         for text in row["texts"] or []:
             failure = self.text_failure(text)

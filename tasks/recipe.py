@@ -123,6 +123,10 @@ class FilterConfig(Strict):
     min_image_std: float = Field(2.0, ge=0)
     # audio, measured on the decoded samples: share of 20 ms windows under -50 dBFS (filter:mostly_silent),
     # share of samples at full scale (filter:clipped), and the published rate (filter:low_sample_rate)
+    # items whose source states a license outside this list (LAION's LICENSE, COCO's licenses) are
+    # rejects (filter:license); empty: any. require_license also rejects items that state none.
+    licenses: tuple[str, ...] = ()
+    require_license: bool = False
     max_silence_ratio: float = Field(0.9, ge=0, le=1)
     max_clipping_ratio: float = Field(0.01, ge=0, le=1)
     min_sample_rate: int = Field(8000, ge=0)

@@ -126,3 +126,18 @@ def test_a_recipe_naming_a_missing_tokenizer_is_refused_with_the_key(tmp_path):
                       "features: {tokenize: {tokenizer: /nowhere/tokenizer.json}}\n")
     with pytest.raises(RecipeError, match=r"features\.tokenize: .*no tokenizer file at /nowhere/tokenizer.json"):
         load_recipe(recipe)
+
+
+def test_the_license_allowlist_rejects_items_whose_source_states_another_license():
+    import json
+
+    def item(n, license):
+        meta = json.dumps({"LICENSE": license}) if license else None
+        return {**sample(n=n, width=64, height=64), "meta": meta, "texts": texts("a dog runs on the beach")}
+
+    rows = [item(0, "CC-BY"), item(1, "cc-by-nc-nd"), item(2, None)]
+    kept, rejected = run(FilterStage(licenses=("cc-by", "cc0")), *rows)
+    assert [r["sample_id"] for r in kept] == [rows[0]["sample_id"], rows[2]["sample_id"]]
+    assert [(r["reason"], r["detail"]) for r in rejected] == [("filter:license", "license 'cc-by-nc-nd' is not allowed")]
+    kept, rejected = run(FilterStage(licenses=("cc-by",), require_license=True), *rows)
+    assert [r["detail"] for r in rejected] == ["license 'cc-by-nc-nd' is not allowed", "no license stated"]
