@@ -34,7 +34,7 @@ def audit_shard(shard_uri: str, decision_uri: str, thresholds: dict, out_uri: st
         for rule in stage.item_rules:
             if rule.modality not in (None, row["modality"]) or (value := rule.score(row)) is None:
                 continue
-            scores[rule.score_name].append(value)
+            scores[f"{rule.modality} {rule.score_name}"].append(value)
             if code := rule.verdict(value):
                 items[f"{source}\t{code}"] += 1
                 failed = True

@@ -13,7 +13,7 @@ from .media import MediaError
 from .media.audio import AudioPreset, decode_audio
 from .media.image import ImagePreset, decode_image
 from .media.text import Tokenize, clean_texts, load_language_model
-from .media.video import decode_video
+from .media.video import VideoPreset, decode_video
 from .schema import with_scores
 from .stage import Reject, RowStage
 
@@ -21,15 +21,20 @@ from .stage import Reject, RowStage
 class CleanStage(RowStage):
     name = "clean"
 
-    def __init__(self, image: dict | None = None, audio: dict | None = None, features: dict | None = None,
-                 max_image_pixels: int = 64_000_000, pii: str = "mask"):
-        super().__init__(image=image, audio=audio, features=features, max_image_pixels=max_image_pixels, pii=pii)
+    def __init__(self, image: dict | None = None, audio: dict | None = None, video: dict | None = None,
+                 features: dict | None = None, max_image_pixels: int = 64_000_000, pii: str = "mask"):
+        super().__init__(image=image, audio=audio, video=video, features=features, max_image_pixels=max_image_pixels,
+                         pii=pii)
         image = dict(image or {})
         resize = image.pop("resize", None) or {}
         self.image = ImagePreset(**image, **resize)
-        mel = (features or {}).get("log_mel")
+        features = features or {}
+        mel = features.get("log_mel")
         self.audio = AudioPreset(**(audio or {}), log_mel=tuple(sorted(mel.items())) if mel else None)
-        self.tokenize_settings = (features or {}).get("tokenize")
+        keyframes = features.get("keyframes") or {}
+        self.video = VideoPreset(**(video or {}), keyframes=keyframes.get("count", 0),
+                                 keyframe_side=keyframes.get("short_side", 224))
+        self.tokenize_settings = features.get("tokenize")
         self.tokenize = None
         self.max_image_pixels = max_image_pixels
         self.pii = pii
@@ -68,14 +73,33 @@ class CleanStage(RowStage):
                  "sample_rate": audio.sample_rate, "channels": audio.channels, "audio_codec": audio.codec,
                  "audio_fingerprint": audio.fingerprint, "_scores": audio.scores}
         if audio.mel is not None:
-            facts["sidecars"] = [{"name": "mel.npy", "data": audio.mel}]
-            facts["features"] = json.dumps({"log_mel": audio.mel_params}, sort_keys=True)
+            facts.update(sidecars=[{"name": "mel.npy", "data": audio.mel}], features=_json({"log_mel": audio.mel_params}))
         return facts
 
     def _video(self, data: bytes) -> dict:
-        video = decode_video(data)
-        return {"media_bytes": video.data, "media_ext": video.ext, "width": video.width, "height": video.height,
-                "fps": video.fps, "num_frames": video.num_frames, "duration_s": video.duration_s,
-                "video_codec": video.video_codec, "audio_codec": video.audio_codec,
-                "sample_rate": video.sample_rate, "audio_duration_s": video.audio_duration_s,
-                "keyframe_phashes": video.keyframe_phashes, "audio_fingerprint": video.fingerprint}
+        video = decode_video(data, self.video, self.audio)
+        facts = {"media_bytes": video.data, "media_ext": video.ext, "width": video.width, "height": video.height,
+                 "fps": video.fps, "num_frames": video.num_frames, "duration_s": video.duration_s,
+                 "video_codec": video.video_codec, "audio_codec": video.audio_codec,
+                 "sample_rate": video.sample_rate, "audio_duration_s": video.audio_duration_s,
+                 "keyframe_phashes": video.keyframe_phashes, "audio_fingerprint": video.fingerprint,
+                 "_scores": video.scores}
+        sidecars = [{"name": f"keyframe{i}.jpg", "data": jpeg} for i, (_, jpeg) in enumerate(video.thumbnails)]
+        features = {}
+        if video.thumbnails:
+            features["keyframes"] = {"count": len(video.thumbnails), "short_side": self.video.keyframe_side,
+                                     "times_s": [t for t, _ in video.thumbnails], "names": [s["name"] for s in sidecars]}
+        if video.mel is not None:
+            sidecars.append({"name": "mel.npy", "data": video.mel})
+            features["log_mel"] = video.mel_params
+        if video.source:
+            features["reencoded_from"] = video.source
+        if sidecars:
+            facts["sidecars"] = sidecars
+        if features:
+            facts["features"] = _json(features)
+        return facts
+
+
+def _json(value: dict) -> str:
+    return json.dumps(value, sort_keys=True)

@@ -31,17 +31,17 @@ class Rule:
         return (code, f"{self.score_name}={value:g}") if code else None
 
 
-class MinImageSide(Rule):
-    modality, score_name = "image", "min_side"
+class MinSide(Rule):
+    score_name = "min_side"
 
-    def __init__(self, min_side: int):
-        self.min_side = min_side
+    def __init__(self, modality: str, min_side: int):
+        self.modality, self.min_side = modality, min_side
 
     def score(self, row):
         return float(min(row["width"], row["height"]))
 
     def verdict(self, value):
-        return "image_too_small" if value < self.min_side else None
+        return f"{self.modality}_too_small" if value < self.min_side else None
 
 
 class MaxAspect(Rule):
@@ -57,44 +57,31 @@ class MaxAspect(Rule):
         return "extreme_aspect" if value > self.max_aspect else None
 
 
-class NotBlank(Rule):
-    """Scored by clean while decoding (the pixels are not decoded twice)."""
-    modality, score_name = "image", "pixel_std"
+class Within(Rule):
+    """A fact of the media (duration, frame rate, sample rate) inside [low, high]."""
 
-    def __init__(self, min_std: float):
-        self.min_std = min_std
-
-    def score(self, row):
-        return scores_dict(row).get("pixel_std")  # None: not measured (judged by nothing)
-
-    def verdict(self, value):
-        return "blank_image" if value < self.min_std else None
-
-
-class MeasuredAtMost(Rule):
-    """A score clean measured while decoding (silence, clipping), judged against a ceiling."""
-
-    def __init__(self, modality: str, score_name: str, ceiling: float, code: str):
-        self.modality, self.score_name, self.ceiling, self.code = modality, score_name, ceiling, code
+    def __init__(self, modality: str, column: str, low: float, high: float = float("inf"),
+                 too_low: str = "", too_high: str = ""):
+        self.modality, self.score_name, self.low, self.high = modality, column, low, high
+        self.too_low, self.too_high = too_low, too_high
 
     def score(self, row):
-        return scores_dict(row).get(self.score_name)  # None: not measured (judged by nothing)
+        return float(row[self.score_name]) if row.get(self.score_name) is not None else None
 
     def verdict(self, value):
-        return self.code if value > self.ceiling else None
+        if value < self.low:
+            return self.too_low
+        if value > self.high:
+            return self.too_high
+        return None
 
 
-class MinSampleRate(Rule):
-    modality, score_name = "audio", "sample_rate"
-
-    def __init__(self, low: int):
-        self.low = low
+class Measured(Within):
+    """A score clean measured while decoding (blankness, silence, clipping): the pixels and samples are
+    not decoded twice. Not measured (None): judged by nothing."""
 
     def score(self, row):
-        return float(row["sample_rate"]) if row.get("sample_rate") else None
-
-    def verdict(self, value):
-        return "low_sample_rate" if value < self.low else None
+        return scores_dict(row).get(self.score_name)
 
 
 class License(Rule):
@@ -114,23 +101,6 @@ class License(Rule):
         if stated is None:
             return ("license", "no license stated") if self.require else None
         return None if stated.lower() in self.allowed else ("license", f"license {stated!r} is not allowed")
-
-
-class Duration(Rule):
-    score_name = "duration_s"
-
-    def __init__(self, modality: str, low: float, high: float):
-        self.modality, self.low, self.high = modality, low, high
-
-    def score(self, row):
-        return float(row["duration_s"])
-
-    def verdict(self, value):
-        if value < self.low:
-            return f"{self.modality}_too_short"
-        if value > self.high:
-            return f"{self.modality}_too_long"
-        return None
 
 
 class CaptionWords(Rule):
@@ -179,15 +149,21 @@ class FilterStage(RowStage):
     def __init__(self, **thresholds):
         super().__init__(**thresholds)
         t = thresholds
+        inf = float("inf")
         self.item_rules = [
-            MinImageSide(t.get("min_image_side", 32)),
+            MinSide("image", t.get("min_image_side", 32)),
             MaxAspect(t.get("max_image_aspect", 4.0)),
-            NotBlank(t.get("min_image_std", 2.0)),
-            Duration("audio", t.get("min_audio_s", 0.5), t.get("max_audio_s", 60.0)),
-            MeasuredAtMost("audio", "silence_ratio", t.get("max_silence_ratio", 0.9), "mostly_silent"),
-            MeasuredAtMost("audio", "clipping_ratio", t.get("max_clipping_ratio", 0.01), "clipped"),
-            MinSampleRate(t.get("min_sample_rate", 8000)),
-            Duration("video", t.get("min_video_s", 0.5), t.get("max_video_s", 600.0)),
+            Measured("image", "pixel_std", t.get("min_image_std", 2.0), too_low="blank_image"),
+            Within("audio", "duration_s", t.get("min_audio_s", 0.5), t.get("max_audio_s", 60.0),
+                   "audio_too_short", "audio_too_long"),
+            Measured("audio", "silence_ratio", 0.0, t.get("max_silence_ratio", 0.9), too_high="mostly_silent"),
+            Measured("audio", "clipping_ratio", 0.0, t.get("max_clipping_ratio", 0.01), too_high="clipped"),
+            Within("audio", "sample_rate", t.get("min_sample_rate", 8000), inf, "low_sample_rate"),
+            Within("video", "duration_s", t.get("min_video_s", 0.5), t.get("max_video_s", 600.0),
+                   "video_too_short", "video_too_long"),
+            MinSide("video", t.get("min_video_side", 32)),
+            Within("video", "fps", t.get("min_video_fps", 1.0), t.get("max_video_fps", 240.0),
+                   "low_frame_rate", "high_frame_rate"),
         ]
         self.license = License(tuple(t.get("licenses", ())), t.get("require_license", False))
         self.text_rules = [CaptionWords(t.get("min_caption_words", 2), t.get("max_caption_words", 200)),

@@ -93,11 +93,22 @@ class AudioCleanConfig(Strict):
     mono: bool = False
 
 
+class VideoCleanConfig(Strict):
+    """Videos are published as they came unless they exceed `short_side` or `max_fps`: those are
+    re-encoded (H.264 at `crf`, AAC sound, MP4), frame times kept. Their sound is measured and gets a
+    log-mel (features.log_mel) at clean.audio's rate either way."""
+
+    short_side: int | None = Field(None, ge=16)  # shorter side at most this (never up)
+    max_fps: float | None = Field(None, gt=0)  # at most this many frames a second (frames dropped)
+    crf: int = Field(23, ge=0, le=51)  # x264 quality: 18 near-transparent, 28 small
+
+
 class CleanConfig(Strict):
     # an RGB JPEG needing no change is published as it came; other images are encoded per `image`;
-    # audio not in a FLAC file becomes FLAC; videos keep their container
+    # audio not in a FLAC file becomes FLAC; videos keep their container unless `video` reshapes them
     image: ImageCleanConfig = ImageCleanConfig()
     audio: AudioCleanConfig = AudioCleanConfig()
+    video: VideoCleanConfig = VideoCleanConfig()
     max_image_pixels: int = Field(64_000_000, gt=0)  # decompression-bomb guard
     # emails, URLs and phone numbers in texts: "mask" replaces them ([email], [url], [phone]), "flag"
     # only notes them in the text's flags, "keep" leaves them unseen
@@ -111,6 +122,10 @@ class FilterConfig(Strict):
     max_audio_s: float = Field(60.0, gt=0)
     min_video_s: float = Field(0.5, ge=0)
     max_video_s: float = Field(600.0, gt=0)
+    min_video_side: int = Field(32, ge=1)  # filter:video_too_small
+    # frames per second by timestamps (filter:low_frame_rate, filter:high_frame_rate: broken clocks)
+    min_video_fps: float = Field(1.0, ge=0)
+    max_video_fps: float = Field(240.0, gt=0)
     min_caption_words: int = Field(2, ge=0)
     max_caption_words: int = Field(200, ge=1)
     # texts in other languages are dropped (filter:language) when the identifier is at least
@@ -133,7 +148,7 @@ class FilterConfig(Strict):
 
     @model_validator(mode="after")
     def _bounds(self):
-        for lo, hi in (("min_audio_s", "max_audio_s"), ("min_video_s", "max_video_s"),
+        for lo, hi in (("min_audio_s", "max_audio_s"), ("min_video_s", "max_video_s"), ("min_video_fps", "max_video_fps"),
                        ("min_caption_words", "max_caption_words")):
             if getattr(self, lo) > getattr(self, hi):
                 raise ValueError(f"{lo} ({getattr(self, lo)}) is above {hi} ({getattr(self, hi)})")
@@ -196,6 +211,11 @@ class LogMelConfig(Strict):
     hop_length: int = Field(256, ge=16)
 
 
+class KeyframesConfig(Strict):
+    count: int = Field(8, ge=1, le=256)  # spread evenly over each video
+    short_side: int = Field(224, ge=16)
+
+
 class TokenizeConfig(Strict):
     tokenizer: str  # a local tokenizer.json (Hugging Face `tokenizers`: BERT's, CLIP's, your own)
     max_length: int = Field(256, ge=1)
@@ -216,6 +236,10 @@ class FeaturesConfig(Strict):
     # a log-mel spectrogram of each audio clip (and video's sound track), `<key>.mel.npy`, float16
     # n_mels x frames, its parameters in the item's `features`; null: none
     log_mel: LogMelConfig | None = None
+
+    # thumbnails spread evenly over each video, `<key>.keyframe<i>.jpg` (their times in `features`),
+    # for alignment scoring and browsing; null: none
+    keyframes: KeyframesConfig | None = None
 
 
 class Recipe(Strict):

@@ -86,7 +86,7 @@ def test_dry_run_reports_what_each_filter_would_drop_publishes_nothing_and_the_b
     assert not (Path(root) / "demo" / "versions" / PARTITION / "manifest.json").exists()
     predicted = dict(re.findall(r"^  demo +(filter:\w+) +(\d+) +\d+$", dry.stdout, re.M))
     keeps = re.search(r"With every rule, demo keeps (\d+) of (\d+) items", dry.stdout)
-    assert keeps and re.search(r"^  pixel_std .+ n=\d+$", dry.stdout, re.M)  # a histogram per score
+    assert keeps and re.search(r"^  image pixel_std .+ n=\d+$", dry.stdout, re.M)  # a histogram per score
 
     built = subprocess.run([MMETL, "build", demo_recipe, "--partition", PARTITION], env=env,
                            capture_output=True, text=True, timeout=300)

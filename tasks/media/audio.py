@@ -99,20 +99,15 @@ def decode_audio(data: bytes, preset: AudioPreset = AudioPreset()) -> DecodedAud
         # the whole clip is held only when torchaudio must see it; otherwise it streams through
         shaping = bool(preset.log_mel or (preset.mono and channels > 1) or (preset.sample_rate and preset.sample_rate != rate))
         encoder = None if is_flac_file or shaping else FlacStream(rate, layout)
-        held = [] if shaping else None
-        meter, fingerprint = LoudnessMeter(rate), SoundFingerprint()
+        sound = SoundAnalysis(rate, layout, hold=shaping)
         decoded = 0
         try:
-            as_float = av.AudioResampler(format="fltp", layout=layout, rate=rate)
             for frame in container.decode(stream):
                 decoded += frame.samples
-                fingerprint.feed(frame)
+                sound.feed(frame)
                 if encoder is not None:
                     encoder.feed(frame)
-                for piece in as_float.resample(frame):
-                    meter.feed(piece.to_ndarray(), held)
-            for piece in as_float.resample(None):
-                meter.feed(piece.to_ndarray(), held)
+            sound.finish()
             out = encoder.finish() if encoder is not None else None
         except av.error.FFmpegError as e:
             raise MediaError("corrupt", f"decode failed after {decoded} samples: {e}") from None
@@ -129,15 +124,38 @@ def decode_audio(data: bytes, preset: AudioPreset = AudioPreset()) -> DecodedAud
     mel = mel_params = None
     out_rate, out_channels = rate, channels
     if shaping:
-        shaped, out_rate = shape(np.concatenate(held, axis=1), rate, preset)
-        del held
+        shaped, out_rate = shape(sound.samples(), rate, preset)
         if preset.log_mel:
             mel, mel_params = log_mel(shaped, out_rate, dict(preset.log_mel))
         out_channels = shaped.shape[0]
         out = encode_flac(shaped, out_rate, layout if out_channels == channels else None)
     return DecodedAudio(data=data if out is None else out, ext="flac", duration_s=duration, sample_rate=int(out_rate),
-                        channels=int(out_channels), codec=codec, fingerprint=fingerprint.result(),
-                        scores=meter.scores(), mel=mel, mel_params=mel_params)
+                        channels=int(out_channels), codec=codec, fingerprint=sound.fingerprint.result(),
+                        scores=sound.meter.scores(), mel=mel, mel_params=mel_params)
+
+
+class SoundAnalysis:
+    """What every decoded sound (a clip, a video's track) goes through frame by frame: loudness, the
+    Chromaprint fingerprint, and, with `hold`, the float32 samples torchaudio will need whole."""
+
+    def __init__(self, rate: int, layout: str, hold: bool = False):
+        self.as_float = av.AudioResampler(format="fltp", layout=layout, rate=rate)
+        self.meter, self.fingerprint = LoudnessMeter(rate), SoundFingerprint()
+        self.held: list[np.ndarray] | None = [] if hold else None
+
+    def feed(self, frame: av.AudioFrame) -> None:
+        self.fingerprint.feed(frame)
+        for piece in self.as_float.resample(frame):
+            self.meter.feed(piece.to_ndarray(), self.held)
+
+    def finish(self) -> None:
+        for piece in self.as_float.resample(None):
+            self.meter.feed(piece.to_ndarray(), self.held)
+
+    def samples(self) -> np.ndarray:
+        """The held clip, channels x samples (handed over once: the list is let go)."""
+        held, self.held = self.held, None
+        return np.concatenate(held, axis=1)
 
 
 class LoudnessMeter:

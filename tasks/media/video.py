@@ -1,29 +1,52 @@
-"""Video with PyAV (FFmpeg): decode every video frame and the audio track in one demux pass.
+"""Video with PyAV (FFmpeg): one demux pass decodes every frame of the picture and the sound, and feeds
+what the recipe asks for along the way.
 
-Durations come from frame timestamps, not frame count / nominal rate, so variable-frame-rate video
-and streams that start late measure right. Truncation is judged against what the file declares:
-the video stream's frame count where it has one (MP4), else the container's duration, compared
-with the end of the longest decoded stream.
+- Facts: duration, fps, resolution, codecs, the sound track's presence, rate and length. Durations
+  come from frame timestamps, not frame count / nominal rate, so variable-frame-rate video and
+  streams that start late measure right. Truncation is judged against what the file declares: the
+  video stream's frame count where it has one (MP4), else the container's duration, compared with the
+  end of the longest decoded stream.
+- The sound track goes through the audio path (tasks/media/audio.py): loudness scores, Chromaprint
+  fingerprint, and the log-mel spectrogram when the recipe asks for one.
+- Keyframes: the pHash of one frame a second (for dedupe), and optionally N thumbnails spread evenly
+  over the clip (for alignment scoring and browsing), published beside it as JPEGs.
+- A downscale / frame-rate preset re-encodes to H.264 + AAC in MP4; without one the file is
+  published as it came.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import io
+from dataclasses import dataclass, field
+from fractions import Fraction
 
 import av
+import numpy as np
 
 from . import MediaError
-from .audio import TRUNCATION_TOLERANCE, open_container
-from .fingerprint import KeyframeHashes, SoundFingerprint
+from .audio import TRUNCATION_TOLERANCE, AudioPreset, SoundAnalysis, log_mel, open_container, shape
+from .fingerprint import KeyframeHashes
 
 # FFmpeg demuxer name -> the extension we publish under (its matroska demuxer also reads WebM,
 # and .mkv names both correctly)
 _EXTENSIONS = {"mov,mp4,m4a,3gp,3g2,mj2": "mp4", "matroska,webm": "mkv", "avi": "avi"}
+OUT_TIME_BASE = Fraction(1, 90_000)  # MPEG's clock: fine enough for any frame time, variable rate kept
+
+
+@dataclass(frozen=True)
+class VideoPreset:
+    """How clean shapes video. With neither `short_side` nor `max_fps` the file is published as it came;
+    with either, a video that exceeds it is re-encoded (H.264 at `crf`, AAC sound, MP4)."""
+    short_side: int | None = None  # scale so the shorter side is at most this (never up)
+    max_fps: float | None = None  # drop frames down to at most this rate
+    crf: int = 23  # x264 quality: 18 near-transparent, 28 small
+    keyframes: int = 0  # thumbnails spread evenly over the clip, published as <key>.keyframe<i>.jpg
+    keyframe_side: int = 224  # their shorter side
 
 
 @dataclass
 class DecodedVideo:
-    data: bytes
+    data: bytes  # as published: the input itself, or its re-encode
     ext: str
     width: int
     height: int
@@ -36,6 +59,11 @@ class DecodedVideo:
     audio_duration_s: float | None
     keyframe_phashes: list[str]  # one frame a second
     fingerprint: list[int]  # raw Chromaprint of the audio track; empty without one
+    scores: dict[str, float] = field(default_factory=dict)  # the sound track's loudness, when there is one
+    thumbnails: list[tuple[float, bytes]] = field(default_factory=list)  # (time s, JPEG)
+    mel: bytes | None = None  # log-mel of the sound track (.npy), as for audio clips
+    mel_params: dict | None = None
+    source: dict = field(default_factory=dict)  # the input's own size, rate and codec when re-encoded
 
 
 class _Span:
@@ -56,7 +84,7 @@ class _Span:
         return 0.0 if self.start is None else self.end - self.start
 
 
-def decode_video(data: bytes) -> DecodedVideo:
+def decode_video(data: bytes, preset: VideoPreset = VideoPreset(), audio_preset: AudioPreset = AudioPreset()) -> DecodedVideo:
     with open_container(data) as container:
         if not container.streams.video:
             raise MediaError("no_video_stream", f"container {container.format.name} has no video stream")
@@ -71,10 +99,14 @@ def decode_video(data: bytes) -> DecodedVideo:
         # end time, other formats a span; against the absolute end both err towards keeping the file
         declared_end = container.duration / av.time_base if container.duration else None
         rate = audio.codec_context.sample_rate if audio is not None else None
+        width, height = video.codec_context.width, video.codec_context.height
 
-        frames, width, height = 0, 0, 0
+        frames = 0
         video_span, audio_span = _Span(), _Span()
-        keyframes, sound = KeyframeHashes(), SoundFingerprint()
+        keyframes = KeyframeHashes()
+        thumbnails = Thumbnails(preset.keyframes, preset.keyframe_side) if preset.keyframes else None
+        sound = SoundAnalysis(rate, audio.codec_context.layout.name, hold=bool(audio_preset.log_mel)) if rate else None
+        encoder = Reencoder.for_video(preset, width, height, nominal_fps, audio)
         frame_s = 1 / nominal_fps if nominal_fps else 0.0
         streams = [s for s in (video, audio) if s is not None]
         try:
@@ -84,11 +116,21 @@ def decode_video(data: bytes) -> DecodedVideo:
                         frames += 1
                         width, height = frame.width, frame.height
                         video_span.add(frame.time, frame_s)
-                        keyframes.feed(frame, (frame.time if frame.time is not None else video_span.end - frame_s)
-                                       - video_span.start)
-                    elif rate:
+                        at = frame.time if frame.time is not None else video_span.end - frame_s
+                        t = at - video_span.start  # into the clip
+                        keyframes.feed(frame, t)
+                        if thumbnails is not None:
+                            thumbnails.feed(frame, t)
+                        if encoder is not None:
+                            encoder.picture(frame, at)  # the source's clock: the sound stays in step
+                    elif sound is not None:
                         audio_span.add(frame.time, frame.samples / rate)
                         sound.feed(frame)
+                        if encoder is not None:
+                            encoder.sound(frame)
+            if sound is not None:
+                sound.finish()
+            out = encoder.finish() if encoder is not None else None
         except av.error.FFmpegError as e:
             raise MediaError("corrupt", f"decode failed after {frames} frames: {e}") from None
 
@@ -101,7 +143,9 @@ def decode_video(data: bytes) -> DecodedVideo:
         if decoded_end < TRUNCATION_TOLERANCE * declared_end - frame_s:
             raise MediaError("truncated", f"streams end at {decoded_end:.3f}s of a declared {declared_end:.3f}s")
     duration = video_span.seconds
-    return DecodedVideo(
+    if audio_span.end is None:  # a sound stream with no samples is no sound
+        audio = sound = None
+    result = DecodedVideo(
         data=data,
         ext=ext,
         width=width,
@@ -111,8 +155,115 @@ def decode_video(data: bytes) -> DecodedVideo:
         duration_s=duration,
         video_codec=video.codec_context.name,
         audio_codec=audio.codec_context.name if audio is not None else None,
-        sample_rate=rate,
+        sample_rate=rate if audio is not None else None,
         audio_duration_s=audio_span.seconds if audio is not None else None,
         keyframe_phashes=keyframes.hashes,
-        fingerprint=sound.result() if audio is not None else [],
+        fingerprint=sound.fingerprint.result() if sound is not None else [],
+        scores=sound.meter.scores() if sound is not None else {},
+        thumbnails=thumbnails.result() if thumbnails is not None else [],
     )
+    if sound is not None and audio_preset.log_mel:
+        mono, mel_rate = shape(sound.samples(), rate, AudioPreset(sample_rate=audio_preset.sample_rate, mono=True))
+        result.mel, result.mel_params = log_mel(mono, mel_rate, dict(audio_preset.log_mel))
+    if out is not None:
+        result.source = {"width": width, "height": height, "fps": round(result.fps, 3), "video_codec": result.video_codec,
+                         "audio_codec": result.audio_codec, "bytes": len(data)}
+        result.data, result.ext, result.video_codec = out, "mp4", "h264"
+        result.width, result.height = encoder.width, encoder.height
+        result.num_frames = encoder.frames
+        result.fps = encoder.frames / duration if duration else encoder.fps
+        result.audio_codec = "aac" if audio is not None else None
+    return result
+
+
+class Thumbnails:
+    """`count` frames spread evenly over a clip of any length, decided while it decodes (no duration
+    needed up front, memory bounded): a frame is taken every `step` seconds; when 2 x count are held,
+    every other one goes and the step doubles. The count picked at the end are evenly spaced."""
+
+    FIRST_STEP_S = 0.1
+
+    def __init__(self, count: int, side: int):
+        self.count, self.side = count, side
+        self.step, self.next_s = self.FIRST_STEP_S, 0.0
+        self.held: list[tuple[float, av.VideoFrame]] = []
+
+    def feed(self, frame: av.VideoFrame, time_s: float) -> None:
+        if time_s + 1e-6 < self.next_s:
+            return
+        scale = min(1.0, self.side / min(frame.width, frame.height))
+        small = frame.reformat(width=max(1, round(frame.width * scale)), height=max(1, round(frame.height * scale)),
+                               format="rgb24", interpolation="AREA")
+        self.held.append((time_s, small))
+        if len(self.held) >= 2 * self.count:
+            self.held = self.held[::2]
+            self.step *= 2
+        self.next_s = self.held[-1][0] + self.step
+
+    def result(self) -> list[tuple[float, bytes]]:
+        picks = np.unique(np.round(np.linspace(0, len(self.held) - 1, min(self.count, len(self.held)))).astype(int))
+        out = []
+        for i in picks:
+            time_s, frame = self.held[i]
+            buffer = io.BytesIO()
+            frame.to_image().save(buffer, format="JPEG", quality=90)
+            out.append((round(time_s, 3), buffer.getvalue()))
+        return out
+
+
+class Reencoder:
+    """Frames in, an H.264 + AAC MP4 out, downscaled and thinned as the preset says; frame times kept."""
+
+    @classmethod
+    def for_video(cls, preset: VideoPreset, width: int, height: int, fps: float, audio) -> Reencoder | None:
+        """An encoder when the video exceeds the preset, else None (published as it came)."""
+        too_big = preset.short_side and min(width, height) > preset.short_side
+        too_fast = preset.max_fps and fps > preset.max_fps * 1.01
+        return cls(preset, width, height, fps, audio) if (too_big or too_fast) else None
+
+    def __init__(self, preset: VideoPreset, width: int, height: int, fps: float, audio):
+        scale = min(1.0, (preset.short_side or min(width, height)) / min(width, height))
+        # x264's 4:2:0 wants even sides
+        self.width, self.height = (max(2, round(side * scale / 2) * 2) for side in (width, height))
+        self.fps = min(fps, preset.max_fps or fps)
+        self.min_gap_s = (1 / preset.max_fps) * 0.99 if preset.max_fps else 0.0
+        self.last_s: float | None = None
+        self.frames = 0
+        self.buffer = io.BytesIO()
+        # (no +faststart: FFmpeg moves the index by reopening the file by name, which a buffer has not)
+        self.out = av.open(self.buffer, mode="w", format="mp4")
+        self.video = self.out.add_stream("libx264", rate=Fraction(self.fps).limit_denominator(1001),
+                                         options={"crf": str(preset.crf), "preset": "veryfast"})
+        self.video.width, self.video.height, self.video.pix_fmt = self.width, self.height, "yuv420p"
+        self.video.time_base = OUT_TIME_BASE
+        self.audio = self.to_aac = None
+        if audio is not None and audio.codec_context.sample_rate:
+            rate = audio.codec_context.sample_rate
+            layout = "mono" if audio.codec_context.channels == 1 else "stereo"  # surround mixed down
+            self.audio = self.out.add_stream("aac", rate=rate, layout=layout)
+            self.to_aac = av.AudioResampler(format="fltp", layout=layout, rate=rate,
+                                            frame_size=self.audio.codec_context.frame_size or 1024)
+
+    def picture(self, frame: av.VideoFrame, time_s: float) -> None:
+        """`time_s` on the source's clock, which the sound's timestamps also follow."""
+        if self.last_s is not None and time_s - self.last_s < self.min_gap_s:
+            return  # thinned out by max_fps
+        self.last_s = time_s
+        scaled = frame.reformat(width=self.width, height=self.height, format="yuv420p", interpolation="AREA")
+        scaled.pts, scaled.time_base = round(time_s / OUT_TIME_BASE), OUT_TIME_BASE
+        self.out.mux(self.video.encode(scaled))
+        self.frames += 1
+
+    def sound(self, frame: av.AudioFrame) -> None:
+        if self.audio is not None:
+            for piece in self.to_aac.resample(frame):
+                self.out.mux(self.audio.encode(piece))
+
+    def finish(self) -> bytes:
+        self.out.mux(self.video.encode(None))
+        if self.audio is not None:
+            for piece in self.to_aac.resample(None):
+                self.out.mux(self.audio.encode(piece))
+            self.out.mux(self.audio.encode(None))
+        self.out.close()
+        return self.buffer.getvalue()
