@@ -67,7 +67,10 @@ def summarize(audit_uris: list[str], bins: int = 10) -> dict:
     histograms = {}
     for name, values in sorted(scores.items()):
         values = np.array(values, dtype=np.float64)
-        counts, _ = np.histogram(values, bins=bins)
+        low, high = float(values.min()), float(values.max())
+        if np.isclose(low, high):  # one value, give or take float noise: numpy cannot cut that range in ten
+            low, high = low - 0.5, high + 0.5
+        counts, _ = np.histogram(values, bins=bins, range=(low, high))
         histograms[name] = {"min": float(values.min()), "max": float(values.max()), "counts": counts.tolist()}
     sources = sorted({k.split("\t")[0] for k in kept})
     return {"rules": [{"source": r.split("\t")[0], "rule": f"filter:{r.split(chr(9))[1]}", "items": items.get(r, 0),

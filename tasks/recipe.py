@@ -133,7 +133,7 @@ class FilterConfig(Strict):
     languages: tuple[str, ...] = ()
     language_min_score: float = Field(0.5, ge=0, le=1)
     drop_boilerplate: bool = True  # texts flagged boilerplate ("image may contain", a file name) go
-    # the largest per-channel standard deviation of a 64 px thumbnail below which an image is blank
+    # the largest per-channel standard deviation of a 128-255 px copy below which an image is blank
     # (filter:blank_image): a flat frame, whatever its colour
     min_image_std: float = Field(2.0, ge=0)
     # audio, measured on the decoded samples: share of 20 ms windows under -50 dBFS (filter:mostly_silent),
