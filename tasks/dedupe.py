@@ -30,6 +30,7 @@ import pyarrow.compute as pc
 from . import storage
 from .groups import UnionFind
 from .media.text import unique_texts
+from .recipe import CaptionDedupeConfig
 from .dedupe_index import WITHDRAWN_SCHEMA
 from .schema import TEXT
 from .similar import caption_pairs, fingerprint_pairs, hamming_pairs, sequence_pairs
@@ -96,7 +97,7 @@ def decide_duplicates(shard_uris: list[str], out_uri: str, image_radius: int | N
     summary_uri = out_uri.removesuffix(".parquet") + ".json"
     if storage.exists(out_uri):
         return {"uri": out_uri, "withdrawn_uri": withdrawn_uri, **storage.read_json(summary_uri)}
-    captions = {"threshold": 0.8, "drop": (), "boilerplate_items": 50, **(captions or {})}
+    captions = {**CaptionDedupeConfig().model_dump(), **(captions or {})}
     table = pa.concat_tables([storage.read_parquet(u, columns=SIGNATURES + ["texts"]) for u in shard_uris])
     items = {row["sample_id"]: row for row in table.sort_by("sample_id").to_pylist()}
     published = {}
