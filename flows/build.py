@@ -24,7 +24,7 @@ from prefect_ray.context import remote_options
 from tasks import audit, collect, dedupe, dedupe_index, engine, publish, split, storage
 from tasks.demo_corpus import build_demo_corpus
 from tasks.recipe import Recipe, load_recipe
-from tasks.sources import Source
+from tasks.sources import Source, sources_for_partition
 from tasks.registry import stage_class
 
 from .ray_env import worker_slots
@@ -140,7 +140,12 @@ def build_dataset(recipe_path: str, partition: str | None = None, storage_root: 
         logger.info("version %s is already published; nothing to do", layout.version)
         return {"version": layout.version, "manifest": manifest, "skipped": True}
 
-    sources = [source.resolved() for source in recipe.all_sources]
+    sources, absent = sources_for_partition(recipe.all_sources, partition)
+    for source in absent:
+        logger.info("source %s has no drop for partition %s (%s)", source.name, partition, source.uri)
+    if not sources:
+        return {"version": layout.version, "nothing_to_build": f"no source has a drop for partition {partition}",
+                "skipped": True}
     for source in sources:
         if getattr(source, "synthesize_demo", False) and not storage.exists(source.uri):
             synthesize_demo_corpus.submit(source.uri.rsplit("/", 1)[0]).result()

@@ -1,6 +1,7 @@
 """The `mmetl` command.
 
     mmetl build RECIPE [--partition 2026-11-22] [--storage s3://bucket/prefix] [--dry-run]
+    mmetl backfill RECIPE --start 2026-01-01 --end 2026-01-31 [--concurrency 2]
     mmetl ui            the Prefect UI over the history of local runs
 """
 
@@ -21,24 +22,32 @@ def _prefect_home() -> Path:
     return Path(os.environ.get("MMETL_PREFECT_HOME", "./data/prefect")).absolute()
 
 
-def build(args: argparse.Namespace) -> int:
+def check_recipe(args: argparse.Namespace, partitions: list[str]) -> str | None:
+    """Fail fast, before starting any server: a bad recipe, or a source that is not there. A source read
+    per partition may have no drop for one: its build says so, that is not an error. Returns the error."""
     if args.storage:
         os.environ["MMETL_STORAGE"] = args.storage
     if args.ray_address:
         os.environ["MMETL_RAY_ADDRESS"] = args.ray_address
     from tasks import storage
     from tasks.recipe import RecipeError, load_recipe
+    from tasks.sources import sources_for_partition
 
-    # fail fast, before starting any server, on a bad recipe or a source that is not there
     try:
-        for source in load_recipe(args.recipe).all_sources:
-            source = source.resolved()
-            if not getattr(source, "synthesize_demo", False) and not storage.exists(source.uri):
-                raise RecipeError(f"{args.recipe}: source {source.name}: uri {source.uri} does not exist")
-    except RecipeError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        recipe = load_recipe(args.recipe)
+        for partition in partitions:
+            for source in sources_for_partition(recipe.all_sources, partition)[0]:
+                if not getattr(source, "synthesize_demo", False) and not storage.exists(source.uri):
+                    raise RecipeError(f"{args.recipe}: source {source.name}: uri {source.uri} does not exist")
+    except ValueError as e:  # RecipeError, SourceError, a partition that is not a date
+        return str(e)
+    return None
 
+
+def build(args: argparse.Namespace) -> int:
+    if error := check_recipe(args, [args.partition]):
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     with prefect_api(_prefect_home(), while_starting=start_ray) as api_url:
         from .build import build_dataset  # imports prefect: only once the API is settled
 
@@ -55,6 +64,42 @@ def build(args: argparse.Namespace) -> int:
     print()
     print_funnel(result)
     return 0
+
+
+def backfill(args: argparse.Namespace) -> int:
+    from tasks.partitions import days  # no prefect import: its settings are read once, at import
+
+    try:
+        partitions = days(args.start, args.end)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if error := check_recipe(args, partitions):
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    with prefect_api(_prefect_home(), while_starting=start_ray) as api_url:
+        from .backfill import backfill as backfill_flow
+
+        print(f"Prefect API: {api_url}")
+        try:
+            state = backfill_flow(args.recipe, args.start, args.end, args.storage, args.concurrency, return_state=True)
+            rows = state.result(raise_on_failure=False)
+        finally:
+            flush_prefect_logs()
+            stop_ray()
+    if not isinstance(rows, list):  # the backfill itself failed (not one of its partitions)
+        print(f"\nerror: the backfill failed: {rows}", file=sys.stderr)
+        return 1
+    print()
+    print(f"{'partition':<12}{'state':<20}{'items':>8}{'rejected':>10}{'seconds':>9}  detail")
+    for row in rows:
+        print(f"{row['partition']:<12}{row['state']:<20}{_blank(row['items']):>8}{_blank(row['rejected']):>10}"
+              f"{row['seconds']:>9.1f}  {row['detail']}")
+    return 1 if state.is_failed() else 0
+
+
+def _blank(value) -> str:
+    return "" if value is None else str(value)
 
 
 def start_ray(api_url: str) -> None:
@@ -106,6 +151,9 @@ def print_dry_run(result: dict) -> None:
 def print_funnel(result: dict) -> None:
     if "dry_run" in result:
         return print_dry_run(result)
+    if result.get("nothing_to_build"):
+        print(f"Nothing to build: {result['nothing_to_build']}")
+        return
     manifest = result["manifest"]
     if result["skipped"]:
         print(f"Already published (nothing changed): {result['version']}")
@@ -174,6 +222,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dry-run", action="store_true",
                    help="collect, clean and dedupe, then print what each filter threshold would drop; publish nothing")
     p.set_defaults(func=build)
+    p = sub.add_parser("backfill", help="build every daily partition from --start to --end not yet published")
+    p.add_argument("recipe")
+    p.add_argument("--start", required=True, help="first partition, a date: 2026-01-01")
+    p.add_argument("--end", required=True, help="last partition, included: 2026-01-31")
+    p.add_argument("--concurrency", type=int, default=2, help="partitions built at once (default 2)")
+    p.add_argument("--storage", help="storage root; default $MMETL_STORAGE or ./data")
+    p.add_argument("--ray-address", help="existing Ray cluster; default $MMETL_RAY_ADDRESS or a local Ray")
+    p.set_defaults(func=backfill)
     p = sub.add_parser("ui", help="serve the Prefect UI over the local run history")
     p.add_argument("--port", type=int)
     p.set_defaults(func=ui)

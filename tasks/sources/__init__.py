@@ -8,7 +8,7 @@ from typing import Annotated, Union
 from pydantic import Field, TypeAdapter
 
 from .audiocaps import AudioCaps
-from .base import Row, Source, SourceError
+from .base import Row, Source, SourceError, sources_for_partition
 from .clotho import Clotho
 from .coco import Coco
 from .files import Folder, WebDatasetTars
@@ -27,7 +27,7 @@ ADAPTERS = (Manifest, Folder, WebDatasetTars, Coco, Flickr30k, Urls, Llava, Audi
 # A recipe's source: the adapter is chosen by `kind`, and its own keys are validated by its class.
 SourceConfig = Annotated[Union[ADAPTERS], Field(discriminator="kind")]
 
-__all__ = ["ADAPTERS", "Row", "Source", "SourceConfig", "SourceError", "make_source"]
+__all__ = ["ADAPTERS", "Row", "Source", "SourceConfig", "SourceError", "make_source", "sources_for_partition"]
 
 _VALIDATOR = TypeAdapter(SourceConfig)
 

@@ -21,6 +21,7 @@ from typing import Iterator
 from pydantic import BaseModel, ConfigDict, Field
 
 from .. import storage
+from ..partitions import PARTITION_FIELD, fill_partition
 
 YOUTUBE = "https://www.youtube.com/watch?v={}"
 
@@ -51,23 +52,49 @@ def clip_key(key: str, start: float | None, end: float | None) -> str:
     return key if start is None else f"{key}@{start:g}-{'' if end is None else f'{end:g}'}"
 
 
+def sources_for_partition(sources, partition: str) -> tuple[list["Source"], list["Source"]]:
+    """(present, absent): every source resolved for the partition; a source read per partition whose
+    drop for this one does not exist is absent (nothing to build from it), any other is present."""
+    present, absent = [], []
+    for source in sources:
+        resolved = source.resolved(partition)
+        missing = source.per_partition and not storage.exists(resolved.uri)
+        (absent if missing else present).append(resolved)
+    return present, absent
+
+
 class Source(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
     kind: str
-    uri: str  # the annotation file, URL list or folder; local path or s3://
+    # the annotation file, URL list or folder; local path or s3://. `{partition}` (or, for date
+    # partitions, `{partition:%Y/%m/%d}`) in it makes each partition read its own drop
+    uri: str
     media_root: str | None = None  # where relative media paths resolve; default: the folder of `uri`
 
     @abstractmethod
     def rows(self) -> Iterator[Row]:
         """The annotation's records, in file order (pydantic models are ABCs: an adapter must define it)."""
 
-    def resolved(self) -> "Source":
-        """Relative local paths made absolute where the command runs (a Ray worker's folder is not the user's)."""
-        update = {k: str(Path(v).absolute()) for k in ("uri", "media_root")
-                  if (v := getattr(self, k)) and "://" not in v and not Path(v).is_absolute()}
+    def resolved(self, partition: str | None = None) -> "Source":
+        """The source of one partition: `{partition}` and strftime date parts (%Y, %m, %d, ...) in `uri`
+        and `media_root` filled in, and relative local paths made absolute where the command runs (a
+        Ray worker's folder is not the user's)."""
+        update = {}
+        for key in ("uri", "media_root"):
+            value = getattr(self, key)
+            if value and partition is not None:
+                value = fill_partition(value, partition)
+            if value and "://" not in value and not Path(value).is_absolute():
+                value = str(Path(value).absolute())
+            update[key] = value
         return self.model_copy(update=update)
+
+    @property
+    def per_partition(self) -> bool:
+        """Whether each partition reads its own drop (the uri names the partition)."""
+        return bool(PARTITION_FIELD.search(self.uri))
 
     # -- helpers for adapters --------------------------------------------------------------------
 
