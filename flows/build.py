@@ -21,7 +21,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 from prefect_ray.context import remote_options
 
-from tasks import audit, collect, dedupe, dedupe_index, engine, publish, split, storage
+from tasks import audit, catalog, collect, dedupe, dedupe_index, engine, publish, split, storage
 from tasks.demo_corpus import build_demo_corpus
 from tasks.recipe import Recipe, load_recipe
 from tasks.sources import Source, sources_for_partition
@@ -130,10 +130,30 @@ def build_dataset(recipe_path: str, partition: str | None = None, storage_root: 
     """Build and publish one partition. Scheduled runs leave `partition` out: it is the scheduled date (UTC).
     A dry run stops after the dedupe decision and reports what the filters would drop: it publishes
     nothing, and a later build of the same recipe and partition reuses its downloads and clean shards."""
-    logger = get_run_logger()
     partition = partition or flow_run.get_scheduled_start_time().astimezone(timezone.utc).date().isoformat()
     recipe = load_recipe(recipe_path)
     layout = storage.Layout(storage.storage_root(storage_root), recipe.name, partition, recipe.fingerprint())
+    run_id = str(flow_run.get_id() or "local")
+    started = catalog.record_run(layout, run_id, "dry run" if dry_run else "running")
+    try:
+        result = _build(recipe, layout, dry_run)
+    except Exception as e:
+        catalog.record_run(layout, run_id, "failed", started, error=f"{type(e).__name__}: {e}"[:2000])
+        raise
+    if result.get("nothing_to_build"):
+        state = "nothing to build"
+    elif dry_run:
+        state = "dry run"
+    else:
+        state = "already published" if result["skipped"] else "published"
+    catalog.record_run(layout, run_id, state, started, samples=result.get("manifest", {}).get("samples"),
+                       rejected=result.get("manifest", {}).get("rejected"))
+    return result
+
+
+def _build(recipe: Recipe, layout: storage.Layout, dry_run: bool) -> dict:
+    logger = get_run_logger()
+    partition = layout.partition
     if storage.exists(layout.version_manifest):
         manifest = publish.check_owner(layout, storage.read_json(layout.version_manifest))
         index_version.submit(layout, manifest).result()  # in case a crash came between the two

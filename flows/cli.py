@@ -2,7 +2,10 @@
 
     mmetl build RECIPE [--partition 2026-11-22] [--storage s3://bucket/prefix] [--dry-run]
     mmetl backfill RECIPE --start 2026-01-01 --end 2026-01-31 [--concurrency 2]
-    mmetl ui            the Prefect UI over the history of local runs
+    mmetl serve RECIPE [--cron "0 2 * * *"]   the nightly build, scheduled by this process
+    mmetl status [RECIPE]           published versions and recent runs
+    mmetl inspect DATASET/PARTITION one version: counts, splits, reasons, a few items
+    mmetl ui                        the Prefect UI over the history of local runs
 """
 
 from __future__ import annotations
@@ -198,6 +201,105 @@ def print_caption_duplicates(report: dict) -> None:
         print(f"Boilerplate caption on {boilerplate['items']} items (not used to group): {boilerplate['caption'][:80]!r}")
 
 
+def serve(args: argparse.Namespace) -> int:
+    """Prefect's `serve`: this process schedules the recipe's nightly build and runs each run as a
+    subprocess, with no work pool or worker. Without PREFECT_API_URL it keeps a local server up too."""
+    if error := check_recipe(args, []):
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    from tasks.recipe import load_recipe
+
+    name = args.name or f"{load_recipe(args.recipe).name}-nightly"
+    parameters = {"recipe_path": str(Path(args.recipe).absolute()), "storage_root": args.storage}
+    with prefect_api(_prefect_home()) as api_url:
+        from .build import build_dataset
+
+        print(f"Prefect API: {api_url}  (UI: {api_url.removesuffix('/api')})")
+        try:  # Ctrl-C (or SIGTERM) stops serving; the schedule is paused until served again
+            build_dataset.serve(name=name, cron=args.cron, parameters=parameters,
+                                description=f"{args.recipe} built every {args.cron!r} (UTC); partition = scheduled date")
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+def status(args: argparse.Namespace) -> int:
+    from tasks import catalog, storage
+    from tasks.recipe import RecipeError, load_recipe
+
+    root = storage.storage_root(args.storage)
+    dataset = "*"
+    if args.recipe:
+        try:
+            dataset = load_recipe(args.recipe).name
+        except RecipeError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+    versions = catalog.versions(root, dataset)
+    print(f"Published versions under {root}:")
+    if not versions:
+        print("  none")
+    else:
+        print(f"  {'dataset':<14}{'partition':<12}{'train':>8}{'val':>7}{'test':>7}{'rejected':>10}  {'published':<26}"
+              f"{'build':<14}code")
+    for m in versions:
+        counts = [m["splits"].get(name, {}).get("samples", 0) for name in ("train", "val", "test")]
+        code = (m.get("code") or {}).get("stage_code_sha256", "")[:12]
+        print(f"  {m['dataset']:<14}{m['partition']:<12}{counts[0]:>8}{counts[1]:>7}{counts[2]:>7}{m['rejected']:>10}"
+              f"  {m['created_at']:<26}{m['build_key']:<14}{code}")
+    runs = catalog.recent_runs(root, dataset, args.runs)
+    print(f"\nRecent runs ({len(runs)}):")
+    for run in runs:
+        detail = run.get("error") or (f"{run['samples']} items" if run.get("samples") is not None else "")
+        print(f"  {run['started_at']:<26}{run['dataset']:<14}{run['partition']:<12}{run['state']:<19}{detail[:100]}")
+    if versions:
+        print("\nEach manifest.json holds the recipe and the code digest that built it: "
+              "`mmetl inspect <dataset>/<partition>` shows one.")
+    return 0
+
+
+def inspect(args: argparse.Namespace) -> int:
+    from tasks import catalog, storage
+    from tasks.schema import SPLITS
+
+    root = storage.storage_root(args.storage)
+    version = args.version
+    if not storage.exists(storage.join(version, "manifest.json")) and "/versions/" not in version:
+        dataset, _, partition = version.partition("/")  # <dataset>/<partition> under the storage root
+        version = storage.join(root, dataset, "versions", partition)
+    try:
+        described = catalog.describe_version(version, args.samples)
+    except FileNotFoundError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    m, stats = described["manifest"], described["stats"]
+    print(f"{m['dataset']} {m['partition']}: {m['samples']} items, {m['texts']} texts, {m['rejected']} rejected, "
+          f"{m['texts_dropped']} texts dropped; published {m['created_at']}")
+    code = m.get("code") or {}
+    print(f"  build {m['build_key']}, mmetl {code.get('mmetl')}, stage code {code.get('stage_code_sha256', '')[:12]}, "
+          f"recipe {m['recipe']['name']} (the whole recipe is in manifest.json)")
+    print(f"  by modality: {', '.join(f'{k}={v}' for k, v in sorted(described['modalities'].items()))}")
+    for name, split in sorted(m["splits"].items(), key=lambda kv: SPLITS.index(kv[0])):
+        print(f"  {name:<6}{split['samples']:>8} items {split['groups']:>7} groups {len(split['tars']):>4} tars "
+              f"{split['tar_bytes'] / 1e6:>10.1f} MB")
+    print("\nRejects by reason:")
+    for reason, n in sorted(stats.get("rejects_by_reason", {}).items(), key=lambda kv: -kv[1]):
+        print(f"  {reason:<32}{n:>8}")
+    if stats.get("texts_dropped_by_reason"):
+        print("Texts dropped by reason:")
+        for reason, n in sorted(stats["texts_dropped_by_reason"].items(), key=lambda kv: -kv[1]):
+            print(f"  {reason:<32}{n:>8}")
+    print("\nA few items:")
+    for sample in described["samples"]:
+        facts = ", ".join(f"{k}={sample[k]:g}" if isinstance(sample[k], float) else f"{k}={sample[k]}"
+                          for k in ("width", "height", "duration_s") if sample.get(k) is not None)
+        print(f"  [{sample['split']}] {sample['sample_id']} {sample['modality']} from {sample['source']}: "
+              f"{sample['source_uri']} ({facts})")
+        for text in sample["texts"][:3]:
+            print(f"      {text['kind']}: {text['text'][:100]}")
+    return 0
+
+
 def ui(args: argparse.Namespace) -> int:
     home = _prefect_home()
     port = args.port or free_port()
@@ -230,6 +332,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--storage", help="storage root; default $MMETL_STORAGE or ./data")
     p.add_argument("--ray-address", help="existing Ray cluster; default $MMETL_RAY_ADDRESS or a local Ray")
     p.set_defaults(func=backfill)
+    p = sub.add_parser("serve", help="schedule the recipe's build with Prefect's serve: no work pool needed")
+    p.add_argument("recipe")
+    p.add_argument("--cron", default="0 2 * * *", help="when, in UTC (default: 02:00 every night)")
+    p.add_argument("--name", help="deployment name (default: <recipe name>-nightly)")
+    p.add_argument("--storage", help="storage root; default $MMETL_STORAGE or ./data")
+    p.add_argument("--ray-address", help="existing Ray cluster; default $MMETL_RAY_ADDRESS or a local Ray per run")
+    p.set_defaults(func=serve)
+    p = sub.add_parser("status", help="published versions and recent build runs under the storage root")
+    p.add_argument("recipe", nargs="?", help="only this recipe's dataset")
+    p.add_argument("--storage", help="storage root; default $MMETL_STORAGE or ./data")
+    p.add_argument("--runs", type=int, default=10, help="how many recent runs to list (default 10)")
+    p.set_defaults(func=status)
+    p = sub.add_parser("inspect", help="one published version: counts, splits, reasons, a few items")
+    p.add_argument("version", help="<dataset>/<partition> under the storage root, or a version folder or URI")
+    p.add_argument("--storage", help="storage root; default $MMETL_STORAGE or ./data")
+    p.add_argument("--samples", type=int, default=3)
+    p.set_defaults(func=inspect)
     p = sub.add_parser("ui", help="serve the Prefect UI over the local run history")
     p.add_argument("--port", type=int)
     p.set_defaults(func=ui)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import importlib.metadata
 import json
 import tarfile
 from collections import Counter, defaultdict
@@ -33,6 +34,7 @@ import pyarrow.compute as pc
 
 from . import storage
 from .dedupe_index import WITHDRAWN_SCHEMA
+from .recipe import stage_code_digest
 from .schema import DROPPED_TEXT_SCHEMA, REJECT_SCHEMA, SPLITS, scores_dict
 
 INDEX_DROP = ["media_bytes", "sidecars"]
@@ -202,10 +204,20 @@ def commit_version(layout: storage.Layout, published: list[dict], reject_uris: l
         "files": dict(sorted(files.items())),
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "format": "webdataset+parquet/v2",
+        "code": code_identity(),  # with `recipe`: what it takes to build this version again
         **(extra or {}),
     }
     storage.write_json(layout.version_manifest, manifest)  # the commit point, last
     return manifest
+
+
+def code_identity() -> dict:
+    """The mmetl release and the digest of the stage code (tasks/) that wrote a version."""
+    try:
+        release = importlib.metadata.version("mmetl")
+    except importlib.metadata.PackageNotFoundError:
+        release = None
+    return {"mmetl": release, "stage_code_sha256": stage_code_digest()}
 
 
 def discard_work(layout: storage.Layout) -> None:

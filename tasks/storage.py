@@ -222,6 +222,14 @@ def list_files(uri: str) -> list[str]:
     return sorted(p[len(base):] for p in fs.find(path))
 
 
+def glob(pattern: str) -> list[str]:
+    """URIs matching a glob (`s3://bucket/*/versions/*/manifest.json`), sorted: for listings and
+    tooling, never for commit logic."""
+    fs, path = filesystem(pattern)
+    scheme = pattern.split("://", 1)[0] + "://" if "://" in pattern and not pattern.startswith("file://") else ""
+    return sorted(scheme + p for p in fs.glob(path))
+
+
 @dataclass(frozen=True)
 class Layout:
     """Where one build of one dataset partition keeps its work and publishes its version.
@@ -250,6 +258,11 @@ class Layout:
     @property
     def version_manifest(self) -> str:
         return join(self.version, "manifest.json")
+
+    @property
+    def run_log(self) -> str:
+        """Where build runs of this dataset leave a line each (see tasks/catalog.py)."""
+        return join(self.root, self.dataset, "runs")
 
     @property
     def version_claim(self) -> str:
