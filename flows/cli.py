@@ -212,11 +212,14 @@ def serve(args: argparse.Namespace) -> int:
     name = args.name or f"{load_recipe(args.recipe).name}-nightly"
     parameters = {"recipe_path": str(Path(args.recipe).absolute()), "storage_root": args.storage}
     with prefect_api(_prefect_home()) as api_url:
+        from prefect.types.entrypoint import EntrypointType
+
         from .build import build_dataset
 
         print(f"Prefect API: {api_url}  (UI: {api_url.removesuffix('/api')})")
         try:  # Ctrl-C (or SIGTERM) stops serving; the schedule is paused until served again
-            build_dataset.serve(name=name, cron=args.cron, parameters=parameters,
+            # each run loads the flow as flows.build (a module Ray workers can import), not by file path
+            build_dataset.serve(name=name, cron=args.cron, parameters=parameters, entrypoint_type=EntrypointType.MODULE_PATH,
                                 description=f"{args.recipe} built every {args.cron!r} (UTC); partition = scheduled date")
         except KeyboardInterrupt:
             pass
