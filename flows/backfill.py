@@ -23,6 +23,7 @@ from tasks import storage
 from tasks.partitions import days
 from tasks.recipe import load_recipe
 
+from . import progress
 from .build import build_dataset
 from .ray_env import start_ray
 
@@ -74,6 +75,7 @@ def backfill(recipe_path: str, start: str, end: str, storage_root: str | None = 
         start_ray(get_current_settings().api.url)
     pending, running, rows = list(partitions), [], []
     began = time.monotonic()
+    overall = progress.step("backfill", len(partitions), len(partitions), unit="partition")
     try:
         while pending or running:
             while pending and len(running) < concurrency:
@@ -81,11 +83,13 @@ def backfill(recipe_path: str, start: str, end: str, storage_root: str | None = 
             done = next(as_completed(running))
             running.remove(done)
             rows.append(done.result())
+            overall.done(1)
             elapsed = time.monotonic() - began
             eta = elapsed / len(rows) * (len(partitions) - len(rows))
             logger.info("backfill %d/%d partitions done (%s: %s), about %.0f s left", len(rows), len(partitions),
                         rows[-1]["partition"], rows[-1]["state"], eta)
     finally:
+        overall.close()
         if owns_ray:
             ray.shutdown()
     rows.sort(key=lambda r: r["partition"])

@@ -16,6 +16,7 @@ from __future__ import annotations
 from datetime import timezone
 
 from prefect import flow, get_run_logger, task, unmapped
+from prefect.futures import as_completed
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
@@ -27,6 +28,7 @@ from tasks.recipe import Recipe, load_recipe
 from tasks.sources import Source, sources_for_partition
 from tasks.registry import stage_class
 
+from . import progress
 from .ray_env import worker_slots
 from .runtime import MmetlRayTaskRunner
 
@@ -99,8 +101,8 @@ def run_id(layout: storage.Layout) -> str:
 
 
 def run_step(stages: list[tuple[str, dict]], shard_uris: list[str], recipe: Recipe, layout: storage.Layout,
-             writes_media: bool = False) -> list[engine.StepResult]:
-    """Fan one fused step out over the shards, wait, and record it."""
+             items: int | None, writes_media: bool = False) -> list[engine.StepResult]:
+    """Fan one fused step out over the shards, wait (reporting progress), and record it."""
     step = "-".join(name for name, _ in stages)
     out_dir = layout.step_dir(step)
     resources: dict[str, float] = {}  # what the neediest stage of the step asks for
@@ -113,10 +115,21 @@ def run_step(stages: list[tuple[str, dict]], shard_uris: list[str], recipe: Reci
             in_uri=shard_uris, out_dir=unmapped(out_dir), batch_items=unmapped(recipe.shards.batch_items),
             batch_bytes=unmapped(recipe.shards.batch_bytes), writes_media=unmapped(writes_media),
         )
-    results = [f.result() for f in futures]
+    results = wait_reporting(step, futures, items, lambda result: result.stages[0].n_in)
     for line in engine.commit_step(out_dir, results):
         log_funnel_line(line)
     return results
+
+
+def wait_reporting(step: str, futures: list, items: int | None, items_of) -> list:
+    """Every future's result, in the futures' order, reporting each shard as it finishes."""
+    bar = progress.step(step, len(futures), items)
+    try:
+        for future in as_completed(futures):
+            bar.done(items_of(future.result()))
+    finally:
+        bar.close()
+    return [f.result() for f in futures]
 
 
 def log_funnel_line(line: dict) -> None:
@@ -178,7 +191,7 @@ def _build(recipe: Recipe, layout: storage.Layout, dry_run: bool) -> dict:
 
     fetch = {"cache_dir": storage.join(layout.work, "fetched"), **recipe.network.model_dump(mode="json")}
     ingested = run_step([("collect", fetch), ("clean", recipe.clean_settings())], plan["shards"], recipe, layout,
-                        writes_media=True)
+                        plan["n_items"], writes_media=True)
     decision = decide_duplicates.submit([r.uri for r in ingested], storage.join(layout.work, "dedupe-decision.parquet"),
                                         recipe.dedupe.model_dump(), layout).result()
     if dry_run:
@@ -189,15 +202,17 @@ def _build(recipe: Recipe, layout: storage.Layout, dry_run: bool) -> dict:
         funnel += engine.summarize(ingested)
         return {"version": layout.version, "dry_run": audit.summarize([a.result() for a in audits]),
                 "funnel": funnel, "dedupe": dedupe.report(decision), "skipped": False}
+    cleaned = sum(r.stages[-1].n_kept for r in ingested)
     refined = run_step([("dedupe", {"decision_uri": decision["uri"]}), ("filter", recipe.filter.model_dump()),
-                        ("align", recipe.align.model_dump())], [r.uri for r in ingested], recipe, layout)
+                        ("align", recipe.align.model_dump())], [r.uri for r in ingested], recipe, layout, cleaned)
     assignment = assign_splits.submit([r.uri for r in refined], recipe,
                                       storage.join(layout.work, "split-assignment.parquet")).result()
     futures = split_and_publish_shard.map(
         shard=[r.shard for r in refined], in_uri=[r.uri for r in refined], media_uri=[r.media_uri for r in ingested],
         assignment_uri=unmapped(assignment["uri"]), recipe=unmapped(recipe), layout=unmapped(layout),
     )
-    split_results, published = zip(*[f.result() for f in futures])
+    aligned = sum(r.stages[-1].n_kept for r in refined)
+    split_results, published = zip(*wait_reporting("split-publish", futures, aligned, lambda r: r[0].stages[0].n_in))
     steps = [ingested, refined, list(split_results)]
     funnel += [line for results in steps for line in engine.summarize(results)]
     log_funnel_line(funnel[-1])

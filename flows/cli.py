@@ -51,18 +51,20 @@ def build(args: argparse.Namespace) -> int:
     if error := check_recipe(args, [args.partition]):
         print(f"error: {error}", file=sys.stderr)
         return 2
-    with prefect_api(_prefect_home(), while_starting=start_ray) as api_url:
+    with prefect_api(_prefect_home(), while_starting=ray_starter(args.verbose)) as api_url:
         from .build import build_dataset  # imports prefect: only once the API is settled
 
         print(f"Prefect API: {api_url}")
-        try:
-            result = build_dataset(args.recipe, args.partition, args.storage, dry_run=args.dry_run)
-        except Exception as e:  # the flow logged the traceback; say it plainly and exit non-zero
-            print(f"\nerror: the build failed: {type(e).__name__}: {e}", file=sys.stderr)
-            return 1
-        finally:
-            flush_prefect_logs()  # ship buffered logs while the API is still up
-            stop_ray()
+        with RunLog(args, _dataset(args), args.partition) as log:
+            try:
+                result = build_dataset(args.recipe, args.partition, args.storage, dry_run=args.dry_run)
+            except Exception as e:  # the flow logged the traceback; say it plainly and exit non-zero
+                where = "" if log.verbose else f" (the whole story: {log.uri})"
+                print(f"\nerror: the build failed{where}: {type(e).__name__}: {e}", file=sys.stderr)
+                return 1
+            finally:
+                flush_prefect_logs()  # ship buffered logs while the API is still up
+                stop_ray()
 
     print()
     print_funnel(result)
@@ -80,16 +82,18 @@ def backfill(args: argparse.Namespace) -> int:
     if error := check_recipe(args, partitions):
         print(f"error: {error}", file=sys.stderr)
         return 2
-    with prefect_api(_prefect_home(), while_starting=start_ray) as api_url:
+    with prefect_api(_prefect_home(), while_starting=ray_starter(args.verbose)) as api_url:
         from .backfill import backfill as backfill_flow
 
         print(f"Prefect API: {api_url}")
-        try:
-            state = backfill_flow(args.recipe, args.start, args.end, args.storage, args.concurrency, return_state=True)
-            rows = state.result(raise_on_failure=False)
-        finally:
-            flush_prefect_logs()
-            stop_ray()
+        with RunLog(args, _dataset(args), f"backfill-{args.start}-{args.end}"):
+            try:
+                state = backfill_flow(args.recipe, args.start, args.end, args.storage, args.concurrency,
+                                      return_state=True)
+                rows = state.result(raise_on_failure=False)
+            finally:
+                flush_prefect_logs()
+                stop_ray()
     if not isinstance(rows, list):  # the backfill itself failed (not one of its partitions)
         print(f"\nerror: the backfill failed: {rows}", file=sys.stderr)
         return 1
@@ -101,17 +105,74 @@ def backfill(args: argparse.Namespace) -> int:
     return 1 if state.is_failed() else 0
 
 
+def _dataset(args: argparse.Namespace) -> str:
+    from tasks.recipe import load_recipe
+
+    return load_recipe(args.recipe).name
+
+
 def _blank(value) -> str:
     return "" if value is None else str(value)
 
 
-def start_ray(api_url: str) -> None:
-    """Start Ray and its workers, then import the flow (Prefect, the stages): seconds of work that
-    overlap the Prefect server's start."""
-    from .ray_env import start_ray
+def ray_starter(verbose: bool):
+    def start_ray(api_url: str) -> None:
+        """Start Ray and its workers, then import the flow (Prefect, the stages): seconds of work that
+        overlap the Prefect server's start."""
+        from .ray_env import start_ray
 
-    start_ray(api_url)
-    importlib.import_module("flows.build")
+        start_ray(api_url, quiet=not verbose)
+        importlib.import_module("flows.build")
+
+    return start_ray
+
+
+class RunLog:
+    """Unless --verbose, Prefect's console lines go to a log file instead of the terminal (the UI
+    has them either way) and each step draws a progress bar. The file lives under the storage root:
+    `<root>/<dataset>/logs/<partition>-<UTC time>.log` (written locally and copied there when the root
+    is a bucket)."""
+
+    def __init__(self, args: argparse.Namespace, dataset: str, partition: str):
+        from tasks import storage
+
+        self.verbose = args.verbose
+        stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        self.uri = storage.join(storage.storage_root(args.storage), dataset, "logs", f"{partition}-{stamp}.log")
+        local = storage.local_path(self.uri)
+        self.path = Path(local) if local else _prefect_home() / "logs" / self.uri.rsplit("/", 1)[-1]
+
+    def __enter__(self):
+        if self.verbose:
+            return self
+        import logging
+
+        from prefect.logging.handlers import PrefectConsoleHandler
+
+        from . import progress
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(self.path)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s - %(message)s"))
+        for logger in [logging.getLogger()] + [logging.getLogger(n) for n in list(logging.Logger.manager.loggerDict)]:
+            for old in [h for h in logger.handlers if isinstance(h, PrefectConsoleHandler)]:
+                logger.removeHandler(old)
+                logger.addHandler(handler)
+        progress.use_bars()
+        print(f"Log: {self.uri}  (--verbose: on this terminal instead)")
+        return self
+
+    def __exit__(self, *exc):
+        if not self.verbose and self.path.exists() and not storage_is_local(self.uri):
+            from tasks import storage
+
+            storage.write_bytes(self.uri, self.path.read_bytes())
+
+
+def storage_is_local(uri: str) -> bool:
+    from tasks import storage
+
+    return storage.local_path(uri) is not None
 
 
 def stop_ray() -> None:
@@ -324,6 +385,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="partition (version) name; default: today's UTC date")
     p.add_argument("--storage", help="storage root (local path or s3://bucket/prefix); default $MMETL_STORAGE or ./data")
     p.add_argument("--ray-address", help="existing Ray cluster; default $MMETL_RAY_ADDRESS or a local Ray")
+    p.add_argument("--verbose", action="store_true", help="Ray's and Prefect's log lines on the terminal, not bars")
     p.add_argument("--dry-run", action="store_true",
                    help="collect, clean and dedupe, then print what each filter threshold would drop; publish nothing")
     p.set_defaults(func=build)
@@ -332,6 +394,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--start", required=True, help="first partition, a date: 2026-01-01")
     p.add_argument("--end", required=True, help="last partition, included: 2026-01-31")
     p.add_argument("--concurrency", type=int, default=2, help="partitions built at once (default 2)")
+    p.add_argument("--verbose", action="store_true", help="Ray's and Prefect's log lines on the terminal, not bars")
     p.add_argument("--storage", help="storage root; default $MMETL_STORAGE or ./data")
     p.add_argument("--ray-address", help="existing Ray cluster; default $MMETL_RAY_ADDRESS or a local Ray")
     p.set_defaults(func=backfill)

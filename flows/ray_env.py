@@ -6,6 +6,7 @@ import Prefect while Ray boots.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 
@@ -40,11 +41,14 @@ def ray_init_args(address: str | None, api_url: str | None, runtime_env: dict | 
     return address, kwargs
 
 
-def start_ray(api_url: str | None) -> None:
+def start_ray(api_url: str | None, quiet: bool = False) -> None:
     """Start (or join) Ray for the flow ahead of time and start one worker per CPU, so that both
     overlap the Prefect server's start instead of following it. The flow's task runner then uses
-    this Ray; the caller shuts it down."""
+    this Ray; the caller shuts it down. `quiet`: workers' output stays in Ray's logs (and their
+    Prefect log lines in the UI), off this terminal."""
     address, kwargs = ray_init_args(None, api_url)
+    if quiet:
+        kwargs.update(log_to_driver=False, logging_level=logging.WARNING)
     ray.init(address, **kwargs)
     warm = ray.remote(num_cpus=1)(_warm_worker)
     ray.get([warm.remote() for _ in range(worker_slots())])

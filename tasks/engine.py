@@ -22,7 +22,7 @@ import pyarrow as pa
 from . import storage
 from .registry import stage_class
 from .schema import DROPPED_TEXT_SCHEMA, MEDIA_SCHEMA, REJECT_SCHEMA, SAMPLE_SCHEMA
-from .stage import Stage
+from .stage import ItemError, Stage
 
 
 class CountMismatch(RuntimeError):
@@ -52,6 +52,10 @@ class StepResult:
     @classmethod
     def from_dict(cls, d: dict) -> "StepResult":
         return cls(**{**d, "stages": [StageCounts(**s) for s in d["stages"]]})
+
+
+class StepError(RuntimeError):
+    """A step failed on a shard; the message names the step, the shard and, where known, the item."""
 
 
 def shard_name(uri: str) -> str:
@@ -106,7 +110,10 @@ def run_step(step: str, stages: list[tuple[str, dict]], in_uri: str, out_dir: st
             batch = items.slice(start, end - start)
             for worker, count, why, texts in zip(workers, counts, reasons, dropped):
                 in_ids = batch.column("sample_id").to_pylist()
-                kept, rejected, dropped_texts = worker.process(batch)
+                try:
+                    kept, rejected, dropped_texts = worker.process(batch)
+                except Exception as e:
+                    raise StepError(f"{step} {name} ({in_uri}): {e if isinstance(e, ItemError) else repr(e)}") from e
                 check_reconciles(count.stage, name, in_ids, kept, rejected)
                 count.n_in += len(in_ids)
                 count.n_kept += kept.num_rows

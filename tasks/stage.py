@@ -63,7 +63,11 @@ class RowStage(Stage):
         kept, rejected = [], []
         self._dropped: list[dict] = []
         for row in batch.to_pylist():
-            out = self.check(row)
+            try:
+                out = self.check(row)
+            except Exception as e:  # a bug, not bad input (bad input is a Reject): name the item
+                raise ItemError(f"stage {self.name}, item {row.get('sample_id')} of source {row.get('source')} "
+                                f"({row.get('source_uri')}): {type(e).__name__}: {e}") from e
             if isinstance(out, Reject):
                 rejected.append(reject_row(row, self.name, self.reason(out.code), out.detail, out.duplicate_of))
             else:
@@ -71,6 +75,10 @@ class RowStage(Stage):
         return StageOutput(pa.Table.from_pylist(kept, schema=SAMPLE_SCHEMA),
                            pa.Table.from_pylist(rejected, schema=REJECT_SCHEMA),
                            pa.Table.from_pylist(self._dropped, schema=DROPPED_TEXT_SCHEMA))
+
+
+class ItemError(RuntimeError):
+    """A stage failed on one item; the message names it (the engine adds the step and shard)."""
 
 
 class Reject:
