@@ -35,6 +35,7 @@ import pyarrow.compute as pc
 from . import storage
 from .dedupe_index import WITHDRAWN_SCHEMA
 from .recipe import stage_code_digest
+from .redact import redact_columns
 from .schema import DROPPED_TEXT_SCHEMA, REJECT_SCHEMA, SPLITS, scores_dict
 
 INDEX_DROP = ["media_bytes", "sidecars"]
@@ -93,7 +94,8 @@ def publish_shard(shard_uri: str, media_uri: str, staging_dir: str, remove_media
     marker = storage.join(staging_dir, f"{shard}.json")
     if storage.exists(marker):
         return storage.read_json(marker)
-    items = storage.read_parquet(shard_uri)
+    # no token of a source URL in what is published (group ids name the media they group)
+    items = redact_columns(storage.read_parquet(shard_uri), texts=("group_id",))
     by_id = {row["sample_id"]: row for row in items.to_pylist()}
     writers: dict[str, tuple[tarfile.TarFile, _HashingWriter]] = {}
     written = 0
@@ -174,6 +176,7 @@ def commit_version(layout: storage.Layout, published: list[dict], reject_uris: l
             "index": name,
         }
     rejects = _gather(reject_uris, REJECT_SCHEMA).sort_by([("stage", "ascending"), ("sample_id", "ascending")])
+    rejects = redact_columns(rejects, texts=("detail", "group_id"))
     files["rejects.parquet"] = _write(storage.join(version, "rejects.parquet"), storage.parquet_bytes(rejects))
     dropped = _gather(dropped_text_uris, DROPPED_TEXT_SCHEMA).sort_by(
         [("stage", "ascending"), ("sample_id", "ascending"), ("reason", "ascending"), ("text", "ascending")])

@@ -1,0 +1,162 @@
+"""Faults lose nothing: a build SIGKILLed at 20 seeded points of every stage resumes to the same bytes;
+object storage that fails 5% of its requests (a fault-injecting proxy in front of moto's S3) is
+absorbed by retries with the same output; no credential leaks into what a build writes."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from tasks import storage
+
+from .flaky import FlakyProxy
+from .helpers import build_in_process, image_bytes, tree_digest
+
+REPO = Path(__file__).resolve().parents[1]
+KILL_POINTS, SEED = 20, 20261123
+
+
+@pytest.fixture(scope="module")
+def corpus(demo_manifest) -> str:
+    """The first 160 annotation rows of the demo corpus (images, sounds, videos and planted problems)."""
+    lines = Path(demo_manifest).read_text().splitlines()[:160]
+    path = Path(demo_manifest).parent / "captions-160.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+def killpoint(captions: str, root: Path, die_at: int | None = None) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "tests.killpoint", captions, str(root)]
+    if die_at:
+        command += ["--die-at", str(die_at)]
+    return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+
+
+def version_of(root: Path) -> tuple[dict, dict]:
+    """(sha256 of every file but the manifest, the manifest less its timestamp)."""
+    version = root / "t" / "versions" / "p"
+    manifest = json.loads((version / "manifest.json").read_text())
+    manifest.pop("created_at")
+    return tree_digest(str(version)), manifest
+
+
+def published_ids(root: Path) -> list[str]:
+    version = root / "t" / "versions" / "p"
+    return [sid for split in ("train", "val", "test")
+            for sid in pq.read_table(version / split / "index.parquet", columns=["sample_id"]).column(0).to_pylist()]
+
+
+def test_a_build_killed_at_20_seeded_points_resumes_to_the_same_bytes(tmp_path, corpus):
+    whole = killpoint(corpus, tmp_path / "whole")
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    total = int(whole.stdout.split("ops ")[1].split()[0])
+    reference = version_of(tmp_path / "whole")
+    reference_ids = sorted(published_ids(tmp_path / "whole"))
+    points = sorted(random.Random(SEED).sample(range(1, total + 1), KILL_POINTS))
+    steps_hit = Counter()
+    for point in points:
+        root = tmp_path / f"killed-at-{point}"
+        killed = killpoint(corpus, root, die_at=point)
+        assert killed.returncode == -9, f"op {point} of {total}: not killed\n{killed.stdout[-2000:]}{killed.stderr[-2000:]}"
+        where = killed.stdout.split("dying at op ")[1].split()[2]
+        steps_hit[_part_of_build(where)] += 1
+        resumed = killpoint(corpus, root)
+        assert resumed.returncode == 0, f"resume after a kill at op {point} ({where}):\n{resumed.stderr[-3000:]}"
+        assert version_of(root) == reference, f"a kill at op {point} ({where}) changed the version"
+        ids = published_ids(root)
+        assert len(ids) == len(set(ids)) and sorted(ids) == reference_ids
+    # the points fell in every part of a build: collect+clean, the decisions, filter, split, publish, commit
+    assert len(steps_hit) >= 5, steps_hit
+
+
+def test_object_storage_failing_5_percent_of_requests_changes_nothing(tmp_path, corpus, s3):
+    import s3fs
+
+    _, local = build_in_process([_source(corpus)], str(tmp_path / "local"))
+    proxy = FlakyProxy(os.environ["AWS_ENDPOINT_URL"], failure_rate=0.05, seed=SEED)
+    saved = os.environ["AWS_ENDPOINT_URL"]
+    try:
+        os.environ["AWS_ENDPOINT_URL"] = proxy.url
+        s3fs.S3FileSystem.clear_instance_cache()  # the cached client still points at moto itself
+        layout, remote = build_in_process([_source(corpus)], f"{s3}/flaky")
+        assert proxy.failed >= 3, (proxy.failed, proxy.requests)  # about 5% of ~120 requests, seeded
+        assert tree_digest(layout.version) == tree_digest(str(tmp_path / "local" / "t" / "versions" / "p"))
+        for key in ("splits", "samples", "rejected", "files", "build_key"):
+            assert remote[key] == local[key]
+
+        # and the faults do bite: with no retries, the same storage fails a build
+        os.environ["AWS_MAX_ATTEMPTS"] = "1"
+        s3fs.S3FileSystem.clear_instance_cache()
+        with pytest.raises(Exception) as failure:
+            build_in_process([_source(corpus)], f"{s3}/no-retries")
+        assert "Service Unavailable" in repr(failure.value), repr(failure.value)  # s3fs names the 503
+    finally:
+        os.environ.pop("AWS_MAX_ATTEMPTS", None)
+        os.environ["AWS_ENDPOINT_URL"] = saved
+        s3fs.S3FileSystem.clear_instance_cache()
+        proxy.stop()
+
+
+def _part_of_build(uri: str) -> str:
+    """The step a storage operation belongs to: the work folder's step, or the version, or the index."""
+    if "/work/p/" in uri:
+        return uri.split("/work/p/")[1].split("/")[1]
+    return "version" if "/versions/p" in uri else uri.split("/t/")[1].split("/")[0]
+
+
+def _source(captions: str):
+    from tasks.sources import make_source
+
+    return make_source(name="demo", kind="manifest", uri=captions)
+
+
+def test_no_credential_reaches_logs_artifacts_manifests_or_the_index(tmp_path, s3):
+    """Presigned and token-bearing URLs and the storage's secret key, through a whole `mmetl build` to S3:
+    none of them in anything it writes (the version, run records, the log file) or in the Prefect
+    server's database (flow parameters, logs, artifacts), or on the terminal."""
+    from .test_cli import MMETL, PARTITION, cli_env
+    from .web import WebServer
+
+    token, signature, secret_key = (f"{kind}{uuid.uuid4().hex}" for kind in ("tok", "sig", "key"))
+    web = WebServer()
+    try:
+        good = [web.add(f"/img/{i}.jpg", body=image_bytes(size=(96, 64), seed=i), content_type="image/jpeg")
+                + f"?X-Amz-Signature={signature}&token={token}&w=96" for i in range(12)]
+        gone = [f"{web.url}/gone/{i}.jpg?access_token={token}" for i in range(3)]
+        listing = tmp_path / "list.jsonl"
+        listing.write_text("".join(json.dumps({"url": u, "caption": f"picture number {i}"}) + "\n"
+                                   for i, u in enumerate(good + gone)))
+        recipe = tmp_path / "web.yaml"
+        recipe.write_text(f"name: web\nsources: [{{name: web, kind: urls, uri: {listing}}}]\n"
+                          "network: {allow_hosts: [127.0.0.1], timeout_s: 5}\n")
+        root = f"{s3}/least-privilege"
+        env = cli_env(tmp_path, root)
+        env.update(AWS_ENDPOINT_URL=os.environ["AWS_ENDPOINT_URL"], AWS_ACCESS_KEY_ID="AKIATESTING",
+                   AWS_SECRET_ACCESS_KEY=secret_key, AWS_DEFAULT_REGION="us-east-1")
+        build = subprocess.run([MMETL, "build", str(recipe), "--partition", PARTITION], env=env, capture_output=True,
+                               text=True, timeout=300)
+        assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
+    finally:
+        web.close()
+    secrets = (token, signature, secret_key)
+    written = {f"{root}/{name}": storage.read_bytes(f"{root}/{name}") for name in storage.list_files(root)}
+    assert any(name.endswith("/index.parquet") for name in written) and any("/logs/" in name for name in written)
+    for folder, _, files in os.walk(tmp_path / "prefect-home"):  # the server's database, its log
+        for name in files:
+            written[os.path.join(folder, name)] = Path(folder, name).read_bytes()
+    assert any(name.endswith(".db") for name in written)
+    written["terminal"] = (build.stdout + build.stderr).encode()
+    leaks = {name: [s[:3] for s in secrets if s.encode() in data] for name, data in written.items()}
+    assert not {name: found for name, found in leaks.items() if found}
+    # what the index says of a source: where it came from, with its secrets masked
+    index = storage.read_parquet(f"{root}/web/versions/{PARTITION}/train/index.parquet").column("source_uri").to_pylist()
+    assert all("X-Amz-Signature=REDACTED&token=REDACTED&w=96" in uri for uri in index)
