@@ -155,14 +155,17 @@ def write_parquet(uri: str, table: pa.Table) -> None:
 def read_parquet(uri: str, columns: list[str] | None = None) -> pa.Table:
     fs, path = filesystem(uri)
     with fs.open(path, "rb") as f:
-        table = pq.read_table(f, columns=columns)
+        # single-threaded: pyarrow 26's threaded read leaves its pool to abort a process that exits
+        # soon after ("terminate called without an active exception", e.g. `mmetl inspect`); the files
+        # read here are metadata, where the threads saved nothing measurable
+        table = pq.read_table(f, columns=columns, use_threads=False)
     return table
 
 
 def iter_parquet_batches(uri: str, batch_rows: int, columns: list[str] | None = None):
     fs, path = filesystem(uri)
     with fs.open(path, "rb") as f:
-        yield from pq.ParquetFile(f).iter_batches(batch_size=batch_rows, columns=columns)
+        yield from pq.ParquetFile(f).iter_batches(batch_size=batch_rows, columns=columns, use_threads=False)
 
 
 def is_url(uri: str) -> bool:
