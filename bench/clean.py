@@ -10,8 +10,12 @@ and mirrored at random from the photographs scikit-image ships, one in ten with 
                         (draft), orient, RGB, pHash of the whole picture, blankness, resize, encode.
 Audio: Debian's Asterisk speech prompts (8 kHz WAV), decode + resample to 16 kHz mono + 80-band
 log-mel (tasks/media/audio.decode_audio with the preset), as a real-time factor per core (seconds
-of sound per second of work). Peak RSS is read after the first half and after all of the inputs: a
-worker's memory must stay flat as the input grows.
+of sound per second of work).
+Video: N clips (default 40) of 6 s at 640 x 480, 30 fps, panning over real photographs with a real voice:
+tasks/media/video.decode_video with 8 thumbnails and a 16 kHz log-mel, against PyAV decoding every
+frame and sample and nothing else (the plain limit).
+Peak RSS is read after the first half and after all of the inputs: a worker's memory must stay flat
+as the input grows.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -111,6 +117,51 @@ def run_audio(n: int) -> dict:
     return result
 
 
+CLIPS_DIR = REPO / "bench" / "out" / "clean" / "clips"
+
+
+def make_clips(n: int) -> list[bytes]:
+    """n MP4s of 6 s, 640 x 480, 30 fps: the camera panning over a real photograph, a real voice as the
+    sound (tests/realmedia.py); made once and kept under bench/out."""
+    CLIPS_DIR.mkdir(parents=True, exist_ok=True)
+    paths = [CLIPS_DIR / f"clip-{i:03d}.mp4" for i in range(n)]
+    if not all(p.exists() for p in paths):
+        from tests.realmedia import photo_video, skimage_photos, speech
+
+        photos = list(skimage_photos(PHOTOS[:7]).values())
+        voices = list(speech(n, min_seconds=3.0).values())
+        for i, path in enumerate(paths):
+            if not path.exists():
+                voice = voices[i % len(voices)]
+                track = voice if len(voice) >= 6 * 8000 else np.resize(voice, 6 * 8000)
+                path.write_bytes(photo_video(photos[i % len(photos)], (640, 480), seconds=6.0, fps=30, track=track))
+    return [p.read_bytes() for p in paths]
+
+
+def run_videos(method: str, n: int) -> dict:
+    import av
+
+    clips = make_clips(n)
+    if method == "video-decode-only":
+        def work(data):
+            with av.open(io.BytesIO(data)) as container:
+                for _ in container.decode(*container.streams.video, *container.streams.audio):
+                    pass
+    else:
+        from tasks.media.audio import AudioPreset
+        from tasks.media.video import VideoPreset, decode_video
+
+        preset = VideoPreset(keyframes=8)
+        sound = AudioPreset(sample_rate=16000, log_mel=(("hop_length", 256), ("n_fft", 1024), ("n_mels", 80)))
+
+        def work(data):
+            decode_video(data, preset, sound)
+    result = _timed(work, clips)
+    result["video_seconds"] = 6.0 * n
+    result["real_time_factor"] = result["video_seconds"] / result["seconds"]
+    return result
+
+
 def _timed(work, inputs: list) -> dict:
     import torch  # loaded before timing by every method alike, as a worker would have it loaded
 
@@ -140,13 +191,20 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--images", type=int, default=3000)
     parser.add_argument("--clips", type=int, default=400)
+    parser.add_argument("--videos", type=int, default=40)
     parser.add_argument("--out", default=str(REPO / "bench" / "out" / "clean"))
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--one", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        method, n = args.one
-        print(json.dumps(run_audio(int(n)) if method == "audio" else run_images(method, int(n))))
+        method, n = args.one[0], int(args.one[1])
+        if method == "audio":
+            result = run_audio(n)
+        elif method.startswith("video"):
+            result = run_videos(method, n)
+        else:
+            result = run_images(method, n)
+        print(json.dumps(result))
         return 0
     # rounds interleave the methods, so a slow minute on a shared VM hits every method alike; the
     # ratio is taken within each round, and the median over rounds reported with its range
@@ -158,6 +216,11 @@ def main() -> int:
             print(round_no, method, rounds[method][-1], flush=True)
     runs = {"audio": _one("audio", args.clips)}
     print("audio", runs["audio"], flush=True)
+    video_rounds: dict[str, list[dict]] = {"video-decode-only": [], "video-mmetl": []}
+    for round_no in range(args.rounds):
+        for method in video_rounds:
+            video_rounds[method].append(_one(method, args.videos))
+            print(round_no, method, video_rounds[method][-1], flush=True)
     lines = ["# Clean, per item on one core", "",
              f"{args.images} real-photo JPEGs, {LONG_SIDE} px long side; resize to 256 px short side, JPEG 90; "
              f"{args.rounds} interleaved rounds, medians (range over rounds).", "",
@@ -172,6 +235,14 @@ def main() -> int:
     lines += ["", f"Audio: {a['items']} speech clips, {a['audio_seconds']:.0f} s of sound: decode + resample to 16 kHz mono"
               f" + 80-band log-mel at {a['real_time_factor']:.0f}× real time on one core; peak RSS "
               f"{a['rss_half_mb']:.0f} / {a['rss_mb']:.0f} MB at half / all."]
+    ours, plain = video_rounds["video-mmetl"], video_rounds["video-decode-only"]
+    ratios = [o["per_second"] / p["per_second"] for o, p in zip(ours, plain)]
+    lines += ["", f"Video: {args.videos} clips of 6 s, 640 x 480, 30 fps, with speech. mmetl's clean (decode every frame and "
+              "sample, keyframe pHashes, 8 thumbnails, loudness, Chromaprint, 16 kHz log-mel) at "
+              f"{statistics.median(o['real_time_factor'] for o in ours):.1f}× real time; PyAV decode-only at "
+              f"{statistics.median(p['real_time_factor'] for p in plain):.1f}×: mmetl ÷ decode-only "
+              f"{statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f}); peak RSS "
+              f"{max(o['rss_half_mb'] for o in ours):.0f} / {max(o['rss_mb'] for o in ours):.0f} MB at half / all."]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.md").write_text("\n".join(lines) + "\n")

@@ -10,6 +10,7 @@ held, as float32 (a minute of 48 kHz stereo is 23 MB).
 
 from __future__ import annotations
 
+import functools
 import io
 import struct
 from dataclasses import dataclass
@@ -232,15 +233,23 @@ def shape(samples: np.ndarray, rate: int, preset: AudioPreset) -> tuple[np.ndarr
 def log_mel(samples: np.ndarray, rate: int, params: dict) -> tuple[bytes, dict]:
     """log(mel power + 1e-6) of the mono mix, float16 (n_mels, frames), as .npy bytes, and its parameters."""
     import torch
-    import torchaudio
 
-    mel = torchaudio.transforms.MelSpectrogram(sample_rate=rate, n_fft=params["n_fft"], hop_length=params["hop_length"],
-                                               n_mels=params["n_mels"])(torch.from_numpy(samples.mean(axis=0)))
+    transform = mel_transform(int(rate), params["n_fft"], params["hop_length"], params["n_mels"])
+    mel = transform(torch.from_numpy(samples.mean(axis=0)))
     values = torch.log(mel + 1e-6).numpy().astype(np.float16)
     out = io.BytesIO()
     np.save(out, values)
     return out.getvalue(), {**params, "sample_rate": rate, "frames": int(values.shape[1]), "dtype": "float16",
                             "log": "natural, of power + 1e-6"}
+
+
+@functools.lru_cache(maxsize=8)
+def mel_transform(rate: int, n_fft: int, hop_length: int, n_mels: int):
+    """One torchaudio MelSpectrogram per setting and worker: building its filter bank cost more than
+    applying it to a 10 s clip."""
+    import torchaudio
+
+    return torchaudio.transforms.MelSpectrogram(sample_rate=rate, n_fft=n_fft, hop_length=hop_length, n_mels=n_mels)
 
 
 def encode_flac(samples: np.ndarray, rate: int, layout: str | None = None) -> bytes:

