@@ -187,6 +187,11 @@ def _one(method: str, n: int) -> dict:
     return json.loads(result.stdout)
 
 
+def _median_range(values: list[float], fmt: str) -> str:
+    """`median (min-max)` over rounds."""
+    return f"{statistics.median(values):{fmt}} ({min(values):{fmt}}-{max(values):{fmt}})"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--images", type=int, default=3000)
@@ -228,8 +233,7 @@ def main() -> int:
     for method in image_methods:
         rates = [r["per_second"] for r in rounds[method]]
         ratios = [ours["per_second"] / r["per_second"] for ours, r in zip(rounds["mmetl"], rounds[method])]
-        lines.append(f"| {method} | {statistics.median(rates):.0f} ({min(rates):.0f}-{max(rates):.0f}) | "
-                     f"{statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f}) | "
+        lines.append(f"| {method} | {_median_range(rates, '.0f')} | {_median_range(ratios, '.2f')} | "
                      f"{max(r['rss_half_mb'] for r in rounds[method]):.0f} / {max(r['rss_mb'] for r in rounds[method]):.0f} |")
     a = runs["audio"]
     lines += ["", f"Audio: {a['items']} speech clips, {a['audio_seconds']:.0f} s of sound: decode + resample to 16 kHz mono"
@@ -241,7 +245,7 @@ def main() -> int:
               "sample, keyframe pHashes, 8 thumbnails, loudness, Chromaprint, 16 kHz log-mel) at "
               f"{statistics.median(o['real_time_factor'] for o in ours):.1f}× real time; PyAV decode-only at "
               f"{statistics.median(p['real_time_factor'] for p in plain):.1f}×: mmetl ÷ decode-only "
-              f"{statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f}); peak RSS "
+              f"{_median_range(ratios, '.2f')}; peak RSS "
               f"{max(o['rss_half_mb'] for o in ours):.0f} / {max(o['rss_mb'] for o in ours):.0f} MB at half / all."]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

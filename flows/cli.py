@@ -140,6 +140,7 @@ class RunLog:
         stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
         self.uri = storage.join(storage.storage_root(args.storage), dataset, "logs", f"{partition}-{stamp}.log")
         local = storage.local_path(self.uri)
+        self.copy_when_done = local is None  # a bucket: written here, copied there at the end
         self.path = Path(local) if local else _prefect_home() / "logs" / self.uri.rsplit("/", 1)[-1]
 
     def __enter__(self):
@@ -163,16 +164,10 @@ class RunLog:
         return self
 
     def __exit__(self, *exc):
-        if not self.verbose and self.path.exists() and not storage_is_local(self.uri):
+        if not self.verbose and self.copy_when_done and self.path.exists():
             from tasks import storage
 
             storage.write_bytes(self.uri, self.path.read_bytes())
-
-
-def storage_is_local(uri: str) -> bool:
-    from tasks import storage
-
-    return storage.local_path(uri) is not None
 
 
 def stop_ray() -> None:

@@ -58,10 +58,11 @@ class MaxAspect(Rule):
 
 
 class Within(Rule):
-    """A fact of the media (duration, frame rate, sample rate) inside [low, high]."""
+    """A fact of the media (duration, frame rate, sample rate) inside [low, high]; a side without a
+    reject code is not judged."""
 
     def __init__(self, modality: str, column: str, low: float, high: float = float("inf"),
-                 too_low: str = "", too_high: str = ""):
+                 too_low: str | None = None, too_high: str | None = None):
         self.modality, self.score_name, self.low, self.high = modality, column, low, high
         self.too_low, self.too_high = too_low, too_high
 
@@ -69,9 +70,9 @@ class Within(Rule):
         return float(row[self.score_name]) if row.get(self.score_name) is not None else None
 
     def verdict(self, value):
-        if value < self.low:
+        if value < self.low and self.too_low:
             return self.too_low
-        if value > self.high:
+        if value > self.high and self.too_high:
             return self.too_high
         return None
 
