@@ -10,7 +10,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export RAY_USAGE_STATS_ENABLED := 0
 export NO_ALBUMENTATIONS_UPDATE := 1
 
-.PHONY: demo test ui bench clean system
+.PHONY: demo test test-fast lint ui bench clean system
 
 # Debian packages: Chromaprint's library (audio fingerprints), and for tests and benchmarks real speech
 # recordings (Asterisk's prompts). Skipped when already there.
@@ -34,6 +34,14 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/pytest
+
+# everything that starts no server, cluster or mmetl process: about a minute and a half on 2 cores
+test-fast: $(STAMP)
+	$(BIN)/pytest -m "not e2e"
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 ui: $(STAMP)
 	$(BIN)/mmetl ui

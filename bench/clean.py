@@ -36,8 +36,22 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "retina", "immunohistochemistry",
-          "camera", "moon", "coins", "page", "text", "cat", "logo")
+PHOTOS = (
+    "astronaut",
+    "coffee",
+    "chelsea",
+    "rocket",
+    "hubble_deep_field",
+    "retina",
+    "immunohistochemistry",
+    "camera",
+    "moon",
+    "coins",
+    "page",
+    "text",
+    "cat",
+    "logo",
+)
 LONG_SIDE = 640
 
 
@@ -84,12 +98,12 @@ def run_images(method: str, n: int) -> dict:
             image.load()
     elif method == "img2dataset+imagehash":
         import imagehash
+        from img2dataset.resizer import Resizer  # as img2dataset runs it (keep_ratio: short side to 256)
         from PIL import Image
 
-        from img2dataset.resizer import Resizer  # as img2dataset runs it (keep_ratio: short side to 256)
-
-        resizer = Resizer(image_size=256, resize_mode="keep_ratio", resize_only_if_bigger=True,
-                          encode_format="jpg", encode_quality=90)
+        resizer = Resizer(
+            image_size=256, resize_mode="keep_ratio", resize_only_if_bigger=True, encode_format="jpg", encode_quality=90
+        )
 
         def work(data):
             resized, *_, error = resizer(io.BytesIO(data))
@@ -102,6 +116,7 @@ def run_images(method: str, n: int) -> dict:
 
         def work(data):
             decode_image(data, preset=preset)
+
     return _timed(work, images)
 
 
@@ -143,6 +158,7 @@ def run_videos(method: str, n: int) -> dict:
 
     clips = make_clips(n)
     if method == "video-decode-only":
+
         def work(data):
             with av.open(io.BytesIO(data)) as container:
                 for _ in container.decode(*container.streams.video, *container.streams.audio):
@@ -156,6 +172,7 @@ def run_videos(method: str, n: int) -> dict:
 
         def work(data):
             decode_video(data, preset, sound)
+
     result = _timed(work, clips)
     result["video_seconds"] = 6.0 * n
     result["real_time_factor"] = result["video_seconds"] / result["seconds"]
@@ -175,8 +192,13 @@ def _timed(work, inputs: list) -> dict:
     for data in inputs[half:]:
         work(data)
     seconds = time.perf_counter() - start
-    return {"seconds": seconds, "items": len(inputs), "per_second": len(inputs) / seconds, "rss_half_mb": rss_half,
-            "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    return {
+        "seconds": seconds,
+        "items": len(inputs),
+        "per_second": len(inputs) / seconds,
+        "rss_half_mb": rss_half,
+        "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
 
 
 def _one(method: str, n: int) -> dict:
@@ -226,27 +248,40 @@ def main() -> int:
         for method in video_rounds:
             video_rounds[method].append(_one(method, args.videos))
             print(round_no, method, video_rounds[method][-1], flush=True)
-    lines = ["# Clean, per item on one core", "",
-             f"{args.images} real-photo JPEGs, {LONG_SIDE} px long side; resize to 256 px short side, JPEG 90; "
-             f"{args.rounds} interleaved rounds, medians (range over rounds).", "",
-             "| method | images/s | mmetl ÷ it | peak RSS at half / all (MB) |", "|---|---|---|---|"]
+    lines = [
+        "# Clean, per item on one core",
+        "",
+        f"{args.images} real-photo JPEGs, {LONG_SIDE} px long side; resize to 256 px short side, JPEG 90; "
+        f"{args.rounds} interleaved rounds, medians (range over rounds).",
+        "",
+        "| method | images/s | mmetl ÷ it | peak RSS at half / all (MB) |",
+        "|---|---|---|---|",
+    ]
     for method in image_methods:
         rates = [r["per_second"] for r in rounds[method]]
         ratios = [ours["per_second"] / r["per_second"] for ours, r in zip(rounds["mmetl"], rounds[method])]
-        lines.append(f"| {method} | {_median_range(rates, '.0f')} | {_median_range(ratios, '.2f')} | "
-                     f"{max(r['rss_half_mb'] for r in rounds[method]):.0f} / {max(r['rss_mb'] for r in rounds[method]):.0f} |")
+        lines.append(
+            f"| {method} | {_median_range(rates, '.0f')} | {_median_range(ratios, '.2f')} | "
+            f"{max(r['rss_half_mb'] for r in rounds[method]):.0f} / {max(r['rss_mb'] for r in rounds[method]):.0f} |"
+        )
     a = runs["audio"]
-    lines += ["", f"Audio: {a['items']} speech clips, {a['audio_seconds']:.0f} s of sound: decode + resample to 16 kHz mono"
-              f" + 80-band log-mel at {a['real_time_factor']:.0f}× real time on one core; peak RSS "
-              f"{a['rss_half_mb']:.0f} / {a['rss_mb']:.0f} MB at half / all."]
+    lines += [
+        "",
+        f"Audio: {a['items']} speech clips, {a['audio_seconds']:.0f} s of sound: decode + resample to 16 kHz mono"
+        f" + 80-band log-mel at {a['real_time_factor']:.0f}× real time on one core; peak RSS "
+        f"{a['rss_half_mb']:.0f} / {a['rss_mb']:.0f} MB at half / all.",
+    ]
     ours, plain = video_rounds["video-mmetl"], video_rounds["video-decode-only"]
     ratios = [o["per_second"] / p["per_second"] for o, p in zip(ours, plain)]
-    lines += ["", f"Video: {args.videos} clips of 6 s, 640 x 480, 30 fps, with speech. mmetl's clean (decode every frame and "
-              "sample, keyframe pHashes, 8 thumbnails, loudness, Chromaprint, 16 kHz log-mel) at "
-              f"{statistics.median(o['real_time_factor'] for o in ours):.1f}× real time; PyAV decode-only at "
-              f"{statistics.median(p['real_time_factor'] for p in plain):.1f}×: mmetl ÷ decode-only "
-              f"{_median_range(ratios, '.2f')}; peak RSS "
-              f"{max(o['rss_half_mb'] for o in ours):.0f} / {max(o['rss_mb'] for o in ours):.0f} MB at half / all."]
+    lines += [
+        "",
+        f"Video: {args.videos} clips of 6 s, 640 x 480, 30 fps, with speech. mmetl's clean (decode every frame and "
+        "sample, keyframe pHashes, 8 thumbnails, loudness, Chromaprint, 16 kHz log-mel) at "
+        f"{statistics.median(o['real_time_factor'] for o in ours):.1f}× real time; PyAV decode-only at "
+        f"{statistics.median(p['real_time_factor'] for p in plain):.1f}×: mmetl ÷ decode-only "
+        f"{_median_range(ratios, '.2f')}; peak RSS "
+        f"{max(o['rss_half_mb'] for o in ours):.0f} / {max(o['rss_mb'] for o in ours):.0f} MB at half / all.",
+    ]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.md").write_text("\n".join(lines) + "\n")

@@ -69,8 +69,9 @@ class TreeWatcher(threading.Thread):
 
 def timed(command: list[str], env: dict | None = None) -> dict:
     start = time.perf_counter()
-    process = subprocess.Popen(command, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(
+        command, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     watcher = TreeWatcher(process.pid)
     output = process.communicate()[0]
     result = {"seconds": time.perf_counter() - start, **watcher.stop()}
@@ -81,8 +82,11 @@ def timed(command: list[str], env: dict | None = None) -> dict:
 
 def serve(folder: Path) -> tuple[subprocess.Popen, str]:
     port = _free_port()
-    server = subprocess.Popen([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1",
-                               "--directory", str(folder)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(folder)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         try:
@@ -114,14 +118,46 @@ def write_url_list(manifest: Path, base_url: str, out: Path) -> int:
 
 def run_img2dataset(url_list: Path, out: Path, workers: int) -> dict:
     shutil.rmtree(out, ignore_errors=True)
-    result = timed([str(BIN / "img2dataset"), "--url_list", str(url_list), "--input_format", "parquet",
-                    "--url_col", "url", "--caption_col", "caption", "--output_format", "webdataset",
-                    "--output_folder", str(out), "--processes_count", str(workers), "--thread_count", str(THREADS),
-                    "--image_size", str(RESIZE["image_size"]), "--resize_mode", RESIZE["resize_mode"],
-                    "--encode_format", RESIZE["encode_format"], "--encode_quality", str(RESIZE["encode_quality"]),
-                    "--number_sample_per_shard", "1000", "--distributor", "multiprocessing",
-                    "--enable_wandb", "False", "--timeout", "20", "--retries", "2"],
-                   env={"NO_ALBUMENTATIONS_UPDATE": "1"})
+    result = timed(
+        [
+            str(BIN / "img2dataset"),
+            "--url_list",
+            str(url_list),
+            "--input_format",
+            "parquet",
+            "--url_col",
+            "url",
+            "--caption_col",
+            "caption",
+            "--output_format",
+            "webdataset",
+            "--output_folder",
+            str(out),
+            "--processes_count",
+            str(workers),
+            "--thread_count",
+            str(THREADS),
+            "--image_size",
+            str(RESIZE["image_size"]),
+            "--resize_mode",
+            RESIZE["resize_mode"],
+            "--encode_format",
+            RESIZE["encode_format"],
+            "--encode_quality",
+            str(RESIZE["encode_quality"]),
+            "--number_sample_per_shard",
+            "1000",
+            "--distributor",
+            "multiprocessing",
+            "--enable_wandb",
+            "False",
+            "--timeout",
+            "20",
+            "--retries",
+            "2",
+        ],
+        env={"NO_ALBUMENTATIONS_UPDATE": "1"},
+    )
     stats = [json.loads(p.read_text()) for p in out.glob("*_stats.json")]
     return {**result, "images": sum(s["successes"] for s in stats)}
 
@@ -151,11 +187,20 @@ def collect_only(url_list: Path, out: Path) -> None:
     network = NetworkConfig(allow_hosts=["127.0.0.1"], threads=THREADS, per_host=THREADS, subtitles=[], resize=RESIZE)
     stages = [("collect", {"cache_dir": str(out / "fetched"), **network.model_dump(mode="json")})]
     step = ray.remote(num_cpus=1)(engine.run_step)
-    results = ray.get([step.remote("collect", stages, shard, str(out / "collect"), writes_media=True)
-                       for shard in plan["shards"]])
-    print(json.dumps({"images": sum(r.stages[0].n_kept for r in results), "shards": len(results),
-                      "ray_start_s": started - clock, "plan_s": planned - started,
-                      "shards_s": time.perf_counter() - planned}))
+    results = ray.get(
+        [step.remote("collect", stages, shard, str(out / "collect"), writes_media=True) for shard in plan["shards"]]
+    )
+    print(
+        json.dumps(
+            {
+                "images": sum(r.stages[0].n_kept for r in results),
+                "shards": len(results),
+                "ray_start_s": started - clock,
+                "plan_s": planned - started,
+                "shards_s": time.perf_counter() - planned,
+            }
+        )
+    )
 
 
 def run_build(url_list: Path, out: Path) -> dict:
@@ -163,12 +208,19 @@ def run_build(url_list: Path, out: Path) -> dict:
     out.mkdir(parents=True)
     recipe = out / "recipe.yaml"
     network = {"allow_hosts": ["127.0.0.1"], "threads": THREADS, "per_host": THREADS, "subtitles": [], "resize": RESIZE}
-    recipe.write_text(json.dumps({"name": "bench", "sources": [{"name": "bench", "kind": "urls", "uri": str(url_list)}],
-                                  "network": network}))  # JSON is YAML
+    recipe.write_text(
+        json.dumps(
+            {"name": "bench", "sources": [{"name": "bench", "kind": "urls", "uri": str(url_list)}], "network": network}
+        )
+    )  # JSON is YAML
     env = {"MMETL_STORAGE": str(out / "store"), "MMETL_PREFECT_HOME": str(out.parent / "prefect")}
     result = timed([str(BIN / "mmetl"), "build", str(recipe), "--partition", "bench"], env=env)
     stats = json.loads((out / "store" / "bench" / "versions" / "bench" / "stats.json").read_text())
-    return {**result, "images": stats["funnel"][1]["kept"], "published": sum(s["samples"] for s in stats["splits"].values())}
+    return {
+        **result,
+        "images": stats["funnel"][1]["kept"],
+        "published": sum(s["samples"] for s in stats["splits"].values()),
+    }
 
 
 def main() -> int:
@@ -190,9 +242,11 @@ def main() -> int:
         url_list = out / "urls.parquet"
         n = write_url_list(manifest, base_url, url_list)
         runs = {}
-        for name, measure in (("img2dataset", lambda: run_img2dataset(url_list, out / "img2dataset", workers)),
-                              ("collect", lambda: run_collect(url_list, out / "collect")),
-                              ("build", lambda: run_build(url_list, out / "build"))):
+        for name, measure in (
+            ("img2dataset", lambda: run_img2dataset(url_list, out / "img2dataset", workers)),
+            ("collect", lambda: run_collect(url_list, out / "collect")),
+            ("build", lambda: run_build(url_list, out / "build")),
+        ):
             print(f"{name} ...", flush=True)
             runs[name] = {k: v for k, v in measure().items() if k != "output"}
             print(json.dumps(runs[name]), flush=True)
@@ -201,19 +255,29 @@ def main() -> int:
     for r in runs.values():
         r["images_per_s"] = r["images"] / r["seconds"]
     peer = runs["img2dataset"]["images_per_s"]
-    lines = [f"# Downloading {n} URLs from loopback: mmetl vs the img2dataset CLI ({workers} processes x {THREADS}"
-             f" threads, resize to {RESIZE['image_size']} px)", "",
-             f"Input: {n} JPEGs of 512 px, {input_bytes / 2**20:.1f} MB.", "",
-             "| run | images | seconds | images/s | ratio to img2dataset | peak RSS, largest process MB |"
-             " peak RSS, whole tree MB |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# Downloading {n} URLs from loopback: mmetl vs the img2dataset CLI ({workers} processes x {THREADS}"
+        f" threads, resize to {RESIZE['image_size']} px)",
+        "",
+        f"Input: {n} JPEGs of 512 px, {input_bytes / 2**20:.1f} MB.",
+        "",
+        "| run | images | seconds | images/s | ratio to img2dataset | peak RSS, largest process MB |"
+        " peak RSS, whole tree MB |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for name, r in runs.items():
-        lines.append(f"| {name} | {r['images']} | {r['seconds']:.1f} | {r['images_per_s']:.0f} |"
-                     f" {r['images_per_s'] / peer:.2f} | {r['peak_process_rss_mb']:.0f} | {r['peak_tree_rss_mb']:.0f} |")
+        lines.append(
+            f"| {name} | {r['images']} | {r['seconds']:.1f} | {r['images_per_s']:.0f} |"
+            f" {r['images_per_s'] / peer:.2f} | {r['peak_process_rss_mb']:.0f} | {r['peak_tree_rss_mb']:.0f} |"
+        )
     c = runs["collect"]
-    lines += ["", f"collect: Ray start {c['ray_start_s']:.1f} s, plan {c['plan_s']:.1f} s, {c['shards']} shard tasks"
-              f" {c['shards_s']:.1f} s ({c['images'] / c['shards_s']:.0f} images/s,"
-              f" {c['images'] / c['shards_s'] / peer:.2f} of img2dataset's rate including its own start).",
-              "RSS sums count pages shared between processes more than once."]
+    lines += [
+        "",
+        f"collect: Ray start {c['ray_start_s']:.1f} s, plan {c['plan_s']:.1f} s, {c['shards']} shard tasks"
+        f" {c['shards_s']:.1f} s ({c['images'] / c['shards_s']:.0f} images/s,"
+        f" {c['images'] / c['shards_s'] / peer:.2f} of img2dataset's rate including its own start).",
+        "RSS sums count pages shared between processes more than once.",
+    ]
     (out / "report.json").write_text(json.dumps({"n": n, "input_bytes": input_bytes, "runs": runs}, indent=2))
     (out / "report.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -41,7 +41,7 @@ BRUTE_QUERIES = 20_000
 def planted_hashes(n: int, radius: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Distinct hashes, and the planted pairs (i < j) as an (m, 2) array of positions in them."""
     rng = np.random.default_rng(seed)
-    base = rng.integers(0, 2 ** 64 - 1, n, dtype=np.uint64, endpoint=True)
+    base = rng.integers(0, 2**64 - 1, n, dtype=np.uint64, endpoint=True)
     copies = base[: n // 50].copy()
     flips = rng.integers(1, radius + 1, len(copies))
     for k in range(1, radius + 1):  # vectorized by distance: k distinct random bits per copy
@@ -90,8 +90,14 @@ def image_run(method: str, n: int, radius: int) -> dict:
             extra = {"measured_queries": len(sample)}
         beyond = 0
     recall = sum((int(a), int(b)) in found for a, b in planted) / len(planted) if method != "brute" else None
-    return {"seconds": seconds, "pairs": len(found), "recall": recall, "beyond": beyond,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, **extra}
+    return {
+        "seconds": seconds,
+        "pairs": len(found),
+        "recall": recall,
+        "beyond": beyond,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        **extra,
+    }
 
 
 def _flat_pairs(hashes: np.ndarray, queries: np.ndarray, radius: int) -> set[tuple[int, int]]:
@@ -112,7 +118,7 @@ def make_captions(n: int, seed: int = 0) -> tuple[list[str], list[tuple[int, int
     lengths = rng.integers(8, 21, n)
     ends = np.cumsum(lengths)
     words = vocabulary[ranks[: ends[-1]]]
-    texts = [" ".join(words[e - k:e]) for e, k in zip(ends.tolist(), lengths.tolist())]
+    texts = [" ".join(words[e - k : e]) for e, k in zip(ends.tolist(), lengths.tolist())]
     planted = []
     for i in range(n // 50):
         tokens = texts[i].split()
@@ -137,8 +143,10 @@ def caption_run(method: str, n: int, threshold: float = 0.8, num_perm: int = 128
         from datasketch import MinHash, MinHashLSH
 
         normalized = [normalize(t) for t in texts]
-        shingles = [[" ".join(w[i:i + 3]).encode() for i in range(max(1, len(w) - 2))]
-                    for w in (t.split() for t in normalized)]
+        shingles = [
+            [" ".join(w[i : i + 3]).encode() for i in range(max(1, len(w) - 2))]
+            for w in (t.split() for t in normalized)
+        ]
         signatures = MinHash.bulk(shingles, num_perm=num_perm)
         lsh = MinHashLSH(threshold=threshold, num_perm=num_perm, params=lsh_bands(threshold, num_perm))
         with lsh.insertion_session() as session:
@@ -146,7 +154,7 @@ def caption_run(method: str, n: int, threshold: float = 0.8, num_perm: int = 128
                 session.insert(key, signature)
         sets = {}
         found = set()
-        for key, signature, text in zip(keys, signatures, normalized):
+        for key, signature in zip(keys, signatures):
             for other in lsh.query(signature):
                 if other > key:
                     a, b = int(key), int(other)
@@ -156,19 +164,29 @@ def caption_run(method: str, n: int, threshold: float = 0.8, num_perm: int = 128
                     if jaccard(sets[a], sets[b]) >= threshold:
                         found.add((a, b))
     seconds = time.perf_counter() - start
-    wanted = [p for p in planted if jaccard(shingle_hashes(normalize(texts[p[0]])),
-                                             shingle_hashes(normalize(texts[p[1]]))) >= threshold]
+    wanted = [
+        p
+        for p in planted
+        if jaccard(shingle_hashes(normalize(texts[p[0]])), shingle_hashes(normalize(texts[p[1]]))) >= threshold
+    ]
     recall = sum(p in found for p in wanted) / max(len(wanted), 1)
-    return {"seconds": seconds, "pairs": len(found), "wanted": len(wanted), "recall": recall,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    return {
+        "seconds": seconds,
+        "pairs": len(found),
+        "wanted": len(wanted),
+        "recall": recall,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
 
 
 RUNS = {  # (what, method, n, radius): the issue's targets on this machine in comments
-    "images": [("mmetl", 1_000_000, 8),        # <= 20 s, recall >= 99.5%, no false merge
-               ("mmetl", 1_000_000, 4),        # <= 5 s
-               ("faiss-multi", 1_000_000, 4),  # ~105 s here
-               ("brute", 1_000_000, 8),
-               ("mmetl", 10_000_000, 8)],      # <= 5 min in <= 4 GB
+    "images": [
+        ("mmetl", 1_000_000, 8),  # <= 20 s, recall >= 99.5%, no false merge
+        ("mmetl", 1_000_000, 4),  # <= 5 s
+        ("faiss-multi", 1_000_000, 4),  # ~105 s here
+        ("brute", 1_000_000, 8),
+        ("mmetl", 10_000_000, 8),
+    ],  # <= 5 min in <= 4 GB
     "captions": [("mmetl", 1_000_000, None), ("datasketch", 1_000_000, None)],  # goal >= 3x at equal recall
 }
 
@@ -191,16 +209,26 @@ def main() -> int:
     for what, runs in RUNS.items():
         if args.only and what != args.only:
             continue
-        lines += [f"## {what}", "", "| N | radius | method | seconds | vs mmetl same N, radius | recall | pairs | beyond radius | peak RSS MB | notes |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            f"## {what}",
+            "",
+            "| N | radius | method | seconds | vs mmetl same N, radius | recall | pairs | beyond radius"
+            " | peak RSS MB | notes |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
         ours = {}
         for method, n, radius in runs:
             n = max(1000, int(n * args.scale))
-            result = subprocess.run([sys.executable, __file__, "--one", what, method, str(n), str(radius or 0)],
-                                    capture_output=True, text=True)
+            result = subprocess.run(
+                [sys.executable, __file__, "--one", what, method, str(n), str(radius or 0)],
+                capture_output=True,
+                text=True,
+            )
             if result.returncode:
                 print(result.stderr, file=sys.stderr)
-                lines.append(f"| {n:,} | {radius or ''} | {method} | failed: {result.stderr.strip().splitlines()[-1]} |")
+                lines.append(
+                    f"| {n:,} | {radius or ''} | {method} | failed: {result.stderr.strip().splitlines()[-1]} |"
+                )
                 continue
             r = json.loads(result.stdout)
             if method == "mmetl":
@@ -208,14 +236,18 @@ def main() -> int:
             ratio = f"{r['seconds'] / ours[n, radius]:.1f}x" if (n, radius) in ours else ""
             notes = []
             if "sample_recall" in r:
-                notes.append(f"recall {r['sample_recall']:.4f} of the {r['sample_pairs']} exact pairs of 20k sampled queries")
+                notes.append(
+                    f"recall {r['sample_recall']:.4f} of the {r['sample_pairs']} exact pairs of 20k sampled queries"
+                )
             if "measured_queries" in r:
                 notes.append(f"{r['measured_queries']} queries timed, scaled to N")
             if "wanted" in r:
                 notes.append(f"{r['wanted']} planted pairs with Jaccard >= 0.8")
             recall = "" if r["recall"] is None else f"{r['recall']:.4f}"
-            lines.append(f"| {n:,} | {radius or ''} | {method} | {r['seconds']:.1f} | {ratio} | {recall} | {r['pairs']} |"
-                         f" {r.get('beyond', '')} | {r['peak_rss_mb']:.0f} | {'; '.join(notes)} |")
+            lines.append(
+                f"| {n:,} | {radius or ''} | {method} | {r['seconds']:.1f} | {ratio} | {recall} | {r['pairs']} |"
+                f" {r.get('beyond', '')} | {r['peak_rss_mb']:.0f} | {'; '.join(notes)} |"
+            )
             print(lines[-1], flush=True)
         lines.append("")
     (out / "report.md").write_text("\n".join(lines) + "\n")

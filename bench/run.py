@@ -9,9 +9,10 @@ photographs scikit-image ships, with a JSONL manifest of one to three captions e
             cores: what any pipeline must at least do to these images.
 
 Each measurement runs `--repeat` times (default 2) and keeps the fastest: this VM's timings vary
-by up to 30% from run to run. Reported: both times, the marginal cost per item of each (the slope between the two N), the build's
-fixed cost (the intercept), peak RSS per worker process, task count, and work-folder bytes at peak
-and after publishing, against the input's bytes. Ratios are what to quote; seconds vary by machine.
+by up to 30% from run to run. Reported: both times, the marginal cost per item of each (the slope
+between the two N), the build's fixed cost (the intercept), peak RSS per worker process, task count,
+and work-folder bytes at peak and after publishing, against the input's bytes. Ratios are what to
+quote; seconds vary by machine.
 """
 
 from __future__ import annotations
@@ -37,8 +38,20 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 MMETL = str(Path(sys.executable).parent / "mmetl")
-PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "retina", "immunohistochemistry",
-          "camera", "moon", "coins", "page", "text")
+PHOTOS = (
+    "astronaut",
+    "coffee",
+    "chelsea",
+    "rocket",
+    "hubble_deep_field",
+    "retina",
+    "immunohistochemistry",
+    "camera",
+    "moon",
+    "coins",
+    "page",
+    "text",
+)
 SIDE = 320
 
 
@@ -63,7 +76,9 @@ def make_corpus(folder: Path, n: int, seed: int = 0, side: int = SIDE) -> tuple[
         (folder / name).write_bytes(out.getvalue())
         total += len(out.getvalue())
         for k in range(1 + i % 3):
-            lines.append(json.dumps({"media": name, "modality": "image", "text": f"crop {i} of a photograph, view {k}"}))
+            lines.append(
+                json.dumps({"media": name, "modality": "image", "text": f"crop {i} of a photograph, view {k}"})
+            )
     (folder / "captions.jsonl").write_text("\n".join(lines) + "\n")
     return folder / "captions.jsonl", total
 
@@ -137,13 +152,28 @@ class Service:
         self.server = start_server(home, port)
         wait_healthy(self.api_url, self.server)
         self.ray = str(Path(sys.executable).parent / "ray")
-        subprocess.run([self.ray, "start", "--head", f"--port={self.ray_port}", "--node-ip-address=127.0.0.1",
-                        f"--num-cpus={os.cpu_count()}", "--include-dashboard=false", "--disable-usage-stats"],
-                       env={**os.environ, "RAY_AUTH_MODE": "disabled"}, check=True, capture_output=True)
+        subprocess.run(
+            [
+                self.ray,
+                "start",
+                "--head",
+                f"--port={self.ray_port}",
+                "--node-ip-address=127.0.0.1",
+                f"--num-cpus={os.cpu_count()}",
+                "--include-dashboard=false",
+                "--disable-usage-stats",
+            ],
+            env={**os.environ, "RAY_AUTH_MODE": "disabled"},
+            check=True,
+            capture_output=True,
+        )
 
     def env(self) -> dict:
-        return {"PREFECT_API_URL": self.api_url, "MMETL_RAY_ADDRESS": f"127.0.0.1:{self.ray_port}",
-                "RAY_AUTH_MODE": "disabled"}
+        return {
+            "PREFECT_API_URL": self.api_url,
+            "MMETL_RAY_ADDRESS": f"127.0.0.1:{self.ray_port}",
+            "RAY_AUTH_MODE": "disabled",
+        }
 
     def stop(self):
         from flows.local_api import stop_server
@@ -161,8 +191,13 @@ def run_mmetl(manifest: Path, out: Path, prefect_home: Path, service: dict | Non
     env.pop("PREFECT_API_URL", None)
     env.update(service or {})
     start = time.perf_counter()
-    process = subprocess.Popen([MMETL, "build", str(recipe), "--partition", "bench"], env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(
+        [MMETL, "build", str(recipe), "--partition", "bench"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     watcher = Watcher(process.pid, storage / "bench" / "work")
     watcher.start()
     output = process.communicate()[0]
@@ -198,8 +233,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", type=int, nargs=2, default=[5000, 20000])
     parser.add_argument("--out", default=str(REPO / "bench" / "out" / "build"))
-    parser.add_argument("--repeat", type=int, default=2,
-                        help="runs of each measurement; the fastest is kept (this VM's timings vary by 30%%)")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=2,
+        help="runs of each measurement; the fastest is kept (this VM's timings vary by 30%%)",
+    )
     args = parser.parse_args()
     out = Path(args.out)
     shutil.rmtree(out, ignore_errors=True)
@@ -224,8 +263,14 @@ def main() -> int:
     try:
         for n in args.sizes:
             print(f"N={n}: mmetl build on a running server and cluster ...", flush=True)
-            rows[n]["mmetl_service"] = fastest(args.repeat, run_mmetl, out / f"n{n}" / "corpus" / "captions.jsonl",
-                                               out / f"n{n}", out / "service-prefect", service.env())
+            rows[n]["mmetl_service"] = fastest(
+                args.repeat,
+                run_mmetl,
+                out / f"n{n}" / "corpus" / "captions.jsonl",
+                out / f"n{n}",
+                out / "service-prefect",
+                service.env(),
+            )
     finally:
         service.stop()
     for n in args.sizes:
@@ -234,31 +279,47 @@ def main() -> int:
     kinds = ("mmetl", "mmetl_service", "baseline")
     slope = {k: (rows[large][k]["seconds"] - rows[small][k]["seconds"]) / (large - small) for k in kinds}
     intercept = {k: rows[small][k]["seconds"] - slope[k] * small for k in slope}
-    report = {"workers": workers, "first_build_s": first["seconds"], "runs": rows, "marginal_ms_per_item": {k: v * 1000 for k, v in slope.items()},
-              "fixed_cost_s": intercept, "marginal_ratio": slope["mmetl"] / slope["baseline"]}
+    report = {
+        "workers": workers,
+        "first_build_s": first["seconds"],
+        "runs": rows,
+        "marginal_ms_per_item": {k: v * 1000 for k, v in slope.items()},
+        "fixed_cost_s": intercept,
+        "marginal_ratio": slope["mmetl"] / slope["baseline"],
+    }
     (out / "report.json").write_text(json.dumps(report, indent=2))
-    lines = [f"# mmetl build vs decode-only baseline ({workers} processes), 320 px real-photo JPEGs", "",
-             "| N | input MB | baseline s | mmetl s | ratio | tasks | peak worker RSS MB (mmetl / baseline) |"
-             " work MB at peak (x input) | work MB after | tar / media bytes |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# mmetl build vs decode-only baseline ({workers} processes), 320 px real-photo JPEGs",
+        "",
+        "| N | input MB | baseline s | mmetl s | ratio | tasks | peak worker RSS MB (mmetl / baseline) |"
+        " work MB at peak (x input) | work MB after | tar / media bytes |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for n, r in rows.items():
         b, m = r["baseline"], r["mmetl"]
-        lines.append(f"| {n} | {r['input_bytes'] / 2**20:.1f} | {b['seconds']:.1f} | {m['seconds']:.1f} |"
-                     f" {m['seconds'] / b['seconds']:.2f} | {m['tasks']} | {m['peak_worker_rss_mb']:.0f} /"
-                     f" {b['peak_worker_rss_mb']:.0f} | {m['peak_work_bytes'] / 2**20:.1f}"
-                     f" ({m['peak_work_bytes'] / r['input_bytes']:.2f}x) | {m['work_bytes_after'] / 2**20:.1f} |"
-                     f" {m['tar_bytes'] / m['media_bytes']:.3f} |")
+        lines.append(
+            f"| {n} | {r['input_bytes'] / 2**20:.1f} | {b['seconds']:.1f} | {m['seconds']:.1f} |"
+            f" {m['seconds'] / b['seconds']:.2f} | {m['tasks']} | {m['peak_worker_rss_mb']:.0f} /"
+            f" {b['peak_worker_rss_mb']:.0f} | {m['peak_work_bytes'] / 2**20:.1f}"
+            f" ({m['peak_work_bytes'] / r['input_bytes']:.2f}x) | {m['work_bytes_after'] / 2**20:.1f} |"
+            f" {m['tar_bytes'] / m['media_bytes']:.3f} |"
+        )
     for n, r in rows.items():
-        lines.append(f"| {n}, on a running server and cluster | | {r['baseline']['seconds']:.1f} |"
-                     f" {r['mmetl_service']['seconds']:.1f} | {r['mmetl_service']['seconds'] / r['baseline']['seconds']:.2f}"
-                     f" | {r['mmetl_service']['tasks']} | | | | |")
+        lines.append(
+            f"| {n}, on a running server and cluster | | {r['baseline']['seconds']:.1f} |"
+            f" {r['mmetl_service']['seconds']:.1f} | {r['mmetl_service']['seconds'] / r['baseline']['seconds']:.2f}"
+            f" | {r['mmetl_service']['tasks']} | | | | |"
+        )
     ms = report["marginal_ms_per_item"]
-    lines += ["", f"Marginal cost per item: mmetl {ms['mmetl']:.3f} ms (on a running service {ms['mmetl_service']:.3f}"
-              f" ms), baseline {ms['baseline']:.3f} ms: ratio {report['marginal_ratio']:.2f}"
-              f" ({ms['mmetl_service'] / ms['baseline']:.2f})",
-              f"Fixed cost (intercept): mmetl {intercept['mmetl']:.1f} s, on a running service"
-              f" {intercept['mmetl_service']:.1f} s, baseline {intercept['baseline']:.1f} s",
-              f"A first build on a machine also creates the Prefect database: {first['seconds']:.1f} s for 20 items"]
+    lines += [
+        "",
+        f"Marginal cost per item: mmetl {ms['mmetl']:.3f} ms (on a running service {ms['mmetl_service']:.3f}"
+        f" ms), baseline {ms['baseline']:.3f} ms: ratio {report['marginal_ratio']:.2f}"
+        f" ({ms['mmetl_service'] / ms['baseline']:.2f})",
+        f"Fixed cost (intercept): mmetl {intercept['mmetl']:.1f} s, on a running service"
+        f" {intercept['mmetl_service']:.1f} s, baseline {intercept['baseline']:.1f} s",
+        f"A first build on a machine also creates the Prefect database: {first['seconds']:.1f} s for 20 items",
+    ]
     (out / "report.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

@@ -1,11 +1,11 @@
 """The `mmetl` command.
 
-    mmetl build RECIPE [--partition 2026-11-22] [--storage s3://bucket/prefix] [--dry-run]
-    mmetl backfill RECIPE --start 2026-01-01 --end 2026-01-31 [--concurrency 2]
-    mmetl serve RECIPE [--cron "0 2 * * *"]   the nightly build, scheduled by this process
-    mmetl status [RECIPE]           published versions and recent runs
-    mmetl inspect DATASET/PARTITION one version: counts, splits, reasons, a few items
-    mmetl ui                        the Prefect UI over the history of local runs
+mmetl build RECIPE [--partition 2026-11-22] [--storage s3://bucket/prefix] [--dry-run]
+mmetl backfill RECIPE --start 2026-01-01 --end 2026-01-31 [--concurrency 2]
+mmetl serve RECIPE [--cron "0 2 * * *"]   the nightly build, scheduled by this process
+mmetl status [RECIPE]           published versions and recent runs
+mmetl inspect DATASET/PARTITION one version: counts, splits, reasons, a few items
+mmetl ui                        the Prefect UI over the history of local runs
 """
 
 from __future__ import annotations
@@ -88,8 +88,9 @@ def backfill(args: argparse.Namespace) -> int:
         print(f"Prefect API: {api_url}")
         with RunLog(args, _dataset(args), f"backfill-{args.start}-{args.end}"):
             try:
-                state = backfill_flow(args.recipe, args.start, args.end, args.storage, args.concurrency,
-                                      return_state=True)
+                state = backfill_flow(
+                    args.recipe, args.start, args.end, args.storage, args.concurrency, return_state=True
+                )
                 rows = state.result(raise_on_failure=False)
             finally:
                 flush_prefect_logs()
@@ -100,8 +101,10 @@ def backfill(args: argparse.Namespace) -> int:
     print()
     print(f"{'partition':<12}{'state':<20}{'items':>8}{'rejected':>10}{'seconds':>9}  detail")
     for row in rows:
-        print(f"{row['partition']:<12}{row['state']:<20}{_blank(row['items']):>8}{_blank(row['rejected']):>10}"
-              f"{row['seconds']:>9.1f}  {row['detail']}")
+        print(
+            f"{row['partition']:<12}{row['state']:<20}{_blank(row['items']):>8}{_blank(row['rejected']):>10}"
+            f"{row['seconds']:>9.1f}  {row['detail']}"
+        )
     return 1 if state.is_failed() else 0
 
 
@@ -137,7 +140,7 @@ class RunLog:
         from tasks import storage
 
         self.verbose = args.verbose
-        stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
         self.uri = storage.join(storage.storage_root(args.storage), dataset, "logs", f"{partition}-{stamp}.log")
         local = storage.local_path(self.uri)
         self.copy_when_done = local is None  # a bucket: written here, copied there at the end
@@ -189,8 +192,10 @@ def print_dry_run(result: dict) -> None:
     for step in result["funnel"]:
         reasons = ", ".join(f"{r}={n}" for r, n in step["reasons"].items())
         print(f"{step['stage']:<10}{step['in']:>8}{step['kept']:>8}{step['rejected']:>10}  {reasons}")
-    print(f"\ndedupe would reject {result['dedupe'].get('duplicates', 0)} items: "
-          f"{', '.join(f'{r}={n}' for r, n in result['dedupe'].get('by_reason', {}).items()) or 'none'}")
+    print(
+        f"\ndedupe would reject {result['dedupe'].get('duplicates', 0)} items: "
+        f"{', '.join(f'{r}={n}' for r, n in result['dedupe'].get('by_reason', {}).items()) or 'none'}"
+    )
     report = result["dry_run"]
     print("\nEach filter rule on its own, per source (items rejected / texts dropped):")
     print(f"  {'source':<16}{'rule':<28}{'items':>8}{'texts':>8}")
@@ -234,8 +239,10 @@ def print_funnel(result: dict) -> None:
     print_download_failures(stats)
     print_caption_duplicates(stats.get("dedupe", {}))
     splits = ", ".join(f"{name}={s['samples']}" for name, s in manifest["splits"].items())
-    print(f"\nPublished {manifest['samples']} items with {manifest['texts']} texts ({splits});"
-          f" {manifest['rejected']} items rejected")
+    print(
+        f"\nPublished {manifest['samples']} items with {manifest['texts']} texts ({splits});"
+        f" {manifest['rejected']} items rejected"
+    )
     print(f"Version: {result['version']}")
 
 
@@ -254,7 +261,9 @@ def print_caption_duplicates(report: dict) -> None:
         counts = ", ".join(f"{source}={n}" for source, n in report["caption_duplicates"].items())
         print(f"\nItems with a near-identical caption on another item (grouped together), by source: {counts}")
     for boilerplate in report.get("boilerplate", [])[:5]:
-        print(f"Boilerplate caption on {boilerplate['items']} items (not used to group): {boilerplate['caption'][:80]!r}")
+        print(
+            f"Boilerplate caption on {boilerplate['items']} items (not used to group): {boilerplate['caption'][:80]!r}"
+        )
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -275,8 +284,13 @@ def serve(args: argparse.Namespace) -> int:
         print(f"Prefect API: {api_url}  (UI: {api_url.removesuffix('/api')})")
         try:  # Ctrl-C (or SIGTERM) stops serving; the schedule is paused until served again
             # each run loads the flow as flows.build (a module Ray workers can import), not by file path
-            build_dataset.serve(name=name, cron=args.cron, parameters=parameters, entrypoint_type=EntrypointType.MODULE_PATH,
-                                description=f"{args.recipe} built every {args.cron!r} (UTC); partition = scheduled date")
+            build_dataset.serve(
+                name=name,
+                cron=args.cron,
+                parameters=parameters,
+                entrypoint_type=EntrypointType.MODULE_PATH,
+                description=f"{args.recipe} built every {args.cron!r} (UTC); partition = scheduled date",
+            )
         except KeyboardInterrupt:
             pass
     return 0
@@ -299,21 +313,27 @@ def status(args: argparse.Namespace) -> int:
     if not versions:
         print("  none")
     else:
-        print(f"  {'dataset':<14}{'partition':<12}{'train':>8}{'val':>7}{'test':>7}{'rejected':>10}  {'published':<26}"
-              f"{'build':<14}code")
+        print(
+            f"  {'dataset':<14}{'partition':<12}{'train':>8}{'val':>7}{'test':>7}{'rejected':>10}  {'published':<26}"
+            f"{'build':<14}code"
+        )
     for m in versions:
         counts = [m["splits"].get(name, {}).get("samples", 0) for name in ("train", "val", "test")]
         code = (m.get("code") or {}).get("stage_code_sha256", "")[:12]
-        print(f"  {m['dataset']:<14}{m['partition']:<12}{counts[0]:>8}{counts[1]:>7}{counts[2]:>7}{m['rejected']:>10}"
-              f"  {m['created_at']:<26}{m['build_key']:<14}{code}")
+        print(
+            f"  {m['dataset']:<14}{m['partition']:<12}{counts[0]:>8}{counts[1]:>7}{counts[2]:>7}{m['rejected']:>10}"
+            f"  {m['created_at']:<26}{m['build_key']:<14}{code}"
+        )
     runs = catalog.recent_runs(root, dataset, args.runs)
     print(f"\nRecent runs ({len(runs)}):")
     for run in runs:
         detail = run.get("error") or (f"{run['samples']} items" if run.get("samples") is not None else "")
         print(f"  {run['started_at']:<26}{run['dataset']:<14}{run['partition']:<12}{run['state']:<19}{detail[:100]}")
     if versions:
-        print("\nEach manifest.json holds the recipe and the code digest that built it: "
-              "`mmetl inspect <dataset>/<partition>` shows one.")
+        print(
+            "\nEach manifest.json holds the recipe and the code digest that built it: "
+            "`mmetl inspect <dataset>/<partition>` shows one."
+        )
     return 0
 
 
@@ -332,15 +352,21 @@ def inspect(args: argparse.Namespace) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     m, stats = described["manifest"], described["stats"]
-    print(f"{m['dataset']} {m['partition']}: {m['samples']} items, {m['texts']} texts, {m['rejected']} rejected, "
-          f"{m['texts_dropped']} texts dropped; published {m['created_at']}")
+    print(
+        f"{m['dataset']} {m['partition']}: {m['samples']} items, {m['texts']} texts, {m['rejected']} rejected, "
+        f"{m['texts_dropped']} texts dropped; published {m['created_at']}"
+    )
     code = m.get("code") or {}
-    print(f"  build {m['build_key']}, mmetl {code.get('mmetl')}, stage code {code.get('stage_code_sha256', '')[:12]}, "
-          f"recipe {m['recipe']['name']} (the whole recipe is in manifest.json)")
+    print(
+        f"  build {m['build_key']}, mmetl {code.get('mmetl')}, stage code {code.get('stage_code_sha256', '')[:12]}, "
+        f"recipe {m['recipe']['name']} (the whole recipe is in manifest.json)"
+    )
     print(f"  by modality: {', '.join(f'{k}={v}' for k, v in sorted(described['modalities'].items()))}")
     for name, split in sorted(m["splits"].items(), key=lambda kv: SPLITS.index(kv[0])):
-        print(f"  {name:<6}{split['samples']:>8} items {split['groups']:>7} groups {len(split['tars']):>4} tars "
-              f"{split['tar_bytes'] / 1e6:>10.1f} MB")
+        print(
+            f"  {name:<6}{split['samples']:>8} items {split['groups']:>7} groups {len(split['tars']):>4} tars "
+            f"{split['tar_bytes'] / 1e6:>10.1f} MB"
+        )
     print("\nRejects by reason:")
     for reason, n in sorted(stats.get("rejects_by_reason", {}).items(), key=lambda kv: -kv[1]):
         print(f"  {reason:<32}{n:>8}")
@@ -350,10 +376,15 @@ def inspect(args: argparse.Namespace) -> int:
             print(f"  {reason:<32}{n:>8}")
     print("\nA few items:")
     for sample in described["samples"]:
-        facts = ", ".join(f"{k}={sample[k]:g}" if isinstance(sample[k], float) else f"{k}={sample[k]}"
-                          for k in ("width", "height", "duration_s") if sample.get(k) is not None)
-        print(f"  [{sample['split']}] {sample['sample_id']} {sample['modality']} from {sample['source']}: "
-              f"{sample['source_uri']} ({facts})")
+        facts = ", ".join(
+            f"{k}={sample[k]:g}" if isinstance(sample[k], float) else f"{k}={sample[k]}"
+            for k in ("width", "height", "duration_s")
+            if sample.get(k) is not None
+        )
+        print(
+            f"  [{sample['split']}] {sample['sample_id']} {sample['modality']} from {sample['source']}: "
+            f"{sample['source_uri']} ({facts})"
+        )
         for text in sample["texts"][:3]:
             print(f"      {text['kind']}: {text['text'][:100]}")
     return 0
@@ -376,13 +407,21 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("build", help="build and publish one partition of a recipe's dataset")
     p.add_argument("recipe", help="path to a recipe YAML file, e.g. recipes/demo.yaml")
-    p.add_argument("--partition", default=dt.datetime.now(dt.timezone.utc).date().isoformat(),
-                   help="partition (version) name; default: today's UTC date")
-    p.add_argument("--storage", help="storage root (local path or s3://bucket/prefix); default $MMETL_STORAGE or ./data")
+    p.add_argument(
+        "--partition",
+        default=dt.datetime.now(dt.UTC).date().isoformat(),
+        help="partition (version) name; default: today's UTC date",
+    )
+    p.add_argument(
+        "--storage", help="storage root (local path or s3://bucket/prefix); default $MMETL_STORAGE or ./data"
+    )
     p.add_argument("--ray-address", help="existing Ray cluster; default $MMETL_RAY_ADDRESS or a local Ray")
     p.add_argument("--verbose", action="store_true", help="Ray's and Prefect's log lines on the terminal, not bars")
-    p.add_argument("--dry-run", action="store_true",
-                   help="collect, clean and dedupe, then print what each filter threshold would drop; publish nothing")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="collect, clean and dedupe, then print what each filter threshold would drop; publish nothing",
+    )
     p.set_defaults(func=build)
     p = sub.add_parser("backfill", help="build every daily partition from --start to --end not yet published")
     p.add_argument("recipe")

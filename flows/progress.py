@@ -28,8 +28,15 @@ class StepProgress:
 
     def close(self) -> None:
         seconds = time.monotonic() - self.started
-        log.info("%s: %d shards, %d %ss in %.1f s (%.1f/s)", self.name, self.shards_done, self.items_done, self.unit,
-                 seconds, self.items_done / max(seconds, 1e-9))
+        log.info(
+            "%s: %d shards, %d %ss in %.1f s (%.1f/s)",
+            self.name,
+            self.shards_done,
+            self.items_done,
+            self.unit,
+            seconds,
+            self.items_done / max(seconds, 1e-9),
+        )
 
 
 class BarProgress(StepProgress):
@@ -39,9 +46,15 @@ class BarProgress(StepProgress):
         super().__init__(name, shards, items, unit)
         from tqdm import tqdm
 
-        self.bar = tqdm(total=items, desc=f"{name:<22}", unit=unit, file=sys.stderr, dynamic_ncols=True,
-                        bar_format="{desc} {percentage:3.0f}%|{bar:24}| {n_fmt}/{total_fmt} {unit}s{postfix} "
-                                   "[{elapsed}<{remaining}, {rate_fmt}]")
+        self.bar = tqdm(
+            total=items,
+            desc=f"{name:<22}",
+            unit=unit,
+            file=sys.stderr,
+            dynamic_ncols=True,
+            bar_format="{desc} {percentage:3.0f}%|{bar:24}| {n_fmt}/{total_fmt} {unit}s{postfix} "
+            "[{elapsed}<{remaining}, {rate_fmt}]",
+        )
         self.bar.set_postfix_str(f"0/{shards} shards", refresh=True)
 
     def done(self, items: int) -> None:

@@ -13,7 +13,8 @@ class MmetlRayTaskRunner(RayTaskRunner):
     already started (see start_ray), else starts or connects one itself."""
 
     def __enter__(self):
-        self.address, kwargs = ray_init_args(self.address, get_current_settings().api.url,
-                                             self.init_kwargs.get("runtime_env"))
+        self.address, kwargs = ray_init_args(
+            self.address, get_current_settings().api.url, self.init_kwargs.get("runtime_env")
+        )
         self.init_kwargs = {**self.init_kwargs, **kwargs}
         return super().__enter__()

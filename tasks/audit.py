@@ -20,8 +20,11 @@ COLUMNS_NOT_READ = {"media_bytes", "sidecars"}
 
 def audit_shard(shard_uri: str, decision_uri: str, thresholds: dict, out_uri: str) -> str:
     stage = FilterStage(**thresholds)
-    duplicates = {r["sample_id"] for r in storage.read_parquet(decision_uri, columns=["sample_id", "duplicate_of"])
-                  .to_pylist() if r["duplicate_of"]}
+    duplicates = {
+        r["sample_id"]
+        for r in storage.read_parquet(decision_uri, columns=["sample_id", "duplicate_of"]).to_pylist()
+        if r["duplicate_of"]
+    }
     table = storage.read_parquet(shard_uri)
     rows = table.select([c for c in table.column_names if c not in COLUMNS_NOT_READ]).to_pylist()
     items, texts, kept = Counter(), Counter(), Counter()
@@ -73,10 +76,19 @@ def summarize(audit_uris: list[str], bins: int = 10) -> dict:
         counts, _ = np.histogram(values, bins=bins, range=(low, high))
         histograms[name] = {"min": float(values.min()), "max": float(values.max()), "counts": counts.tolist()}
     sources = sorted({k.split("\t")[0] for k in kept})
-    return {"rules": [{"source": r.split("\t")[0], "rule": f"filter:{r.split(chr(9))[1]}", "items": items.get(r, 0),
-                       "texts": texts.get(r, 0)} for r in rules],
-            "kept": {s: {"kept": kept.get(s, 0), "of": kept.get(f"{s}\tseen", 0)} for s in sources},
-            "histograms": histograms}
+    return {
+        "rules": [
+            {
+                "source": r.split("\t")[0],
+                "rule": f"filter:{r.split(chr(9))[1]}",
+                "items": items.get(r, 0),
+                "texts": texts.get(r, 0),
+            }
+            for r in rules
+        ],
+        "kept": {s: {"kept": kept.get(s, 0), "of": kept.get(f"{s}\tseen", 0)} for s in sources},
+        "histograms": histograms,
+    }
 
 
 def histogram_line(counts: list[int]) -> str:

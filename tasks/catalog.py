@@ -12,7 +12,7 @@ A run killed outright stays `running`: its record says when it started.
 from __future__ import annotations
 
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from . import storage
 from .schema import SPLITS
@@ -22,10 +22,20 @@ SAMPLE_COLUMNS = ["sample_id", "modality", "source", "source_uri", "width", "hei
 
 def record_run(layout: storage.Layout, run_id: str, state: str, started_at: str | None = None, **facts) -> str:
     """Write (or overwrite) one run's record; returns its started_at for the closing write."""
-    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    storage.write_json(storage.join(layout.run_log, f"{layout.partition}--{run_id}.json"), {
-        "run_id": run_id, "dataset": layout.dataset, "partition": layout.partition, "build_key": layout.build_key,
-        "state": state, "started_at": started_at or now, "updated_at": now, **facts})
+    now = datetime.now(UTC).isoformat(timespec="seconds")
+    storage.write_json(
+        storage.join(layout.run_log, f"{layout.partition}--{run_id}.json"),
+        {
+            "run_id": run_id,
+            "dataset": layout.dataset,
+            "partition": layout.partition,
+            "build_key": layout.build_key,
+            "state": state,
+            "started_at": started_at or now,
+            "updated_at": now,
+            **facts,
+        },
+    )
     return started_at or now
 
 
@@ -36,7 +46,9 @@ def recent_runs(root: str, dataset: str = "*", limit: int = 20) -> list[dict]:
 
 def versions(root: str, dataset: str = "*") -> list[dict]:
     """Every published version's manifest, newest partition first."""
-    manifests = [storage.read_json(uri) for uri in storage.glob(storage.join(root, dataset, "versions", "*", "manifest.json"))]
+    manifests = [
+        storage.read_json(uri) for uri in storage.glob(storage.join(root, dataset, "versions", "*", "manifest.json"))
+    ]
     return sorted(manifests, key=lambda m: (m["dataset"], m["partition"]), reverse=True)
 
 
@@ -53,7 +65,9 @@ def describe_version(version_uri: str, samples: int = 3) -> dict:
             break
         table = storage.read_parquet(storage.join(version_uri, split["index"]))
         columns = [c for c in SAMPLE_COLUMNS if c in table.column_names]
-        examples += [{"split": name, **row} for row in table.select(columns).slice(0, samples - len(examples)).to_pylist()]
+        examples += [
+            {"split": name, **row} for row in table.select(columns).slice(0, samples - len(examples)).to_pylist()
+        ]
     modalities = Counter()
     for split in manifest["splits"].values():
         modalities.update(split.get("modalities", {}))

@@ -18,13 +18,13 @@ import pyarrow as pa
 
 from . import storage
 from .engine import bounded_ranges
-from .groups import UnionFind
 from .fetch import FetchError
 from .fetch.cache import fetch_cache
 from .fetch.guard import AddressPolicy
 from .fetch.http import HostLimiter, ImageDownloader
 from .fetch.links import LinkDownloader
 from .fetch.resize import ImageResizer
+from .groups import UnionFind
 from .media import MediaError
 from .media.clip import cut
 from .recipe import NetworkConfig, ShardConfig
@@ -33,8 +33,10 @@ from .sources import Row, Source
 from .sources.manifest import utf8_ok
 from .stage import Reject, RowStage, StageOutput
 
-def plan_collect(sources: list[Source], partition: str, run_id: str, shards: ShardConfig, workers: int,
-                 out_dir: str) -> dict:
+
+def plan_collect(
+    sources: list[Source], partition: str, run_id: str, shards: ShardConfig, workers: int, out_dir: str
+) -> dict:
     """Group annotation rows into items, cut them into shards and write those; broken rows become rejects.
 
     Every row that names the same media file of a source joins one item, as one more text. Returns
@@ -52,8 +54,10 @@ def plan_collect(sources: list[Source], partition: str, run_id: str, shards: Sha
             ident = (source.name, row.key)
             item = items.get(ident) if not row.error else None
             if item is not None and item["modality"] != row.modality:
-                row.error = (f"{row.key} is named as {item['modality']} on row {item['source_rows'][0]} and as"
-                             f" {row.modality} here")
+                row.error = (
+                    f"{row.key} is named as {item['modality']} on row {item['source_rows'][0]} and as"
+                    f" {row.modality} here"
+                )
             if row.error:
                 bad.append(_bad_row(source.name, row, partition, run_id))
                 continue
@@ -62,10 +66,17 @@ def plan_collect(sources: list[Source], partition: str, run_id: str, shards: Sha
                 # line numbers: moving a corpus or inserting a line keeps every id and every split
                 clip = row.clip or (None, None)
                 item = items[ident] = {
-                    "sample_id": make_sample_id(source.name, row.key), "source": source.name,
-                    "modality": row.modality, "texts": [], "source_uri": row.media, "source_rows": [],
-                    "clip_start_s": clip[0], "clip_end_s": clip[1], "meta": _meta_json(row.meta),
-                    "partition": partition, "run_id": run_id,
+                    "sample_id": make_sample_id(source.name, row.key),
+                    "source": source.name,
+                    "modality": row.modality,
+                    "texts": [],
+                    "source_uri": row.media,
+                    "source_rows": [],
+                    "clip_start_s": clip[0],
+                    "clip_end_s": clip[1],
+                    "meta": _meta_json(row.meta),
+                    "partition": partition,
+                    "run_id": run_id,
                 }
                 labels[ident] = [f"{source.name}:{row.key}"]
             item["texts"] += [{**text, "source": source.name} for text in row.texts]
@@ -87,8 +98,15 @@ def plan_collect(sources: list[Source], partition: str, run_id: str, shards: Sha
         uris.append(uri)
     rejects_uri = storage.join(out_dir, "_plan.rejects.parquet")
     storage.write_parquet(rejects_uri, pa.Table.from_pylist(bad, schema=REJECT_SCHEMA))
-    plan = {"shards": uris, "rejects_uri": rejects_uri, "n_rows": n_rows, "n_rows_kept": n_rows - len(bad),
-            "n_rejected": len(bad), "n_items": len(rows), "reasons": {"collect:bad_row": len(bad)} if bad else {}}
+    plan = {
+        "shards": uris,
+        "rejects_uri": rejects_uri,
+        "n_rows": n_rows,
+        "n_rows_kept": n_rows - len(bad),
+        "n_rejected": len(bad),
+        "n_items": len(rows),
+        "reasons": {"collect:bad_row": len(bad)} if bad else {},
+    }
     storage.write_json(marker, plan)  # the commit point, last
     return plan
 
@@ -96,9 +114,18 @@ def plan_collect(sources: list[Source], partition: str, run_id: str, shards: Sha
 def _bad_row(source: str, row: Row, partition: str, run_id: str) -> dict:
     texts = [{**t, "source": source} for t in row.texts if utf8_ok(t["text"])] or None
     media = row.media if isinstance(row.media, str) and utf8_ok(row.media) else None
-    return {"sample_id": make_sample_id(source, f"bad-row:{row.number}"), "source": source, "texts": texts,
-            "source_uri": media, "source_rows": [row.number], "stage": "collect", "reason": "collect:bad_row",
-            "detail": row.error, "partition": partition, "run_id": run_id}
+    return {
+        "sample_id": make_sample_id(source, f"bad-row:{row.number}"),
+        "source": source,
+        "texts": texts,
+        "source_uri": media,
+        "source_rows": [row.number],
+        "stage": "collect",
+        "reason": "collect:bad_row",
+        "detail": row.error,
+        "partition": partition,
+        "run_id": run_id,
+    }
 
 
 def _meta_json(meta: dict | None) -> str | None:
@@ -168,8 +195,11 @@ class CollectStage(RowStage):
     def _get(self, row: dict):
         uri = row["source_uri"]
         try:
-            got = self._download(row) if storage.is_url(uri) else {"media_bytes": storage.read_bytes(uri),
-                                                                   "media_ext": _extension(uri)}
+            got = (
+                self._download(row)
+                if storage.is_url(uri)
+                else {"media_bytes": storage.read_bytes(uri), "media_ext": _extension(uri)}
+            )
         except FileNotFoundError:
             return Reject("missing_media", uri)
         except FetchError as e:
@@ -200,9 +230,13 @@ class CollectStage(RowStage):
         if "failure" in cached:
             raise FetchError(cached["failure"]["category"], cached["failure"]["detail"])
         meta = {**json.loads(row["meta"] or "{}"), **cached.get("meta", {})}
-        return {"media_bytes": cached["media_bytes"], "media_ext": cached["media_ext"], "cut": cached.get("cut", False),
-                "texts": (row["texts"] or []) + [{**t, "source": row["source"]} for t in cached.get("texts", [])],
-                "meta": json.dumps(meta, sort_keys=True, ensure_ascii=False) if meta else None}
+        return {
+            "media_bytes": cached["media_bytes"],
+            "media_ext": cached["media_ext"],
+            "cut": cached.get("cut", False),
+            "texts": (row["texts"] or []) + [{**t, "source": row["source"]} for t in cached.get("texts", [])],
+            "meta": json.dumps(meta, sort_keys=True, ensure_ascii=False) if meta else None,
+        }
 
     def _fetch(self, row: dict) -> dict:
         if self._images is None:
@@ -222,13 +256,26 @@ class CollectStage(RowStage):
             if self._images is not None:
                 return
             policy = AddressPolicy(net.allow_hosts)
-            self._links = LinkDownloader(policy, net.timeout_s, net.retries, net.max_video_bytes,
-                                         net.video_format, net.audio_format, net.subtitles)
+            self._links = LinkDownloader(
+                policy,
+                net.timeout_s,
+                net.retries,
+                net.max_video_bytes,
+                net.video_format,
+                net.audio_format,
+                net.subtitles,
+            )
             self._resizer = ImageResizer(**net.resize.model_dump()) if net.resize else None
             # last: other threads go ahead once this is set
-            self._images = ImageDownloader(policy, HostLimiter(net.per_host, net.per_host_rps), net.timeout_s,
-                                           net.retries, net.max_bytes, net.user_agent_token,
-                                           net.disallowed_header_directives)
+            self._images = ImageDownloader(
+                policy,
+                HostLimiter(net.per_host, net.per_host_rps),
+                net.timeout_s,
+                net.retries,
+                net.max_bytes,
+                net.user_agent_token,
+                net.disallowed_header_directives,
+            )
 
 
 def _extension(uri: str) -> str | None:

@@ -28,40 +28,66 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import storage
+from .dedupe_index import WITHDRAWN_SCHEMA
 from .groups import UnionFind
 from .media.text import unique_texts
 from .recipe import CaptionDedupeConfig
-from .dedupe_index import WITHDRAWN_SCHEMA
 from .schema import TEXT
 from .similar import caption_pairs, fingerprint_pairs, hamming_pairs, sequence_pairs
 from .similar.captions import normalize
 from .stage import Reject, RowStage
 
-DECISION_SCHEMA = pa.schema([("sample_id", pa.string()), ("group_id", pa.string()), ("duplicate_of", pa.string()),
-                             ("reason", pa.string()), ("detail", pa.string()), ("merged_texts", pa.list_(TEXT))])
-SIGNATURES = ["sample_id", "source", "group_id", "sha256", "phash", "audio_fingerprint", "keyframe_phashes",
-              "modality", "width", "height", "duration_s", "partition", "source_rows"]
+DECISION_SCHEMA = pa.schema(
+    [
+        ("sample_id", pa.string()),
+        ("group_id", pa.string()),
+        ("duplicate_of", pa.string()),
+        ("reason", pa.string()),
+        ("detail", pa.string()),
+        ("merged_texts", pa.list_(TEXT)),
+    ]
+)
+SIGNATURES = [
+    "sample_id",
+    "source",
+    "group_id",
+    "sha256",
+    "phash",
+    "audio_fingerprint",
+    "keyframe_phashes",
+    "modality",
+    "width",
+    "height",
+    "duration_s",
+    "partition",
+    "source_rows",
+]
 CAPTION_KINDS = {"caption", "title", "subtitle", "transcript"}  # texts that describe the media; not a chat
 
 
 def keep_order(policy: str):
     """Sort key of a cluster's members: the first is kept. Ties fall to the smallest sample_id, so the
     choice never depends on shard order."""
+
     def pixels(item):
         return (item["width"] or 0) * (item["height"] or 0)
 
     def earliest(item):
         return (item["partition"] or "", min(item["source_rows"] or [0]))
 
-    keys = {"largest": lambda i: (-pixels(i), -(i["duration_s"] or 0), i["sample_id"]),
-            "longest": lambda i: (-(i["duration_s"] or 0), -pixels(i), i["sample_id"]),
-            "earliest": lambda i: (*earliest(i), i["sample_id"])}
+    keys = {
+        "largest": lambda i: (-pixels(i), -(i["duration_s"] or 0), i["sample_id"]),
+        "longest": lambda i: (-(i["duration_s"] or 0), -pixels(i), i["sample_id"]),
+        "earliest": lambda i: (*earliest(i), i["sample_id"]),
+    }
     return keys[policy]
 
 
-def find_pairs(items: dict[str, dict], image_radius: int | None, audio_max_ber: float | None,
-               video_radius: int | None) -> dict[tuple[str, str], tuple[str, str]]:
+def find_pairs(
+    items: dict[str, dict], image_radius: int | None, audio_max_ber: float | None, video_radius: int | None
+) -> dict[tuple[str, str], tuple[str, str]]:
     """(a, b) -> (reason, what was measured) for every two items found to be one media."""
+
     def of(modality, column):
         found = [(key, i[column]) for key, i in items.items() if i["modality"] == modality and i[column]]
         return [k for k, _ in found], [v for _, v in found]
@@ -86,10 +112,19 @@ def find_pairs(items: dict[str, dict], image_radius: int | None, audio_max_ber: 
     return evidence
 
 
-def decide_duplicates(shard_uris: list[str], out_uri: str, image_radius: int | None = 8,
-                      audio_max_ber: float | None = 0.15, video_radius: int | None = 8, captions: dict | None = None,
-                      keep: str = "largest", merge_texts: bool = True, against_published: bool = True,
-                      published_uri: str | None = None, partition: str = "") -> dict:
+def decide_duplicates(
+    shard_uris: list[str],
+    out_uri: str,
+    image_radius: int | None = 8,
+    audio_max_ber: float | None = 0.15,
+    video_radius: int | None = 8,
+    captions: dict | None = None,
+    keep: str = "largest",
+    merge_texts: bool = True,
+    against_published: bool = True,
+    published_uri: str | None = None,
+    partition: str = "",
+) -> dict:
     """Decide over all shards (and, with `published_uri`, the other partitions' published items: see
     tasks/dedupe_index.py). Writes the decision to `out_uri`, its summary beside it, and the published
     items this partition withdraws (a backfill's older copies win) to `<out_uri>.withdrawn.parquet`."""
@@ -113,39 +148,61 @@ def decide_duplicates(shard_uris: list[str], out_uri: str, image_radius: int | N
     withdrawn = []
     for cluster in _clusters(evidence):
         ours = sorted((items[x] for x in cluster if x in items), key=order)
-        theirs = sorted((published[x] for x in cluster if x in published), key=lambda i: (i["partition"], i["sample_id"]))
+        theirs = sorted(
+            (published[x] for x in cluster if x in published), key=lambda i: (i["partition"], i["sample_id"])
+        )
         if not ours:
             continue
         if theirs and theirs[0]["partition"] < partition:  # an earlier partition holds it: ours all go
             first = theirs[0]
             for copy in ours:
                 duplicate_of[copy["sample_id"]] = first["sample_id"]
-                reasons[copy["sample_id"]] = ("duplicate:published",
-                                              f"published in partition {first['partition']} as {first['sample_id']}")
+                reasons[copy["sample_id"]] = (
+                    "duplicate:published",
+                    f"published in partition {first['partition']} as {first['sample_id']}",
+                )
             continue
         kept, *copies = ours
-        withdrawn += [{"sample_id": t["sample_id"], "partition": t["partition"], "withdrawn_by": kept["sample_id"]}
-                      for t in theirs]  # later partitions' copies, built first: this one is older
+        withdrawn += [
+            {"sample_id": t["sample_id"], "partition": t["partition"], "withdrawn_by": kept["sample_id"]}
+            for t in theirs
+        ]  # later partitions' copies, built first: this one is older
         for copy in copies:
             duplicate_of[copy["sample_id"]] = kept["sample_id"]
             reasons[copy["sample_id"]] = _why(copy["sample_id"], kept["sample_id"], evidence)
             groups.union(copy["group_id"], kept["group_id"])
 
     summary = _caption_duplicates(items, captions, order, groups, duplicate_of, reasons)
-    within = {copy: kept for copy, kept in duplicate_of.items()
-              if reasons[copy][0] not in ("duplicate:published", "duplicate:caption")}
+    within = {
+        copy: kept
+        for copy, kept in duplicate_of.items()
+        if reasons[copy][0] not in ("duplicate:published", "duplicate:caption")
+    }
     merged = _merged_texts(shard_uris, within) if merge_texts else {}
     decisions = []
     for sample_id, item in items.items():
         new_group = groups.find(item["group_id"])
         if new_group != item["group_id"] or sample_id in duplicate_of or sample_id in merged:
             reason, detail = reasons.get(sample_id, (None, None))
-            decisions.append({"sample_id": sample_id, "group_id": new_group, "duplicate_of": duplicate_of.get(sample_id),
-                              "reason": reason, "detail": detail, "merged_texts": merged.get(sample_id)})
+            decisions.append(
+                {
+                    "sample_id": sample_id,
+                    "group_id": new_group,
+                    "duplicate_of": duplicate_of.get(sample_id),
+                    "reason": reason,
+                    "detail": detail,
+                    "merged_texts": merged.get(sample_id),
+                }
+            )
     by_reason = Counter(reason for reason, _ in reasons.values())
     by_source = Counter(f"{items[s]['source']}:{reason}" for s, (reason, _) in reasons.items())
-    summary = {"duplicates": len(duplicate_of), "withdrawn": len(withdrawn), "by_reason": dict(sorted(by_reason.items())),
-               "by_source": dict(sorted(by_source.items())), **summary}
+    summary = {
+        "duplicates": len(duplicate_of),
+        "withdrawn": len(withdrawn),
+        "by_reason": dict(sorted(by_reason.items())),
+        "by_source": dict(sorted(by_source.items())),
+        **summary,
+    }
     storage.write_parquet(withdrawn_uri, pa.Table.from_pylist(withdrawn, schema=WITHDRAWN_SCHEMA))
     storage.write_json(summary_uri, summary)
     storage.write_parquet(out_uri, pa.Table.from_pylist(decisions, schema=DECISION_SCHEMA))  # the commit, last
@@ -180,8 +237,9 @@ def _caption_duplicates(items: dict, config: dict, order, groups: UnionFind, dup
                 keys.append(f"{sample_id}\0{n}")
                 texts.append(text["text"])
     owner = {key: key.split("\0")[0] for key in keys}
-    pairs = [(owner[a], owner[b]) for a, b, _ in caption_pairs(keys, texts, config["threshold"])
-             if owner[a] != owner[b]]
+    pairs = [
+        (owner[a], owner[b]) for a, b, _ in caption_pairs(keys, texts, config["threshold"]) if owner[a] != owner[b]
+    ]
     caption_of = {owner[k]: t for k, t in zip(keys, texts)}
     per_source, boilerplate = Counter(), []
     for cluster in _clusters(dict.fromkeys(pairs)):
@@ -189,17 +247,24 @@ def _caption_duplicates(items: dict, config: dict, order, groups: UnionFind, dup
             boilerplate.append({"caption": normalize(caption_of[cluster[0]]), "items": len(cluster)})
             continue
         # an item of a source that keeps its copies stays before one of a source that drops them
-        live = sorted((items[x] for x in cluster if x not in duplicate_of),
-                      key=lambda i: (i["source"] in config["drop"], order(i)))
+        live = sorted(
+            (items[x] for x in cluster if x not in duplicate_of),
+            key=lambda i: (i["source"] in config["drop"], order(i)),
+        )
         for item in cluster:
             per_source[items[item]["source"]] += 1
         for other in live[1:]:
             groups.union(other["group_id"], live[0]["group_id"])
             if other["source"] in config["drop"]:
                 duplicate_of[other["sample_id"]] = live[0]["sample_id"]
-                reasons[other["sample_id"]] = ("duplicate:caption", f"a caption near-identical to {live[0]['sample_id']}'s")
-    return {"caption_duplicates": dict(sorted(per_source.items())),
-            "boilerplate": sorted(boilerplate, key=lambda b: -b["items"])}
+                reasons[other["sample_id"]] = (
+                    "duplicate:caption",
+                    f"a caption near-identical to {live[0]['sample_id']}'s",
+                )
+    return {
+        "caption_duplicates": dict(sorted(per_source.items())),
+        "boilerplate": sorted(boilerplate, key=lambda b: -b["items"]),
+    }
 
 
 def _exact_pairs(items: dict[str, dict]) -> list[tuple[str, str]]:
@@ -218,7 +283,9 @@ def _why(copy: str, kept: str, evidence: dict) -> tuple[str, str]:
     if pair in evidence:
         reason, measured = evidence[pair]
         return reason, f"{measured} from {kept}"
-    reason, measured, other = next((*evidence[p], p[1] if p[0] == copy else p[0]) for p in sorted(evidence) if copy in p)
+    reason, measured, other = next(
+        (*evidence[p], p[1] if p[0] == copy else p[0]) for p in sorted(evidence) if copy in p
+    )
     return reason, f"{measured} from {other}, kept as {kept}"
 
 

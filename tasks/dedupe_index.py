@@ -25,9 +25,14 @@ import pyarrow.compute as pc
 
 from . import storage
 
-ITEM_SCHEMA = pa.schema([(name, pa.string()) for name in ["sample_id", "partition", "modality", "sha256", "phash"]]
-                        + [("audio_fingerprint", pa.list_(pa.uint32())), ("keyframe_phashes", pa.list_(pa.string())),
-                           ("withdrawn_by", pa.string())])
+ITEM_SCHEMA = pa.schema(
+    [(name, pa.string()) for name in ["sample_id", "partition", "modality", "sha256", "phash"]]
+    + [
+        ("audio_fingerprint", pa.list_(pa.uint32())),
+        ("keyframe_phashes", pa.list_(pa.string())),
+        ("withdrawn_by", pa.string()),
+    ]
+)
 ITEM_COLUMNS = ITEM_SCHEMA.names[:-1]  # what a published item contributes: its identity and signatures
 WITHDRAWN_SCHEMA = pa.schema([("sample_id", pa.string()), ("partition", pa.string()), ("withdrawn_by", pa.string())])
 GENERATION = re.compile(r"gen-(\d{6})\.json$")
@@ -52,9 +57,12 @@ class PublishedIndex:
         # one file in two partitions has one sample_id: an item is (partition, sample_id)
         keys = pc.binary_join_element_wise(table.column("partition"), table.column("sample_id"), "/")
         withdrawn = keys.filter(pc.is_valid(table.column("withdrawn_by")))
-        keep = pc.and_(pc.and_(pc.is_null(table.column("withdrawn_by")),
-                               pc.not_equal(table.column("partition"), except_partition)),
-                       pc.invert(pc.is_in(keys, withdrawn)))
+        keep = pc.and_(
+            pc.and_(
+                pc.is_null(table.column("withdrawn_by")), pc.not_equal(table.column("partition"), except_partition)
+            ),
+            pc.invert(pc.is_in(keys, withdrawn)),
+        )
         return table.filter(keep)
 
     def add(self, key: str, items: pa.Table, withdrawn: pa.Table) -> None:
@@ -82,12 +90,17 @@ def _conform(part: pa.Table) -> pa.Table:
 
 def index_version(layout: storage.Layout, manifest: dict) -> None:
     """Add a committed version to its dataset's index (again after a crash: it is a no-op once in)."""
-    splits = [storage.read_parquet(storage.join(layout.version, s["index"]), columns=ITEM_COLUMNS)
-              for s in manifest["splits"].values()]
+    splits = [
+        storage.read_parquet(storage.join(layout.version, s["index"]), columns=ITEM_COLUMNS)
+        for s in manifest["splits"].values()
+    ]
     items = pa.concat_tables(splits) if splits else ITEM_SCHEMA.empty_table().select(ITEM_COLUMNS)
     withdrawn_uri = storage.join(layout.version, "withdrawn.parquet")
-    withdrawn = storage.read_parquet(withdrawn_uri) if "withdrawn.parquet" in manifest["files"] else \
-        WITHDRAWN_SCHEMA.empty_table()
+    withdrawn = (
+        storage.read_parquet(withdrawn_uri)
+        if "withdrawn.parquet" in manifest["files"]
+        else WITHDRAWN_SCHEMA.empty_table()
+    )
     PublishedIndex(layout.root, layout.dataset).add(f"{layout.partition}-{layout.build_key}", items, withdrawn)
 
 

@@ -18,8 +18,16 @@ from PIL import Image, ImageDraw
 
 from . import storage
 
-COLORS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 70, 220), "yellow": (235, 210, 40),
-          "purple": (140, 60, 190), "orange": (245, 140, 30), "black": (15, 15, 15), "white": (245, 245, 245)}
+COLORS = {
+    "red": (220, 40, 40),
+    "green": (40, 180, 60),
+    "blue": (40, 70, 220),
+    "yellow": (235, 210, 40),
+    "purple": (140, 60, 190),
+    "orange": (245, 140, 30),
+    "black": (15, 15, 15),
+    "white": (245, 245, 245),
+}
 SHAPES = ("circle", "square", "triangle", "cross")
 # Not octaves apart: Chromaprint hears pitch class (chroma), so 220/440/880 Hz tones are one sound to it
 PITCHES = {"low": 220.0, "middle": 294.0, "high": 415.0}
@@ -42,8 +50,12 @@ PLANTED = {
 }
 # exact duplicates: (copy, original), the same bytes under another name -> one of the two is a
 # duplicate:exact reject and the other keeps both their texts (the first three repeat the caption too)
-DUPLICATES = [("image/dup_of_0000.jpg", "image/0000.jpg"), ("audio/dup_of_0000.flac", "audio/0000.flac"),
-              ("video/dup_of_0000.mp4", "video/0000.mp4"), ("image/renamed_0001.jpg", "image/0001.jpg")]
+DUPLICATES = [
+    ("image/dup_of_0000.jpg", "image/0000.jpg"),
+    ("audio/dup_of_0000.flac", "audio/0000.flac"),
+    ("video/dup_of_0000.mp4", "video/0000.mp4"),
+    ("image/renamed_0001.jpg", "image/0001.jpg"),
+]
 RENAMED_CAPTION = "the same picture, renamed"
 BROKEN_ROWS = 3  # manifest lines that are not valid rows -> collect:bad_row
 
@@ -119,7 +131,7 @@ def encode_video(rng: random.Random, seconds: float, audio_seconds: float | None
             frame = np.full((h, w, 3), 128, np.uint8)
             x = int((w - side) * (i / max(n - 1, 1)))
             x = x if direction == "right" else w - side - x
-            frame[h // 2 - side // 2: h // 2 + side // 2, x: x + side] = COLORS[color_name]
+            frame[h // 2 - side // 2 : h // 2 + side // 2, x : x + side] = COLORS[color_name]
             vf = av.VideoFrame.from_ndarray(frame, format="rgb24")
             vf.pts, vf.time_base = i, Fraction(1, fps)
             for packet in vstream.encode(vf):
@@ -129,7 +141,9 @@ def encode_video(rng: random.Random, seconds: float, audio_seconds: float | None
         if astream is not None:
             hum = tone(PITCHES[pitch_name], audio_seconds, rising=False).reshape(1, -1)
             for start in range(0, hum.shape[1], 1024):
-                af = av.AudioFrame.from_ndarray(np.ascontiguousarray(hum[:, start:start + 1024]), format="fltp", layout="mono")
+                af = av.AudioFrame.from_ndarray(
+                    np.ascontiguousarray(hum[:, start : start + 1024]), format="fltp", layout="mono"
+                )
                 af.sample_rate, af.pts = SAMPLE_RATE, start
                 for packet in astream.encode(af):
                     out.mux(packet)
@@ -160,7 +174,9 @@ def build_demo_corpus(folder: str, n_images: int = 200, n_audio: int = 48, n_vid
         # under 2.5 s, too short for a Chromaprint: two sweeps of one pitch and direction would be one
         # sound to it (they are), and the demo's duplicates are the planted ones
         files[name] = encode_audio(tone(PITCHES[pitch], rng.uniform(0.8, 2.5), rising), fmt)
-        rows.append({"media": name, "modality": "audio", "text": f"a {pitch} tone that {'rises' if rising else 'falls'}"})
+        rows.append(
+            {"media": name, "modality": "audio", "text": f"a {pitch} tone that {'rises' if rising else 'falls'}"}
+        )
     for i in range(n_video):
         seconds = rng.uniform(1.0, 2.0)
         files[f"video/{i:04d}.mp4"], caption = encode_video(rng, seconds, seconds)
@@ -190,8 +206,11 @@ def build_demo_corpus(folder: str, n_images: int = 200, n_audio: int = 48, n_vid
 
     lines = [json.dumps(r, sort_keys=True) for r in rows]
     rng.shuffle(lines)  # so shards mix modalities, as real annotation files do
-    lines[5:5] = ['{"media": "image/0002.jpg", "text": ', '{"text": "a row without media"}',
-                  '{"media": "image/0003.jpg", "modality": "hologram", "text": "unknown modality"}']
+    lines[5:5] = [
+        '{"media": "image/0002.jpg", "text": ',
+        '{"text": "a row without media"}',
+        '{"media": "image/0003.jpg", "modality": "hologram", "text": "unknown modality"}',
+    ]
     for name, data in sorted(files.items()):
         storage.write_bytes(storage.join(folder, name), data)
     manifest = storage.join(folder, "captions.jsonl")

@@ -50,7 +50,7 @@ class StepResult:
     stages: list[StageCounts]
 
     @classmethod
-    def from_dict(cls, d: dict) -> "StepResult":
+    def from_dict(cls, d: dict) -> StepResult:
         return cls(**{**d, "stages": [StageCounts(**s) for s in d["stages"]]})
 
 
@@ -87,8 +87,15 @@ def bounded_ranges(sizes: list[int], max_items: int, max_bytes: int) -> list[tup
     return ranges
 
 
-def run_step(step: str, stages: list[tuple[str, dict]], in_uri: str, out_dir: str, batch_items: int = 256,
-             batch_bytes: int = 64 * 2**20, writes_media: bool = False) -> StepResult:
+def run_step(
+    step: str,
+    stages: list[tuple[str, dict]],
+    in_uri: str,
+    out_dir: str,
+    batch_items: int = 256,
+    batch_bytes: int = 64 * 2**20,
+    writes_media: bool = False,
+) -> StepResult:
     name = shard_name(in_uri)
     marker = storage.join(out_dir, f"{name}.json")
     if storage.exists(marker):
@@ -127,7 +134,9 @@ def run_step(step: str, stages: list[tuple[str, dict]], in_uri: str, out_dir: st
                 media_writer.write_table(batch.select(MEDIA_SCHEMA.names).cast(MEDIA_SCHEMA))
                 for column in ("media_bytes", "sidecars"):
                     field = batch.schema.field(column)
-                    batch = batch.set_column(batch.schema.get_field_index(column), field, pa.nulls(batch.num_rows, field.type))
+                    batch = batch.set_column(
+                        batch.schema.get_field_index(column), field, pa.nulls(batch.num_rows, field.type)
+                    )
             kept_parts.append(batch)
 
     if media_uri:
@@ -140,9 +149,13 @@ def run_step(step: str, stages: list[tuple[str, dict]], in_uri: str, out_dir: st
     for count, why, texts in zip(counts, reasons, dropped):
         count.reasons, count.texts_dropped = dict(sorted(why.items())), dict(sorted(texts.items()))
     result = StepResult(
-        step=step, shard=name, uri=storage.join(out_dir, f"{name}.parquet"), media_uri=media_uri,
+        step=step,
+        shard=name,
+        uri=storage.join(out_dir, f"{name}.parquet"),
+        media_uri=media_uri,
         rejects_uri=storage.join(out_dir, f"{name}.rejects.parquet"),
-        dropped_texts_uri=storage.join(out_dir, f"{name}.dropped_texts.parquet"), stages=counts,
+        dropped_texts_uri=storage.join(out_dir, f"{name}.dropped_texts.parquet"),
+        stages=counts,
     )
     storage.write_parquet(result.uri, _concat(kept_parts, SAMPLE_SCHEMA))
     storage.write_parquet(result.rejects_uri, _concat(reject_parts, REJECT_SCHEMA))
@@ -177,21 +190,24 @@ def summarize(results: list[StepResult]) -> list[dict]:
         for r in results:
             reasons.update(r.stages[i].reasons)
             texts.update(r.stages[i].texts_dropped)
-        lines.append({
-            "stage": stage,
-            "shards": len(results),
-            "in": sum(r.stages[i].n_in for r in results),
-            "kept": sum(r.stages[i].n_kept for r in results),
-            "rejected": sum(r.stages[i].n_rejected for r in results),
-            "reasons": dict(sorted(reasons.items())),
-            "texts_dropped": dict(sorted(texts.items())),
-        })
+        lines.append(
+            {
+                "stage": stage,
+                "shards": len(results),
+                "in": sum(r.stages[i].n_in for r in results),
+                "kept": sum(r.stages[i].n_kept for r in results),
+                "rejected": sum(r.stages[i].n_rejected for r in results),
+                "reasons": dict(sorted(reasons.items())),
+                "texts_dropped": dict(sorted(texts.items())),
+            }
+        )
     return lines
 
 
 def commit_step(out_dir: str, results: list[StepResult]) -> list[dict]:
     """Record the step's shards once all of them committed; return its funnel lines."""
     lines = summarize(results)
-    storage.write_json(storage.join(out_dir, "_manifest.json"),
-                       {"shards": [asdict(r) for r in results], "funnel": lines})
+    storage.write_json(
+        storage.join(out_dir, "_manifest.json"), {"shards": [asdict(r) for r in results], "funnel": lines}
+    )
     return lines

@@ -61,8 +61,15 @@ class Within(Rule):
     """A fact of the media (duration, frame rate, sample rate) inside [low, high]; a side without a
     reject code is not judged."""
 
-    def __init__(self, modality: str, column: str, low: float, high: float = float("inf"),
-                 too_low: str | None = None, too_high: str | None = None):
+    def __init__(
+        self,
+        modality: str,
+        column: str,
+        low: float,
+        high: float = float("inf"),
+        too_low: str | None = None,
+        too_high: str | None = None,
+    ):
         self.modality, self.score_name, self.low, self.high = modality, column, low, high
         self.too_low, self.too_high = too_low, too_high
 
@@ -141,7 +148,11 @@ class Boilerplate(Rule):
     """A text rule: drops a text clean flagged as boilerplate."""
 
     def judge(self, text) -> tuple[str, str] | None:
-        return ("boilerplate", f"says nothing of the media: {text['text'][:60]!r}") if "boilerplate" in (text.get("flags") or []) else None
+        return (
+            ("boilerplate", f"says nothing of the media: {text['text'][:60]!r}")
+            if "boilerplate" in (text.get("flags") or [])
+            else None
+        )
 
 
 class FilterStage(RowStage):
@@ -155,20 +166,40 @@ class FilterStage(RowStage):
             MinSide("image", t.get("min_image_side", 32)),
             MaxAspect(t.get("max_image_aspect", 4.0)),
             Measured("image", "pixel_std", t.get("min_image_std", 2.0), too_low="blank_image"),
-            Within("audio", "duration_s", t.get("min_audio_s", 0.5), t.get("max_audio_s", 60.0),
-                   "audio_too_short", "audio_too_long"),
+            Within(
+                "audio",
+                "duration_s",
+                t.get("min_audio_s", 0.5),
+                t.get("max_audio_s", 60.0),
+                "audio_too_short",
+                "audio_too_long",
+            ),
             Measured("audio", "silence_ratio", 0.0, t.get("max_silence_ratio", 0.9), too_high="mostly_silent"),
             Measured("audio", "clipping_ratio", 0.0, t.get("max_clipping_ratio", 0.01), too_high="clipped"),
             Within("audio", "sample_rate", t.get("min_sample_rate", 8000), inf, "low_sample_rate"),
-            Within("video", "duration_s", t.get("min_video_s", 0.5), t.get("max_video_s", 600.0),
-                   "video_too_short", "video_too_long"),
+            Within(
+                "video",
+                "duration_s",
+                t.get("min_video_s", 0.5),
+                t.get("max_video_s", 600.0),
+                "video_too_short",
+                "video_too_long",
+            ),
             MinSide("video", t.get("min_video_side", 32)),
-            Within("video", "fps", t.get("min_video_fps", 1.0), t.get("max_video_fps", 240.0),
-                   "low_frame_rate", "high_frame_rate"),
+            Within(
+                "video",
+                "fps",
+                t.get("min_video_fps", 1.0),
+                t.get("max_video_fps", 240.0),
+                "low_frame_rate",
+                "high_frame_rate",
+            ),
         ]
         self.license = License(tuple(t.get("licenses", ())), t.get("require_license", False))
-        self.text_rules = [CaptionWords(t.get("min_caption_words", 2), t.get("max_caption_words", 200)),
-                           Language(tuple(t.get("languages", ())), t.get("language_min_score", 0.5))]
+        self.text_rules = [
+            CaptionWords(t.get("min_caption_words", 2), t.get("max_caption_words", 200)),
+            Language(tuple(t.get("languages", ())), t.get("language_min_score", 0.5)),
+        ]
         if t.get("drop_boilerplate", True):
             self.text_rules.append(Boilerplate())
 

@@ -18,8 +18,9 @@ def fill_partition(template: str, partition: str) -> str:
         try:
             return dt.date.fromisoformat(partition).strftime(match.group(1))
         except ValueError:
-            raise ValueError(f"{template} formats the partition as a date, but {partition!r} is not one "
-                              f"(YYYY-MM-DD)") from None
+            raise ValueError(
+                f"{template} formats the partition as a date, but {partition!r} is not one (YYYY-MM-DD)"
+            ) from None
 
     return PARTITION_FIELD.sub(fill, template)
 

@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import importlib.metadata
+import io
 import json
 import tarfile
 from collections import Counter, defaultdict
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 import pyarrow as pa
@@ -40,9 +40,27 @@ from .schema import DROPPED_TEXT_SCHEMA, REJECT_SCHEMA, SPLITS, scores_dict
 
 INDEX_DROP = ["media_bytes", "sidecars"]
 # what a loader needs beside the media; the rest of the lineage (annotation rows, run) is in index.parquet
-MEMBER_META = ["sample_id", "group_id", "source", "modality", "media_size", "width", "height", "duration_s",
-               "sample_rate", "channels", "fps", "num_frames", "video_codec", "audio_codec", "audio_duration_s",
-               "sha256", "phash", "split", "source_uri"]
+MEMBER_META = [
+    "sample_id",
+    "group_id",
+    "source",
+    "modality",
+    "media_size",
+    "width",
+    "height",
+    "duration_s",
+    "sample_rate",
+    "channels",
+    "fps",
+    "num_frames",
+    "video_codec",
+    "audio_codec",
+    "audio_duration_s",
+    "sha256",
+    "phash",
+    "split",
+    "source_uri",
+]
 MEMBER_TEXT = ["text", "kind", "source", "lang", "flags"]
 MEDIA_READ_ROWS = 16  # rows per read from the media file; memory is bounded by its row groups (one batch)
 
@@ -108,8 +126,9 @@ def publish_shard(shard_uri: str, media_uri: str, staging_dir: str, remove_media
                     continue
                 split = row["split"]
                 if split not in writers:
-                    out = _HashingWriter(stack.enter_context(storage.open_output(
-                        storage.join(staging_dir, f"{split}/{shard}.tar"))))
+                    out = _HashingWriter(
+                        stack.enter_context(storage.open_output(storage.join(staging_dir, f"{split}/{shard}.tar")))
+                    )
                     tar = stack.enter_context(tarfile.open(fileobj=out, mode="w|", format=tarfile.USTAR_FORMAT))
                     writers[split] = (tar, out)
                 tar = writers[split][0]
@@ -126,7 +145,9 @@ def publish_shard(shard_uri: str, media_uri: str, staging_dir: str, remove_media
 
     files = {f"{split}/{shard}.tar": out.entry() for split, (_, out) in sorted(writers.items())}
     index = items.drop_columns(INDEX_DROP)
-    index = index.append_column("tar", pc.binary_join_element_wise(index.column("split"), pa.scalar(f"/{shard}.tar"), ""))
+    index = index.append_column(
+        "tar", pc.binary_join_element_wise(index.column("split"), pa.scalar(f"/{shard}.tar"), "")
+    )
     index = index.append_column("key", index.column("sample_id"))
     storage.write_parquet(index_uri, index)
     result = {"shard": shard, "staging_dir": staging_dir, "index_uri": index_uri, "files": files, "n": items.num_rows}
@@ -136,9 +157,17 @@ def publish_shard(shard_uri: str, media_uri: str, staging_dir: str, remove_media
     return result
 
 
-def commit_version(layout: storage.Layout, published: list[dict], reject_uris: list[str],
-                   dropped_text_uris: list[str], funnel: list[dict], recipe: dict, extra: dict | None = None,
-                   withdrawn_uri: str | None = None, dedupe_report: dict | None = None) -> dict:
+def commit_version(
+    layout: storage.Layout,
+    published: list[dict],
+    reject_uris: list[str],
+    dropped_text_uris: list[str],
+    funnel: list[dict],
+    recipe: dict,
+    extra: dict | None = None,
+    withdrawn_uri: str | None = None,
+    dedupe_report: dict | None = None,
+) -> dict:
     """Move the staged tars in, write the indexes, rejects and stats, and commit with the manifest, last.
 
     Safe to rerun after a crash at any point: a tar already moved is not moved again.
@@ -179,20 +208,29 @@ def commit_version(layout: storage.Layout, published: list[dict], reject_uris: l
     rejects = redact_columns(rejects, texts=("detail", "group_id"))
     files["rejects.parquet"] = _write(storage.join(version, "rejects.parquet"), storage.parquet_bytes(rejects))
     dropped = _gather(dropped_text_uris, DROPPED_TEXT_SCHEMA).sort_by(
-        [("stage", "ascending"), ("sample_id", "ascending"), ("reason", "ascending"), ("text", "ascending")])
-    files["dropped_texts.parquet"] = _write(storage.join(version, "dropped_texts.parquet"),
-                                            storage.parquet_bytes(dropped))
+        [("stage", "ascending"), ("sample_id", "ascending"), ("reason", "ascending"), ("text", "ascending")]
+    )
+    files["dropped_texts.parquet"] = _write(
+        storage.join(version, "dropped_texts.parquet"), storage.parquet_bytes(dropped)
+    )
 
     # what this version withdraws from partitions built before it though newer (see tasks/dedupe_index.py)
     withdrawn = storage.read_parquet(withdrawn_uri) if withdrawn_uri else WITHDRAWN_SCHEMA.empty_table()
     files["withdrawn.parquet"] = _write(storage.join(version, "withdrawn.parquet"), storage.parquet_bytes(withdrawn))
 
-    stats = {"splits": splits, "funnel": funnel, "rejects_by_reason": _count(rejects.column("reason").to_pylist()),
-             "texts_dropped_by_reason": _count(dropped.column("reason").to_pylist()), "hours": _hours(index),
-             "text_languages": _languages(index),
-             "dedupe": dedupe_report or {}, **fetch_failures(rejects)}
-    files["stats.json"] = _write(storage.join(version, "stats.json"),
-                                 json.dumps(stats, indent=2, sort_keys=True).encode())
+    stats = {
+        "splits": splits,
+        "funnel": funnel,
+        "rejects_by_reason": _count(rejects.column("reason").to_pylist()),
+        "texts_dropped_by_reason": _count(dropped.column("reason").to_pylist()),
+        "hours": _hours(index),
+        "text_languages": _languages(index),
+        "dedupe": dedupe_report or {},
+        **fetch_failures(rejects),
+    }
+    files["stats.json"] = _write(
+        storage.join(version, "stats.json"), json.dumps(stats, indent=2, sort_keys=True).encode()
+    )
     manifest = {
         "dataset": layout.dataset,
         "partition": layout.partition,
@@ -205,7 +243,7 @@ def commit_version(layout: storage.Layout, published: list[dict], reject_uris: l
         "texts_dropped": dropped.num_rows,
         "withdrawn": withdrawn.num_rows,
         "files": dict(sorted(files.items())),
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "format": "webdataset+parquet/v2",
         "code": code_identity(),  # with `recipe`: what it takes to build this version again
         **(extra or {}),
@@ -242,8 +280,10 @@ def claim_version(layout: storage.Layout) -> None:
         leftovers = [f for f in storage.list_files(layout.version) if f != "_claim.json"]
         if leftovers:  # an abandoned build's files: publishing beside them would mix two builds
             storage.remove(layout.version_claim)
-            raise VersionExists(f"{layout.version} holds files of an abandoned build ({leftovers[0]}, ...);"
-                                " delete the whole folder to publish this partition again")
+            raise VersionExists(
+                f"{layout.version} holds files of an abandoned build ({leftovers[0]}, ...);"
+                " delete the whole folder to publish this partition again"
+            )
         return
     owner = storage.read_json(layout.version_claim)["build_key"]
     if owner != layout.build_key:
@@ -282,7 +322,9 @@ def check_funnel(funnel: list[dict]) -> None:
             raise RuntimeError(f"{step['stage']}: in={step['in']} != kept={step['kept']} + rejected={step['rejected']}")
         handed_on = previous and previous.get("items", previous["kept"])
         if previous is not None and step["in"] != handed_on:
-            raise RuntimeError(f"{step['stage']} took in {step['in']} items but {previous['stage']} handed on {handed_on}")
+            raise RuntimeError(
+                f"{step['stage']} took in {step['in']} items but {previous['stage']} handed on {handed_on}"
+            )
         previous = step
 
 
@@ -294,8 +336,10 @@ def fetch_failures(rejects: pa.Table, top: int = 10) -> dict:
         if row["reason"].startswith("fetch:"):
             by_source[row["source"]][row["reason"]] += 1
             hosts[urlsplit(row["source_uri"] or "").hostname or "?"] += 1
-    return {"fetch_failures_by_source": {s: dict(sorted(c.items())) for s, c in sorted(by_source.items())},
-            "top_failing_hosts": [[h, n] for h, n in hosts.most_common(top)]}
+    return {
+        "fetch_failures_by_source": {s: dict(sorted(c.items())) for s, c in sorted(by_source.items())},
+        "top_failing_hosts": [[h, n] for h, n in hosts.most_common(top)],
+    }
 
 
 def _count(values: list[str]) -> dict[str, int]:
@@ -307,8 +351,11 @@ def _languages(index: pa.Table | None, sure: float = 0.5) -> dict[str, int]:
     if index is None or index.num_rows == 0:
         return {}
     texts = pc.list_flatten(index.column("texts"))
-    langs = pc.if_else(pc.greater_equal(pc.fill_null(pc.struct_field(texts, "lang_score"), 0), sure),
-                       pc.struct_field(texts, "lang"), "und")
+    langs = pc.if_else(
+        pc.greater_equal(pc.fill_null(pc.struct_field(texts, "lang_score"), 0), sure),
+        pc.struct_field(texts, "lang"),
+        "und",
+    )
     return _count(pc.fill_null(langs, "und").to_pylist())
 
 

@@ -11,7 +11,6 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ByteSize, ConfigDict, Field, ValidationError, model_validator
 
-
 from .sources import SourceConfig
 
 
@@ -19,7 +18,7 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class ResizeConfig(Strict):
+class DownloadResizeConfig(Strict):
     """Downloaded images resized as they arrive, by img2dataset's own resizer and with its options
     (`image_size: 256, resize_mode: keep_ratio` is img2dataset's default), so a URL list is never
     stored at full size."""
@@ -56,7 +55,7 @@ class NetworkConfig(Strict):
     video_format: str = "bv*[height<=480]+ba/b[height<=480]/bv*+ba/b"  # yt-dlp format selection, video
     audio_format: str = "ba/b"  # yt-dlp format selection, audio-only items
     subtitles: tuple[str, ...] = ("en",)  # subtitle languages saved as texts of kind subtitle
-    resize: ResizeConfig | None = None  # downloaded images kept as they came unless set
+    resize: DownloadResizeConfig | None = None  # downloaded images kept as they came unless set
 
 
 class ShardConfig(Strict):
@@ -148,8 +147,12 @@ class FilterConfig(Strict):
 
     @model_validator(mode="after")
     def _bounds(self):
-        for lo, hi in (("min_audio_s", "max_audio_s"), ("min_video_s", "max_video_s"), ("min_video_fps", "max_video_fps"),
-                       ("min_caption_words", "max_caption_words")):
+        for lo, hi in (
+            ("min_audio_s", "max_audio_s"),
+            ("min_video_s", "max_video_s"),
+            ("min_video_fps", "max_video_fps"),
+            ("min_caption_words", "max_caption_words"),
+        ):
             if getattr(self, lo) > getattr(self, hi):
                 raise ValueError(f"{lo} ({getattr(self, lo)}) is above {hi} ({getattr(self, hi)})")
         return self

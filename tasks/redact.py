@@ -15,8 +15,9 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import pyarrow as pa
 
 MASK = "REDACTED"
-SECRET_NAME = re.compile(r"token|sig|secret|password|passwd|pwd|credential|auth|session|(^|[-_])key$|^key|apikey",
-                         re.IGNORECASE)
+SECRET_NAME = re.compile(
+    r"token|sig|secret|password|passwd|pwd|credential|auth|session|(^|[-_])key$|^key|apikey", re.IGNORECASE
+)
 URL = re.compile(r"[a-z][a-z0-9+.-]*://[^\s'\"<>]+", re.IGNORECASE)
 
 

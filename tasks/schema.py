@@ -23,11 +23,21 @@ TEXT_KINDS = ("caption", "title", "subtitle", "transcript", "speaker")
 # One text of an item: what it says, what kind of text it is, and which source gave it.
 # One text of an item. Clean fills the rest (tasks/media/text.py): language and its probability,
 # counts, and flags (markup, repaired, url, email, phone, boilerplate) that filters decide on.
-TEXT = pa.struct([pa.field("text", pa.string()), pa.field("kind", pa.string()), pa.field("source", pa.string()),
-                  pa.field("lang", pa.string()), pa.field("lang_score", pa.float32()), pa.field("words", pa.int32()),
-                  pa.field("chars", pa.int32()), pa.field("flags", pa.list_(pa.string())),
-                  # with `features.tokenize`: the ids (cut at max_length) and the uncut length
-                  pa.field("tokens", pa.list_(pa.int32())), pa.field("n_tokens", pa.int32())])
+TEXT = pa.struct(
+    [
+        pa.field("text", pa.string()),
+        pa.field("kind", pa.string()),
+        pa.field("source", pa.string()),
+        pa.field("lang", pa.string()),
+        pa.field("lang_score", pa.float32()),
+        pa.field("words", pa.int32()),
+        pa.field("chars", pa.int32()),
+        pa.field("flags", pa.list_(pa.string())),
+        # with `features.tokenize`: the ids (cut at max_length) and the uncut length
+        pa.field("tokens", pa.list_(pa.int32())),
+        pa.field("n_tokens", pa.int32()),
+    ]
+)
 # One measured score. A list of {name, value} rather than a map: every reader (Hugging Face datasets,
 # pandas, DuckDB, Spark) takes it, and new filters add scores without changing the schema.
 SCORE = pa.struct([pa.field("name", pa.string()), pa.field("value", pa.float64())])
@@ -85,8 +95,13 @@ SAMPLE_SCHEMA = pa.schema(
 )
 
 # Where clean leaves each item's normalized bytes, written once: one file per work shard.
-MEDIA_SCHEMA = pa.schema([pa.field("sample_id", pa.string(), nullable=False), pa.field("media_bytes", pa.large_binary()),
-                          pa.field("sidecars", pa.list_(SIDECAR))])
+MEDIA_SCHEMA = pa.schema(
+    [
+        pa.field("sample_id", pa.string(), nullable=False),
+        pa.field("media_bytes", pa.large_binary()),
+        pa.field("sidecars", pa.list_(SIDECAR)),
+    ]
+)
 
 REJECT_SCHEMA = pa.schema(
     [

@@ -49,15 +49,22 @@ class RowStage(Stage):
     without it and call `drop_text`.
     """
 
-    def check(self, row: dict) -> dict | "Reject":
+    def check(self, row: dict) -> dict | Reject:
         raise NotImplementedError
 
     def reason(self, code: str) -> str:
         return code if ":" in code else f"{self.name}:{code}"
 
     def drop_text(self, row: dict, text: dict, code: str, detail: str | None = None) -> None:
-        self._dropped.append({"sample_id": row["sample_id"], **text, "stage": self.name,
-                              "reason": check_reason(self.reason(code)), "detail": detail})
+        self._dropped.append(
+            {
+                "sample_id": row["sample_id"],
+                **text,
+                "stage": self.name,
+                "reason": check_reason(self.reason(code)),
+                "detail": detail,
+            }
+        )
 
     def process(self, batch: pa.Table) -> StageOutput:
         kept, rejected = [], []
@@ -66,15 +73,19 @@ class RowStage(Stage):
             try:
                 out = self.check(row)
             except Exception as e:  # a bug, not bad input (bad input is a Reject): name the item
-                raise ItemError(f"stage {self.name}, item {row.get('sample_id')} of source {row.get('source')} "
-                                f"({row.get('source_uri')}): {type(e).__name__}: {e}") from e
+                raise ItemError(
+                    f"stage {self.name}, item {row.get('sample_id')} of source {row.get('source')} "
+                    f"({row.get('source_uri')}): {type(e).__name__}: {e}"
+                ) from e
             if isinstance(out, Reject):
                 rejected.append(reject_row(row, self.name, self.reason(out.code), out.detail, out.duplicate_of))
             else:
                 kept.append(out)
-        return StageOutput(pa.Table.from_pylist(kept, schema=SAMPLE_SCHEMA),
-                           pa.Table.from_pylist(rejected, schema=REJECT_SCHEMA),
-                           pa.Table.from_pylist(self._dropped, schema=DROPPED_TEXT_SCHEMA))
+        return StageOutput(
+            pa.Table.from_pylist(kept, schema=SAMPLE_SCHEMA),
+            pa.Table.from_pylist(rejected, schema=REJECT_SCHEMA),
+            pa.Table.from_pylist(self._dropped, schema=DROPPED_TEXT_SCHEMA),
+        )
 
 
 class ItemError(RuntimeError):

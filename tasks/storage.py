@@ -190,8 +190,9 @@ def sizes(uris: list[str]) -> dict[str, int | None]:
     for folder, names in by_folder.items():
         fs, path = filesystem(folder)
         try:
-            listing = {e["name"].rsplit("/", 1)[-1]: e.get("size") for e in fs.ls(path, detail=True)
-                       if e.get("type") == "file"}
+            listing = {
+                e["name"].rsplit("/", 1)[-1]: e.get("size") for e in fs.ls(path, detail=True) if e.get("type") == "file"
+            }
         except (OSError, ValueError):  # absent, not a folder, no permission: the reader will say which
             listing = {}
         for name in names:
@@ -222,7 +223,7 @@ def list_files(uri: str) -> list[str]:
     if not fs.exists(path):
         return []
     base = path.rstrip("/") + "/"
-    return sorted(p[len(base):] for p in fs.find(path))
+    return sorted(p[len(base) :] for p in fs.find(path))
 
 
 def glob(pattern: str) -> list[str]:

@@ -32,8 +32,9 @@ def demo_manifest(tmp_path_factory) -> str:
 def demo_recipe(tmp_path_factory, demo_manifest) -> str:
     """recipes/demo.yaml, pointed at the session's corpus."""
     text = (REPO / "recipes" / "demo.yaml").read_text()
-    text = text.replace("data/sources/demo/captions.jsonl", demo_manifest).replace("synthesize_demo: true",
-                                                                                    "synthesize_demo: false")
+    text = text.replace("data/sources/demo/captions.jsonl", demo_manifest).replace(
+        "synthesize_demo: true", "synthesize_demo: false"
+    )
     assert demo_manifest in text
     path = tmp_path_factory.mktemp("recipe") / "demo.yaml"
     path.write_text(text)
@@ -48,8 +49,12 @@ def s3(tmp_path_factory):
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
-    env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "testing",
-           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+    env = {
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     import boto3
@@ -80,8 +85,19 @@ def ray_cluster():
     ray = shutil.which("ray", path=str(Path(sys.executable).parent))
     port, dashboard_port = free_port(), free_port()
     common = ["--node-ip-address=127.0.0.1", "--num-cpus=1", "--disable-usage-stats"]
-    subprocess.run([ray, "start", "--head", f"--port={port}", "--include-dashboard=true",
-                    f"--dashboard-port={dashboard_port}", *common], check=True, capture_output=True)
+    subprocess.run(
+        [
+            ray,
+            "start",
+            "--head",
+            f"--port={port}",
+            "--include-dashboard=true",
+            f"--dashboard-port={dashboard_port}",
+            *common,
+        ],
+        check=True,
+        capture_output=True,
+    )
     subprocess.run([ray, "start", f"--address=127.0.0.1:{port}", *common], check=True, capture_output=True)
     os.environ["MMETL_RAY_ADDRESS"] = f"127.0.0.1:{port}"
     yield {"address": os.environ["MMETL_RAY_ADDRESS"], "dashboard": f"http://127.0.0.1:{dashboard_port}"}

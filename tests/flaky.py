@@ -11,8 +11,10 @@ from urllib.parse import urlsplit
 
 from flows.local_api import free_port
 
-SLOW_DOWN = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>'
-             b'<Message>Please reduce your request rate.</Message></Error>')
+SLOW_DOWN = (
+    b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>'
+    b"<Message>Please reduce your request rate.</Message></Error>"
+)
 
 
 class FlakyProxy:
@@ -47,7 +49,8 @@ class FlakyProxy:
                 for key, value in response.getheaders():
                     # a HEAD answer's Content-Length is the object's size: passed on as it is
                     if key.lower() not in ("transfer-encoding", "connection") and (
-                            key.lower() != "content-length" or self.command == "HEAD"):
+                        key.lower() != "content-length" or self.command == "HEAD"
+                    ):
                         self.send_header(key, value)
                 if self.command != "HEAD":
                     self.send_header("Content-Length", str(len(data)))

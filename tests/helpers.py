@@ -35,14 +35,31 @@ def texts(*captions: str, source: str = "t") -> list[dict]:
     return [{"text": c, "kind": "caption", "source": source} for c in captions]
 
 
-def sample(modality="image", text="a red circle on a blue background", media=None, group=None, n=0,
-           captions: tuple[str, ...] | None = None, **facts) -> dict:
+def sample(
+    modality="image",
+    text="a red circle on a blue background",
+    media=None,
+    group=None,
+    n=0,
+    captions: tuple[str, ...] | None = None,
+    **facts,
+) -> dict:
     """An item; `captions` gives several texts, else `text` is its one caption."""
     uri = f"/src/{modality}/{n:04d}"
-    return {"sample_id": make_sample_id("t", uri), "source": "t", "modality": modality, "group_id": group or uri,
-            "texts": texts(*(captions if captions is not None else (text,))), "media_bytes": media,
-            "media_size": len(media) if media else None, "source_uri": uri, "source_rows": [n], "partition": "p",
-            "run_id": "r", **facts}
+    return {
+        "sample_id": make_sample_id("t", uri),
+        "source": "t",
+        "modality": modality,
+        "group_id": group or uri,
+        "texts": texts(*(captions if captions is not None else (text,))),
+        "media_bytes": media,
+        "media_size": len(media) if media else None,
+        "source_uri": uri,
+        "source_rows": [n],
+        "partition": "p",
+        "run_id": "r",
+        **facts,
+    }
 
 
 def table(*rows):
@@ -117,8 +134,9 @@ def timed_video(fmt: str, times: list[float], audio_seconds: float | None = None
         if hum is not None:
             samples = tone(220.0, audio_seconds, False).reshape(1, -1)
             for start in range(0, samples.shape[1], 1024):
-                chunk = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples[:, start:start + 1024]),
-                                                   format="fltp", layout="mono")
+                chunk = av.AudioFrame.from_ndarray(
+                    np.ascontiguousarray(samples[:, start : start + 1024]), format="fltp", layout="mono"
+                )
                 chunk.sample_rate, chunk.pts = SAMPLE_RATE, start
                 out.mux(hum.encode(chunk))
             out.mux(hum.encode(None))
@@ -126,8 +144,11 @@ def timed_video(fmt: str, times: list[float], audio_seconds: float | None = None
 
 
 def tree_digest(root: str, skip=("manifest.json",)) -> dict[str, str]:
-    return {name: hashlib.sha256(storage.read_bytes(storage.join(root, name))).hexdigest()
-            for name in storage.list_files(root) if name not in skip}
+    return {
+        name: hashlib.sha256(storage.read_bytes(storage.join(root, name))).hexdigest()
+        for name in storage.list_files(root)
+        if name not in skip
+    }
 
 
 def noise_flac(seconds: float, seed: int = 0) -> bytes:
@@ -140,8 +161,9 @@ def noise_flac(seconds: float, seed: int = 0) -> bytes:
     with av.open(buf, "w", format="flac") as out:
         stream = out.add_stream("flac", rate=48_000, layout="stereo")
         for _ in range(int(seconds)):
-            frame = av.AudioFrame.from_ndarray(rng.integers(-20_000, 20_000, size=(1, 96_000), dtype=np.int16),
-                                               format="s16", layout="stereo")
+            frame = av.AudioFrame.from_ndarray(
+                rng.integers(-20_000, 20_000, size=(1, 96_000), dtype=np.int16), format="s16", layout="stereo"
+            )
             frame.sample_rate = 48_000
             out.mux(stream.encode(frame))
         out.mux(stream.encode(None))
@@ -165,21 +187,54 @@ def build_in_process(sources, root: str, recipe=None, workers: int = 2, partitio
     fetch = {"cache_dir": storage.join(layout.work, "fetched"), **recipe.network.model_dump(mode="json")}
     ingested = step([("collect", fetch), ("clean", recipe.clean_settings())], plan["shards"], writes_media=True)
     published_uri = dedupe_index.snapshot(layout, storage.join(layout.work, "published-items.parquet"))
-    decision = dedupe.decide_duplicates([r.uri for r in ingested], storage.join(layout.work, "decision.parquet"),
-                                        **recipe.dedupe.model_dump(), published_uri=published_uri, partition=partition)
-    refined = step([("dedupe", {"decision_uri": decision["uri"]}), ("filter", recipe.filter.model_dump()),
-                    ("align", recipe.align.model_dump())], [r.uri for r in ingested])
-    assignment = split.assign_splits([r.uri for r in refined], recipe.split.ratios, recipe.split.salt,
-                                     storage.join(layout.work, "assignment.parquet"))
+    decision = dedupe.decide_duplicates(
+        [r.uri for r in ingested],
+        storage.join(layout.work, "decision.parquet"),
+        **recipe.dedupe.model_dump(),
+        published_uri=published_uri,
+        partition=partition,
+    )
+    refined = step(
+        [
+            ("dedupe", {"decision_uri": decision["uri"]}),
+            ("filter", recipe.filter.model_dump()),
+            ("align", recipe.align.model_dump()),
+        ],
+        [r.uri for r in ingested],
+    )
+    assignment = split.assign_splits(
+        [r.uri for r in refined],
+        recipe.split.ratios,
+        recipe.split.salt,
+        storage.join(layout.work, "assignment.parquet"),
+    )
     splits = step([("split", {"assignment_uri": assignment["uri"]})], [r.uri for r in refined])
-    published = [publish.publish_shard(s.uri, i.media_uri, layout.step_dir("publish")) for s, i in zip(splits, ingested)]
+    published = [
+        publish.publish_shard(s.uri, i.media_uri, layout.step_dir("publish")) for s, i in zip(splits, ingested)
+    ]
     results = [r for rs in (ingested, refined, splits) for r in rs]
-    funnel = [{"stage": "plan", "in": plan["n_rows"], "kept": plan["n_rows_kept"], "rejected": plan["n_rejected"],
-               "items": plan["n_items"], "reasons": plan["reasons"], "texts_dropped": {}}]
+    funnel = [
+        {
+            "stage": "plan",
+            "in": plan["n_rows"],
+            "kept": plan["n_rows_kept"],
+            "rejected": plan["n_rejected"],
+            "items": plan["n_items"],
+            "reasons": plan["reasons"],
+            "texts_dropped": {},
+        }
+    ]
     funnel += [line for rs in (ingested, refined, splits) for line in engine.summarize(rs)]
-    manifest = publish.commit_version(layout, published, [plan["rejects_uri"]] + [r.rejects_uri for r in results],
-                                      [r.dropped_texts_uri for r in results], funnel, recipe.model_dump(mode="json"),
-                                      withdrawn_uri=decision["withdrawn_uri"], dedupe_report=dedupe.report(decision))
+    manifest = publish.commit_version(
+        layout,
+        published,
+        [plan["rejects_uri"]] + [r.rejects_uri for r in results],
+        [r.dropped_texts_uri for r in results],
+        funnel,
+        recipe.model_dump(mode="json"),
+        withdrawn_uri=decision["withdrawn_uri"],
+        dedupe_report=dedupe.report(decision),
+    )
     dedupe_index.index_version(layout, manifest)
     return layout, manifest
 

@@ -48,8 +48,12 @@ def encode_sound(samples: np.ndarray, fmt: str, codec: str, rate: int, source_ra
 def _write_sound(out, stream, samples: np.ndarray, source_rate: int) -> None:
     frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1).astype(np.int16), format="s16", layout="mono")
     frame.sample_rate = source_rate
-    resampler = av.AudioResampler(format=stream.codec_context.format.name, layout="mono", rate=stream.codec_context.sample_rate,
-                                  frame_size=stream.codec_context.frame_size or None)
+    resampler = av.AudioResampler(
+        format=stream.codec_context.format.name,
+        layout="mono",
+        rate=stream.codec_context.sample_rate,
+        frame_size=stream.codec_context.frame_size or None,
+    )
     for chunk in resampler.resample(frame) + resampler.resample(None):
         chunk.pts = None
         for packet in stream.encode(chunk):
@@ -67,8 +71,14 @@ SOUND_EDITS = {
 }
 
 
-def photo_video(photo: np.ndarray, size: tuple[int, int], seconds: float = 5.0, fps: int = 10,
-                track: np.ndarray | None = None, crf: int = 23) -> bytes:
+def photo_video(
+    photo: np.ndarray,
+    size: tuple[int, int],
+    seconds: float = 5.0,
+    fps: int = 10,
+    track: np.ndarray | None = None,
+    crf: int = 23,
+) -> bytes:
     """An MP4 panning across a photograph (the camera moving), at `size`, with speech as its sound."""
     width, height = size
     view_h, view_w = photo.shape[0] * 2 // 3, photo.shape[1] * 2 // 3
@@ -81,7 +91,9 @@ def photo_video(photo: np.ndarray, size: tuple[int, int], seconds: float = 5.0, 
         for i in range(frames):
             x = (photo.shape[1] - view_w) * i // max(frames - 1, 1)
             y = (photo.shape[0] - view_h) * i // max(frames - 1, 1)
-            picture = av.VideoFrame.from_ndarray(np.ascontiguousarray(photo[y:y + view_h, x:x + view_w]), format="rgb24")
+            picture = av.VideoFrame.from_ndarray(
+                np.ascontiguousarray(photo[y : y + view_h, x : x + view_w]), format="rgb24"
+            )
             picture = picture.reformat(width=width, height=height)
             picture.pts, picture.time_base = i, Fraction(1, fps)
             for packet in video.encode(picture):

@@ -26,8 +26,14 @@ def prompt() -> np.ndarray:
 
 
 # (Vorbis is missing: PyAV's FFmpeg decodes it but has no encoder to make a test file with.)
-CODECS = {"wav": ("wav", "pcm_s16le", 8000), "flac": ("flac", "flac", 16000), "mp3": ("mp3", "libmp3lame", 22050),
-          "ogg-opus": ("ogg", "libopus", 48000), "m4a-aac": ("ipod", "aac", 16000), "webm-opus": ("webm", "libopus", 48000)}
+CODECS = {
+    "wav": ("wav", "pcm_s16le", 8000),
+    "flac": ("flac", "flac", 16000),
+    "mp3": ("mp3", "libmp3lame", 22050),
+    "ogg-opus": ("ogg", "libopus", 48000),
+    "m4a-aac": ("ipod", "aac", 16000),
+    "webm-opus": ("webm", "libopus", 48000),
+}
 
 
 @pytest.mark.parametrize("name", sorted(CODECS))
@@ -73,8 +79,15 @@ def test_the_preset_resamples_to_mono_16k_and_publishes_a_log_mel(prompt):
     mel = np.load(io.BytesIO(decoded.mel))
     frames = 1 + int(published.duration_s * 16000 + 0.5) // 256
     assert mel.dtype == np.float16 and mel.shape == (80, frames)
-    assert decoded.mel_params == {"n_mels": 80, "n_fft": 1024, "hop_length": 256, "sample_rate": 16000,
-                                  "frames": frames, "dtype": "float16", "log": "natural, of power + 1e-6"}
+    assert decoded.mel_params == {
+        "n_mels": 80,
+        "n_fft": 1024,
+        "hop_length": 256,
+        "sample_rate": 16000,
+        "frames": frames,
+        "dtype": "float16",
+        "log": "natural, of power + 1e-6",
+    }
     assert np.isfinite(mel.astype(np.float32)).all() and mel.astype(np.float32).std() > 1  # speech, not a flat line
 
 
@@ -93,31 +106,45 @@ def test_loudness_silence_and_clipping_are_measured(prompt):
     assert decode_audio(encode_sound(loud, "wav", "pcm_s16le", 8000)).scores["clipping_ratio"] > 0.01
     assert speech_scores["clipping_ratio"] < 0.001
     tone = (0.1 * 32767 * np.sin(2 * np.pi * 440 * np.arange(16000) / 8000)).astype(np.int16)
-    assert decode_audio(encode_sound(tone, "wav", "pcm_s16le", 8000)).scores["rms_dbfs"] == pytest.approx(-23.0, abs=0.1)
+    assert decode_audio(encode_sound(tone, "wav", "pcm_s16le", 8000)).scores["rms_dbfs"] == pytest.approx(
+        -23.0, abs=0.1
+    )
 
 
 def test_clean_publishes_the_mel_beside_the_clip_and_filters_judge_silence_and_clipping(prompt):
-    stage = CleanStage(audio={"sample_rate": 16000, "mono": True},
-                       features={"log_mel": {"n_mels": 64, "n_fft": 512, "hop_length": 160}})
+    stage = CleanStage(
+        audio={"sample_rate": 16000, "mono": True},
+        features={"log_mel": {"n_mels": 64, "n_fft": 512, "hop_length": 160}},
+    )
     silent = np.concatenate([prompt[:8000], np.zeros(8000 * 20, np.int16)])
     loud = np.clip(prompt.astype(np.int32) * 8, -32768, 32767).astype(np.int16)
-    rows = [sample("audio", "a woman speaks", media=encode_sound(s, "wav", "pcm_s16le", 8000), n=n)
-            for n, s in enumerate((prompt, silent, loud))]
+    rows = [
+        sample("audio", "a woman speaks", media=encode_sound(s, "wav", "pcm_s16le", 8000), n=n)
+        for n, s in enumerate((prompt, silent, loud))
+    ]
     kept, rejected = run(stage, *rows)
     assert not rejected and all(r["sidecars"][0]["name"] == "mel.npy" for r in kept)
     assert '"n_mels": 64' in kept[0]["features"]
     kept, rejected = run(FilterStage(), *kept)
     assert [r["reason"] for r in rejected] == ["filter:mostly_silent", "filter:clipped"]
-    assert [s["name"] for s in kept[0]["scores"]] == ["clipping_ratio", "duration_s", "rms_dbfs", "sample_rate",
-                                                      "silence_ratio"]
+    assert [s["name"] for s in kept[0]["scores"]] == [
+        "clipping_ratio",
+        "duration_s",
+        "rms_dbfs",
+        "sample_rate",
+        "silence_ratio",
+    ]
 
 
 def test_broken_audio_is_a_reject_with_a_reason(prompt):
     mp3 = encode_sound(prompt, "mp3", "libmp3lame", 16000)
     garbled = mp3[:400] + bytes(np.random.default_rng(0).integers(0, 256, 4000, dtype=np.uint8)) + mp3[4400:4800]
     header_only = encode_sound(prompt, "wav", "pcm_s16le", 8000)[:44]
-    for data, codes in ((garbled, {"corrupt", "empty", "truncated"}), (header_only, {"empty", "corrupt", "truncated"}),
-                        (b"", {"corrupt"})):
+    for data, codes in (
+        (garbled, {"corrupt", "empty", "truncated"}),
+        (header_only, {"empty", "corrupt", "truncated"}),
+        (b"", {"corrupt"}),
+    ):
         with pytest.raises(MediaError) as e:
             decode_audio(data)
         assert e.value.code in codes, (e.value.code, e.value.detail)

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -31,8 +31,7 @@ MMETL = str(Path(sys.executable).parent / "mmetl")
 
 def cli_env(tmp_path: Path, root: str) -> dict[str, str]:
     """The environment of a fresh shell: no Prefect API and no Ray cluster configured."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("PREFECT_API", "MMETL_", "RAY_ADDRESS", "AWS_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_API", "MMETL_", "RAY_ADDRESS", "AWS_"))}
     env.update(MMETL_STORAGE=root, MMETL_PREFECT_HOME=str(tmp_path / "prefect-home"))
     return env
 
@@ -70,8 +69,13 @@ def test_bad_recipe_exits_2_naming_the_key(tmp_path):
 def test_missing_source_exits_2_before_starting_anything(tmp_path):
     recipe = tmp_path / "r.yaml"
     recipe.write_text(f"name: demo\nsource: {{name: demo, kind: manifest, uri: {tmp_path}/none.jsonl}}\n")
-    result = subprocess.run([MMETL, "build", str(recipe)], capture_output=True, text=True, timeout=60,
-                            env=cli_env(tmp_path, str(tmp_path / "data")))
+    result = subprocess.run(
+        [MMETL, "build", str(recipe)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=cli_env(tmp_path, str(tmp_path / "data")),
+    )
     assert result.returncode == 2 and f"{tmp_path}/none.jsonl does not exist" in result.stderr
     assert not (tmp_path / "prefect-home").exists()
 
@@ -79,8 +83,13 @@ def test_missing_source_exits_2_before_starting_anything(tmp_path):
 def test_dry_run_reports_what_each_filter_would_drop_publishes_nothing_and_the_build_agrees(tmp_path, demo_recipe):
     root = str(tmp_path / "out")
     env = cli_env(tmp_path, root)
-    dry = subprocess.run([MMETL, "build", demo_recipe, "--partition", PARTITION, "--dry-run"], env=env,
-                         capture_output=True, text=True, timeout=300)
+    dry = subprocess.run(
+        [MMETL, "build", demo_recipe, "--partition", PARTITION, "--dry-run"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert dry.returncode == 0, dry.stdout[-3000:] + dry.stderr[-3000:]
     assert "Dry run: nothing was published." in dry.stdout
     assert not (Path(root) / "demo" / "versions" / PARTITION / "manifest.json").exists()
@@ -88,29 +97,41 @@ def test_dry_run_reports_what_each_filter_would_drop_publishes_nothing_and_the_b
     keeps = re.search(r"With every rule, demo keeps (\d+) of (\d+) items", dry.stdout)
     assert keeps and re.search(r"^  image pixel_std .+ n=\d+$", dry.stdout, re.M)  # a histogram per score
 
-    built = subprocess.run([MMETL, "build", demo_recipe, "--partition", PARTITION], env=env,
-                           capture_output=True, text=True, timeout=300)
+    built = subprocess.run(
+        [MMETL, "build", demo_recipe, "--partition", PARTITION], env=env, capture_output=True, text=True, timeout=300
+    )
     assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
     filter_line = next(line for line in built.stdout.splitlines() if line.startswith("filter "))
     _, n_in, n_kept, _, *reasons = filter_line.split()
     assert (n_kept, n_in) == keeps.groups()  # every demo item fails at most one rule: the counts add up
-    assert {k: v for k, v in (r.rstrip(",").split("=") for r in reasons) if int(predicted.get(k, 0))} == \
-        {k: v for k, v in predicted.items() if int(v)}
+    assert {k: v for k, v in (r.rstrip(",").split("=") for r in reasons) if int(predicted.get(k, 0))} == {
+        k: v for k, v in predicted.items() if int(v)
+    }
 
 
 def test_killed_build_resumes_to_the_same_version(tmp_path, demo_recipe):
     reference_root, killed_root = str(tmp_path / "reference"), str(tmp_path / "killed")
 
-    done = subprocess.run([MMETL, "build", demo_recipe, "--partition", PARTITION],
-                          env=cli_env(tmp_path / "a", reference_root), capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [MMETL, "build", demo_recipe, "--partition", PARTITION],
+        env=cli_env(tmp_path / "a", reference_root),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "Prefect API: http://127.0.0.1:" in done.stdout and "Published " in done.stdout
     assert "Version: " + str(Path(reference_root) / "demo" / "versions" / PARTITION) in done.stdout
 
     # kill a second build once a few collect-clean shards are committed, before anything is published
     env = cli_env(tmp_path / "b", killed_root)
-    process = subprocess.Popen([MMETL, "build", demo_recipe, "--partition", PARTITION], env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    process = subprocess.Popen(
+        [MMETL, "build", demo_recipe, "--partition", PARTITION],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     work = Path(killed_root) / "demo" / "work" / PARTITION
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and len(list(work.glob("*/collect-clean/shard-*.json"))) < 2:
@@ -121,8 +142,9 @@ def test_killed_build_resumes_to_the_same_version(tmp_path, demo_recipe):
     version = Path(killed_root) / "demo" / "versions" / PARTITION
     assert not (version / "manifest.json").exists()
 
-    resumed = subprocess.run([MMETL, "build", demo_recipe, "--partition", PARTITION], env=env,
-                             capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(
+        [MMETL, "build", demo_recipe, "--partition", PARTITION], env=env, capture_output=True, text=True, timeout=300
+    )
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     reference = storage.join(reference_root, "demo", "versions", PARTITION)
     assert tree_digest(str(version)) == tree_digest(reference)
@@ -133,17 +155,22 @@ def test_killed_url_list_build_fetches_nothing_twice_and_misses_nothing(tmp_path
     ask no server again for what it already stored, and still publish every image."""
     web = WebServer()
     try:
-        good = [web.add(f"/img/{i}.jpg", body=image_bytes(size=(96, 64), seed=i), content_type="image/jpeg",
-                        delay_s=0.15) for i in range(160)]
+        good = [
+            web.add(f"/img/{i}.jpg", body=image_bytes(size=(96, 64), seed=i), content_type="image/jpeg", delay_s=0.15)
+            for i in range(160)
+        ]
         gone = [f"{web.url}/gone/{i}.jpg" for i in range(8)]
         listing = tmp_path / "list.jsonl"
-        listing.write_text("".join(json.dumps({"url": u, "caption": f"picture number {i}"}) + "\n"
-                                   for i, u in enumerate(good + gone)))
+        listing.write_text(
+            "".join(json.dumps({"url": u, "caption": f"picture number {i}"}) + "\n" for i, u in enumerate(good + gone))
+        )
         recipe = tmp_path / "web.yaml"
-        recipe.write_text(f"name: web\nsources: [{{name: web, kind: urls, uri: {listing}}}]\n"
-                          "network: {allow_hosts: [127.0.0.1], per_host: 2, timeout_s: 5, subtitles: []}\n"
-                          "shards: {max_items: 24}\n"
-                          "dedupe: {image_radius: null}\n")  # generated shapes; this test is about downloads
+        recipe.write_text(
+            f"name: web\nsources: [{{name: web, kind: urls, uri: {listing}}}]\n"
+            "network: {allow_hosts: [127.0.0.1], per_host: 2, timeout_s: 5, subtitles: []}\n"
+            "shards: {max_items: 24}\n"
+            "dedupe: {image_radius: null}\n"
+        )  # generated shapes; this test is about downloads
         root = tmp_path / "data"
         env = cli_env(tmp_path, str(root))
         command = [MMETL, "build", str(recipe), "--partition", PARTITION]
@@ -163,12 +190,15 @@ def test_killed_url_list_build_fetches_nothing_twice_and_misses_nothing(tmp_path
         resumed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
         assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
         asked_again = {p: n - before[p] for p, n in web.hits.items() if n > before[p]}
-        path = lambda url: url[len(web.url):]  # noqa: E731
+        path = lambda url: url[len(web.url) :]  # noqa: E731
         assert not {path(u) for u in stored} & set(asked_again), "a stored download was fetched again"
         assert all(asked_again.get(path(u)) == 1 for u in good if u not in stored)
         version = root / "web" / "versions" / PARTITION
-        published = [u for split in ("train", "val", "test")
-                     for u in pq.read_table(version / split / "index.parquet").column("source_uri").to_pylist()]
+        published = [
+            u
+            for split in ("train", "val", "test")
+            for u in pq.read_table(version / split / "index.parquet").column("source_uri").to_pylist()
+        ]
         assert sorted(published) == sorted(good)  # every image once: nothing lost, nothing twice
         rejects = pq.read_table(version / "rejects.parquet").to_pylist()
         assert {(r["source_uri"], r["reason"]) for r in rejects} == {(u, "fetch:http_404") for u in gone}
@@ -179,8 +209,12 @@ def test_killed_url_list_build_fetches_nothing_twice_and_misses_nothing(tmp_path
 
 def stored_downloads(work: Path) -> set[str]:
     """The URLs a build has downloaded and kept so far (its download logs, shard by shard)."""
-    return {entry["uri"] for shard in work.glob("*/fetched/shard-*")
-            for entry in fetch_cache(str(shard)).entries().values() if "failure" not in entry}
+    return {
+        entry["uri"]
+        for shard in work.glob("*/fetched/shard-*")
+        for entry in fetch_cache(str(shard)).entries().values()
+        if "failure" not in entry
+    }
 
 
 def test_ui_serves_the_run_history_and_points_its_browser_code_at_its_own_port(tmp_path):
@@ -191,8 +225,13 @@ def test_ui_serves_the_run_history_and_points_its_browser_code_at_its_own_port(t
 
     port = free_port()
     env = cli_env(tmp_path, str(tmp_path / "data"))
-    process = subprocess.Popen([MMETL, "ui", "--port", str(port)], env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, start_new_session=True)
+    process = subprocess.Popen(
+        [MMETL, "ui", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         wait_healthy(f"http://127.0.0.1:{port}/api", process)
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/ui-settings", timeout=10) as response:

@@ -22,8 +22,20 @@ from tasks.sources import make_source
 from .helpers import build_in_process
 from .realmedia import SOUND_EDITS, photo_video, skimage_photos, speech
 
-DISTINCT = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "retina", "immunohistochemistry",
-            "camera", "moon", "coins", "page", "text")
+DISTINCT = (
+    "astronaut",
+    "coffee",
+    "chelsea",
+    "rocket",
+    "hubble_deep_field",
+    "retina",
+    "immunohistochemistry",
+    "camera",
+    "moon",
+    "coins",
+    "page",
+    "text",
+)
 
 
 def _save(image: Image.Image, fmt: str = "JPEG", **options) -> bytes:
@@ -99,8 +111,11 @@ def planted(tmp_path_factory):
     (folder / "captions.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
     source = make_source(name="photos", kind="manifest", uri=str(folder / "captions.jsonl"))
     layout, manifest = build_in_process([source], str(folder / "out"), Recipe(name="t", sources=(source,)))
-    index = [row for split in manifest["splits"] for row in
-             pq.read_table(storage.join(layout.version, f"{split}/index.parquet")).to_pylist()]
+    index = [
+        row
+        for split in manifest["splits"]
+        for row in pq.read_table(storage.join(layout.version, f"{split}/index.parquet")).to_pylist()
+    ]
     rejects = pq.read_table(storage.join(layout.version, "rejects.parquet")).to_pylist()
     return {"family": family, "index": index, "rejects": rejects, "rows": rows}
 
@@ -117,11 +132,19 @@ def test_every_planted_copy_is_found_and_no_two_distinct_items_merge(planted):
     copies = {_media(r["source_uri"]): r for r in planted["rejects"]}
     assert len(copies) == len(DISTINCT) * len(EDITS) + 6 * 3 + 3
     by_id = {r["sample_id"]: _media(r["source_uri"]) for r in planted["index"]}
-    expected = {"image": {"duplicate:near", "duplicate:exact"}, "audio": {"duplicate:audio"}, "video": {"duplicate:video"}}
+    expected = {
+        "image": {"duplicate:near", "duplicate:exact"},
+        "audio": {"duplicate:audio"},
+        "video": {"duplicate:video"},
+    }
     for media, reject in copies.items():
         assert reject["reason"] in expected[reject["modality"]], (media, reject["reason"], reject["detail"])
         assert family[by_id[reject["duplicate_of"]]] == family[media], f"{media} merged into another item"
-        assert reject["reason"] == "duplicate:exact" or reject["detail"].split()[0] in ("pHash", "Chromaprint", "keyframe")
+        assert reject["reason"] == "duplicate:exact" or reject["detail"].split()[0] in (
+            "pHash",
+            "Chromaprint",
+            "keyframe",
+        )
 
 
 def test_the_kept_item_is_the_largest_and_carries_every_copys_text(planted):
@@ -163,8 +186,13 @@ def test_hamming_pairs_find_what_a_full_comparison_finds():
     assert clusters([(a, b) for a, b, _ in found]) == clusters(brute)
 
 
-def _photo_source(folder, names: list[str], pictures: dict, copies: dict[str, str] | None = None,
-                  sounds: dict[str, bytes] | None = None):
+def _photo_source(
+    folder,
+    names: list[str],
+    pictures: dict,
+    copies: dict[str, str] | None = None,
+    sounds: dict[str, bytes] | None = None,
+):
     """A manifest source over some of the photographs (and half-size copies: media name -> original),
     and sounds (media name -> bytes)."""
     rows = []
@@ -205,8 +233,13 @@ def test_a_second_partition_of_the_same_source_publishes_nothing(tmp_path):
     root = str(tmp_path / "out")
     _, first = build_in_process([source], root, partition="2026-01-01")
     assert first["samples"] == 7
-    again = _photo_source(tmp_path / "src2", names, pictures, copies={"smaller.jpg": names[0]},
-                          sounds={"speech.mp3": SOUND_EDITS["mp3"](recording)})
+    again = _photo_source(
+        tmp_path / "src2",
+        names,
+        pictures,
+        copies={"smaller.jpg": names[0]},
+        sounds={"speech.mp3": SOUND_EDITS["mp3"](recording)},
+    )
     layout, second = build_in_process([again], root, partition="2026-01-02")
     assert second["samples"] == 0
     rejects = pq.read_table(storage.join(layout.version, "rejects.parquet")).to_pylist()

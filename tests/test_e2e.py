@@ -41,8 +41,14 @@ def test_local_and_s3_outputs_are_identical(builds):
     assert remote.startswith("s3://")
     local_files, remote_files = tree_digest(local), tree_digest(remote)
     assert local_files == remote_files
-    assert {"train/index.parquet", "val/index.parquet", "test/index.parquet", "stats.json", "rejects.parquet",
-            "dropped_texts.parquet"} <= set(local_files)
+    assert {
+        "train/index.parquet",
+        "val/index.parquet",
+        "test/index.parquet",
+        "stats.json",
+        "rejects.parquet",
+        "dropped_texts.parquet",
+    } <= set(local_files)
     for key in ("splits", "samples", "rejected", "files", "build_key"):
         assert builds["local"]["manifest"][key] == builds["s3"]["manifest"][key]
 
@@ -74,8 +80,11 @@ def test_items_carry_every_caption_of_their_media_once(builds, demo_manifest):
             continue
         if isinstance(row.get("media"), str) and row.get("modality") in ("image", "audio", "video"):
             captions.setdefault(row["media"], []).append(row["text"])
-    index = duckdb.connect().execute(
-        f"SELECT source_uri, [t.text FOR t IN texts] FROM read_parquet('{version}/*/index.parquet')").fetchall()
+    index = (
+        duckdb.connect()
+        .execute(f"SELECT source_uri, [t.text FOR t IN texts] FROM read_parquet('{version}/*/index.parquet')")
+        .fetchall()
+    )
     multi = 0
     for uri, texts in index:
         name = "/".join(uri.rsplit("/", 2)[-2:])
@@ -132,16 +141,22 @@ def test_the_index_loads_in_every_reader_the_readme_promises(builds, tmp_path, m
     assert hf[0]["texts"][0]["kind"] == "caption" and isinstance(hf[0]["scores"], list)
     frame = pd.read_parquet(train)
     assert len(frame) == hf.num_rows and frame["texts"].map(len).sum() == manifest["splits"]["train"]["texts"]
-    pairs = duckdb.connect().execute(
-        f"SELECT tar, key, t.text FROM read_parquet('{version}/*/index.parquet'), UNNEST(texts) AS u(t)").fetchall()
+    pairs = (
+        duckdb.connect()
+        .execute(f"SELECT tar, key, t.text FROM read_parquet('{version}/*/index.parquet'), UNNEST(texts) AS u(t)")
+        .fetchall()
+    )
     assert len(pairs) == manifest["texts"] and all(text for _, _, text in pairs)
 
 
 def test_planted_problems_are_rejected_with_their_reasons_and_nothing_else_is_lost(builds, demo_manifest):
     version = builds["local"]["version"]
     rejects = pq.read_table(f"{version}/rejects.parquet").to_pylist()
-    by_file = {r["source_uri"].rsplit("/", 2)[-2] + "/" + r["source_uri"].rsplit("/", 1)[-1]: r
-               for r in rejects if r["source_uri"] and r["reason"] != "collect:bad_row"}
+    by_file = {
+        r["source_uri"].rsplit("/", 2)[-2] + "/" + r["source_uri"].rsplit("/", 1)[-1]: r
+        for r in rejects
+        if r["source_uri"] and r["reason"] != "collect:bad_row"
+    }
     for name, reason in PLANTED.items():
         assert by_file.get(name, {}).get("reason") == reason, name
     for copy, original in DUPLICATES:  # one of the two goes (the larger sample_id), naming the other
@@ -176,10 +191,14 @@ def test_funnel_reconciles_per_stage(builds):
 
 def test_identical_copies_are_one_item_with_both_texts(builds):
     version = builds["local"]["version"]
-    rows = duckdb.connect().execute(
-        f"SELECT source_uri, [t.text FOR t IN texts] FROM read_parquet('{version}/*/index.parquet')"
-        " WHERE source_uri LIKE '%/image/0001.jpg' OR source_uri LIKE '%/renamed_0001.jpg'"
-    ).fetchall()
+    rows = (
+        duckdb.connect()
+        .execute(
+            f"SELECT source_uri, [t.text FOR t IN texts] FROM read_parquet('{version}/*/index.parquet')"
+            " WHERE source_uri LIKE '%/image/0001.jpg' OR source_uri LIKE '%/renamed_0001.jpg'"
+        )
+        .fetchall()
+    )
     assert len(rows) == 1 and RENAMED_CAPTION in rows[0][1] and len(rows[0][1]) == 3
 
 
@@ -215,8 +234,9 @@ def test_flow_run_publishes_the_funnel_artifact(builds):
         assert len(mine) == 1 and mine[0].type == "table"
         rows = json.loads(mine[0].data) if isinstance(mine[0].data, str) else mine[0].data
         funnel = builds["local"]["funnel"]
-        assert [(r["stage"], r["in"], r["kept"], r["rejected"]) for r in rows] == \
-            [(s["stage"], s["in"], s["kept"], s["rejected"]) for s in funnel]
+        assert [(r["stage"], r["in"], r["kept"], r["rejected"]) for r in rows] == [
+            (s["stage"], s["in"], s["kept"], s["rejected"]) for s in funnel
+        ]
         assert f"duplicate:exact={len(DUPLICATES)}" in rows[3]["reasons"]
         assert client.read_flow_run(run_id).state.is_completed()
 

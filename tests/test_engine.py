@@ -14,7 +14,6 @@ from tasks.stage import Reject, RowStage
 
 from .helpers import image_bytes, sample, table
 
-
 INGEST = [("collect", {}), ("clean", {})]
 
 
@@ -25,8 +24,13 @@ def shard(tmp_path, n=5):
         media = image_bytes(seed=i)
         path = tmp_path / "media" / f"{i}.jpg"
         storage.write_bytes(str(path), media)
-        rows.append({**sample(text=f"caption number {i}", n=i, width=80, height=60), "source_uri": str(path),
-                     "media_size": len(media)})
+        rows.append(
+            {
+                **sample(text=f"caption number {i}", n=i, width=80, height=60),
+                "source_uri": str(path),
+                "media_size": len(media),
+            }
+        )
     uri = str(tmp_path / "in" / "shard-00000.parquet")
     storage.write_parquet(uri, table(*rows))
     return uri
@@ -34,10 +38,19 @@ def shard(tmp_path, n=5):
 
 def test_a_fused_step_counts_every_stage_and_writes_media_once(tmp_path):
     in_uri = shard(tmp_path)
-    result = engine.run_step("collect-clean-filter", INGEST + [("filter", {"min_caption_words": 3})], in_uri,
-                             str(tmp_path / "out"), batch_items=2, writes_media=True)
-    assert [(c.stage, c.n_in, c.n_kept, c.n_rejected) for c in result.stages] == \
-        [("collect", 5, 5, 0), ("clean", 5, 5, 0), ("filter", 5, 5, 0)]
+    result = engine.run_step(
+        "collect-clean-filter",
+        INGEST + [("filter", {"min_caption_words": 3})],
+        in_uri,
+        str(tmp_path / "out"),
+        batch_items=2,
+        writes_media=True,
+    )
+    assert [(c.stage, c.n_in, c.n_kept, c.n_rejected) for c in result.stages] == [
+        ("collect", 5, 5, 0),
+        ("clean", 5, 5, 0),
+        ("filter", 5, 5, 0),
+    ]
     kept = storage.read_parquet(result.uri)
     assert kept.column("media_bytes").null_count == 5  # work shards hold metadata only
     media = storage.read_parquet(result.media_uri)
@@ -45,8 +58,13 @@ def test_a_fused_step_counts_every_stage_and_writes_media_once(tmp_path):
     assert [len(b) for b in media.column("media_bytes").to_pylist()] == kept.column("media_size").to_pylist()
     assert pq.ParquetFile(result.media_uri).metadata.num_row_groups == 3  # streamed, one batch at a time
 
-    strict = engine.run_step("collect-clean-filter", INGEST + [("filter", {"min_caption_words": 4})], in_uri,
-                             str(tmp_path / "strict"), writes_media=True)
+    strict = engine.run_step(
+        "collect-clean-filter",
+        INGEST + [("filter", {"min_caption_words": 4})],
+        in_uri,
+        str(tmp_path / "strict"),
+        writes_media=True,
+    )
     assert (strict.stages[2].n_rejected, strict.stages[2].reasons) == (5, {"filter:caption_too_short": 5})
     assert storage.read_parquet(strict.rejects_uri).num_rows == 5
     assert storage.read_json(str(tmp_path / "strict" / "shard-00000.json"))["stages"][2]["n_rejected"] == 5
@@ -105,10 +123,12 @@ def test_setup_runs_once_per_process_and_config():
 
 
 def test_stages_import_neither_prefect_nor_ray():
-    code = ("import sys, tasks.engine, tasks.collect, tasks.publish, tasks.demo_corpus, tasks.registry;"
-            "[tasks.registry.stage_class(n) for n in ('collect','clean','dedupe','filter','align','split')];"
-            "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('prefect', 'ray', 'prefect_ray'));"
-            "print(bad); sys.exit(1 if bad else 0)")
+    code = (
+        "import sys, tasks.engine, tasks.collect, tasks.publish, tasks.demo_corpus, tasks.registry;"
+        "[tasks.registry.stage_class(n) for n in ('collect','clean','dedupe','filter','align','split')];"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('prefect', 'ray', 'prefect_ray'));"
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -154,8 +174,12 @@ def test_a_workers_memory_is_bounded_by_the_batch_not_the_shard(tmp_path):
         return uri, sum(r["media_size"] for r in rows)
 
     def growth_mb(in_uri: str, batch_bytes: int, out: str) -> float:
-        result = subprocess.run([sys.executable, "-c", PEAK_RSS, in_uri, str(tmp_path / out), str(batch_bytes)],
-                                capture_output=True, text=True, check=True)
+        result = subprocess.run(
+            [sys.executable, "-c", PEAK_RSS, in_uri, str(tmp_path / out), str(batch_bytes)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         return json.loads(result.stdout.splitlines()[-1])["growth_kb"] / 1024
 
     (small, _), (large, _) = shard_of(8), shard_of(24)

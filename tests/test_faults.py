@@ -53,8 +53,11 @@ def version_of(root: Path) -> tuple[dict, dict]:
 
 def published_ids(root: Path) -> list[str]:
     version = root / "t" / "versions" / "p"
-    return [sid for split in ("train", "val", "test")
-            for sid in pq.read_table(version / split / "index.parquet", columns=["sample_id"]).column(0).to_pylist()]
+    return [
+        sid
+        for split in ("train", "val", "test")
+        for sid in pq.read_table(version / split / "index.parquet", columns=["sample_id"]).column(0).to_pylist()
+    ]
 
 
 def test_a_build_killed_at_20_seeded_points_resumes_to_the_same_bytes(tmp_path, corpus):
@@ -68,7 +71,9 @@ def test_a_build_killed_at_20_seeded_points_resumes_to_the_same_bytes(tmp_path, 
     for point in points:
         root = tmp_path / f"killed-at-{point}"
         killed = killpoint(corpus, root, die_at=point)
-        assert killed.returncode == -9, f"op {point} of {total}: not killed\n{killed.stdout[-2000:]}{killed.stderr[-2000:]}"
+        assert killed.returncode == -9, (
+            f"op {point} of {total}: not killed\n{killed.stdout[-2000:]}{killed.stderr[-2000:]}"
+        )
         where = killed.stdout.split("dying at op ")[1].split()[2]
         steps_hit[_part_of_build(where)] += 1
         resumed = killpoint(corpus, root)
@@ -131,21 +136,36 @@ def test_no_credential_reaches_logs_artifacts_manifests_or_the_index(tmp_path, s
     token, signature, secret_key = (f"{kind}{uuid.uuid4().hex}" for kind in ("tok", "sig", "key"))
     web = WebServer()
     try:
-        good = [web.add(f"/img/{i}.jpg", body=image_bytes(size=(96, 64), seed=i), content_type="image/jpeg")
-                + f"?X-Amz-Signature={signature}&token={token}&w=96" for i in range(12)]
+        good = [
+            web.add(f"/img/{i}.jpg", body=image_bytes(size=(96, 64), seed=i), content_type="image/jpeg")
+            + f"?X-Amz-Signature={signature}&token={token}&w=96"
+            for i in range(12)
+        ]
         gone = [f"{web.url}/gone/{i}.jpg?access_token={token}" for i in range(3)]
         listing = tmp_path / "list.jsonl"
-        listing.write_text("".join(json.dumps({"url": u, "caption": f"picture number {i}"}) + "\n"
-                                   for i, u in enumerate(good + gone)))
+        listing.write_text(
+            "".join(json.dumps({"url": u, "caption": f"picture number {i}"}) + "\n" for i, u in enumerate(good + gone))
+        )
         recipe = tmp_path / "web.yaml"
-        recipe.write_text(f"name: web\nsources: [{{name: web, kind: urls, uri: {listing}}}]\n"
-                          "network: {allow_hosts: [127.0.0.1], timeout_s: 5}\n")
+        recipe.write_text(
+            f"name: web\nsources: [{{name: web, kind: urls, uri: {listing}}}]\n"
+            "network: {allow_hosts: [127.0.0.1], timeout_s: 5}\n"
+        )
         root = f"{s3}/least-privilege"
         env = cli_env(tmp_path, root)
-        env.update(AWS_ENDPOINT_URL=os.environ["AWS_ENDPOINT_URL"], AWS_ACCESS_KEY_ID="AKIATESTING",
-                   AWS_SECRET_ACCESS_KEY=secret_key, AWS_DEFAULT_REGION="us-east-1")
-        build = subprocess.run([MMETL, "build", str(recipe), "--partition", PARTITION], env=env, capture_output=True,
-                               text=True, timeout=300)
+        env.update(
+            AWS_ENDPOINT_URL=os.environ["AWS_ENDPOINT_URL"],
+            AWS_ACCESS_KEY_ID="AKIATESTING",
+            AWS_SECRET_ACCESS_KEY=secret_key,
+            AWS_DEFAULT_REGION="us-east-1",
+        )
+        build = subprocess.run(
+            [MMETL, "build", str(recipe), "--partition", PARTITION],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
     finally:
         web.close()
@@ -160,7 +180,9 @@ def test_no_credential_reaches_logs_artifacts_manifests_or_the_index(tmp_path, s
     leaks = {name: [s[:3] for s in secrets if s.encode() in data] for name, data in written.items()}
     assert not {name: found for name, found in leaks.items() if found}
     # what the index says of a source: where it came from, with its secrets masked
-    index = storage.read_parquet(f"{root}/web/versions/{PARTITION}/train/index.parquet").column("source_uri").to_pylist()
+    index = (
+        storage.read_parquet(f"{root}/web/versions/{PARTITION}/train/index.parquet").column("source_uri").to_pylist()
+    )
     assert all("X-Amz-Signature=REDACTED&token=REDACTED&w=96" in uri for uri in index)
 
 
@@ -169,13 +191,20 @@ def test_server_side_encryption_settings_reach_every_object_written(tmp_path, s3
     e.g. SSE-KMS with a key: a build's objects are stored encrypted with it."""
     import boto3
 
-    code = ("import sys; from tasks import storage; "
-            "storage.write_json(sys.argv[1] + '/a.json', {'x': 1}); "
-            "storage.write_parquet(sys.argv[1] + '/b.parquet', __import__('pyarrow').table({'x': [1]}))")
-    env = {**os.environ, "FSSPEC_S3": json.dumps({"s3_additional_kwargs": {
-        "ServerSideEncryption": "aws:kms", "SSEKMSKeyId": "alias/mmetl-datasets"}})}
-    done = subprocess.run([sys.executable, "-c", code, f"{s3}/sse"], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=120)
+    code = (
+        "import sys; from tasks import storage; "
+        "storage.write_json(sys.argv[1] + '/a.json', {'x': 1}); "
+        "storage.write_parquet(sys.argv[1] + '/b.parquet', __import__('pyarrow').table({'x': [1]}))"
+    )
+    env = {
+        **os.environ,
+        "FSSPEC_S3": json.dumps(
+            {"s3_additional_kwargs": {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": "alias/mmetl-datasets"}}
+        ),
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", code, f"{s3}/sse"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     client = boto3.client("s3")
     for key in ("sse/a.json", "sse/b.parquet"):
@@ -199,8 +228,11 @@ def test_a_ray_worker_killed_mid_shard_is_retried_and_the_version_is_whole(tmp_p
         while victim is None:
             assert build.poll() is None, (tmp_path / "build.log").read_text()[-3000:]
             assert time.monotonic() < deadline, "no shard task was ever seen running"
-            running = list_tasks(address=ray_cluster["dashboard"], limit=1000,
-                                 filters=[("name", "=", "run_step_shard"), ("state", "=", "RUNNING")])
+            running = list_tasks(
+                address=ray_cluster["dashboard"],
+                limit=1000,
+                filters=[("name", "=", "run_step_shard"), ("state", "=", "RUNNING")],
+            )
             victim = next((t for t in running if t.worker_pid), None)
             time.sleep(0.2)
         os.kill(victim.worker_pid, signal.SIGKILL)  # mid-shard: a shard of the demo takes seconds
@@ -210,10 +242,15 @@ def test_a_ray_worker_killed_mid_shard_is_retried_and_the_version_is_whole(tmp_p
             build.kill()
     attempts = list_tasks(address=ray_cluster["dashboard"], limit=1000, filters=[("task_id", "=", victim.task_id)])
     assert sorted((a.attempt_number, a.state) for a in attempts)[-1] == (1, "FINISHED"), [
-        (a.attempt_number, a.state, a.node_id, a.error_type) for a in attempts]
+        (a.attempt_number, a.state, a.node_id, a.error_type) for a in attempts
+    ]
     manifest = json.loads((tmp_path / "out" / "demo" / "versions" / "2026-01-09" / "manifest.json").read_text())
-    funnel = {line["stage"]: line for line in json.loads(
-        (tmp_path / "out" / "demo" / "versions" / "2026-01-09" / "stats.json").read_text())["funnel"]}
+    funnel = {
+        line["stage"]: line
+        for line in json.loads((tmp_path / "out" / "demo" / "versions" / "2026-01-09" / "stats.json").read_text())[
+            "funnel"
+        ]
+    }
     # every item the plan made is published or a reject (the plan's rejects are annotation rows, not
     # items): the killed shard lost nothing and doubled nothing
     assert manifest["samples"] + manifest["rejected"] - funnel["plan"]["rejected"] == funnel["plan"]["items"]

@@ -20,7 +20,7 @@ from tasks.fetch.guard import AddressPolicy
 from tasks.recipe import NetworkConfig, Recipe, ShardConfig
 from tasks.sources import make_source
 
-from .helpers import audio_bytes, image_bytes, build_in_process, real_photos, video_bytes
+from .helpers import audio_bytes, build_in_process, image_bytes, real_photos, video_bytes
 from .web import WebServer
 
 LOOPBACK = {"allow_hosts": ["127.0.0.1"], "timeout_s": 2, "retries": 1, "subtitles": []}
@@ -52,12 +52,15 @@ def test_every_failure_is_a_reject_with_its_category(tmp_path, web):
     cases = {
         web.url + "/missing.jpg": "fetch:http_404",
         web.add("/error.jpg", status=500, body=b"oops"): "fetch:http_500",
-        web.add("/page.jpg", body=b"<html><body>not a picture</body></html>", content_type="image/jpeg"): "fetch:not_media",
+        web.add(
+            "/page.jpg", body=b"<html><body>not a picture</body></html>", content_type="image/jpeg"
+        ): "fetch:not_media",
         web.add("/slow.jpg", body=photo, delay_s=3): "fetch:timeout",
         web.add("/cut.jpg", body=photo[:1000], declared_length=len(photo)): "fetch:truncated",
         web.add("/noai.jpg", body=photo, headers={"X-Robots-Tag": "noai"}): "fetch:opted_out",
-        web.add("/to-metadata.jpg", status=302, headers={"Location": "http://169.254.169.254/latest/meta-data/"}):
-            "fetch:blocked_address",
+        web.add(
+            "/to-metadata.jpg", status=302, headers={"Location": "http://169.254.169.254/latest/meta-data/"}
+        ): "fetch:blocked_address",
         web.add("/to-file.jpg", status=302, headers={"Location": "file:///etc/passwd"}): "fetch:bad_url",
     }
     rows = [{"url": good, "caption": "a cup of coffee"}] + [{"url": u, "caption": "x y"} for u in cases]
@@ -83,8 +86,10 @@ def test_private_addresses_are_refused_unless_listed(tmp_path, web):
 
 def test_a_rerun_fetches_only_what_failed_transiently(tmp_path, web):
     photos = real_photos(turns=2)
-    rows = [{"url": web.add(f"/{name}.jpg", body=data, fail_first=3 if i % 3 == 0 else 0), "caption": f"photo {name}"}
-            for i, (name, data) in enumerate(photos.items())]
+    rows = [
+        {"url": web.add(f"/{name}.jpg", body=data, fail_first=3 if i % 3 == 0 else 0), "caption": f"photo {name}"}
+        for i, (name, data) in enumerate(photos.items())
+    ]
     rows.append({"url": web.url + "/gone.jpg", "caption": "never there"})
     network = {**LOOPBACK, "retries": 1}
     kept, rejects = collect(tmp_path, rows, network)
@@ -116,18 +121,26 @@ def test_downloads_are_resized_by_img2dataset_and_kept_upright(tmp_path, web):
     kept, rejects = collect(tmp_path, rows, {**LOOPBACK, "resize": resize, "per_host": 16})
     assert not rejects and len(kept) == len(rows)
     # resizing on 16 threads left this process's stdout and stderr where they were
-    assert [(s.st_dev, s.st_ino) for s in (os.fstat(1), os.fstat(2))] == [(s.st_dev, s.st_ino) for s in (stdout, stderr)]
+    assert [(s.st_dev, s.st_ino) for s in (os.fstat(1), os.fstat(2))] == [
+        (s.st_dev, s.st_ino) for s in (stdout, stderr)
+    ]
     kept = [r for r in kept if r["source_uri"] in (plain, turned, small)]
     images = {r["source_uri"]: Image.open(io.BytesIO(r["media_bytes"])) for r in kept}
     assert {u: (i.format, i.size) for u, i in images.items()} == {
-        plain: ("WEBP", (192, 128)), turned: ("WEBP", (192, 128)), small: ("WEBP", (40, 30))}  # smaller: kept
+        plain: ("WEBP", (192, 128)),
+        turned: ("WEBP", (192, 128)),
+        small: ("WEBP", (40, 30)),
+    }  # smaller: kept
     assert all(r["media_ext"] == "webp" for r in kept)
     # the phone photo came out upright: its pixels match the plain copy's, not a turned one
     a, b = (np.asarray(images[u].convert("L"), dtype=float) for u in (plain, turned))
     assert np.abs(a - b).mean() < 8
 
-    _, refused = collect(tmp_path / "bad", [{"url": web.add("/x.gif", body=b"GIF89a" + b"\0" * 40), "caption": "x y"}],
-                         {**LOOPBACK, "resize": resize})
+    _, refused = collect(
+        tmp_path / "bad",
+        [{"url": web.add("/x.gif", body=b"GIF89a" + b"\0" * 40), "caption": "x y"}],
+        {**LOOPBACK, "resize": resize},
+    )
     assert [r["reason"] for r in refused.values()] == ["fetch:decode"]
     with pytest.raises(ValueError, match="compression level"):
         NetworkConfig(resize={"encode_format": "png", "encode_quality": 95})
@@ -151,9 +164,16 @@ def test_the_download_cache_keeps_whole_entries_only(tmp_path, where, request):
 
     again = fetch_cache(folder)
     for i, data in enumerate(photos):
-        assert again.get(f"id{i}") == {"uri": f"http://h/{i}.jpg", "media_bytes": data, "media_ext": "jpg",
-                                       "meta": {"n": i}}
-    assert again.get("gone") == {"uri": "http://h/gone.jpg", "failure": {"category": "http_404", "detail": "404 Not Found"}}
+        assert again.get(f"id{i}") == {
+            "uri": f"http://h/{i}.jpg",
+            "media_bytes": data,
+            "media_ext": "jpg",
+            "meta": {"n": i},
+        }
+    assert again.get("gone") == {
+        "uri": "http://h/gone.jpg",
+        "failure": {"category": "http_404", "detail": "404 Not Found"},
+    }
     assert again.get("never") is None
     assert again.entries()["id1"] == {"uri": "http://h/1.jpg", "media_ext": "jpg", "meta": {"n": 1}}
     assert set(again.entries()) == {"id0", "id1", "id2", "gone"}
@@ -161,11 +181,16 @@ def test_the_download_cache_keeps_whole_entries_only(tmp_path, where, request):
 
 def test_video_and_audio_links_come_through_yt_dlp(tmp_path, web):
     video = web.add("/clip.mp4", body=video_bytes(seconds=2.0, audio_seconds=2.0), content_type="video/mp4")
-    page = web.add("/watch.html", content_type="text/html",
-                   body=f'<html><head><title>A clip</title></head><body><video src="{video}"></video></body></html>'.encode())
+    page = web.add(
+        "/watch.html",
+        content_type="text/html",
+        body=f'<html><head><title>A clip</title></head><body><video src="{video}"></video></body></html>'.encode(),
+    )
     sound = web.add("/tone.flac", body=audio_bytes(seconds=12.0), content_type="audio/flac")
-    lines = [{"url": page, "caption": "a page with a clip", "modality": "video"},
-             {"url": sound, "caption": "a tone", "modality": "audio"}]
+    lines = [
+        {"url": page, "caption": "a page with a clip", "modality": "video"},
+        {"url": sound, "caption": "a tone", "modality": "audio"},
+    ]
     (tmp_path / "links.jsonl").write_text("\n".join(json.dumps(r) for r in lines))
     sources = [make_source(name="links", kind="urls", uri=str(tmp_path / "links.jsonl"), modality="video")]
     plan = plan_collect(sources, "p", "r", ShardConfig(), 1, str(tmp_path / "plan"))
@@ -180,6 +205,7 @@ def test_video_and_audio_links_come_through_yt_dlp(tmp_path, web):
     assert by_uri[page]["media_ext"] == "mp4" and len(by_uri[page]["media_bytes"]) > 1000
     assert json.loads(by_uri[page]["meta"])["webpage_url"] == page  # found in the page by yt-dlp
     from tasks.media.audio import decode_audio
+
     assert 4.8 <= decode_audio(by_uri[sound]["media_bytes"]).duration_s <= 5.3  # cut to its 5 s window
 
 
@@ -190,36 +216,60 @@ def test_three_sources_of_three_modalities_build_one_version(tmp_path, web):
     names = list(photos)[:3]
     for i, name in enumerate(names):
         (coco_dir / "train2017" / f"{i:012d}.jpg").write_bytes(photos[name])
-    (coco_dir / "captions.json").write_text(json.dumps({
-        "images": [{"id": i, "file_name": f"{i:012d}.jpg"} for i in range(3)],
-        "annotations": [{"id": 10 * i + k, "image_id": i, "caption": f"{names[i]} seen from angle {k}"}
-                        for i in range(3) for k in range(5)]}))
+    (coco_dir / "captions.json").write_text(
+        json.dumps(
+            {
+                "images": [{"id": i, "file_name": f"{i:012d}.jpg"} for i in range(3)],
+                "annotations": [
+                    {"id": 10 * i + k, "image_id": i, "caption": f"{names[i]} seen from angle {k}"}
+                    for i in range(3)
+                    for k in range(5)
+                ],
+            }
+        )
+    )
     clotho_dir = tmp_path / "clotho" / "development"
     clotho_dir.mkdir(parents=True)
     (clotho_dir / "tone.wav").write_bytes(audio_bytes(seconds=2.0, fmt="wav"))
     (tmp_path / "clotho" / "captions.csv").write_text(
         "file_name,caption_1,caption_2,caption_3,caption_4,caption_5\n"
-        "tone.wav,a steady tone,a beep that lasts,a long high beep,an electronic tone,a sine wave hums\n")
+        "tone.wav,a steady tone,a beep that lasts,a long high beep,an electronic tone,a sine wave hums\n"
+    )
     clip = web.add("/v1.mp4", body=video_bytes(seconds=2.0, audio_seconds=2.0), content_type="video/mp4")
-    (tmp_path / "webvid.csv").write_text(f"videoid,contentUrl,duration,page_dir,name\n1,{clip},PT00H00M02S,p,a short clip\n")
-    sources = (make_source(name="coco", kind="coco", uri=str(coco_dir / "captions.json"), media_root=str(coco_dir / "train2017")),
-               make_source(name="clotho", kind="clotho", uri=str(tmp_path / "clotho" / "captions.csv"), media_root=str(clotho_dir)),
-               make_source(name="webvid", kind="webvid", uri=str(tmp_path / "webvid.csv")))
+    (tmp_path / "webvid.csv").write_text(
+        f"videoid,contentUrl,duration,page_dir,name\n1,{clip},PT00H00M02S,p,a short clip\n"
+    )
+    sources = (
+        make_source(
+            name="coco", kind="coco", uri=str(coco_dir / "captions.json"), media_root=str(coco_dir / "train2017")
+        ),
+        make_source(
+            name="clotho", kind="clotho", uri=str(tmp_path / "clotho" / "captions.csv"), media_root=str(clotho_dir)
+        ),
+        make_source(name="webvid", kind="webvid", uri=str(tmp_path / "webvid.csv")),
+    )
     recipe = Recipe(name="mix", sources=sources, network=LOOPBACK)
     layout, manifest = build_in_process(list(sources), str(tmp_path / "out"), recipe=recipe)
     assert manifest["samples"] == 5 and manifest["texts"] == 15 + 5 + 1
-    index = [r for split in manifest["splits"] for r in pq.read_table(f"{layout.version}/{split}/index.parquet").to_pylist()]
+    index = [
+        r for split in manifest["splits"] for r in pq.read_table(f"{layout.version}/{split}/index.parquet").to_pylist()
+    ]
     assert sorted(r["modality"] for r in index) == ["audio", "image", "image", "image", "video"]
     assert {r["source"] for r in index} == {"coco", "clotho", "webvid"}
 
 
 def test_download_failures_are_counted_by_source_and_host(tmp_path, web):
     photo = real_photos()["rocket-0"]
-    rows = [{"url": web.add("/rocket.jpg", body=photo), "caption": "a rocket on its pad"},
-            {"url": web.url + "/a.jpg", "caption": "missing one"}, {"url": web.url + "/b.jpg", "caption": "missing two"}]
+    rows = [
+        {"url": web.add("/rocket.jpg", body=photo), "caption": "a rocket on its pad"},
+        {"url": web.url + "/a.jpg", "caption": "missing one"},
+        {"url": web.url + "/b.jpg", "caption": "missing two"},
+    ]
     (tmp_path / "list.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
     source = make_source(name="web", kind="urls", uri=str(tmp_path / "list.jsonl"))
-    layout, manifest = build_in_process([source], str(tmp_path / "out"), recipe=Recipe(name="w", source=source, network=LOOPBACK))
+    layout, manifest = build_in_process(
+        [source], str(tmp_path / "out"), recipe=Recipe(name="w", source=source, network=LOOPBACK)
+    )
     stats = json.loads(storage.read_bytes(storage.join(layout.version, "stats.json")))
     assert manifest["samples"] == 1 and stats["fetch_failures_by_source"] == {"web": {"fetch:http_404": 2}}
     assert stats["top_failing_hosts"] == [["127.0.0.1", 2]]

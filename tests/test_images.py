@@ -56,7 +56,9 @@ def test_cmyk_16_bit_palette_and_alpha_images_become_faithful_rgb(photo):
     sixteen = Image.fromarray(np.asarray(grey, np.uint16) * 257)  # the same picture at 16 bits a sample
     assert sixteen.mode in ("I;16", "I")
     from_16 = opened(decode_image(encode(sixteen, "PNG")).data)
-    assert abs(np.asarray(from_16.convert("L"), np.float32).mean() - np.asarray(grey, np.float32).mean()) < 2  # scaled, not clipped
+    assert (
+        abs(np.asarray(from_16.convert("L"), np.float32).mean() - np.asarray(grey, np.float32).mean()) < 2
+    )  # scaled, not clipped
 
     transparent = photo.convert("RGBA")
     transparent.putalpha(0)  # fully transparent: what shows is the background

@@ -19,8 +19,12 @@ MANIFESTS = ["kuberay-cluster.yaml", "prefect-worker-k8s.yaml"]
 
 
 def documents() -> list[tuple[str, dict]]:
-    return [(f"{name}#{i}", doc) for name in MANIFESTS
-            for i, doc in enumerate(yaml.safe_load_all((INFRA / name).read_text())) if doc]
+    return [
+        (f"{name}#{i}", doc)
+        for name in MANIFESTS
+        for i, doc in enumerate(yaml.safe_load_all((INFRA / name).read_text()))
+        if doc
+    ]
 
 
 def raycluster_schema() -> dict:
@@ -56,5 +60,7 @@ def test_the_worker_and_the_cluster_agree():
     env = {e["name"]: e["value"] for e in by_kind["Deployment"]["spec"]["template"]["spec"]["containers"][0]["env"]}
     ray = by_kind["RayCluster"]["metadata"]
     assert env["MMETL_RAY_ADDRESS"].startswith(f"ray://{ray['name']}-head-svc.{ray['namespace']}.svc:")
-    pool = yaml.safe_load((INFRA.parent / "deployments" / "prefect.yaml").read_text())["definitions"]["work_pool"]["name"]
+    pool = yaml.safe_load((INFRA.parent / "deployments" / "prefect.yaml").read_text())["definitions"]["work_pool"][
+        "name"
+    ]
     assert by_kind["Deployment"]["spec"]["template"]["spec"]["containers"][0]["command"][-3] == pool

@@ -61,25 +61,39 @@ def test_the_same_bytes_under_two_names_and_two_sources_are_one_item_and_one_rej
     storage.write_bytes(str(tmp_path / "coco" / "000123.jpg"), photo)
     storage.write_bytes(str(tmp_path / "flickr" / "photos" / "cup.jpg"), photo)
     storage.write_bytes(str(tmp_path / "flickr" / "photos" / "other.jpg"), real_photos()["rocket-0"])
-    coco = write_manifest(tmp_path / "coco", [
-        {"media": "000123.jpg", "modality": "image", "text": "a cup of coffee on a table"},
-        {"media": "000123.jpg", "modality": "image", "text": "Coffee in a white cup"}])
-    flickr = write_manifest(tmp_path / "flickr", [
-        {"media": "photos/cup.jpg", "modality": "image", "text": "coffee  in a white cup"},
-        {"media": "photos/cup.jpg", "modality": "image", "text": "a saucer and a spoon"},
-        {"media": "photos/other.jpg", "modality": "image", "text": "a rocket on its launch pad"}])
+    coco = write_manifest(
+        tmp_path / "coco",
+        [
+            {"media": "000123.jpg", "modality": "image", "text": "a cup of coffee on a table"},
+            {"media": "000123.jpg", "modality": "image", "text": "Coffee in a white cup"},
+        ],
+    )
+    flickr = write_manifest(
+        tmp_path / "flickr",
+        [
+            {"media": "photos/cup.jpg", "modality": "image", "text": "coffee  in a white cup"},
+            {"media": "photos/cup.jpg", "modality": "image", "text": "a saucer and a spoon"},
+            {"media": "photos/other.jpg", "modality": "image", "text": "a rocket on its launch pad"},
+        ],
+    )
     layout, manifest = build_in_process([coco, flickr], str(tmp_path / "out"))
 
     rejects = pq.read_table(f"{layout.version}/rejects.parquet").to_pylist()
-    index = pq.read_table(f"{layout.version}/train/index.parquet").to_pylist() + \
-        [r for split in ("val", "test") if split in manifest["splits"]
-         for r in pq.read_table(f"{layout.version}/{split}/index.parquet").to_pylist()]
+    index = pq.read_table(f"{layout.version}/train/index.parquet").to_pylist() + [
+        r
+        for split in ("val", "test")
+        if split in manifest["splits"]
+        for r in pq.read_table(f"{layout.version}/{split}/index.parquet").to_pylist()
+    ]
     (reject,) = rejects
     (kept,) = [r for r in index if r["sample_id"] == reject["duplicate_of"]]
     assert reject["reason"] == "duplicate:exact" and {reject["source"], kept["source"]} == {"coco", "flickr"}
     # the union of both sources' texts; the caption both gave (up to case and spacing) once
     assert sorted(t["text"].lower() for t in kept["texts"]) == [
-        "a cup of coffee on a table", "a saucer and a spoon", "coffee in a white cup"]
+        "a cup of coffee on a table",
+        "a saucer and a spoon",
+        "coffee in a white cup",
+    ]
     assert {t["source"] for t in kept["texts"]} == {"coco", "flickr"}
     assert manifest["samples"] == 2 and manifest["texts_dropped"] == 1  # "coffee in a white cup", said twice
     assert len([m for m in version_members(layout) if m.endswith(".jpg")]) == 2

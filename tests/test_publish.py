@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-
-import pytest
-
 import tarfile
 
 import pyarrow as pa
+import pytest
 
 from tasks import publish, storage
 from tasks.publish import VersionExists, publish_shard
@@ -22,14 +20,24 @@ FUNNEL = [{"stage": "split", "in": 6, "kept": 6, "rejected": 0, "reasons": {}}]
 
 def split_shard(root: str, name: str, caption: str) -> tuple[str, str]:
     """A shard of items that reached the split (metadata), and its media file as clean wrote it."""
-    rows = [sample(captions=(f"{caption} {i}", f"another caption {i}"), media=image_bytes(seed=i), media_ext="jpg",
-                   n=i, split=("train", "train", "val", "test", "train", "train")[i]) for i in range(6)]
+    rows = [
+        sample(
+            captions=(f"{caption} {i}", f"another caption {i}"),
+            media=image_bytes(seed=i),
+            media_ext="jpg",
+            n=i,
+            split=("train", "train", "val", "test", "train", "train")[i],
+        )
+        for i in range(6)
+    ]
     items = table(*rows)
     uri = storage.join(root, "in", f"{name}.parquet")
     media_uri = storage.join(root, "in", f"{name}.media.parquet")
     storage.write_parquet(media_uri, items.select(MEDIA_SCHEMA.names).cast(MEDIA_SCHEMA))
-    storage.write_parquet(uri, items.set_column(items.schema.get_field_index("media_bytes"), "media_bytes",
-                                                pa.nulls(6, pa.large_binary())))
+    storage.write_parquet(
+        uri,
+        items.set_column(items.schema.get_field_index("media_bytes"), "media_bytes", pa.nulls(6, pa.large_binary())),
+    )
     return uri, media_uri
 
 
@@ -127,4 +135,3 @@ def test_an_abandoned_builds_files_block_a_new_claim(tmp_path):
     with pytest.raises(VersionExists, match="delete the whole folder"):
         commit_version(second, [second_staged], [], FUNNEL, {"name": "ds"})
     assert not storage.exists(second.version_claim)
-

@@ -38,14 +38,17 @@ def test_recipe_defaults_and_fingerprint(tmp_path):
     assert recipe.fingerprint() != other.fingerprint()
 
 
-@pytest.mark.parametrize("text,message", [
-    (GOOD + "filtr: {}\n", "filtr: Extra inputs are not permitted"),
-    (GOOD + "filter: {min_audio_s: 9, max_audio_s: 3}\n", "min_audio_s (9.0) is above max_audio_s"),
-    (GOOD + "split: {ratios: [0.5, 0.1, 0.1]}\n", "sum to 1"),
-    (GOOD.replace("kind: manifest", "kind: ftp"), "source: Input tag 'ftp' found using 'kind'"),
-    ("- just\n- a list\n", "a recipe is a mapping"),
-    ("name: [unclosed\n", "not valid YAML"),
-])
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        (GOOD + "filtr: {}\n", "filtr: Extra inputs are not permitted"),
+        (GOOD + "filter: {min_audio_s: 9, max_audio_s: 3}\n", "min_audio_s (9.0) is above max_audio_s"),
+        (GOOD + "split: {ratios: [0.5, 0.1, 0.1]}\n", "sum to 1"),
+        (GOOD.replace("kind: manifest", "kind: ftp"), "source: Input tag 'ftp' found using 'kind'"),
+        ("- just\n- a list\n", "a recipe is a mapping"),
+        ("name: [unclosed\n", "not valid YAML"),
+    ],
+)
 def test_bad_recipes_name_the_bad_key(tmp_path, text, message):
     with pytest.raises(RecipeError, match=message.replace("(", r"\(").replace(")", r"\)")):
         load_recipe(write(tmp_path, text))
@@ -74,11 +77,13 @@ def test_storage_round_trip(root):
 
 
 def test_plan_collect_reads_manifest_from_s3_and_rejects_broken_rows(root):
-    lines = ['{"media": "a.jpg", "modality": "image", "text": "a cat"}',
-             '{"media": "b.jpg", "modality": "image"',
-             '{"media": "c.wav", "modality": "smell", "text": "x"}',
-             '["not", "an", "object"]',
-             '{"media": "d.mp4", "modality": "video", "text": "a dog", "group": "clip-7"}']
+    lines = [
+        '{"media": "a.jpg", "modality": "image", "text": "a cat"}',
+        '{"media": "b.jpg", "modality": "image"',
+        '{"media": "c.wav", "modality": "smell", "text": "x"}',
+        '["not", "an", "object"]',
+        '{"media": "d.mp4", "modality": "video", "text": "a dog", "group": "clip-7"}',
+    ]
     storage.write_bytes(storage.join(root, "src/captions.jsonl"), "\n".join(lines).encode())
     source = make_source(name="t", kind="manifest", uri=storage.join(root, "src/captions.jsonl"))
     result = plan(source, storage.join(root, "work/plan"), max_items=1)
@@ -103,7 +108,10 @@ def test_plan_collect_folder_of_media_with_sidecar_captions(tmp_path):
     result = plan(source, str(tmp_path / "plan"))
     assert (result["n_items"], result["n_rejected"]) == (1, 2)
     details = sorted(storage.read_parquet(result["rejects_uri"]).column("detail").to_pylist())
-    assert details == ["extension of notes.xyz is not a known media type", "no sidecar caption (.txt or .json) beside it"]
+    assert details == [
+        "extension of notes.xyz is not a known media type",
+        "no sidecar caption (.txt or .json) beside it",
+    ]
 
 
 def test_collect_stage_reads_media_from_object_storage(s3, tmp_path):
@@ -114,15 +122,18 @@ def test_collect_stage_reads_media_from_object_storage(s3, tmp_path):
     root = f"{s3}/collect/{tmp_path.name}"
     picture = image_bytes()
     storage.write_bytes(storage.join(root, "src/a.jpg"), picture)
-    lines = ['{"media": "a.jpg", "modality": "image", "text": "a cat"}',
-             '{"media": "gone.jpg", "modality": "image", "text": "a ghost"}']
+    lines = [
+        '{"media": "a.jpg", "modality": "image", "text": "a cat"}',
+        '{"media": "gone.jpg", "modality": "image", "text": "a ghost"}',
+    ]
     storage.write_bytes(storage.join(root, "src/captions.jsonl"), "\n".join(lines).encode())
     source = make_source(name="t", kind="manifest", uri=storage.join(root, "src/captions.jsonl"))
     result = plan(source, storage.join(root, "work/plan"))
     sizes = {r["source_uri"].rsplit("/", 1)[1]: r["media_size"] for r in planned(result)}
     assert sizes == {"a.jpg": len(picture), "gone.jpg": None}  # listed at plan time, one listing per folder
-    step = engine.run_step("collect", [("collect", {})], result["shards"][0], storage.join(root, "work/collect"),
-                           writes_media=True)
+    step = engine.run_step(
+        "collect", [("collect", {})], result["shards"][0], storage.join(root, "work/collect"), writes_media=True
+    )
     assert (step.stages[0].n_kept, step.stages[0].reasons) == (1, {"collect:missing_media": 1})
     (row,) = storage.read_parquet(step.uri).to_pylist()
     assert row["media_ext"] == "jpg" and row["media_size"] == len(picture)
@@ -130,8 +141,12 @@ def test_collect_stage_reads_media_from_object_storage(s3, tmp_path):
 
 
 def test_ids_and_groups_do_not_depend_on_where_the_corpus_sits(tmp_path, s3):
-    lines = "\n".join(['{"media": "a.jpg", "modality": "image", "text": "a cat"}',
-                       '{"media": "sub/b.mp4", "modality": "video", "text": "a dog"}']).encode()
+    lines = "\n".join(
+        [
+            '{"media": "a.jpg", "modality": "image", "text": "a cat"}',
+            '{"media": "sub/b.mp4", "modality": "video", "text": "a dog"}',
+        ]
+    ).encode()
     plans = []
     for root in (str(tmp_path / "here"), str(tmp_path / "elsewhere" / "deeper"), f"{s3}/moved/{tmp_path.name}"):
         storage.write_bytes(storage.join(root, "captions.jsonl"), lines)
@@ -158,8 +173,11 @@ def test_plan_collect_is_strict_about_odd_rows_and_forgiving_about_encoding(tmp_
     assert kept[0]["texts"][0]["text"] == "a line\u2028separator inside a caption" and kept[1]["group_id"] == "t:7"
     details = storage.read_parquet(result["rejects_uri"]).column("detail").to_pylist()
     assert [d.split(",")[0].split(":")[0] for d in details] == [
-        "text must be a string", "media must be a non-empty string", "group must be a string or an integer",
-        "not UTF-8"]
+        "text must be a string",
+        "media must be a non-empty string",
+        "group must be a string or an integer",
+        "not UTF-8",
+    ]
     assert result["n_rows"] == 6 == result["n_rows_kept"] + result["n_rejected"]
 
 
@@ -179,13 +197,19 @@ def test_rows_naming_one_media_file_become_one_item_with_all_its_texts(tmp_path)
     assert [t["text"] for t in a["texts"]] == [f"caption {i}" for i in range(5)] + ["a sixth caption, in another group"]
     assert a["source_rows"] == [0, 1, 3, 4, 5, 7]
     assert a["group_id"] == items["c.mp4"]["group_id"] == "t:video-1" != items["b.jpg"]["group_id"]
-    assert "named as image on row 0 and as audio here" in storage.read_parquet(result["rejects_uri"])["detail"][0].as_py()
+    assert (
+        "named as image on row 0 and as audio here" in storage.read_parquet(result["rejects_uri"])["detail"][0].as_py()
+    )
 
     # the id is the media path as written: a new caption, an inserted line or a moved corpus keeps it
     lines.insert(0, row % ("d.jpg", "new", ""))
     storage.write_bytes(str(tmp_path / "moved" / "captions.jsonl"), "\n".join(lines).encode())
-    again = planned(plan(make_source(name="t", kind="manifest", uri=str(tmp_path / "moved" / "captions.jsonl")),
-                         str(tmp_path / "plan2")))
+    again = planned(
+        plan(
+            make_source(name="t", kind="manifest", uri=str(tmp_path / "moved" / "captions.jsonl")),
+            str(tmp_path / "plan2"),
+        )
+    )
     assert {r["sample_id"] for r in again} == {r["sample_id"] for r in items.values()} | {again[0]["sample_id"]}
 
 
@@ -210,13 +234,19 @@ def test_exclusive_create_has_one_winner_with_content(root):
 
 
 def test_plan_collect_rejects_json_that_python_parses_badly(tmp_path):
-    rows = ['{"media": "a.jpg", "modality": "image", "text": "cut mid-emoji \\ud83d"}',
-            '{"media": "a.jpg", "modality": "image", "text": "ok", "group": ' + "9" * 5000 + '}',
-            "[" * 5000 + "]" * 5000,
-            '{"media": "a.jpg", "modality": "image", "text": "fine"}']
+    rows = [
+        '{"media": "a.jpg", "modality": "image", "text": "cut mid-emoji \\ud83d"}',
+        '{"media": "a.jpg", "modality": "image", "text": "ok", "group": ' + "9" * 5000 + "}",
+        "[" * 5000 + "]" * 5000,
+        '{"media": "a.jpg", "modality": "image", "text": "fine"}',
+    ]
     storage.write_bytes(str(tmp_path / "captions.jsonl"), "\n".join(rows).encode())
     source = make_source(name="t", kind="manifest", uri=str(tmp_path / "captions.jsonl"))
     result = plan(source, str(tmp_path / "plan"))
     assert (result["n_items"], result["n_rejected"]) == (1, 3)
     details = storage.read_parquet(result["rejects_uri"]).column("detail").to_pylist()
-    assert details[0].startswith("text: not valid Unicode") and "ValueError" in details[1] and "RecursionError" in details[2]
+    assert (
+        details[0].startswith("text: not valid Unicode")
+        and "ValueError" in details[1]
+        and "RecursionError" in details[2]
+    )

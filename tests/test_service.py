@@ -5,7 +5,6 @@ deployments of deployments/prefect.yaml run by a real `prefect worker` against a
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -34,16 +33,20 @@ def daily_drops(folder: Path) -> Path:
             rows.append({"media": f"img{seed}.jpg", "modality": "image", "text": f"picture {seed} of some shapes"})
         (folder / "drops" / day / "captions.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
     recipe = folder / "daily.yaml"
-    recipe.write_text(f"name: daily\nsource:\n  name: drops\n  kind: manifest\n"
-                      f"  uri: {folder}/drops/{{partition}}/captions.jsonl\n")
+    recipe.write_text(
+        f"name: daily\nsource:\n  name: drops\n  kind: manifest\n  uri: {folder}/drops/{{partition}}/captions.jsonl\n"
+    )
     return recipe
 
 
 def published_items(root: Path, partition: str) -> list[str]:
     version = root / "daily" / "versions" / partition
     manifest = json.loads((version / "manifest.json").read_text())
-    return [row["source_uri"].rsplit("/", 1)[-1] for split in manifest["splits"].values()
-            for row in pq.read_table(version / split["index"]).to_pylist()]
+    return [
+        row["source_uri"].rsplit("/", 1)[-1]
+        for split in manifest["splits"].values()
+        for row in pq.read_table(version / split["index"]).to_pylist()
+    ]
 
 
 def test_backfill_builds_each_days_drop_once_and_resumes_after_a_kill(tmp_path):
@@ -81,7 +84,9 @@ def test_backfill_builds_each_days_drop_once_and_resumes_after_a_kill(tmp_path):
     # the killed run of the 2nd stays "running" in its record; every other run says how it ended
     assert ["running"] in [s[:1] for s in states] and ["nothing", "to", "build"] in [s[:3] for s in states]
 
-    inspect = subprocess.run([MMETL, "inspect", "daily/2026-01-02"], env=env, capture_output=True, text=True, timeout=60)
+    inspect = subprocess.run(
+        [MMETL, "inspect", "daily/2026-01-02"], env=env, capture_output=True, text=True, timeout=60
+    )
     assert inspect.returncode == 0, inspect.stderr
     assert inspect.stdout.startswith("daily 2026-01-02: 5 items, 5 texts, 0 rejected")
     assert "caption: picture 1" in inspect.stdout and "stage code " in inspect.stdout
@@ -90,12 +95,18 @@ def test_backfill_builds_each_days_drop_once_and_resumes_after_a_kill(tmp_path):
 def test_a_backfill_refuses_a_reversed_range_and_a_date_format_for_a_named_partition(tmp_path):
     recipe, root = daily_drops(tmp_path), tmp_path / "out"
     env = cli_env(tmp_path, str(root))
-    reversed_range = subprocess.run([MMETL, "backfill", str(recipe), "--start", "2026-01-04", "--end", "2026-01-01"],
-                                    env=env, capture_output=True, text=True, timeout=60)
+    reversed_range = subprocess.run(
+        [MMETL, "backfill", str(recipe), "--start", "2026-01-04", "--end", "2026-01-01"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert reversed_range.returncode == 2 and "is before --start" in reversed_range.stderr
     recipe.write_text(recipe.read_text().replace("{partition}", "{partition:%Y/%m/%d}"))
-    named = subprocess.run([MMETL, "build", str(recipe), "--partition", "nightly"], env=env, capture_output=True,
-                           text=True, timeout=60)
+    named = subprocess.run(
+        [MMETL, "build", str(recipe), "--partition", "nightly"], env=env, capture_output=True, text=True, timeout=60
+    )
     assert named.returncode == 2 and "'nightly' is not one (YYYY-MM-DD)" in named.stderr
 
 
@@ -136,10 +147,18 @@ def test_a_worker_runs_the_deployed_nightly_and_the_backfill(tmp_path, prefect_s
     prefect(env, "work-pool", "create", "mmetl", "--type", "process")
     prefect(env, "--no-prompt", "deploy", "--prefect-file", "deployments/prefect.yaml", "--all")
     listed = prefect(env, "deployment", "ls")
-    assert all(name in listed for name in ("build-dataset/demo-nightly", "build-dataset/starter-nightly", "backfill/backfill"))
+    assert all(
+        name in listed for name in ("build-dataset/demo-nightly", "build-dataset/starter-nightly", "backfill/backfill")
+    )
     with open(tmp_path / "worker.log", "wb") as log:
-        worker = subprocess.Popen([PREFECT, "worker", "start", "--pool", "mmetl"], env=env, cwd=tmp_path, stdout=log,
-                                  stderr=subprocess.STDOUT, start_new_session=True)
+        worker = subprocess.Popen(
+            [PREFECT, "worker", "start", "--pool", "mmetl"],
+            env=env,
+            cwd=tmp_path,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         run_and_watch(env, "build-dataset/demo-nightly", f"recipe_path={recipe}", "partition=2026-01-02")
         assert sorted(published_items(root, "2026-01-02")) == [f"img{s}.jpg" for s in range(10, 15)]
@@ -155,8 +174,14 @@ def test_serve_schedules_the_nightly_and_runs_it_when_triggered(tmp_path, prefec
     recipe, root = daily_drops(tmp_path), tmp_path / "out"
     env = prefect_env(tmp_path, prefect_server, root)
     with open(tmp_path / "serve.log", "wb") as log:
-        serving = subprocess.Popen([MMETL, "serve", str(recipe), "--cron", "0 2 * * *"], env=env, cwd=tmp_path,
-                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        serving = subprocess.Popen(
+            [MMETL, "serve", str(recipe), "--cron", "0 2 * * *"],
+            env=env,
+            cwd=tmp_path,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         deadline = time.monotonic() + 120
         while "daily-nightly" not in prefect(env, "deployment", "ls"):

@@ -45,8 +45,11 @@ def test_re_encoded_and_trimmed_speech_is_one_recording_and_distinct_prompts_are
     assert clusters(ids, pairs) == families
     # the margins behind the default (0.15): copies well under it, distinct recordings well over
     originals = [np.array(sounds[i], np.uint32) for i in ids if i.endswith(".wav")]
-    copies = [bit_error_rate(np.array(sounds[i], np.uint32), np.array(sounds[i.split(".")[0] + ".wav"], np.uint32))
-              for i in ids if not i.endswith(".wav")]
+    copies = [
+        bit_error_rate(np.array(sounds[i], np.uint32), np.array(sounds[i.split(".")[0] + ".wav"], np.uint32))
+        for i in ids
+        if not i.endswith(".wav")
+    ]
     distinct = [bit_error_rate(a, b) for a, b in itertools.combinations(originals, 2)]
     assert max(copies) <= 0.10 and min(distinct) >= 0.20, (max(copies), min(distinct))
 
@@ -77,7 +80,7 @@ def test_a_sound_shorter_than_chromaprint_needs_has_no_fingerprint_and_pairs_wit
 def test_near_pairs_find_every_pair_within_the_radius_that_an_exact_search_finds():
     faiss = pytest.importorskip("faiss")
     rng = np.random.default_rng(3)
-    base = rng.integers(0, 2 ** 64 - 1, 30_000, dtype=np.uint64, endpoint=True)
+    base = rng.integers(0, 2**64 - 1, 30_000, dtype=np.uint64, endpoint=True)
     copies = base[:3000].copy()
     for k, flips in enumerate(rng.integers(1, 9, len(copies))):  # 1-8 bits away
         for bit in rng.choice(64, flips, replace=False):
@@ -95,12 +98,14 @@ def test_near_pairs_find_every_pair_within_the_radius_that_an_exact_search_finds
 
 
 def test_captions_with_small_edits_pair_and_unrelated_ones_do_not():
-    texts = {"a": "A brown dog runs along the beach at sunset with a red ball",
-             "b": "a brown dog runs along the beach at sunset with a red ball!",  # punctuation and case
-             "c": "A brown dog runs along the beach at sunset with a red ball and a stick",  # words added
-             "d": "Two people ride bicycles through a busy city street at night",
-             "e": "A brown cat sleeps on the sofa next to a window in the sun",
-             "f": "A brown dog runs along the beach at dawn with a blue ball"}  # two words changed: 0.38
+    texts = {
+        "a": "A brown dog runs along the beach at sunset with a red ball",
+        "b": "a brown dog runs along the beach at sunset with a red ball!",  # punctuation and case
+        "c": "A brown dog runs along the beach at sunset with a red ball and a stick",  # words added
+        "d": "Two people ride bicycles through a busy city street at night",
+        "e": "A brown cat sleeps on the sofa next to a window in the sun",
+        "f": "A brown dog runs along the beach at dawn with a blue ball",
+    }  # two words changed: 0.38
     pairs = {(a, b) for a, b, _ in caption_pairs(list(texts), list(texts.values()), threshold=0.7)}
     assert pairs == {("a", "b"), ("a", "c")}  # b is a once normalized: c pairs with the first of them
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import random
 
-import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 from PIL import Image
@@ -57,19 +56,23 @@ def test_clean_records_facts_for_each_modality():
 
 
 def test_clean_remuxes_flac_from_other_containers_and_names_matroska_mkv():
-    kept, rejected = run(CleanStage(), sample("audio", media=flac_in_matroska(), n=0),
-                         sample("video", media=matroska_video(), n=1))
+    kept, rejected = run(
+        CleanStage(), sample("audio", media=flac_in_matroska(), n=0), sample("video", media=matroska_video(), n=1)
+    )
     assert rejected == []
     audio, video = kept
     assert audio["media_bytes"][:4] == b"fLaC" and audio["duration_s"] == pytest.approx(2.0)
     assert video["media_ext"] == "mkv" and video["num_frames"] == 40
 
 
-@pytest.mark.parametrize("fmt,times,audio_s,duration", [
-    ("mp4", [i / 30 for i in range(30)] + [1 + i / 2 for i in range(1, 9)], None, 5.0),  # variable rate
-    ("matroska", [1 + i / 10 for i in range(20)], None, 2.0),  # starts one second in
-    ("matroska", [i / 10 for i in range(30)], 3.3, 3.0),  # sound runs past the picture
-])
+@pytest.mark.parametrize(
+    "fmt,times,audio_s,duration",
+    [
+        ("mp4", [i / 30 for i in range(30)] + [1 + i / 2 for i in range(1, 9)], None, 5.0),  # variable rate
+        ("matroska", [1 + i / 10 for i in range(20)], None, 2.0),  # starts one second in
+        ("matroska", [i / 10 for i in range(30)], 3.3, 3.0),  # sound runs past the picture
+    ],
+)
 def test_clean_keeps_valid_video_and_measures_it_by_timestamps(fmt, times, audio_s, duration):
     (row,), rejected = run(CleanStage(), sample("video", media=timed_video(fmt, times, audio_s)))
     assert rejected == []
@@ -106,29 +109,35 @@ def noise_png() -> bytes:
     return out.getvalue()
 
 
-@pytest.mark.parametrize("modality,media,reason", [
-    ("image", image_bytes((120, 90))[:1200], "decode:truncated"),  # cut inside the pixel data
-    ("image", b"<html>404</html>", "decode:not_an_image"),
-    ("audio", bytes(range(256)) * 8, "decode:corrupt"),
-    ("audio", image_bytes(), "decode:no_audio_stream"),
-    ("video", video_bytes()[:500], "decode:corrupt"),
-    ("video", audio_bytes(), "decode:no_video_stream"),
-    ("image", b"", "decode:not_an_image"),
-    ("image", wide_png(), "decode:too_large_side"),  # fine to decode, but JPEG cannot hold it
-    ("audio", audio_bytes(2.0, "wav")[:20_000], "decode:truncated"),  # FFmpeg alone would accept it
-    ("video", matroska_video()[: int(len(matroska_video()) * 0.8)], "decode:truncated"),
-    ("video", image_bytes((120, 90)), "decode:unsupported_container"),  # a JPEG where a video should be
-    ("image", bomb_png(), "decode:too_many_pixels"),  # 81 Mpx in a few kB: refused before decoding
-    ("image", noise_png()[: len(noise_png()) // 2], "decode:truncated"),
-])
+@pytest.mark.parametrize(
+    "modality,media,reason",
+    [
+        ("image", image_bytes((120, 90))[:1200], "decode:truncated"),  # cut inside the pixel data
+        ("image", b"<html>404</html>", "decode:not_an_image"),
+        ("audio", bytes(range(256)) * 8, "decode:corrupt"),
+        ("audio", image_bytes(), "decode:no_audio_stream"),
+        ("video", video_bytes()[:500], "decode:corrupt"),
+        ("video", audio_bytes(), "decode:no_video_stream"),
+        ("image", b"", "decode:not_an_image"),
+        ("image", wide_png(), "decode:too_large_side"),  # fine to decode, but JPEG cannot hold it
+        ("audio", audio_bytes(2.0, "wav")[:20_000], "decode:truncated"),  # FFmpeg alone would accept it
+        ("video", matroska_video()[: int(len(matroska_video()) * 0.8)], "decode:truncated"),
+        ("video", image_bytes((120, 90)), "decode:unsupported_container"),  # a JPEG where a video should be
+        ("image", bomb_png(), "decode:too_many_pixels"),  # 81 Mpx in a few kB: refused before decoding
+        ("image", noise_png()[: len(noise_png()) // 2], "decode:truncated"),
+    ],
+)
 def test_clean_rejects_bad_media_with_a_reason(modality, media, reason):
     kept, (reject,) = run(CleanStage(), sample(modality, media=media))
     assert kept == [] and reject["reason"] == reason and reject["stage"] == "clean" and reject["detail"]
 
 
 def test_clean_rejects_an_item_with_no_text_and_normalizes_spacing():
-    kept, rejected = run(CleanStage(), sample(captions=(" \t\n", ""), media=image_bytes(), n=0),
-                         sample(text="  two\u00a0 words\n", media=image_bytes(), n=1))
+    kept, rejected = run(
+        CleanStage(),
+        sample(captions=(" \t\n", ""), media=image_bytes(), n=0),
+        sample(text="  two\u00a0 words\n", media=image_bytes(), n=1),
+    )
     assert [r["reason"] for r in rejected] == ["text:empty"]
     assert [t["text"] for t in rejected[0]["texts"]] == [" \t\n", ""]  # the reject keeps what it dropped
     assert [t["text"] for t in kept[0]["texts"]] == ["two words"]
@@ -136,23 +145,33 @@ def test_clean_rejects_an_item_with_no_text_and_normalizes_spacing():
 
 def test_an_empty_or_repeated_caption_among_several_drops_only_that_text():
     captions = ("a dog on a beach", "  ", "A dog  on a beach", "a brown dog running", "sand and sea")
-    (item,), rejected, dropped = run(CleanStage(), sample(captions=captions, media=image_bytes()),
-                                     with_dropped_texts=True)
+    (item,), rejected, dropped = run(
+        CleanStage(), sample(captions=captions, media=image_bytes()), with_dropped_texts=True
+    )
     assert rejected == []
     assert [t["text"] for t in item["texts"]] == ["a dog on a beach", "a brown dog running", "sand and sea"]
     assert [(d["text"], d["reason"], d["stage"]) for d in dropped] == [
-        ("  ", "text:empty", "clean"), ("A dog  on a beach", "text:duplicate", "clean")]
+        ("  ", "text:empty", "clean"),
+        ("A dog  on a beach", "text:duplicate", "clean"),
+    ]
     assert {d["sample_id"] for d in dropped} == {item["sample_id"]}
 
 
 def test_filter_drops_short_captions_one_by_one_and_an_item_left_with_none():
     stage = FilterStage(min_caption_words=3)
-    kept, rejected, dropped = run(stage, sample(captions=("dog", "a dog running on sand"), width=64, height=64, n=0),
-                                  sample(captions=("dog", "cat"), width=64, height=64, n=1), with_dropped_texts=True)
+    kept, rejected, dropped = run(
+        stage,
+        sample(captions=("dog", "a dog running on sand"), width=64, height=64, n=0),
+        sample(captions=("dog", "cat"), width=64, height=64, n=1),
+        with_dropped_texts=True,
+    )
     assert [t["text"] for t in kept[0]["texts"]] == ["a dog running on sand"]
-    assert [(d["text"], d["reason"], d["detail"]) for d in dropped] == [("dog", "filter:caption_too_short",
-                                                                         "caption_words=1")]
-    assert [r["reason"] for r in rejected] == ["filter:caption_too_short"] and "all 2 text(s) fail" in rejected[0]["detail"]
+    assert [(d["text"], d["reason"], d["detail"]) for d in dropped] == [
+        ("dog", "filter:caption_too_short", "caption_words=1")
+    ]
+    assert [r["reason"] for r in rejected] == ["filter:caption_too_short"] and "all 2 text(s) fail" in rejected[0][
+        "detail"
+    ]
 
 
 def test_filter_scores_every_kept_row_and_names_the_failed_rule():
@@ -166,9 +185,13 @@ def test_filter_scores_every_kept_row_and_names_the_failed_rule():
         sample("audio", "a tone", duration_s=12.0, n=4),
         sample("image", "one", width=100, height=100, n=5),
     )
-    assert [r["reason"] for r in rejected] == ["filter:image_too_small", "filter:extreme_aspect",
-                                               "filter:audio_too_short", "filter:audio_too_long",
-                                               "filter:caption_too_short"]
+    assert [r["reason"] for r in rejected] == [
+        "filter:image_too_small",
+        "filter:extreme_aspect",
+        "filter:audio_too_short",
+        "filter:audio_too_long",
+        "filter:caption_too_short",
+    ]
     assert rejected[0]["detail"] == "min_side=20"
     assert kept[0]["scores"] == [{"name": "aspect_ratio", "value": 2.0}, {"name": "min_side", "value": 50.0}]
 
@@ -214,7 +237,9 @@ def test_dedupe_makes_identical_media_one_item_with_every_text_regardless_of_sha
     decision = decide_duplicates(shards, str(tmp_path / "decision.parquet"))
     kept, rejected, dropped = run(DedupeStage(decision["uri"]), *rows, with_dropped_texts=True)
     survivor = min(r["sample_id"] for r in rows[:3])  # the smallest sample_id of the three copies
-    assert sorted(r["sample_id"] for r in rejected) == sorted(r["sample_id"] for r in rows[:3] if r["sample_id"] != survivor)
+    assert sorted(r["sample_id"] for r in rejected) == sorted(
+        r["sample_id"] for r in rows[:3] if r["sample_id"] != survivor
+    )
     assert {(r["reason"], r["duplicate_of"]) for r in rejected} == {("duplicate:exact", survivor)}
     item = next(r for r in kept if r["sample_id"] == survivor)
     assert sorted(t["text"].lower() for t in item["texts"]) == ["a third caption", "first caption", "second caption"]
@@ -227,7 +252,8 @@ def test_dedupe_decision_is_the_same_for_one_or_many_shards(tmp_path):
     near = 0x8F3C_5A21_77E0_19B4
     rows = dedupe_rows() + [  # and a picture with a near copy (3 bits apart): the larger one stays
         sample(text="a harbour", sha256="c" * 64, phash=f"{near:016x}", width=64, height=48, n=4),
-        sample(text="the harbour again", sha256="d" * 64, phash=f"{near ^ 0b10101:016x}", width=128, height=96, n=5)]
+        sample(text="the harbour again", sha256="d" * 64, phash=f"{near ^ 0b10101:016x}", width=128, height=96, n=5),
+    ]
     (tmp_path / "1").mkdir()
     (tmp_path / "3").mkdir()
     one = decide_duplicates(write_shards(tmp_path / "1", rows, 1), str(tmp_path / "d1.parquet"))
@@ -242,13 +268,16 @@ def test_dedupe_decision_is_the_same_for_one_or_many_shards(tmp_path):
 def caption_rows():
     """Different media (distinct bytes, no pHash) under captions: two near copies of one caption from
     two sources, an unrelated caption, and 'stock photo' (with punctuation variants) on 6 items."""
+
     def item(text, n, source="web"):
         return {**sample(text=text, sha256=f"{n:064x}", group=f"g{n}", n=n), "source": source}
 
-    return [item("A brown dog runs along the beach at sunset with a red ball", 0, "coco"),
-            item("a brown dog runs along the beach at sunset with a red ball and a stick", 1),
-            item("Two people ride bicycles through a busy city street at night", 2),
-            *(item("Stock photo!" if n % 2 else "stock photo", n) for n in range(3, 9))]
+    return [
+        item("A brown dog runs along the beach at sunset with a red ball", 0, "coco"),
+        item("a brown dog runs along the beach at sunset with a red ball and a stick", 1),
+        item("Two people ride bicycles through a busy city street at night", 2),
+        *(item("Stock photo!" if n % 2 else "stock photo", n) for n in range(3, 9)),
+    ]
 
 
 def test_near_identical_captions_group_their_items_drop_where_asked_and_boilerplate_is_only_flagged(tmp_path):
@@ -267,7 +296,8 @@ def test_near_identical_captions_group_their_items_drop_where_asked_and_boilerpl
     dropping = decide_duplicates(shards, str(tmp_path / "b.parquet"), captions={**config, "drop": ("web",)})
     kept, rejected = run(DedupeStage(dropping["uri"]), *rows)
     assert [(r["sample_id"], r["reason"], r["duplicate_of"]) for r in rejected] == [
-        (rows[1]["sample_id"], "duplicate:caption", rows[0]["sample_id"])]
+        (rows[1]["sample_id"], "duplicate:caption", rows[0]["sample_id"])
+    ]
     assert dropping["by_source"] == {"web:duplicate:caption": 1}
 
 

@@ -12,24 +12,27 @@ from .helpers import image_bytes, sample, texts
 from .test_stages import run
 
 
-@pytest.mark.parametrize("raw, cleaned, flags", [
-    ("<p>A dog &amp; a <b>cat</b></p>", "A dog & a cat", ["markup"]),
-    ("CafÃ© on the corner", "Café on the corner", ["repaired"]),  # UTF-8 read as Latin-1 (mojibake)
-    ("ｆｕｌｌ-width ﬁsh", "full-width fish", []),  # NFKC: full-width letters, the fi ligature
-    ("a\tdog\x00 on\u200b the\n\nbeach ", "a dog on the beach", []),  # controls and format chars: spaces
-    ("mail me at jo.doe+x@example.co.uk today", "mail me at [email] today", ["email"]),
-    ("see https://example.com/a?b=1 for more", "see [url] for more", ["url"]),
-    ("call +1 (555) 010-9999 now", "call [phone] now", ["phone"]),
-    ("a red bus with route 42 on a street", "a red bus with route 42 on a street", []),  # numbers are not phones
-    ("Image may contain: one or more people", "Image may contain: one or more people", ["boilerplate"]),
-    ("IMG_20190612_101500.jpg", "IMG_20190612_101500.jpg", ["boilerplate"]),
-    ("DSC0042", "DSC0042", ["boilerplate"]),
-    ("stock photo", "stock photo", ["boilerplate"]),
-    ("www.example.com", "[url]", ["url", "boilerplate"]),
-    ("a photo of a dog catching a frisbee in a park", "a photo of a dog catching a frisbee in a park", []),
-    ("the recording speech.wav", "the recording speech.wav", []),  # names a file, says more
-    ("<br/>", "", ["markup"]),
-])
+@pytest.mark.parametrize(
+    "raw, cleaned, flags",
+    [
+        ("<p>A dog &amp; a <b>cat</b></p>", "A dog & a cat", ["markup"]),
+        ("CafÃ© on the corner", "Café on the corner", ["repaired"]),  # UTF-8 read as Latin-1 (mojibake)
+        ("ｆｕｌｌ-width ﬁsh", "full-width fish", []),  # NFKC: full-width letters, the fi ligature
+        ("a\tdog\x00 on\u200b the\n\nbeach ", "a dog on the beach", []),  # controls and format chars: spaces
+        ("mail me at jo.doe+x@example.co.uk today", "mail me at [email] today", ["email"]),
+        ("see https://example.com/a?b=1 for more", "see [url] for more", ["url"]),
+        ("call +1 (555) 010-9999 now", "call [phone] now", ["phone"]),
+        ("a red bus with route 42 on a street", "a red bus with route 42 on a street", []),  # numbers are not phones
+        ("Image may contain: one or more people", "Image may contain: one or more people", ["boilerplate"]),
+        ("IMG_20190612_101500.jpg", "IMG_20190612_101500.jpg", ["boilerplate"]),
+        ("DSC0042", "DSC0042", ["boilerplate"]),
+        ("stock photo", "stock photo", ["boilerplate"]),
+        ("www.example.com", "[url]", ["url", "boilerplate"]),
+        ("a photo of a dog catching a frisbee in a park", "a photo of a dog catching a frisbee in a park", []),
+        ("the recording speech.wav", "the recording speech.wav", []),  # names a file, says more
+        ("<br/>", "", ["markup"]),
+    ],
+)
 def test_clean_text_repairs_masks_and_flags(raw, cleaned, flags):
     assert clean_text(raw) == (cleaned, flags)
 
@@ -39,14 +42,17 @@ def test_pii_can_be_flagged_without_masking_or_left_alone():
     assert clean_text("write to a@b.org", pii="keep") == ("write to a@b.org", [])
 
 
-@pytest.mark.parametrize("text, lang", [
-    ("Two people ride bicycles through a busy city street at night", "en"),
-    ("Ein brauner Hund läuft bei Sonnenuntergang am Strand entlang", "de"),
-    ("Un chien brun court sur la plage au coucher du soleil", "fr"),
-    ("Un perro marrón corre por la playa al atardecer", "es"),
-    ("Коричневая собака бежит по песчаному пляжу на закате солнца и лает", "ru"),
-    ("夕暮れの浜辺を茶色い犬が走っている", "ja"),
-])
+@pytest.mark.parametrize(
+    "text, lang",
+    [
+        ("Two people ride bicycles through a busy city street at night", "en"),
+        ("Ein brauner Hund läuft bei Sonnenuntergang am Strand entlang", "de"),
+        ("Un chien brun court sur la plage au coucher du soleil", "fr"),
+        ("Un perro marrón corre por la playa al atardecer", "es"),
+        ("Коричневая собака бежит по песчаному пляжу на закате солнца и лает", "ru"),
+        ("夕暮れの浜辺を茶色い犬が走っている", "ja"),
+    ],
+)
 def test_language_is_identified_offline_with_its_confidence(text, lang):
     described = describe(text)
     assert described["lang"] == lang and described["lang_score"] > 0.5
@@ -77,15 +83,22 @@ def test_text_filters_drop_other_languages_when_sure_and_boilerplate_and_keep_th
         return [{**t, **describe(t["text"]), "flags": clean_text(t["text"])[1]} for t in texts(*captions)]
 
     rows = [
-        {**sample(n=0, width=64, height=64), "texts": described(
-            "Two people ride bicycles through a busy city street at night",
-            "Zwei Menschen fahren nachts mit dem Fahrrad durch eine belebte Straße",
-            "a dog",  # too short to be sure of: kept
-            "IMG_0042.jpg")},
+        {
+            **sample(n=0, width=64, height=64),
+            "texts": described(
+                "Two people ride bicycles through a busy city street at night",
+                "Zwei Menschen fahren nachts mit dem Fahrrad durch eine belebte Straße",
+                "a dog",  # too short to be sure of: kept
+                "IMG_0042.jpg",
+            ),
+        },
         {**sample(n=1, width=64, height=64), "texts": described("stock photo")},
     ]
     kept, rejected, dropped = run(stage, *rows, with_dropped_texts=True)
-    assert [t["text"] for t in kept[0]["texts"]] == ["Two people ride bicycles through a busy city street at night", "a dog"]
+    assert [t["text"] for t in kept[0]["texts"]] == [
+        "Two people ride bicycles through a busy city street at night",
+        "a dog",
+    ]
     assert sorted(d["reason"] for d in dropped) == ["filter:boilerplate", "filter:language"]
     assert [r["reason"] for r in rejected] == ["filter:boilerplate"]
 
@@ -98,8 +111,10 @@ def tiny_wordpiece(path, captions: list[str]) -> str:
     tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
     tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tokenizer.decoder = decoders.WordPiece()
-    tokenizer.train_from_iterator(captions, trainers.WordPieceTrainer(
-        vocab_size=400, special_tokens=["[UNK]", "[CLS]", "[SEP]", "[PAD]", "[MASK]"]))
+    tokenizer.train_from_iterator(
+        captions,
+        trainers.WordPieceTrainer(vocab_size=400, special_tokens=["[UNK]", "[CLS]", "[SEP]", "[PAD]", "[MASK]"]),
+    )
     tokenizer.save(str(path))
     return str(path)
 
@@ -107,8 +122,11 @@ def tiny_wordpiece(path, captions: list[str]) -> str:
 def test_clean_tokenizes_each_text_with_the_recipes_tokenizer_and_truncates(tmp_path):
     from tokenizers import Tokenizer
 
-    captions = ["A brown dog runs along the beach at sunset", "Two people ride bicycles through a busy street",
-                "A cat sleeps on the sofa next to a window"]
+    captions = [
+        "A brown dog runs along the beach at sunset",
+        "Two people ride bicycles through a busy street",
+        "A cat sleeps on the sofa next to a window",
+    ]
     path = tiny_wordpiece(tmp_path / "tokenizer.json", captions)
     stage = CleanStage(features={"tokenize": {"tokenizer": path, "max_length": 6}})
     stage.setup()
@@ -122,8 +140,10 @@ def test_a_recipe_naming_a_missing_tokenizer_is_refused_with_the_key(tmp_path):
     from tasks.recipe import RecipeError, load_recipe
 
     recipe = tmp_path / "r.yaml"
-    recipe.write_text("name: r\nsource: {name: s, kind: manifest, uri: x.jsonl}\n"
-                      "features: {tokenize: {tokenizer: /nowhere/tokenizer.json}}\n")
+    recipe.write_text(
+        "name: r\nsource: {name: s, kind: manifest, uri: x.jsonl}\n"
+        "features: {tokenize: {tokenizer: /nowhere/tokenizer.json}}\n"
+    )
     with pytest.raises(RecipeError, match=r"features\.tokenize: .*no tokenizer file at /nowhere/tokenizer.json"):
         load_recipe(recipe)
 
@@ -138,6 +158,8 @@ def test_the_license_allowlist_rejects_items_whose_source_states_another_license
     rows = [item(0, "CC-BY"), item(1, "cc-by-nc-nd"), item(2, None)]
     kept, rejected = run(FilterStage(licenses=("cc-by", "cc0")), *rows)
     assert [r["sample_id"] for r in kept] == [rows[0]["sample_id"], rows[2]["sample_id"]]
-    assert [(r["reason"], r["detail"]) for r in rejected] == [("filter:license", "license 'cc-by-nc-nd' is not allowed")]
+    assert [(r["reason"], r["detail"]) for r in rejected] == [
+        ("filter:license", "license 'cc-by-nc-nd' is not allowed")
+    ]
     kept, rejected = run(FilterStage(licenses=("cc-by",), require_license=True), *rows)
     assert [r["detail"] for r in rejected] == ["license 'cc-by-nc-nd' is not allowed", "no license stated"]

@@ -65,7 +65,11 @@ def test_thumbnails_are_spread_over_the_clip_and_show_its_frames(clip):
     decoded = dict(frames_of(clip))
     for t, jpeg in video.thumbnails:
         thumb = Image.open(io.BytesIO(jpeg))
-        assert thumb.format == "JPEG" and min(thumb.size) == 112 and thumb.size[0] / thumb.size[1] == pytest.approx(4 / 3, abs=0.02)
+        assert (
+            thumb.format == "JPEG"
+            and min(thumb.size) == 112
+            and thumb.size[0] / thumb.size[1] == pytest.approx(4 / 3, abs=0.02)
+        )
         nearest = min(decoded, key=lambda s: abs(s - t))
         assert abs(nearest - t) < 1e-3  # a real frame's time, not a guess
         # the thumbnail is that frame (the pan moves: a frame a second away looks different)
@@ -86,8 +90,14 @@ def test_the_preset_downscales_and_thins_frames_keeping_time_and_sound(clip):
     video = decode_video(clip, VideoPreset(short_side=240, max_fps=15))
     assert (video.ext, video.video_codec, video.audio_codec) == ("mp4", "h264", "aac")
     assert (video.width, video.height) == (320, 240) and video.num_frames == 90
-    assert video.source == {"width": 640, "height": 480, "fps": 30.0, "video_codec": "h264", "audio_codec": "aac",
-                            "bytes": len(clip)}
+    assert video.source == {
+        "width": 640,
+        "height": 480,
+        "fps": 30.0,
+        "video_codec": "h264",
+        "audio_codec": "aac",
+        "bytes": len(clip),
+    }
     again = decode_video(video.data)  # the published file, read back as a new input
     assert (again.width, again.height, again.num_frames) == (320, 240, 90)
     assert again.fps == pytest.approx(15, abs=0.1) and again.duration_s == pytest.approx(6.0, abs=0.01)
@@ -95,7 +105,11 @@ def test_the_preset_downscales_and_thins_frames_keeping_time_and_sound(clip):
     # the same picture at each time: first and middle frames match the source's (pan position kept)
     ours, theirs = dict(frames_of(video.data)), dict(frames_of(clip))
     for t in (0.0, 3.0):
-        assert imagehash.phash(ours[min(ours, key=lambda s: abs(s - t))]) - imagehash.phash(theirs[min(theirs, key=lambda s: abs(s - t))]) <= 6
+        assert (
+            imagehash.phash(ours[min(ours, key=lambda s: abs(s - t))])
+            - imagehash.phash(theirs[min(theirs, key=lambda s: abs(s - t))])
+            <= 6
+        )
 
 
 def test_a_video_within_the_preset_is_published_as_it_came():
@@ -116,8 +130,11 @@ def test_variable_frame_rate_and_late_starts_keep_their_times_through_a_reencode
 
 
 def test_a_video_without_sound_has_no_sound_facts_and_still_gets_thumbnails():
-    video = decode_video(timed_video("mp4", [i / 10 for i in range(30)]), VideoPreset(keyframes=3),
-                         AudioPreset(sample_rate=16000, log_mel=MEL))
+    video = decode_video(
+        timed_video("mp4", [i / 10 for i in range(30)]),
+        VideoPreset(keyframes=3),
+        AudioPreset(sample_rate=16000, log_mel=MEL),
+    )
     assert video.audio_codec is None and video.scores == {} and video.mel is None and video.fingerprint == []
     assert len(video.thumbnails) == 3
 
@@ -157,8 +174,11 @@ def test_zero_length_streams():
 
 def test_video_filters_judge_side_frame_rate_and_duration():
     slideshow = timed_video("mp4", [i * 2.0 for i in range(5)])  # one frame every two seconds
-    kept, rejected = run(CleanStage(), sample("video", media=timed_video("mp4", [i / 10 for i in range(20)]), n=0),
-                         sample("video", media=slideshow, n=1))
+    kept, rejected = run(
+        CleanStage(),
+        sample("video", media=timed_video("mp4", [i / 10 for i in range(20)]), n=0),
+        sample("video", media=slideshow, n=1),
+    )
     assert not rejected
     kept, rejected = run(FilterStage(min_video_side=50), *kept)
     assert [r["reason"] for r in rejected] == ["filter:video_too_small", "filter:video_too_small"]
@@ -171,15 +191,28 @@ def test_a_build_publishes_each_clip_with_its_thumbnails_and_log_mel(clip, tmp_p
     folder = tmp_path / "in"
     folder.mkdir()
     storage.write_bytes(str(folder / "pan.mp4"), clip)
-    storage.write_bytes(str(folder / "slideshow.mp4"), timed_video("mp4", [i / 5 for i in range(15)], audio_seconds=3.0))
-    (folder / "captions.jsonl").write_text("\n".join(json.dumps(r) for r in (
-        {"media": "pan.mp4", "modality": "video", "text": "a camera pans across an astronaut"},
-        {"media": "slideshow.mp4", "modality": "video", "text": "grey frames fade over a hum"})))
+    storage.write_bytes(
+        str(folder / "slideshow.mp4"), timed_video("mp4", [i / 5 for i in range(15)], audio_seconds=3.0)
+    )
+    (folder / "captions.jsonl").write_text(
+        "\n".join(
+            json.dumps(r)
+            for r in (
+                {"media": "pan.mp4", "modality": "video", "text": "a camera pans across an astronaut"},
+                {"media": "slideshow.mp4", "modality": "video", "text": "grey frames fade over a hum"},
+            )
+        )
+    )
     source = make_source(name="clips", kind="manifest", uri=str(folder / "captions.jsonl"))
-    recipe = Recipe.model_validate({
-        "name": "t", "sources": [source.model_dump()], "split": {"ratios": [1.0, 0.0, 0.0]},
-        "clean": {"audio": {"sample_rate": 16000}, "video": {"short_side": 240, "max_fps": 15}},
-        "features": {"log_mel": {"n_mels": 64}, "keyframes": {"count": 4, "short_side": 96}}})
+    recipe = Recipe.model_validate(
+        {
+            "name": "t",
+            "sources": [source.model_dump()],
+            "split": {"ratios": [1.0, 0.0, 0.0]},
+            "clean": {"audio": {"sample_rate": 16000}, "video": {"short_side": 240, "max_fps": 15}},
+            "features": {"log_mel": {"n_mels": 64}, "keyframes": {"count": 4, "short_side": 96}},
+        }
+    )
     layout, manifest = build_in_process([source], str(tmp_path / "out"), recipe)
     members = {}
     for tar_name in manifest["splits"]["train"]["tars"]:

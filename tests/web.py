@@ -9,11 +9,23 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class Route:
-    def __init__(self, body: bytes = b"", status: int = 200, content_type: str = "application/octet-stream",
-                 headers: dict | None = None, delay_s: float = 0, declared_length: int | None = None,
-                 fail_first: int = 0):
+    def __init__(
+        self,
+        body: bytes = b"",
+        status: int = 200,
+        content_type: str = "application/octet-stream",
+        headers: dict | None = None,
+        delay_s: float = 0,
+        declared_length: int | None = None,
+        fail_first: int = 0,
+    ):
         self.body, self.status, self.content_type = body, status, content_type
-        self.headers, self.delay_s, self.declared_length, self.fail_first = headers or {}, delay_s, declared_length, fail_first
+        self.headers, self.delay_s, self.declared_length, self.fail_first = (
+            headers or {},
+            delay_s,
+            declared_length,
+            fail_first,
+        )
 
 
 class WebServer:

@@ -24,7 +24,7 @@ from . import FetchError
 RECORD = struct.Struct("<IQ")  # header length, media length
 
 
-def fetch_cache(folder: str) -> "FetchLog | FetchObjects":
+def fetch_cache(folder: str) -> FetchLog | FetchObjects:
     path = storage.local_path(folder)
     return FetchLog(path) if path else FetchObjects(folder)
 

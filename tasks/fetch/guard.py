@@ -32,8 +32,11 @@ class AddressPolicy:
             raise FetchError("dns", f"{host}: {e.strerror}") from None
         allowed = [info for info in infos if self.allowed(host, info[4][0])]
         if not allowed:
-            raise FetchError("blocked_address", f"{host} resolves to {infos[0][4][0]}, a private, loopback or"
-                             " link-local address (list it in network.allow_hosts to allow it)")
+            raise FetchError(
+                "blocked_address",
+                f"{host} resolves to {infos[0][4][0]}, a private, loopback or"
+                " link-local address (list it in network.allow_hosts to allow it)",
+            )
         return allowed
 
     def connect(self, host: str, port: int, timeout: float) -> socket.socket:

@@ -25,8 +25,15 @@ from . import FetchError
 from .guard import AddressPolicy
 
 USER_AGENT = "Mozilla/5.0 (X11; Ubuntu; Linux x86_64; rv:72.0) Gecko/20100101 Firefox/72.0"
-IMAGE_MAGIC = [(b"\xff\xd8\xff", "jpg"), (b"\x89PNG\r\n\x1a\n", "png"), (b"GIF87a", "gif"), (b"GIF89a", "gif"),
-               (b"BM", "bmp"), (b"II*\x00", "tiff"), (b"MM\x00*", "tiff")]
+IMAGE_MAGIC = [
+    (b"\xff\xd8\xff", "jpg"),
+    (b"\x89PNG\r\n\x1a\n", "png"),
+    (b"GIF87a", "gif"),
+    (b"GIF89a", "gif"),
+    (b"BM", "bmp"),
+    (b"II*\x00", "tiff"),
+    (b"MM\x00*", "tiff"),
+]
 
 
 def sniff_image(data: bytes) -> str | None:
@@ -41,6 +48,7 @@ def _guarded(base: type, policy: AddressPolicy):
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
             self._create_connection = lambda address, timeout, source=None: policy.connect(*address, timeout)
+
     return Guarded
 
 
@@ -74,8 +82,13 @@ class _RedirectHandler(urllib.request.HTTPRedirectHandler):
 def build_opener(policy: AddressPolicy) -> urllib.request.OpenerDirector:
     """http and https only (no file:, ftp:, data:, no proxies from the environment), every hop guarded."""
     opener = urllib.request.OpenerDirector()
-    for handler in (_HTTPHandler(policy), _HTTPSHandler(policy), _RedirectHandler(),
-                    urllib.request.HTTPDefaultErrorHandler(), urllib.request.HTTPErrorProcessor()):
+    for handler in (
+        _HTTPHandler(policy),
+        _HTTPSHandler(policy),
+        _RedirectHandler(),
+        urllib.request.HTTPDefaultErrorHandler(),
+        urllib.request.HTTPErrorProcessor(),
+    ):
         opener.add_handler(handler)
     return opener
 
@@ -104,18 +117,30 @@ class HostLimiter:
 
 
 class ImageDownloader:
-    def __init__(self, policy: AddressPolicy, limiter: HostLimiter, timeout_s: float, retries: int, max_bytes: int,
-                 user_agent_token: str | None, disallowed_header_directives: tuple[str, ...]):
+    def __init__(
+        self,
+        policy: AddressPolicy,
+        limiter: HostLimiter,
+        timeout_s: float,
+        retries: int,
+        max_bytes: int,
+        user_agent_token: str | None,
+        disallowed_header_directives: tuple[str, ...],
+    ):
         os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # its import would look for updates online
         from img2dataset.downloader import is_disallowed  # imported here: img2dataset loads wandb, ~3 s
 
         self.is_disallowed = functools.partial(
-            is_disallowed, user_agent_token=user_agent_token and user_agent_token.strip().lower(),
-            disallowed_header_directives={d.strip().lower() for d in disallowed_header_directives})
+            is_disallowed,
+            user_agent_token=user_agent_token and user_agent_token.strip().lower(),
+            disallowed_header_directives={d.strip().lower() for d in disallowed_header_directives},
+        )
         self.check_opt_out = bool(disallowed_header_directives)
         self.opener, self.policy, self.limiter = build_opener(policy), policy, limiter
         self.timeout, self.retries, self.max_bytes = timeout_s, retries, max_bytes
-        agent = USER_AGENT + (f" (compatible; {user_agent_token}; +https://github.com/mmetl)" if user_agent_token else "")
+        agent = USER_AGENT + (
+            f" (compatible; {user_agent_token}; +https://github.com/mmetl)" if user_agent_token else ""
+        )
         self.headers = {"User-Agent": agent}
 
     def fetch(self, url: str) -> tuple[bytes, str]:
@@ -129,7 +154,7 @@ class ImageDownloader:
             except FetchError as e:
                 if not e.transient or attempt == self.retries:
                     raise
-            time.sleep(min(0.5 * 2 ** attempt, 8))
+            time.sleep(min(0.5 * 2**attempt, 8))
         raise AssertionError("unreachable")
 
     def _fetch_once(self, url: str) -> tuple[bytes, str]:
@@ -140,7 +165,9 @@ class ImageDownloader:
         try:
             with self.opener.open(request, timeout=self.timeout) as response:
                 if self.check_opt_out and self.is_disallowed(response.headers):
-                    raise FetchError("opted_out", f"X-Robots-Tag: {', '.join(response.headers.get_all('X-Robots-Tag'))}")
+                    raise FetchError(
+                        "opted_out", f"X-Robots-Tag: {', '.join(response.headers.get_all('X-Robots-Tag'))}"
+                    )
                 length = response.headers.get("Content-Length")
                 if length and length.isdigit() and int(length) > self.max_bytes:
                     raise FetchError("too_large", f"Content-Length {length} is over {self.max_bytes} bytes")
@@ -155,7 +182,7 @@ class ImageDownloader:
             raise FetchError(f"http_{e.code}", f"{e.code} {e.reason}", transient) from None
         except http.client.IncompleteRead as e:
             raise FetchError("truncated", f"the body ended after {len(e.partial)} bytes", True) from None
-        except (socket.timeout, TimeoutError) as e:
+        except TimeoutError as e:
             raise FetchError("timeout", f"no answer in {self.timeout:g} s: {e}", True) from None
         except urllib.error.URLError as e:
             reason = e.reason

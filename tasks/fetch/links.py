@@ -64,12 +64,23 @@ def vtt_text(vtt: str, window: tuple[float, float] | None = None) -> str:
 
 
 class LinkDownloader:
-    def __init__(self, policy: AddressPolicy, timeout_s: float, retries: int, max_bytes: int, video_format: str,
-                 audio_format: str, subtitles: tuple[str, ...]):
+    def __init__(
+        self,
+        policy: AddressPolicy,
+        timeout_s: float,
+        retries: int,
+        max_bytes: int,
+        video_format: str,
+        audio_format: str,
+        subtitles: tuple[str, ...],
+    ):
         self.policy, self.timeout, self.retries, self.max_bytes = policy, timeout_s, retries, max_bytes
         self.ffmpeg = shutil.which("ffmpeg") is not None
         # without FFmpeg yt-dlp can neither merge separate video and audio formats nor cut sections
-        single = lambda spec: spec if self.ffmpeg else "/".join(p for p in spec.split("/") if "+" not in p) or "b"
+
+        def single(spec: str) -> str:
+            return spec if self.ffmpeg else "/".join(p for p in spec.split("/") if "+" not in p) or "b"
+
         self.formats = {"video": single(video_format), "audio": single(audio_format)}
         self.subtitles = subtitles
 
@@ -88,13 +99,24 @@ class LinkDownloader:
         self.policy.check_url(url)
         with tempfile.TemporaryDirectory(prefix="mmetl-link-") as folder:
             params = {
-                "format": self.formats[modality], "paths": {"home": folder, "temp": folder},
+                "format": self.formats[modality],
+                "paths": {"home": folder, "temp": folder},
                 "outtmpl": {"default": "item.%(ext)s", "subtitle": "item.%(ext)s"},
-                "noplaylist": True, "quiet": True, "no_warnings": True, "noprogress": True, "logger": _QuietLogger(),
-                "max_filesize": self.max_bytes, "socket_timeout": self.timeout, "retries": self.retries,
-                "writesubtitles": bool(self.subtitles), "writeautomaticsub": bool(self.subtitles),
-                "subtitleslangs": list(self.subtitles), "subtitlesformat": "vtt/best",
-                "overwrites": True, "cachedir": False, "color": "no_color",
+                "noplaylist": True,
+                "quiet": True,
+                "no_warnings": True,
+                "noprogress": True,
+                "logger": _QuietLogger(),
+                "max_filesize": self.max_bytes,
+                "socket_timeout": self.timeout,
+                "retries": self.retries,
+                "writesubtitles": bool(self.subtitles),
+                "writeautomaticsub": bool(self.subtitles),
+                "subtitleslangs": list(self.subtitles),
+                "subtitlesformat": "vtt/best",
+                "overwrites": True,
+                "cachedir": False,
+                "color": "no_color",
             }
             if cut:
                 params["download_ranges"] = download_range_func(None, [window])
@@ -110,8 +132,10 @@ class LinkDownloader:
                 raise _categorize(str(e)) from None
             media = [p for p in glob.glob(os.path.join(folder, "item.*")) if not p.endswith((".vtt", ".part", ".ytdl"))]
             if not media:
-                raise FetchError("too_large" if info.get("filesize", 0) and info["filesize"] > self.max_bytes
-                                 else "not_media", f"yt-dlp saved no media file for {url[:200]}")
+                raise FetchError(
+                    "too_large" if info.get("filesize", 0) and info["filesize"] > self.max_bytes else "not_media",
+                    f"yt-dlp saved no media file for {url[:200]}",
+                )
             path = max(media, key=os.path.getsize)
             with open(path, "rb") as f:
                 data = f.read()
@@ -121,8 +145,11 @@ class LinkDownloader:
                     text = vtt_text(f.read(), window)
                 if text:
                     subs.append({"text": text, "kind": "subtitle"})
-        meta = {k: info.get(k) for k in ("title", "duration", "uploader", "license", "webpage_url", "extractor")
-                if info.get(k) is not None}
+        meta = {
+            k: info.get(k)
+            for k in ("title", "duration", "uploader", "license", "webpage_url", "extractor")
+            if info.get(k) is not None
+        }
         if info.get("title"):
             subs.insert(0, {"text": info["title"], "kind": "title"})
         return Downloaded(data, path.rsplit(".", 1)[-1].lower(), cut, meta, subs)
@@ -139,11 +166,17 @@ def _decodes(data: bytes) -> bool:
 
 def _categorize(message: str) -> FetchError:
     text = message.lower()
-    for needle, category, transient in (("http error 404", "http_404", False), ("http error 403", "http_403", False),
-                                        ("http error 429", "http_429", True), ("http error 5", "http_5xx", True),
-                                        ("timed out", "timeout", True), ("name or service not known", "dns", False),
-                                        ("unsupported url", "not_media", False), ("no video formats", "not_media", False),
-                                        ("connection refused", "connect", True)):
+    for needle, category, transient in (
+        ("http error 404", "http_404", False),
+        ("http error 403", "http_403", False),
+        ("http error 429", "http_429", True),
+        ("http error 5", "http_5xx", True),
+        ("timed out", "timeout", True),
+        ("name or service not known", "dns", False),
+        ("unsupported url", "not_media", False),
+        ("no video formats", "not_media", False),
+        ("connection refused", "connect", True),
+    ):
         if needle in text:
             return FetchError(category, message[:500], transient)
     return FetchError("link", message[:500])

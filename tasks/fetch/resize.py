@@ -25,15 +25,20 @@ ORIENTATION = 0x0112
 
 
 class ImageResizer:
-    def __init__(self, image_size: int, resize_mode: str, resize_only_if_bigger: bool, encode_format: str,
-                 encode_quality: int):
+    def __init__(
+        self, image_size: int, resize_mode: str, resize_only_if_bigger: bool, encode_format: str, encode_quality: int
+    ):
         os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # its import would look for updates online
         from img2dataset import resizer  # imported here: OpenCV and albumentations take a second
 
         resizer.SuppressStdoutStderr = contextlib.nullcontext  # not thread-safe: see above
-        self.resizer = resizer.Resizer(image_size=image_size, resize_mode=resize_mode,
-                               resize_only_if_bigger=resize_only_if_bigger, encode_format=encode_format,
-                               encode_quality=encode_quality)
+        self.resizer = resizer.Resizer(
+            image_size=image_size,
+            resize_mode=resize_mode,
+            resize_only_if_bigger=resize_only_if_bigger,
+            encode_format=encode_format,
+            encode_quality=encode_quality,
+        )
         self.ext = encode_format
 
     def __call__(self, data: bytes) -> tuple[bytes, str]:

@@ -37,6 +37,7 @@ CLIPPED = 0.999  # |sample| at or above this (of full scale) counts as clipped
 class AudioPreset:
     """How clean shapes audio: None keeps the file's rate; `log_mel` {n_mels, n_fft, hop_length} adds
     a log-mel spectrogram of the (mono mix of the) published clip."""
+
     sample_rate: int | None = None
     mono: bool = False
     log_mel: tuple[tuple[str, int], ...] | None = None  # hashable: (("hop_length", 256), ...)
@@ -78,7 +79,7 @@ def wav_missing_bytes(data: bytes) -> int:
         return 0
     pos = 12
     while pos + 8 <= len(data):
-        chunk, size = data[pos:pos + 4], struct.unpack("<I", data[pos + 4:pos + 8])[0]
+        chunk, size = data[pos : pos + 4], struct.unpack("<I", data[pos + 4 : pos + 8])[0]
         if chunk == b"data":
             return 0 if size == WAV_SIZE_UNKNOWN else max(0, pos + 8 + size - len(data))
         pos += 8 + size + (size & 1)
@@ -98,7 +99,9 @@ def decode_audio(data: bytes, preset: AudioPreset = AudioPreset()) -> DecodedAud
         is_flac_file = container.format.name == "flac"  # FLAC inside Ogg or Matroska is re-muxed
         missing = 0 if is_flac_file else wav_missing_bytes(data)
         # the whole clip is held only when torchaudio must see it; otherwise it streams through
-        shaping = bool(preset.log_mel or (preset.mono and channels > 1) or (preset.sample_rate and preset.sample_rate != rate))
+        shaping = bool(
+            preset.log_mel or (preset.mono and channels > 1) or (preset.sample_rate and preset.sample_rate != rate)
+        )
         encoder = None if is_flac_file or shaping else FlacStream(rate, layout)
         sound = SoundAnalysis(rate, layout, hold=shaping)
         decoded = 0
@@ -130,9 +133,18 @@ def decode_audio(data: bytes, preset: AudioPreset = AudioPreset()) -> DecodedAud
             mel, mel_params = log_mel(shaped, out_rate, dict(preset.log_mel))
         out_channels = shaped.shape[0]
         out = encode_flac(shaped, out_rate, layout if out_channels == channels else None)
-    return DecodedAudio(data=data if out is None else out, ext="flac", duration_s=duration, sample_rate=int(out_rate),
-                        channels=int(out_channels), codec=codec, fingerprint=sound.fingerprint.result(),
-                        scores=sound.meter.scores(), mel=mel, mel_params=mel_params)
+    return DecodedAudio(
+        data=data if out is None else out,
+        ext="flac",
+        duration_s=duration,
+        sample_rate=int(out_rate),
+        channels=int(out_channels),
+        codec=codec,
+        fingerprint=sound.fingerprint.result(),
+        scores=sound.meter.scores(),
+        mel=mel,
+        mel_params=mel_params,
+    )
 
 
 class SoundAnalysis:
@@ -184,7 +196,7 @@ class LoudnessMeter:
     def _count(self, mix: np.ndarray) -> None:
         if len(mix):
             windows = mix.reshape(-1, min(self.window, len(mix)))
-            db = 10 * np.log10((windows ** 2).mean(axis=1) + 1e-24)
+            db = 10 * np.log10((windows**2).mean(axis=1) + 1e-24)
             self.silent += int(np.count_nonzero(db < SILENCE_DBFS))
             self.windows += len(windows)
 
@@ -192,9 +204,11 @@ class LoudnessMeter:
         if self.windows == 0:  # a clip shorter than one window is judged as one
             self._count(self.pending)
         rms = (self.energy / max(self.samples, 1)) ** 0.5
-        return {"rms_dbfs": round(max(20 * np.log10(rms + 1e-12), -120.0), 2),
-                "silence_ratio": round(self.silent / max(self.windows, 1), 4),
-                "clipping_ratio": round(self.clipped / max(self.values, 1), 6)}
+        return {
+            "rms_dbfs": round(max(20 * np.log10(rms + 1e-12), -120.0), 2),
+            "silence_ratio": round(self.silent / max(self.windows, 1), 4),
+            "clipping_ratio": round(self.clipped / max(self.values, 1), 6),
+        }
 
 
 class FlacStream:
@@ -239,8 +253,13 @@ def log_mel(samples: np.ndarray, rate: int, params: dict) -> tuple[bytes, dict]:
     values = torch.log(mel + 1e-6).numpy().astype(np.float16)
     out = io.BytesIO()
     np.save(out, values)
-    return out.getvalue(), {**params, "sample_rate": rate, "frames": int(values.shape[1]), "dtype": "float16",
-                            "log": "natural, of power + 1e-6"}
+    return out.getvalue(), {
+        **params,
+        "sample_rate": rate,
+        "frames": int(values.shape[1]),
+        "dtype": "float16",
+        "log": "natural, of power + 1e-6",
+    }
 
 
 @functools.lru_cache(maxsize=8)
@@ -260,8 +279,9 @@ def encode_flac(samples: np.ndarray, rate: int, layout: str | None = None) -> by
             stream = out.add_stream("flac", rate=rate, layout=layout)
             resampler = av.AudioResampler(format="s16", layout=layout, rate=rate)
             for start in range(0, samples.shape[1], 8192):
-                frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples[:, start:start + 8192]), format="fltp",
-                                                   layout=layout)
+                frame = av.AudioFrame.from_ndarray(
+                    np.ascontiguousarray(samples[:, start : start + 8192]), format="fltp", layout=layout
+                )
                 frame.sample_rate = rate
                 for piece in resampler.resample(frame):
                     out.mux(stream.encode(piece))

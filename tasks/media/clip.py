@@ -15,8 +15,15 @@ import av
 from . import MediaError
 
 # FFmpeg demuxer names to the muxer that writes the same container, and the file extension
-MUXERS = {"mov,mp4,m4a,3gp,3g2,mj2": ("mp4", "mp4"), "matroska,webm": ("matroska", "mkv"), "wav": ("wav", "wav"),
-          "flac": ("flac", "flac"), "mp3": ("mp3", "mp3"), "ogg": ("ogg", "ogg"), "avi": ("avi", "avi")}
+MUXERS = {
+    "mov,mp4,m4a,3gp,3g2,mj2": ("mp4", "mp4"),
+    "matroska,webm": ("matroska", "mkv"),
+    "wav": ("wav", "wav"),
+    "flac": ("flac", "flac"),
+    "mp3": ("mp3", "mp3"),
+    "ogg": ("ogg", "ogg"),
+    "avi": ("avi", "avi"),
+}
 
 
 def cut(data: bytes, start: float, end: float | None) -> tuple[bytes, str]:
@@ -83,8 +90,11 @@ def _cut_audio(src, stream, start: float, end: float | None) -> bytes:
                     position += n
                     if hi <= lo:
                         continue
-                    piece = av.AudioFrame.from_ndarray(samples[:, lo * chunk.layout.nb_channels:hi * chunk.layout.nb_channels],
-                                                       format="s16", layout=layout)
+                    piece = av.AudioFrame.from_ndarray(
+                        samples[:, lo * chunk.layout.nb_channels : hi * chunk.layout.nb_channels],
+                        format="s16",
+                        layout=layout,
+                    )
                     piece.sample_rate = rate
                     for packet in out_stream.encode(piece):
                         dst.mux(packet)

@@ -11,15 +11,17 @@
 from __future__ import annotations
 
 import av
-from av.video.reformatter import VideoReformatter
 import imagehash
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 try:
     import chromaprint
 except ImportError as e:  # pyacoustid raises this when the C library is missing
-    raise ImportError(f"{e}: install Chromaprint's library (Debian/Ubuntu: apt-get install libchromaprint1; "
-                      f"macOS: brew install chromaprint)") from None
+    raise ImportError(
+        f"{e}: install Chromaprint's library (Debian/Ubuntu: apt-get install libchromaprint1; "
+        f"macOS: brew install chromaprint)"
+    ) from None
 
 FINGERPRINT_RATE = 11025  # Chromaprint's own analysis rate: feeding it this spares a second resampling
 

@@ -31,6 +31,7 @@ FORMATS = {"jpg": "JPEG", "png": "PNG", "webp": "WEBP"}
 @dataclass(frozen=True)
 class ImagePreset:
     """How clean encodes images: None leaves the size alone."""
+
     short_side: int | None = None  # scale so the shorter side is this (never up)
     center_crop: int | None = None  # then keep the centered square of this side
     format: str = "jpg"  # jpg | png | webp
@@ -61,8 +62,14 @@ def decode_image(data: bytes, max_pixels: int = 64_000_000, preset: ImagePreset 
     phash = str(imagehash.phash(probe))
     pixel_std = max(ImageStat.Stat(probe).stddev)  # from Pillow's histograms: 6x faster than numpy's std
     shaped = _crop(scaled, preset)
-    unchanged = (source_format == "JPEG" and image.mode == "RGB" and not oriented and shaped is rgb
-                 and preset.format == "jpg" and not getattr(image, "is_animated", False))
+    unchanged = (
+        source_format == "JPEG"
+        and image.mode == "RGB"
+        and not oriented
+        and shaped is rgb
+        and preset.format == "jpg"
+        and not getattr(image, "is_animated", False)
+    )
     if unchanged:
         out = data
     elif max(shaped.size) > JPEG_MAX_SIDE and preset.format == "jpg":
@@ -71,8 +78,16 @@ def decode_image(data: bytes, max_pixels: int = 64_000_000, preset: ImagePreset 
         buffer = io.BytesIO()
         shaped.save(buffer, format=FORMATS[preset.format], quality=preset.quality)
         out = buffer.getvalue()
-    return DecodedImage(data=out, ext=preset.format, width=shaped.width, height=shaped.height,
-                        source_format=source_format, phash=phash, oriented=oriented, pixel_std=round(pixel_std, 3))
+    return DecodedImage(
+        data=out,
+        ext=preset.format,
+        width=shaped.width,
+        height=shaped.height,
+        source_format=source_format,
+        phash=phash,
+        oriented=oriented,
+        pixel_std=round(pixel_std, 3),
+    )
 
 
 def _open(data: bytes, max_pixels: int, preset: ImagePreset) -> tuple[Image.Image, str]:

@@ -25,13 +25,17 @@ PII = {  # flag -> pattern; order matters: a URL may contain an address, a phone
     "email": re.compile(r"\b[\w.+-]+@[\w-]+(?:\.[\w-]+)+\b"),
     "phone": re.compile(r"(?<![\w+])\+?\d[\d\s().-]{7,}\d\b"),
 }
-BOILERPLATE = [re.compile(p, re.I) for p in (
-    r"^image may contain\b", r"^(?:no )?(?:description|caption|alt text|title)(?: available| here)?$",
-    r"^(?:stock )?(?:photo|image|picture|img|thumbnail|untitled|placeholder)s?(?: \d+)?$",
-    r"^[\w\-.]+\.(?:jpe?g|png|gif|webp|bmp|tiff?|mp[34]|wav|flac|mov|avi|mkv)$",  # a file name, nothing else
-    r"^(?:img|dsc|dscn|pxl|vid|mvi)[_\- ]?\d+$",  # a camera's file stem
-    r"^\[url\]$",  # nothing but a link
-)]
+BOILERPLATE = [
+    re.compile(p, re.I)
+    for p in (
+        r"^image may contain\b",
+        r"^(?:no )?(?:description|caption|alt text|title)(?: available| here)?$",
+        r"^(?:stock )?(?:photo|image|picture|img|thumbnail|untitled|placeholder)s?(?: \d+)?$",
+        r"^[\w\-.]+\.(?:jpe?g|png|gif|webp|bmp|tiff?|mp[34]|wav|flac|mov|avi|mkv)$",  # a file name, nothing else
+        r"^(?:img|dsc|dscn|pxl|vid|mvi)[_\- ]?\d+$",  # a camera's file stem
+        r"^\[url\]$",  # nothing but a link
+    )
+]
 
 
 def clean_text(raw: str | None, pii: str = "mask") -> tuple[str, list[str]]:
@@ -98,7 +102,7 @@ class Tokenize:
 
     def __call__(self, texts: list[dict]) -> list[dict]:
         encoded = self.tokenizer.encode_batch([t["text"] for t in texts]) if texts else []
-        return [{**t, "tokens": e.ids[:self.max_length], "n_tokens": len(e.ids)} for t, e in zip(texts, encoded)]
+        return [{**t, "tokens": e.ids[: self.max_length], "n_tokens": len(e.ids)} for t, e in zip(texts, encoded)]
 
 
 def word_count(text: str | None) -> int:
@@ -113,8 +117,7 @@ def clean_texts(texts: list[dict], pii: str = "mask") -> tuple[list[dict], list[
         cleaned.append((text, {**text, "text": value, "flags": flags}))
     kept, dropped = unique_texts([c for _, c in cleaned])
     originals = {id(c): t for t, c in cleaned}
-    return ([{**t, **describe(t["text"])} for t in kept],
-            [(originals[id(t)], reason) for t, reason in dropped])
+    return ([{**t, **describe(t["text"])} for t in kept], [(originals[id(t)], reason) for t, reason in dropped])
 
 
 def unique_texts(texts: list[dict]) -> tuple[list[dict], list[tuple[dict, str]]]:

@@ -28,6 +28,8 @@ from . import MediaError
 from .audio import TRUNCATION_TOLERANCE, AudioPreset, SoundAnalysis, log_mel, open_container, shape
 from .fingerprint import KeyframeHashes
 
+AUDIO_DEFAULTS = AudioPreset()
+
 # FFmpeg demuxer name -> the extension we publish under (its matroska demuxer also reads WebM,
 # and .mkv names both correctly)
 _EXTENSIONS = {"mov,mp4,m4a,3gp,3g2,mj2": "mp4", "matroska,webm": "mkv", "avi": "avi"}
@@ -38,6 +40,7 @@ OUT_TIME_BASE = Fraction(1, 90_000)  # MPEG's clock: fine enough for any frame t
 class VideoPreset:
     """How clean shapes video. With neither `short_side` nor `max_fps` the file is published as it came;
     with either, a video that exceeds it is re-encoded (H.264 at `crf`, AAC sound, MP4)."""
+
     short_side: int | None = None  # scale so the shorter side is at most this (never up)
     max_fps: float | None = None  # drop frames down to at most this rate
     crf: int = 23  # x264 quality: 18 near-transparent, 28 small
@@ -85,7 +88,9 @@ class _Span:
         return 0.0 if self.start is None else self.end - self.start
 
 
-def decode_video(data: bytes, preset: VideoPreset = VideoPreset(), audio_preset: AudioPreset = AudioPreset()) -> DecodedVideo:
+def decode_video(
+    data: bytes, preset: VideoPreset = VideoPreset(), audio_preset: AudioPreset = AUDIO_DEFAULTS
+) -> DecodedVideo:
     with open_container(data) as container:
         if not container.streams.video:
             raise MediaError("no_video_stream", f"container {container.format.name} has no video stream")
@@ -167,8 +172,14 @@ def decode_video(data: bytes, preset: VideoPreset = VideoPreset(), audio_preset:
         mono, mel_rate = shape(sound.samples(), rate, AudioPreset(sample_rate=audio_preset.sample_rate, mono=True))
         result.mel, result.mel_params = log_mel(mono, mel_rate, dict(audio_preset.log_mel))
     if out is not None:
-        result.source = {"width": width, "height": height, "fps": round(result.fps, 3), "video_codec": result.video_codec,
-                         "audio_codec": result.audio_codec, "bytes": len(data)}
+        result.source = {
+            "width": width,
+            "height": height,
+            "fps": round(result.fps, 3),
+            "video_codec": result.video_codec,
+            "audio_codec": result.audio_codec,
+            "bytes": len(data),
+        }
         result.data, result.ext, result.video_codec = out, "mp4", "h264"
         result.width, result.height = encoder.width, encoder.height
         result.num_frames = encoder.frames
@@ -194,8 +205,13 @@ class Thumbnails:
         if time_s + 1e-6 < self.next_s:
             return
         scale = min(1.0, self.side / min(frame.width, frame.height))
-        small = self.scaler.reformat(frame, width=max(1, round(frame.width * scale)),
-                                     height=max(1, round(frame.height * scale)), format="rgb24", interpolation="AREA")
+        small = self.scaler.reformat(
+            frame,
+            width=max(1, round(frame.width * scale)),
+            height=max(1, round(frame.height * scale)),
+            format="rgb24",
+            interpolation="AREA",
+        )
         self.held.append((time_s, small))
         if len(self.held) >= 2 * self.count:
             self.held = self.held[::2]
@@ -235,8 +251,11 @@ class Reencoder:
         self.buffer = io.BytesIO()
         # (no +faststart: FFmpeg moves the index by reopening the file by name, which a buffer has not)
         self.out = av.open(self.buffer, mode="w", format="mp4")
-        self.video = self.out.add_stream("libx264", rate=Fraction(self.fps).limit_denominator(1001),
-                                         options={"crf": str(preset.crf), "preset": "veryfast"})
+        self.video = self.out.add_stream(
+            "libx264",
+            rate=Fraction(self.fps).limit_denominator(1001),
+            options={"crf": str(preset.crf), "preset": "veryfast"},
+        )
         self.video.width, self.video.height, self.video.pix_fmt = self.width, self.height, "yuv420p"
         self.video.time_base = OUT_TIME_BASE
         self.audio = self.to_aac = None
@@ -244,15 +263,18 @@ class Reencoder:
             rate = audio.codec_context.sample_rate
             layout = "mono" if audio.codec_context.channels == 1 else "stereo"  # surround mixed down
             self.audio = self.out.add_stream("aac", rate=rate, layout=layout)
-            self.to_aac = av.AudioResampler(format="fltp", layout=layout, rate=rate,
-                                            frame_size=self.audio.codec_context.frame_size or 1024)
+            self.to_aac = av.AudioResampler(
+                format="fltp", layout=layout, rate=rate, frame_size=self.audio.codec_context.frame_size or 1024
+            )
 
     def picture(self, frame: av.VideoFrame, time_s: float) -> None:
         """`time_s` on the source's clock, which the sound's timestamps also follow."""
         if self.last_s is not None and time_s - self.last_s < self.min_gap_s:
             return  # thinned out by max_fps
         self.last_s = time_s
-        scaled = self.scaler.reformat(frame, width=self.width, height=self.height, format="yuv420p", interpolation="AREA")
+        scaled = self.scaler.reformat(
+            frame, width=self.width, height=self.height, format="yuv420p", interpolation="AREA"
+        )
         scaled.pts, scaled.time_base = round(time_s / OUT_TIME_BASE), OUT_TIME_BASE
         self.out.mux(self.video.encode(scaled))
         self.frames += 1

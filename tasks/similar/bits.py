@@ -15,6 +15,7 @@ is reproducible. Identical hashes are collapsed first, so a flood of blank image
 from __future__ import annotations
 
 import math
+
 import numpy as np
 
 _MIX = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing: spreads a key over the top bits
@@ -103,7 +104,7 @@ def sequence_pairs(ids: list[str], sequences: list[list[int]], radius: int) -> l
     i, j = near_pairs(distinct, radius)
     candidates = set()
     for x, y in [*zip(i.tolist(), j.tolist()), *((h, h) for h in owners)]:
-        if len(owners[x]) * len(owners[y]) > COMMON_FRAME_ITEMS ** 2:
+        if len(owners[x]) * len(owners[y]) > COMMON_FRAME_ITEMS**2:
             continue  # a black or title frame many videos share says nothing about any two of them
         candidates.update((min(a, b), max(a, b)) for a in owners[x] for b in owners[y] if a != b)
     pairs = []
@@ -111,8 +112,9 @@ def sequence_pairs(ids: list[str], sequences: list[list[int]], radius: int) -> l
         seq_a, seq_b = np.array(sequences[a], np.uint64), np.array(sequences[b], np.uint64)
         if min(len(seq_a), len(seq_b)) < 0.8 * max(len(seq_a), len(seq_b)):
             continue
-        distance = min(_median_distance(seq_a, seq_b), _median_distance(seq_a[1:], seq_b),
-                       _median_distance(seq_a, seq_b[1:]))
+        distance = min(
+            _median_distance(seq_a, seq_b), _median_distance(seq_a[1:], seq_b), _median_distance(seq_a, seq_b[1:])
+        )
         if distance <= radius:
             pairs.append((*sorted((ids[a], ids[b])), distance))
     return pairs

@@ -41,8 +41,11 @@ def shingle_sets(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
     cache: dict[str, int] = {}
     words = [t.split() for t in texts]
     lengths = np.fromiter((len(w) for w in words), np.int64, len(words))
-    flat = np.fromiter((cache.get(w) or cache.setdefault(w, zlib.crc32(w.encode()) | 1 << 32)
-                        for ws in words for w in ws), np.uint64, int(lengths.sum()))
+    flat = np.fromiter(
+        (cache.get(w) or cache.setdefault(w, zlib.crc32(w.encode()) | 1 << 32) for ws in words for w in ws),
+        np.uint64,
+        int(lengths.sum()),
+    )
     owner = np.repeat(np.arange(len(texts)), lengths)
     place = np.arange(len(flat)) - np.repeat(np.cumsum(lengths) - lengths, lengths)  # index within its text
     left = np.repeat(lengths, lengths) - place  # words from here to the text's end
@@ -50,7 +53,7 @@ def shingle_sets(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
     value = np.zeros(len(flat), np.uint64)
     padded = np.concatenate([flat, np.zeros(SHINGLE, np.uint64)])
     for k, weight in enumerate(_SHINGLE_WEIGHTS):  # a word past the text's end counts as 0
-        value += np.where(left > k, padded[k:k + len(flat)], np.uint64(0)) * weight
+        value += np.where(left > k, padded[k : k + len(flat)], np.uint64(0)) * weight
     id_bits = max(1, int(len(texts)).bit_length())
     keys = np.sort((owner[first].astype(np.uint64) << np.uint64(64 - id_bits)) | (value[first] >> np.uint64(id_bits)))
     keys = keys[np.r_[True, keys[1:] != keys[:-1]]]  # distinct per text (np.unique hashes: slower here)
@@ -67,19 +70,19 @@ def shingle_hashes(text: str) -> np.ndarray:
 def signatures(values: np.ndarray, starts: np.ndarray, num_perm: int = 128, seed: int = 1) -> np.ndarray:
     """MinHash signatures of the sets values[starts[i]:starts[i+1]] (none empty), (n, num_perm) uint32."""
     rng = np.random.default_rng(seed)
-    a = rng.integers(0, 2 ** 63, num_perm, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
-    b = rng.integers(0, 2 ** 63, num_perm, dtype=np.uint64)
+    a = rng.integers(0, 2**63, num_perm, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
+    b = rng.integers(0, 2**63, num_perm, dtype=np.uint64)
     owner = np.repeat(np.arange(len(starts) - 1), np.diff(starts))
     out = np.full((len(starts) - 1, num_perm), np.iinfo(np.uint32).max, dtype=np.uint32)
     for start in range(0, len(values), _CHUNK):
-        block, who = values[start:start + _CHUNK], owner[start:start + _CHUNK]
+        block, who = values[start : start + _CHUNK], owner[start : start + _CHUNK]
         firsts = np.flatnonzero(np.r_[True, who[1:] != who[:-1]])  # each set's first row in this block
         rows = who[firsts]
         for p in range(0, num_perm, 32):
             # (a*x + b) >> 32 is monotone in (a*x + b): take the minimum first, shift only the minima
-            hashed = a[p:p + 32, None] * block[None, :] + b[p:p + 32, None]  # rows contiguous for reduceat
+            hashed = a[p : p + 32, None] * block[None, :] + b[p : p + 32, None]  # rows contiguous for reduceat
             mins = (np.minimum.reduceat(hashed, firsts, axis=1) >> np.uint64(32)).astype(np.uint32)
-            out[rows, p:p + 32] = np.minimum(out[rows, p:p + 32], mins.T)
+            out[rows, p : p + 32] = np.minimum(out[rows, p : p + 32], mins.T)
     return out
 
 
@@ -88,6 +91,7 @@ def lsh_bands(threshold: float, num_perm: int, weights: tuple[float, float] = (0
     """(bands, rows) minimizing the weighted false positive plus false negative mass around the threshold,
     as datasketch's MinHashLSH(weights=...) chooses them. Candidates are verified exactly, so a false
     positive costs only time and a false negative a missed copy: missing weighs 9 times more."""
+
     def area(f, lo, hi):
         x = np.linspace(lo, hi, 201)
         return float(np.trapezoid(f(x), x))
@@ -95,8 +99,8 @@ def lsh_bands(threshold: float, num_perm: int, weights: tuple[float, float] = (0
     best = None
     for bands in range(1, num_perm + 1):
         for rows in range(1, num_perm // bands + 1):
-            fp = area(lambda s: 1 - (1 - s ** rows) ** bands, 0.0, threshold)
-            fn = area(lambda s: (1 - s ** rows) ** bands, threshold, 1.0)
+            fp = area(lambda s, r=rows, b=bands: 1 - (1 - s**r) ** b, 0.0, threshold)
+            fn = area(lambda s, r=rows, b=bands: (1 - s**r) ** b, threshold, 1.0)
             cost = weights[0] * fp + weights[1] * fn
             if best is None or cost < best[0]:
                 best = (cost, bands, rows)
@@ -108,8 +112,9 @@ def jaccard(a: np.ndarray, b: np.ndarray) -> float:
     return both / (len(a) + len(b) - both)
 
 
-def caption_pairs(keys: list[str], texts: list[str], threshold: float, num_perm: int = 128,
-                  seed: int = 1) -> list[tuple[str, str, float]]:
+def caption_pairs(
+    keys: list[str], texts: list[str], threshold: float, num_perm: int = 128, seed: int = 1
+) -> list[tuple[str, str, float]]:
     """(a, b, jaccard) with a < b for keys whose texts' shingle sets are at least `threshold` alike.
     Keys with the same normalized text pair with the first of them at 1.0."""
     by_text: dict[str, list[str]] = {}
@@ -123,18 +128,18 @@ def caption_pairs(keys: list[str], texts: list[str], threshold: float, num_perm:
     signature = signatures(values, starts, num_perm, seed)
     bands, rows = lsh_bands(threshold, num_perm)
     rng = np.random.default_rng(seed + 1)
-    weights = rng.integers(0, 2 ** 63, rows, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
+    weights = rng.integers(0, 2**63, rows, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
     n = len(firsts)
     id_bits = (n - 1).bit_length()
     candidates = []
     for band in range(bands):
-        keys_of_band = (signature[:, band * rows:(band + 1) * rows].astype(np.uint64) * weights).sum(axis=1)
+        keys_of_band = (signature[:, band * rows : (band + 1) * rows].astype(np.uint64) * weights).sum(axis=1)
         candidates += [np.minimum(x, y) * n + np.maximum(x, y) for x, y in equal_keys(keys_of_band, id_bits)]
     if not candidates:
         return pairs
     found = np.unique(np.concatenate(candidates))
     for x, y in zip((found // n).tolist(), (found % n).tolist()):
-        similarity = jaccard(values[starts[x]:starts[x + 1]], values[starts[y]:starts[y + 1]])
+        similarity = jaccard(values[starts[x] : starts[x + 1]], values[starts[y] : starts[y + 1]])
         if similarity >= threshold:
             pairs.append((*sorted((firsts[x], firsts[y])), similarity))
     return pairs

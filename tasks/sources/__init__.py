@@ -21,11 +21,24 @@ from .urls import Urls
 from .voxceleb2 import VoxCeleb2
 from .webvid import WebVid
 
-ADAPTERS = (Manifest, Folder, WebDatasetTars, Coco, Flickr30k, Urls, Llava, AudioCaps, Clotho, MsrVtt, WebVid,
-            VoxCeleb2, HowTo100M)
+ADAPTERS = (
+    Manifest,
+    Folder,
+    WebDatasetTars,
+    Coco,
+    Flickr30k,
+    Urls,
+    Llava,
+    AudioCaps,
+    Clotho,
+    MsrVtt,
+    WebVid,
+    VoxCeleb2,
+    HowTo100M,
+)
 
 # A recipe's source: the adapter is chosen by `kind`, and its own keys are validated by its class.
-SourceConfig = Annotated[Union[ADAPTERS], Field(discriminator="kind")]
+SourceConfig = Annotated[Union[ADAPTERS], Field(discriminator="kind")]  # noqa: UP007  (X | Y cannot unpack a tuple)
 
 __all__ = ["ADAPTERS", "Row", "Source", "SourceConfig", "SourceError", "make_source", "sources_for_partition"]
 

@@ -3,7 +3,8 @@ sound. Downloaded with yt-dlp, or read from `media_root` when `file` names the l
 
 from __future__ import annotations
 
-from typing import Iterator, Literal
+from collections.abc import Iterator
+from typing import Literal
 
 from .base import YOUTUBE, Row, Source, caption, clip_key, seconds
 
@@ -16,17 +17,31 @@ class AudioCaps(Source):
     def rows(self) -> Iterator[Row]:
         for number, row in self.read_csv():
             start = seconds(row.get("start_time"))
-            error = self.require_columns(row, "youtube_id") or (None if start is not None else
-                                                                f"start_time {row.get('start_time')!r} is not a time")
+            error = self.require_columns(row, "youtube_id") or (
+                None if start is not None else f"start_time {row.get('start_time')!r} is not a time"
+            )
             if error:
                 yield Row(number, texts=caption(row.get("caption")), error=error)
                 continue
             ytid = row["youtube_id"].strip()
             if self.file:  # already cut to the window
                 path = self.file.format(youtube_id=ytid, start_time=row["start_time"].strip())
-                yield Row(number, key=path, media=self.media_uri(path), modality="audio",
-                          texts=caption(row.get("caption")), group=ytid)
+                yield Row(
+                    number,
+                    key=path,
+                    media=self.media_uri(path),
+                    modality="audio",
+                    texts=caption(row.get("caption")),
+                    group=ytid,
+                )
             else:
-                yield Row(number, key=clip_key(ytid, start, start + self.window_s), media=YOUTUBE.format(ytid),
-                          modality="audio", texts=caption(row.get("caption")), group=ytid,
-                          clip=(start, start + self.window_s), meta={"youtube_id": ytid})
+                yield Row(
+                    number,
+                    key=clip_key(ytid, start, start + self.window_s),
+                    media=YOUTUBE.format(ytid),
+                    modality="audio",
+                    texts=caption(row.get("caption")),
+                    group=ytid,
+                    clip=(start, start + self.window_s),
+                    meta={"youtube_id": ytid},
+                )

@@ -14,9 +14,9 @@ import io
 import json
 import posixpath
 from abc import abstractmethod
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -52,7 +52,7 @@ def clip_key(key: str, start: float | None, end: float | None) -> str:
     return key if start is None else f"{key}@{start:g}-{'' if end is None else f'{end:g}'}"
 
 
-def sources_for_partition(sources, partition: str) -> tuple[list["Source"], list["Source"]]:
+def sources_for_partition(sources, partition: str) -> tuple[list[Source], list[Source]]:
     """(present, absent): every source resolved for the partition; a source read per partition whose
     drop for this one does not exist is absent (nothing to build from it), any other is present."""
     present, absent = [], []
@@ -77,7 +77,7 @@ class Source(BaseModel):
     def rows(self) -> Iterator[Row]:
         """The annotation's records, in file order (pydantic models are ABCs: an adapter must define it)."""
 
-    def resolved(self, partition: str | None = None) -> "Source":
+    def resolved(self, partition: str | None = None) -> Source:
         """The source of one partition: `{partition}` and strftime date parts (%Y, %m, %d, ...) in `uri`
         and `media_root` filled in, and relative local paths made absolute where the command runs (a
         Ray worker's folder is not the user's)."""
@@ -127,8 +127,9 @@ class Source(BaseModel):
             text = self.read_bytes().decode("utf-8")
         except UnicodeDecodeError as e:
             raise SourceError(f"source {self.name}: {self.uri} is not UTF-8: {e.reason} at byte {e.start}") from None
-        reader = csv.DictReader(io.StringIO(text, newline=""), fieldnames=fieldnames, delimiter=delimiter,
-                                skipinitialspace=True)
+        reader = csv.DictReader(
+            io.StringIO(text, newline=""), fieldnames=fieldnames, delimiter=delimiter, skipinitialspace=True
+        )
         for row in reader:
             yield reader.line_num - 1, {k.strip() if isinstance(k, str) else k: v for k, v in row.items()}
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Iterator, Literal
+from collections.abc import Iterator
+from typing import Literal
 
 from .base import Row, Source, caption
 
@@ -13,7 +14,16 @@ class Clotho(Source):
     def rows(self) -> Iterator[Row]:
         for number, row in self.read_csv():
             error = self.require_columns(row, "file_name")
-            texts = [t for k in sorted(c for c in row if isinstance(c, str) and c.startswith("caption_"))
-                     for t in caption(row[k])]
-            yield Row(number, key=row.get("file_name"), media=None if error else self.media_uri(row["file_name"]),
-                      modality="audio", texts=texts, error=error)
+            texts = [
+                t
+                for k in sorted(c for c in row if isinstance(c, str) and c.startswith("caption_"))
+                for t in caption(row[k])
+            ]
+            yield Row(
+                number,
+                key=row.get("file_name"),
+                media=None if error else self.media_uri(row["file_name"]),
+                modality="audio",
+                texts=texts,
+                error=error,
+            )

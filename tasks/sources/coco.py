@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Iterator, Literal
+from collections.abc import Iterator
+from typing import Literal
 
 from .base import Row, Source, SourceError, caption
 
@@ -12,8 +13,11 @@ class Coco(Source):
 
     def rows(self) -> Iterator[Row]:
         data = self.read_json()
-        if not isinstance(data, dict) or not isinstance(data.get("images"), list) \
-                or not isinstance(data.get("annotations"), list):
+        if (
+            not isinstance(data, dict)
+            or not isinstance(data.get("images"), list)
+            or not isinstance(data.get("annotations"), list)
+        ):
             raise SourceError(f"source {self.name}: {self.uri} has no 'images' and 'annotations' lists (COCO captions)")
         licenses = {lic.get("id"): lic for lic in data.get("licenses") or [] if isinstance(lic, dict)}
         images = {}
@@ -24,9 +28,12 @@ class Coco(Source):
         for number, ann in enumerate(data["annotations"]):
             image = images.get(ann.get("image_id")) if isinstance(ann, dict) else None
             if image is None:
-                yield Row(number, texts=caption(ann.get("caption")) if isinstance(ann, dict) else [],
-                          error=f"orphan annotation: image_id {ann.get('image_id') if isinstance(ann, dict) else ann!r}"
-                                " is not in 'images'")
+                yield Row(
+                    number,
+                    texts=caption(ann.get("caption")) if isinstance(ann, dict) else [],
+                    error=f"orphan annotation: image_id {ann.get('image_id') if isinstance(ann, dict) else ann!r}"
+                    " is not in 'images'",
+                )
                 continue
             captioned.add(image["id"])
             yield self._row(number, image, caption(ann.get("caption")), licenses)
@@ -38,5 +45,11 @@ class Coco(Source):
     def _row(self, number: int, image: dict, texts: list[dict], licenses: dict) -> Row:
         license = licenses.get(image.get("license"), {})
         meta = {"coco_id": image["id"], "license": license.get("name"), "license_url": license.get("url")}
-        return Row(number, key=image["file_name"], media=self.media_uri(image["file_name"]), modality="image",
-                   texts=texts, meta={k: v for k, v in meta.items() if v is not None})
+        return Row(
+            number,
+            key=image["file_name"],
+            media=self.media_uri(image["file_name"]),
+            modality="image",
+            texts=texts,
+            meta={k: v for k, v in meta.items() if v is not None},
+        )

@@ -5,7 +5,8 @@ from __future__ import annotations
 import fnmatch
 import json
 import tarfile
-from typing import Iterator, Literal
+from collections.abc import Iterator
+from typing import Literal
 
 from .. import storage
 from .base import Row, Source, SourceError, caption
@@ -34,7 +35,17 @@ def sidecar_texts(ext: str, data: bytes) -> list[dict]:
         raise ValueError("the JSON sidecar is not an object")
     texts = record.get("texts", record.get("captions"))
     if isinstance(texts, list):
-        return [t for v in texts for t in (caption(v) if isinstance(v, str) else caption(v.get("text"), v.get("kind", "caption")) if isinstance(v, dict) else [])]
+        return [
+            t
+            for v in texts
+            for t in (
+                caption(v)
+                if isinstance(v, str)
+                else caption(v.get("text"), v.get("kind", "caption"))
+                if isinstance(v, dict)
+                else []
+            )
+        ]
     return caption(record.get("caption", record.get("text")))
 
 
@@ -58,7 +69,7 @@ class Folder(Source):
             if ext in SIDECARS:
                 stems.setdefault(stem, p)  # .json after .txt in sorted order: .json wins only alone
         for number, path in enumerate(p for p in paths if p.rpartition(".")[2] not in SIDECARS):
-            key = path[len(root) + 1:]
+            key = path[len(root) + 1 :]
             if not fnmatch.fnmatch(key, self.pattern):
                 continue
             if not utf8_ok(path):
@@ -113,6 +124,12 @@ class WebDatasetTars(Source):
                 if len(media) != 1:
                     error = f"sample {key} has {len(media)} media members ({', '.join(media) or 'none'})"
                 uri = f"tar://{key}.{media[0]}::{prefix}{tar_path}" if len(media) == 1 else None
-                yield Row(number, key=f"{tar_path.rsplit('/', 1)[-1]}/{key}", media=uri,
-                          modality=modality_of(f"x.{media[0]}") if len(media) == 1 else None, texts=texts, error=error)
+                yield Row(
+                    number,
+                    key=f"{tar_path.rsplit('/', 1)[-1]}/{key}",
+                    media=uri,
+                    modality=modality_of(f"x.{media[0]}") if len(media) == 1 else None,
+                    texts=texts,
+                    error=error,
+                )
                 number += 1

@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-from typing import Iterator, Literal
+from collections.abc import Iterator
+from typing import Literal
 
 from .base import Row, Source, SourceError, caption
 
@@ -17,8 +18,14 @@ class Flickr30k(Source):
     def _results_csv(self) -> Iterator[Row]:
         for number, row in self.read_csv(delimiter="|"):
             error = self.require_columns(row, "image_name")
-            yield Row(number, key=row.get("image_name"), media=self.media_uri(row["image_name"]) if not error else None,
-                      modality="image", texts=caption(row.get("comment")), error=error)
+            yield Row(
+                number,
+                key=row.get("image_name"),
+                media=self.media_uri(row["image_name"]) if not error else None,
+                modality="image",
+                texts=caption(row.get("comment")),
+                error=error,
+            )
 
     def _karpathy(self) -> Iterator[Row]:
         data = self.read_json()
@@ -30,5 +37,11 @@ class Flickr30k(Source):
                 continue
             path = f"{image['filepath']}/{image['filename']}" if image.get("filepath") else image["filename"]
             texts = [t for s in image.get("sentences") or [] if isinstance(s, dict) for t in caption(s.get("raw"))]
-            yield Row(number, key=path, media=self.media_uri(path), modality="image", texts=texts,
-                      meta={"karpathy_split": image.get("split")} if image.get("split") else None)
+            yield Row(
+                number,
+                key=path,
+                media=self.media_uri(path),
+                modality="image",
+                texts=texts,
+                meta={"karpathy_split": image.get("split")} if image.get("split") else None,
+            )

@@ -4,7 +4,8 @@ stay in one split. Videos `<video_id>.<extension>` under `media_root`, else fetc
 
 from __future__ import annotations
 
-from typing import Iterator, Literal
+from collections.abc import Iterator
+from typing import Literal
 
 from .base import YOUTUBE, Row, Source, SourceError, caption, clip_key, seconds
 
@@ -20,7 +21,9 @@ class HowTo100M(Source):
         number = 0
         for video_id, subs in data.items():
             starts, ends, texts = (subs.get(k) if isinstance(subs, dict) else None for k in ("start", "end", "text"))
-            if not all(isinstance(x, list) for x in (starts, ends, texts)) or not len(starts) == len(ends) == len(texts):
+            if not all(isinstance(x, list) for x in (starts, ends, texts)) or not len(starts) == len(ends) == len(
+                texts
+            ):
                 yield Row(number, error=f"{video_id}: start, end and text are not lists of one length")
                 number += 1
                 continue
@@ -31,7 +34,14 @@ class HowTo100M(Source):
                 else:
                     path = f"{video_id}.{self.extension}"
                     media = self.media_uri(path) if self.media_root else YOUTUBE.format(video_id)
-                    yield Row(number, key=clip_key(path, start, end), media=media, modality="video",
-                              texts=caption(text, "subtitle"), group=video_id, clip=(start, end),
-                              meta={"video_id": video_id})
+                    yield Row(
+                        number,
+                        key=clip_key(path, start, end),
+                        media=media,
+                        modality="video",
+                        texts=caption(text, "subtitle"),
+                        group=video_id,
+                        clip=(start, end),
+                        meta={"video_id": video_id},
+                    )
                 number += 1

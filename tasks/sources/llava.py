@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Iterator, Literal
+from collections.abc import Iterator
+from typing import Literal
 
 from .base import Row, Source, SourceError, caption
 
@@ -20,5 +21,11 @@ class Llava(Source):
                 continue
             turns = [t for t in record.get("conversations") or [] if isinstance(t, dict)]
             texts = [t for turn in turns if turn.get("from") == "gpt" for t in caption(turn.get("value"))]
-            yield Row(number, key=record["image"], media=self.media_uri(record["image"]), modality="image",
-                      texts=texts, meta={"llava_id": record.get("id")} if record.get("id") else None)
+            yield Row(
+                number,
+                key=record["image"],
+                media=self.media_uri(record["image"]),
+                modality="image",
+                texts=texts,
+                meta={"llava_id": record.get("id")} if record.get("id") else None,
+            )

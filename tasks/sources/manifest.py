@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from typing import Iterator, Literal
+from collections.abc import Iterator
+from typing import Literal
 
 from ..schema import MODALITIES
 from .base import Row, Source, caption
@@ -48,8 +49,14 @@ class Manifest(Source):
                 fields = record if isinstance(record, dict) else {}
                 yield Row(number, media=fields.get("media"), texts=caption(fields.get("text")), error=error)
             else:
-                yield Row(number, key=record["media"], media=self.media_uri(record["media"]),
-                          modality=record["modality"], texts=caption(record["text"]), group=record.get("group"))
+                yield Row(
+                    number,
+                    key=record["media"],
+                    media=self.media_uri(record["media"]),
+                    modality=record["modality"],
+                    texts=caption(record["text"]),
+                    group=record.get("group"),
+                )
 
 
 def record_error(row) -> str | None:

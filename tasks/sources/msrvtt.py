@@ -3,7 +3,8 @@ Files `<video_id>.mp4` under `media_root`, or, without one, fetched from `url` w
 
 from __future__ import annotations
 
-from typing import Iterator, Literal
+from collections.abc import Iterator
+from typing import Literal
 
 from .base import Row, Source, SourceError, caption, clip_key, seconds
 
@@ -14,17 +15,24 @@ class MsrVtt(Source):
 
     def rows(self) -> Iterator[Row]:
         data = self.read_json()
-        if not isinstance(data, dict) or not isinstance(data.get("videos"), list) \
-                or not isinstance(data.get("sentences"), list):
+        if (
+            not isinstance(data, dict)
+            or not isinstance(data.get("videos"), list)
+            or not isinstance(data.get("sentences"), list)
+        ):
             raise SourceError(f"source {self.name}: {self.uri} has no 'videos' and 'sentences' lists (MSR-VTT)")
-        videos = {v["video_id"]: v for v in data["videos"] if isinstance(v, dict) and isinstance(v.get("video_id"), str)}
+        videos = {
+            v["video_id"]: v for v in data["videos"] if isinstance(v, dict) and isinstance(v.get("video_id"), str)
+        }
         described = set()
         for number, sentence in enumerate(data["sentences"]):
             video = videos.get(sentence.get("video_id")) if isinstance(sentence, dict) else None
             if video is None:
-                yield Row(number, texts=caption(sentence.get("caption")) if isinstance(sentence, dict) else [],
-                          error=f"orphan sentence: video_id {sentence.get('video_id') if isinstance(sentence, dict) else sentence!r}"
-                                " is not in 'videos'")
+                yield Row(
+                    number,
+                    texts=caption(sentence.get("caption")) if isinstance(sentence, dict) else [],
+                    error=f"orphan sentence: video_id {_video_id(sentence)!r} is not in 'videos'",
+                )
                 continue
             described.add(video["video_id"])
             yield self._row(number, video, caption(sentence.get("caption")))
@@ -38,6 +46,17 @@ class MsrVtt(Source):
             path = f"{video['video_id']}.{self.extension}"
             return Row(number, key=path, media=self.media_uri(path), modality="video", texts=texts, meta=meta)
         start, end = seconds(video.get("start time")), seconds(video.get("end time"))
-        return Row(number, key=clip_key(video["video_id"], start, end), media=video["url"], modality="video",
-                   texts=texts, clip=(start, end) if start is not None and end is not None else None, meta=meta,
-                   group=video["url"])
+        return Row(
+            number,
+            key=clip_key(video["video_id"], start, end),
+            media=video["url"],
+            modality="video",
+            texts=texts,
+            clip=(start, end) if start is not None and end is not None else None,
+            meta=meta,
+            group=video["url"],
+        )
+
+
+def _video_id(sentence):
+    return sentence.get("video_id") if isinstance(sentence, dict) else sentence

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import io
 import json
-from typing import Iterator, Literal
+from collections.abc import Iterator
+from typing import Literal
 
 import pyarrow.parquet as pq
 
@@ -28,31 +29,51 @@ class Urls(Source):
     def rows(self) -> Iterator[Row]:
         fmt = self.format or self.uri.rsplit(".", 1)[-1].lower()
         if fmt not in FORMATS:
-            raise SourceError(f"source {self.name}: cannot tell the format of {self.uri}; set format: to one of {FORMATS}")
-        records = {"csv": lambda: self.read_csv(",", self.columns), "tsv": lambda: self.read_csv("\t", self.columns),
-                   "parquet": self._parquet, "jsonl": self._jsonl}[fmt]()
+            raise SourceError(
+                f"source {self.name}: cannot tell the format of {self.uri}; set format: to one of {FORMATS}"
+            )
+        records = {
+            "csv": lambda: self.read_csv(",", self.columns),
+            "tsv": lambda: self.read_csv("\t", self.columns),
+            "parquet": self._parquet,
+            "jsonl": self._jsonl,
+        }[fmt]()
         for number, record in records:
             if record is None or not isinstance(record, dict):
                 yield Row(number, error="not a JSON object")
                 continue
             url = record.get(self.url_col)
             if not isinstance(url, str) or not url.strip():
-                yield Row(number, texts=caption(record.get(self.caption_col)),
-                          error=f"no URL in column {self.url_col!r} (columns: {', '.join(map(str, record))})")
+                yield Row(
+                    number,
+                    texts=caption(record.get(self.caption_col)),
+                    error=f"no URL in column {self.url_col!r} (columns: {', '.join(map(str, record))})",
+                )
                 continue
             url = url.strip()
             if not url.startswith(("http://", "https://")):
-                yield Row(number, media=url, texts=caption(record.get(self.caption_col)),
-                          error=f"not an http(s) URL: {url[:200]}")
+                yield Row(
+                    number,
+                    media=url,
+                    texts=caption(record.get(self.caption_col)),
+                    error=f"not an http(s) URL: {url[:200]}",
+                )
                 continue
-            meta = {k: v for k, v in record.items() if k not in (self.url_col, self.caption_col) and v not in (None, "")}
-            yield Row(number, key=url, media=url, modality=self.modality, texts=caption(record.get(self.caption_col)),
-                      meta=json.loads(json.dumps(meta, default=str)) or None)
+            meta = {
+                k: v for k, v in record.items() if k not in (self.url_col, self.caption_col) and v not in (None, "")
+            }
+            yield Row(
+                number,
+                key=url,
+                media=url,
+                modality=self.modality,
+                texts=caption(record.get(self.caption_col)),
+                meta=json.loads(json.dumps(meta, default=str)) or None,
+            )
 
     def _parquet(self):
         table = pq.read_table(io.BytesIO(self.read_bytes()))
-        for number, record in enumerate(table.to_pylist()):
-            yield number, record
+        yield from enumerate(table.to_pylist())
 
     def _jsonl(self):
         for number, line in enumerate(self.read_bytes().split(b"\n")):

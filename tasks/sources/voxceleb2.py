@@ -6,7 +6,8 @@ All clips of a speaker stay in one split, as VoxCeleb's own splits do."""
 
 from __future__ import annotations
 
-from typing import Iterator, Literal
+from collections.abc import Iterator
+from typing import Literal
 
 from .. import storage
 from .base import YOUTUBE, Row, Source, SourceError, clip_key
@@ -40,7 +41,7 @@ class VoxCeleb2(Source):
         if not paths:
             raise SourceError(f"source {self.name}: no utterance .txt files under {self.uri}")
         for number, path in enumerate(paths):
-            rel = path[len(root) + 1:]
+            rel = path[len(root) + 1 :]
             try:
                 utt = parse_utterance(fs.cat_file(path).decode("utf-8"))
             except (UnicodeDecodeError, ValueError) as e:
@@ -56,9 +57,24 @@ class VoxCeleb2(Source):
             meta = {"speaker": speaker, "youtube_id": ytid, "offset": utt.get("offset")}
             if self.media_root:
                 media = rel.rsplit(".", 1)[0] + "." + self.extension
-                yield Row(number, key=media, media=self.media_uri(media), modality=self.modality, texts=texts,
-                          group=speaker, meta=meta)
+                yield Row(
+                    number,
+                    key=media,
+                    media=self.media_uri(media),
+                    modality=self.modality,
+                    texts=texts,
+                    group=speaker,
+                    meta=meta,
+                )
             else:
                 start, end = utt["frames"][0] / FPS, (utt["frames"][-1] + 1) / FPS
-                yield Row(number, key=clip_key(ytid, start, end), media=YOUTUBE.format(ytid), modality=self.modality,
-                          texts=texts, group=speaker, clip=(start, end), meta=meta)
+                yield Row(
+                    number,
+                    key=clip_key(ytid, start, end),
+                    media=YOUTUBE.format(ytid),
+                    modality=self.modality,
+                    texts=texts,
+                    group=speaker,
+                    clip=(start, end),
+                    meta=meta,
+                )

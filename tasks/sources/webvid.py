@@ -3,7 +3,8 @@ Files `<page_dir>/<videoid>.mp4` under `media_root` (the layout its downloader w
 
 from __future__ import annotations
 
-from typing import Iterator, Literal
+from collections.abc import Iterator
+from typing import Literal
 
 from .base import Row, Source, caption
 
@@ -19,5 +20,11 @@ class WebVid(Source):
                 continue
             path = f"{row['page_dir']}/{row['videoid']}.mp4" if self.media_root else row["contentUrl"]
             meta = {k: row[k] for k in ("duration", "page_dir") if row.get(k)}
-            yield Row(number, key=row["videoid"], media=self.media_uri(path), modality="video",
-                      texts=caption(row.get("name")), meta=meta or None)
+            yield Row(
+                number,
+                key=row["videoid"],
+                media=self.media_uri(path),
+                modality="video",
+                texts=caption(row.get("name")),
+                meta=meta or None,
+            )
