@@ -20,6 +20,8 @@ from pathlib import Path
 
 from .local_api import free_port, prefect_api, start_server, stop_server
 
+FLOW_MODULE = "flows.build"  # imported by each Ray worker ahead of its first task
+
 
 def _prefect_home() -> Path:
     return Path(os.environ.get("MMETL_PREFECT_HOME", "./data/prefect")).absolute()
@@ -124,8 +126,8 @@ def ray_starter(verbose: bool):
         overlap the Prefect server's start."""
         from .ray_env import start_ray
 
-        start_ray(api_url, quiet=not verbose)
-        importlib.import_module("flows.build")
+        start_ray(api_url, quiet=not verbose, preload=FLOW_MODULE)
+        importlib.import_module(FLOW_MODULE)
 
     return start_ray
 

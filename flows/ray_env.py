@@ -6,6 +6,7 @@ import Prefect while Ray boots.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import time
@@ -41,22 +42,23 @@ def ray_init_args(address: str | None, api_url: str | None, runtime_env: dict | 
     return address, kwargs
 
 
-def start_ray(api_url: str | None, quiet: bool = False) -> None:
-    """Start (or join) Ray for the flow ahead of time and start one worker per CPU, so that both
-    overlap the Prefect server's start instead of following it. The flow's task runner then uses
-    this Ray; the caller shuts it down. `quiet`: workers' output stays in Ray's logs (and their
-    Prefect log lines in the UI), off this terminal."""
+def start_ray(api_url: str | None, quiet: bool = False, preload: str | None = None) -> None:
+    """Start (or join) Ray for the flow ahead of time and start one worker per CPU, each importing
+    `preload` (the flow's module: prefect, prefect_ray, the stages), so that both overlap the Prefect
+    server's start instead of following it. The flow's task runner then uses this Ray; the caller shuts
+    it down. `quiet`: workers' output stays in Ray's logs (and their Prefect log lines in the UI), off
+    this terminal."""
     address, kwargs = ray_init_args(None, api_url)
     if quiet:
         kwargs.update(log_to_driver=False, logging_level=logging.WARNING)
     ray.init(address, **kwargs)
     warm = ray.remote(num_cpus=1)(_warm_worker)
-    ray.get([warm.remote() for _ in range(worker_slots())])
+    ray.get([warm.remote(preload) for _ in range(worker_slots())])
 
 
-def _warm_worker() -> None:
-    import flows.build  # noqa: F401  what every task imports first: prefect, prefect_ray, the stages
-
+def _warm_worker(preload: str | None) -> None:
+    if preload:
+        importlib.import_module(preload)
     time.sleep(0.5)  # held a moment, so that every CPU starts a worker of its own
 
 

@@ -1,35 +1,64 @@
-"""Align: every sample pairs real media with real text, and a video's sound matches its picture.
+"""Align: every item pairs real media with real text, and a video's sound matches its picture.
 
-Today: presence checks and the audio/video duration check. Embedding-similarity scores (CLIP/CLAP)
-and temporal clipping plug in here as further checks.
+Rules as the filter's are (tasks/rules.py): measure, then decide, so the dry run predicts them too.
+Embedding-similarity scores (CLIP/CLAP) plug in here as further rules.
 """
 
 from __future__ import annotations
 
-from .schema import with_scores
-from .stage import Reject, RowStage
+from .recipe import AlignConfig
+from .rules import Rule, RuleStage
 
 
-class AlignStage(RowStage):
+class HasMedia(Rule):
+    def measure(self, row):
+        return bool(row["sha256"])  # media that clean never stored has no digest
+
+    def decide(self, present):
+        return None if present else ("missing_media", None)
+
+
+class HasText(Rule):
+    def measure(self, row):
+        return any((t["text"] or "").strip() for t in row["texts"] or [])
+
+    def decide(self, present):
+        return None if present else ("missing_text", None)
+
+
+class AudioTrack(Rule):
+    """A video's sound track: required unless `required` is off; its length within `max_drift_s` of the
+    picture's. Measures (drift, video seconds, audio seconds); the drift is stored as `av_drift_s`."""
+
+    modality, score = "video", "av_drift_s"
+
+    def __init__(self, required: bool, max_drift_s: float):
+        self.required, self.max_drift_s = required, max_drift_s
+
+    def measure(self, row):
+        if row["audio_duration_s"] is None:
+            return "no audio" if self.required else None
+        return abs(row["duration_s"] - row["audio_duration_s"]), row["duration_s"], row["audio_duration_s"]
+
+    def number(self, value):
+        return None if value == "no audio" else value[0]
+
+    def decide(self, value):
+        if value == "no audio":
+            return "no_audio_track", None
+        drift, video_s, audio_s = value
+        return ("av_drift", f"video {video_s:.3f}s, audio {audio_s:.3f}s") if drift > self.max_drift_s else None
+
+
+class AlignStage(RuleStage):
     name = "align"
+    Config = AlignConfig
 
-    def __init__(self, require_video_audio: bool = True, max_av_drift_s: float = 0.25):
-        super().__init__(require_video_audio=require_video_audio, max_av_drift_s=max_av_drift_s)
-        self.require_video_audio = require_video_audio
-        self.max_av_drift_s = max_av_drift_s
-
-    def check(self, row: dict):
-        if not row["sha256"]:  # media that clean never stored
-            return Reject("missing_media")
-        if not any((t["text"] or "").strip() for t in row["texts"] or []):
-            return Reject("missing_text")
-        if row["modality"] == "video":
-            if row["audio_duration_s"] is None:
-                if self.require_video_audio:
-                    return Reject("no_audio_track")
-            else:
-                drift = abs(row["duration_s"] - row["audio_duration_s"])
-                if drift > self.max_av_drift_s:
-                    return Reject("av_drift", f"video {row['duration_s']:.3f}s, audio {row['audio_duration_s']:.3f}s")
-                row = with_scores(row, av_drift_s=drift)
-        return row
+    def __init__(self, config: AlignConfig | None = None, /, **fields):
+        super().__init__(config, **fields)
+        self.item_rules = [
+            HasMedia(),
+            HasText(),
+            AudioTrack(self.config.require_video_audio, self.config.max_av_drift_s),
+        ]
+        self.text_rules = []

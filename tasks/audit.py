@@ -1,9 +1,12 @@
-"""Audit (`mmetl build --dry-run`): what the recipe's filters would do, without publishing.
+"""Audit (`mmetl build --dry-run`): what the recipe's rules would do, without publishing.
 
-`audit_shard` judges every cleaned item (less the duplicates the dedupe decision rejects) by every
-filter rule on its own, not just the first that fails, and keeps every score; `summarize` adds the
-shards up: per source and rule, the items and texts each threshold would drop, the items each source
-would keep with all rules, and a histogram of each score.
+`audit_shard` runs a cleaned shard through the very stages the build would (the dedupe decision
+applied, then each rule stage's `judge` and `outcome`: tasks/rules.py), so its prediction is the
+build's outcome, item by item; beyond that it counts every rule an item fails, not just the first,
+and keeps every measurement. It writes the per-item prediction (`<shard>.parquet`: sample_id,
+source, the reject reason or null) and its counts (`<shard>.json`). `summarize` adds the shards up:
+per source and rule the items and texts each threshold would drop, the items each source keeps with
+all rules, and a histogram of each score.
 """
 
 from __future__ import annotations
@@ -11,47 +14,56 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 
 import numpy as np
+import pyarrow as pa
 
 from . import storage
-from .filter import FilterStage
+from .registry import stage_class
+from .rules import RuleStage
+from .stage import Reject
 
 COLUMNS_NOT_READ = {"media_bytes", "sidecars"}
+PREDICTION_SCHEMA = pa.schema([("sample_id", pa.string()), ("source", pa.string()), ("reason", pa.string())])
 
 
-def audit_shard(shard_uri: str, decision_uri: str, thresholds: dict, out_uri: str) -> str:
-    stage = FilterStage(**thresholds)
-    duplicates = {
-        r["sample_id"]
-        for r in storage.read_parquet(decision_uri, columns=["sample_id", "duplicate_of"]).to_pylist()
-        if r["duplicate_of"]
-    }
+def audit_shard(shard_uri: str, stages: tuple[tuple[str, dict], ...], out_uri: str) -> str:
+    """Judge the shard with `stages` (the build's refine step: dedupe, then rule stages)."""
+    workers = [stage_class(name)(**settings) for name, settings in stages]
+    for worker in workers:
+        worker.setup()
     table = storage.read_parquet(shard_uri)
-    rows = table.select([c for c in table.column_names if c not in COLUMNS_NOT_READ]).to_pylist()
+    batch = table.select([c for c in table.column_names if c not in COLUMNS_NOT_READ])
+    predictions = []
     items, texts, kept = Counter(), Counter(), Counter()
     scores: dict[str, list[float]] = defaultdict(list)
-    for row in rows:
-        if row["sample_id"] in duplicates:
-            continue
-        source = row["source"]
-        failed = False
-        for rule in stage.item_rules:
-            if rule.modality not in (None, row["modality"]) or (value := rule.score(row)) is None:
-                continue
-            scores[f"{rule.modality} {rule.score_name}"].append(value)
-            if code := rule.verdict(value):
-                items[f"{source}\t{code}"] += 1
-                failed = True
-        texts_left = 0
-        for text in row["texts"] or []:
-            scores["caption_words"].append(float(len(text["text"].split())))
-            if text.get("lang_score") is not None:
-                scores["lang_score"].append(float(text["lang_score"]))
-            failures = [f for rule in stage.text_rules if (f := rule.judge(text))]
-            for code, _ in failures:
-                texts[f"{source}\t{code}"] += 1
-            texts_left += not failures
-        kept[source] += 0 if failed or not texts_left else 1
+    for worker in workers:  # stages before the rules (dedupe) apply as they would in the build
+        if isinstance(worker, RuleStage):
+            break
+        kept_rows, rejected, _ = worker.process(batch)
+        predictions += [(r["sample_id"], r["source"], r["reason"]) for r in rejected.to_pylist()]
+        batch = kept_rows
+    judges = [w for w in workers if isinstance(w, RuleStage)]
+    for row in batch.to_pylist():
+        source, reason = row["source"], None
+        for stage in judges:
+            judgement = stage.judge(row)
+            for name, value in judgement.measured:
+                scores[name].append(value)
+            for code, _ in judgement.failures:
+                items[f"{source}\t{stage.reason(code)}"] += 1
+            for failed in judgement.text_failures:
+                for code, _ in failed:
+                    texts[f"{source}\t{stage.reason(code)}"] += 1
+            out, _ = stage.outcome(row, judgement)
+            if isinstance(out, Reject):
+                reason = reason or stage.reason(out.code)
+            else:
+                row = out  # the next stage sees what this one passes on, as in the build
+        predictions.append((row["sample_id"], source, reason))
+        kept[source] += reason is None
         kept[f"{source}\tseen"] += 1
+    ids, sources, reasons = zip(*predictions) if predictions else ((), (), ())
+    prediction_uri = out_uri.removesuffix(".json") + ".parquet"
+    storage.write_parquet(prediction_uri, pa.table([list(ids), list(sources), list(reasons)], schema=PREDICTION_SCHEMA))
     storage.write_json(out_uri, {"items": items, "texts": texts, "kept": kept, "scores": scores})
     return out_uri
 
@@ -78,17 +90,18 @@ def summarize(audit_uris: list[str], bins: int = 10) -> dict:
     sources = sorted({k.split("\t")[0] for k in kept})
     return {
         "rules": [
-            {
-                "source": r.split("\t")[0],
-                "rule": f"filter:{r.split(chr(9))[1]}",
-                "items": items.get(r, 0),
-                "texts": texts.get(r, 0),
-            }
+            {"source": r.split("\t")[0], "rule": r.split("\t")[1], "items": items.get(r, 0), "texts": texts.get(r, 0)}
             for r in rules
         ],
         "kept": {s: {"kept": kept.get(s, 0), "of": kept.get(f"{s}\tseen", 0)} for s in sources},
         "histograms": histograms,
     }
+
+
+def predictions(uris: list[str]) -> dict[str, str | None]:
+    """sample_id -> the reason the build would reject it for (None: kept), over a dry run's shards."""
+    table = pa.concat_tables([storage.read_parquet(u) for u in uris])
+    return dict(zip(table.column("sample_id").to_pylist(), table.column("reason").to_pylist()))
 
 
 def histogram_line(counts: list[int]) -> str:

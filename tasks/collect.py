@@ -10,14 +10,12 @@ writes shards of items that reference their media (no bytes yet); broken rows be
 from __future__ import annotations
 
 import json
-import math
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pyarrow as pa
 
 from . import storage
-from .engine import bounded_ranges
 from .fetch import FetchError
 from .fetch.cache import fetch_cache
 from .fetch.guard import AddressPolicy
@@ -29,6 +27,7 @@ from .media import MediaError
 from .media.clip import cut
 from .recipe import NetworkConfig, ShardConfig
 from .schema import REJECT_SCHEMA, make_sample_id, samples_from_rows
+from .shards import cut_shards
 from .sources import Row, Source
 from .sources.manifest import utf8_ok
 from .stage import Reject, RowStage, StageOutput
@@ -150,15 +149,10 @@ def _group_names(labels: list[list[str]]) -> list[str]:
     return [named_min.get(root) or own_min[root] for root in roots]
 
 
-def cut_shards(sizes: list[int], config: ShardConfig, workers: int) -> list[tuple[int, int]]:
-    """(start, end) ranges over items in order: bounded by items and bytes, and at least one per
-    worker (a whole number of waves of `workers` shards) while there are items to go round."""
-    n, total = len(sizes), sum(sizes)
-    if n == 0:
-        return [(0, 0)]
-    count = max(math.ceil(n / config.max_items), math.ceil(total / config.max_bytes), 1)
-    count = min(n, math.ceil(count / workers) * workers)
-    return bounded_ranges(sizes, math.ceil(n / count), config.max_bytes)
+class CollectConfig(NetworkConfig):
+    """The recipe's `network:` settings, and where this build keeps its downloads."""
+
+    cache_dir: str | None = None  # downloads kept per shard here (the build's work folder); None: not kept
 
 
 class CollectStage(RowStage):
@@ -170,11 +164,11 @@ class CollectStage(RowStage):
     """
 
     name = "collect"
+    Config = CollectConfig
 
-    def __init__(self, cache_dir: str | None = None, **network):
-        super().__init__(cache_dir=cache_dir, **network)
-        self.network = NetworkConfig(**network)
-        self.cache_dir, self.cache = cache_dir, None
+    def __init__(self, config: CollectConfig | None = None, /, **fields):
+        super().__init__(config, **fields)
+        self.network, self.cache_dir, self.cache = self.config, self.config.cache_dir, None
         self._images = self._links = self._resizer = None
         self._lock = threading.Lock()
 

@@ -30,10 +30,11 @@ import pyarrow.compute as pc
 from . import storage
 from .dedupe_index import WITHDRAWN_SCHEMA
 from .groups import UnionFind
+from .media.kinds import KINDS
 from .media.text import unique_texts
-from .recipe import CaptionDedupeConfig
+from .recipe import CaptionDedupeConfig, DedupeConfig, Strict
 from .schema import TEXT
-from .similar import caption_pairs, fingerprint_pairs, hamming_pairs, sequence_pairs
+from .similar import caption_pairs
 from .similar.captions import normalize
 from .stage import Reject, RowStage
 
@@ -83,65 +84,40 @@ def keep_order(policy: str):
     return keys[policy]
 
 
-def find_pairs(
-    items: dict[str, dict], image_radius: int | None, audio_max_ber: float | None, video_radius: int | None
-) -> dict[tuple[str, str], tuple[str, str]]:
-    """(a, b) -> (reason, what was measured) for every two items found to be one media."""
-
-    def of(modality, column):
-        found = [(key, i[column]) for key, i in items.items() if i["modality"] == modality and i[column]]
-        return [k for k, _ in found], [v for _, v in found]
-
-    evidence = {}
-    for pair in _exact_pairs(items):
-        evidence[pair] = ("duplicate:exact", "same media bytes")
-    if image_radius is not None:
-        ids, hashes = of("image", "phash")
-        for a, b, d in hamming_pairs(ids, [int(h, 16) for h in hashes], image_radius):
-            evidence.setdefault((a, b), ("duplicate:near", f"pHash {d} bits"))
-    if audio_max_ber is not None:
-        for a, b, ber in fingerprint_pairs(*of("audio", "audio_fingerprint"), audio_max_ber):
-            evidence.setdefault((a, b), ("duplicate:audio", f"Chromaprint bit error rate {ber:.3f}"))
-    if video_radius is not None:
-        ids, sequences = of("video", "keyframe_phashes")
-        for a, b, d in sequence_pairs(ids, [[int(h, 16) for h in s] for s in sequences], video_radius):
-            evidence.setdefault((a, b), ("duplicate:video", f"keyframe pHash median {d:g} bits"))
-    if audio_max_ber is not None and video_radius is not None:
-        for a, b, ber in fingerprint_pairs(*of("video", "audio_fingerprint"), audio_max_ber):
-            evidence.setdefault((a, b), ("duplicate:video", f"audio track bit error rate {ber:.3f}"))
+def find_pairs(items: dict[str, dict], config: DedupeConfig) -> dict[tuple[str, str], tuple[str, str]]:
+    """(a, b) -> (reason, what was measured) for every two items found to be one media: identical bytes
+    first, then each media kind's own signatures (tasks/media/kinds.py); the first evidence found stays."""
+    evidence = {pair: ("duplicate:exact", "same media bytes") for pair in _exact_pairs(items)}
+    for kind in KINDS.values():
+        for a, b, reason, measured in kind.duplicate_pairs(items, config):
+            evidence.setdefault((a, b), (reason, measured))
     return evidence
 
 
 def decide_duplicates(
     shard_uris: list[str],
     out_uri: str,
-    image_radius: int | None = 8,
-    audio_max_ber: float | None = 0.15,
-    video_radius: int | None = 8,
-    captions: dict | None = None,
-    keep: str = "largest",
-    merge_texts: bool = True,
-    against_published: bool = True,
+    config: DedupeConfig | None = None,
     published_uri: str | None = None,
     partition: str = "",
 ) -> dict:
     """Decide over all shards (and, with `published_uri`, the other partitions' published items: see
     tasks/dedupe_index.py). Writes the decision to `out_uri`, its summary beside it, and the published
     items this partition withdraws (a backfill's older copies win) to `<out_uri>.withdrawn.parquet`."""
+    config = config or DedupeConfig()
     withdrawn_uri = out_uri.removesuffix(".parquet") + ".withdrawn.parquet"
     summary_uri = out_uri.removesuffix(".parquet") + ".json"
     if storage.exists(out_uri):
         return {"uri": out_uri, "withdrawn_uri": withdrawn_uri, **storage.read_json(summary_uri)}
-    captions = {**CaptionDedupeConfig().model_dump(), **(captions or {})}
     table = pa.concat_tables([storage.read_parquet(u, columns=SIGNATURES + ["texts"]) for u in shard_uris])
     items = {row["sample_id"]: row for row in table.sort_by("sample_id").to_pylist()}
     published = {}
-    if against_published and published_uri:
+    if config.against_published and published_uri:
         # keyed apart from ours: the same file in another partition has the same sample_id
         published = {f"{r['partition']}/{r['sample_id']}": r for r in storage.read_parquet(published_uri).to_pylist()}
 
-    evidence = find_pairs({**items, **published}, image_radius, audio_max_ber, video_radius)
-    order = keep_order(keep)
+    evidence = find_pairs({**items, **published}, config)
+    order = keep_order(config.keep)
     groups = UnionFind()
     duplicate_of: dict[str, str] = {}
     reasons: dict[str, tuple[str, str]] = {}
@@ -172,13 +148,13 @@ def decide_duplicates(
             reasons[copy["sample_id"]] = _why(copy["sample_id"], kept["sample_id"], evidence)
             groups.union(copy["group_id"], kept["group_id"])
 
-    summary = _caption_duplicates(items, captions, order, groups, duplicate_of, reasons)
+    summary = _caption_duplicates(items, config.captions, order, groups, duplicate_of, reasons)
     within = {
         copy: kept
         for copy, kept in duplicate_of.items()
         if reasons[copy][0] not in ("duplicate:published", "duplicate:caption")
     }
-    merged = _merged_texts(shard_uris, within) if merge_texts else {}
+    merged = _merged_texts(shard_uris, within) if config.merge_texts else {}
     decisions = []
     for sample_id, item in items.items():
         new_group = groups.find(item["group_id"])
@@ -225,10 +201,12 @@ def _clusters(evidence) -> list[list[str]]:
     return [sorted(m) for _, m in sorted(members.items())]
 
 
-def _caption_duplicates(items: dict, config: dict, order, groups: UnionFind, duplicate_of: dict, reasons: dict) -> dict:
+def _caption_duplicates(
+    items: dict, config: CaptionDedupeConfig, order, groups: UnionFind, duplicate_of: dict, reasons: dict
+) -> dict:
     """Join the groups of items with near-identical captions (dropping those of `drop` sources); flag
     boilerplate. Returns the report: near-duplicate captions per source, and the boilerplate."""
-    if config["threshold"] is None:
+    if config.threshold is None:
         return {"caption_duplicates": {}, "boilerplate": []}
     keys, texts = [], []
     for sample_id, item in items.items():
@@ -237,25 +215,23 @@ def _caption_duplicates(items: dict, config: dict, order, groups: UnionFind, dup
                 keys.append(f"{sample_id}\0{n}")
                 texts.append(text["text"])
     owner = {key: key.split("\0")[0] for key in keys}
-    pairs = [
-        (owner[a], owner[b]) for a, b, _ in caption_pairs(keys, texts, config["threshold"]) if owner[a] != owner[b]
-    ]
+    pairs = [(owner[a], owner[b]) for a, b, _ in caption_pairs(keys, texts, config.threshold) if owner[a] != owner[b]]
     caption_of = {owner[k]: t for k, t in zip(keys, texts)}
     per_source, boilerplate = Counter(), []
     for cluster in _clusters(dict.fromkeys(pairs)):
-        if len(cluster) >= config["boilerplate_items"]:
+        if len(cluster) >= config.boilerplate_items:
             boilerplate.append({"caption": normalize(caption_of[cluster[0]]), "items": len(cluster)})
             continue
         # an item of a source that keeps its copies stays before one of a source that drops them
         live = sorted(
             (items[x] for x in cluster if x not in duplicate_of),
-            key=lambda i: (i["source"] in config["drop"], order(i)),
+            key=lambda i: (i["source"] in config.drop, order(i)),
         )
         for item in cluster:
             per_source[items[item]["source"]] += 1
         for other in live[1:]:
             groups.union(other["group_id"], live[0]["group_id"])
-            if other["source"] in config["drop"]:
+            if other["source"] in config.drop:
                 duplicate_of[other["sample_id"]] = live[0]["sample_id"]
                 reasons[other["sample_id"]] = (
                     "duplicate:caption",
@@ -303,15 +279,16 @@ def _merged_texts(shard_uris: list[str], duplicate_of: dict[str, str]) -> dict[s
     return merged
 
 
+class ApplyDecision(Strict):
+    decision_uri: str  # what decide_duplicates wrote
+
+
 class DedupeStage(RowStage):
     name = "dedupe"
-
-    def __init__(self, decision_uri: str):
-        super().__init__(decision_uri=decision_uri)
-        self.decision_uri = decision_uri
+    Config = ApplyDecision
 
     def setup(self) -> None:
-        self.decisions = {r["sample_id"]: r for r in storage.read_parquet(self.decision_uri).to_pylist()}
+        self.decisions = {r["sample_id"]: r for r in storage.read_parquet(self.config.decision_uri).to_pylist()}
 
     def check(self, row: dict):
         decision = self.decisions.get(row["sample_id"])

@@ -22,6 +22,7 @@ import pyarrow as pa
 from . import storage
 from .registry import stage_class
 from .schema import DROPPED_TEXT_SCHEMA, MEDIA_SCHEMA, REJECT_SCHEMA, SAMPLE_SCHEMA
+from .shards import bounded_ranges
 from .stage import ItemError, Stage
 
 
@@ -72,19 +73,6 @@ def _stage_for_process(stage: str, config_json: str) -> Stage:
 
 def load_stage(stage: str, config: dict) -> Stage:
     return _stage_for_process(stage, json.dumps(config, sort_keys=True))
-
-
-def bounded_ranges(sizes: list[int], max_items: int, max_bytes: int) -> list[tuple[int, int]]:
-    """(start, end) ranges over items in order, each at most max_items long and max_bytes big (an
-    item bigger than max_bytes alone in its range)."""
-    ranges, start, held = [], 0, 0
-    for i, size in enumerate(sizes):
-        if i > start and (i - start >= max_items or held + size > max_bytes):
-            ranges.append((start, i))
-            start, held = i, 0
-        held += size
-    ranges.append((start, len(sizes)))
-    return ranges
 
 
 def run_step(

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any, ClassVar, NamedTuple
 
 import pyarrow as pa
+from pydantic import BaseModel, ConfigDict
 
 from .schema import DROPPED_TEXT_SCHEMA, REJECT_SCHEMA, SAMPLE_SCHEMA, check_reason, reject_row
 
@@ -21,14 +22,24 @@ class StageOutput(NamedTuple):
     dropped_texts: pa.Table  # DroppedText rows
 
 
+class NoSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
 class Stage:
+    """`Config` is the stage's settings model (pydantic): its defaults are the only ones. A stage is
+    made from that model, or from its fields as keywords, which the model validates."""
+
     name: ClassVar[str]
+    Config: ClassVar[type[BaseModel]] = NoSettings
     # what one shard of this stage needs from a worker; the Ray adapter asks for exactly this
     # (a model-scoring stage would say {"num_cpus": 1, "num_gpus": 1})
     resources: ClassVar[dict[str, float]] = {"num_cpus": 1}
 
-    def __init__(self, **config: Any):
-        self.config = config
+    def __init__(self, config: BaseModel | None = None, /, **fields: Any):
+        if config is not None and fields:
+            raise TypeError(f"{type(self).__name__}: give a {self.Config.__name__} or its fields, not both")
+        self.config = self.Config.model_validate(fields) if config is None else config
 
     def setup(self) -> None:
         """Once per worker process, before the first batch."""

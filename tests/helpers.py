@@ -170,73 +170,15 @@ def noise_flac(seconds: float, seed: int = 0) -> bytes:
     return buf.getvalue()
 
 
-def build_in_process(sources, root: str, recipe=None, workers: int = 2, partition: str = "p"):
-    """Every step of a build called directly, shard by shard (the flow's wiring without Prefect or Ray):
-    returns (layout, manifest)."""
-    from tasks import collect, dedupe, dedupe_index, engine, publish, split
+def build_in_process(sources, root: str, recipe=None, workers: int = 2, partition: str = "p", dry_run: bool = False):
+    """A whole build through the build's own plan and order (tasks/pipeline.py), every piece in this
+    process: returns (layout, manifest), or (layout, the dry run's result)."""
+    from tasks.pipeline import build_locally
     from tasks.recipe import Recipe
 
     recipe = recipe or Recipe(name="t", sources=tuple(sources))
-    layout = storage.Layout(root, recipe.name, partition, "key")
-    plan = collect.plan_collect(sources, partition, "r", recipe.shards, workers, layout.step_dir("plan"))
-
-    def step(stages, shards, **kwargs):
-        name = "-".join(s for s, _ in stages)
-        return [engine.run_step(name, stages, uri, layout.step_dir(name), **kwargs) for uri in shards]
-
-    fetch = {"cache_dir": storage.join(layout.work, "fetched"), **recipe.network.model_dump(mode="json")}
-    ingested = step([("collect", fetch), ("clean", recipe.clean_settings())], plan["shards"], writes_media=True)
-    published_uri = dedupe_index.snapshot(layout, storage.join(layout.work, "published-items.parquet"))
-    decision = dedupe.decide_duplicates(
-        [r.uri for r in ingested],
-        storage.join(layout.work, "decision.parquet"),
-        **recipe.dedupe.model_dump(),
-        published_uri=published_uri,
-        partition=partition,
-    )
-    refined = step(
-        [
-            ("dedupe", {"decision_uri": decision["uri"]}),
-            ("filter", recipe.filter.model_dump()),
-            ("align", recipe.align.model_dump()),
-        ],
-        [r.uri for r in ingested],
-    )
-    assignment = split.assign_splits(
-        [r.uri for r in refined],
-        recipe.split.ratios,
-        recipe.split.salt,
-        storage.join(layout.work, "assignment.parquet"),
-    )
-    splits = step([("split", {"assignment_uri": assignment["uri"]})], [r.uri for r in refined])
-    published = [
-        publish.publish_shard(s.uri, i.media_uri, layout.step_dir("publish")) for s, i in zip(splits, ingested)
-    ]
-    results = [r for rs in (ingested, refined, splits) for r in rs]
-    funnel = [
-        {
-            "stage": "plan",
-            "in": plan["n_rows"],
-            "kept": plan["n_rows_kept"],
-            "rejected": plan["n_rejected"],
-            "items": plan["n_items"],
-            "reasons": plan["reasons"],
-            "texts_dropped": {},
-        }
-    ]
-    funnel += [line for rs in (ingested, refined, splits) for line in engine.summarize(rs)]
-    manifest = publish.commit_version(
-        layout,
-        published,
-        [plan["rejects_uri"]] + [r.rejects_uri for r in results],
-        [r.dropped_texts_uri for r in results],
-        funnel,
-        recipe.model_dump(mode="json"),
-        withdrawn_uri=decision["withdrawn_uri"],
-        dedupe_report=dedupe.report(decision),
-    )
-    dedupe_index.index_version(layout, manifest)
-    return layout, manifest
+    layout, result = build_locally(recipe, root, partition, workers, dry_run)
+    return layout, result if dry_run else result["manifest"]
 
 
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "retina", "immunohistochemistry")

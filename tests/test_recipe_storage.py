@@ -214,7 +214,7 @@ def test_rows_naming_one_media_file_become_one_item_with_all_its_texts(tmp_path)
 
 
 def test_shards_are_bounded_by_items_and_bytes_and_give_every_worker_one():
-    from tasks.collect import cut_shards
+    from tasks.shards import cut_shards
 
     config = ShardConfig(max_items=100, max_bytes="1MB")
     assert cut_shards([10] * 50, config, workers=4) == [(0, 13), (13, 26), (26, 39), (39, 50)]

@@ -14,6 +14,7 @@ from tasks.align import AlignStage
 from tasks.clean import CleanStage
 from tasks.dedupe import DedupeStage, decide_duplicates
 from tasks.filter import FilterStage
+from tasks.recipe import DedupeConfig, SplitConfig
 from tasks.split import SplitStage, assign_splits
 
 from .helpers import (
@@ -82,12 +83,12 @@ def test_clean_keeps_valid_video_and_measures_it_by_timestamps(fmt, times, audio
 
 
 def test_clean_turns_unforeseen_decoder_failures_into_rejects(monkeypatch):
-    import tasks.clean
+    import tasks.media.kinds
 
     def explode(*args, **kwargs):
         raise ZeroDivisionError("a decoder bug")
 
-    monkeypatch.setattr(tasks.clean, "decode_image", explode)
+    monkeypatch.setattr(tasks.media.kinds, "decode_image", explode)
     _, (reject,) = run(CleanStage(), sample(media=image_bytes()))
     assert reject["reason"] == "decode:unexpected" and reject["detail"] == "ZeroDivisionError: a decoder bug"
 
@@ -235,7 +236,7 @@ def test_dedupe_makes_identical_media_one_item_with_every_text_regardless_of_sha
     rows = dedupe_rows()
     shards = write_shards(tmp_path, rows, n_shards)
     decision = decide_duplicates(shards, str(tmp_path / "decision.parquet"))
-    kept, rejected, dropped = run(DedupeStage(decision["uri"]), *rows, with_dropped_texts=True)
+    kept, rejected, dropped = run(DedupeStage(decision_uri=decision["uri"]), *rows, with_dropped_texts=True)
     survivor = min(r["sample_id"] for r in rows[:3])  # the smallest sample_id of the three copies
     assert sorted(r["sample_id"] for r in rejected) == sorted(
         r["sample_id"] for r in rows[:3] if r["sample_id"] != survivor
@@ -284,17 +285,19 @@ def test_near_identical_captions_group_their_items_drop_where_asked_and_boilerpl
     rows = caption_rows()
     shards = write_shards(tmp_path, rows, 2)
     config = {"threshold": 0.7, "drop": (), "boilerplate_items": 5}
-    decision = decide_duplicates(shards, str(tmp_path / "a.parquet"), captions=config)
+    decision = decide_duplicates(shards, str(tmp_path / "a.parquet"), DedupeConfig(captions=config))
     assert decision["caption_duplicates"] == {"coco": 1, "web": 1}
     assert decision["boilerplate"] == [{"caption": "stock photo", "items": 6}]
-    kept, rejected = run(DedupeStage(decision["uri"]), *rows)
+    kept, rejected = run(DedupeStage(decision_uri=decision["uri"]), *rows)
     assert rejected == []  # different pictures: grouped, not merged
     group = {r["sample_id"]: r["group_id"] for r in kept}
     assert group[rows[0]["sample_id"]] == group[rows[1]["sample_id"]] != group[rows[2]["sample_id"]]
     assert len({group[r["sample_id"]] for r in rows[3:]}) == 6  # boilerplate joins nothing
 
-    dropping = decide_duplicates(shards, str(tmp_path / "b.parquet"), captions={**config, "drop": ("web",)})
-    kept, rejected = run(DedupeStage(dropping["uri"]), *rows)
+    dropping = decide_duplicates(
+        shards, str(tmp_path / "b.parquet"), DedupeConfig(captions={**config, "drop": ("web",)})
+    )
+    kept, rejected = run(DedupeStage(decision_uri=dropping["uri"]), *rows)
     assert [(r["sample_id"], r["reason"], r["duplicate_of"]) for r in rejected] == [
         (rows[1]["sample_id"], "duplicate:caption", rows[0]["sample_id"])
     ]
@@ -308,8 +311,8 @@ def test_split_is_8_1_1_keeps_groups_whole_and_ignores_sharding(tmp_path):
     for n_shards in (1, 4):
         d = tmp_path / str(n_shards)
         d.mkdir()
-        out = assign_splits(write_shards(d, rows, n_shards), (0.8, 0.1, 0.1), "salt", str(d / "a.parquet"))
-        kept, _ = run(SplitStage(out["uri"]), *rows)
+        out = assign_splits(write_shards(d, rows, n_shards), SplitConfig(salt="salt"), str(d / "a.parquet"))
+        kept, _ = run(SplitStage(assignment_uri=out["uri"]), *rows)
         results.append({r["sample_id"]: r["split"] for r in kept})
         counts = {s: sum(v == s for v in results[-1].values()) for s in ("train", "val", "test")}
         largest = max(sum(r["group_id"] == g for r in rows) for g in {r["group_id"] for r in rows})
@@ -325,8 +328,8 @@ def test_split_is_8_1_1_keeps_groups_whole_and_ignores_sharding(tmp_path):
 def test_split_salt_changes_the_draw(tmp_path):
     rows = [sample(text=f"c {i}", group=f"g{i}", n=i) for i in range(200)]
     shards = write_shards(tmp_path, rows, 1)
-    a = storage.read_parquet(assign_splits(shards, (0.8, 0.1, 0.1), "one", str(tmp_path / "a.parquet"))["uri"])
-    b = storage.read_parquet(assign_splits(shards, (0.8, 0.1, 0.1), "two", str(tmp_path / "b.parquet"))["uri"])
+    a = storage.read_parquet(assign_splits(shards, SplitConfig(salt="one"), str(tmp_path / "a.parquet"))["uri"])
+    b = storage.read_parquet(assign_splits(shards, SplitConfig(salt="two"), str(tmp_path / "b.parquet"))["uri"])
     assert dict(zip(*a.to_pydict().values())) != dict(zip(*b.to_pydict().values()))
 
 

@@ -1,0 +1,204 @@
+"""Media kinds: one small class per modality, registered in KINDS.
+
+A kind knows its file extensions, how clean decodes and normalizes it (the columns of facts it fills),
+and which of its signatures dedupe compares. To add a modality, write its class here, add it to KINDS,
+and name it in tasks/schema.MODALITIES; filter rules name the modality they judge (tasks/filter.py).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, ClassVar
+
+from ..similar import fingerprint_pairs, hamming_pairs, sequence_pairs
+from .audio import AudioPreset, decode_audio
+from .image import ImagePreset, decode_image
+from .video import VideoPreset, decode_video
+
+if TYPE_CHECKING:  # settings models live in tasks/recipe.py, which imports the sources, which import this
+    from ..recipe import DedupeConfig
+
+# (a, b, reject reason, what was measured): two items found to be one media
+Pair = tuple[str, str, str, str]
+
+
+class MediaKind:
+    name: ClassVar[str]
+    extensions: ClassVar[frozenset[str]]
+
+    def __init__(self, settings) -> None:
+        """`settings`: clean's settings (tasks/clean.CleanSettings): the recipe's `clean:` and `features:`."""
+
+    def clean(self, data: bytes) -> dict:
+        """Decode once; the item's normalized `media_bytes`, `media_ext`, facts, `_scores` and sidecars.
+        Raises MediaError for media that cannot be used."""
+        raise NotImplementedError
+
+    @staticmethod
+    def duplicate_pairs(items: dict[str, dict], config: DedupeConfig) -> Iterator[Pair]:
+        """Pairs of this kind's items (`items`: id -> signature columns) that are copies of one media."""
+        return iter(())
+
+
+def _signatures(items: dict[str, dict], modality: str, column: str) -> tuple[list[str], list]:
+    found = [(key, i[column]) for key, i in items.items() if i["modality"] == modality and i[column]]
+    return [k for k, _ in found], [v for _, v in found]
+
+
+def _json(value: dict) -> str:
+    return json.dumps(value, sort_keys=True)
+
+
+class Image(MediaKind):
+    name = "image"
+    extensions = frozenset({"jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"})
+
+    def __init__(self, settings) -> None:
+        image = settings.image
+        resize = image.resize
+        self.preset = ImagePreset(
+            short_side=resize.short_side if resize else None,
+            center_crop=resize.center_crop if resize else None,
+            format=image.format,
+            quality=image.quality,
+            animated=image.animated,
+        )
+        self.max_pixels = settings.max_image_pixels
+
+    def clean(self, data: bytes) -> dict:
+        image = decode_image(data, self.max_pixels, self.preset)
+        return {
+            "media_bytes": image.data,
+            "media_ext": image.ext,
+            "width": image.width,
+            "height": image.height,
+            "phash": image.phash,
+            "_scores": {"pixel_std": image.pixel_std},
+        }
+
+    @staticmethod
+    def duplicate_pairs(items, config):
+        if config.image_radius is None:
+            return
+        ids, hashes = _signatures(items, "image", "phash")
+        for a, b, d in hamming_pairs(ids, [int(h, 16) for h in hashes], config.image_radius):
+            yield a, b, "duplicate:near", f"pHash {d} bits"
+
+
+def audio_preset(settings) -> AudioPreset:
+    mel = settings.features.log_mel
+    return AudioPreset(
+        sample_rate=settings.audio.sample_rate,
+        mono=settings.audio.mono,
+        log_mel=tuple(sorted(mel.model_dump().items())) if mel else None,
+    )
+
+
+class Audio(MediaKind):
+    name = "audio"
+    extensions = frozenset({"flac", "wav", "mp3", "ogg", "opus", "m4a"})
+
+    def __init__(self, settings) -> None:
+        self.preset = audio_preset(settings)
+
+    def clean(self, data: bytes) -> dict:
+        audio = decode_audio(data, self.preset)
+        facts = {
+            "media_bytes": audio.data,
+            "media_ext": audio.ext,
+            "duration_s": audio.duration_s,
+            "sample_rate": audio.sample_rate,
+            "channels": audio.channels,
+            "audio_codec": audio.codec,
+            "audio_fingerprint": audio.fingerprint,
+            "_scores": audio.scores,
+        }
+        if audio.mel is not None:
+            facts.update(
+                sidecars=[{"name": "mel.npy", "data": audio.mel}], features=_json({"log_mel": audio.mel_params})
+            )
+        return facts
+
+    @staticmethod
+    def duplicate_pairs(items, config):
+        if config.audio_max_ber is None:
+            return
+        for a, b, ber in fingerprint_pairs(*_signatures(items, "audio", "audio_fingerprint"), config.audio_max_ber):
+            yield a, b, "duplicate:audio", f"Chromaprint bit error rate {ber:.3f}"
+
+
+class Video(MediaKind):
+    name = "video"
+    extensions = frozenset({"mp4", "mov", "webm", "mkv", "avi"})
+
+    def __init__(self, settings) -> None:
+        keyframes = settings.features.keyframes
+        video = settings.video
+        self.preset = VideoPreset(
+            short_side=video.short_side,
+            max_fps=video.max_fps,
+            crf=video.crf,
+            keyframes=keyframes.count if keyframes else 0,
+            keyframe_side=keyframes.short_side if keyframes else VideoPreset.keyframe_side,
+        )
+        self.audio = audio_preset(settings)
+
+    def clean(self, data: bytes) -> dict:
+        video = decode_video(data, self.preset, self.audio)
+        facts = {
+            "media_bytes": video.data,
+            "media_ext": video.ext,
+            "width": video.width,
+            "height": video.height,
+            "fps": video.fps,
+            "num_frames": video.num_frames,
+            "duration_s": video.duration_s,
+            "video_codec": video.video_codec,
+            "audio_codec": video.audio_codec,
+            "sample_rate": video.sample_rate,
+            "audio_duration_s": video.audio_duration_s,
+            "keyframe_phashes": video.keyframe_phashes,
+            "audio_fingerprint": video.fingerprint,
+            "_scores": video.scores,
+        }
+        sidecars = [{"name": f"keyframe{i}.jpg", "data": jpeg} for i, (_, jpeg) in enumerate(video.thumbnails)]
+        features = {}
+        if video.thumbnails:
+            features["keyframes"] = {
+                "count": len(video.thumbnails),
+                "short_side": self.preset.keyframe_side,
+                "times_s": [t for t, _ in video.thumbnails],
+                "names": [s["name"] for s in sidecars],
+            }
+        if video.mel is not None:
+            sidecars.append({"name": "mel.npy", "data": video.mel})
+            features["log_mel"] = video.mel_params
+        if video.source:
+            features["reencoded_from"] = video.source
+        if sidecars:
+            facts["sidecars"] = sidecars
+        if features:
+            facts["features"] = _json(features)
+        return facts
+
+    @staticmethod
+    def duplicate_pairs(items, config):
+        if config.video_radius is None:
+            return
+        ids, sequences = _signatures(items, "video", "keyframe_phashes")
+        for a, b, d in sequence_pairs(ids, [[int(h, 16) for h in s] for s in sequences], config.video_radius):
+            yield a, b, "duplicate:video", f"keyframe pHash median {d:g} bits"
+        if config.audio_max_ber is not None:  # the sound track, compared as sounds are
+            ids, prints = _signatures(items, "video", "audio_fingerprint")
+            for a, b, ber in fingerprint_pairs(ids, prints, config.audio_max_ber):
+                yield a, b, "duplicate:video", f"audio track bit error rate {ber:.3f}"
+
+
+KINDS: dict[str, type[MediaKind]] = {kind.name: kind for kind in (Image, Audio, Video)}
+
+
+def modality_of(name: str) -> str | None:
+    """The kind of a file by its extension, or None."""
+    ext = name.rsplit(".", 1)[-1].lower() if "." in name else ""
+    return next((kind.name for kind in KINDS.values() if ext in kind.extensions), None)

@@ -1,0 +1,300 @@
+"""The build as data: one plan from a recipe, one order of steps, two runners.
+
+    plan ─▶ [collect + clean] ─▶ dedupe decision ─▶ [dedupe + filter + align] ─▶ split decision
+         ─▶ [split + publish] ─▶ commit
+
+A bracketed `Step` is consecutive per-item stages fused over each shard: one unit of work per shard,
+the items streaming through every stage of it batch by batch. Between steps, a decision reads all
+shards once. `Plan` says which stages, with which settings; `execute` walks the order above, once,
+for every caller. A `Runner` says where each piece runs: `LocalRunner` in this process (tests, kill
+tests, debugging a recipe without Prefect or Ray); flows/build.py runs each shard as a Prefect task on
+Ray and each decision as one task. Adding a per-item stage is its class (tasks/registry.py) and one
+line in a step below.
+
+Work units pass shard URIs and small summaries, never media bytes. Each is safe to rerun: outputs have
+deterministic names and a marker written last, so committed work is skipped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from . import audit, collect, dedupe, dedupe_index, engine, publish, split, storage
+from .demo_corpus import build_demo_corpus
+from .recipe import Recipe
+from .registry import stage_class
+from .sources import sources_for_partition
+
+
+@dataclass(frozen=True)
+class Step:
+    """Consecutive per-item stages (name, settings), fused over each shard."""
+
+    name: str
+    stages: tuple[tuple[str, dict], ...]
+    out_dir: str
+    batch_items: int
+    batch_bytes: int
+    writes_media: bool = False  # the step that produces media writes it once, beside its shards
+
+    @property
+    def resources(self) -> dict[str, float]:
+        """What one shard needs from a worker: what the neediest of its stages asks for."""
+        needs: dict[str, float] = {}
+        for name, _ in self.stages:
+            for key, amount in stage_class(name).resources.items():
+                needs[key] = max(needs.get(key, 0), amount)
+        return needs
+
+    def run(self, in_uri: str) -> engine.StepResult:
+        return engine.run_step(
+            self.name, list(self.stages), in_uri, self.out_dir, self.batch_items, self.batch_bytes, self.writes_media
+        )
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a build of `recipe` into `layout` runs: its steps and where their work goes."""
+
+    recipe: Recipe
+    layout: storage.Layout
+
+    def step(self, *stages: tuple[str, Any], writes_media: bool = False) -> Step:
+        """A step of these stages; settings models are written down as plain data (they travel to workers)."""
+        settings = tuple((name, s.model_dump(mode="json") if hasattr(s, "model_dump") else s) for name, s in stages)
+        name = "-".join(name for name, _ in stages)
+        shards = self.recipe.shards
+        return Step(name, settings, self.layout.step_dir(name), shards.batch_items, shards.batch_bytes, writes_media)
+
+    def ingest(self) -> Step:
+        r = self.recipe
+        fetch = {"cache_dir": self.work("fetched"), **r.network.model_dump(mode="json")}
+        clean = {**r.clean.model_dump(mode="json"), "features": r.features.model_dump(mode="json")}
+        return self.step(("collect", fetch), ("clean", clean), writes_media=True)
+
+    def refine(self, decision_uri: str) -> Step:
+        r = self.recipe
+        return self.step(("dedupe", {"decision_uri": decision_uri}), ("filter", r.filter), ("align", r.align))
+
+    def split(self, assignment_uri: str) -> Step:
+        return self.step(("split", {"assignment_uri": assignment_uri}))
+
+    def judged(self) -> tuple[str, ...]:
+        """The rule stages of `refine`, in order: what a dry run reports."""
+        return tuple(name for name, _ in self.refine("").stages if name != "dedupe")
+
+    def work(self, name: str) -> str:
+        return storage.join(self.layout.work, name)
+
+    @property
+    def run_id(self) -> str:
+        return f"{self.layout.partition}-{self.layout.build_key}"
+
+
+class Runner(Protocol):
+    """Where the pieces of a build run."""
+
+    workers: int  # how many shards can run at once: a small input is cut into at least this many
+
+    def decide(self, name: str, fn: Callable, *args) -> Any:
+        """fn(*args), once: a decision over all shards."""
+
+    def each_shard(
+        self, name: str, fn: Callable, calls: list[tuple], shards: list[str], resources: dict, items: int | None
+    ) -> list:
+        """fn(*args) for each args in `calls` (one per shard, named `shards`), results in that order."""
+
+    def report(self, line: dict) -> None:
+        """One funnel line, as a step finishes."""
+
+    def log(self, message: str) -> None: ...
+
+
+def run_step(step: Step, in_uri: str) -> engine.StepResult:
+    return step.run(in_uri)
+
+
+def split_and_publish(step: Step, in_uri: str, media_uri: str, staging_dir: str, remove_media: bool):
+    """The last step of a shard: its split, then its items and media staged as tars for the commit."""
+    result = step.run(in_uri)
+    return result, publish.publish_shard(result.uri, media_uri, staging_dir, remove_media=remove_media)
+
+
+def decide_duplicates(plan: Plan, shard_uris: list[str]) -> dict:
+    published = None
+    if plan.recipe.dedupe.against_published:
+        published = dedupe_index.snapshot(plan.layout, plan.work("published-items.parquet"))
+    return dedupe.decide_duplicates(
+        shard_uris, plan.work("dedupe-decision.parquet"), plan.recipe.dedupe, published, plan.layout.partition
+    )
+
+
+def commit(plan: Plan, published, reject_uris, dropped_text_uris, funnel, decision: dict, extra: dict) -> dict:
+    manifest = publish.commit_version(
+        plan.layout,
+        published,
+        reject_uris,
+        dropped_text_uris,
+        funnel,
+        plan.recipe.model_dump(mode="json"),
+        extra=extra,
+        withdrawn_uri=decision["withdrawn_uri"],
+        dedupe_report=dedupe.report(decision),
+    )
+    dedupe_index.index_version(plan.layout, manifest)
+    if not plan.recipe.keep_work:
+        publish.discard_work(plan.layout)
+    return manifest
+
+
+def plan_line(collected: dict) -> dict:
+    return {
+        "stage": "plan",
+        "shards": len(collected["shards"]),
+        "in": collected["n_rows"],
+        "kept": collected["n_rows_kept"],
+        "rejected": collected["n_rejected"],
+        "items": collected["n_items"],
+        "reasons": collected["reasons"],
+        "texts_dropped": {},
+    }
+
+
+def execute(plan: Plan, runner: Runner, dry_run: bool = False, extra: dict | None = None) -> dict:
+    """Build and publish one partition, in the one order there is. A dry run stops after the dedupe
+    decision and judges every cleaned item by every rule instead (tasks/audit.py): it publishes nothing,
+    and a later build of the same recipe and partition reuses its downloads and clean shards."""
+    layout, recipe = plan.layout, plan.recipe
+    if storage.exists(layout.version_manifest):
+        manifest = publish.check_owner(layout, storage.read_json(layout.version_manifest))
+        runner.decide("index-version", dedupe_index.index_version, layout, manifest)  # a crash between the two
+        runner.log(f"version {layout.version} is already published; nothing to do")
+        return {"version": layout.version, "manifest": manifest, "skipped": True}
+
+    sources, absent = sources_for_partition(recipe.all_sources, layout.partition)
+    for source in absent:
+        runner.log(f"source {source.name} has no drop for partition {layout.partition} ({source.uri})")
+    if not sources:
+        return {
+            "version": layout.version,
+            "nothing_to_build": f"no source has a drop for partition {layout.partition}",
+            "skipped": True,
+        }
+    for source in sources:
+        if getattr(source, "synthesize_demo", False) and not storage.exists(source.uri):
+            runner.decide("synthesize-demo-corpus", build_demo_corpus, source.uri.rsplit("/", 1)[0])
+
+    collected = runner.decide(
+        "plan-collect", collect.plan_collect, sources, layout.partition, plan.run_id, recipe.shards, runner.workers,
+        layout.step_dir("plan"),
+    )  # fmt: skip
+    funnel = [plan_line(collected)]
+    runner.report(funnel[0])
+
+    ingested = _each_step(runner, plan.ingest(), collected["shards"], collected["n_items"])
+    decision = runner.decide("decide-duplicates", decide_duplicates, plan, [r.uri for r in ingested])
+    if dry_run:
+        return _dry_run(plan, runner, ingested, decision, funnel)
+
+    refined = _each_step(runner, plan.refine(decision["uri"]), [r.uri for r in ingested], _kept(ingested))
+    assignment = runner.decide(
+        "assign-splits",
+        split.assign_splits,
+        [r.uri for r in refined],
+        recipe.split,
+        plan.work("split-assignment.parquet"),
+    )
+    last = plan.split(assignment["uri"])
+    staging, remove_media = layout.step_dir("publish"), not recipe.keep_work
+    done = runner.each_shard(
+        "split-publish",
+        split_and_publish,
+        [(last, r.uri, i.media_uri, staging, remove_media) for r, i in zip(refined, ingested)],
+        [r.shard for r in refined],
+        last.resources,
+        _kept(refined),
+    )
+    split_results, published = [r for r, _ in done], [p for _, p in done]
+    steps = [ingested, refined, split_results]
+    funnel += [line for results in steps for line in engine.summarize(results)]
+    runner.report(funnel[-1])
+    manifest = runner.decide(
+        "commit-version",
+        commit,
+        plan,
+        published,
+        [collected["rejects_uri"]] + [r.rejects_uri for results in steps for r in results],
+        [r.dropped_texts_uri for results in steps for r in results],
+        funnel,
+        decision,
+        extra or {},
+    )
+    return {"version": layout.version, "manifest": manifest, "funnel": funnel, "skipped": False}
+
+
+def _each_step(runner: Runner, step: Step, shard_uris: list[str], items: int | None) -> list[engine.StepResult]:
+    """One step over every shard, then the step recorded (its manifest) and its funnel lines reported."""
+    results = runner.each_shard(
+        step.name, run_step, [(step, uri) for uri in shard_uris], [engine.shard_name(u) for u in shard_uris],
+        step.resources, items,
+    )  # fmt: skip
+    for line in engine.commit_step(step.out_dir, results):
+        runner.report(line)
+    return results
+
+
+def _kept(results: list[engine.StepResult]) -> int:
+    return sum(r.stages[-1].n_kept for r in results)
+
+
+def _dry_run(plan: Plan, runner: Runner, ingested: list, decision: dict, funnel: list[dict]) -> dict:
+    refine = plan.refine(decision["uri"])
+    out_dir = plan.layout.step_dir("audit")
+    audits = runner.each_shard(
+        "audit",
+        audit.audit_shard,
+        [(r.uri, refine.stages, storage.join(out_dir, f"{r.shard}.json")) for r in ingested],
+        [r.shard for r in ingested],
+        refine.resources,
+        _kept(ingested),
+    )
+    return {
+        "version": plan.layout.version,
+        "dry_run": audit.summarize(audits),
+        "predictions": [storage.join(out_dir, f"{r.shard}.parquet") for r in ingested],
+        "funnel": funnel + engine.summarize(ingested),
+        "dedupe": dedupe.report(decision),
+        "skipped": False,
+    }
+
+
+class LocalRunner:
+    """Every piece in this process, shard after shard: no Prefect, no Ray."""
+
+    def __init__(self, workers: int = 1, on_line: Callable[[dict], None] | None = None):
+        self.workers = workers
+        self.on_line = on_line
+        self.messages: list[str] = []
+
+    def decide(self, name: str, fn: Callable, *args) -> Any:
+        return fn(*args)
+
+    def each_shard(self, name, fn, calls, shards, resources, items) -> list:
+        return [fn(*args) for args in calls]
+
+    def report(self, line: dict) -> None:
+        if self.on_line:
+            self.on_line(line)
+
+    def log(self, message: str) -> None:
+        self.messages.append(message)
+
+
+def build_locally(
+    recipe: Recipe, root: str, partition: str, workers: int = 1, dry_run: bool = False
+) -> tuple[storage.Layout, dict]:
+    """A whole build in this process (see LocalRunner): its layout and result."""
+    layout = storage.Layout(root, recipe.name, partition, recipe.fingerprint())
+    return layout, execute(Plan(recipe, layout), LocalRunner(workers), dry_run=dry_run)
