@@ -93,7 +93,7 @@ def test_dry_run_reports_what_each_filter_would_drop_publishes_nothing_and_the_b
     assert dry.returncode == 0, dry.stdout[-3000:] + dry.stderr[-3000:]
     assert "Dry run: nothing was published." in dry.stdout
     assert not (Path(root) / "demo" / "versions" / PARTITION / "manifest.json").exists()
-    predicted = dict(re.findall(r"^  demo +(filter:\w+) +(\d+) +\d+$", dry.stdout, re.M))
+    predicted = dict(re.findall(r"^  demo +((?:filter|align):\w+) +(\d+) +\d+$", dry.stdout, re.M))
     keeps = re.search(r"With every rule, demo keeps (\d+) of (\d+) items", dry.stdout)
     assert keeps and re.search(r"^  image pixel_std .+ n=\d+$", dry.stdout, re.M)  # a histogram per score
 
@@ -101,8 +101,11 @@ def test_dry_run_reports_what_each_filter_would_drop_publishes_nothing_and_the_b
         [MMETL, "build", demo_recipe, "--partition", PARTITION], env=env, capture_output=True, text=True, timeout=300
     )
     assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
-    filter_line = next(line for line in built.stdout.splitlines() if line.startswith("filter "))
-    _, n_in, n_kept, _, *reasons = filter_line.split()
+    lines = {
+        line.split()[0]: line.split() for line in built.stdout.splitlines() if line.startswith(("filter ", "align "))
+    }
+    n_in, n_kept = lines["filter"][1], lines["align"][2]  # the dry run judges by the filter's and align's rules
+    reasons = lines["filter"][4:] + lines["align"][4:]
     assert (n_kept, n_in) == keeps.groups()  # every demo item fails at most one rule: the counts add up
     assert {k: v for k, v in (r.rstrip(",").split("=") for r in reasons) if int(predicted.get(k, 0))} == {
         k: v for k, v in predicted.items() if int(v)
