@@ -18,12 +18,15 @@ from pathlib import Path
 
 import psutil
 import pyarrow.parquet as pq
+import pytest
 
 from tasks import storage
 from tasks.fetch.cache import fetch_cache
 
 from .helpers import image_bytes, tree_digest
 from .web import WebServer
+
+pytestmark = pytest.mark.e2e  # Prefect servers, Ray clusters, mmetl processes
 
 PARTITION = "2026-11-02"
 MMETL = str(Path(sys.executable).parent / "mmetl")

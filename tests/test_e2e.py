@@ -16,6 +16,8 @@ from tasks.schema import SPLITS
 
 from .helpers import tree_digest
 
+pytestmark = pytest.mark.e2e  # Prefect servers, Ray clusters, mmetl processes
+
 PARTITION = "2026-11-01"
 
 

@@ -153,6 +153,7 @@ print(json.dumps({"growth_kb": status_kb("VmHWM") - before}))
 """
 
 
+@pytest.mark.e2e  # worker processes, ~30 s
 def test_a_workers_memory_is_bounded_by_the_batch_not_the_shard(tmp_path):
     """17 MB recordings streamed in 20 MB batches: a worker's peak memory is the same for a shard of
     8 (130 MB) or 24 (390 MB) of them: ~230 MB of working set either way here (decoded frames, Arrow

@@ -60,6 +60,7 @@ def published_ids(root: Path) -> list[str]:
     ]
 
 
+@pytest.mark.e2e
 def test_a_build_killed_at_20_seeded_points_resumes_to_the_same_bytes(tmp_path, corpus):
     whole = killpoint(corpus, tmp_path / "whole")
     assert whole.returncode == 0, whole.stderr[-3000:]
@@ -85,6 +86,7 @@ def test_a_build_killed_at_20_seeded_points_resumes_to_the_same_bytes(tmp_path, 
     assert len(steps_hit) >= 5, steps_hit
 
 
+@pytest.mark.e2e
 def test_object_storage_failing_5_percent_of_requests_changes_nothing(tmp_path, corpus, s3):
     import s3fs
 
@@ -126,6 +128,7 @@ def _source(captions: str):
     return make_source(name="demo", kind="manifest", uri=captions)
 
 
+@pytest.mark.e2e
 def test_no_credential_reaches_logs_artifacts_manifests_or_the_index(tmp_path, s3):
     """Presigned and token-bearing URLs and the storage's secret key, through a whole `mmetl build` to S3:
     none of them in anything it writes (the version, run records, the log file) or in the Prefect
@@ -212,6 +215,7 @@ def test_server_side_encryption_settings_reach_every_object_written(tmp_path, s3
         assert head["ServerSideEncryption"] == "aws:kms" and head["SSEKMSKeyId"].endswith("alias/mmetl-datasets")
 
 
+@pytest.mark.e2e
 def test_a_ray_worker_killed_mid_shard_is_retried_and_the_version_is_whole(tmp_path, demo_recipe, ray_cluster):
     """`mmetl build` on the two-node cluster; one Ray worker process running a shard is SIGKILLed. Ray
     runs the shard again (on whichever node has a free CPU) and the build publishes every item."""

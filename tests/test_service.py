@@ -18,6 +18,8 @@ from flows.local_api import free_port, start_server, stop_server, wait_healthy
 from .helpers import image_bytes
 from .test_cli import MMETL, cli_env, kill_session
 
+pytestmark = pytest.mark.e2e  # Prefect servers, Ray clusters, mmetl processes
+
 REPO = Path(__file__).resolve().parents[1]
 PREFECT = str(Path(sys.executable).parent / "prefect")
 DROPS = {"2026-01-01": range(0, 5), "2026-01-02": range(10, 15), "2026-01-04": range(20, 25)}  # none on the 3rd
