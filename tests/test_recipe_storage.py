@@ -42,6 +42,10 @@ def test_recipe_defaults_and_fingerprint(tmp_path):
     "text,message",
     [
         (GOOD + "filtr: {}\n", "filtr: Extra inputs are not permitted"),
+        (GOOD + "clean: {image: {qualty: 90}}\n", "clean.image.qualty: Extra inputs are not permitted"),
+        (GOOD + "network: {resize: {image_sise: 9}}\n", "network.resize.image_sise: Extra inputs are not permitted"),
+        (GOOD + "dedupe: {captions: {treshold: 0.5}}\n", "dedupe.captions.treshold: Extra inputs are not permitted"),
+        (GOOD.replace("kind: manifest", "kind: manifest, medai_root: x"), "source.manifest.medai_root: Extra inputs"),
         (GOOD + "filter: {min_audio_s: 9, max_audio_s: 3}\n", "min_audio_s (9.0) is above max_audio_s"),
         (GOOD + "split: {ratios: [0.5, 0.1, 0.1]}\n", "sum to 1"),
         (GOOD.replace("kind: manifest", "kind: ftp"), "source: Input tag 'ftp' found using 'kind'"),

@@ -1,0 +1,141 @@
+"""The code's shape: no import cycles (function-level imports included), and each room imports only
+the rooms below it (docs/architecture.md)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+PACKAGES = ("tasks", "flows")
+
+# room -> the rooms it may import (besides itself); a module's room is its longest matching prefix
+ROOMS = {
+    "flows": {"tasks"},
+    "tasks": {"tasks.media", "tasks.similar", "tasks.fetch", "tasks.sources"},
+    "tasks.sources": {"tasks.core", "tasks.media"},
+    "tasks.fetch": {"tasks.core", "tasks.media"},
+    "tasks.media": {"tasks.similar"},
+    "tasks.similar": set(),
+    "tasks.core": set(),
+}
+CORE = {"tasks.storage", "tasks.schema", "tasks.partitions", "tasks.redact", "tasks.groups"}
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(REPO).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def modules() -> dict[str, Path]:
+    return {module_name(p): p for package in PACKAGES for p in (REPO / package).rglob("*.py")}
+
+
+def imports(name: str, path: Path, known: set[str]) -> set[str]:
+    """The project modules `name` imports anywhere in its file, functions included (imports for type
+    checkers only, under `if TYPE_CHECKING:`, run never and are left out)."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    tree = ast.parse(path.read_text())
+    for_types = {
+        id(n)
+        for block in ast.walk(tree)
+        if isinstance(block, ast.If) and getattr(block.test, "id", None) == "TYPE_CHECKING"
+        for n in ast.walk(block)
+    }
+    found = set()
+    for node in ast.walk(tree):
+        if id(node) in for_types:
+            continue
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")
+                anchor = anchor[: len(anchor) - node.level + 1]
+                base = ".".join(anchor + ([base] if base else []))
+            # `from . import storage` imports the module storage; `from .x import name` imports x
+            targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in known else base for a in node.names]
+        else:
+            continue
+        for target in targets:
+            while target and target not in known:
+                target = target.rpartition(".")[0]
+            if target and target != name:
+                found.add(target)
+    return found
+
+
+def graph() -> dict[str, set[str]]:
+    found = modules()
+    known = set(found)
+    return {name: imports(name, path, known) for name, path in found.items()}
+
+
+def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan)."""
+    index, low, stack, on_stack, out = {}, {}, [], set(), []
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(edges.get(v, ())):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                out.append(sorted(component))
+
+    for v in sorted(edges):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def room(module: str) -> str:
+    if module in CORE:
+        return "tasks.core"
+    return max((r for r in ROOMS if module == r or module.startswith(r + ".")), key=len)
+
+
+def test_no_import_cycles():
+    assert cycles(graph()) == []
+
+
+def test_the_cycle_finder_finds_a_cycle():
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_each_room_imports_only_the_rooms_below_it():
+    wrong = []
+    for module, targets in graph().items():
+        here = room(module)
+        allowed = {here} | ROOMS[here] | ({"tasks.core"} if here != "tasks.core" else set())
+        allowed |= {r for r in ROOMS if any(r == a or r.startswith(a + ".") for a in allowed)}
+        wrong += [f"{module} -> {t}" for t in sorted(targets) if room(t) not in allowed]
+    assert wrong == []
+
+
+def test_stages_are_plain_python():
+    """tasks/ never imports prefect or ray: stages run under any runner."""
+    offenders = []
+    for name, path in modules().items():
+        if not name.startswith("tasks"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import | ast.ImportFrom):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+                offenders += [f"{name}: {n}" for n in names if n.split(".")[0] in ("prefect", "prefect_ray", "ray")]
+    assert offenders == []
