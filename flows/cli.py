@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import importlib
+import json
 import os
 import sys
 from collections import Counter
@@ -310,7 +311,11 @@ def status(args: argparse.Namespace) -> int:
         except RecipeError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
-    versions = catalog.versions(root, dataset)
+    versions = [catalog.version_summary(m) for m in catalog.versions(root, dataset)]
+    runs = catalog.recent_runs(root, dataset, args.runs)
+    if args.json:
+        print(json.dumps({"root": root, "versions": versions, "runs": runs}))
+        return 0
     print(f"Published versions under {root}:")
     if not versions:
         print("  none")
@@ -319,14 +324,12 @@ def status(args: argparse.Namespace) -> int:
             f"  {'dataset':<14}{'partition':<12}{'train':>8}{'val':>7}{'test':>7}{'rejected':>10}  {'published':<26}"
             f"{'build':<14}code"
         )
-    for m in versions:
-        counts = [m["splits"].get(name, {}).get("samples", 0) for name in ("train", "val", "test")]
-        code = (m.get("code") or {}).get("stage_code_sha256", "")[:12]
+    for v in versions:
+        n = v["samples"]
         print(
-            f"  {m['dataset']:<14}{m['partition']:<12}{counts[0]:>8}{counts[1]:>7}{counts[2]:>7}{m['rejected']:>10}"
-            f"  {m['created_at']:<26}{m['build_key']:<14}{code}"
+            f"  {v['dataset']:<14}{v['partition']:<12}{n['train']:>8}{n['val']:>7}{n['test']:>7}{v['rejected']:>10}"
+            f"  {v['created_at']:<26}{v['build_key']:<14}{(v['stage_code_sha256'] or '')[:12]}"
         )
-    runs = catalog.recent_runs(root, dataset, args.runs)
     print(f"\nRecent runs ({len(runs)}):")
     for run in runs:
         detail = run.get("error") or (f"{run['samples']} items" if run.get("samples") is not None else "")
@@ -353,6 +356,9 @@ def inspect(args: argparse.Namespace) -> int:
     except FileNotFoundError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if args.json:
+        print(json.dumps(described, default=str))
+        return 0
     m, stats = described["manifest"], described["stats"]
     print(
         f"{m['dataset']} {m['partition']}: {m['samples']} items, {m['texts']} texts, {m['rejected']} rejected, "
@@ -445,11 +451,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("recipe", nargs="?", help="only this recipe's dataset")
     p.add_argument("--storage", help="storage root; default $MMETL_STORAGE or ./data")
     p.add_argument("--runs", type=int, default=10, help="how many recent runs to list (default 10)")
+    p.add_argument("--json", action="store_true", help="one JSON object: versions and runs")
     p.set_defaults(func=status)
     p = sub.add_parser("inspect", help="one published version: counts, splits, reasons, a few items")
     p.add_argument("version", help="<dataset>/<partition> under the storage root, or a version folder or URI")
     p.add_argument("--storage", help="storage root; default $MMETL_STORAGE or ./data")
     p.add_argument("--samples", type=int, default=3)
+    p.add_argument("--json", action="store_true", help="one JSON object: manifest, stats, modalities, samples")
     p.set_defaults(func=inspect)
     p = sub.add_parser("ui", help="serve the Prefect UI over the local run history")
     p.add_argument("--port", type=int)

@@ -52,6 +52,19 @@ def versions(root: str, dataset: str = "*") -> list[dict]:
     return sorted(manifests, key=lambda m: (m["dataset"], m["partition"]), reverse=True)
 
 
+def version_summary(manifest: dict) -> dict:
+    """What `mmetl status` lists of a version."""
+    return {
+        "dataset": manifest["dataset"],
+        "partition": manifest["partition"],
+        "samples": {name: manifest["splits"].get(name, {}).get("samples", 0) for name in SPLITS},
+        "rejected": manifest["rejected"],
+        "created_at": manifest["created_at"],
+        "build_key": manifest["build_key"],
+        "stage_code_sha256": (manifest.get("code") or {}).get("stage_code_sha256"),
+    }
+
+
 def describe_version(version_uri: str, samples: int = 3) -> dict:
     """Counts, splits, reasons and a few items with their texts, of one published version."""
     manifest_uri = storage.join(version_uri, "manifest.json")

@@ -83,27 +83,34 @@ def test_missing_source_exits_2_before_starting_anything(tmp_path):
     assert not (tmp_path / "prefect-home").exists()
 
 
-def test_dry_run_reports_what_each_filter_would_drop_publishes_nothing_and_the_build_agrees(tmp_path, demo_recipe):
-    root = str(tmp_path / "out")
-    env = cli_env(tmp_path, root)
-    dry = subprocess.run(
-        [MMETL, "build", demo_recipe, "--partition", PARTITION, "--dry-run"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert dry.returncode == 0, dry.stdout[-3000:] + dry.stderr[-3000:]
+@pytest.fixture(scope="module")
+def dry_then_built(tmp_path_factory, demo_recipe) -> dict:
+    """`mmetl build --dry-run`, then `mmetl build`, of the demo in one fresh shell's environment."""
+    folder = tmp_path_factory.mktemp("dry-then-built")
+    root = str(folder / "out")
+    env = cli_env(folder, root)
+    runs = {}
+    for name, extra in (("dry", ["--dry-run"]), ("built", [])):
+        runs[name] = subprocess.run(
+            [MMETL, "build", demo_recipe, "--partition", PARTITION, *extra],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert runs[name].returncode == 0, runs[name].stdout[-3000:] + runs[name].stderr[-3000:]
+        if name == "dry":
+            assert not (Path(root) / "demo" / "versions" / PARTITION / "manifest.json").exists()
+    return {"env": env, "root": root, **runs}
+
+
+def test_dry_run_reports_what_each_filter_would_drop_publishes_nothing_and_the_build_agrees(dry_then_built):
+    dry, built = dry_then_built["dry"], dry_then_built["built"]
     assert "Dry run: nothing was published." in dry.stdout
-    assert not (Path(root) / "demo" / "versions" / PARTITION / "manifest.json").exists()
     predicted = dict(re.findall(r"^  demo +((?:filter|align):\w+) +(\d+) +\d+$", dry.stdout, re.M))
     keeps = re.search(r"With every rule, demo keeps (\d+) of (\d+) items", dry.stdout)
     assert keeps and re.search(r"^  image pixel_std .+ n=\d+$", dry.stdout, re.M)  # a histogram per score
 
-    built = subprocess.run(
-        [MMETL, "build", demo_recipe, "--partition", PARTITION], env=env, capture_output=True, text=True, timeout=300
-    )
-    assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
     lines = {
         line.split()[0]: line.split() for line in built.stdout.splitlines() if line.startswith(("filter ", "align "))
     }
@@ -113,6 +120,27 @@ def test_dry_run_reports_what_each_filter_would_drop_publishes_nothing_and_the_b
     assert {k: v for k, v in (r.rstrip(",").split("=") for r in reasons) if int(predicted.get(k, 0))} == {
         k: v for k, v in predicted.items() if int(v)
     }
+
+
+def test_status_and_inspect_json_describe_the_published_version(dry_then_built):
+    env, root = dry_then_built["env"], dry_then_built["root"]
+    status = json.loads(subprocess.check_output([MMETL, "status", "--json"], env=env, timeout=60))
+    (version,) = status["versions"]
+    manifest = json.loads((Path(root) / "demo" / "versions" / PARTITION / "manifest.json").read_text())
+    assert (version["dataset"], version["partition"], version["rejected"]) == ("demo", PARTITION, manifest["rejected"])
+    assert version["samples"] == {name: s["samples"] for name, s in manifest["splits"].items()}
+    assert [run["state"] for run in status["runs"]] == ["published", "dry run"]  # newest first
+    inspected = json.loads(
+        subprocess.check_output(
+            [MMETL, "inspect", f"demo/{PARTITION}", "--json", "--samples", "5"], env=env, timeout=60
+        )
+    )
+    assert inspected["manifest"] == manifest and len(inspected["samples"]) == 5
+    assert sum(inspected["modalities"].values()) == manifest["samples"]
+    assert (
+        inspected["stats"]["rejects_by_reason"]
+        and sum(inspected["stats"]["rejects_by_reason"].values()) == (manifest["rejected"])
+    )
 
 
 def test_killed_build_resumes_to_the_same_version(tmp_path, demo_recipe):
@@ -223,27 +251,49 @@ def stored_downloads(work: Path) -> set[str]:
     }
 
 
-def test_ui_serves_the_run_history_and_points_its_browser_code_at_its_own_port(tmp_path):
-    import json
+def test_ui_serves_the_run_history_and_points_its_browser_code_at_its_own_port(dry_then_built):
+    """`mmetl ui` over the history the demo builds left: the API behind the runs page lists the build's
+    flow run, Completed, with its funnel and version artifacts."""
     import urllib.request
 
     from flows.local_api import free_port, wait_healthy
 
     port = free_port()
-    env = cli_env(tmp_path, str(tmp_path / "data"))
+    api = f"http://127.0.0.1:{port}/api"
     process = subprocess.Popen(
         [MMETL, "ui", "--port", str(port)],
-        env=env,
+        env=dry_then_built["env"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
+
+    def post(path: str, body: dict) -> list:
+        request = urllib.request.Request(
+            api + path, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.load(response)
+
     try:
-        wait_healthy(f"http://127.0.0.1:{port}/api", process)
+        wait_healthy(api, process)
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/ui-settings", timeout=10) as response:
-            assert json.load(response)["api_url"] == f"http://127.0.0.1:{port}/api"
+            assert json.load(response)["api_url"] == api
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as response:
             assert b"<html" in response.read().lower()
+        runs = post("/flow_runs/filter", {"sort": "START_TIME_DESC", "limit": 10})
+        assert [(r["parameters"].get("dry_run"), r["state"]["type"]) for r in runs] == [
+            (False, "COMPLETED"),
+            (True, "COMPLETED"),
+        ]
+        artifacts = post("/artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [runs[0]["id"]]}}})
+        assert {a["key"] for a in artifacts} == {"funnel-demo", "version-demo"}
+        funnel = next(a for a in artifacts if a["key"] == "funnel-demo")["data"]
+        funnel = json.loads(funnel) if isinstance(funnel, str) else funnel
+        assert [row["stage"] for row in funnel] == ["plan", "collect", "clean", "dedupe", "filter", "align", "split"]
+        tasks = post("/task_runs/filter", {"task_runs": {"flow_run_id": {"any_": [runs[0]["id"]]}}, "limit": 200})
+        names = {t["name"] for t in tasks}
+        assert {"decide-duplicates", "assign-splits", "commit-version"} <= {n.rsplit("-", 1)[0] for n in names} | names
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=30)

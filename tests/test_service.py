@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -77,21 +78,33 @@ def test_backfill_builds_each_days_drop_once_and_resumes_after_a_kill(tmp_path):
         assert sorted(published_items(root, day)) == sorted(f"img{s}.jpg" for s in seeds)
     assert not (root / "daily" / "versions" / "2026-01-03").exists()
 
-    status = subprocess.run([MMETL, "status", str(recipe)], env=env, capture_output=True, text=True, timeout=60)
+    status = subprocess.run(
+        [MMETL, "status", str(recipe), "--json"], env=env, capture_output=True, text=True, timeout=60
+    )
     assert status.returncode == 0, status.stderr
-    versions = [line.split() for line in status.stdout.splitlines() if line.strip().startswith("daily ")]
-    assert [v[1] for v in versions] == ["2026-01-04", "2026-01-02", "2026-01-01"]
-    assert all(sum(map(int, v[2:5])) == 5 and v[5] == "0" for v in versions)  # train + val + test, rejected
-    states = [line.split()[3:] for line in status.stdout.split("Recent runs")[1].splitlines()[1:] if line.strip()]
+    listed = json.loads(status.stdout)
+    assert [v["partition"] for v in listed["versions"]] == ["2026-01-04", "2026-01-02", "2026-01-01"]
+    assert all(sum(v["samples"].values()) == 5 and v["rejected"] == 0 for v in listed["versions"])
+    states = {(run["partition"], run["state"]) for run in listed["runs"]}
     # the killed run of the 2nd stays "running" in its record; every other run says how it ended
-    assert ["running"] in [s[:1] for s in states] and ["nothing", "to", "build"] in [s[:3] for s in states]
+    assert {("2026-01-02", "running"), ("2026-01-03", "nothing to build"), ("2026-01-01", "published")} <= states
+    assert ("2026-01-01", "already published") in states and ("2026-01-02", "published") in states
 
     inspect = subprocess.run(
-        [MMETL, "inspect", "daily/2026-01-02"], env=env, capture_output=True, text=True, timeout=60
+        [MMETL, "inspect", "daily/2026-01-02", "--json"], env=env, capture_output=True, text=True, timeout=60
     )
     assert inspect.returncode == 0, inspect.stderr
-    assert inspect.stdout.startswith("daily 2026-01-02: 5 items, 5 texts, 0 rejected")
-    assert "caption: picture 1" in inspect.stdout and "stage code " in inspect.stdout
+    described = json.loads(inspect.stdout)
+    assert (described["manifest"]["samples"], described["manifest"]["texts"], described["manifest"]["rejected"]) == (
+        5,
+        5,
+        0,
+    )
+    assert described["modalities"] == {"image": 5} and described["manifest"]["code"]["stage_code_sha256"]
+    shown = {s["source_uri"].rsplit("/", 1)[-1]: [t["text"] for t in s["texts"]] for s in described["samples"]}
+    assert len(shown) == 3 and all(texts == [f"picture {n[3:-4]} of some shapes"] for n, texts in shown.items())
+    text = subprocess.run([MMETL, "inspect", "daily/2026-01-02"], env=env, capture_output=True, text=True, timeout=60)
+    assert text.stdout.startswith("daily 2026-01-02: 5 items, 5 texts, 0 rejected")  # and for people, the same
 
 
 def test_a_backfill_refuses_a_reversed_range_and_a_date_format_for_a_named_partition(tmp_path):
@@ -135,6 +148,15 @@ def prefect(env: dict, *args: str, timeout: float = 120) -> str:
     return result.stdout
 
 
+def api(url: str, method: str, path: str, body: dict | None = None) -> dict:
+    request = urllib.request.Request(
+        url + path, method=method, data=json.dumps(body).encode() if body is not None else None,
+        headers={"Content-Type": "application/json"},
+    )  # fmt: skip
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.load(response)
+
+
 def run_and_watch(env: dict, deployment: str, *params: str) -> str:
     """`prefect deployment run ... --watch`: returns once the run has ended; fails unless it Completed."""
     args = [arg for param in params for arg in ("--param", param)]
@@ -164,12 +186,17 @@ def test_a_worker_runs_the_deployed_nightly_and_the_backfill(tmp_path, prefect_s
     try:
         run_and_watch(env, "build-dataset/demo-nightly", f"recipe_path={recipe}", "partition=2026-01-02")
         assert sorted(published_items(root, "2026-01-02")) == [f"img{s}.jpg" for s in range(10, 15)]
+        # the version names the flow run that published it: the deployment's, and it Completed
+        manifest = json.loads((root / "daily" / "versions" / "2026-01-02" / "manifest.json").read_text())
+        run = api(prefect_server, "GET", f"/flow_runs/{manifest['prefect_flow_run_id']}")
+        deployment = api(prefect_server, "GET", "/deployments/name/build-dataset/demo-nightly")
+        assert run["deployment_id"] == deployment["id"] and run["state"]["type"] == "COMPLETED"
+        assert run["parameters"]["partition"] == "2026-01-02"
         run_and_watch(env, "backfill/backfill", f"recipe_path={recipe}", "start=2026-01-01", "end=2026-01-03")
         assert sorted(published_items(root, "2026-01-01")) == [f"img{s}.jpg" for s in range(0, 5)]
         assert not (root / "daily" / "versions" / "2026-01-03").exists()
     finally:
         kill_session(worker)
-    assert "Worker" in (tmp_path / "worker.log").read_text()
 
 
 def test_serve_schedules_the_nightly_and_runs_it_when_triggered(tmp_path, prefect_server):
