@@ -16,6 +16,7 @@ import importlib
 import json
 import os
 import sys
+import traceback
 from collections import Counter
 from pathlib import Path
 
@@ -29,8 +30,9 @@ def _prefect_home() -> Path:
 
 
 def check_recipe(args: argparse.Namespace, partitions: list[str]) -> str | None:
-    """Fail fast, before starting any server: a bad recipe, or a source that is not there. A source read
-    per partition may have no drop for one: its build says so, that is not an error. Returns the error."""
+    """Fail fast, before starting any server: a bad recipe, a storage root this machine cannot write, or
+    a source that is not there. A source read per partition may have no drop for one: its build says so,
+    that is not an error. Returns the error, in one line (with --verbose, its traceback is printed too)."""
     if args.storage:
         os.environ["MMETL_STORAGE"] = args.storage
     if args.ray_address:
@@ -41,11 +43,20 @@ def check_recipe(args: argparse.Namespace, partitions: list[str]) -> str | None:
 
     try:
         recipe = load_recipe(args.recipe)
+        storage.check_writable(storage.storage_root(args.storage))
         for partition in partitions:
             for source in sources_for_partition(recipe.all_sources, partition)[0]:
-                if not getattr(source, "synthesize_demo", False) and not storage.exists(source.uri):
+                if getattr(source, "synthesize_demo", False):
+                    continue
+                try:
+                    found = storage.exists(source.uri)
+                except Exception as e:  # credentials, permissions: the same one line as for the root
+                    raise RecipeError(f"source {source.name}: cannot read {source.uri}: {storage.cause(e)}") from e
+                if not found:
                     raise RecipeError(f"{args.recipe}: source {source.name}: uri {source.uri} does not exist")
-    except ValueError as e:  # RecipeError, SourceError, a partition that is not a date
+    except (ValueError, storage.StorageUnreachable) as e:  # RecipeError, SourceError, a partition not a date
+        if getattr(args, "verbose", False):
+            traceback.print_exception(e)
         return str(e)
     return None
 

@@ -31,6 +31,9 @@ def ray_init_args(address: str | None, api_url: str | None, runtime_env: dict | 
         env_vars["PREFECT_API_URL"] = api_url
     env_vars["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
     if address == "local":
+        # Ray's notice that it turned token authentication on by default: true of a cluster of our own on
+        # loopback, and nothing for the user to act on
+        logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
         # A Ray of our own: its workers inherit this environment, so no runtime_env (whose own
         # worker pool starts seconds slower); on loopback; no dashboard (seconds to start; progress
         # and history are in the Prefect UI).

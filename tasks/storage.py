@@ -32,6 +32,29 @@ def storage_root(explicit: str | None = None) -> str:
     return root.rstrip("/")
 
 
+class StorageUnreachable(RuntimeError):
+    """The storage root cannot be written: the message names the root and the cause, in one line."""
+
+
+def check_writable(root: str) -> None:
+    """Write and remove a small probe object under `root`, so a build fails before it starts anything
+    when the root is unreachable (no credentials, no bucket, no permission, a read-only folder)."""
+    probe = join(root, f".mmetl-probe-{uuid.uuid4().hex}")
+    try:
+        write_bytes(probe, b"mmetl checks that it can write here\n")
+        remove(probe)
+    except Exception as e:
+        raise StorageUnreachable(f"cannot write to the storage root {root}: {cause(e)}") from e
+
+
+def cause(error: Exception) -> str:
+    """What went wrong reaching storage, for people, in one line."""
+    name = type(error).__name__
+    if name in ("NoCredentialsError", "PartialCredentialsError"):
+        return "no AWS credentials (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE)"
+    return f"{name}: {error}".splitlines()[0][:300]
+
+
 def join(base: str, *parts: str) -> str:
     return "/".join([base.rstrip("/"), *(p.strip("/") for p in parts)])
 

@@ -34,7 +34,11 @@ MMETL = str(Path(sys.executable).parent / "mmetl")
 
 def cli_env(tmp_path: Path, root: str) -> dict[str, str]:
     """The environment of a fresh shell: no Prefect API and no Ray cluster configured."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_API", "MMETL_", "RAY_ADDRESS", "AWS_"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("PREFECT_API", "MMETL_", "RAY_ADDRESS", "RAY_AUTH_MODE", "AWS_"))
+    }
     env.update(MMETL_STORAGE=root, MMETL_PREFECT_HOME=str(tmp_path / "prefect-home"))
     return env
 
@@ -107,6 +111,8 @@ def dry_then_built(tmp_path_factory, demo_recipe) -> dict:
 def test_dry_run_reports_what_each_filter_would_drop_publishes_nothing_and_the_build_agrees(dry_then_built):
     dry, built = dry_then_built["dry"], dry_then_built["built"]
     assert "Dry run: nothing was published." in dry.stdout
+    for run in (dry, built):  # a Ray of our own on loopback: none of Ray's notices on the terminal
+        assert "WARNING" not in run.stdout + run.stderr and "Token authentication" not in run.stdout + run.stderr
     predicted = dict(re.findall(r"^  demo +((?:filter|align):\w+) +(\d+) +\d+$", dry.stdout, re.M))
     keeps = re.search(r"With every rule, demo keeps (\d+) of (\d+) items", dry.stdout)
     assert keeps and re.search(r"^  image pixel_std .+ n=\d+$", dry.stdout, re.M)  # a histogram per score
@@ -297,3 +303,34 @@ def test_ui_serves_the_run_history_and_points_its_browser_code_at_its_own_port(d
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=30)
+
+
+@pytest.mark.parametrize("where", ["no credentials", "no bucket", "a file in the way"])
+def test_an_unwritable_storage_root_fails_in_one_line_before_anything_starts(tmp_path, s3, where):
+    env = cli_env(tmp_path, "unused")
+    if where == "no credentials":
+        root, cause = "s3://some-bucket/prefix", "no AWS credentials"
+        env.update(AWS_ENDPOINT_URL=os.environ["AWS_ENDPOINT_URL"], AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"))
+    elif where == "no bucket":
+        root, cause = "s3://no-such-bucket/prefix", "FileNotFoundError: The specified bucket does not exist"
+        env.update({k: v for k, v in os.environ.items() if k.startswith("AWS_")})
+    else:
+        (tmp_path / "file").write_text("a file, not a folder")
+        root, cause = str(tmp_path / "file" / "data"), "NotADirectoryError"
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"name: demo\nsource: {{name: demo, kind: manifest, uri: {tmp_path}/none.jsonl}}\n")
+    result = subprocess.run(
+        [MMETL, "build", str(recipe), "--storage", root], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"error: cannot write to the storage root {root}: {cause}"), line
+    assert result.stdout == "" and not (tmp_path / "prefect-home").exists()  # no Prefect API, no Ray
+    verbose = subprocess.run(
+        [MMETL, "build", str(recipe), "--storage", root, "--verbose"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert verbose.returncode == 2 and "Traceback" in verbose.stderr and line in verbose.stderr

@@ -225,6 +225,7 @@ def test_a_ray_worker_killed_mid_shard_is_retried_and_the_version_is_whole(tmp_p
 
     env = cli_env(tmp_path, str(tmp_path / "out"))
     command = [MMETL, "build", demo_recipe, "--partition", "2026-01-09", "--ray-address", ray_cluster["address"]]
+    env["RAY_AUTH_MODE"] = "disabled"  # as the test cluster was started
     with open(tmp_path / "build.log", "wb") as log:
         build = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
