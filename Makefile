@@ -1,4 +1,4 @@
-# Two commands for a new machine: `make demo` builds the demo dataset, `make test` runs the suite
+# Two commands for a new machine: `make demo` builds the demo dataset, `make test` lints and runs the suite
 # (`make bench` measures a build against the plain limit).
 # Both create .venv and install what they need first.
 PYTHON ?= python3
@@ -32,7 +32,7 @@ $(STAMP): pyproject.toml | system
 demo: $(STAMP)
 	$(BIN)/mmetl build recipes/demo.yaml
 
-test: $(STAMP)
+test: lint
 	$(BIN)/pytest
 
 # everything that starts no server, cluster or mmetl process: about a minute and a half on 2 cores

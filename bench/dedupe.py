@@ -179,7 +179,7 @@ def caption_run(method: str, n: int, threshold: float = 0.8, num_perm: int = 128
     }
 
 
-RUNS = {  # (what, method, n, radius): the targets on this machine in comments
+RUNS = {  # (what, method, n, radius), with the budget each is held to on a 2-core machine
     "images": [
         ("mmetl", 1_000_000, 8),  # <= 20 s, recall >= 99.5%, no false merge
         ("mmetl", 1_000_000, 4),  # <= 5 s

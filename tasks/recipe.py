@@ -272,10 +272,6 @@ class Recipe(Strict):
             raise ValueError(f"dedupe.captions.drop names no source of this recipe: {', '.join(unknown)}")
         return self
 
-    def clean_settings(self) -> dict:
-        """CleanStage's parameters: `clean:` and the `features:` it computes."""
-        return {**self.clean.model_dump(), "features": self.features.model_dump()}
-
     @property
     def all_sources(self) -> tuple[SourceConfig, ...]:
         return (self.source,) if self.source is not None else self.sources

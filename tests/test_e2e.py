@@ -151,6 +151,26 @@ def test_the_index_loads_in_every_reader_the_readme_promises(builds, tmp_path, m
     assert len(pairs) == manifest["texts"] and all(text for _, _, text in pairs)
 
 
+def test_the_readme_loading_snippet_runs_on_a_built_version(builds, tmp_path, monkeypatch):
+    """The README's snippet, as printed there, against the demo version (only its path changed)."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    code = re.search(r"Load it without mmetl.*?```python\n(.*?)```", readme, re.S).group(1)
+    version, manifest = builds["local"]["version"], builds["local"]["manifest"]
+    code = code.replace('"data/demo/versions/2026-11-23"', repr(version))
+    assert repr(version) in code
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # local files need no hub
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf"))
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    image, caption = namespace["image"], namespace["caption"]
+    assert image.ndim == 3 and image.shape[0] == 3 and image.dtype.is_floating_point and caption.strip()
+    assert namespace["train"].num_rows == manifest["splits"]["train"]["samples"]
+    assert len(namespace["captions"]) == manifest["texts"]
+
+
 def test_planted_problems_are_rejected_with_their_reasons_and_nothing_else_is_lost(builds, demo_manifest):
     version = builds["local"]["version"]
     rejects = pq.read_table(f"{version}/rejects.parquet").to_pylist()
