@@ -135,3 +135,104 @@ def test_the_step_order_is_one_plan_of_registered_stages(tmp_path):
 
 def _layout(tmp_path):
     return storage.Layout(str(tmp_path), "t", "p", "key")
+
+
+def _text(text: str, lang: str = "en", score: float = 0.9, flags: tuple[str, ...] = ()) -> dict:
+    return {"text": text, "kind": "caption", "source": "t", "lang": lang, "lang_score": score, "flags": list(flags)}
+
+
+def _scores(**values: float) -> list[dict]:
+    return [{"name": k, "value": v} for k, v in sorted(values.items())]
+
+
+GOOD_TEXT = _text("a red circle on a blue field")
+IMAGE = dict(modality="image", width=200, height=150, sha256="i", scores=_scores(pixel_std=40.0))
+AUDIO = dict(modality="audio", duration_s=3.0, sample_rate=16000, sha256="a")
+AUDIO_SCORES = dict(silence_ratio=0.1, clipping_ratio=0.0)
+VIDEO = dict(modality="video", width=320, height=240, fps=25.0, duration_s=4.0, audio_duration_s=4.0, sha256="v")
+# one item per reject reason of every registered filter and align rule: (reason, the item's facts)
+EVERY_RULE = [
+    ("filter:image_too_small", {**IMAGE, "width": 20}),
+    ("filter:extreme_aspect", {**IMAGE, "width": 1000, "height": 100}),
+    ("filter:blank_image", {**IMAGE, "scores": _scores(pixel_std=0.5)}),
+    ("filter:audio_too_short", {**AUDIO, "duration_s": 0.1, "scores": _scores(**AUDIO_SCORES)}),
+    ("filter:audio_too_long", {**AUDIO, "duration_s": 600.0, "scores": _scores(**AUDIO_SCORES)}),
+    ("filter:mostly_silent", {**AUDIO, "scores": _scores(**{**AUDIO_SCORES, "silence_ratio": 0.99})}),
+    ("filter:clipped", {**AUDIO, "scores": _scores(**{**AUDIO_SCORES, "clipping_ratio": 0.5})}),
+    ("filter:low_sample_rate", {**AUDIO, "sample_rate": 4000, "scores": _scores(**AUDIO_SCORES)}),
+    ("filter:video_too_short", {**VIDEO, "duration_s": 0.2, "audio_duration_s": 0.2}),
+    ("filter:video_too_long", {**VIDEO, "duration_s": 900.0, "audio_duration_s": 900.0}),
+    ("filter:video_too_small", {**VIDEO, "width": 16, "height": 16}),
+    ("filter:low_frame_rate", {**VIDEO, "fps": 0.5}),
+    ("filter:high_frame_rate", {**VIDEO, "fps": 500.0}),
+    ("filter:license", {**IMAGE, "meta": json.dumps({"license": "all rights reserved"})}),
+    ("filter:caption_too_short", {**IMAGE, "texts": [_text("cat")]}),
+    ("filter:caption_too_long", {**IMAGE, "texts": [_text(" ".join(["word"] * 300))]}),
+    ("filter:language", {**IMAGE, "texts": [_text("ein roter Kreis auf blauem Grund", "de", 0.99)]}),
+    ("filter:boilerplate", {**IMAGE, "texts": [_text("image may contain: a thing", flags=("boilerplate",))]}),
+    ("align:missing_media", {**IMAGE, "sha256": None}),
+    ("align:missing_text", {**IMAGE, "texts": [_text("   ", score=0.0)]}),
+    ("align:no_audio_track", {**VIDEO, "audio_duration_s": None}),
+    ("align:av_drift", {**VIDEO, "audio_duration_s": 2.0}),
+    (None, IMAGE),
+    (None, {**AUDIO, "scores": _scores(**AUDIO_SCORES)}),
+    (None, VIDEO),
+    (None, {**IMAGE, "texts": [_text("cat"), GOOD_TEXT]}),  # one text dropped, the item kept
+]
+
+
+def test_every_rule_judges_alike_in_the_dry_run_and_the_build(tmp_path):
+    """Every registered filter and align rule, each made to fail by one item: the dry run's prediction
+    (tasks/audit.py) and the build's step (tasks/engine.py) agree, item by item."""
+    from .helpers import sample
+
+    config = {"licenses": ["cc-by"], "languages": ["en"]}
+    cases = [case for case in EVERY_RULE if case[0] != "align:missing_text"]
+    rows = [{**sample(facts["modality"], n=n), "texts": [GOOD_TEXT], **facts} for n, (_, facts) in enumerate(cases)]
+    outcome = _judged_both_ways(tmp_path / "a", rows, config)
+    assert [outcome[row["sample_id"]] for row in rows] == [reason for reason, _ in cases]
+    # a blank text passes the filter only when it asks for no words; align still refuses the item
+    (reason, facts), *_ = [case for case in EVERY_RULE if case[0] == "align:missing_text"]
+    blank = {**sample("image", n=99), **facts}
+    assert _judged_both_ways(tmp_path / "b", [blank], {"min_caption_words": 0}) == {blank["sample_id"]: reason}
+
+    # and every rule the stages hold failed some item above (a new rule needs an item of its own)
+    for stage in (FilterStage(**config), AlignStage()):
+        for rule in stage.item_rules:
+            assert any(rule.applies(r) and _fails(rule, r) for r in [*rows, blank]), type(rule).__name__
+        for rule in stage.text_rules:
+            assert any(_fails(rule, t) for r in rows for t in r["texts"]), type(rule).__name__
+
+
+def _fails(rule, judged: dict) -> bool:
+    value = rule.measure(judged)
+    return value is not None and rule.decide(value) is not None
+
+
+def _judged_both_ways(folder, rows: list[dict], filter_settings: dict) -> dict[str, str | None]:
+    """sample_id -> reject reason (None: kept) by the refine step, as the build runs it and as the dry run
+    predicts it; fails unless the two agree."""
+    import pyarrow as pa
+
+    from tasks import engine
+
+    from .helpers import table
+
+    shard, decision = str(folder / "shard-00000.parquet"), str(folder / "decision.parquet")
+    storage.write_parquet(shard, table(*rows))
+    storage.write_parquet(decision, pa.table({"sample_id": pa.array([], pa.string())}))  # no duplicates
+    step = Plan(_recipe_for_rules(filter_settings), _layout(folder)).refine(decision)
+
+    out = audit.audit_shard(shard, step.stages, str(folder / "audit" / "shard-00000.json"))
+    predicted = audit.predictions([out.removesuffix(".json") + ".parquet"])
+    built = engine.run_step(step.name, list(step.stages), shard, str(folder / "built"))
+    outcome = dict.fromkeys(storage.read_parquet(built.uri).column("sample_id").to_pylist())
+    outcome.update({r["sample_id"]: r["reason"] for r in storage.read_parquet(built.rejects_uri).to_pylist()})
+    assert predicted == outcome
+    return outcome
+
+
+def _recipe_for_rules(filter_settings: dict) -> Recipe:
+    return Recipe.model_validate(
+        {"name": "t", "source": {"name": "s", "kind": "manifest", "uri": "x.jsonl"}, "filter": filter_settings}
+    )

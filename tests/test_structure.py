@@ -139,3 +139,17 @@ def test_stages_are_plain_python():
                 names = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
                 offenders += [f"{name}: {n}" for n in names if n.split(".")[0] in ("prefect", "prefect_ray", "ray")]
     assert offenders == []
+
+
+def test_every_media_kind_is_a_modality_of_the_schema():
+    from tasks.media.kinds import KINDS, modality_of
+    from tasks.schema import MODALITIES
+
+    assert tuple(KINDS) == MODALITIES
+    assert [modality_of(n) for n in ("a.JPG", "b.flac", "c.webm", "d.txt", "noext")] == [
+        "image",
+        "audio",
+        "video",
+        None,
+        None,
+    ]

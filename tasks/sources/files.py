@@ -9,20 +9,11 @@ from collections.abc import Iterator
 from typing import Literal
 
 from .. import storage
+from ..media.kinds import modality_of
 from .base import Row, Source, SourceError, caption
 from .manifest import utf8_ok
 
-MEDIA_EXTENSIONS = {
-    "image": {"jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"},
-    "audio": {"flac", "wav", "mp3", "ogg", "opus", "m4a"},
-    "video": {"mp4", "mov", "webm", "mkv", "avi"},
-}
 SIDECARS = ("txt", "json")
-
-
-def modality_of(name: str) -> str | None:
-    ext = name.rsplit(".", 1)[-1].lower() if "." in name else ""
-    return next((m for m, exts in MEDIA_EXTENSIONS.items() if ext in exts), None)
 
 
 def sidecar_texts(ext: str, data: bytes) -> list[dict]:
