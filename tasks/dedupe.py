@@ -30,7 +30,7 @@ import pyarrow.compute as pc
 from . import storage
 from .dedupe_index import WITHDRAWN_SCHEMA
 from .groups import UnionFind
-from .media.kinds import KINDS
+from .media.kinds import KINDS, SIGNATURE_COLUMNS
 from .media.text import unique_texts
 from .recipe import CaptionDedupeConfig, DedupeConfig, Strict
 from .schema import TEXT
@@ -53,9 +53,7 @@ SIGNATURES = [
     "source",
     "group_id",
     "sha256",
-    "phash",
-    "audio_fingerprint",
-    "keyframe_phashes",
+    *SIGNATURE_COLUMNS,
     "modality",
     "width",
     "height",

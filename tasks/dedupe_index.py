@@ -24,14 +24,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import storage
+from .media.kinds import SIGNATURE_COLUMNS
+from .schema import SAMPLE_SCHEMA
 
 ITEM_SCHEMA = pa.schema(
-    [(name, pa.string()) for name in ["sample_id", "partition", "modality", "sha256", "phash"]]
-    + [
-        ("audio_fingerprint", pa.list_(pa.uint32())),
-        ("keyframe_phashes", pa.list_(pa.string())),
-        ("withdrawn_by", pa.string()),
-    ]
+    [(name, pa.string()) for name in ["sample_id", "partition", "modality", "sha256"]]
+    + [SAMPLE_SCHEMA.field(name) for name in SIGNATURE_COLUMNS]  # what each media kind's dedupe compares
+    + [("withdrawn_by", pa.string())]
 )
 ITEM_COLUMNS = ITEM_SCHEMA.names[:-1]  # what a published item contributes: its identity and signatures
 WITHDRAWN_SCHEMA = pa.schema([("sample_id", pa.string()), ("partition", pa.string()), ("withdrawn_by", pa.string())])

@@ -26,6 +26,7 @@ Pair = tuple[str, str, str, str]
 class MediaKind:
     name: ClassVar[str]
     extensions: ClassVar[frozenset[str]]
+    signatures: ClassVar[tuple[str, ...]] = ()  # the Sample columns `duplicate_pairs` compares
 
     def __init__(self, settings) -> None:
         """`settings`: clean's settings (tasks/clean.CleanSettings): the recipe's `clean:` and `features:`."""
@@ -53,6 +54,7 @@ def _json(value: dict) -> str:
 class Image(MediaKind):
     name = "image"
     extensions = frozenset({"jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"})
+    signatures = ("phash",)
 
     def __init__(self, settings) -> None:
         image = settings.image
@@ -98,6 +100,7 @@ def audio_preset(settings) -> AudioPreset:
 class Audio(MediaKind):
     name = "audio"
     extensions = frozenset({"flac", "wav", "mp3", "ogg", "opus", "m4a"})
+    signatures = ("audio_fingerprint",)
 
     def __init__(self, settings) -> None:
         self.preset = audio_preset(settings)
@@ -131,6 +134,7 @@ class Audio(MediaKind):
 class Video(MediaKind):
     name = "video"
     extensions = frozenset({"mp4", "mov", "webm", "mkv", "avi"})
+    signatures = ("keyframe_phashes", "audio_fingerprint")
 
     def __init__(self, settings) -> None:
         keyframes = settings.features.keyframes
@@ -196,6 +200,9 @@ class Video(MediaKind):
 
 
 KINDS: dict[str, type[MediaKind]] = {kind.name: kind for kind in (Image, Audio, Video)}
+
+
+SIGNATURE_COLUMNS: tuple[str, ...] = tuple(dict.fromkeys(c for kind in KINDS.values() for c in kind.signatures))
 
 
 def modality_of(name: str) -> str | None:
