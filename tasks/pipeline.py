@@ -21,11 +21,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from pydantic import BaseModel
+
 from . import audit, collect, dedupe, dedupe_index, engine, publish, split, storage
+from .clean import CleanSettings
+from .collect import CollectConfig
+from .dedupe import ApplyDecision
 from .demo_corpus import build_demo_corpus
 from .recipe import Recipe
 from .registry import stage_class
 from .sources import sources_for_partition
+from .split import ApplySplit
 
 
 @dataclass(frozen=True)
@@ -61,29 +67,26 @@ class Plan:
     recipe: Recipe
     layout: storage.Layout
 
-    def step(self, *stages: tuple[str, Any], writes_media: bool = False) -> Step:
-        """A step of these stages; settings models are written down as plain data (they travel to workers)."""
-        settings = tuple((name, s.model_dump(mode="json") if hasattr(s, "model_dump") else s) for name, s in stages)
+    def step(self, *stages: tuple[str, BaseModel], writes_media: bool = False) -> Step:
+        """A step of these stages, each with its settings model, written down as plain data (it travels to
+        workers, and each stage validates it back into its model)."""
+        settings = tuple((name, model.model_dump(mode="json")) for name, model in stages)
         name = "-".join(name for name, _ in stages)
         shards = self.recipe.shards
         return Step(name, settings, self.layout.step_dir(name), shards.batch_items, shards.batch_bytes, writes_media)
 
     def ingest(self) -> Step:
         r = self.recipe
-        fetch = {"cache_dir": self.work("fetched"), **r.network.model_dump(mode="json")}
-        clean = {**r.clean.model_dump(mode="json"), "features": r.features.model_dump(mode="json")}
+        fetch = CollectConfig(**r.network.model_dump(), cache_dir=self.work("fetched"))
+        clean = CleanSettings(**r.clean.model_dump(), features=r.features)
         return self.step(("collect", fetch), ("clean", clean), writes_media=True)
 
     def refine(self, decision_uri: str) -> Step:
         r = self.recipe
-        return self.step(("dedupe", {"decision_uri": decision_uri}), ("filter", r.filter), ("align", r.align))
+        return self.step(("dedupe", ApplyDecision(decision_uri=decision_uri)), ("filter", r.filter), ("align", r.align))
 
     def split(self, assignment_uri: str) -> Step:
-        return self.step(("split", {"assignment_uri": assignment_uri}))
-
-    def judged(self) -> tuple[str, ...]:
-        """The rule stages of `refine`, in order: what a dry run reports."""
-        return tuple(name for name, _ in self.refine("").stages if name != "dedupe")
+        return self.step(("split", ApplySplit(assignment_uri=assignment_uri)))
 
     def work(self, name: str) -> str:
         return storage.join(self.layout.work, name)
