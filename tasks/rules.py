@@ -13,6 +13,7 @@ measurement and verdict, `RuleStage.outcome` what the stage does with them. `mme
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,7 +23,7 @@ from .stage import Reject, RowStage
 Failure = tuple[str, str]  # (reject code, detail)
 
 
-class Rule:
+class Rule(ABC):
     """One check of an item. `modality` limits it to one kind of item (None: every item); `score` names
     the item score its numeric measurement is stored as (None: not stored)."""
 
@@ -32,13 +33,13 @@ class Rule:
     def applies(self, row: dict) -> bool:
         return self.modality in (None, row["modality"])
 
+    @abstractmethod
     def measure(self, row: dict) -> Any:
         """The value judged; None when there is nothing to judge (a fact the item does not have)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def decide(self, value: Any) -> Failure | None:
         """(code, detail) for a value that fails, None for one that passes."""
-        raise NotImplementedError
 
     def number(self, value: Any) -> float | None:
         """The measurement as a score, if it is one."""

@@ -8,6 +8,7 @@ and name it in tasks/schema.MODALITIES; filter rules name the modality they judg
 from __future__ import annotations
 
 import json
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, ClassVar
 
@@ -23,18 +24,19 @@ if TYPE_CHECKING:  # settings models live in tasks/recipe.py, which imports the 
 Pair = tuple[str, str, str, str]
 
 
-class MediaKind:
+class MediaKind(ABC):
     name: ClassVar[str]
     extensions: ClassVar[frozenset[str]]
     signatures: ClassVar[tuple[str, ...]] = ()  # the Sample columns `duplicate_pairs` compares
 
+    @abstractmethod
     def __init__(self, settings) -> None:
         """`settings`: clean's settings (tasks/clean.CleanSettings): the recipe's `clean:` and `features:`."""
 
+    @abstractmethod
     def clean(self, data: bytes) -> dict:
         """Decode once; the item's normalized `media_bytes`, `media_ext`, facts, `_scores` and sidecars.
         Raises MediaError for media that cannot be used."""
-        raise NotImplementedError
 
     @staticmethod
     def duplicate_pairs(items: dict[str, dict], config: DedupeConfig) -> Iterator[Pair]:
