@@ -13,6 +13,7 @@ from collections.abc import Callable
 from datetime import UTC
 from typing import Any
 
+import ray
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
@@ -48,12 +49,15 @@ class PrefectRayRunner:
 
     def __init__(self):
         self.workers = worker_slots()
+        self.gpus = int(ray.cluster_resources().get("GPU", 0))
         self.logger = get_run_logger()
 
     def decide(self, name: str, fn: Callable, *args) -> Any:
         return decide.with_options(name=name).submit(fn, args).result()
 
     def each_shard(self, name, fn, calls, shards, resources, items) -> list:
+        if resources.get("num_gpus") and not self.gpus:
+            raise RuntimeError(f"step {name} asks for a GPU (align.device: cuda), and the Ray cluster has none")
         with remote_options(**resources):
             futures = [
                 run_step_shard.with_options(task_run_name=f"{name}-{shard}").submit(fn, args)

@@ -1,13 +1,15 @@
-"""Align: every item pairs real media with real text, and a video's sound matches its picture.
+"""Align: every item pairs real media with real text that describes it, and a video's sound matches
+its picture.
 
 Rules as the filter's are (tasks/rules.py): measure, then decide, so the dry run predicts them too.
-Embedding-similarity scores (CLIP/CLAP) plug in here as further rules.
+With `align:` models, the score stage (tasks/score.py) has put a cosine on every text; a text below its
+modality's `min_score` is dropped (`align:low_score`), and an item left with no text is rejected for it.
 """
 
 from __future__ import annotations
 
 from .recipe import AlignConfig
-from .rules import Rule, RuleStage
+from .rules import Rule, RuleStage, TextRule
 
 
 class HasMedia(Rule):
@@ -50,6 +52,21 @@ class AudioTrack(Rule):
         return ("av_drift", f"video {video_s:.3f}s, audio {audio_s:.3f}s") if drift > self.max_drift_s else None
 
 
+class AlignScore(TextRule):
+    """A text whose embedding is too far from its media's (CLIP, CLAP cosine below `min_score`)."""
+
+    score = "align_score"
+
+    def __init__(self, modality: str, min_score: float):
+        self.modality, self.min_score = modality, min_score
+
+    def measure(self, text):
+        return text.get("align_score")
+
+    def decide(self, value):
+        return ("low_score", f"align_score={value:.4f} < {self.min_score:g}") if value < self.min_score else None
+
+
 class AlignStage(RuleStage):
     name = "align"
     Config = AlignConfig
@@ -61,4 +78,10 @@ class AlignStage(RuleStage):
             HasText(),
             AudioTrack(self.config.require_video_audio, self.config.max_av_drift_s),
         ]
-        self.text_rules = []
+        c = self.config
+        parts = {"image": c.image_text, "video": c.video_text, "audio": c.audio_text}
+        self.text_rules = [
+            AlignScore(modality, part.min_score)
+            for modality, part in parts.items()
+            if part is not None and part.min_score is not None
+        ]

@@ -19,6 +19,7 @@ import pyarrow as pa
 from . import storage
 from .registry import stage_class
 from .rules import RuleStage
+from .schema import SAMPLE_SCHEMA
 from .stage import Reject
 
 COLUMNS_NOT_READ = {"media_bytes", "sidecars"}
@@ -26,46 +27,58 @@ PREDICTION_SCHEMA = pa.schema([("sample_id", pa.string()), ("source", pa.string(
 
 
 def audit_shard(shard_uri: str, stages: tuple[tuple[str, dict], ...], out_uri: str) -> str:
-    """Judge the shard with `stages` (the build's refine step: dedupe, then rule stages)."""
+    """Judge the shard with `stages` (the build's stages from the dedupe decision to the split)."""
     workers = [stage_class(name)(**settings) for name, settings in stages]
     for worker in workers:
         worker.setup()
+        worker.start_shard(shard_uri.rsplit("/", 1)[-1].removesuffix(".parquet"))
     table = storage.read_parquet(shard_uri)
-    batch = table.select([c for c in table.column_names if c not in COLUMNS_NOT_READ])
-    predictions = []
-    items, texts, kept = Counter(), Counter(), Counter()
+    live = table.select([c for c in table.column_names if c not in COLUMNS_NOT_READ]).to_pylist()
+    out: list[dict] = []  # rows the build drops, still judged by later rules so that each rule counts alone
+    reasons: dict[str, str] = {}
+    items, texts = Counter(), Counter()
     scores: dict[str, list[float]] = defaultdict(list)
-    for worker in workers:  # stages before the rules (dedupe) apply as they would in the build
-        if isinstance(worker, RuleStage):
-            break
-        kept_rows, rejected, _ = worker.process(batch)
-        predictions += [(r["sample_id"], r["source"], r["reason"]) for r in rejected.to_pylist()]
-        batch = kept_rows
-    judges = [w for w in workers if isinstance(w, RuleStage)]
-    for row in batch.to_pylist():
-        source, reason = row["source"], None
-        for stage in judges:
-            judgement = stage.judge(row)
+    for worker in workers:
+        if not isinstance(worker, RuleStage):  # dedupe's decision, the model scores: as in the build
+            kept, rejected, _ = worker.process(pa.Table.from_pylist(live, schema=SAMPLE_SCHEMA))
+            reasons.update(zip(rejected.column("sample_id").to_pylist(), rejected.column("reason").to_pylist()))
+            live = kept.to_pylist()
+            continue
+        passed = []
+        for row in live + out:
+            judgement = worker.judge(row)
             for name, value in judgement.measured:
                 scores[name].append(value)
             for code, _ in judgement.failures:
-                items[f"{source}\t{stage.reason(code)}"] += 1
+                items[f"{row['source']}\t{worker.reason(code)}"] += 1
             for failed in judgement.text_failures:
                 for code, _ in failed:
-                    texts[f"{source}\t{stage.reason(code)}"] += 1
-            out, _ = stage.outcome(row, judgement)
-            if isinstance(out, Reject):
-                reason = reason or stage.reason(out.code)
+                    texts[f"{row['source']}\t{worker.reason(code)}"] += 1
+            result, _ = worker.outcome(row, judgement)
+            if row["sample_id"] in reasons:
+                continue
+            if isinstance(result, Reject):
+                reasons[row["sample_id"]] = worker.reason(result.code)
+                out.append(row)
             else:
-                row = out  # the next stage sees what this one passes on, as in the build
-        predictions.append((row["sample_id"], source, reason))
-        kept[source] += reason is None
-        kept[f"{source}\tseen"] += 1
-    ids, sources, reasons = zip(*predictions) if predictions else ((), (), ())
-    prediction_uri = out_uri.removesuffix(".json") + ".parquet"
-    storage.write_parquet(prediction_uri, pa.table([list(ids), list(sources), list(reasons)], schema=PREDICTION_SCHEMA))
-    storage.write_json(out_uri, {"items": items, "texts": texts, "kept": kept, "scores": scores})
+                passed.append(result)  # the next stage sees what this one passes on, as in the build
+        live = passed
+    judged = [
+        r for r in table.select(["sample_id", "source"]).to_pylist() if not _duplicate(reasons.get(r["sample_id"]))
+    ]
+    kept = Counter(r["source"] for r in judged if r["sample_id"] not in reasons)
+    seen = Counter(f"{r['source']}\tseen" for r in judged)
+    rows = table.select(["sample_id", "source"]).to_pylist()
+    storage.write_parquet(
+        out_uri.removesuffix(".json") + ".parquet",
+        pa.Table.from_pylist([{**r, "reason": reasons.get(r["sample_id"])} for r in rows], schema=PREDICTION_SCHEMA),
+    )
+    storage.write_json(out_uri, {"items": items, "texts": texts, "kept": kept + seen, "scores": scores})
     return out_uri
+
+
+def _duplicate(reason: str | None) -> bool:
+    return bool(reason) and reason.startswith("duplicate:")
 
 
 def summarize(audit_uris: list[str], bins: int = 10) -> dict:

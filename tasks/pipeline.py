@@ -3,6 +3,9 @@
     plan ─▶ [collect + clean] ─▶ dedupe decision ─▶ [dedupe + filter + align] ─▶ split decision
          ─▶ [split + publish] ─▶ commit
 
+With alignment models in the recipe, scoring is a step of its own (its workers ask for GPUs where the
+cluster has them): [dedupe + filter] ─▶ [score + align].
+
 A bracketed `Step` is consecutive per-item stages fused over each shard: one unit of work per shard,
 the items streaming through every stage of it batch by batch. Between steps, a decision reads all
 shards once. `Plan` says which stages, with which settings; `execute` walks the order above, once,
@@ -30,6 +33,7 @@ from .dedupe import ApplyDecision
 from .demo_corpus import build_demo_corpus
 from .recipe import Recipe
 from .registry import stage_class
+from .score import ScoreSettings, report
 from .sources import sources_for_partition
 from .split import ApplySplit
 
@@ -45,19 +49,23 @@ class Step:
     batch_bytes: int
     writes_media: bool = False  # the step that produces media writes it once, beside its shards
 
-    @property
-    def resources(self) -> dict[str, float]:
-        """What one shard needs from a worker: what the neediest of its stages asks for."""
-        needs: dict[str, float] = {}
-        for name, _ in self.stages:
-            for key, amount in stage_class(name).resources.items():
-                needs[key] = max(needs.get(key, 0), amount)
-        return needs
+    def resources(self, gpus: int = 0) -> dict[str, float]:
+        return needs_of(self.stages, gpus)
 
     def run(self, in_uri: str) -> engine.StepResult:
         return engine.run_step(
             self.name, list(self.stages), in_uri, self.out_dir, self.batch_items, self.batch_bytes, self.writes_media
         )
+
+
+def needs_of(stages: tuple[tuple[str, dict], ...], gpus: int) -> dict[str, float]:
+    """What one shard of these stages needs from a worker of a cluster with `gpus` GPUs: what the
+    neediest stage asks for."""
+    needs: dict[str, float] = {}
+    for name, settings in stages:
+        for key, amount in stage_class(name).resources_for(settings, gpus).items():
+            needs[key] = max(needs.get(key, 0), amount)
+    return needs
 
 
 @dataclass(frozen=True)
@@ -83,7 +91,21 @@ class Plan:
 
     def refine(self, decision_uri: str) -> Step:
         r = self.recipe
-        return self.step(("dedupe", ApplyDecision(decision_uri=decision_uri)), ("filter", r.filter), ("align", r.align))
+        stages = [("dedupe", ApplyDecision(decision_uri=decision_uri)), ("filter", r.filter)]
+        return self.step(*stages) if r.align.scoring else self.step(*stages, ("align", r.align))
+
+    def score(self) -> Step | None:
+        """Alignment scores and the rules on them, when the recipe names models: a step of its own."""
+        r = self.recipe
+        if not r.align.scoring:
+            return None
+        scoring = ScoreSettings(**r.align.model_dump(), media_dir=self.ingest().out_dir)
+        return self.step(("score", scoring), ("align", r.align))
+
+    def judging(self, decision_uri: str) -> tuple[tuple[str, dict], ...]:
+        """The stages between the dedupe decision and the split: what a dry run runs."""
+        score = self.score()
+        return self.refine(decision_uri).stages + (score.stages if score else ())
 
     def split(self, assignment_uri: str) -> Step:
         return self.step(("split", ApplySplit(assignment_uri=assignment_uri)))
@@ -100,6 +122,7 @@ class Runner(Protocol):
     """Where the pieces of a build run."""
 
     workers: int  # how many shards can run at once: a small input is cut into at least this many
+    gpus: int  # GPUs of the cluster: a scoring step asks for them where there are any
 
     def decide(self, name: str, fn: Callable, *args) -> Any:
         """fn(*args), once: a decision over all shards."""
@@ -135,6 +158,7 @@ def decide_duplicates(plan: Plan, shard_uris: list[str]) -> dict:
 
 
 def commit(plan: Plan, published, reject_uris, dropped_text_uris, funnel, decision: dict, extra: dict) -> dict:
+    align = plan.recipe.align
     manifest = publish.commit_version(
         plan.layout,
         published,
@@ -145,6 +169,7 @@ def commit(plan: Plan, published, reject_uris, dropped_text_uris, funnel, decisi
         extra=extra,
         withdrawn_uri=decision["withdrawn_uri"],
         dedupe_report=dedupe.report(decision),
+        align_report=report(align) if align.scoring else None,
     )
     dedupe_index.index_version(plan.layout, manifest)
     if not plan.recipe.keep_work:
@@ -202,6 +227,10 @@ def execute(plan: Plan, runner: Runner, dry_run: bool = False, extra: dict | Non
         return _dry_run(plan, runner, ingested, decision, funnel)
 
     refined = _each_step(runner, plan.refine(decision["uri"]), [r.uri for r in ingested], _kept(ingested))
+    steps = [ingested, refined]
+    if score := plan.score():
+        steps.append(_each_step(runner, score, [r.uri for r in refined], _kept(refined)))
+    refined = steps[-1]
     assignment = runner.decide(
         "assign-splits",
         split.assign_splits,
@@ -216,11 +245,11 @@ def execute(plan: Plan, runner: Runner, dry_run: bool = False, extra: dict | Non
         split_and_publish,
         [(last, r.uri, i.media_uri, staging, remove_media) for r, i in zip(refined, ingested)],
         [r.shard for r in refined],
-        last.resources,
+        last.resources(runner.gpus),
         _kept(refined),
     )
     split_results, published = [r for r, _ in done], [p for _, p in done]
-    steps = [ingested, refined, split_results]
+    steps.append(split_results)
     funnel += [line for results in steps for line in engine.summarize(results)]
     runner.report(funnel[-1])
     manifest = runner.decide(
@@ -241,7 +270,7 @@ def _each_step(runner: Runner, step: Step, shard_uris: list[str], items: int | N
     """One step over every shard, then the step recorded (its manifest) and its funnel lines reported."""
     results = runner.each_shard(
         step.name, run_step, [(step, uri) for uri in shard_uris], [engine.shard_name(u) for u in shard_uris],
-        step.resources, items,
+        step.resources(runner.gpus), items,
     )  # fmt: skip
     for line in engine.commit_step(step.out_dir, results):
         runner.report(line)
@@ -253,14 +282,14 @@ def _kept(results: list[engine.StepResult]) -> int:
 
 
 def _dry_run(plan: Plan, runner: Runner, ingested: list, decision: dict, funnel: list[dict]) -> dict:
-    refine = plan.refine(decision["uri"])
+    stages = plan.judging(decision["uri"])
     out_dir = plan.layout.step_dir("audit")
     audits = runner.each_shard(
         "audit",
         audit.audit_shard,
-        [(r.uri, refine.stages, storage.join(out_dir, f"{r.shard}.json")) for r in ingested],
+        [(r.uri, stages, storage.join(out_dir, f"{r.shard}.json")) for r in ingested],
         [r.shard for r in ingested],
-        refine.resources,
+        needs_of(stages, runner.gpus),
         _kept(ingested),
     )
     return {
@@ -277,7 +306,7 @@ class LocalRunner:
     """Every piece in this process, shard after shard: no Prefect, no Ray."""
 
     def __init__(self, workers: int = 1, on_line: Callable[[dict], None] | None = None):
-        self.workers = workers
+        self.workers, self.gpus = workers, 0  # stages find this process's own GPU, if any, themselves
         self.on_line = on_line
         self.messages: list[str] = []
 

@@ -61,7 +61,7 @@ MEMBER_META = [
     "split",
     "source_uri",
 ]
-MEMBER_TEXT = ["text", "kind", "source", "lang", "flags"]
+MEMBER_TEXT = ["text", "kind", "source", "lang", "flags", "align_score"]
 MEDIA_READ_ROWS = 16  # rows per read from the media file; memory is bounded by its row groups (one batch)
 
 
@@ -167,6 +167,7 @@ def commit_version(
     extra: dict | None = None,
     withdrawn_uri: str | None = None,
     dedupe_report: dict | None = None,
+    align_report: dict | None = None,
 ) -> dict:
     """Move the staged tars in, write the indexes, rejects and stats, and commit with the manifest, last.
 
@@ -227,6 +228,7 @@ def commit_version(
         "text_languages": _languages(index),
         "dedupe": dedupe_report or {},
         **fetch_failures(rejects),
+        **({"align": align_report} if align_report else {}),  # models and thresholds that decided
     }
     files["stats.json"] = _write(
         storage.join(version, "stats.json"), json.dumps(stats, indent=2, sort_keys=True).encode()
@@ -246,6 +248,7 @@ def commit_version(
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "format": "webdataset+parquet/v2",
         "code": code_identity(),  # with `recipe`: what it takes to build this version again
+        **({"align": align_report} if align_report else {}),
         **(extra or {}),
     }
     storage.write_json(layout.version_manifest, manifest)  # the commit point, last

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ByteSize, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ByteSize, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .sources import SourceConfig
 
@@ -158,9 +158,82 @@ class FilterConfig(Strict):
         return self
 
 
+def _model_of_kind(path: str, kinds: tuple[str, ...], what: str) -> str:
+    """A local model directory of one of `kinds`, checked when the recipe loads (nothing is downloaded)."""
+    from .encoders import ModelError, model_kind
+
+    try:
+        kind = model_kind(path)
+    except ModelError as e:
+        raise ValueError(str(e)) from None
+    if kind not in kinds:
+        raise ValueError(f"{path} is a {kind} model; {what} needs {' or '.join(kinds)}")
+    return path
+
+
+class ImageTextConfig(Strict):
+    """CLIP scores of every text against its image: open_clip local-dir or transformers CLIP directory."""
+
+    model: str
+    min_score: float | None = Field(None, ge=-1, le=1)  # texts below are dropped (align:low_score); null: keep
+    batch_size: int = Field(64, ge=1, le=4096)  # images per forward pass
+
+    @field_validator("model")
+    @classmethod
+    def _clip(cls, path: str) -> str:
+        return _model_of_kind(path, ("open_clip", "clip"), "image_text")
+
+
+class VideoTextConfig(Strict):
+    """CLIP scores of every text against `frames` frames spread over its video (the mean of the frames')."""
+
+    model: str | None = None  # null: image_text's model
+    frames: int = Field(8, ge=1, le=64)
+    min_score: float | None = Field(None, ge=-1, le=1)
+    batch_size: int = Field(64, ge=1, le=4096)  # frames per forward pass
+
+    @field_validator("model")
+    @classmethod
+    def _clip(cls, path: str | None) -> str | None:
+        return None if path is None else _model_of_kind(path, ("open_clip", "clip"), "video_text")
+
+
+class AudioTextConfig(Strict):
+    """CLAP scores of every text against its clip (or a video's sound is not scored: video_text is)."""
+
+    model: str
+    min_score: float | None = Field(None, ge=-1, le=1)
+    batch_size: int = Field(16, ge=1, le=1024)
+
+    @field_validator("model")
+    @classmethod
+    def _clap(cls, path: str) -> str:
+        return _model_of_kind(path, ("clap",), "audio_text")
+
+
 class AlignConfig(Strict):
     require_video_audio: bool = True  # a video without an audio track is rejected
     max_av_drift_s: float = Field(0.25, ge=0)  # |video duration - audio track duration|
+    # alignment scores (texts[i].align_score, scores.align_max), each part optional
+    image_text: ImageTextConfig | None = None
+    video_text: VideoTextConfig | None = None
+    audio_text: AudioTextConfig | None = None
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: a GPU where the worker has one
+    gpu_share: float = Field(1.0, gt=0, le=1)  # the part of a GPU each scoring worker asks Ray for
+
+    @model_validator(mode="after")
+    def _video_model(self):
+        if self.video_text and not self.video_text.model and not self.image_text:
+            raise ValueError("align.video_text.model is needed when there is no image_text model to share")
+        return self
+
+    @property
+    def scoring(self) -> bool:
+        return any((self.image_text, self.video_text, self.audio_text))
+
+    @property
+    def video_model(self) -> str | None:
+        return self.video_text and (self.video_text.model or self.image_text.model)
 
 
 class CaptionDedupeConfig(Strict):

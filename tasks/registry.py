@@ -8,11 +8,12 @@ from .clean import CleanStage
 from .collect import CollectStage
 from .dedupe import DedupeStage
 from .filter import FilterStage
+from .score import ScoreStage
 from .split import SplitStage
 from .stage import Stage
 
 STAGES: dict[str, type[Stage]] = {
-    s.name: s for s in (CollectStage, CleanStage, DedupeStage, FilterStage, AlignStage, SplitStage)
+    s.name: s for s in (CollectStage, CleanStage, DedupeStage, FilterStage, ScoreStage, AlignStage, SplitStage)
 }
 
 

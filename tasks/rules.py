@@ -52,10 +52,8 @@ class Rule(ABC):
 
 
 class TextRule(Rule):
-    """A rule over one text of an item ({text, kind, lang, lang_score, flags, ...})."""
-
-    def applies(self, text: dict) -> bool:
-        return True
+    """A rule over one text of an item ({text, kind, lang, lang_score, flags, ...}); `modality` limits it
+    to the texts of one kind of item."""
 
 
 @dataclass
@@ -100,7 +98,7 @@ class RuleStage(RowStage):
         for text in row["texts"] or []:
             failures = []
             for rule in self.text_rules:
-                if (value := rule.measure(text)) is None:
+                if not rule.applies(row) or (value := rule.measure(text)) is None:
                     continue
                 if (number := rule.number(value)) is not None:
                     judgement.measured.append((rule.label, number))

@@ -36,6 +36,8 @@ TEXT = pa.struct(
         # with `features.tokenize`: the ids (cut at max_length) and the uncut length
         pa.field("tokens", pa.list_(pa.int32())),
         pa.field("n_tokens", pa.int32()),
+        # with `align:` models: the cosine of this text's and its media's embeddings
+        pa.field("align_score", pa.float32()),
     ]
 )
 # One measured score. A list of {name, value} rather than a map: every reader (Hugging Face datasets,

@@ -41,6 +41,11 @@ class Stage:
             raise TypeError(f"{type(self).__name__}: give a {self.Config.__name__} or its fields, not both")
         self.config = self.Config.model_validate(fields) if config is None else config
 
+    @classmethod
+    def resources_for(cls, settings: dict, gpus: int) -> dict[str, float]:
+        """What one shard with these settings asks of a worker, on a cluster with `gpus` GPUs."""
+        return cls.resources
+
     def setup(self) -> None:
         """Once per worker process, before the first batch."""
 

@@ -126,7 +126,7 @@ def test_the_step_order_is_one_plan_of_registered_stages(tmp_path):
     steps = [plan.ingest(), plan.refine("d.parquet"), plan.split("a.parquet")]
     order = [name for step in steps for name, _ in step.stages]
     assert order == ["collect", "clean", "dedupe", "filter", "align", "split"]
-    assert sorted(order) == sorted(STAGES)
+    assert set(STAGES) - set(order) == {"score"}  # a step of its own, when the recipe names models
     judged = [STAGES[name] for name, _ in plan.refine("d").stages[1:]]  # what a dry run reports
     assert judged == [FilterStage, AlignStage]
     # settings travel as plain data and come back as the recipe's own models

@@ -231,6 +231,32 @@ class FlacStream:
         return self.buffer.getvalue()
 
 
+def mono_at(data: bytes, rate: int, seconds: float) -> np.ndarray:
+    """The first `seconds` of a clip, mixed to mono and resampled to `rate` (as clean shapes audio), float32."""
+    with open_container(data) as container:
+        if not container.streams.audio:
+            raise MediaError("no_audio_stream", f"container {container.format.name} has no audio stream")
+        stream = container.streams.audio[0]
+        native = stream.codec_context.sample_rate or stream.rate
+        as_float = av.AudioResampler(format="fltp", layout=stream.codec_context.layout.name, rate=native)
+        wanted = int(seconds * native) + 1
+        held, decoded = [], 0
+        try:
+            for frame in container.decode(stream):
+                held += [piece.to_ndarray() for piece in as_float.resample(frame)]
+                decoded += frame.samples
+                if decoded >= wanted:
+                    break
+            held += [piece.to_ndarray() for piece in as_float.resample(None)]
+        except av.error.FFmpegError as e:
+            raise MediaError("corrupt", f"decode failed after {decoded} samples: {e}") from None
+    if decoded == 0:
+        raise MediaError("empty", "no audio samples decoded")
+    clip = np.concatenate(held, axis=1)[:, :wanted]
+    samples, _ = shape(clip, native, AudioPreset(sample_rate=rate, mono=True))
+    return samples[0].astype(np.float32)
+
+
 def shape(samples: np.ndarray, rate: int, preset: AudioPreset) -> tuple[np.ndarray, int]:
     """Mono mix and resampling (torchaudio's band-limited sinc interpolation) as the preset asks."""
     if preset.mono and samples.shape[0] > 1:

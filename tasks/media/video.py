@@ -218,15 +218,35 @@ class Thumbnails:
             self.step *= 2
         self.next_s = self.held[-1][0] + self.step
 
+    def picks(self) -> list[tuple[float, av.VideoFrame]]:
+        chosen = np.unique(np.round(np.linspace(0, len(self.held) - 1, min(self.count, len(self.held)))).astype(int))
+        return [self.held[i] for i in chosen]
+
     def result(self) -> list[tuple[float, bytes]]:
-        picks = np.unique(np.round(np.linspace(0, len(self.held) - 1, min(self.count, len(self.held)))).astype(int))
         out = []
-        for i in picks:
-            time_s, frame = self.held[i]
+        for time_s, frame in self.picks():
             buffer = io.BytesIO()
             frame.to_image().save(buffer, format="JPEG", quality=90)
             out.append((round(time_s, 3), buffer.getvalue()))
         return out
+
+
+def frames_spread(data: bytes, count: int) -> list:
+    """`count` frames of a video spread evenly over it, as full-size RGB PIL images (Thumbnails' choice)."""
+    with open_container(data) as container:
+        if not container.streams.video:
+            raise MediaError("no_video_stream", f"container {container.format.name} has no video stream")
+        stream = container.streams.video[0]
+        thumbnails = Thumbnails(count, side=1 << 30)  # no downscaling
+        try:
+            for frame in container.decode(stream):
+                if frame.time is not None:
+                    thumbnails.feed(frame, frame.time)
+        except av.error.FFmpegError as e:
+            raise MediaError("corrupt", f"decode failed: {e}") from None
+    if not thumbnails.held:
+        raise MediaError("empty", "no video frame decoded")
+    return [frame.to_image() for _, frame in thumbnails.picks()]
 
 
 class Reencoder:
