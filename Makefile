@@ -50,12 +50,14 @@ ui: $(STAMP)
 # downloading 10k URLs from loopback: mmetl vs the img2dataset CLI (bench/out/collect/report.md), and
 # near-duplicate search over 1M and 10M image hashes and 1M captions: mmetl vs faiss, brute force and
 # datasketch (bench/out/dedupe/report.md), and clean's per-image and per-clip cost against decode-only and
-# img2dataset's resizer + imagehash (bench/out/clean/report.md). About 35 minutes in all on 2 cores.
+# img2dataset's resizer + imagehash (bench/out/clean/report.md), and the align step's CLIP scoring
+# against the model's bare forward pass (bench/out/align/report.md). About an hour in all on 2 cores.
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/clean.py
 	$(BIN)/python bench/collect.py
 	$(BIN)/python bench/dedupe.py
+	$(BIN)/python bench/align.py
 
 
 clean:

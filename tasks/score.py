@@ -111,20 +111,25 @@ class ScoreStage(Stage):
 
     def _by_pictures(self, encoder, batch_size: int, items: list[dict], pictures: Callable) -> dict[str, str]:
         """Items scored by the mean cosine of their pictures (one for an image, `frames` for a video) with
-        each of their texts. Pictures are decoded and preprocessed on a thread while the model runs."""
-        failed, tensors, owners = {}, [], []
-        for item in items:
-            try:
-                prepared = [encoder.preprocess(p) for p in pictures(item)]
-            except (MediaError, OSError, ValueError) as e:  # bytes or pixels the model cannot take
-                failed[item["sample_id"]] = f"{type(e).__name__}: {e}"
-                continue
-            tensors += prepared
-            owners += [item["sample_id"]] * len(prepared)
-        embeddings = _in_batches(tensors, batch_size, encoder.encode_images)
+        each of their texts. The next stack of pictures is decoded and preprocessed on a thread while the
+        model runs on this one."""
+        import torch
+
+        failed: dict[str, str] = {}
+
+        def prepared() -> Iterator[tuple[str, object]]:
+            for item in items:
+                try:
+                    tensors = [encoder.preprocess(p) for p in pictures(item)]
+                except (MediaError, OSError, ValueError) as e:  # bytes or pixels the model cannot take
+                    failed[item["sample_id"]] = f"{type(e).__name__}: {e}"
+                    continue
+                yield from ((item["sample_id"], t) for t in tensors)
+
         by_item: dict[str, list[np.ndarray]] = {}
-        for owner, embedding in zip(owners, embeddings):
-            by_item.setdefault(owner, []).append(embedding)
+        for owners, tensors in _overlapped(_chunks(prepared(), batch_size)):
+            for owner, embedding in zip(owners, encoder.encode_images(torch.stack(tensors))):
+                by_item.setdefault(owner, []).append(embedding)
         scored = [item for item in items if item["sample_id"] not in failed]
         self._score_texts(encoder, scored, {k: np.stack(v) for k, v in by_item.items()})
         return failed
@@ -161,24 +166,25 @@ def _scored(item: dict) -> dict:
     return {**with_scores(item, align_max=texts[0]["align_score"]), "texts": texts}
 
 
-def _in_batches(tensors: list, size: int, encode: Callable) -> list[np.ndarray]:
-    """encode(stack of `size` tensors) over the list, the next stack assembled on a thread meanwhile."""
-    if not tensors:
-        return []
-    import torch
+def _chunks(pairs: Iterator[tuple], size: int) -> Iterator[tuple[tuple, tuple]]:
+    """(owners, tensors) of at most `size` pairs at a time."""
+    chunk = []
+    for pair in pairs:
+        chunk.append(pair)
+        if len(chunk) == size:
+            yield tuple(zip(*chunk))
+            chunk = []
+    if chunk:
+        yield tuple(zip(*chunk))
 
-    def stacks() -> Iterator:
-        for i in range(0, len(tensors), size):
-            yield torch.stack(tensors[i : i + size])
 
-    out = []
+def _overlapped(chunks: Iterator) -> Iterator:
+    """The chunks, each next one made on a worker thread while the caller uses the current one."""
     with ThreadPoolExecutor(1) as pool:
-        chunks = stacks()
         pending = pool.submit(next, chunks, None)
-        while (stack := pending.result()) is not None:
+        while (chunk := pending.result()) is not None:
             pending = pool.submit(next, chunks, None)
-            out.extend(encode(stack))
-    return out
+            yield chunk
 
 
 class MediaFile:
