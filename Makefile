@@ -35,7 +35,7 @@ demo: $(STAMP)
 test: lint
 	$(BIN)/pytest
 
-# everything that starts no server, cluster or mmetl process: about a minute and a half on 2 cores
+# everything that starts no server, cluster or mmetl process: under two minutes on 2 cores
 test-fast: $(STAMP)
 	$(BIN)/pytest -m "not e2e"
 
