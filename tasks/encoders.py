@@ -65,6 +65,34 @@ def identity(path: str) -> dict:
     return {"name": Path(path).name, "kind": model_kind(path), "weights_sha256": digest.hexdigest()}
 
 
+def load_head(path: str):
+    """A stack of linear layers from a state dict (`<n>.weight`, `<n>.bias` in layer order), as a function
+    of (n, d) embeddings to n scores. Nothing is applied between the layers (LAION's aesthetic MLP has
+    none at inference)."""
+    import torch
+
+    if path.endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        state = load_file(path)
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = state.get("state_dict", state)
+    weights = [k for k in state if k.endswith("weight") and state[k].ndim == 2]
+    weights.sort(key=lambda k: [int(p) if p.isdigit() else p for p in k.replace(".", " ").split()])
+    if not weights:
+        raise ModelError(f"{path} holds no linear layer weights")
+    layers = [(state[k].float(), state.get(k.removesuffix("weight") + "bias")) for k in weights]
+
+    def head(embeddings: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(np.asarray(embeddings, dtype=np.float32))
+        for weight, bias in layers:
+            x = x @ weight.T + (bias.float() if bias is not None else 0)
+        return x.reshape(len(embeddings), -1)[:, 0].numpy()
+
+    return head
+
+
 def resolve_device(device: str) -> str:
     import torch
 

@@ -133,6 +133,8 @@ def run_step(
             run_batches(writer)
     else:
         run_batches(None)
+    for worker in workers:
+        worker.finish_shard(name)
 
     for count, why, texts in zip(counts, reasons, dropped):
         count.reasons, count.texts_dropped = dict(sorted(why.items())), dict(sorted(texts.items()))

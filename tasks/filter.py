@@ -154,6 +154,10 @@ def filter_rules(c: FilterConfig) -> tuple[list[Rule], list[TextRule]]:
         Within("video", "fps", c.min_video_fps, c.max_video_fps, "low_frame_rate", "high_frame_rate"),
         License(c.licenses, c.require_license),
     ]
+    if c.min_aesthetic is not None:  # scores the align models' heads put on images
+        item_rules.append(Measured("image", "aesthetic", c.min_aesthetic, too_low="aesthetic"))
+    if c.max_nsfw is not None:
+        item_rules.append(Measured("image", "nsfw", -inf, c.max_nsfw, too_high="nsfw"))
     text_rules = [
         CaptionWords(c.min_caption_words, c.max_caption_words),
         Language(c.languages, c.language_min_score),

@@ -91,16 +91,33 @@ class Plan:
 
     def refine(self, decision_uri: str) -> Step:
         r = self.recipe
-        stages = [("dedupe", ApplyDecision(decision_uri=decision_uri)), ("filter", r.filter)]
+        stages = [("dedupe", ApplyDecision(decision_uri=decision_uri))]
+        stages += [] if self.filter_after_scoring else [("filter", r.filter)]
         return self.step(*stages) if r.align.scoring else self.step(*stages, ("align", r.align))
+
+    @property
+    def filter_after_scoring(self) -> bool:
+        """The filter judges the heads' scores (aesthetic, nsfw) when there are heads: it runs after them."""
+        heads = self.recipe.align.heads
+        return bool(heads.aesthetic or heads.nsfw)
 
     def score(self) -> Step | None:
         """Alignment scores and the rules on them, when the recipe names models: a step of its own."""
         r = self.recipe
         if not r.align.scoring:
             return None
-        scoring = ScoreSettings(**r.align.model_dump(), media_dir=self.ingest().out_dir)
-        return self.step(("score", scoring), ("align", r.align))
+        scoring = ScoreSettings(
+            **r.align.model_dump(), media_dir=self.ingest().out_dir, embeddings_dir=self.embeddings_dir
+        )
+        after = [("filter", r.filter)] if self.filter_after_scoring else []
+        return self.step(("score", scoring), *after, ("align", r.align))
+
+    def embeddings_of(self, shard: str) -> str | None:
+        return storage.join(self.embeddings_dir, f"{shard}.embeddings.parquet") if self.embeddings_dir else None
+
+    @property
+    def embeddings_dir(self) -> str | None:
+        return self.layout.step_dir("embeddings") if self.recipe.align.keep_embeddings else None
 
     def judging(self, decision_uri: str) -> tuple[tuple[str, dict], ...]:
         """The stages between the dedupe decision and the split: what a dry run runs."""
@@ -142,10 +159,13 @@ def run_step(step: Step, in_uri: str) -> engine.StepResult:
     return step.run(in_uri)
 
 
-def split_and_publish(step: Step, in_uri: str, media_uri: str, staging_dir: str, remove_media: bool):
+def split_and_publish(
+    step: Step, in_uri: str, media_uri: str, staging_dir: str, remove_media: bool, embeddings_uri: str | None
+):
     """The last step of a shard: its split, then its items and media staged as tars for the commit."""
     result = step.run(in_uri)
-    return result, publish.publish_shard(result.uri, media_uri, staging_dir, remove_media=remove_media)
+    staged = publish.publish_shard(result.uri, media_uri, staging_dir, remove_media, embeddings_uri)
+    return result, staged
 
 
 def decide_duplicates(plan: Plan, shard_uris: list[str]) -> dict:
@@ -243,7 +263,10 @@ def execute(plan: Plan, runner: Runner, dry_run: bool = False, extra: dict | Non
     done = runner.each_shard(
         "split-publish",
         split_and_publish,
-        [(last, r.uri, i.media_uri, staging, remove_media) for r, i in zip(refined, ingested)],
+        [
+            (last, r.uri, i.media_uri, staging, remove_media, plan.embeddings_of(r.shard))
+            for r, i in zip(refined, ingested)
+        ],
         [r.shard for r in refined],
         last.resources(runner.gpus),
         _kept(refined),

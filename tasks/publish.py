@@ -36,7 +36,7 @@ from . import storage
 from .dedupe_index import WITHDRAWN_SCHEMA
 from .recipe import stage_code_digest
 from .redact import redact_columns
-from .schema import DROPPED_TEXT_SCHEMA, REJECT_SCHEMA, SPLITS, scores_dict
+from .schema import DROPPED_TEXT_SCHEMA, EMBEDDING_SCHEMA, REJECT_SCHEMA, SPLITS, scores_dict
 
 INDEX_DROP = ["media_bytes", "sidecars"]
 # what a loader needs beside the media; the rest of the lineage (annotation rows, run) is in index.parquet
@@ -101,11 +101,14 @@ def _file_entry(data: bytes) -> dict:
     return {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
 
 
-def publish_shard(shard_uri: str, media_uri: str, staging_dir: str, remove_media: bool = False) -> dict:
+def publish_shard(
+    shard_uri: str, media_uri: str, staging_dir: str, remove_media: bool = False, embeddings_uri: str | None = None
+) -> dict:
     """Stage this work shard's items as one tar per split, plus its index rows, under `staging_dir`.
 
     `shard_uri` holds the items that reached the split (metadata); `media_uri` their media as clean
-    wrote it, read one batch at a time. Once staged, the media copy can go (`remove_media`).
+    wrote it, read one batch at a time. Once staged, the media copy can go (`remove_media`). With
+    `embeddings_uri` (the score stage's), the published items' embeddings are staged per split too.
     """
     shard = shard_uri.rsplit("/", 1)[-1].removesuffix(".parquet")
     index_uri = storage.join(staging_dir, f"{shard}.index.parquet")
@@ -144,6 +147,8 @@ def publish_shard(shard_uri: str, media_uri: str, staging_dir: str, remove_media
         raise RuntimeError(f"{shard}: {len(by_id) - written} kept items have no media in {media_uri}")
 
     files = {f"{split}/{shard}.tar": out.entry() for split, (_, out) in sorted(writers.items())}
+    if embeddings_uri:
+        files.update(_stage_embeddings(embeddings_uri, by_id, staging_dir, shard))
     index = items.drop_columns(INDEX_DROP)
     index = index.append_column(
         "tar", pc.binary_join_element_wise(index.column("split"), pa.scalar(f"/{shard}.tar"), "")
@@ -155,6 +160,23 @@ def publish_shard(shard_uri: str, media_uri: str, staging_dir: str, remove_media
     if remove_media:
         storage.remove(media_uri)
     return result
+
+
+def _stage_embeddings(uri: str, items: dict[str, dict], staging_dir: str, shard: str) -> dict[str, dict]:
+    """The published items' embeddings, with only the texts they kept, as `<split>/<shard>.embeddings.parquet`."""
+    rows: dict[str, list[dict]] = {}
+    for row in storage.read_parquet(uri).to_pylist():
+        item = items.get(row["sample_id"])
+        if item is None:  # rejected after scoring
+            continue
+        kept = {t["text"] for t in item["texts"]}
+        rows.setdefault(item["split"], []).append({**row, "texts": [t for t in row["texts"] if t["text"] in kept]})
+    files = {}
+    for split, part in sorted(rows.items()):
+        name = f"{split}/{shard}.embeddings.parquet"
+        table = pa.Table.from_pylist(part, schema=EMBEDDING_SCHEMA)
+        files[name] = _write(storage.join(staging_dir, name), storage.parquet_bytes(table))
+    return files
 
 
 def commit_version(

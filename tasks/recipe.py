@@ -141,6 +141,10 @@ class FilterConfig(Strict):
     # rejects (filter:license); empty: any. require_license also rejects items that state none.
     licenses: tuple[str, ...] = ()
     require_license: bool = False
+    # with align.heads: images whose aesthetic score is below (filter:aesthetic), or nsfw score above
+    # (filter:nsfw); null: not judged. These rules run after the models have scored.
+    min_aesthetic: float | None = None
+    max_nsfw: float | None = None
     max_silence_ratio: float = Field(0.9, ge=0, le=1)
     max_clipping_ratio: float = Field(0.01, ge=0, le=1)
     min_sample_rate: int = Field(8000, ge=0)
@@ -211,6 +215,22 @@ class AudioTextConfig(Strict):
         return _model_of_kind(path, ("clap",), "audio_text")
 
 
+class HeadsConfig(Strict):
+    """Small heads over each image's CLIP embedding (image_text's model), their outputs stored as scores
+    `aesthetic` and `nsfw`: a state dict (safetensors, or torch's .pt/.pth) of linear layers applied in
+    order, such as LAION's aesthetic predictor. `filter.min_aesthetic` and `filter.max_nsfw` decide."""
+
+    aesthetic: str | None = None
+    nsfw: str | None = None
+
+    @field_validator("aesthetic", "nsfw")
+    @classmethod
+    def _exists(cls, path: str | None) -> str | None:
+        if path is not None and not Path(path).is_file():
+            raise ValueError(f"no head file at {path}")
+        return path
+
+
 class AlignConfig(Strict):
     require_video_audio: bool = True  # a video without an audio track is rejected
     max_av_drift_s: float = Field(0.25, ge=0)  # |video duration - audio track duration|
@@ -220,11 +240,16 @@ class AlignConfig(Strict):
     audio_text: AudioTextConfig | None = None
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: a GPU where the worker has one
     gpu_share: float = Field(1.0, gt=0, le=1)  # the part of a GPU each scoring worker asks Ray for
+    # publish the models' media and text embeddings (float16) beside each split's index, by sample id
+    keep_embeddings: bool = False
+    heads: HeadsConfig = HeadsConfig()
 
     @model_validator(mode="after")
     def _video_model(self):
         if self.video_text and not self.video_text.model and not self.image_text:
             raise ValueError("align.video_text.model is needed when there is no image_text model to share")
+        if (self.heads.aesthetic or self.heads.nsfw) and not self.image_text:
+            raise ValueError("align.heads score image_text's embeddings: give align.image_text a model")
         return self
 
     @property

@@ -105,6 +105,20 @@ MEDIA_SCHEMA = pa.schema(
     ]
 )
 
+# `align.keep_embeddings`: what the models made of each published item, L2-normalised, float16: its media
+# (an image, a video's frames averaged, a clip) and each of its texts, in the item's order
+EMBEDDING_SCHEMA = pa.schema(
+    [
+        pa.field("sample_id", pa.string(), nullable=False),
+        pa.field("modality", pa.string()),
+        pa.field("model", pa.string()),  # the model folder's name
+        pa.field("media", pa.list_(pa.float16())),
+        pa.field(
+            "texts", pa.list_(pa.struct([pa.field("text", pa.string()), pa.field("embedding", pa.list_(pa.float16()))]))
+        ),
+    ]
+)
+
 REJECT_SCHEMA = pa.schema(
     [
         pa.field("sample_id", pa.string()),

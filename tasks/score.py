@@ -24,17 +24,18 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from . import storage
-from .encoders import AudioTextEncoder, ImageTextEncoder
+from .encoders import AudioTextEncoder, ImageTextEncoder, load_head
 from .media import MediaError
 from .media.audio import mono_at
 from .media.video import frames_spread
 from .recipe import AlignConfig
-from .schema import DROPPED_TEXT_SCHEMA, REJECT_SCHEMA, SAMPLE_SCHEMA, reject_row, with_scores
+from .schema import DROPPED_TEXT_SCHEMA, EMBEDDING_SCHEMA, REJECT_SCHEMA, SAMPLE_SCHEMA, reject_row, with_scores
 from .stage import Stage, StageOutput
 
 
 class ScoreSettings(AlignConfig):
     media_dir: str  # where clean wrote `<shard>.media.parquet`: the bytes a trainer will read
+    embeddings_dir: str | None = None  # with keep_embeddings: where `<shard>.embeddings.parquet` goes
 
 
 class ScoreStage(Stage):
@@ -58,10 +59,18 @@ class ScoreStage(Stage):
         else:
             self.frames = ImageTextEncoder(video, c.device) if video else None
         self.sounds = AudioTextEncoder(c.audio_text.model, c.device) if c.audio_text else None
+        self.heads = {name: load_head(path) for name, path in c.heads.model_dump().items() if path}
         self.media = None
 
     def start_shard(self, shard: str) -> None:
         self.media = MediaFile(storage.join(self.config.media_dir, f"{shard}.media.parquet"))
+        self.vectors: dict[str, tuple[np.ndarray, dict[str, np.ndarray]]] = {}  # this batch's embeddings
+        self.kept_vectors: list[dict] = []  # the shard's, for keep_embeddings
+
+    def finish_shard(self, shard: str) -> None:
+        if self.config.embeddings_dir:
+            uri = storage.join(self.config.embeddings_dir, f"{shard}.embeddings.parquet")
+            storage.write_parquet(uri, pa.Table.from_pylist(self.kept_vectors, schema=EMBEDDING_SCHEMA))
 
     def process(self, batch: pa.Table) -> StageOutput:
         rows = batch.to_pylist()
@@ -78,7 +87,10 @@ class ScoreStage(Stage):
             if items:
                 failed.update(score(items, media))
         scored = {r["sample_id"] for r in todo}
-        kept = [_scored(r) if r["sample_id"] in scored else r for r in rows if r["sample_id"] not in failed]
+        kept = [self._scored(r) if r["sample_id"] in scored else r for r in rows if r["sample_id"] not in failed]
+        if self.config.embeddings_dir:
+            self.kept_vectors += [self._vector_row(r) for r in kept if r["sample_id"] in self.vectors]
+        self.vectors = {}
         rejected = [
             reject_row(r, self.name, "align:unscorable", why) for r in rows if (why := failed.get(r["sample_id"]))
         ]
@@ -147,8 +159,27 @@ class ScoreStage(Stage):
         self._score_texts(encoder, scored, {item["sample_id"]: embeddings[[n]] for n, item in enumerate(scored)})
         return failed
 
-    @staticmethod
-    def _score_texts(encoder, items: list[dict], media_embeddings: dict[str, np.ndarray]) -> None:
+    def _scored(self, item: dict) -> dict:
+        texts = sorted(item["texts"], key=lambda t: -t["align_score"])  # best first: the tar's .txt member
+        scores = {"align_max": texts[0]["align_score"]}
+        if item["modality"] == "image":  # the heads read the image's CLIP embedding
+            media = self.vectors[item["sample_id"]][0][None, :]
+            scores.update({name: float(head(media)[0]) for name, head in self.heads.items()})
+        return {**with_scores(item, **scores), "texts": texts}
+
+    def _vector_row(self, item: dict) -> dict:
+        media, texts = self.vectors[item["sample_id"]]
+        part = {"image": self.config.image_text, "video": self.config.video_text, "audio": self.config.audio_text}
+        model = self.config.video_model if item["modality"] == "video" else part[item["modality"]].model
+        return {
+            "sample_id": item["sample_id"],
+            "modality": item["modality"],
+            "model": model.rstrip("/").rsplit("/", 1)[-1],
+            "media": media.astype(np.float16),
+            "texts": [{"text": t["text"], "embedding": texts[t["text"]].astype(np.float16)} for t in item["texts"]],
+        }
+
+    def _score_texts(self, encoder, items: list[dict], media_embeddings: dict[str, np.ndarray]) -> None:
         texts = [t["text"] for item in items for t in item["texts"]]
         if not texts:
             return
@@ -157,13 +188,12 @@ class ScoreStage(Stage):
         )
         for item in items:
             pictures = media_embeddings[item["sample_id"]]  # (n, d): the mean over them of each cosine
+            by_text = {}
             for text in item["texts"]:
-                text["align_score"] = float((pictures @ next(text_embeddings)).mean())
-
-
-def _scored(item: dict) -> dict:
-    texts = sorted(item["texts"], key=lambda t: -t["align_score"])  # best first: the tar's .txt member
-    return {**with_scores(item, align_max=texts[0]["align_score"]), "texts": texts}
+                by_text[text["text"]] = embedding = next(text_embeddings)
+                text["align_score"] = float((pictures @ embedding).mean())
+            mean = pictures.mean(axis=0)  # a video's frames averaged: the clip's embedding
+            self.vectors[item["sample_id"]] = (mean / max(float(np.linalg.norm(mean)), 1e-12), by_text)
 
 
 def _chunks(pairs: Iterator[tuple], size: int) -> Iterator[tuple[tuple, tuple]]:

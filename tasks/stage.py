@@ -52,6 +52,9 @@ class Stage:
     def start_shard(self, shard: str) -> None:
         """Before a shard's first batch: for a stage that keeps something per shard (collect's downloads)."""
 
+    def finish_shard(self, shard: str) -> None:
+        """After a shard's last batch, before its outputs are committed (the score stage's embeddings)."""
+
     def process(self, batch: pa.Table) -> StageOutput:
         raise NotImplementedError
 

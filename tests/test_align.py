@@ -160,7 +160,8 @@ def test_scores_equal_open_clips_own_on_the_published_files(tmp_path, clip_dir):
     import torch
 
     manifest, _ = _shapes_corpus(tmp_path / "shapes", n=8)
-    layout, _ = build_locally(_recipe(manifest, image_text={"model": clip_dir}), str(tmp_path / "out"), "p")
+    recipe = _recipe(manifest, image_text={"model": clip_dir}, keep_embeddings=True)
+    layout, built = build_locally(recipe, str(tmp_path / "out"), "p")
     model, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{clip_dir}")
     tokenizer = open_clip.get_tokenizer(f"local-dir:{clip_dir}")
     members = _members(layout.version)
@@ -175,6 +176,20 @@ def test_scores_equal_open_clips_own_on_the_published_files(tmp_path, clip_dir):
         assert json.loads(members[item["key"]]["json"])["texts"][0]["align_score"] == pytest.approx(expected[0], 1e-4)
         checked += len(expected)
     assert checked >= 8
+
+    # the embeddings beside each split's index: every published item, its kept texts, in their order
+    files = [f for f in built["manifest"]["files"] if f.endswith(".embeddings.parquet")]
+    assert files and all(f.split("/")[0] in built["manifest"]["splits"] for f in files)
+    vectors = {r["sample_id"]: r for f in files for r in pq.read_table(f"{layout.version}/{f}").to_pylist()}
+    items = {item["sample_id"]: item for item in _index(layout.version)}
+    assert vectors.keys() == items.keys()
+    for sample_id, row in vectors.items():
+        assert row["model"] == "tiny-clip" and row["modality"] == "image"
+        assert [t["text"] for t in row["texts"]] == [t["text"] for t in items[sample_id]["texts"]]
+        media = np.array(row["media"], dtype=np.float32)
+        for text, published in zip(row["texts"], items[sample_id]["texts"]):
+            cosine = float(media @ np.array(text["embedding"], dtype=np.float32))
+            assert cosine == pytest.approx(published["align_score"], abs=5e-3)  # float16 vectors
 
 
 @pytest.fixture(scope="module")
@@ -325,3 +340,62 @@ def pa_table(rows: list[dict], schema):
     import pyarrow as pa
 
     return pa.Table.from_pylist(rows, schema=schema)
+
+
+def test_heads_over_the_image_embedding_score_and_the_filter_decides(tmp_path, clip_dir, threshold):
+    """Two tiny heads the test saves: `aesthetic` is minus the direction of "a green triangle", `nsfw` the
+    direction of "a blue square" (a linear layer each). Green triangles fall below min_aesthetic, blue
+    squares above max_nsfw; red circles stay, with both scores."""
+    import torch
+    from safetensors.torch import save_file
+
+    encoder = ImageTextEncoder(clip_dir, "cpu")
+    directions = encoder.encode_texts(["a green triangle", "a blue square"])
+    save_file(
+        {"0.weight": torch.from_numpy(-directions[:1]), "0.bias": torch.zeros(1)}, str(tmp_path / "a.safetensors")
+    )
+    torch.save(
+        {"layers.0.weight": torch.from_numpy(directions[1:]), "layers.0.bias": torch.zeros(1)}, tmp_path / "n.pt"
+    )
+
+    rng, rows, folder = random.Random(11), [], tmp_path / "shapes"
+    kinds = ["a red circle", "a green triangle", "a blue square"]
+    for i in range(9):
+        out = io.BytesIO()
+        shape_picture(kinds[i % 3], rng).save(out, format="JPEG", quality=95)
+        storage.write_bytes(str(folder / f"s{i}.jpg"), out.getvalue())
+        rows.append({"media": f"s{i}.jpg", "modality": "image", "text": f"picture number {i}"})
+    (folder / "captions.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    recipe = Recipe.model_validate(
+        {
+            "name": "heads",
+            "source": make_source(name="s", kind="manifest", uri=str(folder / "captions.jsonl")),
+            "dedupe": DISTINCT,
+            "filter": {"min_aesthetic": -threshold, "max_nsfw": threshold},
+            "align": {
+                "image_text": {"model": clip_dir},
+                "heads": {"aesthetic": str(tmp_path / "a.safetensors"), "nsfw": str(tmp_path / "n.pt")},
+            },
+        }
+    )
+    layout, built = build_locally(recipe, str(tmp_path / "out"), "p")
+    assert [line["stage"] for line in built["funnel"]][4:7] == ["score", "filter", "align"]  # filter after heads
+    rejects = {
+        r["source_uri"].rsplit("/", 1)[-1]: r["reason"]
+        for r in pq.read_table(f"{layout.version}/rejects.parquet").to_pylist()
+    }
+    assert rejects == {f"s{i}.jpg": "filter:aesthetic" if i % 3 == 1 else "filter:nsfw" for i in range(9) if i % 3}
+    for item in _index(layout.version):
+        scores = {s["name"]: s["value"] for s in item["scores"]}
+        assert scores["aesthetic"] >= -threshold and scores["nsfw"] <= threshold
+    assert {i["source_uri"].rsplit("/", 1)[-1] for i in _index(layout.version)} == {"s0.jpg", "s3.jpg", "s6.jpg"}
+
+
+def test_heads_need_a_file_and_an_image_model(tmp_path, clip_dir):
+    source = {"name": "s", "kind": "manifest", "uri": "x"}
+    missing = {"image_text": {"model": clip_dir}, "heads": {"nsfw": str(tmp_path / "no")}}
+    with pytest.raises(ValueError, match="no head file at"):
+        Recipe.model_validate({"name": "t", "source": source, "align": missing})
+    alone = {"heads": {"nsfw": clip_dir + "/open_clip_config.json"}}
+    with pytest.raises(ValueError, match="align.heads score image_text's embeddings"):
+        Recipe.model_validate({"name": "t", "source": source, "align": alone})
