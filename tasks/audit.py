@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 
 from . import storage
-from .registry import stage_class
+from .engine import load_stage, shard_name
 from .rules import RuleStage
 from .schema import SAMPLE_SCHEMA
 from .stage import Reject
@@ -28,10 +28,9 @@ PREDICTION_SCHEMA = pa.schema([("sample_id", pa.string()), ("source", pa.string(
 
 def audit_shard(shard_uri: str, stages: tuple[tuple[str, dict], ...], out_uri: str) -> str:
     """Judge the shard with `stages` (the build's stages from the dedupe decision to the split)."""
-    workers = [stage_class(name)(**settings) for name, settings in stages]
+    workers = [load_stage(name, settings) for name, settings in stages]  # set up once per process, as in a build
     for worker in workers:
-        worker.setup()
-        worker.start_shard(shard_uri.rsplit("/", 1)[-1].removesuffix(".parquet"))
+        worker.start_shard(shard_name(shard_uri))
     table = storage.read_parquet(shard_uri)
     live = table.select([c for c in table.column_names if c not in COLUMNS_NOT_READ]).to_pylist()
     out: list[dict] = []  # rows the build drops, still judged by later rules so that each rule counts alone
