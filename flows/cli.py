@@ -220,7 +220,7 @@ def print_dry_run(result: dict) -> None:
     print("\nScores (10 equal bins from min to max):")
     for name, h in report["histograms"].items():
         if h["min"] == h["max"]:
-            print(f"  {name:<16}all {h['min']:.3g}, n={sum(h['counts'])}")
+            print(f"  {name:<22}all {h['min']:.3g}, n={sum(h['counts'])}")
         else:
             print(f"  {name:<22}{h['min']:>10.3g} {histogram_line(h['counts'])} {h['max']:<10.3g} n={sum(h['counts'])}")
     print("\nDry run: nothing was published.")
