@@ -399,3 +399,24 @@ def test_heads_need_a_file_and_an_image_model(tmp_path, clip_dir):
     alone = {"heads": {"nsfw": clip_dir + "/open_clip_config.json"}}
     with pytest.raises(ValueError, match="align.heads score image_text's embeddings"):
         Recipe.model_validate({"name": "t", "source": source, "align": alone})
+
+
+def test_the_scoring_step_asks_for_a_gpu_where_the_cluster_has_one(tmp_path, clip_dir):
+    from tasks.pipeline import Plan
+
+    def score_step(**align):
+        recipe = _recipe(str(tmp_path / "x.jsonl"), image_text={"model": clip_dir}, **align)
+        plan = Plan(recipe, storage.Layout(str(tmp_path), "shapes", "p", "key"))
+        assert [name for name, _ in plan.refine("d").stages] == ["dedupe", "filter"]
+        return plan.score(), plan.ingest()
+
+    step, ingest = score_step()
+    assert [name for name, _ in step.stages] == ["score", "align"]
+    assert step.resources(gpus=0) == {"num_cpus": 1} and ingest.resources(gpus=4) == {"num_cpus": 1}
+    assert step.resources(gpus=2) == {"num_cpus": 1, "num_gpus": 1.0}
+    shared, _ = score_step(gpu_share=0.25)
+    assert shared.resources(gpus=1) == {"num_cpus": 1, "num_gpus": 0.25}
+    forced, _ = score_step(device="cuda")
+    assert forced.resources(gpus=0)["num_gpus"] == 1.0  # the runner refuses it on a cluster with none
+    cpu, _ = score_step(device="cpu")
+    assert cpu.resources(gpus=8) == {"num_cpus": 1}
