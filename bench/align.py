@@ -4,8 +4,9 @@
 open_clip's ViT-B-32 architecture at random weights (the compute of the real model; no weights can be
 fetched here), saved as a local-dir checkpoint and loaded as a recipe's `align.image_text.model` would be.
 N photographs (default 5,000) of COCO's size, cropped from scikit-image's photographs (bench/clean.py).
-- limit:  the model's batched forward pass alone at the same batch size: `encode_image` on tensors already
-          preprocessed and `encode_text` on the captions (one per photograph), as scoring needs both towers.
+- limit:  the model's batched forward pass alone at the same batch sizes: `encode_image` on tensors already
+          preprocessed (--batch-size) and `encode_text` on the captions (one per photograph, 256 at a time as
+          the stage sends them), as scoring needs both towers.
 - mmetl:  the score stage (tasks/score.py) over a shard of the JPEGs as clean publishes them, batch by
           batch as the engine hands them over: reading the media file, decoding, the model's preprocessing
           (on a thread, overlapped with inference), the image and text forward passes, the cosines.
@@ -78,8 +79,12 @@ def run_limit(model_dir: Path, images: list[bytes], batch_size: int) -> float:
     started = time.perf_counter()
     for i in range(0, len(tensors), batch_size):
         encoder.encode_images(torch.stack(tensors[i : i + batch_size]))
-        encoder.encode_texts(captions[i : i + batch_size])
+    for i in range(0, len(captions), TEXT_BATCH):
+        encoder.encode_texts(captions[i : i + TEXT_BATCH])
     return len(tensors) / (time.perf_counter() - started)
+
+
+TEXT_BATCH = 256  # texts per forward pass, as the score stage sends them
 
 
 def caption(i: int) -> str:
