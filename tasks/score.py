@@ -14,7 +14,6 @@ model cannot take (an image its preprocessing refuses) is rejected `align:unscor
 from __future__ import annotations
 
 import io
-import json
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -247,4 +246,4 @@ def report(settings: AlignConfig) -> dict:
             continue
         model = settings.video_model if name == "video_text" else part.model
         out[name] = {"model": identity(model), "min_score": part.min_score}
-    return json.loads(json.dumps(out))
+    return out

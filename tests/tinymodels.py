@@ -101,6 +101,20 @@ def word_tokenizer(folder: Path, words: list[str], max_length: int):
 WORDS = "a an the red green blue yellow circle square triangle dog barks bird sings tone rises falls of".split()
 
 
+def text_tower(max_positions: int, **extra) -> dict:
+    """A two-layer, 32-wide text transformer over WORDS (and the tokenizer's four special tokens)."""
+    return {
+        "vocab_size": len(WORDS) + 8,
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "max_position_embeddings": max_positions,
+        "pad_token_id": 0,
+        **extra,
+    }
+
+
 def transformers_clip(folder: Path, seed: int = 0) -> Path:
     """A random tiny transformers CLIP folder: config, weights, image processor, tokenizer."""
     import torch
@@ -108,17 +122,7 @@ def transformers_clip(folder: Path, seed: int = 0) -> Path:
 
     torch.manual_seed(seed)
     config = CLIPConfig(
-        text_config={
-            "vocab_size": len(WORDS) + 8,
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 2,
-            "max_position_embeddings": 16,
-            "bos_token_id": 2,
-            "eos_token_id": 3,
-            "pad_token_id": 0,
-        },
+        text_config=text_tower(16, bos_token_id=2, eos_token_id=3),
         vision_config={
             "image_size": 32,
             "patch_size": 8,
@@ -142,16 +146,7 @@ def transformers_clap(folder: Path, seed: int = 0) -> Path:
 
     torch.manual_seed(seed)
     config = ClapConfig(
-        text_config={
-            "vocab_size": len(WORDS) + 8,
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 2,
-            "max_position_embeddings": 24,
-            "pad_token_id": 0,
-            "type_vocab_size": 1,
-        },
+        text_config=text_tower(24, type_vocab_size=1),
         audio_config={
             "spec_size": 64,
             "num_mel_bins": 16,
