@@ -12,9 +12,10 @@ export NO_ALBUMENTATIONS_UPDATE := 1
 
 .PHONY: demo test test-fast lint ui bench clean system
 
-# Debian packages: Chromaprint's library (audio fingerprints), and for tests and benchmarks real speech
-# recordings (Asterisk's prompts). Skipped when already there.
-SYSTEM_PACKAGES := libchromaprint1 asterisk-core-sounds-en-wav
+# Debian packages: Chromaprint's library (audio fingerprints); for tests and benchmarks real speech
+# recordings (Asterisk's prompts), and FFmpeg's libraries for torchcodec (Hugging Face datasets decodes
+# the published audio and video with it). Skipped when already there.
+SYSTEM_PACKAGES := libchromaprint1 asterisk-core-sounds-en-wav ffmpeg
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 system:
 	@dpkg -s $(SYSTEM_PACKAGES) >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && \

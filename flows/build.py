@@ -87,8 +87,9 @@ class PrefectRayRunner:
 
 
 def _items_in(result) -> int:
-    """Items a finished shard took in, for the progress bar: a step's result, or (step result, staged)."""
-    result = result[0] if isinstance(result, tuple) else result
+    """Items a finished shard took in, for the progress bar: a step's result, or a written tar's."""
+    if isinstance(result, dict):
+        return result.get("n", 0)
     return result.stages[0].n_in if hasattr(result, "stages") else 0
 
 

@@ -28,7 +28,7 @@ from .media.kinds import SIGNATURE_COLUMNS
 from .schema import SAMPLE_SCHEMA
 
 ITEM_SCHEMA = pa.schema(
-    [(name, pa.string()) for name in ["sample_id", "partition", "modality", "sha256"]]
+    [(name, pa.string()) for name in ["sample_id", "partition", "modality", "sha256", "group_id", "split"]]
     + [SAMPLE_SCHEMA.field(name) for name in SIGNATURE_COLUMNS]  # what each media kind's dedupe compares
     + [("withdrawn_by", pa.string())]
 )
@@ -47,12 +47,26 @@ class PublishedIndex:
             return {"generation": 0, "parts": []}
         return storage.read_json(storage.join(self.folder, generations[-1].rsplit("/", 1)[-1]))
 
+    def all_items(self) -> pa.Table:
+        parts = [_conform(storage.read_parquet(storage.join(self.folder, p))) for p in self.current()["parts"]]
+        return pa.concat_tables(parts) if parts else ITEM_SCHEMA.empty_table()
+
+    def group_splits(self) -> dict[str, str]:
+        """The split each published group is in, for good (tasks/split.py): where its earliest
+        partition published it, withdrawn items included (their versions still hold them)."""
+        table = self.all_items()
+        table = (
+            table.filter(pc.is_valid(table.column("split")))
+            .select(["group_id", "split", "partition"])
+            .sort_by([("partition", "descending")])
+        )
+        return dict(zip(table.column("group_id").to_pylist(), table.column("split").to_pylist()))
+
     def items(self, except_partition: str) -> pa.Table:
         """Every published item of the other partitions that no backfill has withdrawn."""
-        parts = [_conform(storage.read_parquet(storage.join(self.folder, p))) for p in self.current()["parts"]]
-        if not parts:
-            return ITEM_SCHEMA.empty_table()
-        table = pa.concat_tables(parts)
+        table = self.all_items()
+        if table.num_rows == 0:
+            return table
         # one file in two partitions has one sample_id: an item is (partition, sample_id)
         keys = pc.binary_join_element_wise(table.column("partition"), table.column("sample_id"), "/")
         withdrawn = keys.filter(pc.is_valid(table.column("withdrawn_by")))

@@ -1,7 +1,7 @@
 """The build as data: one plan from a recipe, one order of steps, two runners.
 
     plan ─▶ [collect + clean] ─▶ dedupe decision ─▶ [dedupe + filter + align] ─▶ split decision
-         ─▶ [split + publish] ─▶ commit
+         ─▶ [split] ─▶ tar plan ─▶ [one tar] ─▶ leakage guard ─▶ commit
 
 With alignment models in the recipe, scoring is a step of its own (its workers ask for GPUs where the
 cluster has them): [dedupe + filter] ─▶ [score + align].
@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel
 
-from . import audit, collect, dedupe, dedupe_index, engine, publish, split, storage
+from . import audit, collect, dedupe, dedupe_index, engine, leakage, publish, split, storage, tars
 from .clean import CleanSettings
 from .collect import CollectConfig
 from .dedupe import ApplyDecision
@@ -135,6 +135,9 @@ class Plan:
         return f"{self.layout.partition}-{self.layout.build_key}"
 
 
+CPU = {"num_cpus": 1}  # what a unit of publishing work asks of a worker
+
+
 class Runner(Protocol):
     """Where the pieces of a build run."""
 
@@ -159,13 +162,10 @@ def run_step(step: Step, in_uri: str) -> engine.StepResult:
     return step.run(in_uri)
 
 
-def split_and_publish(
-    step: Step, in_uri: str, media_uri: str, staging_dir: str, remove_media: bool, embeddings_uri: str | None
-):
-    """The last step of a shard: its split, then its items and media staged as tars for the commit."""
-    result = step.run(in_uri)
-    staged = publish.publish_shard(result.uri, media_uri, staging_dir, remove_media, embeddings_uri)
-    return result, staged
+def assign_splits(plan: Plan, shard_uris: list[str]) -> dict:
+    """Every group's split: the one a published version gave it, or a new stratified draw (tasks/split.py)."""
+    published = dedupe_index.PublishedIndex(plan.layout.root, plan.layout.dataset).group_splits()
+    return split.assign_splits(shard_uris, plan.recipe.split, plan.work("split-assignment.parquet"), published)
 
 
 def decide_duplicates(plan: Plan, shard_uris: list[str]) -> dict:
@@ -177,21 +177,23 @@ def decide_duplicates(plan: Plan, shard_uris: list[str]) -> dict:
     )
 
 
-def commit(plan: Plan, published, reject_uris, dropped_text_uris, funnel, decision: dict, extra: dict) -> dict:
+def commit(plan: Plan, staged, reject_uris, dropped_text_uris, funnel, decision: dict, members: dict, extra) -> dict:
     align = plan.recipe.align
     manifest = publish.commit_version(
         plan.layout,
-        published,
+        staged,
         reject_uris,
         dropped_text_uris,
         funnel,
-        plan.recipe.model_dump(mode="json"),
+        plan.recipe,
         extra=extra,
         withdrawn_uri=decision["withdrawn_uri"],
         dedupe_report=dedupe.report(decision),
         align_report=report(align) if align.scoring else None,
+        tar_members=members,
     )
-    dedupe_index.index_version(plan.layout, manifest)
+    dedupe_index.index_version(plan.layout, manifest)  # the version's groups keep their splits from now on
+    publish.point_latest(plan.layout)
     if not plan.recipe.keep_work:
         publish.discard_work(plan.layout)
     return manifest
@@ -251,41 +253,44 @@ def execute(plan: Plan, runner: Runner, dry_run: bool = False, extra: dict | Non
     if score := plan.score():
         steps.append(_each_step(runner, score, [r.uri for r in refined], _kept(refined)))
     refined = steps[-1]
-    assignment = runner.decide(
-        "assign-splits",
-        split.assign_splits,
-        [r.uri for r in refined],
-        recipe.split,
-        plan.work("split-assignment.parquet"),
-    )
-    last = plan.split(assignment["uri"])
-    staging, remove_media = layout.step_dir("publish"), not recipe.keep_work
-    done = runner.each_shard(
-        "split-publish",
-        split_and_publish,
-        [
-            (last, r.uri, i.media_uri, staging, remove_media, plan.embeddings_of(r.shard))
-            for r, i in zip(refined, ingested)
-        ],
-        [r.shard for r in refined],
-        last.resources(runner.gpus),
-        _kept(refined),
-    )
-    split_results, published = [r for r, _ in done], [p for _, p in done]
+    assignment = runner.decide("assign-splits", assign_splits, plan, [r.uri for r in refined])
+    if assignment.get("returning"):
+        runner.log(f"{assignment['returning']} of {assignment['groups']} groups keep the split a version gave them")
+    split_results = _each_step(runner, plan.split(assignment["uri"]), [r.uri for r in refined], _kept(refined))
     steps.append(split_results)
+    staged = []
+    if plan.embeddings_dir:
+        staged += runner.each_shard(
+            "stage-embeddings", publish.stage_embeddings,
+            [(r.uri, plan.embeddings_of(r.shard), layout.step_dir("publish")) for r in split_results],
+            [r.shard for r in split_results], CPU, None,
+        )  # fmt: skip
+    sources = [(r.uri, i.media_uri) for r, i in zip(split_results, ingested)]
+    cut = runner.decide("plan-tars", tars.plan_tars, sources, recipe.publish, layout.step_dir("tars"))
+    written = runner.each_shard(
+        "write-tars", tars.write_tar,
+        [(t, cut["dir"], sources, layout.step_dir("publish")) for t in cut["tars"]],
+        [t["name"].removesuffix(".tar").replace("/", "-") for t in cut["tars"]], CPU, _kept(split_results),
+    )  # fmt: skip
     funnel += [line for results in steps for line in engine.summarize(results)]
-    runner.report(funnel[-1])
+    runner.decide(
+        "check-leakage", leakage.check_leakage, layout, [w["index_uri"] for w in written], recipe.dedupe,
+        decision["withdrawn_uri"],
+    )  # fmt: skip
     manifest = runner.decide(
         "commit-version",
         commit,
         plan,
-        published,
+        written + staged,
         [collected["rejects_uri"]] + [r.rejects_uri for results in steps for r in results],
         [r.dropped_texts_uri for results in steps for r in results],
         funnel,
         decision,
+        cut["members"],
         extra or {},
     )
+    for stratum in manifest.get("strata_off_target", []):
+        runner.log(f"stratum {stratum} is more than 2 points off its split shares (see the data card)")
     return {"version": layout.version, "manifest": manifest, "funnel": funnel, "skipped": False}
 
 

@@ -1,30 +1,30 @@
 """Publish: an immutable dataset version that training code loads without mmetl.
 
-    versions/<partition>/
-      train/ val/ test/     <shard>.tar: WebDataset members per item: <key>.<jpg|flac|mp4|mkv|avi> (the
-                            media, once), <key>.json (metadata and all texts), <key>.txt (the first text)
-                            index.parquet: one row per item, every Sample column but the bytes, with
-                            the `texts` list, plus tar + key
-      rejects.parquet       every dropped item of every stage, with its reason
-      dropped_texts.parquet every text removed from an item that stayed, with its reason
-      stats.json            counts per split and modality, texts, bytes, hours, and the funnel
-      manifest.json         written last: the version exists once it does
+    {dataset}/latest          the newest partition's version folder, e.g. `versions/2026-11-28`
+    {dataset}/versions/<partition>/
+      README.md               the data card: Hugging Face front matter (one config per modality), sources
+                              and licenses, the funnel, splits x modality x source, plots (tasks/card.py)
+      plots/*.png             the card's plots
+      croissant.json          Croissant metadata: the tars, the media in them, the index (tasks/croissant.py)
+      train/ val/ test/       {modality}-{n:06d}.tar: WebDataset shards cut by size (tasks/tars.py)
+                              index.parquet: one row per item, every Sample column but the bytes, with
+                              the `texts` list, plus tar + key
+      rejects.parquet         every dropped item of every stage, with its reason
+      dropped_texts.parquet   every text removed from an item that stayed, with its reason
+      withdrawn.parquet       items of newer partitions this (older, backfilled) one withdraws
+      stats.json              counts per split and modality, shares per stratum, hours, the funnel
+      manifest.json           written last: the version exists once it does
 
-Tars stream straight from the media clean wrote (one batch in memory at a time) and are
-byte-for-byte deterministic (members in shard order, fixed mtime/owner), so the same build gives
-the same files on a local disk and on S3. They are staged in the build's work folder and moved into
-the version only by `commit_version`, which refuses a version that another build already owns: a
-published version is never touched again. The manifest lists every file with its size and sha256.
+Tars are staged in the build's work folder and moved into the version only by `commit_version`, which
+refuses a version that another build already owns: a published version is never touched again. The
+manifest lists every file with its size and sha256 (tars with their item counts).
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import importlib.metadata
-import io
 import json
-import tarfile
 from collections import Counter, defaultdict
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
@@ -32,140 +32,27 @@ from urllib.parse import urlsplit
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from . import storage
+from . import card, croissant, engine, storage
 from .dedupe_index import WITHDRAWN_SCHEMA
-from .recipe import stage_code_digest
+from .recipe import Recipe, stage_code_digest
 from .redact import redact_columns
-from .schema import DROPPED_TEXT_SCHEMA, EMBEDDING_SCHEMA, REJECT_SCHEMA, SPLITS, scores_dict
-
-INDEX_DROP = ["media_bytes", "sidecars"]
-# what a loader needs beside the media; the rest of the lineage (annotation rows, run) is in index.parquet
-MEMBER_META = [
-    "sample_id",
-    "group_id",
-    "source",
-    "modality",
-    "media_size",
-    "width",
-    "height",
-    "duration_s",
-    "sample_rate",
-    "channels",
-    "fps",
-    "num_frames",
-    "video_codec",
-    "audio_codec",
-    "audio_duration_s",
-    "sha256",
-    "phash",
-    "split",
-    "source_uri",
-]
-MEMBER_TEXT = ["text", "kind", "source", "lang", "flags", "align_score"]
-MEDIA_READ_ROWS = 16  # rows per read from the media file; memory is bounded by its row groups (one batch)
+from .schema import DROPPED_TEXT_SCHEMA, EMBEDDING_SCHEMA, REJECT_SCHEMA, SPLITS
+from .split import shares_by_stratum
 
 
-class _HashingWriter:
-    """Counts and hashes what passes through, so a streamed file's manifest entry needs no re-read."""
-
-    def __init__(self, f):
-        self.f, self.size, self.sha = f, 0, hashlib.sha256()
-
-    def write(self, data) -> int:
-        self.size += len(data)
-        self.sha.update(data)
-        return self.f.write(data)
-
-    def entry(self) -> dict:
-        return {"bytes": self.size, "sha256": self.sha.hexdigest()}
-
-
-def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
-    info = tarfile.TarInfo(name)
-    info.size, info.mtime, info.mode = len(data), 0, 0o644
-    tar.addfile(info, io.BytesIO(data))
-
-
-def member_json(row: dict) -> bytes:
-    meta = {k: row[k] for k in MEMBER_META if row.get(k) is not None}
-    # a text's counts and language probability, and its unset fields, are left out (index.parquet has
-    # them all): the JSON stays within a tar block or two beside the media
-    meta["texts"] = [{k: t[k] for k in MEMBER_TEXT if t.get(k) not in (None, [])} for t in row["texts"]]
-    meta["scores"] = scores_dict(row)
-    if row.get("features"):
-        meta["features"] = json.loads(row["features"])
-    return json.dumps(meta, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
-
-
-def _file_entry(data: bytes) -> dict:
-    return {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
-
-
-def publish_shard(
-    shard_uri: str, media_uri: str, staging_dir: str, remove_media: bool = False, embeddings_uri: str | None = None
-) -> dict:
-    """Stage this work shard's items as one tar per split, plus its index rows, under `staging_dir`.
-
-    `shard_uri` holds the items that reached the split (metadata); `media_uri` their media as clean
-    wrote it, read one batch at a time. Once staged, the media copy can go (`remove_media`). With
-    `embeddings_uri` (the score stage's), the published items' embeddings are staged per split too.
-    """
-    shard = shard_uri.rsplit("/", 1)[-1].removesuffix(".parquet")
-    index_uri = storage.join(staging_dir, f"{shard}.index.parquet")
-    marker = storage.join(staging_dir, f"{shard}.json")
+def stage_embeddings(items_uri: str, embeddings_uri: str, staging_dir: str) -> dict:
+    """The published items' embeddings, with only the texts they kept, staged per split as
+    `<split>/<shard>.embeddings.parquet`."""
+    shard = engine.shard_name(items_uri)
+    marker = storage.join(staging_dir, f"{shard}.embeddings.json")
     if storage.exists(marker):
         return storage.read_json(marker)
-    # no token of a source URL in what is published (group ids name the media they group)
-    items = redact_columns(storage.read_parquet(shard_uri), texts=("group_id",))
-    by_id = {row["sample_id"]: row for row in items.to_pylist()}
-    writers: dict[str, tuple[tarfile.TarFile, _HashingWriter]] = {}
-    written = 0
-    with contextlib.ExitStack() as stack:
-        for batch in storage.iter_parquet_batches(media_uri, MEDIA_READ_ROWS):
-            columns = [batch.column(c).to_pylist() for c in ("sample_id", "media_bytes", "sidecars")]
-            for sample_id, data, sidecars in zip(*columns):
-                row = by_id.get(sample_id)
-                if row is None:  # dropped after clean
-                    continue
-                split = row["split"]
-                if split not in writers:
-                    out = _HashingWriter(
-                        stack.enter_context(storage.open_output(storage.join(staging_dir, f"{split}/{shard}.tar")))
-                    )
-                    tar = stack.enter_context(tarfile.open(fileobj=out, mode="w|", format=tarfile.USTAR_FORMAT))
-                    writers[split] = (tar, out)
-                tar = writers[split][0]
-                _add(tar, f"{sample_id}.{row['media_ext']}", data)
-                for sidecar in sidecars or []:
-                    _add(tar, f"{sample_id}.{sidecar['name']}", sidecar["data"])
-                _add(tar, f"{sample_id}.json", member_json(row))
-                _add(tar, f"{sample_id}.txt", row["texts"][0]["text"].encode())
-                written += 1
-        for tar, _ in writers.values():
-            tar.close()  # ends the archive before its file is committed
-    if written != len(by_id):
-        raise RuntimeError(f"{shard}: {len(by_id) - written} kept items have no media in {media_uri}")
-
-    files = {f"{split}/{shard}.tar": out.entry() for split, (_, out) in sorted(writers.items())}
-    if embeddings_uri:
-        files.update(_stage_embeddings(embeddings_uri, by_id, staging_dir, shard))
-    index = items.drop_columns(INDEX_DROP)
-    index = index.append_column(
-        "tar", pc.binary_join_element_wise(index.column("split"), pa.scalar(f"/{shard}.tar"), "")
-    )
-    index = index.append_column("key", index.column("sample_id"))
-    storage.write_parquet(index_uri, index)
-    result = {"shard": shard, "staging_dir": staging_dir, "index_uri": index_uri, "files": files, "n": items.num_rows}
-    storage.write_json(marker, result)
-    if remove_media:
-        storage.remove(media_uri)
-    return result
-
-
-def _stage_embeddings(uri: str, items: dict[str, dict], staging_dir: str, shard: str) -> dict[str, dict]:
-    """The published items' embeddings, with only the texts they kept, as `<split>/<shard>.embeddings.parquet`."""
+    items = {
+        row["sample_id"]: row
+        for row in storage.read_parquet(items_uri, columns=["sample_id", "split", "texts"]).to_pylist()
+    }
     rows: dict[str, list[dict]] = {}
-    for row in storage.read_parquet(uri).to_pylist():
+    for row in storage.read_parquet(embeddings_uri).to_pylist():
         item = items.get(row["sample_id"])
         if item is None:  # rejected after scoring
             continue
@@ -176,22 +63,27 @@ def _stage_embeddings(uri: str, items: dict[str, dict], staging_dir: str, shard:
         name = f"{split}/{shard}.embeddings.parquet"
         table = pa.Table.from_pylist(part, schema=EMBEDDING_SCHEMA)
         files[name] = _write(storage.join(staging_dir, name), storage.parquet_bytes(table))
-    return files
+    result = {"staging_dir": staging_dir, "files": files}
+    storage.write_json(marker, result)
+    return result
 
 
 def commit_version(
     layout: storage.Layout,
-    published: list[dict],
+    staged: list[dict],
     reject_uris: list[str],
     dropped_text_uris: list[str],
     funnel: list[dict],
-    recipe: dict,
+    recipe: Recipe,
     extra: dict | None = None,
     withdrawn_uri: str | None = None,
     dedupe_report: dict | None = None,
     align_report: dict | None = None,
+    tar_members: dict[str, list[str]] | None = None,
 ) -> dict:
-    """Move the staged tars in, write the indexes, rejects and stats, and commit with the manifest, last.
+    """Move the staged tars in; write the indexes, rejects, stats, data card and Croissant metadata; and
+    commit with the manifest, last. `staged`: what `tars.write_tar` (and `stage_embeddings`) staged;
+    `tar_members`: the member suffixes of each modality's tars (tars.plan_tars).
 
     Safe to rerun after a crash at any point: a tar already moved is not moved again.
     """
@@ -201,13 +93,13 @@ def commit_version(
     claim_version(layout)
     version = layout.version
     files = {}
-    for p in published:
+    for p in staged:
         for name, entry in p["files"].items():
-            staged = storage.join(p["staging_dir"], name)
-            if storage.exists(staged):
-                storage.move(staged, storage.join(version, name))
+            moved = storage.join(p["staging_dir"], name)
+            if storage.exists(moved):
+                storage.move(moved, storage.join(version, name))
             files[name] = entry
-    indexes = [storage.read_parquet(p["index_uri"]) for p in published]
+    indexes = [storage.read_parquet(p["index_uri"]) for p in staged if p.get("index_uri")]
     index = pa.concat_tables(indexes) if indexes else None
     splits = {}
     for split in SPLITS:
@@ -241,8 +133,12 @@ def commit_version(
     withdrawn = storage.read_parquet(withdrawn_uri) if withdrawn_uri else WITHDRAWN_SCHEMA.empty_table()
     files["withdrawn.parquet"] = _write(storage.join(version, "withdrawn.parquet"), storage.parquet_bytes(withdrawn))
 
+    rows = index.select(["modality", "source", "split"]).to_pylist() if index is not None else []
+    strata = shares_by_stratum(rows, recipe.split)
     stats = {
         "splits": splits,
+        "strata": strata,
+        "strata_off_target": sorted(name for name, s in strata.items() if s["flagged"]),
         "funnel": funnel,
         "rejects_by_reason": _count(rejects.column("reason").to_pylist()),
         "texts_dropped_by_reason": _count(dropped.column("reason").to_pylist()),
@@ -255,26 +151,41 @@ def commit_version(
     files["stats.json"] = _write(
         storage.join(version, "stats.json"), json.dumps(stats, indent=2, sort_keys=True).encode()
     )
+    about = card.Version(layout.dataset, layout.partition, recipe, stats, index, rejects, tar_members or {}, files)
+    for name, data in card.plots(about):
+        files[name] = _write(storage.join(version, name), data)
+    files["README.md"] = _write(storage.join(version, "README.md"), card.readme(about))  # lists the plots
+    files["croissant.json"] = _write(storage.join(version, "croissant.json"), croissant.metadata(about))
     manifest = {
         "dataset": layout.dataset,
         "partition": layout.partition,
         "build_key": layout.build_key,
-        "recipe": recipe,
+        "recipe": recipe.model_dump(mode="json"),
         "splits": splits,
         "samples": sum(s["samples"] for s in splits.values()),
         "texts": sum(s["texts"] for s in splits.values()),
         "rejected": rejects.num_rows,
         "texts_dropped": dropped.num_rows,
         "withdrawn": withdrawn.num_rows,
+        "strata_off_target": stats["strata_off_target"],
         "files": dict(sorted(files.items())),
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "format": "webdataset+parquet/v2",
+        "format": "webdataset+parquet/v3",
         "code": code_identity(),  # with `recipe`: what it takes to build this version again
         **({"align": align_report} if align_report else {}),
         **(extra or {}),
     }
     storage.write_json(layout.version_manifest, manifest)  # the commit point, last
     return manifest
+
+
+def point_latest(layout: storage.Layout) -> None:
+    """`<dataset>/latest` names the newest partition's version (a backfill of an older one leaves it);
+    written after the manifest, so it never names a version that is not whole."""
+    current = storage.read_bytes(layout.latest).decode().strip() if storage.exists(layout.latest) else ""
+    mine = f"versions/{layout.partition}"
+    if current.removeprefix("versions/") <= layout.partition and current != mine:
+        storage.write_bytes(layout.latest, f"{mine}\n".encode())
 
 
 def code_identity() -> dict:
@@ -335,7 +246,7 @@ class VersionExists(RuntimeError):
 
 def _write(uri: str, data: bytes) -> dict:
     storage.write_bytes(uri, data)
-    return _file_entry(data)
+    return {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
 
 
 def check_funnel(funnel: list[dict]) -> None:

@@ -298,12 +298,23 @@ class DedupeConfig(Strict):
 class SplitConfig(Strict):
     ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)  # train, val, test
     salt: str = "mmetl"  # change it to draw a different (still deterministic) split
+    # new groups are dealt out per stratum, so that each modality and source has its own 8:1:1;
+    # []: one stratum over everything
+    stratify: tuple[Literal["modality", "source"], ...] = ("modality", "source")
 
     @model_validator(mode="after")
     def _sum_to_one(self):
         if abs(sum(self.ratios) - 1.0) > 1e-6 or min(self.ratios) < 0:
             raise ValueError(f"split.ratios must be non-negative and sum to 1, got {self.ratios}")
         return self
+
+
+class PublishConfig(Strict):
+    """How a version's tars are cut: per split and modality, across the whole version, each at most
+    this big and this many items (an item bigger than `shard_max_bytes` has a tar of its own)."""
+
+    shard_max_bytes: ByteSize = Field(ByteSize(256 * 2**20), gt=0)
+    shard_max_items: int = Field(10_000, ge=1, le=1_000_000)
 
 
 class LogMelConfig(Strict):
@@ -356,6 +367,7 @@ class Recipe(Strict):
     align: AlignConfig = AlignConfig()
     dedupe: DedupeConfig = DedupeConfig()
     split: SplitConfig = SplitConfig()
+    publish: PublishConfig = PublishConfig()
 
     @model_validator(mode="after")
     def _one_way_to_name_sources(self):

@@ -105,6 +105,32 @@ MEDIA_SCHEMA = pa.schema(
     ]
 )
 
+# The `<key>.json` member of a published tar: what a loader needs beside the media (index.parquet has the
+# rest of the lineage). Each modality's members have the same fields, null where unset, so a reader that
+# infers one schema per set of tars (Hugging Face datasets) sees them all; the card declares them
+# (tasks/card.py). The media facts are those of the modality.
+MEMBER_FACTS = {
+    "image": ("width", "height", "phash"),
+    "audio": ("duration_s", "sample_rate", "channels", "audio_codec"),
+    "video": ("width", "height", "duration_s", "fps", "num_frames", "video_codec", "audio_codec",
+              "audio_duration_s", "sample_rate", "channels"),
+}  # fmt: skip
+MEMBER_TEXT = pa.struct([TEXT.field(n) for n in ("text", "kind", "source", "lang", "flags", "align_score")])
+
+
+def member_schema(modality: str) -> pa.Schema:
+    identity = ["sample_id", "group_id", "source", "modality", "split", "media_ext", "media_size", "sha256"]
+    lineage = ["source_uri", "clip_start_s", "clip_end_s"]
+    return pa.schema(
+        [SAMPLE_SCHEMA.field(n).with_nullable(True) for n in identity + list(MEMBER_FACTS[modality]) + lineage]
+        + [
+            pa.field("texts", pa.list_(MEMBER_TEXT)),
+            pa.field("scores", pa.list_(SCORE)),
+            pa.field("features", pa.string()),  # JSON text: what the sidecar members are
+        ]
+    )
+
+
 # `align.keep_embeddings`: what the models made of each published item, L2-normalised, float16: its media
 # (an image, a video's frames averaged, a clip) and each of its texts, in the item's order
 EMBEDDING_SCHEMA = pa.schema(

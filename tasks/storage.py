@@ -292,6 +292,11 @@ class Layout:
         return join(self.root, self.dataset, "runs")
 
     @property
+    def latest(self) -> str:
+        """Names the newest partition's version (publish.point_latest)."""
+        return join(self.root, self.dataset, "latest")
+
+    @property
     def version_claim(self) -> str:
         """Taken once, by the first build to publish this partition; see publish.claim_version."""
         return join(self.version, "_claim.json")

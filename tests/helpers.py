@@ -66,6 +66,16 @@ def table(*rows):
     return samples_from_rows(list(rows))
 
 
+def write_shards(tmp_path, rows, n_shards) -> list[str]:
+    """`rows` dealt round-robin into `n_shards` work shards; their URIs."""
+    uris = []
+    for i in range(n_shards):
+        uri = str(tmp_path / f"shard-{i:05d}.parquet")
+        storage.write_parquet(uri, table(*rows[i::n_shards]))
+        uris.append(uri)
+    return uris
+
+
 def matroska_video(seconds: float = 4.0) -> bytes:
     """An MKV with no frame count in its header: truncation shows only against the container's duration."""
     from fractions import Fraction

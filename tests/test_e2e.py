@@ -159,15 +159,22 @@ def test_the_readme_loading_snippet_runs_on_a_built_version(builds, tmp_path, mo
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     code = re.search(r"Load it without mmetl.*?```python\n(.*?)```", readme, re.S).group(1)
     version, manifest = builds["local"]["version"], builds["local"]["manifest"]
-    code = code.replace('"data/demo/versions/2026-11-23"', repr(version))
-    assert repr(version) in code
+    root = version.split("/versions/")[0]
+    code = code.replace('"data/demo"', repr(root))
+    assert repr(root) in code
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # local files need no hub
     monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf"))
     namespace: dict = {}
     exec(compile(code, "README.md", "exec"), namespace)
+    assert namespace["version"] == version  # found through `latest`
     image, caption = namespace["image"], namespace["caption"]
     assert image.ndim == 3 and image.shape[0] == 3 and image.dtype.is_floating_point and caption.strip()
-    assert namespace["train"].num_rows == manifest["splits"]["train"]["samples"]
+    images = namespace["images"]
+    assert {s: images[s].num_rows for s in images} == {
+        s: manifest["splits"][s]["modalities"]["image"]
+        for s in SPLITS
+        if "image" in manifest["splits"][s]["modalities"]
+    }
     assert len(namespace["captions"]) == manifest["texts"]
 
 

@@ -46,14 +46,15 @@ def test_five_captions_of_real_photos_are_one_item_published_once(tmp_path):
     stats = storage.read_json(f"{layout.version}/stats.json")
     assert sum(stats["text_languages"].values()) == manifest["texts"]
     # the published tars hold each media file once, whatever the number of captions: per item, three
-    # tar headers, the JSON and the caption (about 3.3 kB); per tar, its end blocks (under 11 kB). On
-    # photos of COCO's size (166 kB on average here) that is 2.3 %; it is under 2 % from about 200 kB.
+    # tar headers, the JSON (every field of the member schema, null where unset: with five captions just
+    # over 1 kB) and the caption, about 3.8 kB; per tar, its end blocks (under 11 kB). On photos of COCO's
+    # size (166 kB on average here) that is 2.9 %; it is under 2 % from about 200 kB.
     tar_bytes = sum(s["tar_bytes"] for s in manifest["splits"].values())
     media_bytes = sum(s["media_bytes"] for s in manifest["splits"].values())
     tars = sum(len(s["tars"]) for s in manifest["splits"].values())
     assert media_bytes == sum(len(d) for d in photos.values())  # RGB JPEGs are published as they came
     assert tar_bytes - media_bytes < 4096 * len(photos) + 11 * 1024 * tars
-    assert tar_bytes / media_bytes <= 1.025, tar_bytes / media_bytes
+    assert tar_bytes / media_bytes <= 1.03, tar_bytes / media_bytes
 
 
 def test_the_same_bytes_under_two_names_and_two_sources_are_one_item_and_one_reject(tmp_path):

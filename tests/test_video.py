@@ -224,7 +224,7 @@ def test_a_build_publishes_each_clip_with_its_thumbnails_and_log_mel(clip, tmp_p
         meta = json.loads(members[f"{key}.json"])
         suffixes = sorted(name.split(".", 1)[1] for name in members if name.startswith(key + "."))
         assert suffixes == ["json", *[f"keyframe{i}.jpg" for i in range(4)], "mel.npy", "mp4", "txt"]
-        features = meta["features"]
+        features = json.loads(meta["features"])
         assert features["keyframes"]["count"] == 4 and features["log_mel"]["n_mels"] == 64
         assert np.load(io.BytesIO(members[f"{key}.mel.npy"])).shape == (64, features["log_mel"]["frames"])
         assert min(Image.open(io.BytesIO(members[f"{key}.keyframe0.jpg"])).size) == min(96, meta["height"])

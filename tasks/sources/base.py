@@ -72,6 +72,8 @@ class Source(BaseModel):
     # partitions, `{partition:%Y/%m/%d}`) in it makes each partition read its own drop
     uri: str
     media_root: str | None = None  # where relative media paths resolve; default: the folder of `uri`
+    # the license the source is published under (an SPDX-style id such as cc-by-4.0): the data card's
+    license: str | None = None
 
     @abstractmethod
     def rows(self) -> Iterator[Row]:

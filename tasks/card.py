@@ -1,0 +1,295 @@
+"""The data card: `README.md` at a version's root, and its plots.
+
+The front matter is Hugging Face's dataset card metadata: one config per modality, each reading its own
+tars with every member declared (a reader that inferred the schema from the first few items would miss
+members and containers that appear later), so `datasets.load_dataset(version, "audio")` yields every
+audio item with its media. The Parquet index stays out of `configs` (a second builder kind fails there);
+the card shows how to load it. The body is for a person: sources and licenses, the funnel with its
+reject reasons, splits x modality x source with the shares per stratum, and plots (PNG, under `plots/`),
+each carrying the numbers it draws in its `mmetl:data` text chunk so that a reader (or a test) can
+check them against `stats.json`.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import yaml
+
+from .media.kinds import KINDS
+from .recipe import Recipe
+from .schema import SPLITS, member_schema
+
+# what the tasks of each modality are called on the Hugging Face hub
+TASKS = {"image": ["image-to-text", "text-to-image"], "audio": ["text-to-audio"], "video": ["text-to-video"]}
+SIZE_CATEGORIES = [(1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
+                   (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M"), (1_000_000_000, "100M<n<1B")]  # fmt: skip
+ARROW_DTYPES = {
+    pa.string(): "string", pa.int32(): "int32", pa.int64(): "int64", pa.float32(): "float32",
+    pa.float64(): "float64", pa.bool_(): "bool", pa.uint32(): "uint32",
+}  # fmt: skip
+PLOT_DATA_KEY = "mmetl:data"
+
+
+@dataclass(frozen=True)
+class Version:
+    """What the card describes: a version about to be committed."""
+
+    dataset: str
+    partition: str
+    recipe: Recipe
+    stats: dict
+    index: pa.Table | None  # every published item, all splits
+    rejects: pa.Table
+    tar_members: dict[str, list[str]]  # modality -> member suffixes of its tars
+    files: dict[str, dict]
+
+    @property
+    def modalities(self) -> list[str]:
+        return [m for m in KINDS if m in self.tar_members]
+
+    def column(self, name: str, modality: str | None = None) -> list:
+        if self.index is None:
+            return []
+        table = self.index
+        if modality:
+            table = table.filter(pc.equal(table.column("modality"), modality))
+        return table.column(name).to_pylist()
+
+
+# ---- front matter ---------------------------------------------------------------------------------------
+
+
+def feature(type_: pa.DataType) -> dict:
+    """An Arrow type as Hugging Face card `features` YAML (what follows a field's `name`)."""
+    if pa.types.is_struct(type_):
+        return {"struct": [{"name": f.name, **feature(f.type)} for f in type_]}
+    if pa.types.is_list(type_) or pa.types.is_large_list(type_):
+        inner = feature(type_.value_type)
+        return {"list": inner.get("dtype") or inner.get("struct") or inner}
+    return {"dtype": ARROW_DTYPES[type_]}
+
+
+def member_feature(suffix: str, modality: str) -> dict:
+    """How a reader should type a member: media by its container's kind, the JSON by its member schema."""
+    ext = suffix.rsplit(".", 1)[-1]
+    for kind in KINDS.values():
+        if ext in kind.extensions:
+            return {"dtype": kind.name}
+    if ext == "json":
+        return feature(pa.struct(list(member_schema(modality))))
+    if ext == "npy":  # a log-mel spectrogram: mel bins x frames
+        return {"list": {"list": "float32"}}
+    return {"dtype": "string" if ext == "txt" else "binary"}
+
+
+def licenses(recipe: Recipe) -> dict[str, str]:
+    return {s.name: s.license or "unknown" for s in recipe.all_sources}
+
+
+def front_matter(v: Version) -> dict:
+    found = sorted(set(licenses(v.recipe).values()))
+    total = v.index.num_rows if v.index is not None else 0
+    meta: dict = {"pretty_name": v.dataset, "license": found[0] if len(found) == 1 else "other"}
+    if len(found) > 1:
+        meta["license_name"] = "mixed: " + ", ".join(f"{s} ({lic})" for s, lic in licenses(v.recipe).items())
+    meta["task_categories"] = sorted({t for m in v.modalities for t in TASKS[m]})
+    meta["size_categories"] = [next((name for top, name in SIZE_CATEGORIES if total < top), "n>1T")]
+    meta["tags"] = ["mmetl", "webdataset", *v.modalities]
+    present = {m: [s for s in SPLITS if any(t.startswith(f"{s}/{m}-") for t in v.files)] for m in v.modalities}
+    meta["configs"] = [
+        {
+            "config_name": m,
+            **({"default": True} if i == 0 else {}),
+            "data_files": [{"split": s, "path": f"{s}/{m}-*.tar"} for s in present[m]],
+        }
+        for i, m in enumerate(v.modalities)
+    ]
+    meta["dataset_info"] = [
+        {
+            "config_name": m,
+            "features": [{"name": s, **member_feature(s, m)} for s in v.tar_members[m]]
+            + [{"name": "__key__", "dtype": "string"}, {"name": "__url__", "dtype": "string"}],
+        }
+        for m in v.modalities
+    ]
+    return meta
+
+
+# ---- body ----------------------------------------------------------------------------------------------
+
+
+def readme(v: Version) -> bytes:
+    s = v.stats
+    total = sum(x["samples"] for x in s["splits"].values())
+    lines = [
+        "---",
+        yaml.safe_dump(front_matter(v), sort_keys=False, allow_unicode=True).rstrip(),
+        "---",
+        "",
+        f"# {v.dataset} — version {v.partition}",
+        "",
+        f"{total} items ({_counts(_count(v.column('modality')))}) with"
+        f" {sum(x['texts'] for x in s['splits'].values())} texts, split"
+        f" {':'.join(f'{r:g}' for r in v.recipe.split.ratios)} by group, stratified by"
+        f" {', '.join(v.recipe.split.stratify) or 'nothing'}. Built by mmetl; `manifest.json` lists every file with"
+        " its sha256, and the recipe and code that made it.",
+        "",
+        "## Load it",
+        "",
+        "```python",
+        "import datasets, pandas",
+        f'version = "{v.dataset}/versions/{v.partition}"  # this folder, local or s3://',
+        f'data = datasets.load_dataset(version, "{v.modalities[0] if v.modalities else "image"}")'
+        "  # one config per modality",
+        "# the index: one row per item, every text and measurement, and its tar + key",
+        'index = pandas.read_parquet(f"{version}/train/index.parquet")',
+        "```",
+        "",
+        "WebDataset readers take the tars as they are: `{split}/{modality}-{n:06d}.tar`, members"
+        " `<key>.<media>`, `<key>.json`, `<key>.txt`.",
+        "",
+        "## Sources",
+        "",
+        "| source | kind | license | published | rejected |",
+        "|---|---|---|---:|---:|",
+    ]
+    published, rejected = _count(v.column("source")), _count(v.rejects.column("source").to_pylist())
+    for source in v.recipe.all_sources:
+        lines.append(
+            f"| {source.name} | {source.kind} | {source.license or 'unknown'} |"
+            f" {published.get(source.name, 0)} | {rejected.get(source.name, 0)} |"
+        )
+    lines += ["", "## Splits", "", "| stratum | " + " | ".join(SPLITS) + " | shares | |", "|---|" + "---:|" * 5]
+    for name, stratum in s["strata"].items():
+        flag = "**off target**" if stratum["flagged"] else ""
+        shares = " / ".join(f"{stratum['shares'][x]:.3f}" for x in SPLITS)
+        lines.append(f"| {name} | " + " | ".join(str(stratum["items"][x]) for x in SPLITS) + f" | {shares} | {flag} |")
+    if s["strata_off_target"]:
+        lines += ["", f"Strata more than 2 points off their target shares: {', '.join(s['strata_off_target'])}."]
+    lines += ["", "## Funnel", "", "| stage | in | kept | rejected | reasons |", "|---|---:|---:|---:|---|"]
+    for step in s["funnel"]:
+        reasons = _counts(step.get("reasons") or {})
+        lines.append(f"| {step['stage']} | {step['in']} | {step['kept']} | {step['rejected']} | {reasons} |")
+    lines += [
+        "",
+        "Every rejected item is in `rejects.parquet` with its reason; removed texts in `dropped_texts.parquet`.",
+    ]
+    lines += ["", "## Plots", ""]
+    lines += [f"![{name}]({name})" for name in sorted(f for f in v.files if f.startswith("plots/"))]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def body(readme_bytes: bytes) -> str:
+    """The card without its front matter (for a Prefect artifact)."""
+    return readme_bytes.decode().split("\n---\n", 1)[-1].lstrip()
+
+
+# ---- plots ---------------------------------------------------------------------------------------------
+
+
+def plots(v: Version) -> list[tuple[str, bytes]]:
+    """Every plot this version has data for: (plots/<name>.png, PNG bytes)."""
+    made = []
+    by_split_source: dict[str, dict[str, int]] = defaultdict(dict)
+    for (split, source), n in Counter(zip(v.column("split"), v.column("source"))).items():
+        by_split_source[split][source] = n
+    made.append(("items_per_split_source", _bars({s: by_split_source.get(s, {}) for s in SPLITS}, "items")))
+    widths, heights = _numbers(v.column("width", "image")), _numbers(v.column("height", "image"))
+    if np.isfinite(widths).any():
+        made.append(("image_sizes", _histograms({
+            "short side (px)": np.minimum(widths, heights), "aspect ratio (long / short)":
+            np.maximum(widths, heights) / np.maximum(np.minimum(widths, heights), 1)})))  # fmt: skip
+    durations = {f"{m} duration (s)": _numbers(v.column("duration_s", m)) for m in ("audio", "video")}
+    durations = {name: d for name, d in durations.items() if np.isfinite(d).any()}
+    if durations:
+        made.append(("durations", _histograms(durations)))
+    texts = pc.list_flatten(v.index.column("texts")) if v.index is not None else pa.array([], pa.null())
+    if len(texts):
+        words = pc.fill_null(pc.struct_field(texts, "words"), 0).to_numpy(zero_copy_only=False)
+        made.append(("caption_words", _histograms({"words per text": words.astype(float)})))
+        made.append(("languages", _bars({"texts": dict(Counter(v.stats["text_languages"]).most_common(20))}, "texts")))
+        scores = _align_scores(v, texts)
+        if scores:
+            made.append(("align_scores", _histograms(scores, _thresholds(v.recipe))))
+    return [(f"plots/{name}.png", png) for name, png in made]
+
+
+def _align_scores(v: Version, texts: pa.Array) -> dict[str, np.ndarray]:
+    lengths = pc.list_value_length(v.index.column("texts")).to_numpy(zero_copy_only=False)
+    modalities = np.repeat(np.array(v.column("modality"), object), lengths)
+    scores = pc.struct_field(texts, "align_score").to_numpy(zero_copy_only=False).astype(float)
+    found = {}
+    for m in KINDS:
+        picked = scores[(modalities == m) & ~np.isnan(scores)]
+        if len(picked):
+            found[f"{m}-text align score"] = picked
+    return found
+
+
+def _thresholds(recipe: Recipe) -> dict[str, float]:
+    a = recipe.align
+    pairs = {"image": a.image_text, "video": a.video_text, "audio": a.audio_text}
+    return {f"{m}-text align score": c.min_score for m, c in pairs.items() if c is not None and c.min_score is not None}
+
+
+def _figure(panels: int):
+    from matplotlib.figure import Figure  # no pyplot: no global state, no display
+
+    figure = Figure(figsize=(5 * panels, 3.5), layout="constrained")
+    return figure, figure.subplots(1, panels, squeeze=False)[0]
+
+
+def _png(figure, data: dict) -> bytes:
+    out = io.BytesIO()
+    figure.savefig(out, format="png", dpi=80, metadata={PLOT_DATA_KEY: json.dumps(data, sort_keys=True)})
+    return out.getvalue()
+
+
+def _bars(groups: dict[str, dict[str, int]], unit: str) -> bytes:
+    """Grouped bars: one group per key of `groups`, one bar per inner key."""
+    figure, (ax,) = _figure(1)
+    labels = sorted({k for g in groups.values() for k in g})
+    width = 0.8 / max(len(groups), 1)
+    for i, (name, counts) in enumerate(groups.items()):
+        x = np.arange(len(labels)) + i * width
+        ax.bar(x, [counts.get(label, 0) for label in labels], width, label=name)
+    ax.set_xticks(np.arange(len(labels)) + width * (len(groups) - 1) / 2, labels, rotation=30, ha="right")
+    ax.set_ylabel(unit)
+    if len(groups) > 1:
+        ax.legend()
+    return _png(figure, {"kind": "bars", "groups": groups})
+
+
+def _histograms(series: dict[str, np.ndarray], lines: dict[str, float] | None = None) -> bytes:
+    series = {name: values[np.isfinite(values)] for name, values in series.items()}  # unmeasured items: NaN
+    figure, axes = _figure(len(series))
+    data = {"kind": "histograms", "panels": {}}
+    for ax, (name, values) in zip(axes, series.items()):
+        counts, edges = np.histogram(values, bins=30)
+        ax.stairs(counts, edges, fill=True)
+        ax.set_xlabel(name)
+        ax.set_ylabel("count")
+        if lines and name in lines:
+            ax.axvline(lines[name], color="red", linestyle="--", label="threshold")
+            ax.legend()
+        data["panels"][name] = {"counts": counts.tolist(), "edges": edges.tolist()}
+    return _png(figure, data)
+
+
+def _numbers(values: list) -> np.ndarray:
+    return np.array([np.nan if x is None else x for x in values], float)
+
+
+def _count(values: list) -> dict:
+    return dict(sorted(Counter(v for v in values if v is not None).items()))
+
+
+def _counts(counts: dict) -> str:
+    return ", ".join(f"{k} {n}" for k, n in counts.items())

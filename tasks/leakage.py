@@ -1,0 +1,53 @@
+"""The guard before a version commits: no val or test item may lie within the dedupe thresholds of a
+train item of this version or of an earlier one (same bytes, pHash radius, Chromaprint bit error rate,
+video keyframes: the pairs dedupe finds, tasks/dedupe.find_pairs).
+
+Dedupe makes such a pair impossible (copies become one item, and copies of published items are
+rejected), so a hit means a bug or a recipe that turned that protection off (`dedupe.against_published:
+false`, a threshold set to null after versions were published): the build fails, naming the pairs.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from . import storage
+from .dedupe import find_pairs
+from .dedupe_index import PublishedIndex
+from .media.kinds import SIGNATURE_COLUMNS
+from .recipe import DedupeConfig
+
+COLUMNS = ["sample_id", "split", "modality", "sha256", *SIGNATURE_COLUMNS]
+SHOWN = 5  # pairs named in the error
+
+
+class Leakage(RuntimeError):
+    """A val or test item is a copy of a train item."""
+
+
+def check_leakage(layout: storage.Layout, index_uris: list[str], config: DedupeConfig, withdrawn_uri: str) -> dict:
+    ours = [storage.read_parquet(u, columns=COLUMNS) for u in index_uris]
+    items = {f"{layout.partition}/{r['sample_id']}": r for t in ours for r in t.to_pylist()}
+    published = PublishedIndex(layout.root, layout.dataset).items(except_partition=layout.partition)
+    withdrawn = storage.read_parquet(withdrawn_uri) if storage.exists(withdrawn_uri) else pa.table({"sample_id": []})
+    if withdrawn.num_rows:  # what this build withdraws is no longer published
+        keys = pc.binary_join_element_wise(published.column("partition"), published.column("sample_id"), "/")
+        gone = pc.binary_join_element_wise(withdrawn.column("partition"), withdrawn.column("sample_id"), "/")
+        published = published.filter(pc.invert(pc.is_in(keys, gone)))
+    published = published.filter(pc.is_valid(published.column("split")))  # versions before splits were recorded
+    for r in published.select(["partition", *COLUMNS]).to_pylist():
+        items[f"{r.pop('partition')}/{r['sample_id']}"] = r
+    leaks = []
+    for (a, b), (reason, measured) in sorted(find_pairs(items, config).items()):
+        splits = {items[a]["split"], items[b]["split"]}
+        if "train" in splits and len(splits) == 2:
+            leaks.append(f"{a} ({items[a]['split']}) ~ {b} ({items[b]['split']}): {reason}, {measured}")
+    if leaks:
+        raise Leakage(
+            f"{len(leaks)} val/test items lie within the dedupe thresholds of train items: "
+            + "; ".join(leaks[:SHOWN])
+            + (" ..." if len(leaks) > SHOWN else "")
+            + ". Dedupe should have merged them: check dedupe.against_published and the thresholds"
+        )
+    return {"items_checked": len(items), "leaks": 0}
