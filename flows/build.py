@@ -21,7 +21,7 @@ from prefect.futures import as_completed
 from prefect.runtime import flow_run
 from prefect_ray.context import remote_options
 
-from tasks import catalog, storage
+from tasks import card, catalog, storage
 from tasks.pipeline import Plan, execute
 from tasks.recipe import Recipe, load_recipe
 
@@ -128,7 +128,7 @@ def build_dataset(
 
 
 def publish_artifacts(recipe: Recipe, layout: storage.Layout, result: dict) -> None:
-    """The funnel and the version, on the flow run's Artifacts tab."""
+    """The funnel and the version's data card, on the flow run's Artifacts tab."""
     create_table_artifact(
         key=f"funnel-{recipe.name}".replace("_", "-"),
         table=[
@@ -139,29 +139,10 @@ def publish_artifacts(recipe: Recipe, layout: storage.Layout, result: dict) -> N
     )
     create_markdown_artifact(
         key=f"version-{recipe.name}".replace("_", "-"),
-        markdown=version_markdown(layout, result["manifest"]),
+        markdown=card.body(storage.read_bytes(storage.join(layout.version, "README.md"))),
         description=f"Published version of {recipe.name} {layout.partition}",
     )
 
 
 def _counts_text(counts: dict[str, int]) -> str:
     return ", ".join(f"{k}={n}" for k, n in counts.items())
-
-
-def version_markdown(layout: storage.Layout, manifest: dict) -> str:
-    lines = [
-        f"# {layout.dataset} {layout.partition}",
-        "",
-        f"Published to `{layout.version}`",
-        "",
-        "| split | items | texts | groups | modalities |",
-        "|---|---|---|---|---|",
-    ]
-    for name, s in manifest["splits"].items():
-        lines.append(f"| {name} | {s['samples']} | {s['texts']} | {s['groups']} | {_counts_text(s['modalities'])} |")
-    lines += [
-        "",
-        f"Rejected items: {manifest['rejected']} (see `rejects.parquet`); dropped texts:"
-        f" {manifest['texts_dropped']} (see `dropped_texts.parquet`)",
-    ]
-    return "\n".join(lines)

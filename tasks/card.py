@@ -166,13 +166,26 @@ def readme(v: Version) -> bytes:
             f"| {source.name} | {source.kind} | {source.license or 'unknown'} |"
             f" {published.get(source.name, 0)} | {rejected.get(source.name, 0)} |"
         )
-    lines += ["", "## Splits", "", "| stratum | " + " | ".join(SPLITS) + " | shares | |", "|---|" + "---:|" * 5]
-    for name, stratum in s["strata"].items():
-        flag = "**off target**" if stratum["flagged"] else ""
-        shares = " / ".join(f"{stratum['shares'][x]:.3f}" for x in SPLITS)
-        lines.append(f"| {name} | " + " | ".join(str(stratum["items"][x]) for x in SPLITS) + f" | {shares} | {flag} |")
-    if s["strata_off_target"]:
-        lines += ["", f"Strata more than 2 points off their target shares: {', '.join(s['strata_off_target'])}."]
+    lines += [
+        "",
+        "## Splits",
+        "",
+        "| modality | source | " + " | ".join(SPLITS) + " | shares |",
+        "|---|---|" + "---:|" * 4,
+    ]
+    cells = Counter(zip(v.column("modality"), v.column("source"), v.column("split")))
+    for modality, source in sorted({(m, src) for m, src, _ in cells}):
+        counts = [cells[(modality, source, x)] for x in SPLITS]
+        shares = " / ".join(f"{n / sum(counts):.3f}" for n in counts)
+        lines.append(f"| {modality} | {source} | " + " | ".join(map(str, counts)) + f" | {shares} |")
+    off = s["strata_off_target"]
+    lines += [
+        "",
+        f"Groups never straddle splits, and keep their split in every version. New groups are dealt out per"
+        f" stratum ({', '.join(v.recipe.split.stratify) or 'one stratum'}): "
+        + (f"**off target by more than 2 points: {', '.join(off)}**." if off else "every stratum of 100 items or"
+           " more is within 2 points of its target shares (`stats.json` `strata`)."),
+    ]  # fmt: skip
     lines += ["", "## Funnel", "", "| stage | in | kept | rejected | reasons |", "|---|---:|---:|---:|---|"]
     for step in s["funnel"]:
         reasons = _counts(step.get("reasons") or {})
@@ -276,10 +289,11 @@ def _histograms(series: dict[str, np.ndarray], lines: dict[str, float] | None = 
         ax.stairs(counts, edges, fill=True)
         ax.set_xlabel(name)
         ax.set_ylabel("count")
+        data["panels"][name] = {"counts": counts.tolist(), "edges": edges.tolist()}
         if lines and name in lines:
             ax.axvline(lines[name], color="red", linestyle="--", label="threshold")
             ax.legend()
-        data["panels"][name] = {"counts": counts.tolist(), "edges": edges.tolist()}
+            data["panels"][name]["lines"] = {"threshold": lines[name]}
     return _png(figure, data)
 
 

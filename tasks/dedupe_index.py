@@ -1,5 +1,6 @@
-"""The dedupe index of everything a dataset has published, so a new partition publishes nothing that
-an earlier one already holds (`dedupe: {against_published: true}`).
+"""The index of everything a dataset has published: so that a new partition publishes nothing that an
+earlier one already holds (`dedupe: {against_published: true}`), and so that a group keeps the split a
+version published it in (`group_splits`, read by the split decision: tasks/split.py).
 
     {root}/{dataset}/dedupe-index/parts/{partition}-{build_key}.parquet   a version's items
     {root}/{dataset}/dedupe-index/gen-000007.json                         the parts, as of generation 7

@@ -136,6 +136,11 @@ def test_a_threshold_between_the_two_drops_the_planted_mismatches_and_keeps_the_
         "model": {"name": "tiny-clip", "kind": "open_clip", "weights_sha256": hashlib.sha256(weights).hexdigest()},
     }
     assert storage.read_json(f"{layout.version}/stats.json")["align"] == built["manifest"]["align"]
+    # the card's histogram holds every published score, with the threshold drawn as a line
+    plot = Image.open(f"{layout.version}/plots/align_scores.png")
+    panel = json.loads(plot.text["mmetl:data"])["panels"]["image-text align score"]
+    assert sum(panel["counts"]) == sum(len(item["texts"]) for item in items)
+    assert panel["lines"] == {"threshold": threshold} and min(panel["edges"]) >= threshold - 1e-6
 
 
 def _sample_id(version: str, name: str) -> str:
