@@ -257,7 +257,10 @@ def print_funnel(result: dict) -> None:
         f"\nPublished {manifest['samples']} items with {manifest['texts']} texts ({splits});"
         f" {manifest['rejected']} items rejected"
     )
-    print(f"Version: {result['version']}")
+    for name in manifest.get("strata_off_target", []):
+        shares = stats["strata"][name]["shares"]
+        print(f"Stratum {name} is more than 2 points off its split shares: {shares}")
+    print(f"Version: {result['version']}  (data card: README.md)")
 
 
 def print_download_failures(stats: dict) -> None:

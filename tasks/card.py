@@ -126,77 +126,87 @@ def front_matter(v: Version) -> dict:
 
 
 def readme(v: Version) -> bytes:
-    s = v.stats
-    total = sum(x["samples"] for x in s["splits"].values())
-    lines = [
-        "---",
-        yaml.safe_dump(front_matter(v), sort_keys=False, allow_unicode=True).rstrip(),
-        "---",
-        "",
+    sections = [_intro(v), _how_to_load(v), _sources(v), _splits(v), _funnel(v), _plots(v)]
+    front = yaml.safe_dump(front_matter(v), sort_keys=False, allow_unicode=True)
+    return ("---\n" + front + "---\n\n" + "\n\n".join("\n".join(lines) for lines in sections) + "\n").encode()
+
+
+def _intro(v: Version) -> list[str]:
+    splits = v.stats["splits"].values()
+    ratios = ":".join(f"{r:g}" for r in v.recipe.split.ratios)
+    return [
         f"# {v.dataset} — version {v.partition}",
         "",
-        f"{total} items ({_counts(_count(v.column('modality')))}) with"
-        f" {sum(x['texts'] for x in s['splits'].values())} texts, split"
-        f" {':'.join(f'{r:g}' for r in v.recipe.split.ratios)} by group, stratified by"
-        f" {', '.join(v.recipe.split.stratify) or 'nothing'}. Built by mmetl; `manifest.json` lists every file with"
-        " its sha256, and the recipe and code that made it.",
-        "",
+        f"{sum(x['samples'] for x in splits)} items ({_counts(_count(v.column('modality')))}) with"
+        f" {sum(x['texts'] for x in splits)} texts, split {ratios} by group. Built by mmetl: `manifest.json`"
+        " lists every file with its sha256, and the recipe and code that made it.",
+    ]
+
+
+def _how_to_load(v: Version) -> list[str]:
+    first = v.modalities[0] if v.modalities else "image"
+    return [
         "## Load it",
         "",
         "```python",
         "import datasets, pandas",
         f'version = "{v.dataset}/versions/{v.partition}"  # this folder, local or s3://',
-        f'data = datasets.load_dataset(version, "{v.modalities[0] if v.modalities else "image"}")'
-        "  # one config per modality",
+        f'data = datasets.load_dataset(version, "{first}")  # one config per modality',
         "# the index: one row per item, every text and measurement, and its tar + key",
         'index = pandas.read_parquet(f"{version}/train/index.parquet")',
         "```",
         "",
         "WebDataset readers take the tars as they are: `{split}/{modality}-{n:06d}.tar`, members"
         " `<key>.<media>`, `<key>.json`, `<key>.txt`.",
-        "",
-        "## Sources",
-        "",
-        "| source | kind | license | published | rejected |",
-        "|---|---|---|---:|---:|",
     ]
+
+
+def _sources(v: Version) -> list[str]:
     published, rejected = _count(v.column("source")), _count(v.rejects.column("source").to_pylist())
-    for source in v.recipe.all_sources:
-        lines.append(
-            f"| {source.name} | {source.kind} | {source.license or 'unknown'} |"
-            f" {published.get(source.name, 0)} | {rejected.get(source.name, 0)} |"
-        )
-    lines += [
-        "",
+    lines = ["## Sources", "", "| source | kind | license | published | rejected |", "|---|---|---|---:|---:|"]
+    for s in v.recipe.all_sources:
+        counts = f"{published.get(s.name, 0)} | {rejected.get(s.name, 0)}"
+        lines.append(f"| {s.name} | {s.kind} | {s.license or 'unknown'} | {counts} |")
+    return lines
+
+
+def _splits(v: Version) -> list[str]:
+    lines = [
         "## Splits",
         "",
         "| modality | source | " + " | ".join(SPLITS) + " | shares |",
-        "|---|---|" + "---:|" * 4,
+        "|---|---|---:|---:|---:|---:|",
     ]
     cells = Counter(zip(v.column("modality"), v.column("source"), v.column("split")))
-    for modality, source in sorted({(m, src) for m, src, _ in cells}):
-        counts = [cells[(modality, source, x)] for x in SPLITS]
+    for modality, source in sorted({(m, s) for m, s, _ in cells}):
+        counts = [cells[(modality, source, split)] for split in SPLITS]
         shares = " / ".join(f"{n / sum(counts):.3f}" for n in counts)
         lines.append(f"| {modality} | {source} | " + " | ".join(map(str, counts)) + f" | {shares} |")
-    off = s["strata_off_target"]
-    lines += [
-        "",
-        f"Groups never straddle splits, and keep their split in every version. New groups are dealt out per"
-        f" stratum ({', '.join(v.recipe.split.stratify) or 'one stratum'}): "
-        + (f"**off target by more than 2 points: {', '.join(off)}**." if off else "every stratum of 100 items or"
-           " more is within 2 points of its target shares (`stats.json` `strata`)."),
-    ]  # fmt: skip
-    lines += ["", "## Funnel", "", "| stage | in | kept | rejected | reasons |", "|---|---:|---:|---:|---|"]
-    for step in s["funnel"]:
+    off = v.stats["strata_off_target"]
+    verdict = (
+        f"**off target by more than 2 points: {', '.join(off)}**."
+        if off
+        else "every stratum of 100 items or more is within 2 points of its target shares (`stats.json`, `strata`)."
+    )
+    strata = ", ".join(v.recipe.split.stratify) or "one stratum"
+    lines += ["", "Groups never straddle splits and keep their split in every version. New groups are dealt out"
+              f" per stratum ({strata}): {verdict}"]  # fmt: skip
+    return lines
+
+
+def _funnel(v: Version) -> list[str]:
+    lines = ["## Funnel", "", "| stage | in | kept | rejected | reasons |", "|---|---:|---:|---:|---|"]
+    for step in v.stats["funnel"]:
         reasons = _counts(step.get("reasons") or {})
         lines.append(f"| {step['stage']} | {step['in']} | {step['kept']} | {step['rejected']} | {reasons} |")
-    lines += [
+    return lines + [
         "",
         "Every rejected item is in `rejects.parquet` with its reason; removed texts in `dropped_texts.parquet`.",
     ]
-    lines += ["", "## Plots", ""]
-    lines += [f"![{name}]({name})" for name in sorted(f for f in v.files if f.startswith("plots/"))]
-    return ("\n".join(lines) + "\n").encode()
+
+
+def _plots(v: Version) -> list[str]:
+    return ["## Plots", ""] + [f"![{name}]({name})" for name in sorted(f for f in v.files if f.startswith("plots/"))]
 
 
 def body(readme_bytes: bytes) -> str:

@@ -17,7 +17,7 @@ from tasks.leakage import Leakage
 from tasks.recipe import Recipe, SplitConfig
 from tasks.schema import SPLITS
 from tasks.sources import make_source
-from tasks.split import assign_splits
+from tasks.split import assign_splits, shares_by_stratum
 
 from .helpers import build_in_process, sample, write_shards
 
@@ -159,3 +159,14 @@ def test_the_guard_fails_a_build_whose_test_item_copies_a_published_train_item(t
     with pytest.raises(Leakage, match=r"val/test items lie within the dedupe thresholds of train items: .*same media"):
         build_in_process([source], str(tmp_path / "out"), recipe, partition="2026-01-02")
     assert not storage.exists(str(tmp_path / "out" / "t" / "versions" / "2026-01-02" / "manifest.json"))
+
+
+def test_a_stratum_that_returning_groups_hold_off_target_is_flagged(tmp_path):
+    rows = [sample(text=f"c {i}", group=f"g{i}", n=i) for i in range(200)]
+    published = {f"g{i}": "test" for i in range(60)}  # 30 % of the stratum was published as test
+    out = assign_splits(write_shards(tmp_path, rows, 1), SplitConfig(), str(tmp_path / "a.parquet"), published)
+    split_of = dict(zip(*pq.read_table(out["uri"], columns=["group_id", "split"]).to_pydict().values()))
+    rows = [{**r, "split": split_of[r["group_id"]]} for r in rows]
+    report = shares_by_stratum(rows, SplitConfig())
+    assert report["image/t"]["flagged"] and report["image/t"]["shares"]["test"] == 0.3
+    assert not shares_by_stratum(rows[:99], SplitConfig())["image/t"]["flagged"]  # too few items to judge
