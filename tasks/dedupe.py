@@ -115,6 +115,10 @@ def decide_duplicates(
         published = {f"{r['partition']}/{r['sample_id']}": r for r in storage.read_parquet(published_uri).to_pylist()}
 
     evidence = find_pairs({**items, **published}, config)
+    pairs_of = defaultdict(list)  # item -> its pairs, in order: what `_why` looks through
+    for pair in sorted(evidence):
+        pairs_of[pair[0]].append(pair)
+        pairs_of[pair[1]].append(pair)
     order = keep_order(config.keep)
     groups = UnionFind()
     duplicate_of: dict[str, str] = {}
@@ -143,7 +147,7 @@ def decide_duplicates(
         ]  # later partitions' copies, built first: this one is older
         for copy in copies:
             duplicate_of[copy["sample_id"]] = kept["sample_id"]
-            reasons[copy["sample_id"]] = _why(copy["sample_id"], kept["sample_id"], evidence)
+            reasons[copy["sample_id"]] = _why(copy["sample_id"], kept["sample_id"], evidence, pairs_of)
             groups.union(copy["group_id"], kept["group_id"])
 
     summary = _caption_duplicates(items, config.captions, order, groups, duplicate_of, reasons)
@@ -251,16 +255,15 @@ def _exact_pairs(items: dict[str, dict]) -> list[tuple[str, str]]:
     return pairs
 
 
-def _why(copy: str, kept: str, evidence: dict) -> tuple[str, str]:
+def _why(copy: str, kept: str, evidence: dict, pairs_of: dict[str, list]) -> tuple[str, str]:
     """The evidence tying a copy to the kept item; a copy tied through another member names that one."""
     pair = (min(copy, kept), max(copy, kept))
     if pair in evidence:
         reason, measured = evidence[pair]
         return reason, f"{measured} from {kept}"
-    reason, measured, other = next(
-        (*evidence[p], p[1] if p[0] == copy else p[0]) for p in sorted(evidence) if copy in p
-    )
-    return reason, f"{measured} from {other}, kept as {kept}"
+    first = pairs_of[copy][0]
+    reason, measured = evidence[first]
+    return reason, f"{measured} from {first[1] if first[0] == copy else first[0]}, kept as {kept}"
 
 
 def _merged_texts(shard_uris: list[str], duplicate_of: dict[str, str]) -> dict[str, list[dict]]:
