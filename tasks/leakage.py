@@ -23,13 +23,31 @@ SHOWN = 5  # pairs named in the error
 
 
 class Leakage(RuntimeError):
-    """A val or test item is a copy of a train item."""
+    """A val or test item is a copy of a train item, or a group is in another split than published."""
+
+
+def check_group_splits(published: dict[str, str], ours: list[pa.Table], work: str) -> None:
+    """No group in another split than a version published it in: a build of another partition that
+    committed after this one drew its splits (two builds at once) may have published a group new to both."""
+    moved = sorted(
+        {(g, s, published[g]) for t in ours for g, s in zip(t["group_id"].to_pylist(), t["split"].to_pylist())
+         if published.get(g, s) != s}
+    )  # fmt: skip
+    if moved:
+        shown = "; ".join(f"{g}: {s} here, {p} as published" for g, s, p in moved[:SHOWN])
+        raise Leakage(
+            f"{len(moved)} groups would be published in another split than a version already gave them ({shown})."
+            " Another partition's build committed them while this one ran: delete this build's work folder"
+            f" ({work}) and build the partition again to draw its splits afresh"
+        )
 
 
 def check_leakage(layout: storage.Layout, index_uris: list[str], config: DedupeConfig, withdrawn_uri: str) -> dict:
-    ours = [storage.read_parquet(u, columns=COLUMNS) for u in index_uris]
-    items = {f"{layout.partition}/{r['sample_id']}": r for t in ours for r in t.to_pylist()}
-    published = PublishedIndex(layout.root, layout.dataset).items(except_partition=layout.partition)
+    ours = [storage.read_parquet(u, columns=COLUMNS + ["group_id"]) for u in index_uris]
+    index = PublishedIndex(layout.root, layout.dataset)
+    check_group_splits(index.group_splits(), ours, layout.work)
+    items = {f"{layout.partition}/{r['sample_id']}": r for t in ours for r in t.drop_columns(["group_id"]).to_pylist()}
+    published = index.items(except_partition=layout.partition)
     withdrawn = storage.read_parquet(withdrawn_uri) if storage.exists(withdrawn_uri) else pa.table({"sample_id": []})
     if withdrawn.num_rows:  # what this build withdraws is no longer published
         keys = pc.binary_join_element_wise(published.column("partition"), published.column("sample_id"), "/")

@@ -170,3 +170,20 @@ def test_a_stratum_that_returning_groups_hold_off_target_is_flagged(tmp_path):
     report = shares_by_stratum(rows, SplitConfig())
     assert report["image/t"]["flagged"] and report["image/t"]["shares"]["test"] == 0.3
     assert not shares_by_stratum(rows[:99], SplitConfig())["image/t"]["flagged"]  # too few items to judge
+
+
+def test_a_group_another_build_published_meanwhile_in_another_split_stops_the_commit(tmp_path, monkeypatch):
+    """Two partitions built at once: the second drew its splits before the first committed a group new to
+    both. The guard sees the group's published split differ and stops the commit, naming the group."""
+    import tasks.split
+
+    rng, words = np.random.default_rng(2), random.Random(2)
+    write_partition(tmp_path / "drops", "2026-01-01", range(0, 60), rng, words)
+    write_partition(tmp_path / "drops", "2026-01-02", range(20, 100), rng, words)
+    source = make_source(name="cams", kind="manifest", uri=str(tmp_path / "drops" / "{partition}" / "captions.jsonl"))
+    recipe = Recipe(name="t", sources=(source,))
+    build_in_process([source], str(tmp_path / "out"), recipe, partition="2026-01-01")
+    real = tasks.split.assign_splits
+    monkeypatch.setattr(tasks.split, "assign_splits", lambda uris, config, out, published=None: real(uris, config, out))
+    with pytest.raises(Leakage, match=r"groups would be published in another split than a version already gave"):
+        build_in_process([source], str(tmp_path / "out"), recipe, partition="2026-01-02")
