@@ -17,7 +17,6 @@ rows and a marker; `publish.commit_version` moves it into the version.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import tarfile
 from collections import defaultdict
@@ -123,10 +122,10 @@ class _HashingWriter:
         return {"bytes": self.size, "sha256": self.sha.hexdigest()}
 
 
-def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+def _add(tar: tarfile.TarFile, name: str, data: bytes | pa.Buffer) -> None:
     info = tarfile.TarInfo(name)
     info.size, info.mtime, info.mode = len(data), 0, 0o644
-    tar.addfile(info, io.BytesIO(data))
+    tar.addfile(info, pa.BufferReader(data))
 
 
 def write_tar(tar: dict, plan_dir: str, sources: list[tuple[str, str]], staging_dir: str) -> dict:
@@ -148,10 +147,13 @@ def write_tar(tar: dict, plan_dir: str, sources: list[tuple[str, str]], staging_
                 position = {sid: i for i, sid in enumerate(items.column("sample_id").to_pylist()) if sid in wanted}
                 rows, taken = items.to_pylist(), []
                 for batch in storage.iter_parquet_batches(media_uri, MEDIA_READ_ROWS):
-                    columns = [batch.column(c).to_pylist() for c in ("sample_id", "media_bytes", "sidecars")]
-                    for sample_id, data, sidecars in zip(*columns):
+                    # the media stays in Arrow's buffers (no Python copy of it): the tar reads it from there
+                    media = batch.column("media_bytes")
+                    columns = [batch.column(c).to_pylist() for c in ("sample_id", "sidecars")]
+                    for i, (sample_id, sidecars) in enumerate(zip(*columns)):
                         if sample_id not in position:
                             continue
+                        data = media[i].as_buffer()
                         row = rows[position[sample_id]]
                         if len(data) != row["media_size"]:
                             raise RuntimeError(
