@@ -122,42 +122,49 @@ def test_hugging_face_datasets_loads_every_item_of_each_modality_with_its_media(
 
 
 def test_webdataset_with_a_two_worker_dataloader_decodes_every_member_of_every_tar(demo):
-    import av
     import torch
     import webdataset as wds
-
-    def media(key, data):
-        extension = key.rsplit(".", 1)[-1]
-        if extension in ("flac", "mp4", "mkv", "avi", "webm", "mov"):
-            with av.open(io.BytesIO(data)) as container:
-                stream = container.streams.audio[0] if extension == "flac" else container.streams.video[0]
-                return sum(1 for _ in container.decode(stream))  # frames decoded
-        return None
 
     urls = [f"{demo['version']}/{name}" for name in tar_names(demo["manifest"])]
     dataset = (
         wds.WebDataset(urls, shardshuffle=False, workersplitter=wds.split_by_worker)
-        .decode(wds.imagehandler("torchrgb"), media)
-        .map(lambda s: (s["__key__"], s["json"]["modality"], [k for k in s if not k.startswith("__")], s))
-        .map(lambda t: (t[0], t[1], t[2], _decoded(t[3])))
+        .decode(wds.imagehandler("torchrgb"), frames_decoded)
+        .map(decoded_fully)
     )
-    loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=2)
+    # spawned workers: a forked one inherits whatever threads the test process runs (Ray, Prefect)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=2, multiprocessing_context="spawn")
     seen = Counter()
-    for key, _, members, ok in loader:
+    for key, members, ok in loader:
         assert ok, (key, members)
         seen[key] += 1
     assert set(seen.values()) == {1} and set(seen) == {r["sample_id"] for r in demo["index"]}
 
 
-def _decoded(sample: dict) -> bool:
-    """Every member came out decoded: tensors for pictures, frame counts for sound and video, parsed JSON."""
+def frames_decoded(key: str, data: bytes) -> int | None:
+    """A webdataset handler for sound and video members: the number of frames PyAV decodes from them."""
+    import av
+
+    extension = key.rsplit(".", 1)[-1]
+    if extension not in ("flac", "mp4", "mkv", "avi", "webm", "mov"):
+        return None
+    with av.open(io.BytesIO(data)) as container:
+        stream = container.streams.audio[0] if extension == "flac" else container.streams.video[0]
+        return sum(1 for _ in container.decode(stream))
+
+
+def decoded_fully(sample: dict) -> tuple[str, list[str], bool]:
+    """(key, members, whether every member came out decoded: pictures as tensors of the recorded size,
+    sound and video as frame counts, the JSON parsed, the caption text)."""
     import torch
 
     meta = sample["json"]
     media = sample[meta["media_ext"]]
     if meta["modality"] == "image":
-        return isinstance(media, torch.Tensor) and tuple(media.shape) == (3, meta["height"], meta["width"])
-    return isinstance(media, int) and media > 0 and isinstance(sample["txt"], str)
+        ok = isinstance(media, torch.Tensor) and tuple(media.shape) == (3, meta["height"], meta["width"])
+    else:
+        ok = isinstance(media, int) and media > 0
+    members = [k for k in sample if not k.startswith("__")]
+    return sample["__key__"], members, ok and isinstance(sample["txt"], str)
 
 
 def test_duckdb_reads_the_index_and_mlcroissant_validates_and_iterates_it(demo):
