@@ -33,6 +33,7 @@ from .groups import UnionFind
 from .media.kinds import KINDS, SIGNATURE_COLUMNS
 from .media.text import unique_texts
 from .recipe import CaptionDedupeConfig, DedupeConfig, Strict
+from .redact import redact_text
 from .schema import TEXT
 from .similar import caption_pairs
 from .similar.captions import normalize
@@ -98,6 +99,7 @@ def decide_duplicates(
     config: DedupeConfig | None = None,
     published_uri: str | None = None,
     partition: str = "",
+    published_groups: frozenset[str] = frozenset(),
 ) -> dict:
     """Decide over all shards (and, with `published_uri`, the other partitions' published items: see
     tasks/dedupe_index.py). Writes the decision to `out_uri`, its summary beside it, and the published
@@ -120,7 +122,8 @@ def decide_duplicates(
         pairs_of[pair[0]].append(pair)
         pairs_of[pair[1]].append(pair)
     order = keep_order(config.keep)
-    groups = UnionFind()
+    # a group that joins one a version published takes its name, and so its split (tasks/split.py)
+    groups = UnionFind(keeps_name=lambda label: redact_text(label) in published_groups)
     duplicate_of: dict[str, str] = {}
     reasons: dict[str, tuple[str, str]] = {}
     withdrawn = []

@@ -5,8 +5,12 @@ from __future__ import annotations
 
 
 class UnionFind:
-    def __init__(self):
+    """`keeps_name(label)`: labels a group that joins them must keep (a group a published version already
+    holds: its split is decided). A group is named after its smallest such label, else its smallest."""
+
+    def __init__(self, keeps_name=lambda label: False):
         self.parent: dict[str, str] = {}
+        self.rank = lambda label: (not keeps_name(label), label)
 
     def find(self, x: str) -> str:
         self.parent.setdefault(x, x)
@@ -17,5 +21,5 @@ class UnionFind:
 
     def union(self, a: str, b: str) -> None:
         ra, rb = self.find(a), self.find(b)
-        if ra != rb:  # the smaller label is the root, so the result does not depend on order
-            self.parent[max(ra, rb)] = min(ra, rb)
+        if ra != rb:  # the lower-ranked label is the root, so the result does not depend on order
+            self.parent[max(ra, rb, key=self.rank)] = min(ra, rb, key=self.rank)

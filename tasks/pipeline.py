@@ -172,8 +172,9 @@ def decide_duplicates(plan: Plan, shard_uris: list[str]) -> dict:
     published = None
     if plan.recipe.dedupe.against_published:
         published = dedupe_index.snapshot(plan.layout, plan.work("published-items.parquet"))
+    groups = frozenset(dedupe_index.PublishedIndex(plan.layout.root, plan.layout.dataset).group_splits())
     return dedupe.decide_duplicates(
-        shard_uris, plan.work("dedupe-decision.parquet"), plan.recipe.dedupe, published, plan.layout.partition
+        shard_uris, plan.work("dedupe-decision.parquet"), plan.recipe.dedupe, published, plan.layout.partition, groups
     )
 
 

@@ -187,3 +187,34 @@ def test_a_group_another_build_published_meanwhile_in_another_split_stops_the_co
     monkeypatch.setattr(tasks.split, "assign_splits", lambda uris, config, out, published=None: real(uris, config, out))
     with pytest.raises(Leakage, match=r"groups would be published in another split than a version already gave"):
         build_in_process([source], str(tmp_path / "out"), recipe, partition="2026-01-02")
+
+
+def test_a_new_group_merged_into_a_published_one_takes_its_name_and_split(tmp_path):
+    """Copies join their groups (dedupe): when one of them is a published group, the union keeps that
+    group's name, so its split holds, whatever the names sort like."""
+    rng, words = np.random.default_rng(3), random.Random(3)
+    drops = tmp_path / "drops"
+    rows = {"2026-01-01": [], "2026-01-02": []}
+    for i in range(40):
+        storage.write_bytes(str(drops / "2026-01-01" / f"old{i}.jpg"), noise_jpeg(rng))
+        rows["2026-01-01"].append({"media": f"old{i}.jpg", "text": " ".join(words.sample(WORDS, 7)), "group": f"z{i}"})
+        picture = noise_jpeg(rng)
+        copy = io.BytesIO()
+        Image.open(io.BytesIO(picture)).save(copy, format="JPEG", quality=60)  # a re-encode: other bytes
+        storage.write_bytes(str(drops / "2026-01-02" / f"new{i}.jpg"), picture)
+        storage.write_bytes(str(drops / "2026-01-02" / f"copy{i}.jpg"), copy.getvalue())
+        rows["2026-01-02"] += [
+            {"media": f"new{i}.jpg", "text": " ".join(words.sample(WORDS, 7)), "group": f"z{i}"},
+            {"media": f"copy{i}.jpg", "text": " ".join(words.sample(WORDS, 7)), "group": f"a{i}"},
+        ]
+    for partition, lines in rows.items():
+        lines = [{**r, "modality": "image"} for r in lines]
+        storage.write_bytes(str(drops / partition / "captions.jsonl"), "\n".join(json.dumps(r) for r in lines).encode())
+    source = make_source(name="cams", kind="manifest", uri=str(drops / "{partition}" / "captions.jsonl"))
+    recipe = Recipe(name="t", sources=(source,))
+    first, _ = build_in_process([source], str(tmp_path / "out"), recipe, partition="2026-01-01")
+    second, manifest = build_in_process([source], str(tmp_path / "out"), recipe, partition="2026-01-02")
+    assert manifest["samples"] == 40 and manifest["rejected"] == 40  # each copy merged into its original
+    published, merged = splits_of(first), splits_of(second)
+    assert set(merged) == {f"cams:z{i}" for i in range(40)}
+    assert merged == {g: published[g] for g in merged}
