@@ -6,8 +6,8 @@ Global step in three phases. Signatures are the cleaned shards' own columns, rea
 
 - pairs, each with its evidence (tasks/similar/): identical normalized bytes (sha256); images whose
   pHashes lie within `image_radius` bits; sounds whose Chromaprints differ in at most `audio_max_ber`
-  of their bits; videos whose keyframe pHashes (median) lie within `video_radius`, or whose audio
-  tracks match as sounds do;
+  of their bits; videos whose keyframe pHashes (median) lie within `video_radius` (pictures decide:
+  videos whose sound tracks match as sounds do only join one group, neither is rejected);
 - pairs form clusters (union-find); in each, one member is kept by the `keep` policy and the others
   are rejects (`duplicate:exact|near|audio|video`, or `duplicate:published` when an earlier partition
   holds the cluster) naming it and the distance; their texts join the kept item and their groups
@@ -153,6 +153,13 @@ def decide_duplicates(
             reasons[copy["sample_id"]] = _why(copy["sample_id"], kept["sample_id"], evidence, pairs_of)
             groups.union(copy["group_id"], kept["group_id"])
 
+    related = Counter()
+    for kind in KINDS.values():  # a shared sound track: one group, nothing rejected
+        for a, b, reason, _ in kind.related_pairs({**items, **published}, config):
+            labels = [items[x]["group_id"] if x in items else published[x]["group_id"] for x in (a, b)]
+            if (a in items or b in items) and all(labels):
+                groups.union(*labels)
+                related[reason] += 1
     summary = _caption_duplicates(items, config.captions, order, groups, duplicate_of, reasons)
     within = {
         copy: kept
@@ -182,6 +189,7 @@ def decide_duplicates(
         "withdrawn": len(withdrawn),
         "by_reason": dict(sorted(by_reason.items())),
         "by_source": dict(sorted(by_source.items())),
+        "grouped_not_merged": dict(sorted(related.items())),  # e.g. videos sharing a sound track
         **summary,
     }
     storage.write_parquet(withdrawn_uri, pa.Table.from_pylist(withdrawn, schema=WITHDRAWN_SCHEMA))

@@ -290,3 +290,24 @@ def test_a_crash_while_adding_to_the_index_leaves_the_previous_index_whole(tmp_p
     build_in_process([_photo_source(tmp_path / "b", sorted(pictures)[3:6], pictures)], root, partition="2026-01-02")
     assert index.current()["generation"] == before["generation"] + 1
     assert index.items(except_partition="x").num_rows == 6
+
+
+def test_videos_of_different_pictures_with_one_sound_track_are_both_published_in_one_group(tmp_path):
+    """A shared sound track (stock music, a dub) is not a duplicate picture: both clips stay, in one group."""
+    track = next(iter(speech(1, min_seconds=5.0).values()))
+    rows = []
+    for name, photo in skimage_photos(("astronaut", "coffee")).items():
+        storage.write_bytes(str(tmp_path / f"{name}.mp4"), photo_video(photo, (320, 240), track=track))
+        rows.append({"media": f"{name}.mp4", "modality": "video", "text": f"a camera pans across the {name}"})
+    (tmp_path / "captions.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    source = make_source(name="clips", kind="manifest", uri=str(tmp_path / "captions.jsonl"))
+    layout, manifest = build_in_process([source], str(tmp_path / "out"), Recipe(name="t", sources=(source,)))
+    assert manifest["samples"] == 2 and manifest["rejected"] == 0
+    index = [
+        row
+        for split in manifest["splits"]
+        for row in pq.read_table(storage.join(layout.version, f"{split}/index.parquet")).to_pylist()
+    ]
+    assert len({r["group_id"] for r in index}) == 1 and len({r["split"] for r in index}) == 1
+    stats = storage.read_json(storage.join(layout.version, "stats.json"))
+    assert stats["dedupe"]["grouped_not_merged"] == {"related:soundtrack": 1}

@@ -40,7 +40,13 @@ class MediaKind(ABC):
 
     @staticmethod
     def duplicate_pairs(items: dict[str, dict], config: DedupeConfig) -> Iterator[Pair]:
-        """Pairs of this kind's items (`items`: id -> signature columns) that are copies of one media."""
+        """Pairs of this kind's items (`items`: id -> signature columns) that are copies of one media:
+        on evidence from the media itself (a video's pictures, not its sound)."""
+        return iter(())
+
+    @staticmethod
+    def related_pairs(items: dict[str, dict], config: DedupeConfig) -> Iterator[Pair]:
+        """Pairs that are not one media but share a part (a sound track): one group, neither rejected."""
         return iter(())
 
 
@@ -195,10 +201,16 @@ class Video(MediaKind):
         ids, sequences = _signatures(items, "video", "keyframe_phashes")
         for a, b, d in sequence_pairs(ids, [[int(h, 16) for h in s] for s in sequences], config.video_radius):
             yield a, b, "duplicate:video", f"keyframe pHash median {d:g} bits"
-        if config.audio_max_ber is not None:  # the sound track, compared as sounds are
-            ids, prints = _signatures(items, "video", "audio_fingerprint")
-            for a, b, ber in fingerprint_pairs(ids, prints, config.audio_max_ber):
-                yield a, b, "duplicate:video", f"audio track bit error rate {ber:.3f}"
+
+    @staticmethod
+    def related_pairs(items, config):
+        """Videos sharing a sound track (compared as sounds are): stock music, one intro, a dub over
+        other pictures. Not one video, but they must not straddle splits."""
+        if config.audio_max_ber is None:
+            return
+        ids, prints = _signatures(items, "video", "audio_fingerprint")
+        for a, b, ber in fingerprint_pairs(ids, prints, config.audio_max_ber):
+            yield a, b, "related:soundtrack", f"audio track bit error rate {ber:.3f}"
 
 
 KINDS: dict[str, type[MediaKind]] = {kind.name: kind for kind in (Image, Audio, Video)}
