@@ -190,6 +190,10 @@ def decide_duplicates(
         "by_reason": dict(sorted(by_reason.items())),
         "by_source": dict(sorted(by_source.items())),
         "grouped_not_merged": dict(sorted(related.items())),  # e.g. videos sharing a sound track
+        # sounds too short, or too silent, for a fingerprint: only their bytes were compared
+        "compared_by_bytes_only": sum(
+            1 for i in items.values() if i["modality"] == "audio" and not i["audio_fingerprint"]
+        ),
         **summary,
     }
     storage.write_parquet(withdrawn_uri, pa.Table.from_pylist(withdrawn, schema=WITHDRAWN_SCHEMA))

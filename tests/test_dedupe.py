@@ -311,3 +311,39 @@ def test_videos_of_different_pictures_with_one_sound_track_are_both_published_in
     assert len({r["group_id"] for r in index}) == 1 and len({r["split"] for r in index}) == 1
     stats = storage.read_json(storage.join(layout.version, "stats.json"))
     assert stats["dedupe"]["grouped_not_merged"] == {"related:soundtrack": 1}
+
+
+def test_silence_is_no_evidence_of_one_sound(tmp_path):
+    """Two silent clips of different lengths, and two videos of different pictures whose sound is one short
+    beep padded with silence: none merged, the videos not even grouped; the sounds were compared by bytes."""
+    import numpy as np
+
+    from .realmedia import encode_sound
+
+    beep = (8000 * np.sin(2 * np.pi * 1000 * np.arange(1600) / 8000)).astype(np.int16)  # 0.2 s at 8 kHz
+    padded = np.concatenate([beep, np.zeros(8000 * 5, np.int16)])
+    rows = []
+    for seconds in (5, 6):
+        storage.write_bytes(
+            str(tmp_path / f"quiet{seconds}.wav"),
+            encode_sound(np.zeros(8000 * seconds, np.int16), "wav", "pcm_s16le", 8000),
+        )
+        rows.append(
+            {"media": f"quiet{seconds}.wav", "modality": "audio", "text": f"{seconds} seconds of nothing at all"}
+        )
+    for name, photo in skimage_photos(("astronaut", "coffee")).items():
+        storage.write_bytes(str(tmp_path / f"{name}.mp4"), photo_video(photo, (320, 240), track=padded))
+        rows.append({"media": f"{name}.mp4", "modality": "video", "text": f"a beep, then a pan across the {name}"})
+    (tmp_path / "captions.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    source = make_source(name="clips", kind="manifest", uri=str(tmp_path / "captions.jsonl"))
+    recipe = Recipe(name="t", sources=(source,), filter={"max_silence_ratio": 1.0})
+    layout, manifest = build_in_process([source], str(tmp_path / "out"), recipe)
+    assert manifest["samples"] == 4 and manifest["rejected"] == 0
+    index = [
+        row
+        for split in manifest["splits"]
+        for row in pq.read_table(storage.join(layout.version, f"{split}/index.parquet")).to_pylist()
+    ]
+    assert len({r["group_id"] for r in index}) == 4
+    dedupe = storage.read_json(storage.join(layout.version, "stats.json"))["dedupe"]
+    assert dedupe["compared_by_bytes_only"] == 2 and dedupe["grouped_not_merged"] == {}

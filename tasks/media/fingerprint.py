@@ -4,7 +4,8 @@
   libchromaprint1): one 32-bit value per ~0.12 s of 11,025 Hz mono. A re-encode to MP3 or to FLAC at
   another rate keeps 98%+ of its bits, a 50 ms trim 91%+; distinct recordings share under 77%
   (measured on Debian's Asterisk speech prompts, tests/test_dedupe.py). Chromaprint needs about
-  3 s of sound: a shorter clip has no fingerprint and is deduplicated by its bytes only.
+  3 s of sound: a shorter clip, or one that is mostly silence (a beep padded to 4 s), has no
+  fingerprint and is deduplicated by its bytes only; values over silence are 0 and never compared.
 - Pictures in motion: the pHash of one frame a second.
 """
 
@@ -24,24 +25,48 @@ except ImportError as e:  # pyacoustid raises this when the C library is missing
     ) from None
 
 FINGERPRINT_RATE = 11025  # Chromaprint's own analysis rate: feeding it this spares a second resampling
+VALUE_HOP = 4096 // 3  # samples between two fingerprint values (Chromaprint's frame of 4096, 2/3 overlap)
+VALUE_SPAN = 4096 + 15 * VALUE_HOP  # samples a value describes: its classifiers look at 16 frames (~2.2 s)
+WINDOW = FINGERPRINT_RATE // 50  # 20 ms loudness windows
+SILENT_DBFS = -50.0  # a window quieter than this is silence (as the audio scores count it)
+SILENT_SHARE = 0.8  # a value whose frames are this much silence says nothing about the sound
+MIN_AUDIBLE_VALUES = 4  # fewer values over sound (~0.5 s past Chromaprint's 2.6 s lead): bytes only
 
 
 class SoundFingerprint:
-    """Feed decoded frames (any format, rate, layout); `result()` is the raw Chromaprint fingerprint."""
+    """Feed decoded frames (any format, rate, layout); `result()` is the raw Chromaprint fingerprint with
+    the values that describe mostly silence set to 0 (silence matches any silence: it is no evidence),
+    or empty when too few values describe sound to judge by."""
 
     def __init__(self):
         self.resampler = av.AudioResampler(format="s16", layout="mono", rate=FINGERPRINT_RATE)
         self.printer = chromaprint.Fingerprinter()
         self.printer.start(FINGERPRINT_RATE, 1)
+        self.pending = np.zeros(0, np.float64)
+        self.loud: list[np.ndarray] = []  # per 20 ms window: audible or not
 
     def feed(self, frame: av.AudioFrame | None) -> None:
         for mono in self.resampler.resample(frame):
-            self.printer.feed(mono.to_ndarray().tobytes())
+            samples = mono.to_ndarray().ravel()
+            self.printer.feed(samples.tobytes())
+            buffer = np.concatenate([self.pending, samples / 32768.0])
+            whole = len(buffer) // WINDOW * WINDOW
+            db = 10 * np.log10((buffer[:whole].reshape(-1, WINDOW) ** 2).mean(axis=1) + 1e-24)
+            self.loud.append(db >= SILENT_DBFS)
+            self.pending = buffer[whole:]
 
     def result(self) -> list[int]:
         self.feed(None)
         raw, _ = chromaprint.decode_fingerprint(self.printer.finish())
-        return [value & 0xFFFFFFFF for value in raw]  # the binding returns them signed
+        values = np.array([value & 0xFFFFFFFF for value in raw], np.uint32)  # the binding returns them signed
+        loud = np.concatenate(self.loud) if self.loud else np.zeros(0, bool)
+        for i in range(len(values)):
+            frames = loud[i * VALUE_HOP // WINDOW : (i * VALUE_HOP + VALUE_SPAN) // WINDOW]
+            if len(frames) == 0 or (~frames).mean() >= SILENT_SHARE:
+                values[i] = 0
+        if np.count_nonzero(values) < MIN_AUDIBLE_VALUES:
+            return []
+        return values.tolist()
 
 
 class KeyframeHashes:

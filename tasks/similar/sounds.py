@@ -5,7 +5,8 @@ Candidates are items sharing the top 20 bits of two fingerprint values (an inver
 sorting), or of one when a fingerprint is short (under 16 values, i.e. under ~4 s of sound): every
 re-encode and 50 ms trim of real speech we measured shares that much, while two distinct 10 s
 clips share two such keys by chance about once in 10^5 pairs. Values that many items share
-(silence, hum) are skipped: they say nothing about any two of them.
+(hum) are skipped, and silence is 0 in a fingerprint (tasks/media/fingerprint.py) and never a key:
+they say nothing about any two items.
 Each candidate is verified by its bit error rate at the best alignment within about a second either
 way, over at least 60% of the shorter fingerprint.
 """
@@ -23,20 +24,23 @@ COMMON_VALUE_ITEMS = 64
 
 
 def bit_error_rate(a: np.ndarray, b: np.ndarray, max_shift: int = MAX_SHIFT) -> float:
-    """The least fraction of differing bits over alignments of a and b within max_shift frames."""
+    """The least fraction of differing bits over alignments of a and b within max_shift frames, over
+    the values where both are sound (0 marks silence), at least 60% of the shorter's."""
     best = 1.0
+    need = 0.6 * min(np.count_nonzero(a), np.count_nonzero(b))
     for shift in range(-max_shift, max_shift + 1):
         x, y = (a[shift:], b) if shift >= 0 else (a, b[-shift:])
         n = min(len(x), len(y))
-        if n and n >= 0.6 * min(len(a), len(b)):
-            best = min(best, float(np.bitwise_count(x[:n] ^ y[:n]).sum()) / (32 * n))
+        both = (x[:n] != 0) & (y[:n] != 0)
+        if n and both.sum() >= max(need, 1):
+            best = min(best, float(np.bitwise_count(x[:n][both] ^ y[:n][both]).sum()) / (32 * both.sum()))
     return best
 
 
 def fingerprint_pairs(ids: list[str], fingerprints: list[list[int]], max_ber: float) -> list[tuple[str, str, float]]:
     """(a, b, bit error rate) with a < b for items whose fingerprints match within `max_ber`."""
     prints = [np.array(f, dtype=np.uint32) for f in fingerprints]
-    keys = [np.unique(p >> np.uint32(KEY_SHIFT)) for p in prints]
+    keys = [np.unique(p[p != 0] >> np.uint32(KEY_SHIFT)) for p in prints]  # 0: silence, no key
     owner = np.repeat(np.arange(len(keys)), [len(k) for k in keys])
     if len(owner) < 2:
         return []
@@ -52,7 +56,7 @@ def fingerprint_pairs(ids: list[str], fingerprints: list[list[int]], max_ber: fl
     pairs = []
     for code, count in zip(np.asarray(codes).tolist(), np.asarray(shared).tolist()):
         x, y = divmod(code, len(prints))
-        if count < 2 and min(len(prints[x]), len(prints[y])) >= SHORT:
+        if count < 2 and min(np.count_nonzero(prints[x]), np.count_nonzero(prints[y])) >= SHORT:
             continue
         if (ber := bit_error_rate(prints[x], prints[y])) <= max_ber:
             pairs.append((*sorted((ids[x], ids[y])), ber))
