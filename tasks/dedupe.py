@@ -61,26 +61,84 @@ SIGNATURES = [
     "duration_s",
     "partition",
     "source_rows",
+    "sample_rate",
+    "channels",
+    "media_size",
+    "media_ext",
+    "source_uri",
 ]
 CAPTION_KINDS = {"caption", "title", "subtitle", "transcript"}  # texts that describe the media; not a chat
 
 
-def keep_order(policy: str):
-    """Sort key of a cluster's members: the first is kept. Ties fall to the smallest sample_id, so the
-    choice never depends on shard order."""
+def keep_order(config: DedupeConfig, central: dict[str, float] | None = None):
+    """Sort key of a cluster's members: the first is kept (see KEEP_CRITERIA). Ties fall to the smallest
+    sample_id, so the choice never depends on shard order. `central`: each member's mean distance to
+    the others (`centrality`), for the `best` policy."""
+    criteria = {name: measure for name, measure, _ in KEEP_CRITERIA}
+    prefer = {source: rank for rank, source in enumerate(config.prefer_sources)}
+    central = central or {}
 
-    def pixels(item):
-        return (item["width"] or 0) * (item["height"] or 0)
+    def key(item):
+        measured = {name: measure(item) for name, measure in criteria.items()}
+        measured["medoid"] = round(central.get(item["sample_id"], 0.0), 6)
+        first = (prefer.get(item["source"], len(prefer)),)
+        return first + tuple(measured[name] for name in POLICIES[config.keep]) + (item["sample_id"],)
 
-    def earliest(item):
-        return (item["partition"] or "", min(item["source_rows"] or [0]))
+    return key
 
-    keys = {
-        "largest": lambda i: (-pixels(i), -(i["duration_s"] or 0), i["sample_id"]),
-        "longest": lambda i: (-(i["duration_s"] or 0), -pixels(i), i["sample_id"]),
-        "earliest": lambda i: (*earliest(i), i["sample_id"]),
-    }
-    return keys[policy]
+
+def _pixels(item) -> int:
+    return (item["width"] or 0) * (item["height"] or 0)
+
+
+def _as_it_came(item) -> bool:
+    """Published in the container it came in (not re-encoded by clean: a PNG or WebP became a JPEG)."""
+    source = (item["source_uri"] or "").split("?")[0].rsplit("/", 1)[-1].rsplit(".", 1)[-1].lower()
+    return source.replace("jpeg", "jpg") == (item["media_ext"] or "")
+
+
+# (name, what sorts first, why it wins): each a measure where smaller is better
+KEEP_CRITERIA = [
+    ("resolution", lambda i: (-_pixels(i), -(i["sample_rate"] or 0), -(i["channels"] or 0)), "higher resolution"),
+    ("medoid", lambda i: 0, "the copy the others are edits of (closest to all of them)"),  # from `centrality`
+    ("as_it_came", lambda i: not _as_it_came(i), "published as it came, not re-encoded"),
+    ("density", lambda i: -(i["media_size"] or 0) / max(_pixels(i) or (i["duration_s"] or 0) * 1000, 1),
+     "more bytes for its size, in the same codec"),
+    ("duration", lambda i: -(i["duration_s"] or 0), "longer"),
+    ("earliest", lambda i: (i["partition"] or "", min(i["source_rows"] or [0])), "seen first"),
+]  # fmt: skip
+POLICIES = {
+    # the best copy: most pixels (or samples a second and channels), then the least edited, then one
+    # published as it came, then the most bytes for its size
+    "best": ("resolution", "medoid", "as_it_came", "density", "duration"),
+    "largest": ("resolution", "duration"),
+    "longest": ("duration", "resolution"),
+    "earliest": ("earliest",),
+}
+
+
+def centrality(members: list[dict]) -> dict[str, float]:
+    """Each member's mean distance to the others (its kind's `distance`): an original is close to each
+    of its edits, edits of different kinds are farther from each other."""
+    found = {}
+    for m in members:
+        kind = KINDS[m["modality"]]
+        others = [kind.distance(m, o) for o in members if o is not m]
+        found[m["sample_id"]] = sum(others) / max(len(others), 1)
+    return found
+
+
+def why_kept(kept: dict, copy: dict, config: DedupeConfig, central: dict[str, float]) -> str:
+    """The first criterion of the policy on which the kept item beat this copy."""
+    if config.prefer_sources and kept["source"] != copy["source"]:
+        return f"kept from the preferred source {kept['source']}"
+    criteria = {name: (measure, why) for name, measure, why in KEEP_CRITERIA}
+    for name in POLICIES[config.keep]:
+        measure, why = criteria[name]
+        a, b = (round(central.get(x["sample_id"], 0.0), 6) if name == "medoid" else measure(x) for x in (kept, copy))
+        if a != b:
+            return f"kept as {why}"
+    return "kept as the smallest id of equals"
 
 
 def find_pairs(items: dict[str, dict], config: DedupeConfig) -> dict[tuple[str, str], tuple[str, str]]:
@@ -121,14 +179,16 @@ def decide_duplicates(
     for pair in sorted(evidence):
         pairs_of[pair[0]].append(pair)
         pairs_of[pair[1]].append(pair)
-    order = keep_order(config.keep)
+    order = keep_order(config)
     # a group that joins one a version published takes its name, and so its split (tasks/split.py)
     groups = UnionFind(keeps_name=lambda label: redact_text(label) in published_groups)
     duplicate_of: dict[str, str] = {}
     reasons: dict[str, tuple[str, str]] = {}
     withdrawn = []
     for cluster in _clusters(evidence):
-        ours = sorted((items[x] for x in cluster if x in items), key=order)
+        members = [items[x] for x in cluster if x in items]
+        central = centrality(members) if config.keep == "best" and len(members) > 2 else {}
+        ours = sorted(members, key=keep_order(config, central))
         theirs = sorted(
             (published[x] for x in cluster if x in published), key=lambda i: (i["partition"], i["sample_id"])
         )
@@ -150,7 +210,8 @@ def decide_duplicates(
         ]  # later partitions' copies, built first: this one is older
         for copy in copies:
             duplicate_of[copy["sample_id"]] = kept["sample_id"]
-            reasons[copy["sample_id"]] = _why(copy["sample_id"], kept["sample_id"], evidence, pairs_of)
+            reason, measured = _why(copy["sample_id"], kept["sample_id"], evidence, pairs_of)
+            reasons[copy["sample_id"]] = (reason, f"{measured}; {why_kept(kept, copy, config, central)}")
             groups.union(copy["group_id"], kept["group_id"])
 
     related = Counter()

@@ -288,7 +288,11 @@ class DedupeConfig(Strict):
     # compared as sounds are. null: off
     video_radius: int | None = Field(8, ge=0, le=16)
     captions: CaptionDedupeConfig = CaptionDedupeConfig()
-    keep: Literal["largest", "longest", "earliest"] = "largest"  # which member of a cluster stays
+    # which member of a cluster stays: `best` (most pixels, or samples a second and channels; then the
+    # least edited; then one published as it came; then the most bytes for its size), `largest`,
+    # `longest`, `earliest`
+    keep: Literal["best", "largest", "longest", "earliest"] = "best"
+    prefer_sources: tuple[str, ...] = ()  # a copy from these sources (in this order) stays, whatever the policy
     merge_texts: bool = True  # the copies' texts join the kept item
     # copies of items other partitions published are rejects (duplicate:published): building the same
     # source again as a new partition publishes nothing new
@@ -377,9 +381,13 @@ class Recipe(Strict):
         repeated = sorted({n for n in names if names.count(n) > 1})
         if repeated:
             raise ValueError(f"source names must be unique; repeated: {', '.join(repeated)}")
-        unknown = sorted(set(self.dedupe.captions.drop) - set(names))
-        if unknown:
-            raise ValueError(f"dedupe.captions.drop names no source of this recipe: {', '.join(unknown)}")
+        for key, named in (
+            ("captions.drop", self.dedupe.captions.drop),
+            ("prefer_sources", self.dedupe.prefer_sources),
+        ):
+            unknown = sorted(set(named) - set(names))
+            if unknown:
+                raise ValueError(f"dedupe.{key} names no source of this recipe: {', '.join(unknown)}")
         return self
 
     @property

@@ -84,15 +84,17 @@ def planted(tmp_path_factory):
     folder = tmp_path_factory.mktemp("planted")
     pictures = photographs()
     rows, family = [], {}
+    originals = {}
     for name, picture in pictures.items():
         media = f"{name}.jpg"
         storage.write_bytes(str(folder / media), _save(picture, quality=92))
+        originals[name] = Image.open(folder / media).convert("RGB")  # copies are edits of the published file
         rows.append({"media": media, "modality": "image", "text": f"the original {name}"})
         family[media] = name
     for name in (f"{n}-0" for n in DISTINCT):
         for edit, make in EDITS.items():
             media = f"{name}.{edit}.img"
-            storage.write_bytes(str(folder / media), make(pictures[name]))
+            storage.write_bytes(str(folder / media), make(originals[name]))
             rows.append({"media": media, "modality": "image", "text": f"{edit} copy of {name}"})
             family[media] = name
     recordings = speech(6, min_seconds=5.0)
@@ -347,3 +349,66 @@ def test_silence_is_no_evidence_of_one_sound(tmp_path):
     assert len({r["group_id"] for r in index}) == 4
     dedupe = storage.read_json(storage.join(layout.version, "stats.json"))["dedupe"]
     assert dedupe["compared_by_bytes_only"] == 2 and dedupe["grouped_not_merged"] == {}
+
+
+def test_the_original_photograph_is_kept_over_each_of_its_edits(planted):
+    """Re-encoded at 70, half size, cropped, PNG, WebP, brighter, captioned: the untouched original stays,
+    and each copy's reject says why it lost."""
+    kept = {_media(r["source_uri"]).split(".")[0]: _media(r["source_uri"]) for r in planted["index"]}
+    for name in (f"{n}-0" for n in DISTINCT):
+        assert kept[name] == f"{name}.jpg", (name, kept[name])
+    details = [r["detail"] for r in planted["rejects"] if r["modality"] == "image"]
+    assert all("; kept as " in d for d in details)
+
+
+def test_the_original_recording_is_kept_over_its_re_encodes_and_trims(tmp_path):
+    """A 16 kHz WAV and its MP3, its 8 kHz FLAC and a copy with 50 ms trimmed: the WAV stays."""
+    from .realmedia import encode_sound, pcm
+
+    rows = []
+    originals = {}
+    for name, samples in speech(4, min_seconds=5.0).items():
+        wide = pcm(encode_sound(samples, "wav", "pcm_s16le", 16000), rate=16000)  # the original, at 16 kHz
+        edits = {
+            "wav": encode_sound(wide, "wav", "pcm_s16le", 16000, source_rate=16000),
+            "mp3": encode_sound(wide, "mp3", "libmp3lame", 16000, source_rate=16000),
+            "flac8k": encode_sound(wide, "flac", "flac", 8000, source_rate=16000),
+            "trim50": encode_sound(wide[800:], "wav", "pcm_s16le", 16000, source_rate=16000),
+        }
+        for edit, data in edits.items():
+            storage.write_bytes(str(tmp_path / f"{name}.{edit}.snd"), data)
+            rows.append({"media": f"{name}.{edit}.snd", "modality": "audio", "text": f"{edit} of {name}"})
+        originals[name] = f"{name}.wav.snd"
+    (tmp_path / "captions.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    source = make_source(name="speech", kind="manifest", uri=str(tmp_path / "captions.jsonl"))
+    layout, manifest = build_in_process([source], str(tmp_path / "out"), Recipe(name="t", sources=(source,)))
+    index = [
+        row
+        for split in manifest["splits"]
+        for row in pq.read_table(storage.join(layout.version, f"{split}/index.parquet")).to_pylist()
+    ]
+    assert sorted(_media(r["source_uri"]) for r in index) == sorted(originals.values())
+
+
+def test_a_preferred_source_keeps_its_copy_whatever_its_size(tmp_path):
+    picture = photographs()["coffee-0"]
+    storage.write_bytes(str(tmp_path / "web" / "coffee.jpg"), _save(picture, quality=92))
+    storage.write_bytes(str(tmp_path / "coco" / "coffee.jpg"), EDITS["half"](picture))
+    sources = []
+    for name in ("web", "coco"):
+        (tmp_path / name / "captions.jsonl").write_text(
+            json.dumps({"media": "coffee.jpg", "modality": "image", "text": f"a cup of coffee from {name}"})
+        )
+        sources.append(make_source(name=name, kind="manifest", uri=str(tmp_path / name / "captions.jsonl")))
+    recipe = Recipe(name="t", sources=tuple(sources), dedupe={"prefer_sources": ["coco"]})
+    layout, manifest = build_in_process(sources, str(tmp_path / "out"), recipe)
+    index = [
+        row
+        for split in manifest["splits"]
+        for row in pq.read_table(storage.join(layout.version, f"{split}/index.parquet")).to_pylist()
+    ]
+    assert [r["source"] for r in index] == ["coco"] and len(index[0]["texts"]) == 2
+    rejects = pq.read_table(storage.join(layout.version, "rejects.parquet")).to_pylist()
+    assert [r["detail"].split("; ")[1] for r in rejects] == ["kept from the preferred source coco"]
+    with pytest.raises(ValueError, match="dedupe.prefer_sources names no source of this recipe: flickr"):
+        Recipe(name="t", sources=tuple(sources), dedupe={"prefer_sources": ["flickr"]})

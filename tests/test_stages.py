@@ -255,7 +255,7 @@ def test_dedupe_decision_is_the_same_for_one_or_many_shards(tmp_path):
     assert one.equals(many) and one.num_rows == 5  # only the copies change; the other item is not listed
     near_copy = one.filter(pc.equal(one.column("sample_id"), rows[4]["sample_id"])).to_pylist()[0]
     assert near_copy["reason"] == "duplicate:near" and near_copy["duplicate_of"] == rows[5]["sample_id"]
-    assert near_copy["detail"] == f"pHash 3 bits from {rows[5]['sample_id']}"
+    assert near_copy["detail"] == f"pHash 3 bits from {rows[5]['sample_id']}; kept as higher resolution"
 
 
 def caption_rows():

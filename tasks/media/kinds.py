@@ -12,7 +12,11 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, ClassVar
 
+import numpy as np
+
 from ..similar import fingerprint_pairs, hamming_pairs, sequence_pairs
+from ..similar.bits import sequence_distance
+from ..similar.sounds import bit_error_rate
 from .audio import AudioPreset, decode_audio
 from .image import ImagePreset, decode_image
 from .video import VideoPreset, decode_video
@@ -48,6 +52,11 @@ class MediaKind(ABC):
     def related_pairs(items: dict[str, dict], config: DedupeConfig) -> Iterator[Pair]:
         """Pairs that are not one media but share a part (a sound track): one group, neither rejected."""
         return iter(())
+
+    @staticmethod
+    def distance(a: dict, b: dict) -> float:
+        """How far apart two copies are, 0 to 1, on the signature that links them (the keep policy's medoid)."""
+        return 0.0 if a["sha256"] == b["sha256"] else 1.0
 
 
 def _signatures(items: dict[str, dict], modality: str, column: str) -> tuple[list[str], list]:
@@ -95,6 +104,12 @@ class Image(MediaKind):
         for a, b, d in hamming_pairs(ids, [int(h, 16) for h in hashes], config.image_radius):
             yield a, b, "duplicate:near", f"pHash {d} bits"
 
+    @staticmethod
+    def distance(a, b):
+        if not (a["phash"] and b["phash"]):
+            return MediaKind.distance(a, b)
+        return (int(a["phash"], 16) ^ int(b["phash"], 16)).bit_count() / 64
+
 
 def audio_preset(settings) -> AudioPreset:
     mel = settings.features.log_mel
@@ -137,6 +152,12 @@ class Audio(MediaKind):
             return
         for a, b, ber in fingerprint_pairs(*_signatures(items, "audio", "audio_fingerprint"), config.audio_max_ber):
             yield a, b, "duplicate:audio", f"Chromaprint bit error rate {ber:.3f}"
+
+    @staticmethod
+    def distance(a, b):
+        if not (a["audio_fingerprint"] and b["audio_fingerprint"]):
+            return MediaKind.distance(a, b)
+        return bit_error_rate(*(np.array(x["audio_fingerprint"], np.uint32) for x in (a, b)))
 
 
 class Video(MediaKind):
@@ -201,6 +222,14 @@ class Video(MediaKind):
         ids, sequences = _signatures(items, "video", "keyframe_phashes")
         for a, b, d in sequence_pairs(ids, [[int(h, 16) for h in s] for s in sequences], config.video_radius):
             yield a, b, "duplicate:video", f"keyframe pHash median {d:g} bits"
+
+    @staticmethod
+    def distance(a, b):
+        if not (a["keyframe_phashes"] and b["keyframe_phashes"]):
+            return MediaKind.distance(a, b)
+        return (
+            sequence_distance(*(np.array([int(h, 16) for h in x["keyframe_phashes"]], np.uint64) for x in (a, b))) / 64
+        )
 
     @staticmethod
     def related_pairs(items, config):

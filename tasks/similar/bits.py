@@ -112,12 +112,15 @@ def sequence_pairs(ids: list[str], sequences: list[list[int]], radius: int) -> l
         seq_a, seq_b = np.array(sequences[a], np.uint64), np.array(sequences[b], np.uint64)
         if min(len(seq_a), len(seq_b)) < 0.8 * max(len(seq_a), len(seq_b)):
             continue
-        distance = min(
-            _median_distance(seq_a, seq_b), _median_distance(seq_a[1:], seq_b), _median_distance(seq_a, seq_b[1:])
-        )
+        distance = sequence_distance(seq_a, seq_b)
         if distance <= radius:
             pairs.append((*sorted((ids[a], ids[b])), distance))
     return pairs
+
+
+def sequence_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """The median bit distance of two hash sequences aligned frame by frame, either starting a frame later."""
+    return min(_median_distance(a, b), _median_distance(a[1:], b), _median_distance(a, b[1:]))
 
 
 def _median_distance(a: np.ndarray, b: np.ndarray) -> float:
