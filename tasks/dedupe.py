@@ -34,7 +34,7 @@ from .media.kinds import KINDS, SIGNATURE_COLUMNS
 from .media.text import unique_texts
 from .recipe import CaptionDedupeConfig, DedupeConfig, Strict
 from .redact import redact_text
-from .schema import TEXT
+from .schema import CAPTION_KINDS, TEXT
 from .similar import caption_pairs
 from .similar.captions import normalize
 from .stage import Reject, RowStage
@@ -67,7 +67,6 @@ SIGNATURES = [
     "media_ext",
     "source_uri",
 ]
-CAPTION_KINDS = {"caption", "title", "subtitle", "transcript"}  # texts that describe the media; not a chat
 
 
 def keep_order(config: DedupeConfig, central: dict[str, float] | None = None):
@@ -221,7 +220,7 @@ def decide_duplicates(
             if (a in items or b in items) and all(labels):
                 groups.union(*labels)
                 related[reason] += 1
-    summary = _caption_duplicates(items, config.captions, order, groups, duplicate_of, reasons)
+    summary = _caption_duplicates(items, published, config.captions, order, groups, duplicate_of, reasons)
     within = {
         copy: kept
         for copy, kept in duplicate_of.items()
@@ -280,10 +279,12 @@ def _clusters(evidence) -> list[list[str]]:
 
 
 def _caption_duplicates(
-    items: dict, config: CaptionDedupeConfig, order, groups: UnionFind, duplicate_of: dict, reasons: dict
+    items: dict, published: dict, config: CaptionDedupeConfig, order, groups: UnionFind, duplicate_of, reasons
 ) -> dict:
-    """Join the groups of items with near-identical captions (dropping those of `drop` sources); flag
-    boilerplate. Returns the report: near-duplicate captions per source, and the boilerplate."""
+    """Join the groups of items with near-identical captions, ours or a published version's (dropping
+    ours of `drop` sources); flag boilerplate. Returns the report: near-duplicate captions per source,
+    and the boilerplate. An item whose caption a version already published joins that item's group, and
+    so takes its split."""
     if config.threshold is None:
         return {"caption_duplicates": {}, "boilerplate": []}
     keys, texts = [], []
@@ -292,6 +293,10 @@ def _caption_duplicates(
             if text["kind"] in CAPTION_KINDS:
                 keys.append(f"{sample_id}\0{n}")
                 texts.append(text["text"])
+    for key, item in published.items():
+        for n, text in enumerate(item.get("captions") or []):
+            keys.append(f"{key}\0{n}")
+            texts.append(text)
     owner = {key: key.split("\0")[0] for key in keys}
     pairs = [(owner[a], owner[b]) for a, b, _ in caption_pairs(keys, texts, config.threshold) if owner[a] != owner[b]]
     caption_of = {owner[k]: t for k, t in zip(keys, texts)}
@@ -300,20 +305,27 @@ def _caption_duplicates(
         if len(cluster) >= config.boilerplate_items:
             boilerplate.append({"caption": normalize(caption_of[cluster[0]]), "items": len(cluster)})
             continue
+        ours = [x for x in cluster if x in items]
+        theirs = sorted(
+            (published[x] for x in cluster if x in published), key=lambda i: (i["partition"], i["sample_id"])
+        )
         # an item of a source that keeps its copies stays before one of a source that drops them
         live = sorted(
-            (items[x] for x in cluster if x not in duplicate_of),
-            key=lambda i: (i["source"] in config.drop, order(i)),
+            (items[x] for x in ours if x not in duplicate_of), key=lambda i: (i["source"] in config.drop, order(i))
         )
-        for item in cluster:
+        for item in ours:
             per_source[items[item]["source"]] += 1
-        for other in live[1:]:
-            groups.union(other["group_id"], live[0]["group_id"])
+        anchor = theirs[0] if theirs else (live[0] if live else None)
+        for other in live if theirs else live[1:]:
+            if anchor["group_id"] is None:  # an item indexed before groups were recorded
+                break
+            groups.union(other["group_id"], anchor["group_id"])
             if other["source"] in config.drop:
-                duplicate_of[other["sample_id"]] = live[0]["sample_id"]
+                duplicate_of[other["sample_id"]] = anchor["sample_id"]
+                where = f" (published in partition {anchor['partition']})" if theirs else ""
                 reasons[other["sample_id"]] = (
                     "duplicate:caption",
-                    f"a caption near-identical to {live[0]['sample_id']}'s",
+                    f"a caption near-identical to {anchor['sample_id']}'s{where}",
                 )
     return {
         "caption_duplicates": dict(sorted(per_source.items())),

@@ -1,6 +1,7 @@
 """The index of everything a dataset has published: so that a new partition publishes nothing that an
 earlier one already holds (`dedupe: {against_published: true}`), and so that a group keeps the split a
-version published it in (`group_splits`, read by the split decision: tasks/split.py).
+version published it in (`group_splits`, read by the split decision: tasks/split.py). Each item keeps
+its signatures, group, split and caption-kind texts (caption dedupe compares them across versions).
 
     {root}/{dataset}/dedupe-index/parts/{partition}-{build_key}.parquet   a version's items
     {root}/{dataset}/dedupe-index/gen-000007.json                         the parts, as of generation 7
@@ -26,11 +27,12 @@ import pyarrow.compute as pc
 
 from . import storage
 from .media.kinds import SIGNATURE_COLUMNS
-from .schema import SAMPLE_SCHEMA
+from .schema import CAPTION_KINDS, SAMPLE_SCHEMA
 
 ITEM_SCHEMA = pa.schema(
     [(name, pa.string()) for name in ["sample_id", "partition", "modality", "sha256", "group_id", "split"]]
     + [SAMPLE_SCHEMA.field(name) for name in SIGNATURE_COLUMNS]  # what each media kind's dedupe compares
+    + [("captions", pa.list_(pa.string()))]  # the texts caption dedupe compares (tasks/dedupe.py)
     + [("withdrawn_by", pa.string())]
 )
 ITEM_COLUMNS = ITEM_SCHEMA.names[:-1]  # what a published item contributes: its identity and signatures
@@ -102,10 +104,18 @@ def _conform(part: pa.Table) -> pa.Table:
     return pa.Table.from_arrays(columns, schema=ITEM_SCHEMA)
 
 
+def with_captions(index: pa.Table) -> pa.Table:
+    """The index's items with `captions` (their caption-kind texts) instead of all their texts."""
+    captions = [[t["text"] for t in texts or [] if t["kind"] in CAPTION_KINDS] for texts in index["texts"].to_pylist()]
+    index = index.drop_columns(["texts"])
+    return index.append_column(ITEM_SCHEMA.field("captions"), pa.array(captions, pa.list_(pa.string())))
+
+
 def index_version(layout: storage.Layout, manifest: dict) -> None:
     """Add a committed version to its dataset's index (again after a crash: it is a no-op once in)."""
+    columns = [c for c in ITEM_COLUMNS if c != "captions"] + ["texts"]
     splits = [
-        storage.read_parquet(storage.join(layout.version, s["index"]), columns=ITEM_COLUMNS)
+        with_captions(storage.read_parquet(storage.join(layout.version, s["index"]), columns=columns))
         for s in manifest["splits"].values()
     ]
     items = pa.concat_tables(splits) if splits else ITEM_SCHEMA.empty_table().select(ITEM_COLUMNS)

@@ -19,6 +19,7 @@ import pyarrow as pa
 MODALITIES = ("image", "audio", "video")
 SPLITS = ("train", "val", "test")
 TEXT_KINDS = ("caption", "title", "subtitle", "transcript", "speaker")
+CAPTION_KINDS = frozenset({"caption", "title", "subtitle", "transcript"})  # texts that describe the media
 
 # One text of an item: what it says, what kind of text it is, and which source gave it.
 # One text of an item. Clean fills the rest (tasks/media/text.py): language and its probability,

@@ -7,6 +7,7 @@ import json
 import random
 from collections import Counter, defaultdict
 
+import duckdb
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -218,3 +219,34 @@ def test_a_new_group_merged_into_a_published_one_takes_its_name_and_split(tmp_pa
     published, merged = splits_of(first), splits_of(second)
     assert set(merged) == {f"cams:z{i}" for i in range(40)}
     assert merged == {g: published[g] for g in merged}
+
+
+@pytest.mark.parametrize("drop", [False, True])
+def test_a_caption_a_version_published_is_found_in_the_next_partition(tmp_path, drop):
+    """Another picture under a near-identical caption: it joins the published item's group (so its split),
+    or, from a source whose caption copies are dropped, is a reject naming the published item."""
+    rng, words = np.random.default_rng(4), random.Random(4)
+    caption = "a red bicycle leaning against a brick wall in the rain at night"
+    for partition, text, group in (("2026-01-01", caption, "first"), ("2026-01-02", caption + "!", "second")):
+        write_partition(tmp_path / "drops", partition, range(0, 30), rng, words)
+        folder = tmp_path / "drops" / partition
+        storage.write_bytes(str(folder / "bike.jpg"), noise_jpeg(rng))
+        lines = (folder / "captions.jsonl").read_text().splitlines()
+        lines.append(json.dumps({"media": "bike.jpg", "modality": "image", "text": text, "group": group}))
+        (folder / "captions.jsonl").write_text("\n".join(lines))
+    source = make_source(name="cams", kind="manifest", uri=str(tmp_path / "drops" / "{partition}" / "captions.jsonl"))
+    recipe = Recipe(name="t", sources=(source,), dedupe={"captions": {"drop": ["cams"] if drop else []}})
+    first, _ = build_in_process([source], str(tmp_path / "out"), recipe, partition="2026-01-01")
+    second, manifest = build_in_process([source], str(tmp_path / "out"), recipe, partition="2026-01-02")
+    index = duckdb.sql(f"SELECT group_id, split, texts[1].text AS text FROM '{second.version}/*/index.parquet'")
+    rows = {r[2]: r[:2] for r in index.fetchall()}
+    stats = storage.read_json(storage.join(second.version, "stats.json"))
+    if drop:
+        assert caption + "!" not in rows
+        rejects = duckdb.sql(f"SELECT reason, detail FROM '{second.version}/rejects.parquet'").fetchall()
+        assert [r for r in rejects if r[0] == "duplicate:caption"] == [
+            ("duplicate:caption", rejects[0][1])
+        ] and "published in partition 2026-01-01" in rejects[0][1]
+    else:
+        assert rows[caption + "!"] == ("cams:first", splits_of(first)["cams:first"])
+        assert stats["dedupe"]["caption_duplicates"] == {"cams": 1}
