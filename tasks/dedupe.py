@@ -252,7 +252,7 @@ def decide_duplicates(
         "grouped_not_merged": dict(sorted(related.items())),  # e.g. videos sharing a sound track
         # sounds too short, or too silent, for a fingerprint: only their bytes were compared
         "compared_by_bytes_only": sum(
-            1 for i in items.values() if i["modality"] == "audio" and not i["audio_fingerprint"]
+            1 for i in items.values() if i["modality"] == "audio" and not (i["audio_fingerprint"] or i["sound_print"])
         ),
         **summary,
     }

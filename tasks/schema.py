@@ -79,6 +79,8 @@ SAMPLE_SCHEMA = pa.schema(
         pa.field("phash", pa.string()),  # imagehash.phash, hex; images only
         # raw Chromaprint of an audio clip or a video's track (empty under ~3 s of sound)
         pa.field("audio_fingerprint", pa.list_(pa.uint32())),
+        # an audio clip of up to 4 s: a coarse log-mel (frames x 24 bands, dB, int8) for clips too short for Chromaprint
+        pa.field("sound_print", pa.list_(pa.int8())),
         pa.field("keyframe_phashes", pa.list_(pa.string())),  # video: pHash of one frame a second, hex
         # scores computed by filters/aligners; thresholds are applied to these, so they can be re-tuned
         pa.field("scores", pa.list_(SCORE)),

@@ -412,3 +412,53 @@ def test_a_preferred_source_keeps_its_copy_whatever_its_size(tmp_path):
     assert [r["detail"].split("; ")[1] for r in rejects] == ["kept from the preferred source coco"]
     with pytest.raises(ValueError, match="dedupe.prefer_sources names no source of this recipe: flickr"):
         Recipe(name="t", sources=tuple(sources), dedupe={"prefer_sources": ["flickr"]})
+
+
+def short_sounds(count: int = 24) -> dict:
+    """Real short sounds of 0.1, 0.3, 1 and 2.5 s (in turn), each the loudest stretch of another spoken
+    prompt (8 kHz): distinct sounds, none a part of another."""
+    import numpy as np
+
+    pieces = {}
+    for k, (name, samples) in enumerate(speech(count, min_seconds=3.0).items()):
+        seconds = (0.1, 0.3, 1.0, 2.5)[k % 4]
+        n = int(8000 * seconds)
+        start = int(np.argmax(np.convolve(samples.astype(np.float64) ** 2, np.ones(n), "valid")))
+        pieces[f"{name}@{seconds}"] = samples[start : start + n]
+    return pieces
+
+
+def test_short_sounds_re_encoded_resampled_or_trimmed_are_found_and_distinct_ones_are_not(tmp_path):
+    """Sounds of 0.1 to 2.5 s (too short for Chromaprint): an MP3, a 16 kHz FLAC and a copy with 50 ms
+    trimmed off the start of each (not of a 0.1 s sound: what is left is below the ~90 ms a print needs)."""
+    from .realmedia import encode_sound
+
+    rows, family = [], {}
+    for name, piece in short_sounds().items():
+        copies = {
+            "wav": encode_sound(piece, "wav", "pcm_s16le", 8000),
+            "mp3": encode_sound(piece, "mp3", "libmp3lame", 16000),
+            "flac16k": encode_sound(piece, "flac", "flac", 16000),
+        }
+        if len(piece) > 800:
+            copies["trim"] = encode_sound(piece[400:], "wav", "pcm_s16le", 8000)
+        for edit, data in copies.items():
+            media = f"{name}.{edit}.snd"
+            storage.write_bytes(str(tmp_path / media), data)
+            rows.append({"media": media, "modality": "audio", "text": f"{edit} copy of {name}"})
+            family[media] = name
+    (tmp_path / "captions.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    source = make_source(name="sounds", kind="manifest", uri=str(tmp_path / "captions.jsonl"))
+    recipe = Recipe(name="t", sources=(source,), filter={"min_audio_s": 0.05})
+    layout, manifest = build_in_process([source], str(tmp_path / "out"), recipe)
+    index = [
+        row
+        for split in manifest["splits"]
+        for row in pq.read_table(storage.join(layout.version, f"{split}/index.parquet")).to_pylist()
+    ]
+    published = [family[_media(r["source_uri"])] for r in index]
+    assert sorted(published) == sorted(set(family.values()))  # one item per sound: copies gone, none lost
+    rejects = pq.read_table(storage.join(layout.version, "rejects.parquet")).to_pylist()
+    assert all(family[_media(r["source_uri"])] == family[next(
+        _media(i["source_uri"]) for i in index if i["sample_id"] == r["duplicate_of"])] for r in rejects)  # fmt: skip
+    assert {r["reason"] for r in rejects} == {"duplicate:audio"}

@@ -52,6 +52,7 @@ class DecodedAudio:
     channels: int
     codec: str  # of the source
     fingerprint: list[int]  # raw Chromaprint (tasks/media/fingerprint.py)
+    sound_print: list[int]  # a short clip's coarse log-mel (tasks/media/fingerprint.py); empty otherwise
     scores: dict[str, float]
     mel: bytes | None = None  # .npy, float16, n_mels x frames
     mel_params: dict | None = None
@@ -141,6 +142,7 @@ def decode_audio(data: bytes, preset: AudioPreset = AudioPreset()) -> DecodedAud
         channels=int(out_channels),
         codec=codec,
         fingerprint=sound.fingerprint.result(),
+        sound_print=sound.fingerprint.short_print(),
         scores=sound.meter.scores(),
         mel=mel,
         mel_params=mel_params,

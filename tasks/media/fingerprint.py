@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import av
 import imagehash
 import numpy as np
@@ -33,6 +35,42 @@ SILENT_SHARE = 0.8  # a value whose frames are this much silence says nothing ab
 MIN_AUDIBLE_VALUES = 4  # fewer values over sound (~0.5 s past Chromaprint's 2.6 s lead): bytes only
 
 
+# A short clip's print (Chromaprint needs ~3 s): its log-mel spectrogram, coarse. 24 mel bands from 100 Hz
+# to 4 kHz (what an 8 kHz recording still has), frames of 46 ms every 23 ms, in dB under the clip's
+# loudest band (clipped at -60), silent frames at either end cut off (an encoder's padding, a trim).
+PRINT_MAX_S = 4.0  # clips up to this long get a print
+PRINT_FFT, PRINT_HOP, PRINT_BANDS, PRINT_FLOOR_DB = 512, 256, 24, -60
+PRINT_MIN_FRAMES = 3  # fewer audible frames (~90 ms) and the clip is compared by its bytes only
+
+
+@functools.cache
+def _mel_bank() -> np.ndarray:
+    def mel(hz):
+        return 2595 * np.log10(1 + hz / 700)
+
+    edges = 700 * (10 ** (np.linspace(mel(100), mel(4000), PRINT_BANDS + 2) / 2595) - 1)
+    freqs = np.fft.rfftfreq(PRINT_FFT, 1 / FINGERPRINT_RATE)
+    bank = [
+        np.minimum((freqs - lo) / (mid - lo), (hi - freqs) / (hi - mid))
+        for lo, mid, hi in zip(edges, edges[1:], edges[2:])
+    ]
+    return np.clip(np.array(bank), 0, None).T
+
+
+def sound_print(samples: np.ndarray) -> list[int]:
+    """The print of mono samples at FINGERPRINT_RATE (floats in -1..1): frames x bands int8, flattened;
+    empty when too little of it is sound."""
+    x = np.pad(samples, (0, max(0, PRINT_FFT - len(samples))))
+    frames = np.lib.stride_tricks.sliding_window_view(x, PRINT_FFT)[::PRINT_HOP] * np.hanning(PRINT_FFT)
+    loud = 10 * np.log10((frames**2).mean(axis=1) + 1e-24) >= SILENT_DBFS
+    audible = np.flatnonzero(loud)
+    if len(audible) < PRINT_MIN_FRAMES:
+        return []
+    power = np.abs(np.fft.rfft(frames[audible[0] : audible[-1] + 1], axis=1)) ** 2 / PRINT_FFT
+    db = 10 * np.log10(power @ _mel_bank() + 1e-12)
+    return np.clip(np.round(db - db.max()), PRINT_FLOOR_DB, 0).astype(np.int8).ravel().tolist()
+
+
 class SoundFingerprint:
     """Feed decoded frames (any format, rate, layout); `result()` is the raw Chromaprint fingerprint with
     the values that describe mostly silence set to 0 (silence matches any silence: it is no evidence),
@@ -44,11 +82,16 @@ class SoundFingerprint:
         self.printer.start(FINGERPRINT_RATE, 1)
         self.pending = np.zeros(0, np.float64)
         self.loud: list[np.ndarray] = []  # per 20 ms window: audible or not
+        self.head: list[np.ndarray] = []  # the samples of a clip short enough for a print
+        self.held = 0
 
     def feed(self, frame: av.AudioFrame | None) -> None:
         for mono in self.resampler.resample(frame):
             samples = mono.to_ndarray().ravel()
             self.printer.feed(samples.tobytes())
+            if self.held <= PRINT_MAX_S * FINGERPRINT_RATE:
+                self.head.append(samples / 32768.0)
+                self.held += len(samples)
             buffer = np.concatenate([self.pending, samples / 32768.0])
             whole = len(buffer) // WINDOW * WINDOW
             db = 10 * np.log10((buffer[:whole].reshape(-1, WINDOW) ** 2).mean(axis=1) + 1e-24)
@@ -67,6 +110,12 @@ class SoundFingerprint:
         if np.count_nonzero(values) < MIN_AUDIBLE_VALUES:
             return []
         return values.tolist()
+
+    def short_print(self) -> list[int]:
+        """`sound_print` of the clip when it is at most PRINT_MAX_S long (call after `result`)."""
+        if self.held > PRINT_MAX_S * FINGERPRINT_RATE or not self.head:
+            return []
+        return sound_print(np.concatenate(self.head))
 
 
 class KeyframeHashes:

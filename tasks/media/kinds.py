@@ -16,8 +16,9 @@ import numpy as np
 
 from ..similar import fingerprint_pairs, hamming_pairs, sequence_pairs
 from ..similar.bits import sequence_distance
-from ..similar.sounds import bit_error_rate
+from ..similar.sounds import PRINT_BANDS, bit_error_rate, print_distance, short_sound_pairs
 from .audio import AudioPreset, decode_audio
+from .fingerprint import PRINT_FLOOR_DB
 from .image import ImagePreset, decode_image
 from .video import VideoPreset, decode_video
 
@@ -123,7 +124,7 @@ def audio_preset(settings) -> AudioPreset:
 class Audio(MediaKind):
     name = "audio"
     extensions = frozenset({"flac", "wav", "mp3", "ogg", "opus", "m4a"})
-    signatures = ("audio_fingerprint",)
+    signatures = ("audio_fingerprint", "sound_print")
 
     def __init__(self, settings) -> None:
         self.preset = audio_preset(settings)
@@ -138,6 +139,7 @@ class Audio(MediaKind):
             "channels": audio.channels,
             "audio_codec": audio.codec,
             "audio_fingerprint": audio.fingerprint,
+            "sound_print": audio.sound_print,
             "_scores": audio.scores,
         }
         if audio.mel is not None:
@@ -148,16 +150,22 @@ class Audio(MediaKind):
 
     @staticmethod
     def duplicate_pairs(items, config):
-        if config.audio_max_ber is None:
-            return
-        for a, b, ber in fingerprint_pairs(*_signatures(items, "audio", "audio_fingerprint"), config.audio_max_ber):
-            yield a, b, "duplicate:audio", f"Chromaprint bit error rate {ber:.3f}"
+        if config.audio_max_ber is not None:
+            ids, prints = _signatures(items, "audio", "audio_fingerprint")
+            for a, b, ber in fingerprint_pairs(ids, prints, config.audio_max_ber):
+                yield a, b, "duplicate:audio", f"Chromaprint bit error rate {ber:.3f}"
+        if config.short_audio_max_db is not None:  # clips too short for Chromaprint
+            for a, b, db in short_sound_pairs(*_signatures(items, "audio", "sound_print"), config.short_audio_max_db):
+                yield a, b, "duplicate:audio", f"short-sound print {db:.1f} dB apart"
 
     @staticmethod
     def distance(a, b):
-        if not (a["audio_fingerprint"] and b["audio_fingerprint"]):
-            return MediaKind.distance(a, b)
-        return bit_error_rate(*(np.array(x["audio_fingerprint"], np.uint32) for x in (a, b)))
+        if a["audio_fingerprint"] and b["audio_fingerprint"]:
+            return bit_error_rate(*(np.array(x["audio_fingerprint"], np.uint32) for x in (a, b)))
+        if a.get("sound_print") and b.get("sound_print"):
+            shaped = (np.array(x["sound_print"], np.float32).reshape(-1, PRINT_BANDS) for x in (a, b))
+            return print_distance(*shaped) / -PRINT_FLOOR_DB
+        return MediaKind.distance(a, b)
 
 
 class Video(MediaKind):

@@ -61,3 +61,39 @@ def fingerprint_pairs(ids: list[str], fingerprints: list[list[int]], max_ber: fl
         if (ber := bit_error_rate(prints[x], prints[y])) <= max_ber:
             pairs.append((*sorted((ids[x], ids[y])), ber))
     return pairs
+
+
+PRINT_BANDS = 24  # a short sound's print: frames x 24 bands (tasks/media/fingerprint.py)
+PRINT_SHIFT = 4  # frames of 23 ms: alignments tried either way (a trim, an encoder's delay)
+PRINT_OVERLAP = 0.5  # of the shorter print, at least (a trimmed copy)
+PRINT_MIN_OVERLAP = 3  # frames: two frames of two different vowels can look alike
+
+
+def print_distance(a: np.ndarray, b: np.ndarray, max_shift: int = PRINT_SHIFT) -> float:
+    """Mean absolute dB difference of two prints (frames x bands) at their best alignment."""
+    best = float("inf")
+    for shift in range(-max_shift, max_shift + 1):
+        x, y = (a[shift:], b) if shift >= 0 else (a, b[-shift:])
+        n = min(len(x), len(y))
+        if n >= max(PRINT_MIN_OVERLAP, PRINT_OVERLAP * min(len(a), len(b))):
+            best = min(best, float(np.abs(x[:n] - y[:n]).mean()))
+    return best
+
+
+def short_sound_pairs(ids: list[str], prints: list[list[int]], max_db: float) -> list[tuple[str, str, float]]:
+    """(a, b, dB) with a < b for short sounds whose prints match within `max_db`. Candidates share their
+    loudest band (or a neighbour) and are within 2x of each other's length; each is verified."""
+    shaped = [np.array(p, np.float32).reshape(-1, PRINT_BANDS) for p in prints]
+    peak = [int(np.argmax(p.mean(axis=0))) for p in shaped]
+    by_peak: dict[int, list[int]] = {}
+    for i, band in enumerate(peak):
+        by_peak.setdefault(band, []).append(i)
+    pairs = []
+    for i, p in enumerate(shaped):
+        for band in (peak[i] - 1, peak[i], peak[i] + 1):
+            for j in by_peak.get(band, []):
+                if j <= i or not 0.5 <= len(p) / len(shaped[j]) <= 2:
+                    continue
+                if (d := print_distance(p, shaped[j])) <= max_db:
+                    pairs.append((*sorted((ids[i], ids[j])), d))
+    return pairs
