@@ -22,6 +22,7 @@ duplicates are rare; its summary (counts per reason and source, boilerplate) is 
 
 from __future__ import annotations
 
+import math
 from collections import Counter, defaultdict
 
 import pyarrow as pa
@@ -66,6 +67,7 @@ SIGNATURES = [
     "media_size",
     "media_ext",
     "source_uri",
+    "scores",  # the measured bandwidth of a sound
 ]
 
 
@@ -90,6 +92,21 @@ def _pixels(item) -> int:
     return (item["width"] or 0) * (item["height"] or 0)
 
 
+def _sound_rate(item) -> float:
+    """Samples a second a sound really needs: its rate, or twice its measured bandwidth when that is lower
+    (a clip resampled up from 8 kHz is an 8 kHz clip)."""
+    rate = float(item["sample_rate"] or 0)
+    bandwidth = next((s["value"] for s in item["scores"] or [] if s["name"] == "bandwidth_hz"), None)
+    return min(rate, 2 * bandwidth) if bandwidth else rate
+
+
+def _resolution(item) -> tuple:
+    """Pixels; for a sound, its effective rate in half-octave steps (bandwidths measured on copies of
+    one recording differ by a few hundred hertz), then channels."""
+    rate = _sound_rate(item)
+    return (-_pixels(item), -round(2 * math.log2(rate)) if rate else 0, -(item["channels"] or 0))
+
+
 def _as_it_came(item) -> bool:
     """Published in the container it came in (not re-encoded by clean: a PNG or WebP became a JPEG)."""
     source = (item["source_uri"] or "").split("?")[0].rsplit("/", 1)[-1].rsplit(".", 1)[-1].lower()
@@ -98,7 +115,8 @@ def _as_it_came(item) -> bool:
 
 # (name, what sorts first, why it wins): each a measure where smaller is better
 KEEP_CRITERIA = [
-    ("resolution", lambda i: (-_pixels(i), -(i["sample_rate"] or 0), -(i["channels"] or 0)), "higher resolution"),
+    ("resolution", _resolution, "higher resolution"),
+    ("not_resampled_up", lambda i: (i["sample_rate"] or 0) > 1.25 * _sound_rate(i), "not resampled up"),
     ("medoid", lambda i: 0, "the copy the others are edits of (closest to all of them)"),  # from `centrality`
     ("as_it_came", lambda i: not _as_it_came(i), "published as it came, not re-encoded"),
     ("density", lambda i: -(i["media_size"] or 0) / max(_pixels(i) or (i["duration_s"] or 0) * 1000, 1),
@@ -107,9 +125,9 @@ KEEP_CRITERIA = [
     ("earliest", lambda i: (i["partition"] or "", min(i["source_rows"] or [0])), "seen first"),
 ]  # fmt: skip
 POLICIES = {
-    # the best copy: most pixels (or samples a second and channels), then the least edited, then one
-    # published as it came, then the most bytes for its size
-    "best": ("resolution", "medoid", "as_it_came", "density", "duration"),
+    # the best copy: most pixels (or the samples a second its sound really holds, and channels), then
+    # not resampled up, then the least edited, then one published as it came, then the most bytes for its size
+    "best": ("resolution", "not_resampled_up", "medoid", "as_it_came", "density", "duration"),
     "largest": ("resolution", "duration"),
     "longest": ("duration", "resolution"),
     "earliest": ("earliest",),

@@ -128,6 +128,7 @@ def test_clean_publishes_the_mel_beside_the_clip_and_filters_judge_silence_and_c
     kept, rejected = run(FilterStage(), *kept)
     assert [r["reason"] for r in rejected] == ["filter:mostly_silent", "filter:clipped"]
     assert [s["name"] for s in kept[0]["scores"]] == [
+        "bandwidth_hz",
         "clipping_ratio",
         "duration_s",
         "rms_dbfs",

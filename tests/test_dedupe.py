@@ -363,12 +363,17 @@ def test_the_original_photograph_is_kept_over_each_of_its_edits(planted):
 
 def test_the_original_recording_is_kept_over_its_re_encodes_and_trims(tmp_path):
     """A 16 kHz WAV and its MP3, its 8 kHz FLAC and a copy with 50 ms trimmed: the WAV stays."""
+    import numpy as np
+
     from .realmedia import encode_sound, pcm
 
     rows = []
     originals = {}
+    rng = np.random.default_rng(5)
     for name, samples in speech(4, min_seconds=5.0).items():
-        wide = pcm(encode_sound(samples, "wav", "pcm_s16le", 16000), rate=16000)  # the original, at 16 kHz
+        # the original at 16 kHz, with a room's faint noise up to 8 kHz (the prompts themselves are 8 kHz)
+        wide = pcm(encode_sound(samples, "wav", "pcm_s16le", 16000), rate=16000)
+        wide = (wide + rng.normal(0, 200, len(wide))).clip(-32768, 32767).astype(np.int16)
         edits = {
             "wav": encode_sound(wide, "wav", "pcm_s16le", 16000, source_rate=16000),
             "mp3": encode_sound(wide, "mp3", "libmp3lame", 16000, source_rate=16000),
@@ -458,6 +463,8 @@ def test_short_sounds_re_encoded_resampled_or_trimmed_are_found_and_distinct_one
     ]
     published = [family[_media(r["source_uri"])] for r in index]
     assert sorted(published) == sorted(set(family.values()))  # one item per sound: copies gone, none lost
+    # the 8 kHz WAV, not its copies resampled up to 16 kHz (their rate is not what they hold)
+    assert all(_media(r["source_uri"]).endswith(".wav.snd") for r in index)
     rejects = pq.read_table(storage.join(layout.version, "rejects.parquet")).to_pylist()
     assert all(family[_media(r["source_uri"])] == family[next(
         _media(i["source_uri"]) for i in index if i["sample_id"] == r["duplicate_of"])] for r in rejects)  # fmt: skip

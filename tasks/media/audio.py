@@ -30,6 +30,8 @@ WAV_SIZE_UNKNOWN = 0xFFFFFFFF  # what a WAV writer that could not seek leaves in
 
 
 SILENCE_DBFS = -50.0
+SPECTRUM_FFT = 2048  # samples per block of the bandwidth measure
+BANDWIDTH_DB = 70.0  # a frequency this far under the strongest holds nothing (a resampler's stop band)
 CLIPPED = 0.999  # |sample| at or above this (of full scale) counts as clipped
 
 
@@ -178,9 +180,12 @@ class LoudnessMeter:
     decoded frame (float, channels x n) at a time; `held` (a list) also keeps the frames."""
 
     def __init__(self, rate: int):
+        self.rate = int(rate)
         self.window = max(1, int(rate) // 50)
         self.pending = np.zeros(0, np.float64)
         self.energy = self.samples = self.values = self.clipped = self.silent = self.windows = 0
+        self.spectrum = np.zeros(SPECTRUM_FFT // 2 + 1)  # power of every 4th block, for `bandwidth_hz`
+        self.spectrum_pending, self.blocks_seen = np.zeros(0, np.float64), 0
 
     def feed(self, frame: np.ndarray, held: list | None = None) -> None:
         if held is not None:
@@ -201,6 +206,17 @@ class LoudnessMeter:
             db = 10 * np.log10((windows**2).mean(axis=1) + 1e-24)
             self.silent += int(np.count_nonzero(db < SILENCE_DBFS))
             self.windows += len(windows)
+            self._spectrum(mix)
+
+    def _spectrum(self, mix: np.ndarray) -> None:
+        buffer = np.concatenate([self.spectrum_pending, mix])
+        blocks = len(buffer) // SPECTRUM_FFT
+        whole = buffer[: blocks * SPECTRUM_FFT].reshape(blocks, SPECTRUM_FFT)
+        sampled = whole[(self.blocks_seen + np.arange(blocks)) % 4 == 0]  # every 4th block: cheap, enough
+        if len(sampled):
+            self.spectrum += (np.abs(np.fft.rfft(sampled * np.hanning(SPECTRUM_FFT), axis=1)) ** 2).sum(axis=0)
+        self.blocks_seen += blocks
+        self.spectrum_pending = buffer[blocks * SPECTRUM_FFT :]
 
     def scores(self) -> dict[str, float]:
         if self.windows == 0:  # a clip shorter than one window is judged as one
@@ -210,7 +226,21 @@ class LoudnessMeter:
             "rms_dbfs": round(max(20 * np.log10(rms + 1e-12), -120.0), 2),
             "silence_ratio": round(self.silent / max(self.windows, 1), 4),
             "clipping_ratio": round(self.clipped / max(self.values, 1), 6),
+            "bandwidth_hz": self.bandwidth(),
         }
+
+    def bandwidth(self) -> float:
+        """The highest frequency with power within BANDWIDTH_DB of the strongest: what the recording really
+        holds (a clip resampled up from 8 kHz has nothing above 4 kHz, whatever its rate says)."""
+        if self.blocks_seen == 0 and len(self.spectrum_pending):  # a clip shorter than one block: windowed whole
+            short = self.spectrum_pending * np.hanning(len(self.spectrum_pending))
+            self.spectrum += np.abs(np.fft.rfft(short, SPECTRUM_FFT)) ** 2
+        total = self.spectrum.sum()
+        if total <= 0:
+            return round(self.rate / 2, 1)
+        db = 10 * np.log10(self.spectrum + total * 1e-15)
+        above = np.flatnonzero(db >= db.max() - BANDWIDTH_DB)
+        return round(float(above[-1]) * self.rate / SPECTRUM_FFT, 1)
 
 
 class FlacStream:
