@@ -113,13 +113,18 @@ def planted(tmp_path_factory):
     (folder / "captions.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
     source = make_source(name="photos", kind="manifest", uri=str(folder / "captions.jsonl"))
     layout, manifest = build_in_process([source], str(folder / "out"), Recipe(name="t", sources=(source,)))
-    index = [
+    index = published_items(layout, manifest)
+    rejects = pq.read_table(storage.join(layout.version, "rejects.parquet")).to_pylist()
+    return {"family": family, "index": index, "rejects": rejects, "rows": rows}
+
+
+def published_items(layout, manifest) -> list[dict]:
+    """Every index row of a version, all splits."""
+    return [
         row
         for split in manifest["splits"]
         for row in pq.read_table(storage.join(layout.version, f"{split}/index.parquet")).to_pylist()
     ]
-    rejects = pq.read_table(storage.join(layout.version, "rejects.parquet")).to_pylist()
-    return {"family": family, "index": index, "rejects": rejects, "rows": rows}
 
 
 def _media(uri: str) -> str:
@@ -305,11 +310,7 @@ def test_videos_of_different_pictures_with_one_sound_track_are_both_published_in
     source = make_source(name="clips", kind="manifest", uri=str(tmp_path / "captions.jsonl"))
     layout, manifest = build_in_process([source], str(tmp_path / "out"), Recipe(name="t", sources=(source,)))
     assert manifest["samples"] == 2 and manifest["rejected"] == 0
-    index = [
-        row
-        for split in manifest["splits"]
-        for row in pq.read_table(storage.join(layout.version, f"{split}/index.parquet")).to_pylist()
-    ]
+    index = published_items(layout, manifest)
     assert len({r["group_id"] for r in index}) == 1 and len({r["split"] for r in index}) == 1
     stats = storage.read_json(storage.join(layout.version, "stats.json"))
     assert stats["dedupe"]["grouped_not_merged"] == {"related:soundtrack": 1}
@@ -341,11 +342,7 @@ def test_silence_is_no_evidence_of_one_sound(tmp_path):
     recipe = Recipe(name="t", sources=(source,), filter={"max_silence_ratio": 1.0})
     layout, manifest = build_in_process([source], str(tmp_path / "out"), recipe)
     assert manifest["samples"] == 4 and manifest["rejected"] == 0
-    index = [
-        row
-        for split in manifest["splits"]
-        for row in pq.read_table(storage.join(layout.version, f"{split}/index.parquet")).to_pylist()
-    ]
+    index = published_items(layout, manifest)
     assert len({r["group_id"] for r in index}) == 4
     dedupe = storage.read_json(storage.join(layout.version, "stats.json"))["dedupe"]
     assert dedupe["compared_by_bytes_only"] == 2 and dedupe["grouped_not_merged"] == {}
@@ -387,11 +384,7 @@ def test_the_original_recording_is_kept_over_its_re_encodes_and_trims(tmp_path):
     (tmp_path / "captions.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
     source = make_source(name="speech", kind="manifest", uri=str(tmp_path / "captions.jsonl"))
     layout, manifest = build_in_process([source], str(tmp_path / "out"), Recipe(name="t", sources=(source,)))
-    index = [
-        row
-        for split in manifest["splits"]
-        for row in pq.read_table(storage.join(layout.version, f"{split}/index.parquet")).to_pylist()
-    ]
+    index = published_items(layout, manifest)
     assert sorted(_media(r["source_uri"]) for r in index) == sorted(originals.values())
 
 
@@ -407,11 +400,7 @@ def test_a_preferred_source_keeps_its_copy_whatever_its_size(tmp_path):
         sources.append(make_source(name=name, kind="manifest", uri=str(tmp_path / name / "captions.jsonl")))
     recipe = Recipe(name="t", sources=tuple(sources), dedupe={"prefer_sources": ["coco"]})
     layout, manifest = build_in_process(sources, str(tmp_path / "out"), recipe)
-    index = [
-        row
-        for split in manifest["splits"]
-        for row in pq.read_table(storage.join(layout.version, f"{split}/index.parquet")).to_pylist()
-    ]
+    index = published_items(layout, manifest)
     assert [r["source"] for r in index] == ["coco"] and len(index[0]["texts"]) == 2
     rejects = pq.read_table(storage.join(layout.version, "rejects.parquet")).to_pylist()
     assert [r["detail"].split("; ")[1] for r in rejects] == ["kept from the preferred source coco"]
@@ -456,11 +445,7 @@ def test_short_sounds_re_encoded_resampled_or_trimmed_are_found_and_distinct_one
     source = make_source(name="sounds", kind="manifest", uri=str(tmp_path / "captions.jsonl"))
     recipe = Recipe(name="t", sources=(source,), filter={"min_audio_s": 0.05})
     layout, manifest = build_in_process([source], str(tmp_path / "out"), recipe)
-    index = [
-        row
-        for split in manifest["splits"]
-        for row in pq.read_table(storage.join(layout.version, f"{split}/index.parquet")).to_pylist()
-    ]
+    index = published_items(layout, manifest)
     published = [family[_media(r["source_uri"])] for r in index]
     assert sorted(published) == sorted(set(family.values()))  # one item per sound: copies gone, none lost
     # the 8 kHz WAV, not its copies resampled up to 16 kHz (their rate is not what they hold)
