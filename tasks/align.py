@@ -22,6 +22,8 @@ class HasMedia(Rule):
 
 class HasText(Rule):
     def measure(self, row):
+        if row.get("part_of"):  # a picture of a document: the document's passages are its text
+            return None
         return any((t["text"] or "").strip() for t in row["texts"] or [])
 
     def decide(self, present):

@@ -24,10 +24,15 @@ import yaml
 
 from .media.kinds import KINDS
 from .recipe import Recipe
-from .schema import SPLITS, member_schema
+from .schema import MODALITIES, SPLITS, member_schema
 
 # what the tasks of each modality are called on the Hugging Face hub
-TASKS = {"image": ["image-to-text", "text-to-image"], "audio": ["text-to-audio"], "video": ["text-to-video"]}
+TASKS = {
+    "image": ["image-to-text", "text-to-image"],
+    "audio": ["text-to-audio"],
+    "video": ["text-to-video"],
+    "document": ["image-text-to-text"],
+}
 SIZE_CATEGORIES = [(1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
                    (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M"), (1_000_000_000, "100M<n<1B")]  # fmt: skip
 ARROW_DTYPES = {
@@ -52,7 +57,7 @@ class Version:
 
     @property
     def modalities(self) -> list[str]:
-        return [m for m in KINDS if m in self.tar_members]
+        return [m for m in MODALITIES if m in self.tar_members]
 
     def column(self, name: str, modality: str | None = None) -> list:
         if self.index is None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 
+from .documents import clean_document
 from .media import MediaError
 from .media.kinds import KINDS
 from .media.text import Tokenize, clean_texts, load_language_model
@@ -37,8 +38,13 @@ class CleanStage(RowStage):
             self.tokenize = Tokenize(**self.config.features.tokenize.model_dump())
 
     def check(self, row: dict):
+        if row["modality"] == "document":
+            out, dropped = clean_document(row, self.config.pii)
+            for text, reason in dropped if not isinstance(out, Reject) else ():
+                self.drop_text(row, text, reason)
+            return out
         texts, dropped = clean_texts(row["texts"] or [], self.config.pii)
-        if not texts:  # checked first: no decode for an item that cannot be kept
+        if not texts and not row["part_of"]:  # checked first: no decode for an item that cannot be kept
             return Reject("text:empty", f"{len(dropped)} text(s), all empty: {[t['text'] for t, _ in dropped][:5]!r}")
         try:
             facts = self.kinds[row["modality"]].clean(row["media_bytes"])

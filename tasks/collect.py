@@ -25,6 +25,7 @@ from .fetch.resize import ImageResizer
 from .groups import UnionFind
 from .media import MediaError
 from .media.clip import cut
+from .media.image import crop
 from .recipe import NetworkConfig, ShardConfig
 from .schema import REJECT_SCHEMA, make_sample_id, samples_from_rows
 from .shards import cut_shards
@@ -57,6 +58,8 @@ def plan_collect(
                     f"{row.key} is named as {item['modality']} on row {item['source_rows'][0]} and as"
                     f" {row.modality} here"
                 )
+            if item is not None and row.modality == "document":
+                row.error = f"document {row.key} again (first on row {item['source_rows'][0]})"
             if row.error:
                 bad.append(_bad_row(source.name, row, partition, run_id))
                 continue
@@ -73,7 +76,10 @@ def plan_collect(
                     "source_rows": [],
                     "clip_start_s": clip[0],
                     "clip_end_s": clip[1],
+                    "region": list(row.region) if row.region else None,
+                    "segments": _segments(source.name, row) if row.segments is not None else None,
                     "meta": _meta_json(row.meta),
+                    "part_of": None,
                     "partition": partition,
                     "run_id": run_id,
                 }
@@ -82,13 +88,17 @@ def plan_collect(
             item["source_rows"].append(row.number)
             if row.group is not None:
                 labels[ident].append(f"{source.name}:{row.group}")
+            if row.part_of is not None:
+                document = make_sample_id(source.name, row.part_of)
+                if document not in (item["part_of"] or []):
+                    item["part_of"] = (item.get("part_of") or []) + [document]
 
     rows = list(items.values())
     for row, group_id in zip(rows, _group_names(list(labels.values()))):
         row["group_id"] = group_id
-    listed = storage.sizes([row["source_uri"] for row in rows])
+    listed = storage.sizes([row["source_uri"] for row in rows if row["source_uri"]])
     for row in rows:
-        row["media_size"] = listed[row["source_uri"]]
+        row["media_size"] = listed.get(row["source_uri"])
 
     uris = []
     for i, (start, end) in enumerate(cut_shards([row["media_size"] or 0 for row in rows], shards, workers)):
@@ -125,6 +135,16 @@ def _bad_row(source: str, row: Row, partition: str, run_id: str) -> dict:
         "partition": partition,
         "run_id": run_id,
     }
+
+
+def _segments(source: str, row: Row) -> list[dict]:
+    """A document Row's segments as Sample segments: a passage by its text, a picture by its item's id."""
+    return [
+        {"text": None, "image": make_sample_id(source, value)}
+        if kind == "image"
+        else {"text": row.texts[value]["text"], "image": None}
+        for kind, value in row.segments
+    ]
 
 
 def _meta_json(meta: dict | None) -> str | None:
@@ -187,6 +207,8 @@ class CollectStage(RowStage):
         return self._got.pop(row["sample_id"])
 
     def _get(self, row: dict):
+        if row["modality"] == "document":  # its texts came with the annotation; its pictures are items
+            return row
         uri = row["source_uri"]
         try:
             got = (
@@ -208,6 +230,11 @@ class CollectStage(RowStage):
             except MediaError as e:
                 return Reject(f"decode:{e.code}", f"cutting {row['clip_start_s']}-{row['clip_end_s']} s: {e.detail}")
         got.pop("cut", None)
+        if row["region"]:
+            try:
+                got["media_bytes"], got["media_ext"] = crop(got["media_bytes"], row["region"])
+            except MediaError as e:
+                return Reject(f"decode:{e.code}", f"cutting region {row['region']}: {e.detail}")
         return {**row, **got, "media_size": len(got["media_bytes"])}
 
     def _download(self, row: dict) -> dict:

@@ -93,6 +93,9 @@ class License(Rule):
         return None if stated.lower() in self.allowed else ("license", f"license {stated!r} is not allowed")
 
 
+NOT_CAPTIONS = frozenset({"label", "region", "prompt", "passage"})
+
+
 class CaptionWords(TextRule):
     score = "caption_words"
 
@@ -100,7 +103,8 @@ class CaptionWords(TextRule):
         self.low, self.high = low, high
 
     def measure(self, text):
-        return float(word_count(text["text"]))
+        # a class label, a region's phrase, a prompt or a passage is not a caption: its length says nothing
+        return None if text["kind"] in NOT_CAPTIONS else float(word_count(text["text"]))
 
     def decide(self, value):
         code = "caption_too_short" if value < self.low else "caption_too_long" if value > self.high else None

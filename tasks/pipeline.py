@@ -26,11 +26,12 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel
 
-from . import audit, collect, dedupe, dedupe_index, engine, leakage, publish, split, storage, tars
+from . import audit, collect, dedupe, dedupe_index, documents, engine, leakage, publish, split, storage, tars
 from .clean import CleanSettings
 from .collect import CollectConfig
 from .dedupe import ApplyDecision
 from .demo_corpus import build_demo_corpus
+from .documents import ApplyDocuments
 from .recipe import Recipe
 from .registry import stage_class
 from .score import ScoreSettings, report
@@ -124,8 +125,10 @@ class Plan:
         score = self.score()
         return self.refine(decision_uri).stages + (score.stages if score else ())
 
-    def split(self, assignment_uri: str) -> Step:
-        return self.step(("split", ApplySplit(assignment_uri=assignment_uri)))
+    def split(self, assignment_uri: str, documents_uri: str | None = None) -> Step:
+        """The split, after the documents decision where there are documents."""
+        first = [("documents", ApplyDocuments(decision_uri=documents_uri))] if documents_uri else []
+        return self.step(*first, ("split", ApplySplit(assignment_uri=assignment_uri)))
 
     def work(self, name: str) -> str:
         return storage.join(self.layout.work, name)
@@ -254,10 +257,18 @@ def execute(plan: Plan, runner: Runner, dry_run: bool = False, extra: dict | Non
     if score := plan.score():
         steps.append(_each_step(runner, score, [r.uri for r in refined], _kept(refined)))
     refined = steps[-1]
+    resolved = None
+    if any(s.yields_documents for s in sources):
+        rejects = [collected["rejects_uri"]] + [r.rejects_uri for results in steps for r in results]
+        resolved = runner.decide(
+            "resolve-documents", documents.resolve_documents, [r.uri for r in refined], rejects, recipe.filter,
+            plan.work("documents-decision.parquet"),
+        )  # fmt: skip
     assignment = runner.decide("assign-splits", assign_splits, plan, [r.uri for r in refined])
     if assignment.get("returning"):
         runner.log(f"{assignment['returning']} of {assignment['groups']} groups keep the split a version gave them")
-    split_results = _each_step(runner, plan.split(assignment["uri"]), [r.uri for r in refined], _kept(refined))
+    split_step = plan.split(assignment["uri"], resolved and resolved["uri"])
+    split_results = _each_step(runner, split_step, [r.uri for r in refined], _kept(refined))
     steps.append(split_results)
     staged = []
     if plan.embeddings_dir:

@@ -148,6 +148,13 @@ class FilterConfig(Strict):
     max_silence_ratio: float = Field(0.9, ge=0, le=1)
     max_clipping_ratio: float = Field(0.01, ge=0, le=1)
     min_sample_rate: int = Field(8000, ge=0)
+    # documents (tasks/documents.py), judged once their pictures are: pictures left (filter:few_images,
+    # filter:many_images), words left (filter:short_document), and the share of pictures dropped
+    # (filter:images_dropped); a document left with no picture is a document:no_images reject
+    min_document_images: int = Field(1, ge=1)
+    max_document_images: int = Field(30, ge=1)
+    min_document_words: int = Field(10, ge=0)
+    max_document_images_dropped: float = Field(0.5, ge=0, le=1)
 
     @model_validator(mode="after")
     def _bounds(self):
@@ -156,6 +163,7 @@ class FilterConfig(Strict):
             ("min_video_s", "max_video_s"),
             ("min_video_fps", "max_video_fps"),
             ("min_caption_words", "max_caption_words"),
+            ("min_document_images", "max_document_images"),
         ):
             if getattr(self, lo) > getattr(self, hi):
                 raise ValueError(f"{lo} ({getattr(self, lo)}) is above {hi} ({getattr(self, hi)})")

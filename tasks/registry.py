@@ -7,13 +7,15 @@ from .align import AlignStage
 from .clean import CleanStage
 from .collect import CollectStage
 from .dedupe import DedupeStage
+from .documents import DocumentStage
 from .filter import FilterStage
 from .score import ScoreStage
 from .split import SplitStage
 from .stage import Stage
 
 STAGES: dict[str, type[Stage]] = {
-    s.name: s for s in (CollectStage, CleanStage, DedupeStage, FilterStage, ScoreStage, AlignStage, SplitStage)
+    s.name: s
+    for s in (CollectStage, CleanStage, DedupeStage, FilterStage, ScoreStage, AlignStage, DocumentStage, SplitStage)
 }
 
 

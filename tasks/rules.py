@@ -66,12 +66,13 @@ class Judgement:
     text_failures: list[list[Failure]] = field(default_factory=list)
     # every numeric measurement, by rule label (item and text rules): the dry run's histograms
     measured: list[tuple[str, float]] = field(default_factory=list)
+    needs_text: bool = True  # a picture of a document stays with no text of its own
 
     def reject(self) -> Failure | None:
         """What the stage rejects the item for: its first failing item rule, else its texts all failing."""
         if self.failures:
             return self.failures[0]
-        if any(not failed for failed in self.text_failures):
+        if any(not failed for failed in self.text_failures) or not self.needs_text:
             return None
         failed = [f[0] for f in self.text_failures]
         code, detail = failed[0] if failed else ("no_text", "no texts")
@@ -85,7 +86,7 @@ class RuleStage(RowStage):
     text_rules: list[TextRule]
 
     def judge(self, row: dict) -> Judgement:
-        judgement = Judgement()
+        judgement = Judgement(needs_text=not row.get("part_of"))
         for rule in self.item_rules:
             if not rule.applies(row) or (value := rule.measure(row)) is None:
                 continue

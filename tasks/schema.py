@@ -1,7 +1,9 @@
 """The one Sample record (an item) and the Reject and DroppedText records, as Arrow schemas.
 
 An item is one media file (image, audio clip or video) with every text that describes it: the five
-COCO captions of a picture are one item with five texts, not five rows. Identical media found under
+COCO captions of a picture are one item with five texts, not five rows. A document (a web page or paper
+of text with pictures between) is an item too: its passages are its texts, its pictures are image items
+of their own (`part_of` it), and `segments` says their order. Identical media found under
 several names or in several sources becomes one item with the union of their texts. `group_id`
 names what must never be split apart (clips of one video, copies of one picture).
 
@@ -16,10 +18,15 @@ import hashlib
 
 import pyarrow as pa
 
-MODALITIES = ("image", "audio", "video")
+MEDIA_MODALITIES = ("image", "audio", "video")  # an item of these is one media file (tasks/media/kinds.py)
+MODALITIES = (*MEDIA_MODALITIES, "document")
 SPLITS = ("train", "val", "test")
-TEXT_KINDS = ("caption", "title", "subtitle", "transcript", "speaker")
-CAPTION_KINDS = frozenset({"caption", "title", "subtitle", "transcript"})  # texts that describe the media
+TEXT_KINDS = (
+    "caption", "title", "subtitle", "transcript", "speaker", "label", "region", "answer", "prompt", "passage",
+)  # fmt: skip
+# texts that describe the whole media in words of their own (caption dedupe compares them); not a class
+# label, a region's phrase, a prompt or a document's passage, which many different items share
+CAPTION_KINDS = frozenset({"caption", "title", "subtitle", "transcript", "answer"})
 
 # One text of an item: what it says, what kind of text it is, and which source gave it.
 # One text of an item. Clean fills the rest (tasks/media/text.py): language and its probability,
@@ -46,6 +53,11 @@ TEXT = pa.struct(
 SCORE = pa.struct([pa.field("name", pa.string()), pa.field("value", pa.float64())])
 
 SIDECAR = pa.struct([pa.field("name", pa.string()), pa.field("data", pa.large_binary())])
+
+# One part of a document, in reading order: a passage (`text`, as it is among the document's texts) or
+# a picture (`image`: the sample id of its image item). In a published `<key>.json`, `member` names the
+# tar member that holds the picture.
+SEGMENT = pa.struct([pa.field("text", pa.string()), pa.field("image", pa.string())])
 
 SAMPLE_SCHEMA = pa.schema(
     [
@@ -85,11 +97,16 @@ SAMPLE_SCHEMA = pa.schema(
         # scores computed by filters/aligners; thresholds are applied to these, so they can be re-tuned
         pa.field("scores", pa.list_(SCORE)),
         pa.field("split", pa.string()),
+        # documents: a document's parts in order; an image item: the documents (sample ids) it is part of
+        pa.field("segments", pa.list_(SEGMENT)),
+        pa.field("part_of", pa.list_(pa.string())),
         # lineage
         pa.field("source_uri", pa.string()),  # where the media came from: a path, s3:// or http(s):// URL
         # the time window of the source media this item is (AudioCaps' 10 s, a HowTo100M subtitle)
         pa.field("clip_start_s", pa.float64()),
         pa.field("clip_end_s", pa.float64()),
+        # the box of the source image this item is (x, y, width, height: a Visual Genome region)
+        pa.field("region", pa.list_(pa.int32())),
         # what the source said about the media beyond its texts (LAION's extra columns, a video's
         # title, uploader, license), as a JSON object: a string every reader takes
         pa.field("meta", pa.string()),
@@ -117,15 +134,20 @@ MEMBER_FACTS = {
     "audio": ("duration_s", "sample_rate", "channels", "audio_codec"),
     "video": ("width", "height", "duration_s", "fps", "num_frames", "video_codec", "audio_codec",
               "audio_duration_s", "sample_rate", "channels"),
+    "document": (),
 }  # fmt: skip
+# a document's `segments` in its `<key>.json`: a passage, or a picture and the member holding it
+MEMBER_SEGMENT = pa.struct([pa.field("text", pa.string()), pa.field("image", pa.string()),
+                            pa.field("member", pa.string())])  # fmt: skip
 MEMBER_TEXT = pa.struct([TEXT.field(n) for n in ("text", "kind", "source", "lang", "flags", "align_score")])
 
 
 def member_schema(modality: str) -> pa.Schema:
     identity = ["sample_id", "group_id", "source", "modality", "split", "media_ext", "media_size", "sha256"]
-    lineage = ["source_uri", "clip_start_s", "clip_end_s"]
+    lineage = ["source_uri", "clip_start_s", "clip_end_s"] + (["region"] if modality == "image" else [])
     return pa.schema(
         [SAMPLE_SCHEMA.field(n).with_nullable(True) for n in identity + list(MEMBER_FACTS[modality]) + lineage]
+        + ([pa.field("segments", pa.list_(MEMBER_SEGMENT))] if modality == "document" else [])
         + [
             pa.field("texts", pa.list_(MEMBER_TEXT)),
             pa.field("scores", pa.list_(SCORE)),

@@ -3,6 +3,12 @@
     {split}/{modality}-{n:06d}.tar     per item: <key>.<jpg|flac|mp4|...> (the media, once),
                                        <key>.<sidecar> (keyframes, subtitles), <key>.json (schema.member_schema),
                                        <key>.txt (the first text); keys are sample ids (no dots)
+    {split}/document-{n:06d}.tar       per document: <key>.json (its segments in order, each picture naming
+                                       its member), <key>.<n>.<jpg|...> (each picture once), <key>.txt (the
+                                       passages in order)
+
+A picture that is only part of documents (no text of its own) is published inside them, not as an
+image item; a webdataset sample holds all it needs, so a picture two documents show is in both.
 
 Two phases. `plan_tars` is a decision over every shard: it orders each split and modality's items (shard
 order, then the order clean wrote their media), sizes every member exactly (the JSON member included) and
@@ -22,6 +28,7 @@ import tarfile
 from collections import defaultdict
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from . import storage
 from .recipe import PublishConfig
@@ -37,9 +44,12 @@ TAR_TAIL = 2 * BLOCK + tarfile.RECORDSIZE
 PLAN_SCHEMA = pa.schema([("sample_id", pa.string()), ("shard", pa.int32())])
 
 
-def member_json(row: dict) -> bytes:
-    """The item's `<key>.json`: every field of its modality's member schema, null where unset, in order."""
+def member_json(row: dict, pictures: dict[str, str] | None = None) -> bytes:
+    """The item's `<key>.json`: every field of its modality's member schema, null where unset, in order.
+    A document's segments name the member of each picture (`pictures`: image id -> member suffix)."""
     meta = {f.name: row.get(f.name) for f in member_schema(row["modality"]) if f.name not in ("texts", "scores")}
+    if row["modality"] == "document":
+        meta["segments"] = [{**s, "member": pictures[s["image"]] if s["image"] else None} for s in row["segments"]]
     meta["texts"] = [{f.name: t.get(f.name) for f in MEMBER_TEXT} for t in row["texts"]]
     meta["scores"] = [{"name": k, "value": v} for k, v in scores_dict(row).items()]
     return json.dumps(meta, ensure_ascii=False, separators=(",", ":")).encode()
@@ -49,6 +59,20 @@ def members(row: dict, media: bytes, sidecars: list[dict] | None) -> list[tuple[
     """An item's members (name suffix, bytes), in the order they are written."""
     found = [(row["media_ext"], media)] + [(s["name"], s["data"]) for s in sidecars or []]
     return found + [("json", member_json(row)), ("txt", row["texts"][0]["text"].encode())]
+
+
+def document_members(row: dict, pictures: dict[str, tuple[str, bytes | pa.Buffer]]) -> list[tuple[str, bytes]]:
+    """A document's members: its JSON, each of its pictures once, in reading order (`pictures`: image
+    id -> (extension, bytes)), and its passages as text."""
+    order = list(dict.fromkeys(s["image"] for s in row["segments"] if s["image"]))
+    names = {image: f"{n}.{pictures[image][0]}" for n, image in enumerate(order)}
+    text = "\n\n".join(s["text"] for s in row["segments"] if s["text"])
+    return [("json", member_json(row, names))] + [(names[i], pictures[i][1]) for i in order] + [("txt", text.encode())]
+
+
+def inside_documents(row: dict) -> bool:
+    """A picture published only inside the documents it is part of."""
+    return row["modality"] == "image" and bool(row["part_of"]) and not row["texts"]
 
 
 def member_bytes(size: int) -> int:
@@ -75,15 +99,25 @@ def plan_tars(sources: list[tuple[str, str]], config: PublishConfig, out_dir: st
         return storage.read_json(marker)
     queues: dict[tuple[str, str], list[tuple[str, int, int]]] = defaultdict(list)
     suffixes: dict[str, set[str]] = defaultdict(set)
-    for shard, (items_uri, media_uri) in enumerate(sources):
-        items = {row["sample_id"]: row for row in published_items(items_uri).to_pylist()}
+    tables = [published_items(items_uri) for items_uri, _ in sources]
+    images = [t.filter(pc.equal(t.column("modality"), "image")) for t in tables]
+    pictures = {  # every image's extension and size, for sizing the documents that show it
+        r["sample_id"]: (r["media_ext"], _Sized(r["media_size"]))
+        for t in images
+        for r in t.select(["sample_id", "media_ext", "media_size"]).to_pylist()
+    }
+    for shard, ((_, media_uri), table) in enumerate(zip(sources, tables)):
+        items = {row["sample_id"]: row for row in table.to_pylist()}
         media = storage.read_parquet(media_uri, columns=["sample_id", "sidecars"]).to_pylist()
         for entry in media:
             row = items.get(entry["sample_id"])
-            if row is None:  # dropped after clean
+            if row is None or inside_documents(row):  # dropped after clean, or published in its documents
                 continue
-            sizes = [(name, len(data)) for name, data in members(row, b"", entry["sidecars"])]
-            sizes[0] = (row["media_ext"], row["media_size"])  # the media's size, without reading it
+            if row["modality"] == "document":
+                sizes = [(name, len(data)) for name, data in document_members(row, pictures)]
+            else:
+                sizes = [(name, len(data)) for name, data in members(row, b"", entry["sidecars"])]
+                sizes[0] = (row["media_ext"], row["media_size"])  # the media's size, without reading it
             suffixes[row["modality"]].update(name for name, _ in sizes)
             queue = queues[(row["split"], row["modality"])]
             queue.append((row["sample_id"], shard, sum(member_bytes(n) for _, n in sizes)))
@@ -105,6 +139,30 @@ def plan_tars(sources: list[tuple[str, str]], config: PublishConfig, out_dir: st
     plan = {"dir": out_dir, "tars": tars, "members": {m: sorted(s) for m, s in sorted(suffixes.items())}}
     storage.write_json(marker, plan)
     return plan
+
+
+class _Sized:
+    """Stands in for a picture's bytes where only their length is asked."""
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+
+def _pictures(needed: set[str], sources: list[tuple[str, str]]) -> dict[str, tuple[str, pa.Buffer]]:
+    """The pictures these documents show, from the media files of whichever shards hold them."""
+    found = {}
+    for items_uri, media_uri in sources:
+        items = storage.read_parquet(items_uri, columns=["sample_id", "media_ext"]).to_pylist()
+        extensions = {r["sample_id"]: r["media_ext"] for r in items if r["sample_id"] in needed}
+        for batch in storage.iter_parquet_batches(media_uri, MEDIA_READ_ROWS) if extensions else ():
+            media = batch.column("media_bytes")
+            for i, sample_id in enumerate(batch.column("sample_id").to_pylist()):
+                if sample_id in extensions:
+                    found[sample_id] = (extensions[sample_id], media[i].as_buffer())
+    return found
 
 
 class _HashingWriter:
@@ -137,6 +195,11 @@ def write_tar(tar: dict, plan_dir: str, sources: list[tuple[str, str]], staging_
     planned = storage.read_parquet(storage.join(plan_dir, name.removesuffix(".tar") + ".parquet"))
     order = planned.column("sample_id").to_pylist()
     wanted = set(order)
+    pictures = {}
+    if tar["modality"] == "document":  # held in memory for the tar: at most what it holds
+        documents = [published_items(sources[s][0]) for s in tar["shards"]]
+        shown = {s["image"] for t in documents for segs in t.column("segments").to_pylist() for s in segs or []}
+        pictures = _pictures(shown - {None}, sources)
     written, index_parts = [], []
     with storage.open_output(storage.join(staging_dir, name)) as f:
         out = _HashingWriter(f)
@@ -153,13 +216,17 @@ def write_tar(tar: dict, plan_dir: str, sources: list[tuple[str, str]], staging_
                     for i, (sample_id, sidecars) in enumerate(zip(*columns)):
                         if sample_id not in position:
                             continue
-                        data = media[i].as_buffer()
                         row = rows[position[sample_id]]
-                        if len(data) != row["media_size"]:
-                            raise RuntimeError(
-                                f"{sample_id}: media is {len(data)} bytes, the index says {row['media_size']}"
-                            )
-                        for suffix, member in members(row, data, sidecars):
+                        if row["modality"] == "document":
+                            found = document_members(row, pictures)
+                        else:
+                            data = media[i].as_buffer()
+                            if len(data) != row["media_size"]:
+                                raise RuntimeError(
+                                    f"{sample_id}: media is {len(data)} bytes, the index says {row['media_size']}"
+                                )
+                            found = members(row, data, sidecars)
+                        for suffix, member in found:
                             _add(archive, f"{sample_id}.{suffix}", member)
                         written.append(sample_id)
                         taken.append(position[sample_id])

@@ -78,13 +78,16 @@ def photo_video(
     fps: int = 10,
     track: np.ndarray | None = None,
     crf: int = 23,
+    keyframe_every: int | None = None,
 ) -> bytes:
-    """An MP4 panning across a photograph (the camera moving), at `size`, with speech as its sound."""
+    """An MP4 panning across a photograph (the camera moving), at `size`, with speech as its sound;
+    `keyframe_every` frames a keyframe (as uploaded videos have every few seconds), else x264's default."""
     width, height = size
     view_h, view_w = photo.shape[0] * 2 // 3, photo.shape[1] * 2 // 3
     buf = io.BytesIO()
     with av.open(buf, "w", format="mp4") as out:
-        video = out.add_stream("libx264", rate=fps, options={"crf": str(crf)})
+        options = {"crf": str(crf), **({"g": str(keyframe_every)} if keyframe_every else {})}
+        video = out.add_stream("libx264", rate=fps, options=options)
         video.width, video.height, video.pix_fmt = width, height, "yuv420p"
         audio = out.add_stream("aac", rate=16000, layout="mono") if track is not None else None
         frames = round(seconds * fps)

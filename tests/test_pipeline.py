@@ -123,10 +123,11 @@ def test_the_step_order_is_one_plan_of_registered_stages(tmp_path):
     """Every stage a plan names is registered, every registered stage is in the plan, once, in the
     documented order; and a dry run judges with the build's own rule stages."""
     plan = Plan(Recipe(name="t", source={"name": "s", "kind": "manifest", "uri": "x.jsonl"}), _layout(tmp_path))
-    steps = [plan.ingest(), plan.refine("d.parquet"), plan.split("a.parquet")]
+    steps = [plan.ingest(), plan.refine("d.parquet"), plan.split("a.parquet", "documents.parquet")]
     order = [name for step in steps for name, _ in step.stages]
-    assert order == ["collect", "clean", "dedupe", "filter", "align", "split"]
+    assert order == ["collect", "clean", "dedupe", "filter", "align", "documents", "split"]
     assert set(STAGES) - set(order) == {"score"}  # a step of its own, when the recipe names models
+    assert [name for name, _ in plan.split("a.parquet").stages] == ["split"]  # no documents: no such stage
     judged = [STAGES[name] for name, _ in plan.refine("d").stages[1:]]  # what a dry run reports
     assert judged == [FilterStage, AlignStage]
     # settings travel as plain data and come back as the recipe's own models

@@ -22,7 +22,7 @@ from PIL import Image
 
 from tasks import storage, tars
 from tasks.recipe import Recipe, load_recipe
-from tasks.schema import MODALITIES, SPLITS
+from tasks.schema import SPLITS
 
 from .helpers import build_in_process
 
@@ -101,7 +101,7 @@ def test_hugging_face_datasets_loads_every_item_of_each_modality_with_its_media(
     import datasets
 
     version, index = demo["version"], demo["index"]
-    for modality in MODALITIES:
+    for modality in sorted({r["modality"] for r in index}):  # the demo has each media modality
         loaded = datasets.load_dataset(version, modality, cache_dir=str(tmp_path / "hf"))
         expected = {s: {r["sample_id"] for r in index if r["modality"] == modality and r["split"] == s} for s in SPLITS}
         assert set(loaded) == {s for s, ids in expected.items() if ids}

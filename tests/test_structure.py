@@ -143,9 +143,9 @@ def test_stages_are_plain_python():
 
 def test_every_media_kind_is_a_modality_of_the_schema():
     from tasks.media.kinds import KINDS, modality_of
-    from tasks.schema import MODALITIES
+    from tasks.schema import MEDIA_MODALITIES
 
-    assert tuple(KINDS) == MODALITIES
+    assert tuple(KINDS) == MEDIA_MODALITIES
     assert [modality_of(n) for n in ("a.JPG", "b.flac", "c.webm", "d.txt", "noext")] == [
         "image",
         "audio",

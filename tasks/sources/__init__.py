@@ -7,18 +7,27 @@ from typing import Annotated, Union
 
 from pydantic import Field, TypeAdapter
 
+from .activitynet import ActivityNet
 from .audiocaps import AudioCaps
 from .base import Row, Source, SourceError, sources_for_partition
 from .clotho import Clotho
 from .coco import Coco
+from .conversations import Conversations
 from .files import Folder, WebDatasetTars
 from .flickr30k import Flickr30k
 from .howto100m import HowTo100M
+from .internvid import InternVid
+from .kinetics import Kinetics
+from .librispeech import LibriSpeech
 from .llava import Llava
 from .manifest import Manifest
+from .mmc4 import Mmc4
 from .msrvtt import MsrVtt
+from .obelics import Obelics
 from .urls import Urls
+from .visual_genome import VisualGenome
 from .voxceleb2 import VoxCeleb2
+from .wavcaps import WavCaps
 from .webvid import WebVid
 
 ADAPTERS = (
@@ -35,6 +44,15 @@ ADAPTERS = (
     WebVid,
     VoxCeleb2,
     HowTo100M,
+    ActivityNet,
+    Kinetics,
+    InternVid,
+    LibriSpeech,
+    WavCaps,
+    Conversations,
+    VisualGenome,
+    Obelics,
+    Mmc4,
 )
 
 # A recipe's source: the adapter is chosen by `kind`, and its own keys are validated by its class.

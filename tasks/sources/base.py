@@ -17,6 +17,7 @@ from abc import abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -41,6 +42,10 @@ class Row:
     clip: tuple[float, float] | None = None  # the window of the media this item is, in seconds
     meta: dict | None = None  # what the source says about the media beyond its texts
     error: str | None = None  # why the record cannot be used
+    region: tuple[int, int, int, int] | None = None  # the box (x, y, width, height) of the image this item is
+    part_of: str | None = None  # an image of a document: the document's key (it needs no text of its own)
+    # a document: its parts in order, each ("text", the index of one of `texts`) or ("image", an image row's key)
+    segments: list[tuple[str, int | str]] | None = None
 
 
 def caption(text, kind: str = "caption") -> list[dict]:
@@ -50,6 +55,28 @@ def caption(text, kind: str = "caption") -> list[dict]:
 
 def clip_key(key: str, start: float | None, end: float | None) -> str:
     return key if start is None else f"{key}@{start:g}-{'' if end is None else f'{end:g}'}"
+
+
+def windows(
+    number: int, video: str, spans, texts: list[list[dict]], media: str, key: str, meta: dict | None = None
+) -> Iterator[Row]:
+    """One clip Row per annotated window of a video (all grouped by the video); a window that is not
+    [start < end] is a bad row that still carries its texts."""
+    for n, ((start, end), said) in enumerate(zip(spans, texts)):
+        start, end = seconds(start), seconds(end)
+        if start is None or end is None or end <= start:
+            yield Row(number + n, texts=said, error=f"{video}: bad window {start!r}-{end!r}")
+        else:
+            yield Row(
+                number + n,
+                key=clip_key(key, start, end),
+                media=media,
+                modality="video",
+                texts=said,
+                group=video,
+                clip=(start, end),
+                meta=meta,
+            )
 
 
 def sources_for_partition(sources, partition: str) -> tuple[list[Source], list[Source]]:
@@ -74,6 +101,7 @@ class Source(BaseModel):
     media_root: str | None = None  # where relative media paths resolve; default: the folder of `uri`
     # the license the source is published under (an SPDX-style id such as cc-by-4.0): the data card's
     license: str | None = None
+    yields_documents: ClassVar[bool] = False  # its items include documents (interleaved text and pictures)
 
     @abstractmethod
     def rows(self) -> Iterator[Row]:
@@ -122,6 +150,24 @@ class Source(BaseModel):
             return json.loads(self.read_bytes(uri))
         except (UnicodeDecodeError, ValueError) as e:
             raise SourceError(f"source {self.name} ({self.kind}): {uri or self.uri} is not JSON: {e}") from None
+
+    def read_records(self) -> Iterator[tuple[int, dict | None, str | None]]:
+        """(number, record, error) of a JSON list file, or of a JSON-lines file (one object a line):
+        a line that is not a JSON object is an error, and the file goes on."""
+        data = self.read_bytes()
+        if data.lstrip()[:1] == b"[":
+            for number, record in enumerate(self.read_json()):
+                yield number, record, None if isinstance(record, dict) else "record is not an object"
+            return
+        for number, line in enumerate(data.splitlines()):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except (UnicodeDecodeError, ValueError) as e:
+                yield number, None, f"line {number + 1} is not JSON: {e}"
+                continue
+            yield number, record, None if isinstance(record, dict) else "record is not an object"
 
     def read_csv(self, delimiter: str = ",", fieldnames: list[str] | None = None) -> Iterator[tuple[int, dict]]:
         """(line number, row) for each data row; a header row names the columns unless `fieldnames` do."""
