@@ -505,7 +505,7 @@ def test_hugging_face_datasets_loads_documents_with_their_pictures(three_familie
 
     layout, _, photos = three_families
     found = {}
-    for split, rows in datasets.load_dataset(layout.version, "document", cache_dir=str(tmp_path / "hf")).items():
+    for rows in datasets.load_dataset(layout.version, "document", cache_dir=str(tmp_path / "hf")).values():
         for row in rows:
             order = []
             for segment in row["json"]["segments"]:
