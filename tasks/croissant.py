@@ -69,13 +69,19 @@ def metadata(v: Version) -> bytes:
     distribution = [_file(name, v.files[name], "application/x-tar") for name in tars]
     for modality in v.modalities:
         inside = [{"@id": t} for t in tars if t.split("/", 1)[1].startswith(f"{modality}-")]
-        for ext in sorted(set(v.column("media_ext", modality))):
+        if modality == "document":  # a document's media are its pictures, members `<n>.<ext>`
+            found = {s.rsplit(".", 1)[-1] for s in v.tar_members["document"] if s not in ("json", "txt")}
+        else:
+            found = set(v.column("media_ext", modality))
+        for ext in sorted(found):
             distribution.append(
                 {
                     "@type": "cr:FileSet",
                     "@id": f"{modality}-{ext}",
                     "name": f"{modality}-{ext}",
-                    "description": f"the {modality} media ({ext}) inside the {modality} tars",
+                    "description": f"the {modality} media ({ext}) inside the {modality} tars"
+                    if modality != "document"
+                    else f"the documents' pictures ({ext}) inside the document tars",
                     "containedIn": inside,
                     "encodingFormat": MIME.get(ext)
                     or mimetypes.guess_type(f"x.{ext}")[0]

@@ -68,8 +68,9 @@ def clean_document(row: dict, pii: str) -> tuple[dict | Reject, list[tuple[dict,
 def resolve_documents(shard_uris: list[str], reject_uris: list[str], config: FilterConfig, out_uri: str) -> dict:
     """Decide every document and every picture that is part of one (see the module docstring), from the
     items that reached the split and every reject so far. Writes DECISION_SCHEMA rows to `out_uri`."""
-    if storage.exists(out_uri):
-        return storage.read_json(out_uri + ".json")
+    marker = out_uri + ".json"  # written last: a decision cut short is made again
+    if storage.exists(marker):
+        return storage.read_json(marker)
     columns = ["sample_id", "modality", "texts", "segments", "part_of"]
     items = {r["sample_id"]: r for u in shard_uris for r in storage.read_parquet(u, columns=columns).to_pylist()}
     fates = {}  # a picture that did not reach here: (reason, detail, duplicate_of)
@@ -80,15 +81,16 @@ def resolve_documents(shard_uris: list[str], reject_uris: list[str], config: Fil
                 fates[r["sample_id"]] = (r["reason"], r["detail"], r["duplicate_of"])
 
     def kept_as(image: str) -> tuple[str | None, str, str | None]:
-        """The item that holds this picture now, or None and why it went."""
-        seen = set()
-        while image not in items and image in fates and fates[image][2] and image not in seen:
+        """The item that holds this picture now, or None and why it went (a copy of a picture an earlier
+        version published: `duplicate:published`, its bytes are not in this version)."""
+        why, seen = ("document:image_missing", "the picture's item is nowhere", None), set()
+        while image not in items and image in fates and image not in seen:
             seen.add(image)
-            image = fates[image][2]  # a copy: the item kept in its place (itself maybe a copy of another)
-        if image in items:
-            return image, "", None
-        reason, detail, _ = fates.get(image, ("document:image_missing", "the picture's item is nowhere", None))
-        return None, reason, detail
+            why = fates[image]
+            if not why[2]:
+                break
+            image = why[2]  # a copy: the item kept in its place (itself maybe a copy of another)
+        return (image, "", None) if image in items else (None, why[0], why[1])
 
     decisions, used = [], set()
     for sample_id, item in items.items():
@@ -132,7 +134,7 @@ def resolve_documents(shard_uris: list[str], reject_uris: list[str], config: Fil
         "orphan_images": len(orphans),
     }
     storage.write_parquet(out_uri, table)
-    storage.write_json(out_uri + ".json", summary)
+    storage.write_json(marker, summary)
     return summary
 
 

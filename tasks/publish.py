@@ -145,6 +145,7 @@ def commit_version(
         "hours": _hours(index),
         "text_languages": _languages(index),
         "dedupe": dedupe_report or {},
+        **_documents(index),
         **fetch_failures(rejects),
         **({"align": align_report} if align_report else {}),  # models and thresholds that decided
     }
@@ -293,6 +294,18 @@ def _languages(index: pa.Table | None, sure: float = 0.5) -> dict[str, int]:
         "und",
     )
     return _count(pc.fill_null(langs, "und").to_pylist())
+
+
+def _documents(index: pa.Table | None) -> dict:
+    """How many documents, and the pictures they show: distinct, and as segments (a picture two documents
+    show counts once and twice)."""
+    if index is None or not pc.any(pc.equal(index.column("modality"), "document")).as_py():
+        return {}
+    documents = index.filter(pc.equal(index.column("modality"), "document")).column("segments").to_pylist()
+    shown = [s["image"] for segments in documents for s in segments if s["image"]]
+    passages = sum(1 for segments in documents for s in segments if s["text"] is not None)
+    return {"documents": {"documents": len(documents), "pictures": len(set(shown)), "picture_segments": len(shown),
+                          "passages": passages}}  # fmt: skip
 
 
 def _hours(index: pa.Table | None) -> dict[str, float]:

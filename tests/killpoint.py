@@ -1,9 +1,10 @@
 """A build in one process that SIGKILLs itself just before its Nth storage operation (a write, a
 create, a streamed output, a move or a remove): a kill at an exact, reproducible point of any stage.
 
-    python -m tests.killpoint CAPTIONS_JSONL ROOT [--die-at N]
+    python -m tests.killpoint CAPTIONS_JSONL ROOT [--die-at N] [--kind obelics]
 
-Prints `ops N` at the end of a whole build, or `dying at op N: <operation> <uri>` before the kill.
+Prints `op N: <operation> <uri>` for each, `ops N` at the end of a whole build, or `dying at op N:
+<operation> <uri>` before the kill.
 It runs every step of a build as the flow does, without Prefect or Ray (tests/helpers.build_in_process):
 the kill lands in the stages' own storage protocol, which is what resuming relies on.
 """
@@ -27,6 +28,7 @@ def count_operations(die_at: int | None) -> list[int]:
 
         def wrapped(uri, *args, _original=original, _name=name, **kwargs):
             counter[0] += 1
+            print(f"op {counter[0]}: {_name} {uri}", flush=True)
             if counter[0] == die_at:
                 print(f"dying at op {die_at}: {_name} {uri}", flush=True)
                 os.kill(os.getpid(), signal.SIGKILL)
@@ -41,13 +43,14 @@ def main() -> int:
     parser.add_argument("captions")
     parser.add_argument("root")
     parser.add_argument("--die-at", type=int)
+    parser.add_argument("--kind", default="manifest")  # the source's kind: `obelics` for documents
     args = parser.parse_args()
     counter = count_operations(args.die_at)
     from tasks.sources import make_source
 
     from .helpers import build_in_process
 
-    _, manifest = build_in_process([make_source(name="demo", kind="manifest", uri=args.captions)], args.root)
+    _, manifest = build_in_process([make_source(name="demo", kind=args.kind, uri=args.captions)], args.root)
     print(f"ops {counter[0]} samples {manifest['samples']}", flush=True)
     return 0
 

@@ -378,23 +378,7 @@ def three_families(tmp_path_factory):
     (speech_root / "1462" / "170138" / "1462-170138-0000.flac").write_bytes(
         encode_sound(list(speech(3).values())[2], "flac", "flac", 16000)
     )
-    # OBELICS: the coffee photo in two documents; a broken picture in one; a document with nothing left
-    pics = tmp / "web"
-    pics.mkdir()
-    for name in ("coffee", "astronaut", "rocket", "retina"):
-        (pics / f"{name}.jpg").write_bytes(photos[f"{name}-0"])
-    (pics / "broken.jpg").write_bytes(photos["chelsea-0"][:2000])
-    passage = "This page talks about {} at some length, with many words to read."
-    documents = [
-        [("text", passage.format("coffee")), ("image", "coffee.jpg"), ("text", passage.format("space")),
-         ("image", "astronaut.jpg")],
-        [("image", "coffee.jpg"), ("text", passage.format("mornings")), ("image", "broken.jpg"),
-         ("text", passage.format("rockets")), ("image", "rocket.jpg")],
-        [("text", passage.format("nothing")), ("image", "missing.jpg")],
-        [("image", "retina.jpg"), ("text", passage.format("eyes"))],
-    ]  # fmt: skip
-    urls = ["https://x.example/a", "https://x.example/b", None, "https://x.example/d"]
-    obelics_parquet(pics / "obelics.parquet", documents, urls)
+    pics = obelics_corpus(tmp / "web", photos)
     # COCO: the same coffee photo, re-encoded, with captions of its own
     (tmp / "coco" / "train2017").mkdir(parents=True)
     (tmp / "coco" / "train2017" / "000000000139.jpg").write_bytes(jpeg(photos["coffee-0"], 80))
@@ -407,12 +391,34 @@ def three_families(tmp_path_factory):
         make_source(name="anet", kind="activitynet", uri=str(tmp / "anet/train.json"),
                     media_root=str(tmp / "anet/videos")),
         make_source(name="libri", kind="librispeech", uri=str(speech_root)),
-        make_source(name="web", kind="obelics", uri=str(pics / "obelics.parquet"), media_root=str(pics)),
+        make_source(name="web", kind="obelics", uri=str(pics / "obelics.parquet")),
         make_source(name="coco", kind="coco", uri=str(tmp / "coco/captions_train2017.json"),
                     media_root=str(tmp / "coco/train2017")),
     ]  # fmt: skip
     layout, manifest = build_in_process(sources, str(tmp / "out"), workers=2)
     return layout, manifest, photos
+
+
+def obelics_corpus(pics, photos):
+    """OBELICS documents over real photographs: the coffee photo in two documents, a broken picture in
+    one, a document with nothing left, one with one picture, one too short. Pictures beside the Parquet."""
+    pics.mkdir()
+    for name in ("coffee", "astronaut", "rocket", "retina", "hubble_deep_field"):
+        (pics / f"{name}.jpg").write_bytes(photos[f"{name}-0"])
+    (pics / "broken.jpg").write_bytes(photos["chelsea-0"][:2000])
+    passage = "This page talks about {} at some length, with many words to read."
+    documents = [
+        [("text", passage.format("coffee")), ("image", "coffee.jpg"), ("text", passage.format("space")),
+         ("image", "astronaut.jpg")],
+        [("image", "coffee.jpg"), ("text", passage.format("mornings")), ("image", "broken.jpg"),
+         ("text", passage.format("rockets")), ("image", "rocket.jpg")],
+        [("text", passage.format("nothing")), ("image", "missing.jpg")],
+        [("image", "retina.jpg"), ("text", passage.format("eyes"))],
+        [("text", "Too short."), ("image", "hubble_deep_field.jpg")],
+    ]  # fmt: skip
+    urls = ["https://x.example/a", "https://x.example/b", None, "https://x.example/d", "https://x.example/e"]
+    obelics_parquet(pics / "obelics.parquet", documents, urls)
+    return pics
 
 
 def test_three_families_build_one_version(three_families):
@@ -460,10 +466,16 @@ def test_a_broken_picture_drops_its_segment_and_an_empty_document_goes(three_fam
     rejects = {r["sample_id"]: r for r in pq.read_table(f"{layout.version}/rejects.parquet").to_pylist()}
     assert rejects[web]["reason"].startswith("decode:")  # the picture itself is a reject as well
     assert rejects[make_sample_id("web", "row-2")]["reason"] == "document:no_images"
+    short = rejects[make_sample_id("web", "https://x.example/e")]
+    assert (short["reason"], short["detail"]) == ("filter:short_document", "2 words < 10")
+    # its picture, shown by no other document and captioned by no source, goes with it
+    assert rejects[make_sample_id("web", "hubble_deep_field.jpg")]["reason"] == "document:orphan_image"
     assert rejects[make_sample_id("web", "missing.jpg")]["reason"] == "collect:missing_media"
     stats = json.loads(storage.read_bytes(f"{layout.version}/stats.json"))
+    # coffee shown twice, astronaut, rocket, retina: 4 pictures in 5 segments
+    assert stats["documents"] == {"documents": 3, "pictures": 4, "picture_segments": 5, "passages": 5}
     (documents,) = [line for line in stats["funnel"] if line["stage"] == "documents"]
-    assert documents["in"] == documents["kept"] + documents["rejected"] and documents["rejected"] == 1
+    assert documents["in"] == documents["kept"] + documents["rejected"] and documents["rejected"] == 3
 
 
 def test_webdataset_reads_each_document_in_order_with_every_picture(three_families):
@@ -530,3 +542,14 @@ def test_example_recipes_load():
     assert {"activitynet", "kinetics", "internvid", "librispeech", "wavcaps", "conversations", "visual_genome",
             "obelics", "mmc4"} <= kinds  # fmt: skip
     assert Recipe  # the examples are recipes as a user writes them
+
+
+def test_croissant_describes_the_documents_pictures_and_iterates_the_index(three_families):
+    import mlcroissant
+
+    layout, manifest, _ = three_families
+    metadata = json.loads(storage.read_bytes(f"{layout.version}/croissant.json"))
+    (pictures,) = [d for d in metadata["distribution"] if d["@id"].startswith("document-")]
+    assert pictures["@id"] == "document-jpg" and pictures["includes"] == "*.jpg"
+    records = list(mlcroissant.Dataset(jsonld=f"{layout.version}/croissant.json").records(record_set="index"))
+    assert len(records) == manifest["samples"] == len(published(layout, manifest))

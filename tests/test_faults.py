@@ -36,8 +36,8 @@ def corpus(demo_manifest) -> str:
     return str(path)
 
 
-def killpoint(captions: str, root: Path, die_at: int | None = None) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "tests.killpoint", captions, str(root)]
+def killpoint(captions: str, root: Path, die_at: int | None = None, kind: str = "manifest"):
+    command = [sys.executable, "-m", "tests.killpoint", captions, str(root), "--kind", kind]
     if die_at:
         command += ["--die-at", str(die_at)]
     return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
@@ -84,6 +84,28 @@ def test_a_build_killed_at_20_seeded_points_resumes_to_the_same_bytes(tmp_path, 
         assert len(ids) == len(set(ids)) and sorted(ids) == reference_ids
     # the points fell in every part of a build: collect+clean, the decisions, filter, split, publish, commit
     assert len(steps_hit) >= 5, steps_hit
+
+
+@pytest.mark.e2e
+def test_a_documents_build_killed_where_documents_are_decided_resumes_to_the_same_bytes(tmp_path):
+    """Kills at every write of the documents decision and the step applying it, and at 4 seeded points."""
+    from .helpers import real_photos
+    from .test_datasets import obelics_corpus
+
+    corpus = str(obelics_corpus(tmp_path / "web", real_photos()) / "obelics.parquet")
+    whole = killpoint(corpus, tmp_path / "whole", kind="obelics")
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    ops = [line.split(": ", 1) for line in whole.stdout.splitlines() if line.startswith("op ")]
+    at_documents = [int(n.split()[1]) for n, what in ops if "documents" in what]
+    assert len(at_documents) >= 4, ops  # the decision, its marker, the shard outputs of its step
+    points = sorted(set(at_documents) | set(random.Random(SEED).sample(range(1, len(ops) + 1), 4)))
+    reference = version_of(tmp_path / "whole")
+    for point in points:
+        root = tmp_path / f"killed-at-{point}"
+        assert killpoint(corpus, root, die_at=point, kind="obelics").returncode == -9
+        resumed = killpoint(corpus, root, kind="obelics")
+        assert resumed.returncode == 0, f"resume after a kill at op {point}:\n{resumed.stderr[-3000:]}"
+        assert version_of(root) == reference, f"a kill at op {point} ({ops[point - 1][1]}) changed the version"
 
 
 @pytest.mark.e2e
