@@ -135,6 +135,18 @@ def librispeech_tree(root, flac: bytes):
     return root / "LibriSpeech" / "dev-clean"
 
 
+def real_librispeech(root):
+    """The LibriSpeech miniature with three real recordings of speech as its utterances (16 kHz FLAC)."""
+    from .realmedia import encode_sound, speech
+
+    subset = librispeech_tree(root, b"")
+    paths = [subset / "1272/128104/1272-128104-0000.flac", subset / "1272/128104/1272-128104-0001.flac",
+             subset / "1462/170138/1462-170138-0000.flac"]  # fmt: skip
+    for path, samples in zip(paths, speech(3).values()):
+        path.write_bytes(encode_sound(samples, "flac", "flac", 16000))
+    return subset
+
+
 def test_librispeech_transcripts_speakers_and_missing_lines(tmp_path):
     root = librispeech_tree(tmp_path, b"flac")
     rows = rows_of(kind="librispeech", uri=str(root))
@@ -358,7 +370,7 @@ def jpeg(data: bytes, quality: int) -> bytes:
 def three_families(tmp_path_factory):
     """ActivityNet windows cut from a local video, LibriSpeech, OBELICS documents and a COCO source that
     holds one of the documents' pictures (re-encoded), built into one version."""
-    from .realmedia import encode_sound, photo_video, skimage_photos, speech
+    from .realmedia import photo_video, skimage_photos, speech
 
     tmp = tmp_path_factory.mktemp("families")
     photos = real_photos()
@@ -371,13 +383,7 @@ def three_families(tmp_path_factory):
     captions = {"v_abc": {"duration": 6.0, "timestamps": [[0.0, 2.5], [3.0, 6.0]],
                           "sentences": ["A shape moves to the left.", "Then it turns around and stops."]}}  # fmt: skip
     (tmp / "anet" / "train.json").write_text(json.dumps(captions))
-    # LibriSpeech: three real utterances by two speakers
-    speech_root = librispeech_tree(tmp, b"")
-    for path, samples in zip(sorted(speech_root.rglob("*.flac")), speech(3).values()):
-        path.write_bytes(encode_sound(samples, "flac", "flac", 16000))
-    (speech_root / "1462" / "170138" / "1462-170138-0000.flac").write_bytes(
-        encode_sound(list(speech(3).values())[2], "flac", "flac", 16000)
-    )
+    speech_root = real_librispeech(tmp)
     pics = obelics_corpus(tmp / "web", photos)
     # COCO: the same coffee photo, re-encoded, with captions of its own
     (tmp / "coco" / "train2017").mkdir(parents=True)
@@ -402,7 +408,7 @@ def three_families(tmp_path_factory):
 def obelics_corpus(pics, photos):
     """OBELICS documents over real photographs: the coffee photo in two documents, a broken picture in
     one, a document with nothing left, one with one picture, one too short. Pictures beside the Parquet."""
-    pics.mkdir()
+    pics.mkdir(parents=True)
     for name in ("coffee", "astronaut", "rocket", "retina", "hubble_deep_field"):
         (pics / f"{name}.jpg").write_bytes(photos[f"{name}-0"])
     (pics / "broken.jpg").write_bytes(photos["chelsea-0"][:2000])
@@ -553,3 +559,48 @@ def test_croissant_describes_the_documents_pictures_and_iterates_the_index(three
     assert pictures["@id"] == "document-jpg" and pictures["includes"] == "*.jpg"
     records = list(mlcroissant.Dataset(jsonld=f"{layout.version}/croissant.json").records(record_set="index"))
     assert len(records) == manifest["samples"] == len(published(layout, manifest))
+
+
+@pytest.mark.e2e
+def test_documents_and_speech_read_from_object_storage_build_through_prefect_and_ray(
+    tmp_path, s3, prefect_api, ray_cluster
+):
+    """The annotation files and media on S3 (moto), the build through the Prefect flow on the two-node
+    Ray cluster, the version on S3: the same documents, in order, every picture decodable."""
+    import webdataset as wds
+
+    from flows.build import build_dataset
+
+    photos = real_photos()
+    obelics_corpus(tmp_path / "raw" / "web", photos)
+    real_librispeech(tmp_path / "raw")
+    raw = f"{s3}/raw-{tmp_path.name}"
+    for path in (tmp_path / "raw").rglob("*"):
+        if path.is_file():
+            storage.write_bytes(f"{raw}/{path.relative_to(tmp_path / 'raw').as_posix()}", path.read_bytes())
+    recipe = tmp_path / "docs.yaml"
+    recipe.write_text(
+        "name: docs\nsources:\n"
+        f"  - {{name: web, kind: obelics, uri: {raw}/web/obelics.parquet}}\n"
+        f"  - {{name: libri, kind: librispeech, uri: {raw}/LibriSpeech/dev-clean}}\n"
+    )
+    result = build_dataset(str(recipe), "2026-11-01", f"{s3}/datasets")
+    version, manifest = result["version"], result["manifest"]
+    assert version.startswith("s3://") and manifest["samples"] == 3 + 3  # documents a, b, d; 3 utterances
+    local = tmp_path / "version"
+    tars = []
+    for split in manifest["splits"].values():
+        for name in (t for t in split["tars"] if "/document-" in t):
+            (local / name).parent.mkdir(parents=True, exist_ok=True)
+            (local / name).write_bytes(storage.read_bytes(f"{version}/{name}"))
+            tars.append(str(local / name))
+    found = {}
+    for sample in wds.WebDataset(tars, shardshuffle=False, empty_check=False):
+        meta = json.loads(sample["json"])
+        found[meta["sample_id"]] = [
+            s["text"].split(" talks about ")[1].split(" ")[0]
+            if s["text"] is not None
+            else Image.open(io.BytesIO(sample[s["member"]])).size
+            for s in meta["segments"]
+        ]
+    assert found == expected_documents(photos)
