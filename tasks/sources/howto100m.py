@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Literal
 
-from .base import YOUTUBE, Row, Source, SourceError, caption, clip_key, seconds
+from .base import YOUTUBE, Row, Source, SourceError, caption, windows
 
 
 class HowTo100M(Source):
@@ -27,21 +27,8 @@ class HowTo100M(Source):
                 yield Row(number, error=f"{video_id}: start, end and text are not lists of one length")
                 number += 1
                 continue
-            for start, end, text in zip(starts, ends, texts):
-                start, end = seconds(start), seconds(end)
-                if start is None or end is None or end <= start:
-                    yield Row(number, texts=caption(text), error=f"{video_id}: bad window {start!r}-{end!r}")
-                else:
-                    path = f"{video_id}.{self.extension}"
-                    media = self.media_uri(path) if self.media_root else YOUTUBE.format(video_id)
-                    yield Row(
-                        number,
-                        key=clip_key(path, start, end),
-                        media=media,
-                        modality="video",
-                        texts=caption(text, "subtitle"),
-                        group=video_id,
-                        clip=(start, end),
-                        meta={"video_id": video_id},
-                    )
-                number += 1
+            path = f"{video_id}.{self.extension}"
+            media = self.media_uri(path) if self.media_root else YOUTUBE.format(video_id)
+            said = [caption(text, "subtitle") for text in texts]
+            yield from windows(number, video_id, zip(starts, ends), said, media, path, {"video_id": video_id})
+            number += len(texts)
