@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import pyarrow as pa
 
@@ -179,6 +179,8 @@ class CollectStage(RowStage):
     """Read each item's media from storage, or download it (images over http(s), video and audio links
     through yt-dlp), a batch at a time on `network.threads` threads; cut it to its time window.
 
+    Fetches run on one pool for the whole shard: the next batch's are started (`prefetch`) before this
+    batch is cleaned, so the threads never idle at a batch's end waiting for its slowest download.
     Downloads are kept in `cache_dir/<shard>` as they arrive (and permanent failures noted there), so a
     shard redone after a crash or a retry fetches only what is missing or failed transiently.
     """
@@ -191,17 +193,33 @@ class CollectStage(RowStage):
         self.network, self.cache_dir, self.cache = self.config, self.config.cache_dir, None
         self._images = self._links = self._resizer = None
         self._lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: dict[str, Future] = {}  # fetches started ahead, by sample id
 
     def start_shard(self, shard: str) -> None:
         if self.cache:
             self.cache.close()
         self.cache = fetch_cache(storage.join(self.cache_dir, shard)) if self.cache_dir else None
 
+    def prefetch(self, batch: pa.Table) -> None:
+        for row in batch.to_pylist():
+            self._pending[row["sample_id"]] = self._submit(row)
+
     def process(self, batch: pa.Table) -> StageOutput:
         rows = batch.to_pylist()
-        with ThreadPoolExecutor(self.network.threads) as pool:
-            self._got = dict(zip((r["sample_id"] for r in rows), pool.map(self._get, rows)))
+        futures = [self._pending.pop(r["sample_id"], None) or self._submit(r) for r in rows]
+        self._got = {r["sample_id"]: f.result() for r, f in zip(rows, futures)}
         return super().process(batch)
+
+    def finish_shard(self, shard: str) -> None:
+        for future in self._pending.values():  # none, when the engine shows only this shard's batches
+            future.cancel()
+        self._pending.clear()
+
+    def _submit(self, row: dict) -> Future:
+        if self._pool is None:  # threads live as long as the worker: a pool per batch cost its start each time
+            self._pool = ThreadPoolExecutor(self.network.threads, thread_name_prefix="fetch")
+        return self._pool.submit(self._get, row)
 
     def check(self, row: dict):
         return self._got.pop(row["sample_id"])

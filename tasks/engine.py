@@ -101,8 +101,13 @@ def run_step(
     media_uri = storage.join(out_dir, f"{name}.media.parquet") if writes_media else None
 
     def run_batches(media_writer):
-        for start, end in bounded_ranges(sizes, batch_items, batch_bytes):
-            batch = items.slice(start, end - start)
+        batches = [items.slice(start, end - start) for start, end in bounded_ranges(sizes, batch_items, batch_bytes)]
+        # the first stage is shown each batch one ahead, in order: it may start what waits (downloads) early
+        for ahead in batches[:1]:
+            workers[0].prefetch(ahead)
+        for n, batch in enumerate(batches):
+            for ahead in batches[n + 1 : n + 2]:
+                workers[0].prefetch(ahead)
             for worker, count, why, texts in zip(workers, counts, reasons, dropped):
                 in_ids = batch.column("sample_id").to_pylist()
                 try:

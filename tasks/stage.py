@@ -52,6 +52,10 @@ class Stage:
     def start_shard(self, shard: str) -> None:
         """Before a shard's first batch: for a stage that keeps something per shard (collect's downloads)."""
 
+    def prefetch(self, batch: pa.Table) -> None:
+        """Shown the next batch before this one is processed (first stage of a step only): a stage whose
+        work waits on the network starts it now, so no batch waits for the slowest item of the one before."""
+
     def finish_shard(self, shard: str) -> None:
         """After a shard's last batch, before its outputs are committed (the score stage's embeddings)."""
 

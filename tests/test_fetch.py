@@ -74,6 +74,24 @@ def test_every_failure_is_a_reject_with_its_category(tmp_path, web):
     assert len(kept) + len(rejects) == len(rows)
 
 
+def test_the_next_batch_downloads_while_a_slow_one_finishes(tmp_path, web):
+    """Batches of 4: the first holds a download that takes 1.5 s; the second batch's downloads start
+    before it ends (no batch waits for the slowest of the one before) and the step keeps file order."""
+    from tasks.engine import run_step
+
+    photo = image_bytes((64, 48))
+    urls = [web.add(f"/{i}.jpg", body=photo, delay_s=1.5 if i == 0 else 0) for i in range(8)]
+    uri = tmp_path / "urls.jsonl"
+    uri.write_text("\n".join(json.dumps({"url": u, "caption": f"photo {i}"}) for i, u in enumerate(urls)))
+    plan = plan_collect([make_source(name="u", kind="urls", uri=str(uri))], "p", "r", ShardConfig(), 1, str(tmp_path))
+    settings = CollectStage.Config(**{**LOOPBACK, "timeout_s": 5}).model_dump(mode="json")
+    result = run_step("collect", [("collect", settings)], plan["shards"][0], str(tmp_path / "out"), batch_items=4)
+    assert result.stages[0].n_kept == 8
+    slow_done = web.times["/0.jpg"][1]
+    assert all(web.times[f"/{i}.jpg"][0] < slow_done for i in range(4, 8)), web.times
+    assert [r["source_uri"] for r in storage.read_parquet(result.uri).to_pylist()] == urls
+
+
 def test_private_addresses_are_refused_unless_listed(tmp_path, web):
     url = web.add("/coffee.jpg", body=real_photos()["coffee-0"])
     _, rejects = collect(tmp_path, [{"url": url, "caption": "a cup"}], {**LOOPBACK, "allow_hosts": []})

@@ -32,6 +32,7 @@ class WebServer:
     def __init__(self):
         self.routes: dict[str, Route] = {}
         self.hits: Counter = Counter()
+        self.times: dict[str, list[float]] = {}  # path -> [when its last request came, when it was answered]
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -41,6 +42,7 @@ class WebServer:
             def do_GET(self):
                 path = self.path.split("?", 1)[0]
                 server.hits[path] += 1
+                server.times[path] = [time.monotonic()]
                 route = server.routes.get(path)
                 if route is None:
                     self.send_error(404)
@@ -57,6 +59,7 @@ class WebServer:
                 self.send_header("Content-Length", str(route.declared_length or len(route.body)))
                 self.end_headers()
                 self.wfile.write(route.body)
+                server.times[path].append(time.monotonic())
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
