@@ -59,10 +59,9 @@ def assign_splits(
         strata_of[r["group_id"]][stratum_of(r, config.stratify)] += 1
     # a group's stratum: where most of its items are (ties: the first name)
     stratum = {g: min(c, key=lambda s: (-c[s], s)) for g, c in strata_of.items()}
-    split: dict[str, str] = {}
-    for g in sizes:
-        if (known := published.get(redact_text(g))) is not None:
-            split[g] = known
+    # published tables name groups as published (redacted); a first build has none to look up
+    returning = {g: known for g in sizes if (known := published.get(redact_text(g))) is not None} if published else {}
+    split: dict[str, str] = dict(returning)
     members: dict[str, list[str]] = defaultdict(list)
     for g in sorted(sizes):
         members[stratum[g]].append(g)
@@ -74,7 +73,7 @@ def assign_splits(
             "group_id": order,
             "split": [split[g] for g in order],
             "stratum": [stratum[g] for g in order],
-            "published": [redact_text(g) in published for g in order],
+            "published": [g in returning for g in order],
         },
         schema=ASSIGNMENT_SCHEMA,
     )
@@ -103,7 +102,8 @@ def _deal(groups: list[str], sizes: Counter, fixed: dict[str, str], config: Spli
 def _fill_empty_splits(groups, sizes, fixed, dealt, config) -> None:
     """A split the stratum has no group in takes the smallest new group of the split with most groups."""
     for empty in SPLITS:
-        placed = Counter({**fixed, **dealt}[g] for g in groups)
+        where = {**fixed, **dealt}  # once, not per group: at 1M groups the per-group merge took hours
+        placed = Counter(where[g] for g in groups)
         if ratio(config, empty) == 0 or placed[empty]:
             continue
         donor = max((s for s in SPLITS if placed[s] > 1), key=lambda s: placed[s], default=None)

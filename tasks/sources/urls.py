@@ -6,13 +6,13 @@ item's metadata. CC3M's TSV has no header: name its columns with `columns: [capt
 
 from __future__ import annotations
 
-import io
 import json
 from collections.abc import Iterator
 from typing import Literal
 
 import pyarrow.parquet as pq
 
+from .. import storage
 from .base import Row, Source, SourceError, caption
 
 FORMATS = ("csv", "tsv", "parquet", "jsonl")
@@ -38,6 +38,7 @@ class Urls(Source):
             "parquet": self._parquet,
             "jsonl": self._jsonl,
         }[fmt]()
+        named = (self.url_col, self.caption_col)  # read once: a model's fields cost a lookup each time
         for number, record in records:
             if record is None or not isinstance(record, dict):
                 yield Row(number, error="not a JSON object")
@@ -59,21 +60,28 @@ class Urls(Source):
                     error=f"not an http(s) URL: {url[:200]}",
                 )
                 continue
-            meta = {
-                k: v for k, v in record.items() if k not in (self.url_col, self.caption_col) and v not in (None, "")
-            }
+            meta = {k: v for k, v in record.items() if k not in named and v not in (None, "")}
             yield Row(
                 number,
                 key=url,
                 media=url,
                 modality=self.modality,
                 texts=caption(record.get(self.caption_col)),
-                meta=json.loads(json.dumps(meta, default=str)) or None,
+                meta=json.loads(json.dumps(meta, default=str)) if meta else None,  # dates and the like as text
             )
 
     def _parquet(self):
-        table = pq.read_table(io.BytesIO(self.read_bytes()))
-        yield from enumerate(table.to_pylist())
+        """Record by record, a batch in memory at a time (a LAION part is millions of rows)."""
+        fs, path = storage.filesystem(self.uri)
+        try:
+            with fs.open(path, "rb") as f:
+                number = 0
+                for batch in pq.ParquetFile(f).iter_batches(batch_size=65_536):
+                    for record in batch.to_pylist():
+                        yield number, record
+                        number += 1
+        except FileNotFoundError:
+            raise SourceError(f"source {self.name}: {self.uri} does not exist") from None
 
     def _jsonl(self):
         for number, line in enumerate(self.read_bytes().split(b"\n")):
