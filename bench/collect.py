@@ -180,7 +180,9 @@ def collect_only(url_list: Path, out: Path) -> None:
 
     clock = time.perf_counter()
     source = make_source(name="bench", kind="urls", uri=str(url_list))
-    ray.init("local", num_cpus=os.cpu_count(), include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
+    # "local": a Ray of its own, not a cluster another run left recorded in /tmp/ray
+    ray.init("local", num_cpus=os.cpu_count(), include_dashboard=False, _node_ip_address="127.0.0.1",
+             log_to_driver=False)  # fmt: skip
     started = time.perf_counter()
     plan = plan_collect([source], "bench", "bench", ShardConfig(), os.cpu_count(), str(out / "plan"))
     planned = time.perf_counter()

@@ -54,8 +54,8 @@ def measured(shards: list[str], out_dir: Path) -> list[str]:
         flips = np.uint64(0b1011_0000_0001)  # 4 bits
         hashes[copies] = np.roll(hashes, 1)[copies] ^ flips
         sha = [f"{h:016x}" * 4 for h in rng.integers(0, 2**63, n, dtype=np.int64)]
-        table = table.set_column(table.schema.get_field_index("phash"), "phash", pa.array([f"{h:016x}" for h in hashes]))
-        table = table.set_column(table.schema.get_field_index("sha256"), "sha256", pa.array(sha))
+        for name, values in (("phash", [f"{h:016x}" for h in hashes]), ("sha256", sha)):
+            table = table.set_column(table.schema.get_field_index(name), name, pa.array(values))
         for name, value, type_ in (("width", 256, pa.int32()), ("height", 192, pa.int32()),
                                    ("media_size", 4000, pa.int64()), ("media_ext", "jpg", pa.string())):  # fmt: skip
             table = table.set_column(table.schema.get_field_index(name), name, pa.array([value] * n, type_))
