@@ -52,13 +52,15 @@ ui: $(STAMP)
 # near-duplicate search over 1M and 10M image hashes and 1M captions: mmetl vs faiss, brute force and
 # datasketch (bench/out/dedupe/report.md), and clean's per-image and per-clip cost against decode-only and
 # img2dataset's resizer + imagehash (bench/out/clean/report.md), and the align step's CLIP scoring
-# against the model's bare forward pass (bench/out/align/report.md). About an hour in all on 2 cores.
+# against the model's bare forward pass (bench/out/align/report.md), and the driver's plan, dedupe and split
+# decisions on 1M and 2M planned URL items (bench/out/driver/report.md). About 75 minutes in all on 2 cores.
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/clean.py
 	$(BIN)/python bench/collect.py
 	$(BIN)/python bench/dedupe.py
 	$(BIN)/python bench/align.py
+	$(BIN)/python bench/driver.py
 
 
 clean:

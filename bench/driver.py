@@ -87,7 +87,7 @@ def task(name: str, args: list[str]) -> None:
     elif name == "dedupe":
         out_uri, *shards = args
         result = dedupe.decide_duplicates(shards, out_uri, DedupeConfig())
-        extra = {"rejects": result.get("n_duplicates", result.get("rejected"))}
+        extra = {"duplicates": result["duplicates"]}
     else:
         out_uri, *shards = args
         split.assign_splits(shards, SplitConfig(), out_uri, {})
