@@ -100,7 +100,8 @@ def plan_tars(sources: list[tuple[str, str]], config: PublishConfig, out_dir: st
     queues: dict[tuple[str, str], list[tuple[str, int, int]]] = defaultdict(list)
     suffixes: dict[str, set[str]] = defaultdict(set)
     tables = [published_items(items_uri) for items_uri, _ in sources]
-    images = [t.filter(pc.equal(t.column("modality"), "image")) for t in tables]
+    documents = any(pc.any(pc.equal(t.column("modality"), "document")).as_py() for t in tables)
+    images = [t.filter(pc.equal(t.column("modality"), "image")) for t in tables] if documents else []
     pictures = {  # every image's extension and size, for sizing the documents that show it
         r["sample_id"]: (r["media_ext"], _Sized(r["media_size"]))
         for t in images
