@@ -151,6 +151,15 @@ class Source(BaseModel):
         except (UnicodeDecodeError, ValueError) as e:
             raise SourceError(f"source {self.name} ({self.kind}): {uri or self.uri} is not JSON: {e}") from None
 
+    def find_files(self, suffix: str, what: str) -> tuple[object, str, list[str]]:
+        """(filesystem, root, sorted paths under `uri` ending in `suffix`); none is a SourceError naming `what`."""
+        fs, root = storage.filesystem(self.uri)
+        root = root.rstrip("/")
+        paths = sorted(p for p in fs.find(root) if p.endswith(suffix))
+        if not paths:
+            raise SourceError(f"source {self.name}: no {what} files under {self.uri}")
+        return fs, root, paths
+
     def read_records(self) -> Iterator[tuple[int, dict | None, str | None]]:
         """(number, record, error) of a JSON list file, or of a JSON-lines file (one object a line):
         a line that is not a JSON object is an error, and the file goes on."""

@@ -10,8 +10,7 @@ import posixpath
 from collections.abc import Iterator
 from typing import Literal
 
-from .. import storage
-from .base import Row, Source, SourceError, caption
+from .base import Row, Source, caption
 
 
 class LibriSpeech(Source):
@@ -19,11 +18,7 @@ class LibriSpeech(Source):
     extension: str = "flac"
 
     def rows(self) -> Iterator[Row]:
-        fs, root = storage.filesystem(self.uri)
-        root = root.rstrip("/")
-        paths = sorted(p for p in fs.find(root) if p.endswith(".trans.txt"))
-        if not paths:
-            raise SourceError(f"source {self.name}: no <speaker>-<chapter>.trans.txt files under {self.uri}")
+        fs, root, paths = self.find_files(".trans.txt", "<speaker>-<chapter>.trans.txt")
         speakers = self._speakers(fs, root)
         number = 0
         for path in paths:

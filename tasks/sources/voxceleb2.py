@@ -9,8 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Literal
 
-from .. import storage
-from .base import YOUTUBE, Row, Source, SourceError, clip_key
+from .base import YOUTUBE, Row, Source, clip_key
 
 FPS = 25.0
 
@@ -35,11 +34,7 @@ class VoxCeleb2(Source):
     modality: Literal["video", "audio"] = "video"
 
     def rows(self) -> Iterator[Row]:
-        fs, root = storage.filesystem(self.uri)
-        root = root.rstrip("/")
-        paths = sorted(p for p in fs.find(root) if p.endswith(".txt"))
-        if not paths:
-            raise SourceError(f"source {self.name}: no utterance .txt files under {self.uri}")
+        fs, root, paths = self.find_files(".txt", "utterance .txt")
         for number, path in enumerate(paths):
             rel = path[len(root) + 1 :]
             try:
