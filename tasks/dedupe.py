@@ -26,6 +26,7 @@ import itertools
 import math
 from collections import Counter, defaultdict
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -37,8 +38,8 @@ from .media.text import unique_texts
 from .recipe import CaptionDedupeConfig, DedupeConfig, Strict
 from .redact import redact_text
 from .schema import CAPTION_KINDS, TEXT
-from .similar import caption_pairs
-from .similar.captions import normalize
+from .signatures import Signatures
+from .similar.captions import caption_index_pairs, normalize
 from .stage import Reject, RowStage
 
 DECISION_SCHEMA = pa.schema(
@@ -51,7 +52,8 @@ DECISION_SCHEMA = pa.schema(
         ("merged_texts", pa.list_(TEXT)),
     ]
 )
-SIGNATURES = [
+PAIR_COLUMNS = ["sample_id", "modality", "sha256", *SIGNATURE_COLUMNS]  # held for every item
+SIGNATURES = [  # read only for the items a pair names
     "sample_id",
     "source",
     "group_id",
@@ -159,10 +161,10 @@ def why_kept(kept: dict, copy: dict, config: DedupeConfig, central: dict[str, fl
     return "kept as the smallest id of equals"
 
 
-def find_pairs(items: dict[str, dict], config: DedupeConfig) -> dict[tuple[str, str], tuple[str, str]]:
+def find_pairs(items: Signatures, config: DedupeConfig) -> dict[tuple[str, str], tuple[str, str]]:
     """(a, b) -> (reason, what was measured) for every two items found to be one media: identical bytes
     first, then each media kind's own signatures (tasks/media/kinds.py); the first evidence found stays."""
-    evidence = {pair: ("duplicate:exact", "same media bytes") for pair in _exact_pairs(items)}
+    evidence = {pair: ("duplicate:exact", "same media bytes") for pair in items.exact_pairs()}
     for kind in KINDS.values():
         for a, b, reason, measured in kind.duplicate_pairs(items, config):
             evidence.setdefault((a, b), (reason, measured))
@@ -179,20 +181,36 @@ def decide_duplicates(
 ) -> dict:
     """Decide over all shards (and, with `published_uri`, the other partitions' published items: see
     tasks/dedupe_index.py). Writes the decision to `out_uri`, its summary beside it, and the published
-    items this partition withdraws (a backfill's older copies win) to `<out_uri>.withdrawn.parquet`."""
+    items this partition withdraws (a backfill's older copies win) to `<out_uri>.withdrawn.parquet`.
+
+    Every item's signatures stay Arrow columns (tasks/signatures.py); only the items a pair or a cluster
+    names are read as rows, so the decision scales to 10M items in one driver."""
     config = config or DedupeConfig()
     withdrawn_uri = out_uri.removesuffix(".parquet") + ".withdrawn.parquet"
     summary_uri = out_uri.removesuffix(".parquet") + ".json"
     if storage.exists(out_uri):
         return {"uri": out_uri, "withdrawn_uri": withdrawn_uri, **storage.read_json(summary_uri)}
-    table = pa.concat_tables([_signatures_of(u) for u in shard_uris])
-    items = {row["sample_id"]: row for row in table.sort_by("sample_id").to_pylist()}
-    published = {}
+    ours = pa.concat_tables([storage.read_parquet(u, columns=PAIR_COLUMNS) for u in shard_uris])
+    ours = ours.append_column("key", ours.column("sample_id"))
+    published = None
     if config.against_published and published_uri:
         # keyed apart from ours: the same file in another partition has the same sample_id
-        published = {f"{r['partition']}/{r['sample_id']}": r for r in storage.read_parquet(published_uri).to_pylist()}
+        published = storage.read_parquet(published_uri)
+        keys = pc.binary_join_element_wise(published.column("partition"), published.column("sample_id"), "/")
+        published = published.append_column("key", keys)
+    found = Signatures(ours, *([published] if published is not None else []))
 
-    evidence = find_pairs({**items, **published}, config)
+    evidence = find_pairs(found, config)
+    clusters = _clusters(evidence)
+    related = [(a, b, reason) for kind in KINDS.values() for a, b, reason, _ in kind.related_pairs(found, config)]
+    caption_pairs_found = _caption_pairs(shard_uris, published, config.captions)
+    # the only items read as rows: those a pair names
+    wanted = {x for pair in itertools.chain(evidence, caption_pairs_found) for x in pair}
+    wanted |= {x for a, b, _ in related for x in (a, b)}
+    items = _rows_of(shard_uris, {x for x in wanted if "/" not in x})
+    theirs_rows = found.rows(x for x in wanted if "/" in x) if published is not None else {}
+    items = {k: v for k, v in items.items()}
+
     pairs_of = defaultdict(list)  # item -> its pairs, in order: what `_why` looks through
     for pair in sorted(evidence):
         pairs_of[pair[0]].append(pair)
@@ -203,25 +221,25 @@ def decide_duplicates(
     duplicate_of: dict[str, str] = {}
     reasons: dict[str, tuple[str, str]] = {}
     withdrawn = []
-    for cluster in _clusters(evidence):
+    for cluster in clusters:
         members = [items[x] for x in cluster if x in items]
         central = centrality(members) if config.keep == "best" and len(members) > 2 else {}
-        ours = sorted(members, key=keep_order(config, central))
+        ours_sorted = sorted(members, key=keep_order(config, central))
         theirs = sorted(
-            (published[x] for x in cluster if x in published), key=lambda i: (i["partition"], i["sample_id"])
+            (theirs_rows[x] for x in cluster if x in theirs_rows), key=lambda i: (i["partition"], i["sample_id"])
         )
-        if not ours:
+        if not ours_sorted:
             continue
         if theirs and theirs[0]["partition"] < partition:  # an earlier partition holds it: ours all go
             first = theirs[0]
-            for copy in ours:
+            for copy in ours_sorted:
                 duplicate_of[copy["sample_id"]] = first["sample_id"]
                 reasons[copy["sample_id"]] = (
                     "duplicate:published",
                     f"published in partition {first['partition']} as {first['sample_id']}",
                 )
             continue
-        kept, *copies = ours
+        kept, *copies = ours_sorted
         withdrawn += [
             {"sample_id": t["sample_id"], "partition": t["partition"], "withdrawn_by": kept["sample_id"]}
             for t in theirs
@@ -232,14 +250,15 @@ def decide_duplicates(
             reasons[copy["sample_id"]] = (reason, f"{measured}; {why_kept(kept, copy, config, central)}")
             groups.union(copy["group_id"], kept["group_id"])
 
-    related = Counter()
-    for kind in KINDS.values():  # a shared sound track: one group, nothing rejected
-        for a, b, reason, _ in kind.related_pairs({**items, **published}, config):
-            labels = [items[x]["group_id"] if x in items else published[x]["group_id"] for x in (a, b)]
-            if (a in items or b in items) and all(labels):
-                groups.union(*labels)
-                related[reason] += 1
-    summary = _caption_duplicates(items, published, config.captions, order, groups, duplicate_of, reasons)
+    related_count = Counter()
+    for a, b, reason in related:  # a shared sound track: one group, nothing rejected
+        labels = [items[x]["group_id"] if x in items else theirs_rows[x]["group_id"] for x in (a, b)]
+        if (a in items or b in items) and all(labels):
+            groups.union(*labels)
+            related_count[reason] += 1
+    summary = _caption_duplicates(
+        caption_pairs_found, items, theirs_rows, config.captions, order, groups, duplicate_of, reasons
+    )
     within = {
         copy: kept
         for copy, kept in duplicate_of.items()
@@ -247,9 +266,9 @@ def decide_duplicates(
     }
     merged = _merged_texts(shard_uris, within) if config.merge_texts else {}
     decisions = []
-    for sample_id, item in items.items():
-        new_group = groups.find(item["group_id"])
-        if new_group != item["group_id"] or sample_id in duplicate_of or sample_id in merged:
+    for sample_id, group_id in _members_of_groups(shard_uris, set(groups.parent), set(duplicate_of) | set(merged)):
+        new_group = groups.find(group_id)
+        if new_group != group_id or sample_id in duplicate_of or sample_id in merged:
             reason, detail = reasons.get(sample_id, (None, None))
             decisions.append(
                 {
@@ -268,11 +287,9 @@ def decide_duplicates(
         "withdrawn": len(withdrawn),
         "by_reason": dict(sorted(by_reason.items())),
         "by_source": dict(sorted(by_source.items())),
-        "grouped_not_merged": dict(sorted(related.items())),  # e.g. videos sharing a sound track
+        "grouped_not_merged": dict(sorted(related_count.items())),  # e.g. videos sharing a sound track
         # sounds too short, or too silent, for a fingerprint: only their bytes were compared
-        "compared_by_bytes_only": sum(
-            1 for i in items.values() if i["modality"] == "audio" and not (i["audio_fingerprint"] or i["sound_print"])
-        ),
+        "compared_by_bytes_only": _compared_by_bytes_only(ours),
         **summary,
     }
     storage.write_parquet(withdrawn_uri, pa.Table.from_pylist(withdrawn, schema=WITHDRAWN_SCHEMA))
@@ -281,14 +298,43 @@ def decide_duplicates(
     return {"uri": out_uri, "withdrawn_uri": withdrawn_uri, **summary}
 
 
-def _signatures_of(shard_uri: str) -> pa.Table:
-    """A shard's signature columns, and each item's captions as plain strings (as the published index
-    keeps them): a text's other fields are not needed here, and cost ~2 kB an item in the driver."""
-    table = storage.read_parquet(shard_uri, columns=SIGNATURES + ["texts"])
-    captions = [
-        [t["text"] for t in texts or [] if t["kind"] in CAPTION_KINDS] for texts in table.column("texts").to_pylist()
-    ]
-    return table.drop_columns(["texts"]).append_column("captions", pa.array(captions, pa.list_(pa.string())))
+def _captions_of(texts: pa.ChunkedArray) -> pa.Array:
+    """Each item's captions as a list of plain strings (as the published index keeps them): a text's
+    other fields are not needed to compare captions."""
+    texts = texts.combine_chunks()
+    flat = pc.list_flatten(texts)
+    parents = pc.list_parent_indices(texts).to_numpy()
+    mine = pc.is_in(flat.field("kind"), pa.array(sorted(CAPTION_KINDS))).to_numpy(zero_copy_only=False)
+    offsets = np.zeros(len(texts) + 1, np.int32)
+    np.cumsum(np.bincount(parents[mine], minlength=len(texts)), out=offsets[1:])
+    return pa.ListArray.from_arrays(pa.array(offsets), flat.field("text").filter(pa.array(mine)))
+
+
+def _rows_of(shard_uris: list[str], ids: set[str]) -> dict[str, dict]:
+    """These items' signature columns and captions, as dicts."""
+    if not ids:
+        return {}
+    wanted = pa.array(sorted(ids), pa.string())
+    found = {}
+    for uri in shard_uris:
+        table = storage.read_parquet(uri, columns=SIGNATURES + ["texts"])
+        table = table.filter(pc.is_in(table.column("sample_id"), wanted))
+        table = table.append_column("captions", _captions_of(table.column("texts"))).drop_columns(["texts"])
+        found.update((row["sample_id"], row) for row in table.to_pylist())
+    return found
+
+
+def _members_of_groups(shard_uris: list[str], labels: set[str], ids: set[str]):
+    """(sample_id, group_id) of every item in one of these groups, or one of these items."""
+    group_set, id_set = pa.array(sorted(labels), pa.string()), pa.array(sorted(ids), pa.string())
+    found = []
+    for uri in shard_uris:
+        table = storage.read_parquet(uri, columns=["sample_id", "group_id"])
+        table = table.filter(
+            pc.or_(pc.is_in(table.column("group_id"), group_set), pc.is_in(table.column("sample_id"), id_set))
+        )
+        found += zip(table.column("sample_id").to_pylist(), table.column("group_id").to_pylist())
+    return sorted(found)
 
 
 def report(decision: dict) -> dict:
@@ -307,27 +353,58 @@ def _clusters(evidence) -> list[list[str]]:
     return [sorted(m) for _, m in sorted(members.items())]
 
 
+def _compared_by_bytes_only(ours: pa.Table) -> int:
+    """Our sounds without a fingerprint of either kind (too short or too silent)."""
+    sounds = Signatures(ours)
+    printed = set(sounds.of("audio", "audio_fingerprint")[0]) | set(sounds.of("audio", "sound_print")[0])
+    return (pc.sum(pc.equal(ours.column("modality"), "audio")).as_py() or 0) - len(printed)
+
+
+def _caption_pairs(shard_uris: list[str], published: pa.Table | None, config: CaptionDedupeConfig) -> list:
+    """(a, b) for items with near-identical captions: ours keyed by sample_id (taken in id order), then
+    the published ones by partition/sample_id. The captions stay one Arrow array, which
+    tasks/similar/captions.py reads a block at a time."""
+    if config.threshold is None:
+        return []
+    parts = []
+    for uri in shard_uris:
+        table = storage.read_parquet(uri, columns=["sample_id", "texts"])
+        parts.append(pa.table({"key": table.column("sample_id"), "captions": _captions_of(table.column("texts"))}))
+    parts = [pa.concat_tables(parts).sort_by("key")] if parts else []
+    if published is not None:
+        parts.append(published.select(["key", "captions"]).sort_by("key"))
+    if not parts:
+        return []
+    table = pa.concat_tables(parts).combine_chunks()
+    captions = table.column("captions").chunk(0) if table.num_rows else pa.array([], pa.list_(pa.string()))
+    owner = pc.list_parent_indices(captions).to_numpy()
+    found = caption_index_pairs(pc.list_flatten(captions), config.threshold)
+    pairs = sorted({(int(owner[x]), int(owner[y])) for x, y, _ in found if owner[x] != owner[y]})
+    keys = table.column("key")
+    return [(keys[a].as_py(), keys[b].as_py()) for a, b in pairs]
+
+
 def _caption_duplicates(
-    items: dict, published: dict, config: CaptionDedupeConfig, order, groups: UnionFind, duplicate_of, reasons
+    pairs: list,
+    items: dict,
+    published: dict,
+    config: CaptionDedupeConfig,
+    order,
+    groups: UnionFind,
+    duplicate_of,
+    reasons,
 ) -> dict:
-    """Join the groups of items with near-identical captions, ours or a published version's (dropping
-    ours of `drop` sources); flag boilerplate. Returns the report: near-duplicate captions per source,
-    and the boilerplate. An item whose caption a version already published joins that item's group, and
-    so takes its split."""
+    """Join the groups of items with near-identical captions (`pairs`), ours or a published version's
+    (dropping ours of `drop` sources); flag boilerplate. `items`, `published`: the rows of the items the
+    pairs name. Returns the report: near-duplicate captions per source, and the boilerplate. An item
+    whose caption a version already published joins that item's group, and so takes its split."""
     if config.threshold is None:
         return {"caption_duplicates": {}, "boilerplate": []}
-    keys, texts = [], []
-    for key, item in itertools.chain(items.items(), published.items()):
-        for n, text in enumerate(item.get("captions") or []):
-            keys.append(f"{key}\0{n}")
-            texts.append(text)
-    owner = {key: key.split("\0")[0] for key in keys}
-    pairs = [(owner[a], owner[b]) for a, b, _ in caption_pairs(keys, texts, config.threshold) if owner[a] != owner[b]]
-    caption_of = {owner[k]: t for k, t in zip(keys, texts)}
     per_source, boilerplate = Counter(), []
     for cluster in _clusters(dict.fromkeys(pairs)):
         if len(cluster) >= config.boilerplate_items:
-            boilerplate.append({"caption": normalize(caption_of[cluster[0]]), "items": len(cluster)})
+            first = items.get(cluster[0]) or published[cluster[0]]
+            boilerplate.append({"caption": normalize((first["captions"] or [""])[-1]), "items": len(cluster)})
             continue
         ours = [x for x in cluster if x in items]
         theirs = sorted(
@@ -355,16 +432,6 @@ def _caption_duplicates(
         "caption_duplicates": dict(sorted(per_source.items())),
         "boilerplate": sorted(boilerplate, key=lambda b: -b["items"]),
     }
-
-
-def _exact_pairs(items: dict[str, dict]) -> list[tuple[str, str]]:
-    first: dict[str, str] = {}
-    pairs = []
-    for key, item in items.items():
-        kept = first.setdefault(item["sha256"], key)
-        if kept != key:
-            pairs.append((min(kept, key), max(kept, key)))
-    return pairs
 
 
 def _why(copy: str, kept: str, evidence: dict, pairs_of: dict[str, list]) -> tuple[str, str]:

@@ -17,6 +17,7 @@ from .dedupe import find_pairs
 from .dedupe_index import PublishedIndex
 from .media.kinds import SIGNATURE_COLUMNS
 from .recipe import DedupeConfig
+from .signatures import Signatures
 
 COLUMNS = ["sample_id", "split", "modality", "sha256", *SIGNATURE_COLUMNS]
 SHOWN = 5  # pairs named in the error
@@ -46,7 +47,7 @@ def check_leakage(layout: storage.Layout, index_uris: list[str], config: DedupeC
     ours = [storage.read_parquet(u, columns=COLUMNS + ["group_id"]) for u in index_uris]
     index = PublishedIndex(layout.root, layout.dataset)
     check_group_splits(index.group_splits(), ours, layout.work)
-    items = {f"{layout.partition}/{r['sample_id']}": r for t in ours for r in t.drop_columns(["group_id"]).to_pylist()}
+    ours = pa.concat_tables([t.select(COLUMNS) for t in ours]) if ours else None
     published = index.items(except_partition=layout.partition)
     withdrawn = storage.read_parquet(withdrawn_uri) if storage.exists(withdrawn_uri) else pa.table({"sample_id": []})
     if withdrawn.num_rows:  # what this build withdraws is no longer published
@@ -54,13 +55,16 @@ def check_leakage(layout: storage.Layout, index_uris: list[str], config: DedupeC
         gone = pc.binary_join_element_wise(withdrawn.column("partition"), withdrawn.column("sample_id"), "/")
         published = published.filter(pc.invert(pc.is_in(keys, gone)))
     published = published.filter(pc.is_valid(published.column("split")))  # versions before splits were recorded
-    for r in published.select(["partition", *COLUMNS]).to_pylist():
-        items[f"{r.pop('partition')}/{r['sample_id']}"] = r
+    tables = [published.select(COLUMNS).append_column("key", _keys(published.column("partition"), published))]
+    if ours is not None:
+        tables.insert(0, ours.append_column("key", _keys(pa.repeat(layout.partition, ours.num_rows), ours)))
+    items = Signatures(*tables)
+    pairs = sorted(find_pairs(items, config).items())
+    split = {k: r["split"] for k, r in items.rows((x for (a, b), _ in pairs for x in (a, b)), ["split"]).items()}
     leaks = []
-    for (a, b), (reason, measured) in sorted(find_pairs(items, config).items()):
-        splits = {items[a]["split"], items[b]["split"]}
-        if "train" in splits and len(splits) == 2:
-            leaks.append(f"{a} ({items[a]['split']}) ~ {b} ({items[b]['split']}): {reason}, {measured}")
+    for (a, b), (reason, measured) in pairs:
+        if "train" in {split[a], split[b]} and split[a] != split[b]:
+            leaks.append(f"{a} ({split[a]}) ~ {b} ({split[b]}): {reason}, {measured}")
     if leaks:
         raise Leakage(
             f"{len(leaks)} val/test items lie within the dedupe thresholds of train items: "
@@ -69,3 +73,8 @@ def check_leakage(layout: storage.Layout, index_uris: list[str], config: DedupeC
             + ". Dedupe should have merged them: check dedupe.against_published and the thresholds"
         )
     return {"items_checked": len(items), "leaks": 0}
+
+
+def _keys(partitions, table: pa.Table):
+    """partition/sample_id: an id is unique within a partition only."""
+    return pc.binary_join_element_wise(partitions, table.column("sample_id"), "/")

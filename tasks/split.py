@@ -21,7 +21,9 @@ from __future__ import annotations
 import hashlib
 from collections import Counter, defaultdict
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from . import storage
 from .recipe import SplitConfig, Strict
@@ -35,10 +37,6 @@ ASSIGNMENT_SCHEMA = pa.schema(
 MIN_GROUPS_FOR_EVERY_SPLIT = 10
 
 
-def group_hash(group_id: str, salt: str) -> str:
-    return hashlib.sha256(f"{salt}\x1f{group_id}".encode()).hexdigest()
-
-
 def stratum_of(row: dict, stratify: tuple[str, ...]) -> str:
     return "/".join(str(row[key]) for key in stratify) if stratify else "all"
 
@@ -47,69 +45,106 @@ def assign_splits(
     shard_uris: list[str], config: SplitConfig, out_uri: str, published: dict[str, str] | None = None
 ) -> dict:
     """Write group -> split for every group of these shards to `out_uri`. `published`: the splits that
-    versions already gave groups (redacted group id -> split, as the published index holds them)."""
+    versions already gave groups (redacted group id -> split, as the published index holds them).
+
+    Groups are counted in Arrow and dealt from numpy arrays: at 10M items a dict per group would not fit
+    a driver."""
     if storage.exists(out_uri):
         return {"uri": out_uri}
-    published = published or {}
-    columns = ["group_id", *config.stratify]
-    rows = [r for u in shard_uris for r in storage.read_parquet(u, columns=columns).to_pylist()]
-    sizes: Counter[str] = Counter(r["group_id"] for r in rows)
-    strata_of: dict[str, Counter[str]] = defaultdict(Counter)
-    for r in rows:
-        strata_of[r["group_id"]][stratum_of(r, config.stratify)] += 1
-    # a group's stratum: where most of its items are (ties: the first name)
-    stratum = {g: min(c, key=lambda s: (-c[s], s)) for g, c in strata_of.items()}
-    # published tables name groups as published (redacted); a first build has none to look up
-    returning = {g: known for g in sizes if (known := published.get(redact_text(g))) is not None} if published else {}
-    split: dict[str, str] = dict(returning)
-    members: dict[str, list[str]] = defaultdict(list)
-    for g in sorted(sizes):
-        members[stratum[g]].append(g)
-    for groups in members.values():
-        split.update(_deal(groups, sizes, split, config))
-    order = sorted(sizes)
+    groups = _groups_by_stratum(shard_uris, config.stratify)
+    names = groups.column("group_id").to_pylist()
+    sizes = groups.column("items").to_numpy()
+    strata = groups.column("stratum").dictionary_encode().combine_chunks()
+    split = np.full(len(names), -1, np.int8)  # index into SPLITS; -1: not dealt yet
+    if published:  # published tables name groups as published (redacted); a first build has none to look up
+        for i, name in enumerate(names):
+            known = published.get(redact_text(name))
+            if known is not None:
+                split[i] = SPLITS.index(known)
+    returning = split >= 0
+    order = _hash_order(names, config.salt)
+    del names
+    codes = strata.indices.to_numpy()[order]
+    for code in range(len(strata.dictionary)):
+        members = order[codes == code]  # this stratum's groups, in hash order
+        _deal(members, sizes, split, config)
     table = pa.table(
         {
-            "group_id": order,
-            "split": [split[g] for g in order],
-            "stratum": [stratum[g] for g in order],
-            "published": [g in returning for g in order],
+            "group_id": groups.column("group_id"),
+            "split": pa.array(np.array(SPLITS)[split]),
+            "stratum": groups.column("stratum"),
+            "published": pa.array(returning),
         },
         schema=ASSIGNMENT_SCHEMA,
     )
     storage.write_parquet(out_uri, table)
-    return {"uri": out_uri, "groups": len(order), "returning": sum(table.column("published").to_pylist())}
+    return {"uri": out_uri, "groups": len(table), "returning": int(returning.sum())}
 
 
-def _deal(groups: list[str], sizes: Counter, fixed: dict[str, str], config: SplitConfig) -> dict[str, str]:
-    """The new groups of one stratum, each to the split furthest below its share once it is added."""
-    have = Counter({s: 0 for s in SPLITS})
-    for g in groups:
-        if g in fixed:
-            have[fixed[g]] += sizes[g]
-    new = sorted((g for g in groups if g not in fixed), key=lambda g: group_hash(g, config.salt))
-    dealt: dict[str, str] = {}
-    for g in new:
-        total = sum(have.values()) + sizes[g]
-        chosen = max(SPLITS, key=lambda s: (ratio(config, s) * total - have[s], -SPLITS.index(s)))
-        dealt[g] = chosen
-        have[chosen] += sizes[g]
-    if len(groups) >= MIN_GROUPS_FOR_EVERY_SPLIT:
-        _fill_empty_splits(groups, sizes, fixed, dealt, config)
-    return dealt
+def _groups_by_stratum(shard_uris: list[str], stratify: tuple[str, ...]) -> pa.Table:
+    """One row per group, by group_id: its stratum (where most of its items are; ties: the first name)
+    and its number of items."""
+    counted = []
+    for uri in shard_uris:
+        table = storage.read_parquet(uri, columns=["group_id", *stratify])
+        stratum = (
+            pc.binary_join_element_wise(*(table.column(k) for k in stratify), "/")
+            if stratify
+            else pa.array(["all"] * len(table), pa.string())
+        )
+        pairs = pa.table({"group_id": table.column("group_id"), "stratum": stratum})
+        counted.append(pairs.group_by(["group_id", "stratum"]).aggregate([([], "count_all")]))
+    counts = pa.concat_tables(counted).group_by(["group_id", "stratum"]).aggregate([("count_all", "sum")])
+    counts = counts.sort_by([("group_id", "ascending"), ("count_all_sum", "descending"), ("stratum", "ascending")])
+    ids = counts.column("group_id").combine_chunks()
+    first = np.ones(len(ids), bool)  # the first row of each group: its largest stratum
+    if len(ids) > 1:
+        first[1:] = pc.not_equal(ids.slice(1), ids.slice(0, len(ids) - 1)).to_numpy(zero_copy_only=False)
+    starts = np.flatnonzero(first)
+    items = np.add.reduceat(counts.column("count_all_sum").to_numpy(), starts) if len(starts) else np.zeros(0, int)
+    return pa.table({"group_id": ids.filter(first), "stratum": counts.column("stratum").filter(first), "items": items})
 
 
-def _fill_empty_splits(groups, sizes, fixed, dealt, config) -> None:
-    """A split the stratum has no group in takes the smallest new group of the split with most groups."""
-    for empty in SPLITS:
-        where = {**fixed, **dealt}  # once, not per group: at 1M groups the per-group merge took hours
-        placed = Counter(where[g] for g in groups)
-        if ratio(config, empty) == 0 or placed[empty]:
+def _hash_order(names: list[str], salt: str) -> np.ndarray:
+    """Group indices in the order of their salted hashes (the first 8 bytes; ties in id order)."""
+    prefix = b"".join(hashlib.sha256(f"{salt}\x1f{name}".encode()).digest()[:8] for name in names)
+    return np.argsort(np.frombuffer(prefix, ">u8"), kind="stable")
+
+
+def _deal(members: np.ndarray, sizes: np.ndarray, split: np.ndarray, config: SplitConfig) -> None:
+    """The new groups of one stratum (`members`, in hash order), each to the split furthest below its
+    share once it is added; returning groups (already in `split`) count toward the shares."""
+    have = [int(sizes[members[split[members] == s]].sum()) for s in range(len(SPLITS))]
+    ratios = config.ratios
+    new = members[split[members] < 0]
+    chosen_of = np.empty(len(new), np.int8)
+    for n, size in enumerate(sizes[new].tolist()):  # sequential: each choice depends on the ones before
+        total = have[0] + have[1] + have[2] + size
+        chosen, gap = 0, ratios[0] * total - have[0]
+        for s in (1, 2):
+            if ratios[s] * total - have[s] > gap:
+                chosen, gap = s, ratios[s] * total - have[s]
+        chosen_of[n] = chosen
+        have[chosen] += size
+    split[new] = chosen_of
+    if len(members) >= MIN_GROUPS_FOR_EVERY_SPLIT:
+        _fill_empty_splits(members, new, sizes, split, config)
+
+
+def _fill_empty_splits(members, new, sizes, split, config) -> None:
+    """A split the stratum has no group in takes the smallest new group (then the first in hash order)
+    of the split with most groups."""
+    for empty in range(len(SPLITS)):
+        placed = np.bincount(split[members], minlength=len(SPLITS))
+        if config.ratios[empty] == 0 or placed[empty]:
             continue
-        donor = max((s for s in SPLITS if placed[s] > 1), key=lambda s: placed[s], default=None)
-        movable = [g for g in dealt if dealt[g] == donor]
-        if movable:
-            dealt[min(movable, key=lambda g: (sizes[g], group_hash(g, config.salt)))] = empty
+        donors = [s for s in range(len(SPLITS)) if placed[s] > 1]
+        if not donors:
+            continue
+        donor = max(donors, key=lambda s: placed[s])
+        movable = new[split[new] == donor]  # in hash order
+        if len(movable):
+            split[movable[np.argmin(sizes[movable])]] = empty  # argmin: the first of the smallest
 
 
 def ratio(config: SplitConfig, split: str) -> float:

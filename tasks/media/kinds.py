@@ -24,6 +24,7 @@ from .video import VideoPreset, decode_video
 
 if TYPE_CHECKING:  # settings models live in tasks/recipe.py, which imports the sources, which import this
     from ..recipe import DedupeConfig
+    from ..signatures import Signatures
 
 # (a, b, reject reason, what was measured): two items found to be one media
 Pair = tuple[str, str, str, str]
@@ -44,13 +45,13 @@ class MediaKind(ABC):
         Raises MediaError for media that cannot be used."""
 
     @staticmethod
-    def duplicate_pairs(items: dict[str, dict], config: DedupeConfig) -> Iterator[Pair]:
-        """Pairs of this kind's items (`items`: id -> signature columns) that are copies of one media:
+    def duplicate_pairs(items: Signatures, config: DedupeConfig) -> Iterator[Pair]:
+        """Pairs of this kind's items (`items`: every item's signature columns) that are copies of one media:
         on evidence from the media itself (a video's pictures, not its sound)."""
         return iter(())
 
     @staticmethod
-    def related_pairs(items: dict[str, dict], config: DedupeConfig) -> Iterator[Pair]:
+    def related_pairs(items: Signatures, config: DedupeConfig) -> Iterator[Pair]:
         """Pairs that are not one media but share a part (a sound track): one group, neither rejected."""
         return iter(())
 
@@ -60,9 +61,8 @@ class MediaKind(ABC):
         return 0.0 if a["sha256"] == b["sha256"] else 1.0
 
 
-def _signatures(items: dict[str, dict], modality: str, column: str) -> tuple[list[str], list]:
-    found = [(key, i[column]) for key, i in items.items() if i["modality"] == modality and i[column]]
-    return [k for k, _ in found], [v for _, v in found]
+def _signatures(items: Signatures, modality: str, column: str) -> tuple[list[str], list]:
+    return items.of(modality, column)
 
 
 def _json(value: dict) -> str:

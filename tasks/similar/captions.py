@@ -15,6 +15,7 @@ datasketch's MinHashLSH with the same threshold and num_perm on 1M captions.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import zlib
 from functools import cache
@@ -25,6 +26,8 @@ from .bits import equal_keys
 
 WORD = re.compile(r"\w+")
 _CHUNK = 1 << 20  # shingles per block of signature work (x 32 permutations x 8 bytes = 256 MB)
+_TEXTS_PER_BLOCK = 1 << 18  # texts normalized and signed at a time (caption_index_pairs)
+_TEXT_ID_BITS = 20  # shingle hashes keep 44 bits, whatever the block (so blocks compare); ≥ a block's texts
 SHINGLE = 3  # words
 _SHINGLE_WEIGHTS = [np.uint64(w) for w in (0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9)]
 
@@ -33,11 +36,13 @@ def normalize(text: str) -> str:
     return " ".join(WORD.findall(text.lower()))
 
 
-def shingle_sets(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+def shingle_sets(texts: list[str], id_bits: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The distinct word 3-shingles of each normalized, non-empty text, hashed, as one flat array sorted
     within each text, and each text's start in it (plus the end). A text under 3 words is one shingle.
 
-    Words are hashed once (CRC-32, cached: vocabularies repeat), shingles combined from them in numpy."""
+    Words are hashed once (CRC-32, cached: vocabularies repeat), shingles combined from them in numpy.
+    A hash keeps 64 - `id_bits` bits (the rest number the text while sorting): pass the same `id_bits`
+    to every call whose hashes are compared."""
     cache: dict[str, int] = {}
     words = [t.split() for t in texts]
     lengths = np.fromiter((len(w) for w in words), np.int64, len(words))
@@ -54,7 +59,8 @@ def shingle_sets(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
     padded = np.concatenate([flat, np.zeros(SHINGLE, np.uint64)])
     for k, weight in enumerate(_SHINGLE_WEIGHTS):  # a word past the text's end counts as 0
         value += np.where(left > k, padded[k : k + len(flat)], np.uint64(0)) * weight
-    id_bits = max(1, int(len(texts)).bit_length())
+    id_bits = id_bits or max(1, int(len(texts)).bit_length())
+    assert len(texts) < 1 << id_bits
     keys = np.sort((owner[first].astype(np.uint64) << np.uint64(64 - id_bits)) | (value[first] >> np.uint64(id_bits)))
     keys = keys[np.r_[True, keys[1:] != keys[:-1]]]  # distinct per text (np.unique hashes: slower here)
     starts = np.searchsorted(keys >> np.uint64(64 - id_bits), np.arange(len(texts) + 1, dtype=np.uint64))
@@ -117,29 +123,60 @@ def caption_pairs(
 ) -> list[tuple[str, str, float]]:
     """(a, b, jaccard) with a < b for keys whose texts' shingle sets are at least `threshold` alike.
     Keys with the same normalized text pair with the first of them at 1.0."""
-    by_text: dict[str, list[str]] = {}
-    for key, text in sorted(zip(keys, texts)):
-        by_text.setdefault(normalize(text), []).append(key)
-    pairs = [(same[0], other, 1.0) for same in by_text.values() for other in same[1:]]
-    firsts = [same[0] for text, same in by_text.items() if text]
-    if len(firsts) < 2:
-        return pairs
-    values, starts = shingle_sets([text for text in by_text if text])
-    signature = signatures(values, starts, num_perm, seed)
+    order = sorted(range(len(keys)), key=keys.__getitem__)
+    found = caption_index_pairs([texts[i] for i in order], threshold, num_perm, seed)
+    return [(*sorted((keys[order[x]], keys[order[y]])), similarity) for x, y, similarity in found]
+
+
+def caption_index_pairs(texts, threshold: float, num_perm: int = 128, seed: int = 1) -> list[tuple[int, int, float]]:
+    """(i, j, jaccard) with i < j for texts (a list or an Arrow string array) whose shingle sets are at
+    least `threshold` alike; texts with the same normalized text pair with the first of them at 1.0.
+
+    Texts are normalized, shingled and signed `_TEXTS_PER_BLOCK` at a time, and what stays per text is
+    its shingle hashes (for the exact check), an 8-byte digest of its normalized text and its band keys:
+    10M captions fit a driver (a full signature matrix alone would be 5 GB)."""
+    n = len(texts)
     bands, rows = lsh_bands(threshold, num_perm)
     rng = np.random.default_rng(seed + 1)
     weights = rng.integers(0, 2**63, rows, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
-    n = len(firsts)
-    id_bits = (n - 1).bit_length()
-    candidates = []
-    for band in range(bands):
-        keys_of_band = (signature[:, band * rows : (band + 1) * rows].astype(np.uint64) * weights).sum(axis=1)
-        candidates += [np.minimum(x, y) * n + np.maximum(x, y) for x, y in equal_keys(keys_of_band, id_bits)]
+    digests, empty = np.zeros(n, np.uint64), np.zeros(n, bool)
+    values, starts, band_keys = [], [np.zeros(1, np.int64)], np.zeros((n, bands), np.uint64)
+    for begin in range(0, n, _TEXTS_PER_BLOCK):
+        block = texts[begin : begin + _TEXTS_PER_BLOCK]
+        normalized = [normalize(t) for t in (block.to_pylist() if hasattr(block, "to_pylist") else block)]
+        end = begin + len(normalized)
+        digests[begin:end] = np.fromiter(
+            (int.from_bytes(hashlib.blake2b(t.encode(), digest_size=8).digest(), "little") for t in normalized),
+            np.uint64,
+            len(normalized),
+        )
+        empty[begin:end] = [not t for t in normalized]
+        block_values, block_starts = shingle_sets(normalized, _TEXT_ID_BITS)
+        signature = signatures(block_values, block_starts, num_perm, seed)
+        for band in range(bands):
+            band_keys[begin:end, band] = (
+                signature[:, band * rows : (band + 1) * rows].astype(np.uint64) * weights
+            ).sum(axis=1)
+        starts.append(block_starts[1:].astype(np.int64) + starts[-1][-1])
+        values.append(block_values)
+    values, starts = np.concatenate(values) if values else np.zeros(0, np.uint64), np.concatenate(starts)
+    _, first, inverse = np.unique(digests, return_index=True, return_inverse=True)  # first: the earliest
+    copies = np.flatnonzero(first[inverse] != np.arange(n))
+    pairs = [(int(first[inverse[i]]), int(i), 1.0) for i in copies]
+    firsts = np.sort(first[~empty[first]])
+    if len(firsts) < 2:
+        return pairs
+    m, id_bits = len(firsts), (len(firsts) - 1).bit_length()
+    candidates = [
+        np.minimum(x, y) * m + np.maximum(x, y)
+        for band in range(bands)
+        for x, y in equal_keys(band_keys[firsts, band], id_bits)
+    ]
     if not candidates:
         return pairs
     found = np.unique(np.concatenate(candidates))
-    for x, y in zip((found // n).tolist(), (found % n).tolist()):
+    for x, y in zip(firsts[found // m].tolist(), firsts[found % m].tolist()):
         similarity = jaccard(values[starts[x] : starts[x + 1]], values[starts[y] : starts[y + 1]])
         if similarity >= threshold:
-            pairs.append((*sorted((firsts[x], firsts[y])), similarity))
+            pairs.append((min(x, y), max(x, y), similarity))
     return pairs

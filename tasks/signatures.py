@@ -1,0 +1,73 @@
+"""Every item's dedupe signatures, kept as Arrow columns: what the media kinds search for copies
+(tasks/media/kinds.py), what dedupe and the leakage guard decide over.
+
+A driver holds 10M items this way in a few GB (a dict per item took ~5 kB); a value becomes a Python
+object only when a kind asks for one modality's column, and a row becomes a dict only when a
+decision needs its item (a cluster's members, a leaking pair).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+
+class Signatures:
+    """Items keyed by a `key` column (unique across the tables), each table with `modality`, `sha256`
+    and the signature columns it has. The tables are searched in order; within one, in row order."""
+
+    def __init__(self, *tables: pa.Table):
+        self.tables = [t for t in tables if t.num_rows]
+
+    def __len__(self) -> int:
+        return sum(t.num_rows for t in self.tables)
+
+    def of(self, modality: str, column: str) -> tuple[list[str], list]:
+        """Keys and values of `column` for the items of `modality` that have one (not null, not empty)."""
+        keys, values = [], []
+        for table in self.tables:
+            if column not in table.column_names:
+                continue
+            mine = table.filter(
+                pc.and_(pc.equal(table.column("modality"), modality), pc.is_valid(table.column(column)))
+            )
+            for key, value in zip(mine.column("key").to_pylist(), mine.column(column).to_pylist()):
+                if value:
+                    keys.append(key)
+                    values.append(value)
+        return keys, values
+
+    def exact_pairs(self) -> list[tuple[str, str]]:
+        """(a, b), a < b, for every item whose sha256 an earlier one has (tables in order, then keys),
+        with that earliest one."""
+        if not self.tables:
+            return []
+        counts = (
+            pa.concat_tables(t.select(["sha256"]) for t in self.tables)
+            .group_by("sha256")
+            .aggregate([([], "count_all")])
+        )
+        repeated = counts.filter(
+            pc.and_(pc.is_valid(counts.column("sha256")), pc.greater(counts.column("count_all"), 1))
+        )
+        first: dict[str, str] = {}
+        pairs = []
+        for table in self.tables:
+            copies = table.filter(pc.is_in(table.column("sha256"), repeated.column("sha256"))).sort_by("key")
+            for key, sha in zip(copies.column("key").to_pylist(), copies.column("sha256").to_pylist()):
+                kept = first.setdefault(sha, key)
+                if kept != key:
+                    pairs.append((min(kept, key), max(kept, key)))
+        return pairs
+
+    def rows(self, keys: Iterable[str], columns: list[str] | None = None) -> dict[str, dict]:
+        """The rows of these keys (those present), as dicts."""
+        wanted = pa.array(sorted(set(keys)), pa.string())
+        found = {}
+        for table in self.tables:
+            picked = table.filter(pc.is_in(table.column("key"), wanted))
+            for row in (picked.select(columns + ["key"]) if columns else picked).to_pylist():
+                found[row["key"]] = row
+        return found
