@@ -14,6 +14,7 @@ import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from . import storage
 from .fetch import FetchError
@@ -22,12 +23,12 @@ from .fetch.guard import AddressPolicy
 from .fetch.http import HostLimiter, ImageDownloader
 from .fetch.links import LinkDownloader
 from .fetch.resize import ImageResizer
-from .groups import UnionFind
 from .media import MediaError
 from .media.clip import cut
 from .media.image import crop
+from .plan_rows import RowLog, as_samples, gather_items, group_names
 from .recipe import NetworkConfig, ShardConfig
-from .schema import REJECT_SCHEMA, make_sample_id, samples_from_rows
+from .schema import REJECT_SCHEMA, make_sample_id
 from .shards import cut_shards
 from .sources import Row, Source
 from .sources.manifest import utf8_ok
@@ -39,81 +40,49 @@ def plan_collect(
 ) -> dict:
     """Group annotation rows into items, cut them into shards and write those; broken rows become rejects.
 
-    Every row that names the same media file of a source joins one item, as one more text. Returns
-    {"shards": [...], "rejects_uri", "n_rows", "n_rows_kept", "n_rejected", "n_items", "reasons"}.
+    Every row that names the same media file of a source joins one item, as one more text. Rows are
+    gathered into Arrow batches as they are read and grouped in Arrow (tasks/plan_rows.py): a 10M-row
+    URL list plans in a few GB, not a dict per item. Returns {"shards": [...], "rejects_uri", "n_rows",
+    "n_rows_kept", "n_rejected", "n_items", "reasons"}.
     """
     marker = storage.join(out_dir, "_plan.json")
     if storage.exists(marker):
         return storage.read_json(marker)
-    items: dict[tuple[str, str], dict] = {}
-    labels: dict[tuple[str, str], list[str]] = {}  # an item's group labels: its own, and any the rows name
-    bad, n_rows = [], 0
+    log = RowLog()
+    bad: list[tuple[int, dict]] = []  # (reading order, reject)
     for source in sources:
         for row in source.rows():
-            n_rows += 1
-            ident = (source.name, row.key)
-            item = items.get(ident) if not row.error else None
-            if item is not None and item["modality"] != row.modality:
-                row.error = (
-                    f"{row.key} is named as {item['modality']} on row {item['source_rows'][0]} and as"
-                    f" {row.modality} here"
-                )
-            if item is not None and row.modality == "document":
-                row.error = f"document {row.key} again (first on row {item['source_rows'][0]})"
             if row.error:
-                bad.append(_bad_row(source.name, row, partition, run_id))
-                continue
-            if item is None:
-                # ids come from the annotation as written, not from where the corpus sits today or from
-                # line numbers: moving a corpus or inserting a line keeps every id and every split
-                clip = row.clip or (None, None)
-                item = items[ident] = {
-                    "sample_id": make_sample_id(source.name, row.key),
-                    "source": source.name,
-                    "modality": row.modality,
-                    "texts": [],
-                    "source_uri": row.media,
-                    "source_rows": [],
-                    "clip_start_s": clip[0],
-                    "clip_end_s": clip[1],
-                    "region": list(row.region) if row.region else None,
-                    "segments": _segments(source.name, row) if row.segments is not None else None,
-                    "meta": _meta_json(row.meta),
-                    "part_of": None,
-                    "partition": partition,
-                    "run_id": run_id,
-                }
-                labels[ident] = [f"{source.name}:{row.key}"]
-            item["texts"] += [{**text, "source": source.name} for text in row.texts]
-            item["source_rows"].append(row.number)
-            if row.group is not None:
-                labels[ident].append(f"{source.name}:{row.group}")
-            if row.part_of is not None:
-                document = make_sample_id(source.name, row.part_of)
-                if document not in (item["part_of"] or []):
-                    item["part_of"] = (item.get("part_of") or []) + [document]
-
-    rows = list(items.values())
-    for row, group_id in zip(rows, _group_names(list(labels.values()))):
-        row["group_id"] = group_id
-    listed = storage.sizes([row["source_uri"] for row in rows if row["source_uri"]])
-    for row in rows:
-        row["media_size"] = listed.get(row["source_uri"])
+                bad.append((log.n_read, _bad_row(source.name, row, partition, run_id)))
+                log.skip()
+            else:
+                segments = _segments(source.name, row) if row.segments is not None else None
+                log.add(source.name, row, segments, _meta_json(row.meta))
+    items, contradicting = gather_items(log.table())
+    for ordinal, source, row in contradicting:
+        bad.append((ordinal, _bad_row(source, row, partition, run_id)))
+    bad = [reject for _, reject in sorted(bad, key=lambda b: b[0])]
+    items = items.append_column("group_id", group_names(items))
+    media = items.column("source_uri")  # sizes are listed for files; a URL's is known once downloaded
+    local = media.filter(pc.invert(pc.match_substring_regex(pc.fill_null(media, "http://"), "^https?://")))
+    listed = storage.sizes(local.to_pylist())
+    sizes = [listed.get(u) for u in media.to_pylist()] if listed else [None] * items.num_rows
+    items = items.append_column("media_size", pa.array(sizes, pa.int64()))
 
     uris = []
-    for i, (start, end) in enumerate(cut_shards([row["media_size"] or 0 for row in rows], shards, workers)):
+    for i, (start, end) in enumerate(cut_shards([s or 0 for s in sizes], shards, workers)):
         uri = storage.join(out_dir, f"shard-{i:05d}.parquet")
-        storage.write_parquet(uri, samples_from_rows(rows[start:end]))
+        storage.write_parquet(uri, as_samples(items.slice(start, end - start), partition=partition, run_id=run_id))
         uris.append(uri)
     rejects_uri = storage.join(out_dir, "_plan.rejects.parquet")
     storage.write_parquet(rejects_uri, pa.Table.from_pylist(bad, schema=REJECT_SCHEMA))
     plan = {
         "shards": uris,
         "rejects_uri": rejects_uri,
-        "n_rows": n_rows,
-        "n_rows_kept": n_rows - len(bad),
+        "n_rows": log.n_read,
+        "n_rows_kept": log.n_read - len(bad),
         "n_rejected": len(bad),
-        "n_items": len(rows),
+        "n_items": items.num_rows,
         "reasons": {"collect:bad_row": len(bad)} if bad else {},
     }
     storage.write_json(marker, plan)  # the commit point, last
@@ -149,24 +118,6 @@ def _segments(source: str, row: Row) -> list[dict]:
 
 def _meta_json(meta: dict | None) -> str | None:
     return json.dumps(meta, sort_keys=True, ensure_ascii=False, default=str) if meta else None
-
-
-def _group_names(labels: list[list[str]]) -> list[str]:
-    """Each item's group. Labels are [the item's own, then any group its rows name]; items sharing a
-    label are one group, named after the smallest group a row named, else the smallest item label."""
-    groups = UnionFind()
-    for own, *named in labels:
-        for label in named:
-            groups.union(own, label)
-    named_min: dict[str, str] = {}
-    own_min: dict[str, str] = {}
-    for own, *named in labels:
-        root = groups.find(own)
-        own_min[root] = min(own_min.get(root, own), own)
-        if named:
-            named_min[root] = min(named_min.get(root, min(named)), min(named))
-    roots = [groups.find(own) for own, *_ in labels]
-    return [named_min.get(root) or own_min[root] for root in roots]
 
 
 class CollectConfig(NetworkConfig):

@@ -100,6 +100,31 @@ def test_plan_collect_reads_manifest_from_s3_and_rejects_broken_rows(root):
     assert details[0].startswith("not JSON") and "smell" in details[1] and details[2] == "not a JSON object"
 
 
+def test_rows_naming_one_media_are_one_item_and_a_row_contradicting_its_first_is_a_bad_row(tmp_path):
+    lines = [
+        '{"media": "b.jpg", "modality": "image", "text": "first b"}',
+        '{"media": "a.jpg", "modality": "image", "text": "a cat", "group": "g1"}',
+        '{"media": "b.jpg", "modality": "audio", "text": "b as a sound"}',
+        '{"media": "c.jpg", "modality": "image", "text": "c", "group": "g1"}',
+        '{"media": "b.jpg", "modality": "image", "text": "second b"}',
+        '{"media": "d.jpg", "modality": "image", "text": "d"}',
+    ]
+    storage.write_bytes(str(tmp_path / "src/captions.jsonl"), "\n".join(lines).encode())
+    source = make_source(name="t", kind="manifest", uri=str(tmp_path / "src/captions.jsonl"))
+    result = plan(source, str(tmp_path / "plan"), max_items=2)
+    assert (result["n_rows"], result["n_rows_kept"], result["n_rejected"], result["n_items"]) == (6, 5, 1, 4)
+    rows = planned(result)
+    assert [r["source_uri"].rsplit("/", 1)[-1] for r in rows] == ["b.jpg", "a.jpg", "c.jpg", "d.jpg"]  # as first read
+    assert [t["text"] for t in rows[0]["texts"]] == ["first b", "second b"] and rows[0]["source_rows"] == [0, 4]
+    assert rows[1]["group_id"] == rows[2]["group_id"] == "t:g1"
+    assert (rows[0]["group_id"], rows[3]["group_id"]) == ("t:b.jpg", "t:d.jpg")
+    rejects = storage.read_parquet(result["rejects_uri"]).to_pylist()
+    assert [(r["source_rows"], r["detail"]) for r in rejects] == [
+        ([2], "b.jpg is named as image on row 0 and as audio here")
+    ]
+    assert rejects[0]["texts"][0]["text"] == "b as a sound"
+
+
 def test_plan_collect_folder_of_media_with_sidecar_captions(tmp_path):
     from .helpers import image_bytes
 

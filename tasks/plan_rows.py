@@ -1,0 +1,223 @@
+"""The plan's rows as Arrow columns: how `collect.plan_collect` gathers 10M annotation rows into items
+without a Python dict per item.
+
+`RowLog` keeps every usable row in reading order, a batch of `_BATCH` rows at a time as Arrow;
+`gather_items` sorts them by item and reading order and makes one item per run of rows (the first row
+gives the media, later rows add texts and row numbers); `as_samples` turns a slice of items into the
+Sample table of one work shard.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .groups import UnionFind
+from .schema import SAMPLE_SCHEMA, SEGMENT, TEXT, make_sample_id
+from .sources import Row
+
+_BATCH = 100_000  # rows turned into one Arrow batch while reading
+LOG_SCHEMA = pa.schema(
+    [
+        ("ordinal", pa.int64()),  # place in reading order, over all sources
+        ("number", pa.int64()),  # the row's number in its annotation file
+        ("source", pa.string()),
+        ("key", pa.string()),
+        ("sample_id", pa.string()),
+        ("modality", pa.string()),
+        ("texts", pa.list_(TEXT)),
+        ("source_uri", pa.string()),
+        ("clip_start_s", pa.float64()),
+        ("clip_end_s", pa.float64()),
+        ("region", pa.list_(pa.int32())),
+        ("segments", pa.list_(SEGMENT)),
+        ("meta", pa.string()),
+        ("part_of", pa.string()),  # the document's sample_id
+        ("group", pa.string()),  # the group the row names, as a label
+    ]
+)
+_FIRST_ROW = ["sample_id", "source", "key", "modality", "source_uri", "clip_start_s", "clip_end_s", "region"]
+_FIRST_ROW += ["segments", "meta", "ordinal"]
+
+
+class RowLog:
+    """Every usable row of the sources, in reading order; `n_read` counts the unusable ones too."""
+
+    def __init__(self) -> None:
+        self.n_read = 0
+        self.batches: list[pa.RecordBatch] = []
+        self.columns: dict[str, list] = {name: [] for name in LOG_SCHEMA.names}
+
+    def skip(self) -> None:
+        self.n_read += 1
+
+    def add(self, source: str, row: Row, segments: list[dict] | None, meta: str | None) -> None:
+        clip = row.clip or (None, None)
+        values = (
+            self.n_read,
+            row.number,
+            source,
+            row.key,
+            make_sample_id(source, row.key),
+            row.modality,
+            [{**text, "source": source} for text in row.texts],
+            row.media,
+            clip[0],
+            clip[1],
+            list(row.region) if row.region else None,
+            segments,
+            meta,
+            make_sample_id(source, row.part_of) if row.part_of is not None else None,
+            f"{source}:{row.group}" if row.group is not None else None,
+        )
+        for column, value in zip(self.columns.values(), values):
+            column.append(value)
+        self.n_read += 1
+        if len(self.columns["ordinal"]) >= _BATCH:
+            self._flush()
+
+    def _flush(self) -> None:
+        self.batches.append(pa.RecordBatch.from_pydict(self.columns, schema=LOG_SCHEMA))
+        for column in self.columns.values():
+            column.clear()
+
+    def table(self) -> pa.Table:
+        self._flush()
+        table, self.batches = pa.Table.from_batches(self.batches, LOG_SCHEMA), []
+        return table
+
+
+def gather_items(rows: pa.Table) -> tuple[pa.Table, list[tuple[int, str, Row]]]:
+    """One item per media (sample_id), in the order its first row was read, with every row's texts and
+    row numbers; and the rows that contradict their item's first row (another modality, a document
+    named twice) as (ordinal, source, Row with the error)."""
+    rows = rows.take(pc.sort_indices(rows, [("sample_id", "ascending"), ("ordinal", "ascending")]))
+    first = _run_starts(rows.column("sample_id"))
+    run = np.cumsum(first) - 1
+    modality = rows.column("modality").combine_chunks().dictionary_encode()
+    codes = modality.indices.to_numpy(zero_copy_only=False)
+    first_code = codes[np.flatnonzero(first)][run]
+    documents = (
+        modality.dictionary.to_pylist().index("document") if "document" in modality.dictionary.to_pylist() else -1
+    )
+    wrong = (codes != first_code) | (~first & (codes == documents))
+    contradicting = (
+        _contradicting(rows, np.flatnonzero(wrong), np.flatnonzero(first)[run[wrong]]) if wrong.any() else []
+    )
+    if wrong.any():
+        rows, first = rows.filter(pa.array(~wrong)), first[~wrong]
+    starts = np.flatnonzero(first)
+    item_of_row = np.cumsum(first) - 1
+    bounds = np.append(starts, rows.num_rows).astype(np.int32)
+    items = rows.select(_FIRST_ROW).take(pa.array(starts))
+    texts = rows.column("texts").combine_chunks()
+    per_row = pc.fill_null(pc.list_value_length(texts), 0).to_numpy()
+    per_item = np.add.reduceat(per_row, starts) if len(starts) else np.zeros(0, np.int64)
+    offsets = np.zeros(len(starts) + 1, np.int32)
+    np.cumsum(per_item, out=offsets[1:])
+    items = items.append_column("texts", pa.ListArray.from_arrays(pa.array(offsets), pc.list_flatten(texts)))
+    numbers = rows.column("number").combine_chunks()
+    items = items.append_column("source_rows", pa.ListArray.from_arrays(pa.array(bounds), numbers))
+    items = items.append_column("part_of", _documents_of(rows, item_of_row, len(starts)))
+    items = items.append_column("named_groups", _named_groups(rows, item_of_row, len(starts)))
+    return items.take(pc.sort_indices(items.column("ordinal"))).drop_columns(["ordinal"]), contradicting
+
+
+def _run_starts(ids: pa.ChunkedArray) -> np.ndarray:
+    """True where a sorted column's value differs from the one before."""
+    ids = ids.combine_chunks()
+    first = np.ones(len(ids), bool)
+    if len(ids) > 1:
+        first[1:] = pc.not_equal(ids.slice(1), ids.slice(0, len(ids) - 1)).to_numpy(zero_copy_only=False)
+    return first
+
+
+def _contradicting(rows: pa.Table, wrong: np.ndarray, their_first: np.ndarray) -> list[tuple[int, str, Row]]:
+    found = []
+    named = rows.take(pa.array(wrong)).to_pylist()
+    firsts = rows.select(["number", "modality"]).take(pa.array(their_first)).to_pylist()
+    for r, f in zip(named, firsts):
+        error = (
+            f"{r['key']} is named as {f['modality']} on row {f['number']} and as {r['modality']} here"
+            if r["modality"] != f["modality"]
+            else f"document {r['key']} again (first on row {f['number']})"
+        )
+        texts = [{"text": t["text"], "kind": t["kind"]} for t in r["texts"] or []]
+        found.append((r["ordinal"], r["source"], Row(r["number"], media=r["source_uri"], texts=texts, error=error)))
+    return found
+
+
+def _documents_of(rows: pa.Table, item_of_row: np.ndarray, n_items: int) -> pa.Array:
+    """Each item's documents (the distinct part_of of its rows, in order); null for most items."""
+    named = pc.is_valid(rows.column("part_of")).to_numpy(zero_copy_only=False)
+    if not named.any():
+        return pa.nulls(n_items, pa.list_(pa.string()))
+    found: list[list[str] | None] = [None] * n_items
+    for i, document in zip(np.flatnonzero(named).tolist(), rows.column("part_of").filter(pa.array(named)).to_pylist()):
+        mine = found[item_of_row[i]] = found[item_of_row[i]] or []
+        if document not in mine:
+            mine.append(document)
+    return pa.array(found, pa.list_(pa.string()))
+
+
+def _named_groups(rows: pa.Table, item_of_row: np.ndarray, n_items: int) -> pa.Array:
+    """The group labels each item's rows name; null for most items."""
+    named = pc.is_valid(rows.column("group")).to_numpy(zero_copy_only=False)
+    if not named.any():
+        return pa.nulls(n_items, pa.list_(pa.string()))
+    found: list[list[str] | None] = [None] * n_items
+    for i, label in zip(np.flatnonzero(named).tolist(), rows.column("group").filter(pa.array(named)).to_pylist()):
+        found[item_of_row[i]] = (found[item_of_row[i]] or []) + [label]
+    return pa.array(found, pa.list_(pa.string()))
+
+
+def group_names(items: pa.Table) -> pa.Array:
+    """Each item's group. An item's labels are its own (source:key) and any group its rows name; items
+    sharing a label are one group, named after the smallest group a row named, else the smallest item
+    label. Items that name no group and that no row names are their own group (most of a URL list),
+    and are never put through the union-find."""
+    own = pc.binary_join_element_wise(items.column("source"), items.column("key"), ":")
+    named = items.column("named_groups")
+    if named.null_count == len(named):
+        return own
+    named_set = pa.array(sorted(set(pc.list_flatten(named).to_pylist())), pa.string())
+    involved = pc.or_(pc.is_valid(named), pc.is_in(own, named_set)).to_numpy(zero_copy_only=False)
+    labels = [
+        [o, *(n or [])]
+        for o, n in zip(own.filter(pa.array(involved)).to_pylist(), named.filter(pa.array(involved)).to_pylist())
+    ]
+    names = own.to_pylist()
+    for position, name in zip(np.flatnonzero(involved).tolist(), _group_names(labels)):
+        names[position] = name
+    return pa.array(names, pa.string())
+
+
+def _group_names(labels: list[list[str]]) -> list[str]:
+    """Labels are [the item's own, then any group its rows name]; see `group_names`."""
+    groups = UnionFind()
+    for own, *named in labels:
+        for label in named:
+            groups.union(own, label)
+    named_min: dict[str, str] = {}
+    own_min: dict[str, str] = {}
+    for own, *named in labels:
+        root = groups.find(own)
+        own_min[root] = min(own_min.get(root, own), own)
+        if named:
+            named_min[root] = min(named_min.get(root, min(named)), min(named))
+    roots = [groups.find(own) for own, *_ in labels]
+    return [named_min.get(root) or own_min[root] for root in roots]
+
+
+def as_samples(items: pa.Table, **constants: str) -> pa.Table:
+    """A slice of gathered items as a Sample table (every other column null; `constants` repeated)."""
+    columns = []
+    for field in SAMPLE_SCHEMA:
+        if field.name in items.column_names:
+            columns.append(items.column(field.name).cast(field.type))
+        elif field.name in constants:
+            columns.append(pa.repeat(pa.scalar(constants[field.name], field.type), items.num_rows))
+        else:
+            columns.append(pa.nulls(items.num_rows, field.type))
+    return pa.Table.from_arrays(columns, schema=SAMPLE_SCHEMA)
