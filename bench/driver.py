@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -110,7 +111,8 @@ def main() -> int:
     rows = []
     for n in args.sizes:
         folder = out / f"n{n}"
-        folder.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(folder, ignore_errors=True)  # each decision skips work whose output exists
+        folder.mkdir(parents=True)
         urls = folder / "urls.parquet"
         url_list(urls, n)
         plan = run("plan", str(urls), str(folder / "plan"))

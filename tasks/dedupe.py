@@ -375,8 +375,8 @@ def _caption_pairs(shard_uris: list[str], published: pa.Table | None, config: Ca
         parts.append(published.select(["key", "captions"]).sort_by("key"))
     if not parts:
         return []
-    table = pa.concat_tables(parts).combine_chunks()
-    captions = table.column("captions").chunk(0) if table.num_rows else pa.array([], pa.list_(pa.string()))
+    table = pa.concat_tables(parts)
+    captions = table.column("captions").combine_chunks()  # a copy only where a published part follows ours
     owner = pc.list_parent_indices(captions).to_numpy()
     found = caption_index_pairs(pc.list_flatten(captions), config.threshold)
     pairs = sorted({(int(owner[x]), int(owner[y])) for x, y, _ in found if owner[x] != owner[y]})

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -38,6 +39,22 @@ class Signatures:
                     keys.append(key)
                     values.append(value)
         return keys, values
+
+    def hex64(self, modality: str, column: str) -> tuple[pa.Array, np.ndarray]:
+        """Keys and 64-bit hashes of a hex column (a pHash) for the items of `modality` that have one,
+        as an Arrow array and a numpy array: no Python object per item."""
+        parts = [t.filter(pc.and_(pc.equal(t.column("modality"), modality), pc.is_valid(t.column(column))))
+                 for t in self.tables if column in t.column_names]  # fmt: skip
+        parts = [t.select(["key", column]) for t in parts if t.num_rows]
+        if not parts:
+            return pa.array([], pa.string()), np.zeros(0, np.uint64)
+        both = pa.concat_tables(parts)
+        hexes = both.column(column)
+        if pc.all(pc.equal(pc.utf8_length(hexes), 16)).as_py():
+            hashes = np.frombuffer(bytes.fromhex(_joined(hexes)), ">u8").astype(np.uint64)
+        else:  # not all 64-bit: one at a time
+            hashes = np.array([int(h, 16) if h else 0 for h in hexes.to_pylist()], np.uint64)
+        return both.column("key").combine_chunks(), hashes
 
     def exact_pairs(self) -> list[tuple[str, str]]:
         """(a, b), a < b, for every item whose sha256 an earlier one has (tables in order, then keys),
@@ -71,3 +88,12 @@ class Signatures:
             for row in (picked.select(columns + ["key"]) if columns else picked).to_pylist():
                 found[row["key"]] = row
         return found
+
+
+def _joined(values: pa.ChunkedArray) -> str:
+    """A string column's values end to end: its data buffer, chunk by chunk (no object per value)."""
+    out = []
+    for chunk in values.chunks:
+        offsets = np.frombuffer(chunk.buffers()[1], np.int32, len(chunk) + 1, chunk.offset * 4)
+        out.append(chunk.buffers()[2].to_pybytes()[offsets[0] : offsets[-1]].decode())
+    return "".join(out)

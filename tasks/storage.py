@@ -21,6 +21,11 @@ import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
 from fsspec.implementations.local import LocalFileSystem
 
+# The driver holds every item's columns (10M items: GBs of Arrow buffers, allocated and freed by step):
+# glibc's allocator hands freed buffers back at once, where Arrow's default jemalloc kept them, and the
+# split decision peaked 40% higher at 2M items (bench/driver.py)
+pa.set_memory_pool(pa.system_memory_pool())
+
 DEFAULT_ROOT = "./data"
 
 

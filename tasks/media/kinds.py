@@ -101,8 +101,8 @@ class Image(MediaKind):
     def duplicate_pairs(items, config):
         if config.image_radius is None:
             return
-        ids, hashes = _signatures(items, "image", "phash")
-        for a, b, d in hamming_pairs(ids, [int(h, 16) for h in hashes], config.image_radius):
+        ids, hashes = items.hex64("image", "phash")
+        for a, b, d in hamming_pairs(ids, hashes, config.image_radius):
             yield a, b, "duplicate:near", f"pHash {d} bits"
 
     @staticmethod

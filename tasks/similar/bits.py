@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pyarrow.compute as pc
 
 _MIX = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing: spreads a key over the top bits
 COMMON_FRAME_ITEMS = 64  # a keyframe hash in more videos than this is not evidence of a copy
@@ -72,20 +73,26 @@ def near_pairs(hashes: np.ndarray, radius: int, recall: float = 0.999, seed: int
     return pairs // n, pairs % n
 
 
-def hamming_pairs(ids: list[str], hashes: list[int], radius: int) -> list[tuple[str, str, int]]:
+def hamming_pairs(ids, hashes, radius: int) -> list[tuple[str, str, int]]:
     """(a, b, distance) with a < b for items whose hashes are at most `radius` bits apart. Items with
-    the same hash pair with the first of them (by id) at distance 0."""
-    if not ids:
+    the same hash pair with the first of them (by id) at distance 0. `ids`: a list or an Arrow string
+    array; `hashes`: ints or a uint64 array (10M of them as Python objects would cost ~1.5 GB)."""
+    if not len(ids):
         return []
-    order = sorted(range(len(ids)), key=ids.__getitem__)
-    values = np.array([hashes[i] for i in order], dtype=np.uint64)
-    names = [ids[i] for i in order]
+    arrow = hasattr(ids, "to_pylist")
+    order = pc.sort_indices(ids).to_numpy() if arrow else np.array(sorted(range(len(ids)), key=ids.__getitem__))
+    values = np.asarray(hashes, dtype=np.uint64)[order]
+
+    def name(k: int) -> str:
+        return ids[int(order[k])].as_py() if arrow else ids[order[k]]
+
     distinct, first, inverse = np.unique(values, return_index=True, return_inverse=True)
-    pairs = [(names[first[k]], names[i], 0) for i, k in enumerate(inverse) if first[k] != i]
+    same = np.flatnonzero(first[inverse] != np.arange(len(values)))
+    pairs = [(name(first[inverse[i]]), name(i), 0) for i in same.tolist()]
     i, j = near_pairs(distinct, radius)
     distances = np.bitwise_count(distinct[i] ^ distinct[j])
     for x, y, d in zip(first[i].tolist(), first[j].tolist(), distances.tolist()):
-        pairs.append((*sorted((names[x], names[y])), d))
+        pairs.append((*sorted((name(x), name(y))), d))
     return pairs
 
 
