@@ -190,8 +190,8 @@ def decide_duplicates(
     summary_uri = out_uri.removesuffix(".parquet") + ".json"
     if storage.exists(out_uri):
         return {"uri": out_uri, "withdrawn_uri": withdrawn_uri, **storage.read_json(summary_uri)}
-    ours = pa.concat_tables([storage.read_parquet(u, columns=PAIR_COLUMNS) for u in shard_uris])
-    ours = ours.append_column("key", ours.column("sample_id"))
+    held = Ours(shard_uris)
+    ours = held.table
     published = None
     if config.against_published and published_uri:
         # keyed apart from ours: the same file in another partition has the same sample_id
@@ -203,13 +203,12 @@ def decide_duplicates(
     evidence = find_pairs(found, config)
     clusters = _clusters(evidence)
     related = [(a, b, reason) for kind in KINDS.values() for a, b, reason, _ in kind.related_pairs(found, config)]
-    caption_pairs_found = _caption_pairs(shard_uris, published, config.captions)
+    caption_pairs_found = _caption_pairs(shard_uris, ours.column("key"), published, config.captions)
     # the only items read as rows: those a pair names
     wanted = {x for pair in itertools.chain(evidence, caption_pairs_found) for x in pair}
     wanted |= {x for a, b, _ in related for x in (a, b)}
-    items = _rows_of(shard_uris, {x for x in wanted if "/" not in x})
+    items = held.rows({x for x in wanted if "/" not in x})
     theirs_rows = found.rows(x for x in wanted if "/" in x) if published is not None else {}
-    items = {k: v for k, v in items.items()}
 
     pairs_of = defaultdict(list)  # item -> its pairs, in order: what `_why` looks through
     for pair in sorted(evidence):
@@ -264,9 +263,9 @@ def decide_duplicates(
         for copy, kept in duplicate_of.items()
         if reasons[copy][0] not in ("duplicate:published", "duplicate:caption")
     }
-    merged = _merged_texts(shard_uris, within) if config.merge_texts else {}
+    merged = _merged_texts(held, within) if config.merge_texts else {}
     decisions = []
-    for sample_id, group_id in _members_of_groups(shard_uris, set(groups.parent), set(duplicate_of) | set(merged)):
+    for sample_id, group_id in held.members_of_groups(set(groups.parent), set(duplicate_of) | set(merged)):
         new_group = groups.find(group_id)
         if new_group != group_id or sample_id in duplicate_of or sample_id in merged:
             reason, detail = reasons.get(sample_id, (None, None))
@@ -310,31 +309,54 @@ def _captions_of(texts: pa.ChunkedArray) -> pa.Array:
     return pa.ListArray.from_arrays(pa.array(offsets), flat.field("text").filter(pa.array(mine)))
 
 
-def _rows_of(shard_uris: list[str], ids: set[str]) -> dict[str, dict]:
-    """These items' signature columns and captions, as dicts."""
-    if not ids:
-        return {}
-    wanted = pa.array(sorted(ids), pa.string())
-    found = {}
-    for uri in shard_uris:
-        table = storage.read_parquet(uri, columns=SIGNATURES + ["texts"])
-        table = table.filter(pc.is_in(table.column("sample_id"), wanted))
-        table = table.append_column("captions", _captions_of(table.column("texts"))).drop_columns(["texts"])
-        found.update((row["sample_id"], row) for row in table.to_pylist())
-    return found
+class Ours:
+    """This build's items: the columns every item holds here (`PAIR_COLUMNS`, the group) in one table,
+    and which shard each row came from, so that the rest of a row is read only from the shards that
+    hold the rows asked for (one set lookup over all items, not one per shard)."""
 
-
-def _members_of_groups(shard_uris: list[str], labels: set[str], ids: set[str]):
-    """(sample_id, group_id) of every item in one of these groups, or one of these items."""
-    group_set, id_set = pa.array(sorted(labels), pa.string()), pa.array(sorted(ids), pa.string())
-    found = []
-    for uri in shard_uris:
-        table = storage.read_parquet(uri, columns=["sample_id", "group_id"])
-        table = table.filter(
-            pc.or_(pc.is_in(table.column("group_id"), group_set), pc.is_in(table.column("sample_id"), id_set))
+    def __init__(self, shard_uris: list[str]):
+        parts = [storage.read_parquet(u, columns=PAIR_COLUMNS + ["group_id"]) for u in shard_uris]
+        self.uris = shard_uris
+        self.starts = np.cumsum([0] + [p.num_rows for p in parts])
+        table = (
+            pa.concat_tables(parts)
+            if parts
+            else pa.table({c: pa.array([], pa.string()) for c in PAIR_COLUMNS + ["group_id"]})
         )
-        found += zip(table.column("sample_id").to_pylist(), table.column("group_id").to_pylist())
-    return sorted(found)
+        self.table = table.append_column("key", table.column("sample_id"))
+
+    def where(self, column: str, values) -> np.ndarray:
+        """Positions of the rows whose `column` is one of `values`."""
+        mask = pc.is_in(self.table.column(column), pa.array(sorted(values), pa.string()))
+        return np.flatnonzero(mask.to_numpy(zero_copy_only=False))
+
+    def read(self, positions: np.ndarray, columns: list[str]) -> pa.Table:
+        """These rows' `columns`, read from their shards."""
+        shard = np.searchsorted(self.starts, positions, side="right") - 1
+        parts = []
+        for i in np.unique(shard):
+            table = storage.read_parquet(self.uris[i], columns=columns)
+            parts.append(table.take(pa.array(positions[shard == i] - self.starts[i])))
+        return pa.concat_tables(parts) if parts else pa.table({c: pa.array([], pa.string()) for c in columns})
+
+    def rows(self, ids: set[str]) -> dict[str, dict]:
+        """These items' signature columns and captions, as dicts."""
+        positions = self.where("key", ids) if ids else []
+        if not len(positions):
+            return {}
+        table = self.read(positions, SIGNATURES + ["texts"])
+        table = table.append_column("captions", _captions_of(table.column("texts"))).drop_columns(["texts"])
+        return {row["sample_id"]: row for row in table.to_pylist()}
+
+    def members_of_groups(self, labels: set[str], ids: set[str]) -> list[tuple[str, str]]:
+        """(sample_id, group_id) of every item in one of these groups, or one of these items, by id."""
+        positions = np.union1d(self.where("group_id", labels), self.where("key", ids))
+        found = self.table.select(["key", "group_id"]).take(pa.array(positions, pa.int64()))
+        return sorted(zip(found.column("key").to_pylist(), found.column("group_id").to_pylist()))
+
+    def texts(self, ids: set[str]) -> dict[str, list[dict]]:
+        table = self.read(self.where("key", ids), ["sample_id", "texts"])
+        return {row["sample_id"]: row["texts"] or [] for row in table.to_pylist()}
 
 
 def report(decision: dict) -> dict:
@@ -360,28 +382,28 @@ def _compared_by_bytes_only(ours: pa.Table) -> int:
     return (pc.sum(pc.equal(ours.column("modality"), "audio")).as_py() or 0) - len(printed)
 
 
-def _caption_pairs(shard_uris: list[str], published: pa.Table | None, config: CaptionDedupeConfig) -> list:
-    """(a, b) for items with near-identical captions: ours keyed by sample_id (taken in id order), then
-    the published ones by partition/sample_id. The captions stay one Arrow array, which
-    tasks/similar/captions.py reads a block at a time."""
+def _caption_pairs(
+    shard_uris: list[str], keys: pa.ChunkedArray, published: pa.Table | None, config: CaptionDedupeConfig
+) -> list:
+    """(a, b) for items with near-identical captions: ours (`keys`: their sample_ids, in shard order),
+    then the published ones (by partition/sample_id). Held: the captions' strings as one Arrow column,
+    which tasks/similar/captions.py reads a block at a time, and each caption's item."""
     if config.threshold is None:
         return []
-    parts = []
-    for uri in shard_uris:
-        table = storage.read_parquet(uri, columns=["sample_id", "texts"])
-        parts.append(pa.table({"key": table.column("sample_id"), "captions": _captions_of(table.column("texts"))}))
-    parts = [pa.concat_tables(parts).sort_by("key")] if parts else []
-    if published is not None:
-        parts.append(published.select(["key", "captions"]).sort_by("key"))
-    if not parts:
+    texts, owners, offset = [], [], 0
+    lists = (_captions_of(storage.read_parquet(u, columns=["texts"]).column("texts")) for u in shard_uris)
+    for captions in itertools.chain(lists, [published.column("captions").combine_chunks()] if published else []):
+        texts.append(pc.list_flatten(captions))
+        owners.append(pc.list_parent_indices(captions).to_numpy() + offset)
+        offset += len(captions)
+    if not texts:
         return []
-    table = pa.concat_tables(parts)
-    captions = table.column("captions").combine_chunks()  # a copy only where a published part follows ours
-    owner = pc.list_parent_indices(captions).to_numpy()
-    found = caption_index_pairs(pc.list_flatten(captions), config.threshold)
+    owner = np.concatenate(owners)
+    found = caption_index_pairs(pa.chunked_array(texts, pa.string()), config.threshold)
     pairs = sorted({(int(owner[x]), int(owner[y])) for x, y, _ in found if owner[x] != owner[y]})
-    keys = table.column("key")
-    return [(keys[a].as_py(), keys[b].as_py()) for a, b in pairs]
+    every_key = pa.chunked_array(keys.chunks + (published.column("key").chunks if published else []), pa.string())
+    named = every_key.take(pa.array([x for pair in pairs for x in pair], pa.int64())).to_pylist()
+    return list(zip(named[::2], named[1::2]))
 
 
 def _caption_duplicates(
@@ -445,14 +467,9 @@ def _why(copy: str, kept: str, evidence: dict, pairs_of: dict[str, list]) -> tup
     return reason, f"{measured} from {first[1] if first[0] == copy else first[0]}, kept as {kept}"
 
 
-def _merged_texts(shard_uris: list[str], duplicate_of: dict[str, str]) -> dict[str, list[dict]]:
+def _merged_texts(ours: Ours, duplicate_of: dict[str, str]) -> dict[str, list[dict]]:
     """The copies' texts, gathered for the items kept; read only for the copies, in id order."""
-    copies: dict[str, list[dict]] = {}
-    wanted = pa.array(sorted(duplicate_of), pa.string())
-    for uri in shard_uris:
-        table = storage.read_parquet(uri, columns=["sample_id", "texts"])
-        for row in table.filter(pc.is_in(table.column("sample_id"), wanted)).to_pylist():
-            copies[row["sample_id"]] = row["texts"] or []
+    copies = ours.texts(set(duplicate_of))
     merged: dict[str, list[dict]] = defaultdict(list)
     for copy in sorted(copies):
         merged[duplicate_of[copy]].extend(copies[copy])

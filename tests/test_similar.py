@@ -126,3 +126,24 @@ def test_caption_search_agrees_with_exact_jaccard_on_many_captions():
     found = {(a, b) for a, b, _ in caption_pairs(keys, texts + edited, threshold=0.8)}
     appended = {(keys[i], keys[len(texts) + i]) for i in range(0, 400, 2)}
     assert found == appended
+
+
+def test_captions_signed_a_block_at_a_time_pair_as_in_one_block(monkeypatch):
+    """10M captions are normalized and signed a block at a time: the blocks must not change a shingle's
+    hash, so the pairs found do not depend on where the blocks fall (nor on N)."""
+    import pyarrow as pa
+
+    import tasks.similar.captions as captions
+
+    rng = np.random.default_rng(8)
+    words = [f"w{i}" for i in range(400)]
+    texts = [" ".join(rng.choice(words, int(rng.integers(10, 15)))) for _ in range(3000)]
+    texts += [t + " again" for t in texts[:300]] + [t.upper() for t in texts[300:400]] + ["", "?!"]
+    whole = captions.caption_index_pairs(texts, 0.8)
+    monkeypatch.setattr(captions, "_TEXTS_PER_BLOCK", 257)
+    blocks = captions.caption_index_pairs(pa.chunked_array([texts[:1000], texts[1000:]]), 0.8)
+    assert sorted(whole) == sorted(blocks)
+    appended = {(i, 3000 + i) for i in range(300)} & {(a, b) for a, b, _ in whole}  # Jaccard ≥ 0.89
+    assert len(appended) >= 294  # LSH recall at these similarities: ≥ 99%
+    assert {(300 + i, 3300 + i, 1.0) for i in range(100)} <= set(whole)  # the same once normalized
+    assert (3400, 3401, 1.0) in whole  # two captions with no words

@@ -25,7 +25,7 @@ import numpy as np
 from .bits import equal_keys
 
 WORD = re.compile(r"\w+")
-_CHUNK = 1 << 20  # shingles per block of signature work (x 32 permutations x 8 bytes = 256 MB)
+_CHUNK = 1 << 18  # shingles per block of signature work (x 32 permutations x 8 bytes = 64 MB)
 _TEXTS_PER_BLOCK = 1 << 18  # texts normalized and signed at a time (caption_index_pairs)
 _TEXT_ID_BITS = 20  # shingle hashes keep 44 bits, whatever the block (so blocks compare); ≥ a block's texts
 SHINGLE = 3  # words
