@@ -18,6 +18,7 @@ from .schema import SAMPLE_SCHEMA, SEGMENT, TEXT, make_sample_id
 from .sources import Row
 
 _BATCH = 100_000  # rows turned into one Arrow batch while reading
+SOURCE_TEXT = pa.struct([("text", pa.string()), ("kind", pa.string())])  # a text as a source gives it
 LOG_SCHEMA = pa.schema(
     [
         ("ordinal", pa.int64()),  # place in reading order, over all sources
@@ -26,7 +27,7 @@ LOG_SCHEMA = pa.schema(
         ("key", pa.string()),
         ("sample_id", pa.string()),
         ("modality", pa.string()),
-        ("texts", pa.list_(TEXT)),
+        ("texts", pa.list_(SOURCE_TEXT)),
         ("source_uri", pa.string()),
         ("clip_start_s", pa.float64()),
         ("clip_end_s", pa.float64()),
@@ -38,7 +39,7 @@ LOG_SCHEMA = pa.schema(
     ]
 )
 _FIRST_ROW = ["sample_id", "source", "key", "modality", "source_uri", "clip_start_s", "clip_end_s", "region"]
-_FIRST_ROW += ["segments", "meta", "ordinal"]
+_FIRST_ROW += ["segments", "meta"]
 
 
 class RowLog:
@@ -61,7 +62,7 @@ class RowLog:
             row.key,
             make_sample_id(source, row.key),
             row.modality,
-            [{**text, "source": source} for text in row.texts],
+            row.texts,
             row.media,
             clip[0],
             clip[1],
@@ -91,37 +92,52 @@ class RowLog:
 def gather_items(rows: pa.Table) -> tuple[pa.Table, list[tuple[int, str, Row]]]:
     """One item per media (sample_id), in the order its first row was read, with every row's texts and
     row numbers; and the rows that contradict their item's first row (another modality, a document
-    named twice) as (ordinal, source, Row with the error)."""
-    rows = rows.take(pc.sort_indices(rows, [("sample_id", "ascending"), ("ordinal", "ascending")]))
-    first = _run_starts(rows.column("sample_id"))
+    named twice) as (ordinal, source, Row with the error).
+
+    Only the ids are sorted: where every row is an item of its own (a URL list) the rows as read are
+    the items and no column is copied; otherwise the columns are taken once, in item order."""
+    order = pc.sort_indices(rows, [("sample_id", "ascending"), ("ordinal", "ascending")]).to_numpy()
+    first = _run_starts(rows.column("sample_id").take(pa.array(order)))  # in sorted order
     run = np.cumsum(first) - 1
     modality = rows.column("modality").combine_chunks().dictionary_encode()
-    codes = modality.indices.to_numpy(zero_copy_only=False)
-    first_code = codes[np.flatnonzero(first)][run]
-    documents = (
-        modality.dictionary.to_pylist().index("document") if "document" in modality.dictionary.to_pylist() else -1
-    )
-    wrong = (codes != first_code) | (~first & (codes == documents))
-    contradicting = (
-        _contradicting(rows, np.flatnonzero(wrong), np.flatnonzero(first)[run[wrong]]) if wrong.any() else []
-    )
+    names = modality.dictionary.to_pylist()
+    codes = modality.indices.to_numpy(zero_copy_only=False)[order]
+    document = names.index("document") if "document" in names else -1
+    wrong = (codes != codes[np.flatnonzero(first)][run]) | (~first & (codes == document))
+    contradicting = []
     if wrong.any():
-        rows, first = rows.filter(pa.array(~wrong)), first[~wrong]
-    starts = np.flatnonzero(first)
-    item_of_row = np.cumsum(first) - 1
-    bounds = np.append(starts, rows.num_rows).astype(np.int32)
-    items = rows.select(_FIRST_ROW).take(pa.array(starts))
-    texts = rows.column("texts").combine_chunks()
-    per_row = pc.fill_null(pc.list_value_length(texts), 0).to_numpy()
-    per_item = np.add.reduceat(per_row, starts) if len(starts) else np.zeros(0, np.int64)
-    offsets = np.zeros(len(starts) + 1, np.int32)
-    np.cumsum(per_item, out=offsets[1:])
-    items = items.append_column("texts", pa.ListArray.from_arrays(pa.array(offsets), pc.list_flatten(texts)))
-    numbers = rows.column("number").combine_chunks()
-    items = items.append_column("source_rows", pa.ListArray.from_arrays(pa.array(bounds), numbers))
-    items = items.append_column("part_of", _documents_of(rows, item_of_row, len(starts)))
-    items = items.append_column("named_groups", _named_groups(rows, item_of_row, len(starts)))
-    return items.take(pc.sort_indices(items.column("ordinal"))).drop_columns(["ordinal"]), contradicting
+        contradicting = _contradicting(rows, order[wrong], order[np.flatnonzero(first)[run[wrong]]])
+        order, first = order[~wrong], first[~wrong]
+    if first.all() and len(order) == rows.num_rows:  # every row an item of its own
+        item_of_row, by_item = np.arange(rows.num_rows), None
+        bounds = np.arange(rows.num_rows + 1)
+        items = rows.select(_FIRST_ROW).append_column("texts", rows.column("texts"))
+    else:
+        leads = order[first]  # each item's first row, items in id order
+        reading = np.empty(len(leads), np.int64)
+        reading[np.argsort(leads, kind="stable")] = np.arange(len(leads))  # an item's place in reading order
+        item_of_kept = reading[np.cumsum(first) - 1]
+        by_item = order[np.argsort(item_of_kept, kind="stable")]  # rows grouped by item, each by ordinal
+        item_of_row = np.full(rows.num_rows, -1)
+        item_of_row[order] = item_of_kept
+        bounds = np.zeros(len(leads) + 1, np.int64)
+        np.cumsum(np.bincount(item_of_kept, minlength=len(leads)), out=bounds[1:])
+        items = rows.select(_FIRST_ROW).take(pa.array(np.sort(leads)))
+        items = items.append_column("texts", _concatenated(rows.column("texts").take(pa.array(by_item)), bounds))
+    numbers = rows.column("number") if by_item is None else rows.column("number").take(pa.array(by_item))
+    source_rows = pa.ListArray.from_arrays(pa.array(bounds, pa.int32()), numbers.combine_chunks())
+    items = items.append_column("source_rows", source_rows)
+    items = items.append_column("part_of", _documents_of(rows, item_of_row, items.num_rows))
+    items = items.append_column("named_groups", _named_groups(rows, item_of_row, items.num_rows))
+    return items, contradicting
+
+
+def _concatenated(lists: pa.ChunkedArray, bounds: np.ndarray) -> pa.Array:
+    """Lists joined per item: item i is the concatenation of lists bounds[i] to bounds[i+1]."""
+    lists = lists.combine_chunks()
+    lengths = pc.fill_null(pc.list_value_length(lists), 0).to_numpy()
+    ends = np.concatenate([[0], np.cumsum(lengths)])[bounds]
+    return pa.ListArray.from_arrays(pa.array(ends, pa.int32()), pc.list_flatten(lists))
 
 
 def _run_starts(ids: pa.ChunkedArray) -> np.ndarray:
@@ -155,6 +171,8 @@ def _documents_of(rows: pa.Table, item_of_row: np.ndarray, n_items: int) -> pa.A
         return pa.nulls(n_items, pa.list_(pa.string()))
     found: list[list[str] | None] = [None] * n_items
     for i, document in zip(np.flatnonzero(named).tolist(), rows.column("part_of").filter(pa.array(named)).to_pylist()):
+        if item_of_row[i] < 0:  # a row that contradicts its item
+            continue
         mine = found[item_of_row[i]] = found[item_of_row[i]] or []
         if document not in mine:
             mine.append(document)
@@ -168,7 +186,8 @@ def _named_groups(rows: pa.Table, item_of_row: np.ndarray, n_items: int) -> pa.A
         return pa.nulls(n_items, pa.list_(pa.string()))
     found: list[list[str] | None] = [None] * n_items
     for i, label in zip(np.flatnonzero(named).tolist(), rows.column("group").filter(pa.array(named)).to_pylist()):
-        found[item_of_row[i]] = (found[item_of_row[i]] or []) + [label]
+        if item_of_row[i] >= 0:  # not a row that contradicts its item
+            found[item_of_row[i]] = (found[item_of_row[i]] or []) + [label]
     return pa.array(found, pa.list_(pa.string()))
 
 
@@ -212,6 +231,7 @@ def _group_names(labels: list[list[str]]) -> list[str]:
 
 def as_samples(items: pa.Table, **constants: str) -> pa.Table:
     """A slice of gathered items as a Sample table (every other column null; `constants` repeated)."""
+    items = items.set_column(items.schema.get_field_index("texts"), "texts", _sourced(items))
     columns = []
     for field in SAMPLE_SCHEMA:
         if field.name in items.column_names:
@@ -221,3 +241,15 @@ def as_samples(items: pa.Table, **constants: str) -> pa.Table:
         else:
             columns.append(pa.nulls(items.num_rows, field.type))
     return pa.Table.from_arrays(columns, schema=SAMPLE_SCHEMA)
+
+
+def _sourced(items: pa.Table) -> pa.Array:
+    """The items' texts as Sample texts: each names its item's source; what clean measures is null."""
+    texts = items.column("texts").combine_chunks()
+    lengths = pc.fill_null(pc.list_value_length(texts), 0).to_numpy()
+    flat = pc.list_flatten(texts)
+    sources = items.column("source").combine_chunks().take(pc.list_parent_indices(texts))
+    given = {"text": flat.field("text"), "kind": flat.field("kind"), "source": sources}
+    fields = [given.get(f.name, pa.nulls(len(flat), f.type)) for f in TEXT]
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.StructArray.from_arrays(fields, fields=list(TEXT)))

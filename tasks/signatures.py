@@ -31,9 +31,7 @@ class Signatures:
         for table in self.tables:
             if column not in table.column_names:
                 continue
-            mine = table.filter(
-                pc.and_(pc.equal(table.column("modality"), modality), pc.is_valid(table.column(column)))
-            )
+            mine = _of(table, modality, column)
             for key, value in zip(mine.column("key").to_pylist(), mine.column(column).to_pylist()):
                 if value:
                     keys.append(key)
@@ -43,36 +41,32 @@ class Signatures:
     def hex64(self, modality: str, column: str) -> tuple[pa.Array, np.ndarray]:
         """Keys and 64-bit hashes of a hex column (a pHash) for the items of `modality` that have one,
         as an Arrow array and a numpy array: no Python object per item."""
-        parts = [t.filter(pc.and_(pc.equal(t.column("modality"), modality), pc.is_valid(t.column(column))))
-                 for t in self.tables if column in t.column_names]  # fmt: skip
-        parts = [t.select(["key", column]) for t in parts if t.num_rows]
+        parts = [_of(t, modality, column) for t in self.tables if column in t.column_names]
+        parts = [t for t in parts if t.num_rows]
         if not parts:
             return pa.array([], pa.string()), np.zeros(0, np.uint64)
         both = pa.concat_tables(parts)
-        hexes = both.column(column)
-        if pc.all(pc.equal(pc.utf8_length(hexes), 16)).as_py():
-            hashes = np.frombuffer(bytes.fromhex(_joined(hexes)), ">u8").astype(np.uint64)
-        else:  # not all 64-bit: one at a time
-            hashes = np.array([int(h, 16) if h else 0 for h in hexes.to_pylist()], np.uint64)
-        return both.column("key").combine_chunks(), hashes
+        return both.column("key").combine_chunks(), _hex64(both.column(column))
 
     def exact_pairs(self) -> list[tuple[str, str]]:
         """(a, b), a < b, for every item whose sha256 an earlier one has (tables in order, then keys),
-        with that earliest one."""
-        if not self.tables:
+        with that earliest one. Candidates share the digest's first 64 bits (a numpy sort: Arrow's
+        group-by over 10M digests held GBs); only they are compared whole."""
+        parts = [t.select(["key", "sha256"]).filter(pc.is_valid(t.column("sha256"))) for t in self.tables]
+        parts = [t for t in parts if t.num_rows]
+        if not parts:
             return []
-        counts = (
-            pa.concat_tables(t.select(["sha256"]) for t in self.tables)
-            .group_by("sha256")
-            .aggregate([([], "count_all")])
-        )
-        repeated = counts.filter(
-            pc.and_(pc.is_valid(counts.column("sha256")), pc.greater(counts.column("count_all"), 1))
-        )
+        prefix = np.concatenate([_hex64(t.column("sha256"), 16) for t in parts])
+        order = np.argsort(prefix, kind="stable")
+        same = prefix[order][1:] == prefix[order][:-1]
+        repeated = np.zeros(len(prefix), bool)
+        repeated[order[1:][same]] = repeated[order[:-1][same]] = True
         first: dict[str, str] = {}
-        pairs = []
-        for table in self.tables:
-            copies = table.filter(pc.is_in(table.column("sha256"), repeated.column("sha256"))).sort_by("key")
+        pairs, start = [], 0
+        for table in parts:
+            mine = repeated[start : start + table.num_rows]
+            start += table.num_rows
+            copies = table.filter(pa.array(mine)).sort_by("key")
             for key, sha in zip(copies.column("key").to_pylist(), copies.column("sha256").to_pylist()):
                 kept = first.setdefault(sha, key)
                 if kept != key:
@@ -88,6 +82,21 @@ class Signatures:
             for row in (picked.select(columns + ["key"]) if columns else picked).to_pylist():
                 found[row["key"]] = row
         return found
+
+
+def _of(table: pa.Table, modality: str, column: str) -> pa.Table:
+    """key and `column` of the rows of `modality` that have one (only those two columns are copied)."""
+    mine = pc.and_(pc.equal(table.column("modality"), modality), pc.is_valid(table.column(column)))
+    return table.select(["key", column]).filter(mine)
+
+
+def _hex64(hexes: pa.ChunkedArray, digits: int | None = None) -> np.ndarray:
+    """Hex strings as uint64s (with `digits`, the first 16 of each), without a Python object per value."""
+    if digits:
+        hexes = pc.utf8_slice_codeunits(hexes, 0, digits)
+    if pc.all(pc.equal(pc.utf8_length(hexes), 16)).as_py():
+        return np.frombuffer(bytes.fromhex(_joined(hexes)), ">u8").astype(np.uint64)
+    return np.array([int(h or "0", 16) & (2**64 - 1) for h in hexes.to_pylist()], np.uint64)  # not all 64-bit
 
 
 def _joined(values: pa.ChunkedArray) -> str:
