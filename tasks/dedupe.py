@@ -25,6 +25,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections import Counter, defaultdict
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pyarrow as pa
@@ -38,8 +39,8 @@ from .media.text import unique_texts
 from .recipe import CaptionDedupeConfig, DedupeConfig, Strict
 from .redact import redact_text
 from .schema import CAPTION_KINDS, TEXT
-from .signatures import Signatures
 from .similar.captions import caption_index_pairs, normalize
+from .similar.signatures import Signatures
 from .stage import Reject, RowStage
 
 DECISION_SCHEMA = pa.schema(
@@ -183,7 +184,7 @@ def decide_duplicates(
     tasks/dedupe_index.py). Writes the decision to `out_uri`, its summary beside it, and the published
     items this partition withdraws (a backfill's older copies win) to `<out_uri>.withdrawn.parquet`.
 
-    Every item's signatures stay Arrow columns (tasks/signatures.py); only the items a pair or a cluster
+    Every item's signatures stay Arrow columns (tasks/similar/signatures.py); only the items a pair or a cluster
     names are read as rows, so the decision scales to 10M items in one driver."""
     config = config or DedupeConfig()
     withdrawn_uri = out_uri.removesuffix(".parquet") + ".withdrawn.parquet"
@@ -200,10 +201,14 @@ def decide_duplicates(
         published = published.append_column("key", keys)
     found = Signatures(ours, *([published] if published is not None else []))
 
-    evidence = find_pairs(found, config)
+    # captions are compared on a thread while the media signatures are: both spend most of their time
+    # in numpy, which lets go of the GIL (bench/driver.py)
+    with ThreadPoolExecutor(1) as pool:
+        captions = pool.submit(_caption_pairs, shard_uris, ours.column("key"), published, config.captions)
+        evidence = find_pairs(found, config)
+        related = [(a, b, why) for kind in KINDS.values() for a, b, why, _ in kind.related_pairs(found, config)]
+        caption_pairs_found = captions.result()
     clusters = _clusters(evidence)
-    related = [(a, b, reason) for kind in KINDS.values() for a, b, reason, _ in kind.related_pairs(found, config)]
-    caption_pairs_found = _caption_pairs(shard_uris, ours.column("key"), published, config.captions)
     # the only items read as rows: those a pair names
     wanted = {x for pair in itertools.chain(evidence, caption_pairs_found) for x in pair}
     wanted |= {x for a, b, _ in related for x in (a, b)}

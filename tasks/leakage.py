@@ -17,7 +17,7 @@ from .dedupe import find_pairs
 from .dedupe_index import PublishedIndex
 from .media.kinds import SIGNATURE_COLUMNS
 from .recipe import DedupeConfig
-from .signatures import Signatures
+from .similar.signatures import Signatures
 
 COLUMNS = ["sample_id", "split", "modality", "sha256", *SIGNATURE_COLUMNS]
 SHOWN = 5  # pairs named in the error

@@ -24,7 +24,7 @@ from .video import VideoPreset, decode_video
 
 if TYPE_CHECKING:  # settings models live in tasks/recipe.py, which imports the sources, which import this
     from ..recipe import DedupeConfig
-    from ..signatures import Signatures
+    from ..similar.signatures import Signatures
 
 # (a, b, reject reason, what was measured): two items found to be one media
 Pair = tuple[str, str, str, str]

@@ -16,6 +16,7 @@ datasketch's MinHashLSH with the same threshold and num_perm on 1M captions.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import re
 import zlib
 from functools import cache
@@ -43,15 +44,24 @@ def shingle_sets(texts: list[str], id_bits: int | None = None) -> tuple[np.ndarr
     Words are hashed once (CRC-32, cached: vocabularies repeat), shingles combined from them in numpy.
     A hash keeps 64 - `id_bits` bits (the rest number the text while sorting): pass the same `id_bits`
     to every call whose hashes are compared."""
-    cache: dict[str, int] = {}
-    words = [t.split() for t in texts]
-    lengths = np.fromiter((len(w) for w in words), np.int64, len(words))
+    return _shingles([t.split() for t in texts], id_bits)
+
+
+class _WordHashes(dict):
+    """word -> its CRC-32 (with bit 32 set, so no word hashes to the 0 that pads a text's end), computed
+    once per distinct word: vocabularies repeat."""
+
+    def __missing__(self, word: str) -> int:
+        value = self[word] = zlib.crc32(word.encode()) | 1 << 32
+        return value
+
+
+def _shingles(words: list[list[str]], id_bits: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    lengths = np.fromiter(map(len, words), np.int64, len(words))
     flat = np.fromiter(
-        (cache.get(w) or cache.setdefault(w, zlib.crc32(w.encode()) | 1 << 32) for ws in words for w in ws),
-        np.uint64,
-        int(lengths.sum()),
+        map(_WordHashes().__getitem__, itertools.chain.from_iterable(words)), np.uint64, int(lengths.sum())
     )
-    owner = np.repeat(np.arange(len(texts)), lengths)
+    owner = np.repeat(np.arange(len(words)), lengths)
     place = np.arange(len(flat)) - np.repeat(np.cumsum(lengths) - lengths, lengths)  # index within its text
     left = np.repeat(lengths, lengths) - place  # words from here to the text's end
     first = (left >= SHINGLE) | (place == 0)  # where a shingle starts
@@ -59,11 +69,11 @@ def shingle_sets(texts: list[str], id_bits: int | None = None) -> tuple[np.ndarr
     padded = np.concatenate([flat, np.zeros(SHINGLE, np.uint64)])
     for k, weight in enumerate(_SHINGLE_WEIGHTS):  # a word past the text's end counts as 0
         value += np.where(left > k, padded[k : k + len(flat)], np.uint64(0)) * weight
-    id_bits = id_bits or max(1, int(len(texts)).bit_length())
-    assert len(texts) < 1 << id_bits
+    id_bits = id_bits or max(1, int(len(words)).bit_length())
+    assert len(words) < 1 << id_bits
     keys = np.sort((owner[first].astype(np.uint64) << np.uint64(64 - id_bits)) | (value[first] >> np.uint64(id_bits)))
     keys = keys[np.r_[True, keys[1:] != keys[:-1]]]  # distinct per text (np.unique hashes: slower here)
-    starts = np.searchsorted(keys >> np.uint64(64 - id_bits), np.arange(len(texts) + 1, dtype=np.uint64))
+    starts = np.searchsorted(keys >> np.uint64(64 - id_bits), np.arange(len(words) + 1, dtype=np.uint64))
     return keys & np.uint64((1 << (64 - id_bits)) - 1), starts
 
 
@@ -143,7 +153,8 @@ def caption_index_pairs(texts, threshold: float, num_perm: int = 128, seed: int 
     values, starts, band_keys = [], [np.zeros(1, np.int64)], np.zeros((n, bands), np.uint64)
     for begin in range(0, n, _TEXTS_PER_BLOCK):
         block = texts[begin : begin + _TEXTS_PER_BLOCK]
-        normalized = [normalize(t) for t in (block.to_pylist() if hasattr(block, "to_pylist") else block)]
+        words = [WORD.findall(t.lower()) for t in (block.to_pylist() if hasattr(block, "to_pylist") else block)]
+        normalized = [" ".join(w) for w in words]  # as `normalize` gives it
         end = begin + len(normalized)
         digests[begin:end] = np.fromiter(
             (int.from_bytes(hashlib.blake2b(t.encode(), digest_size=8).digest(), "little") for t in normalized),
@@ -151,7 +162,7 @@ def caption_index_pairs(texts, threshold: float, num_perm: int = 128, seed: int 
             len(normalized),
         )
         empty[begin:end] = [not t for t in normalized]
-        block_values, block_starts = shingle_sets(normalized, _TEXT_ID_BITS)
+        block_values, block_starts = _shingles(words, _TEXT_ID_BITS)
         signature = signatures(block_values, block_starts, num_perm, seed)
         for band in range(bands):
             band_keys[begin:end, band] = (
