@@ -1,9 +1,9 @@
 """Every item's dedupe signatures, kept as Arrow columns: what the media kinds search for copies
 (tasks/media/kinds.py), what dedupe and the leakage guard decide over.
 
-A driver holds 10M items this way in a few GB (a dict per item took ~5 kB); a value becomes a Python
-object only when a kind asks for one modality's column, and a row becomes a dict only when a
-decision needs its item (a cluster's members, a leaking pair).
+A driver holds 10M items' signatures this way in ~2 GB (a dict per item took ~5 kB); a value becomes
+a Python object only when a kind asks for one modality's column, and a row becomes a dict only when
+a decision needs its item (a cluster's members, a leaking pair).
 """
 
 from __future__ import annotations
