@@ -22,7 +22,7 @@ import pyarrow as pa
 from . import storage
 from .registry import stage_class
 from .schema import DROPPED_TEXT_SCHEMA, MEDIA_SCHEMA, REJECT_SCHEMA, SAMPLE_SCHEMA
-from .shards import bounded_ranges
+from .shards import bounded_ranges, shard_name
 from .stage import ItemError, Stage
 
 
@@ -57,10 +57,6 @@ class StepResult:
 
 class StepError(RuntimeError):
     """A step failed on a shard; the message names the step, the shard and, where known, the item."""
-
-
-def shard_name(uri: str) -> str:
-    return uri.rsplit("/", 1)[-1].removesuffix(".parquet")
 
 
 @lru_cache(maxsize=16)

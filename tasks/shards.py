@@ -29,3 +29,8 @@ def cut_shards(sizes: list[int], config: ShardConfig, workers: int) -> list[tupl
     count = max(math.ceil(n / config.max_items), math.ceil(total / config.max_bytes), 1)
     count = min(n, math.ceil(count / workers) * workers)
     return bounded_ranges(sizes, math.ceil(n / count), config.max_bytes)
+
+
+def shard_name(uri: str) -> str:
+    """A shard's name (`shard-00012`): what a step's outputs and a stage's `start_shard` call it."""
+    return uri.rsplit("/", 1)[-1].removesuffix(".parquet")

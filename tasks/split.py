@@ -29,6 +29,7 @@ from . import storage
 from .recipe import SplitConfig, Strict
 from .redact import redact_text
 from .schema import SPLITS
+from .shards import shard_name
 from .stage import RowStage
 
 ASSIGNMENT_SCHEMA = pa.schema(
@@ -51,7 +52,7 @@ def assign_splits(
     a driver."""
     if storage.exists(out_uri):
         return {"uri": out_uri}
-    names, strata, stratum_of_group, sizes = _groups_by_stratum(shard_uris, config.stratify)
+    names, strata, stratum_of_group, sizes, groups_of_shard = _groups_by_stratum(shard_uris, config.stratify)
     split = np.full(len(names), -1, np.int8)  # index into SPLITS; -1: not dealt yet
     if published:  # published tables name groups as published (redacted); a first build has none to look up
         for start, chunk in _slices(names):
@@ -73,17 +74,23 @@ def assign_splits(
         },
         schema=ASSIGNMENT_SCHEMA,
     )
-    storage.write_parquet(out_uri, table)
+    for uri, groups in zip(shard_uris, groups_of_shard):  # what each shard's split stage reads
+        mine = pa.array(np.unique(groups))
+        part = pa.table({"group_id": names.take(mine), "split": table.column("split").take(mine)})
+        storage.write_parquet(storage.join(parts_folder(out_uri), f"{shard_name(uri)}.parquet"), part)
+    storage.write_parquet(out_uri, table)  # the commit, last
     return {"uri": out_uri, "groups": len(table), "returning": int(returning.sum())}
 
 
 def _groups_by_stratum(shard_uris: list[str], stratify: tuple[str, ...]):
     """Every group, sorted by id (an Arrow array); the strata by name; each group's stratum (where most
-    of its items are; ties: the first name) and its number of items (numpy arrays). Counted on integer
+    of its items are; ties: the first name) and its number of items (numpy arrays); and per shard, the
+    group (index) of each of its rows. Counted on integer
     codes: at 10M items, Arrow's group-by over the strings peaked at several times the columns."""
-    groups, strata = [], []
+    groups, strata, rows = [], [], []
     for uri in shard_uris:
         table = storage.read_parquet(uri, columns=["group_id", *stratify])
+        rows.append(table.num_rows)
         groups.append(table.column("group_id"))
         strata.append(
             pc.binary_join_element_wise(*(table.column(k) for k in stratify), "/")
@@ -98,7 +105,7 @@ def _groups_by_stratum(shard_uris: list[str], stratify: tuple[str, ...]):
     first = np.lexsort((stratum, -counts, group))  # per group: its largest stratum first, ties by name
     leading = first[np.r_[True, group[first][1:] != group[first][:-1]]] if len(first) else first
     sizes = np.bincount(group_codes, minlength=len(names))
-    return names, strata, stratum[leading], sizes
+    return names, strata, stratum[leading], sizes, np.split(group_codes, np.cumsum(rows)[:-1])
 
 
 def _codes(values: pa.ChunkedArray) -> tuple[np.ndarray, pa.Array]:
@@ -161,6 +168,11 @@ def _fill_empty_splits(members, new, sizes, split, config) -> None:
             split[movable[np.argmin(sizes[movable])]] = empty  # argmin: the first of the smallest
 
 
+def parts_folder(assignment_uri: str) -> str:
+    """Where the assignment is also written per shard: a worker reads its shard's groups, not all."""
+    return assignment_uri.removesuffix(".parquet") + ".parts"
+
+
 def ratio(config: SplitConfig, split: str) -> float:
     return config.ratios[SPLITS.index(split)]
 
@@ -194,8 +206,19 @@ class SplitStage(RowStage):
     Config = ApplySplit
 
     def setup(self) -> None:
-        table = storage.read_parquet(self.config.assignment_uri, columns=["group_id", "split"])
-        self.assignment = dict(zip(table.column("group_id").to_pylist(), table.column("split").to_pylist()))
+        self.assignment: dict[str, str] | None = None
+
+    def start_shard(self, shard: str) -> None:
+        """This shard's groups only (at 10M groups the whole table is ~1.5 GB of dict per worker)."""
+        part = storage.join(parts_folder(self.config.assignment_uri), f"{shard}.parquet")
+        self.assignment = self._read(part) if storage.exists(part) else None
 
     def check(self, row: dict):
+        if self.assignment is None:  # a shard the decision did not see by name: the whole table
+            self.assignment = self._read(self.config.assignment_uri)
         return {**row, "split": self.assignment[row["group_id"]]}
+
+    @staticmethod
+    def _read(uri: str) -> dict[str, str]:
+        table = storage.read_parquet(uri, columns=["group_id", "split"])
+        return dict(zip(table.column("group_id").to_pylist(), table.column("split").to_pylist()))
