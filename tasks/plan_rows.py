@@ -127,8 +127,8 @@ def gather_items(rows: pa.Table) -> tuple[pa.Table, list[tuple[int, str, Row]]]:
     numbers = rows.column("number") if by_item is None else rows.column("number").take(pa.array(by_item))
     source_rows = pa.ListArray.from_arrays(pa.array(bounds, pa.int32()), numbers.combine_chunks())
     items = items.append_column("source_rows", source_rows)
-    items = items.append_column("part_of", _documents_of(rows, item_of_row, items.num_rows))
-    items = items.append_column("named_groups", _named_groups(rows, item_of_row, items.num_rows))
+    items = items.append_column("part_of", _named_per_item(rows, "part_of", item_of_row, items.num_rows))
+    items = items.append_column("named_groups", _named_per_item(rows, "group", item_of_row, items.num_rows))
     return items, contradicting
 
 
@@ -164,30 +164,17 @@ def _contradicting(rows: pa.Table, wrong: np.ndarray, their_first: np.ndarray) -
     return found
 
 
-def _documents_of(rows: pa.Table, item_of_row: np.ndarray, n_items: int) -> pa.Array:
-    """Each item's documents (the distinct part_of of its rows, in order); null for most items."""
-    named = pc.is_valid(rows.column("part_of")).to_numpy(zero_copy_only=False)
+def _named_per_item(rows: pa.Table, column: str, item_of_row: np.ndarray, n_items: int) -> pa.Array:
+    """Per item, the distinct values its rows give in `column` (a document, a group), in reading order;
+    null for the items none of whose rows give one (most). Rows that contradict their item count not."""
+    named = pc.is_valid(rows.column(column)).to_numpy(zero_copy_only=False)
     if not named.any():
         return pa.nulls(n_items, pa.list_(pa.string()))
     found: list[list[str] | None] = [None] * n_items
-    for i, document in zip(np.flatnonzero(named).tolist(), rows.column("part_of").filter(pa.array(named)).to_pylist()):
-        if item_of_row[i] < 0:  # a row that contradicts its item
-            continue
-        mine = found[item_of_row[i]] = found[item_of_row[i]] or []
-        if document not in mine:
-            mine.append(document)
-    return pa.array(found, pa.list_(pa.string()))
-
-
-def _named_groups(rows: pa.Table, item_of_row: np.ndarray, n_items: int) -> pa.Array:
-    """The group labels each item's rows name; null for most items."""
-    named = pc.is_valid(rows.column("group")).to_numpy(zero_copy_only=False)
-    if not named.any():
-        return pa.nulls(n_items, pa.list_(pa.string()))
-    found: list[list[str] | None] = [None] * n_items
-    for i, label in zip(np.flatnonzero(named).tolist(), rows.column("group").filter(pa.array(named)).to_pylist()):
-        if item_of_row[i] >= 0:  # not a row that contradicts its item
-            found[item_of_row[i]] = (found[item_of_row[i]] or []) + [label]
+    for i, value in zip(np.flatnonzero(named).tolist(), rows.column(column).filter(pa.array(named)).to_pylist()):
+        item = item_of_row[i]
+        if item >= 0 and value not in (found[item] or ()):
+            found[item] = (found[item] or []) + [value]
     return pa.array(found, pa.list_(pa.string()))
 
 
