@@ -47,16 +47,18 @@ def ray_init_args(address: str | None, api_url: str | None, runtime_env: dict | 
 
 def start_ray(api_url: str | None, quiet: bool = False, preload: str | None = None) -> None:
     """Start (or join) Ray for the flow ahead of time and start one worker per CPU, each importing
-    `preload` (the flow's module: prefect, prefect_ray, the stages), so that both overlap the Prefect
-    server's start instead of following it. The flow's task runner then uses this Ray; the caller shuts
-    it down. `quiet`: workers' output stays in Ray's logs (and their Prefect log lines in the UI), off
-    this terminal."""
+    `preload` (the flow's module: prefect, prefect_ray, the stages) while the driver goes on, so that
+    all of it overlaps the Prefect server's start instead of following it. The flow's task runner then
+    uses this Ray; the caller shuts it down. `quiet`: workers' output stays in Ray's logs (and their
+    Prefect log lines in the UI), off this terminal."""
     address, kwargs = ray_init_args(None, api_url)
     if quiet:
         kwargs.update(log_to_driver=False, logging_level=logging.WARNING)
     ray.init(address, **kwargs)
     warm = ray.remote(num_cpus=1)(_warm_worker)
-    ray.get([warm.remote(preload) for _ in range(worker_slots())])
+    # not waited for: the driver imports the flow meanwhile (a failing import shows in the first task)
+    for _ in range(worker_slots()):
+        warm.remote(preload)
 
 
 def _warm_worker(preload: str | None) -> None:
