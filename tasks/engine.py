@@ -25,6 +25,10 @@ from .schema import DROPPED_TEXT_SCHEMA, MEDIA_SCHEMA, REJECT_SCHEMA, SAMPLE_SCH
 from .shards import bounded_ranges, shard_name
 from .stage import ItemError, Stage
 
+# Media is already compressed (JPEG, FLAC, H.264) and each value is unique: compression, a dictionary or
+# min/max statistics would only copy every value again (a 16 MB recording: 118 MB of writer memory, 54 without)
+MEDIA_PARQUET = dict(compression="none", use_dictionary=["sample_id"], write_statistics=["sample_id"])
+
 
 class CountMismatch(RuntimeError):
     """A stage lost or invented items: in != kept + rejected."""
@@ -129,8 +133,7 @@ def run_step(
             kept_parts.append(batch)
 
     if media_uri:
-        # media is already compressed (JPEG, FLAC, H.264): compressing it again costs CPU for nothing
-        with storage.parquet_writer(media_uri, MEDIA_SCHEMA, compression="none") as writer:
+        with storage.parquet_writer(media_uri, MEDIA_SCHEMA, **MEDIA_PARQUET) as writer:
             run_batches(writer)
     else:
         run_batches(None)

@@ -21,10 +21,7 @@ import pyarrow.parquet as pq
 from fsspec.core import url_to_fs
 from fsspec.implementations.local import LocalFileSystem
 
-# The driver holds every item's columns (10M items: GBs of Arrow buffers, allocated and freed by step):
-# glibc's allocator hands freed buffers back at once, where Arrow's default jemalloc kept them, and the
-# split decision peaked 40% higher at 2M items (bench/driver.py)
-pa.set_memory_pool(pa.system_memory_pool())
+from . import memory  # noqa: F401  (freed buffers go back to the OS: see tasks/memory.py)
 
 DEFAULT_ROOT = "./data"
 
@@ -170,9 +167,10 @@ def open_output(uri: str):
 
 
 @contextlib.contextmanager
-def parquet_writer(uri: str, schema: pa.Schema, compression: str = "zstd"):
-    """Append row groups to a Parquet file one batch at a time (see open_output)."""
-    with open_output(uri) as f, pq.ParquetWriter(f, schema, compression=compression) as writer:
+def parquet_writer(uri: str, schema: pa.Schema, compression: str = "zstd", **options):
+    """Append row groups to a Parquet file one batch at a time (see open_output); `options` go to
+    pyarrow's ParquetWriter."""
+    with open_output(uri) as f, pq.ParquetWriter(f, schema, compression=compression, **options) as writer:
         yield writer
 
 
