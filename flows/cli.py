@@ -483,7 +483,7 @@ def main(argv: list[str] | None = None) -> int:
 def run() -> None:
     """The `mmetl` executable: main(), then exit at once. By then a build has stopped Ray and the
     Prefect server and shipped its logs; what is left is the interpreter's teardown of Prefect's, Ray's
-    and PyAV's modules, ~3 s of every build here. An exception still exits the ordinary way."""
+    and PyAV's modules (~0.7 s of a build here). An exception still exits the ordinary way."""
     code = main()
     import logging
 
