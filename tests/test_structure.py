@@ -19,7 +19,7 @@ ROOMS = {
     "tasks.similar": set(),
     "tasks.core": set(),
 }
-CORE = {"tasks.storage", "tasks.schema", "tasks.partitions", "tasks.redact", "tasks.groups"}
+CORE = {"tasks.storage", "tasks.memory", "tasks.schema", "tasks.partitions", "tasks.redact", "tasks.groups"}
 
 
 def module_name(path: Path) -> str:

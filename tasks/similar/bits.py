@@ -24,6 +24,14 @@ COMMON_FRAME_ITEMS = 64  # a keyframe hash in more videos than this is not evide
 MIN_KEYFRAMES = 3  # a clip under ~2 s is a frame or two: too little to tell a copy from a look-alike
 
 
+# What a table costs, in units of one hash sorted (~20 ns at 10M here): a pair that collides by chance
+# is verified at ~110 ns (two random reads of its hashes), and each table has a fixed ~50 us of calls.
+# Weighing a pair like a sorted hash chose 23 bits and 317 tables at 10M, 1.2 s a table (6-9M chance
+# pairs each); this weighing chooses 25 bits and 494 tables, 0.38 s a table (bench/driver.py).
+_PAIR_COST = 5
+_TABLE_COST = 2500
+
+
 def bit_sampling_plan(n: int, radius: int, recall: float) -> tuple[int, int]:
     """(bits per table, tables) for n distinct hashes: each table costs a sort of n keys plus the pairs
     that collide by chance (n^2 / 2^(k+1) for well-spread hashes); the cheapest plan meeting recall."""
@@ -31,27 +39,30 @@ def bit_sampling_plan(n: int, radius: int, recall: float) -> tuple[int, int]:
     for bits in range(1, 64 - radius):
         hit = math.comb(64 - radius, bits) / math.comb(64, bits)  # the k kept bits avoid all d differing ones
         tables = max(1, math.ceil(math.log(1 - recall) / math.log1p(-hit))) if hit < 1 else 1
-        cost = tables * (n + n * n / 2 ** (bits + 1))
+        cost = tables * (_TABLE_COST + n + _PAIR_COST * n * n / 2 ** (bits + 1))
         if best is None or cost < best[0]:
             best = (cost, bits, tables)
     return best[1], best[2]
 
 
-def equal_keys(keys: np.ndarray, id_bits: int):
+def equal_keys(keys: np.ndarray, id_bits: int, positions: np.ndarray | None = None):
     """Yield (a, b) index arrays of every pair of positions whose uint64 keys are equal after mixing.
-    Key and position share one uint64 so a plain sort (no argsort) groups them."""
+    Key and position share one uint64 so a plain sort (no argsort) groups them. `keys` is overwritten
+    in place (at 10M each pass is 80 MB): pass a copy to keep it; `positions`, np.arange(len(keys)) as
+    uint64, may be reused across calls."""
     n = len(keys)
-    mixed = (keys * _MIX) >> np.uint64(id_bits)
-    packed = (mixed << np.uint64(id_bits)) | np.arange(n, dtype=np.uint64)
+    position = np.uint64((1 << id_bits) - 1)
+    packed = keys
+    np.multiply(packed, _MIX, out=packed)  # the key's bits spread over the top, the position below
+    np.bitwise_and(packed, ~position, out=packed)
+    np.bitwise_or(packed, np.arange(n, dtype=np.uint64) if positions is None else positions, out=packed)
     packed.sort()
-    key, at = packed >> np.uint64(id_bits), (packed & np.uint64((1 << id_bits) - 1)).astype(np.int64)
-    run = np.flatnonzero(key[1:] == key[:-1])
-    step = 1
+    run, step = np.flatnonzero((packed[1:] ^ packed[:-1]) <= position), 1
     while run.size:  # a run of s equal keys yields its s(s-1)/2 pairs, one offset at a time
-        yield at[run], at[run + step]
+        yield (packed[run] & position).astype(np.int64), (packed[run + step] & position).astype(np.int64)
         step += 1
         run = run[run + step < n]
-        run = run[key[run] == key[run + step]]
+        run = run[(packed[run] ^ packed[run + step]) <= position]
 
 
 def near_pairs(hashes: np.ndarray, radius: int, recall: float = 0.999, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -61,11 +72,12 @@ def near_pairs(hashes: np.ndarray, radius: int, recall: float = 0.999, seed: int
         return np.empty(0, np.int64), np.empty(0, np.int64)
     bits, tables = bit_sampling_plan(n, radius, recall)
     id_bits = (n - 1).bit_length()
+    positions, keys = np.arange(n, dtype=np.uint64), np.empty(n, np.uint64)
     rng = np.random.default_rng(seed)
     found = []
     for _ in range(tables):
         mask = np.uint64(sum(1 << int(b) for b in rng.choice(64, bits, replace=False)))
-        for a, b in equal_keys(hashes & mask, id_bits):
+        for a, b in equal_keys(np.bitwise_and(hashes, mask, out=keys), id_bits, positions):
             close = np.bitwise_count(hashes[a] ^ hashes[b]) <= radius
             a, b = a[close], b[close]
             found.append(np.minimum(a, b) * n + np.maximum(a, b))
