@@ -16,16 +16,17 @@ datasketch's MinHashLSH with the same threshold and num_perm on 1M captions.
 from __future__ import annotations
 
 import hashlib
-import itertools
-import re
 import zlib
 from functools import cache
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from .bits import equal_keys
 
-WORD = re.compile(r"\w+")
+# what separates words: anything but a letter, a digit or "_" (RE2's spelling of Python's \W)
+NOT_WORD = r"[^\p{L}\p{N}_]+"
 _CHUNK = 1 << 18  # shingles per block of signature work (x 32 permutations x 8 bytes = 64 MB)
 _TEXTS_PER_BLOCK = 1 << 18  # texts normalized and signed at a time (caption_index_pairs)
 _TEXT_ID_BITS = 20  # shingle hashes keep 44 bits, whatever the block (so blocks compare); ≥ a block's texts
@@ -34,34 +35,46 @@ _SHINGLE_WEIGHTS = [np.uint64(w) for w in (0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4
 
 
 def normalize(text: str) -> str:
-    return " ".join(WORD.findall(text.lower()))
+    """Lower-cased words joined by single spaces: what two captions must share to be the same text."""
+    flat, _ = words_of(pa.array([text], pa.string()))
+    return " ".join(flat.to_pylist())
+
+
+def words_of(texts: pa.Array) -> tuple[pa.Array, np.ndarray]:
+    """Every text's lower-cased words (runs of letters, digits and "_"), flattened, and each text's
+    number of words. In Arrow (RE2), not a Python loop: a third of the caption search at 10M was
+    Python's `re` (bench/driver.py)."""
+    texts = texts.combine_chunks() if isinstance(texts, pa.ChunkedArray) else texts
+    lists = pc.split_pattern_regex(pc.utf8_lower(texts), pattern=NOT_WORD)
+    flat, parents = pc.list_flatten(lists), pc.list_parent_indices(lists)
+    words = pc.not_equal(pc.utf8_length(flat), 0)  # a text that starts or ends with a separator
+    lengths = np.bincount(parents.filter(words).to_numpy(), minlength=len(texts)).astype(np.int64)
+    return flat.filter(words), lengths
+
+
+def word_hashes(words: pa.Array) -> np.ndarray:
+    """Each word's CRC-32 with bit 32 set (so no word hashes to the 0 that pads a text's end), computed
+    once per distinct word: vocabularies repeat."""
+    encoded = pc.dictionary_encode(words)
+    vocabulary = encoded.dictionary.to_pylist()
+    hashes = np.fromiter((zlib.crc32(w.encode()) | 1 << 32 for w in vocabulary), np.uint64, len(vocabulary))
+    return hashes[encoded.indices.to_numpy(zero_copy_only=False)]
 
 
 def shingle_sets(texts: list[str], id_bits: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """The distinct word 3-shingles of each normalized, non-empty text, hashed, as one flat array sorted
-    within each text, and each text's start in it (plus the end). A text under 3 words is one shingle.
+    """The distinct word 3-shingles of each non-empty text, hashed, as one flat array sorted within
+    each text, and each text's start in it (plus the end). A text under 3 words is one shingle.
 
-    Words are hashed once (CRC-32, cached: vocabularies repeat), shingles combined from them in numpy.
     A hash keeps 64 - `id_bits` bits (the rest number the text while sorting): pass the same `id_bits`
     to every call whose hashes are compared."""
-    return _shingles([t.split() for t in texts], id_bits)
+    words, lengths = words_of(pa.array(texts, pa.string()))
+    return _shingles(word_hashes(words), lengths, id_bits)
 
 
-class _WordHashes(dict):
-    """word -> its CRC-32 (with bit 32 set, so no word hashes to the 0 that pads a text's end), computed
-    once per distinct word: vocabularies repeat."""
-
-    def __missing__(self, word: str) -> int:
-        value = self[word] = zlib.crc32(word.encode()) | 1 << 32
-        return value
-
-
-def _shingles(words: list[list[str]], id_bits: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    lengths = np.fromiter(map(len, words), np.int64, len(words))
-    flat = np.fromiter(
-        map(_WordHashes().__getitem__, itertools.chain.from_iterable(words)), np.uint64, int(lengths.sum())
-    )
-    owner = np.repeat(np.arange(len(words)), lengths)
+def _shingles(flat: np.ndarray, lengths: np.ndarray, id_bits: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Shingles combined in numpy from the words' hashes (`flat`, `lengths` words per text)."""
+    n = len(lengths)
+    owner = np.repeat(np.arange(n), lengths)
     place = np.arange(len(flat)) - np.repeat(np.cumsum(lengths) - lengths, lengths)  # index within its text
     left = np.repeat(lengths, lengths) - place  # words from here to the text's end
     first = (left >= SHINGLE) | (place == 0)  # where a shingle starts
@@ -69,11 +82,11 @@ def _shingles(words: list[list[str]], id_bits: int | None = None) -> tuple[np.nd
     padded = np.concatenate([flat, np.zeros(SHINGLE, np.uint64)])
     for k, weight in enumerate(_SHINGLE_WEIGHTS):  # a word past the text's end counts as 0
         value += np.where(left > k, padded[k : k + len(flat)], np.uint64(0)) * weight
-    id_bits = id_bits or max(1, int(len(words)).bit_length())
-    assert len(words) < 1 << id_bits
+    id_bits = id_bits or max(1, int(n).bit_length())
+    assert n < 1 << id_bits
     keys = np.sort((owner[first].astype(np.uint64) << np.uint64(64 - id_bits)) | (value[first] >> np.uint64(id_bits)))
     keys = keys[np.r_[True, keys[1:] != keys[:-1]]]  # distinct per text (np.unique hashes: slower here)
-    starts = np.searchsorted(keys >> np.uint64(64 - id_bits), np.arange(len(words) + 1, dtype=np.uint64))
+    starts = np.searchsorted(keys >> np.uint64(64 - id_bits), np.arange(n + 1, dtype=np.uint64))
     return keys & np.uint64((1 << (64 - id_bits)) - 1), starts
 
 
@@ -123,6 +136,13 @@ def lsh_bands(threshold: float, num_perm: int, weights: tuple[float, float] = (0
     return best[1], best[2]
 
 
+def _utf8(strings: pa.Array):
+    """Each string's UTF-8 bytes, straight from the Arrow buffers (no Python str in between)."""
+    offsets = np.frombuffer(strings.buffers()[1], np.int32, len(strings) + 1, strings.offset * 4)
+    data = memoryview(strings.buffers()[2] or b"")
+    return (bytes(data[a:b]) for a, b in zip(offsets[:-1].tolist(), offsets[1:].tolist()))
+
+
 def jaccard(a: np.ndarray, b: np.ndarray) -> float:
     both = len(np.intersect1d(a, b, assume_unique=True))
     return both / (len(a) + len(b) - both)
@@ -151,18 +171,21 @@ def caption_index_pairs(texts, threshold: float, num_perm: int = 128, seed: int 
     weights = rng.integers(0, 2**63, rows, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
     digests, empty = np.zeros(n, np.uint64), np.zeros(n, bool)
     values, starts, band_keys = [], [np.zeros(1, np.int64)], np.zeros((n, bands), np.uint64)
+    texts = texts if isinstance(texts, pa.ChunkedArray | pa.Array) else pa.array(texts, pa.string())
     for begin in range(0, n, _TEXTS_PER_BLOCK):
         block = texts[begin : begin + _TEXTS_PER_BLOCK]
-        words = [WORD.findall(t.lower()) for t in (block.to_pylist() if hasattr(block, "to_pylist") else block)]
-        normalized = [" ".join(w) for w in words]  # as `normalize` gives it
-        end = begin + len(normalized)
+        words, lengths = words_of(block)
+        end = begin + len(block)
+        offsets = np.zeros(len(block) + 1, np.int32)
+        np.cumsum(lengths, out=offsets[1:])
+        normalized = pc.binary_join(pa.ListArray.from_arrays(pa.array(offsets), words), " ")  # as `normalize`
         digests[begin:end] = np.fromiter(
-            (int.from_bytes(hashlib.blake2b(t.encode(), digest_size=8).digest(), "little") for t in normalized),
+            (int.from_bytes(hashlib.blake2b(t, digest_size=8).digest(), "little") for t in _utf8(normalized)),
             np.uint64,
-            len(normalized),
+            len(block),
         )
-        empty[begin:end] = [not t for t in normalized]
-        block_values, block_starts = _shingles(words, _TEXT_ID_BITS)
+        empty[begin:end] = lengths == 0
+        block_values, block_starts = _shingles(word_hashes(words), lengths, _TEXT_ID_BITS)
         signature = signatures(block_values, block_starts, num_perm, seed)
         for band in range(bands):
             band_keys[begin:end, band] = (
