@@ -36,8 +36,14 @@ _SHINGLE_WEIGHTS = [np.uint64(w) for w in (0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4
 
 def normalize(text: str) -> str:
     """Lower-cased words joined by single spaces: what two captions must share to be the same text."""
-    flat, _ = words_of(pa.array([text], pa.string()))
-    return " ".join(flat.to_pylist())
+    return normalized(*words_of(pa.array([text], pa.string())))[0].as_py()
+
+
+def normalized(words: pa.Array, lengths: np.ndarray) -> pa.Array:
+    """Each text's words (as `words_of` gives them) joined by single spaces."""
+    offsets = np.zeros(len(lengths) + 1, np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    return pc.binary_join(pa.ListArray.from_arrays(pa.array(offsets), words), " ")
 
 
 def words_of(texts: pa.Array) -> tuple[pa.Array, np.ndarray]:
@@ -176,11 +182,11 @@ def caption_index_pairs(texts, threshold: float, num_perm: int = 128, seed: int 
         block = texts[begin : begin + _TEXTS_PER_BLOCK]
         words, lengths = words_of(block)
         end = begin + len(block)
-        offsets = np.zeros(len(block) + 1, np.int32)
-        np.cumsum(lengths, out=offsets[1:])
-        normalized = pc.binary_join(pa.ListArray.from_arrays(pa.array(offsets), words), " ")  # as `normalize`
         digests[begin:end] = np.fromiter(
-            (int.from_bytes(hashlib.blake2b(t, digest_size=8).digest(), "little") for t in _utf8(normalized)),
+            (
+                int.from_bytes(hashlib.blake2b(t, digest_size=8).digest(), "little")
+                for t in _utf8(normalized(words, lengths))
+            ),
             np.uint64,
             len(block),
         )
