@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -18,11 +19,32 @@ import time
 import urllib.request
 from pathlib import Path
 
+# Ports below this are Ray's (its workers take 10002-19999 by default) or well known.
+FIRST_FREE_PORT = 20000
+
 
 def free_port() -> int:
-    with socket.socket() as s:
+    """A free loopback port for a server this command starts, taken below the range the OS hands out
+    for port 0. The server binds it seconds later (Prefect imports first), while Ray starts and binds
+    ports of its own: a port 0 gave us could be Ray's dashboard agent's default (52365) or go to one of
+    its processes in between (seen: the server exited with "address already in use", no build ran)."""
+    top = ephemeral_ports()[0]
+    if top - FIRST_FREE_PORT >= 1000:
+        for port in random.sample(range(FIRST_FREE_PORT, top), 50):
+            with socket.socket() as s, contextlib.suppress(OSError):
+                s.bind(("127.0.0.1", port))
+                return port
+    with socket.socket() as s:  # an unusual ephemeral range: any free port
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def ephemeral_ports() -> tuple[int, int]:
+    """The range the OS picks from for port 0 (Linux; elsewhere IANA's, as macOS uses)."""
+    with contextlib.suppress(OSError, ValueError):
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    return 49152, 65535
 
 
 def start_server(prefect_home: Path, port: int, log_path: Path | None = None) -> subprocess.Popen:

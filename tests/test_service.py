@@ -223,3 +223,15 @@ def test_serve_schedules_the_nightly_and_runs_it_when_triggered(tmp_path, prefec
         assert sorted(published_items(root, "2026-01-04")) == [f"img{s}.jpg" for s in range(20, 25)]
     finally:
         kill_session(serving)
+
+
+def test_a_local_servers_port_is_one_neither_the_os_nor_ray_hands_out():
+    """The Prefect server binds its port seconds after it is chosen, while Ray starts: a port from the
+    OS's ephemeral range (or Ray's worker range) could be taken in between, as Ray's dashboard agent
+    once took 52365 and the build never ran."""
+    from flows.local_api import FIRST_FREE_PORT, ephemeral_ports
+
+    low, _ = ephemeral_ports()
+    ports = [free_port() for _ in range(50)]
+    assert all(FIRST_FREE_PORT <= port < low for port in ports), ports
+    assert 52365 not in ports and len(set(ports)) > 1
