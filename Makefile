@@ -61,6 +61,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/dedupe.py
 	$(BIN)/python bench/align.py
 	$(BIN)/python bench/driver.py
+	$(BIN)/python bench/worker_memory.py
 
 
 clean:

@@ -85,8 +85,8 @@ def assign_splits(
 def _groups_by_stratum(shard_uris: list[str], stratify: tuple[str, ...]):
     """Every group, sorted by id (an Arrow array); the strata by name; each group's stratum (where most
     of its items are; ties: the first name) and its number of items (numpy arrays); and per shard, the
-    group (index) of each of its rows. Counted on integer
-    codes: at 10M items, Arrow's group-by over the strings peaked at several times the columns."""
+    group (index) of each of its rows. Counted on integer codes: at 10M items, Arrow's group-by over
+    the strings peaked at several times the columns."""
     groups, strata, rows = [], [], []
     for uri in shard_uris:
         table = storage.read_parquet(uri, columns=["group_id", *stratify])
