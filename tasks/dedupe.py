@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 
@@ -84,10 +85,11 @@ def keep_order(config: DedupeConfig, central: dict[str, float] | None = None):
     central = central or {}
 
     def key(item):
-        measured = {name: measure(item) for name, measure in criteria.items()}
-        measured["medoid"] = round(central.get(item["sample_id"], 0.0), 6)
-        first = (prefer.get(item["source"], len(prefer)),)
-        return first + tuple(measured[name] for name in POLICIES[config.keep]) + (item["sample_id"],)
+        measured = tuple(
+            round(central.get(item["sample_id"], 0.0), 6) if name == "medoid" else criteria[name](item)
+            for name in POLICIES[config.keep]
+        )
+        return (prefer.get(item["source"], len(prefer)), *measured, item["sample_id"])
 
     return key
 
@@ -268,7 +270,7 @@ def decide_duplicates(
         for copy, kept in duplicate_of.items()
         if reasons[copy][0] not in ("duplicate:published", "duplicate:caption")
     }
-    merged = _merged_texts(held, within) if config.merge_texts else {}
+    merged = _merged_texts(items, within) if config.merge_texts else {}
     decisions = []
     for sample_id, group_id in held.members_of_groups(set(groups.parent), set(duplicate_of) | set(merged)):
         new_group = groups.find(group_id)
@@ -320,7 +322,8 @@ class Ours:
     hold the rows asked for (one set lookup over all items, not one per shard)."""
 
     def __init__(self, shard_uris: list[str]):
-        parts = [storage.read_parquet(u, columns=PAIR_COLUMNS + ["group_id"]) for u in shard_uris]
+        with ThreadPoolExecutor(os.cpu_count()) as pool:  # a thread per core: Arrow decodes without the GIL
+            parts = list(pool.map(lambda u: storage.read_parquet(u, columns=PAIR_COLUMNS + ["group_id"]), shard_uris))
         self.uris = shard_uris
         self.starts = np.cumsum([0] + [p.num_rows for p in parts])
         table = (
@@ -336,21 +339,26 @@ class Ours:
         return np.flatnonzero(mask.to_numpy(zero_copy_only=False))
 
     def read(self, positions: np.ndarray, columns: list[str]) -> pa.Table:
-        """These rows' `columns`, read from their shards."""
-        shard = np.searchsorted(self.starts, positions, side="right") - 1
-        parts = []
-        for i in np.unique(shard):
-            table = storage.read_parquet(self.uris[i], columns=columns)
-            parts.append(table.take(pa.array(positions[shard == i] - self.starts[i])))
+        """These rows' `columns`, read from their shards (a thread per core, as above)."""
+        positions = np.sort(positions)
+        shards, firsts = np.unique(np.searchsorted(self.starts, positions, side="right") - 1, return_index=True)
+        ends = np.r_[firsts[1:], len(positions)]
+
+        def rows_of(k: int) -> pa.Table:
+            table = storage.read_parquet(self.uris[shards[k]], columns=columns)
+            return table.take(pa.array(positions[firsts[k] : ends[k]] - self.starts[shards[k]]))
+
+        with ThreadPoolExecutor(os.cpu_count()) as pool:
+            parts = list(pool.map(rows_of, range(len(shards))))
         return pa.concat_tables(parts) if parts else pa.table({c: pa.array([], pa.string()) for c in columns})
 
     def rows(self, ids: set[str]) -> dict[str, dict]:
-        """These items' signature columns and captions, as dicts."""
+        """These items' signature columns, texts and captions, as dicts (one read of their shards)."""
         positions = self.where("key", ids) if ids else []
         if not len(positions):
             return {}
         table = self.read(positions, SIGNATURES + ["texts"])
-        table = table.append_column("captions", _captions_of(table.column("texts"))).drop_columns(["texts"])
+        table = table.append_column("captions", _captions_of(table.column("texts")))
         return {row["sample_id"]: row for row in table.to_pylist()}
 
     def members_of_groups(self, labels: set[str], ids: set[str]) -> list[tuple[str, str]]:
@@ -358,10 +366,6 @@ class Ours:
         positions = np.union1d(self.where("group_id", labels), self.where("key", ids))
         found = self.table.select(["key", "group_id"]).take(pa.array(positions, pa.int64()))
         return sorted(zip(found.column("key").to_pylist(), found.column("group_id").to_pylist()))
-
-    def texts(self, ids: set[str]) -> dict[str, list[dict]]:
-        table = self.read(self.where("key", ids), ["sample_id", "texts"])
-        return {row["sample_id"]: row["texts"] or [] for row in table.to_pylist()}
 
 
 def report(decision: dict) -> dict:
@@ -472,12 +476,11 @@ def _why(copy: str, kept: str, evidence: dict, pairs_of: dict[str, list]) -> tup
     return reason, f"{measured} from {first[1] if first[0] == copy else first[0]}, kept as {kept}"
 
 
-def _merged_texts(ours: Ours, duplicate_of: dict[str, str]) -> dict[str, list[dict]]:
-    """The copies' texts, gathered for the items kept; read only for the copies, in id order."""
-    copies = ours.texts(set(duplicate_of))
+def _merged_texts(items: dict[str, dict], duplicate_of: dict[str, str]) -> dict[str, list[dict]]:
+    """The copies' texts (`items`: their rows), gathered for the items kept, in id order."""
     merged: dict[str, list[dict]] = defaultdict(list)
-    for copy in sorted(copies):
-        merged[duplicate_of[copy]].extend(copies[copy])
+    for copy in sorted(duplicate_of):
+        merged[duplicate_of[copy]].extend(items[copy]["texts"] or [])
     return merged
 
 

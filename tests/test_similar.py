@@ -147,3 +147,26 @@ def test_captions_signed_a_block_at_a_time_pair_as_in_one_block(monkeypatch):
     assert len(appended) >= 294  # LSH recall at these similarities: ≥ 99%
     assert {(300 + i, 3300 + i, 1.0) for i in range(100)} <= set(whole)  # the same once normalized
     assert (3400, 3401, 1.0) in whole  # two captions with no words
+
+
+def test_minhash_signatures_are_each_sets_least_hash_per_permutation_across_blocks(monkeypatch):
+    """The vectorized signatures (sets split over blocks, empty sets among them) against the definition:
+    per set and permutation, the least (a*x + b) >> 32 over the set's values."""
+    import tasks.similar.captions as captions
+
+    rng = np.random.default_rng(3)
+    sizes = rng.integers(0, 9, 300)  # ~1 in 9 sets empty
+    values = rng.integers(0, 2**44, int(sizes.sum()), dtype=np.uint64)
+    starts = np.r_[0, np.cumsum(sizes)]
+    monkeypatch.setattr(captions, "_CHUNK", 64)  # ~20 blocks: many sets span two
+    got = captions.signatures(values, starts, num_perm=64, seed=7)
+
+    perm = np.random.default_rng(7)
+    a = perm.integers(0, 2**63, 64, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
+    b = perm.integers(0, 2**63, 64, dtype=np.uint64)
+    for i, (start, end) in enumerate(zip(starts[:-1], starts[1:])):
+        expected = [
+            min((int(a[p]) * int(x) + int(b[p])) % 2**64 >> 32 for x in values[start:end]) if end > start else 2**32 - 1
+            for p in range(64)
+        ]
+        assert got[i].tolist() == expected, i

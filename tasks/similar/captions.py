@@ -103,21 +103,31 @@ def shingle_hashes(text: str) -> np.ndarray:
 
 
 def signatures(values: np.ndarray, starts: np.ndarray, num_perm: int = 128, seed: int = 1) -> np.ndarray:
-    """MinHash signatures of the sets values[starts[i]:starts[i+1]] (none empty), (n, num_perm) uint32."""
+    """MinHash signatures of the sets values[starts[i]:starts[i+1]], (n, num_perm) uint32 (an empty
+    set's is all 0xFFFFFFFF)."""
     rng = np.random.default_rng(seed)
     a = rng.integers(0, 2**63, num_perm, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
     b = rng.integers(0, 2**63, num_perm, dtype=np.uint64)
-    owner = np.repeat(np.arange(len(starts) - 1), np.diff(starts))
-    out = np.full((len(starts) - 1, num_perm), np.iinfo(np.uint32).max, dtype=np.uint32)
+    sizes = np.diff(starts)
+    filled = np.flatnonzero(sizes)
+    owner = np.repeat(np.arange(len(filled)), sizes[filled])  # numbered among non-empty sets: a block's are a range
+    signed = np.full((len(filled), num_perm), np.iinfo(np.uint32).max, dtype=np.uint32)
+    # one buffer for every block: a fresh 64 MB array per step cost as much again in page faults
+    hashed = np.empty((32, min(_CHUNK, len(values))), np.uint64)
     for start in range(0, len(values), _CHUNK):
         block, who = values[start : start + _CHUNK], owner[start : start + _CHUNK]
         firsts = np.flatnonzero(np.r_[True, who[1:] != who[:-1]])  # each set's first row in this block
-        rows = who[firsts]
+        rows, step = slice(who[0], who[-1] + 1), hashed[:, : len(block)]
         for p in range(0, num_perm, 32):
             # (a*x + b) >> 32 is monotone in (a*x + b): take the minimum first, shift only the minima
-            hashed = a[p : p + 32, None] * block[None, :] + b[p : p + 32, None]  # rows contiguous for reduceat
-            mins = (np.minimum.reduceat(hashed, firsts, axis=1) >> np.uint64(32)).astype(np.uint32)
-            out[rows, p : p + 32] = np.minimum(out[rows, p : p + 32], mins.T)
+            np.multiply(a[p : p + 32, None], block, out=step)  # rows contiguous for reduceat
+            np.add(step, b[p : p + 32, None], out=step)
+            mins = (np.minimum.reduceat(step, firsts, axis=1) >> np.uint64(32)).astype(np.uint32)
+            np.minimum(signed[rows, p : p + 32], mins.T, out=signed[rows, p : p + 32])  # a set may span blocks
+    if len(filled) == len(sizes):
+        return signed
+    out = np.full((len(sizes), num_perm), np.iinfo(np.uint32).max, dtype=np.uint32)
+    out[filled] = signed
     return out
 
 
