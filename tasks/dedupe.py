@@ -22,6 +22,7 @@ duplicates are rare; its summary (counts per reason and source, boilerplate) is 
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import os
@@ -385,10 +386,15 @@ def _clusters(evidence) -> list[list[str]]:
 
 
 def _compared_by_bytes_only(ours: pa.Table) -> int:
-    """Our sounds without a fingerprint of either kind (too short or too silent)."""
-    sounds = Signatures(ours)
-    printed = set(sounds.of("audio", "audio_fingerprint")[0]) | set(sounds.of("audio", "sound_print")[0])
-    return (pc.sum(pc.equal(ours.column("modality"), "audio")).as_py() or 0) - len(printed)
+    """Our sounds without a fingerprint of either kind (too short or too silent), counted in Arrow."""
+    sounds = ours.filter(pc.equal(ours.column("modality"), "audio"))
+    printed = [
+        pc.fill_null(pc.greater(pc.list_value_length(sounds.column(c)), 0), False)
+        for c in ("audio_fingerprint", "sound_print")
+        if c in sounds.column_names
+    ]
+    either = functools.reduce(pc.or_, printed) if printed else pa.array([False] * sounds.num_rows)
+    return sounds.num_rows - (pc.sum(either).as_py() or 0)
 
 
 def _caption_pairs(
