@@ -41,6 +41,7 @@ from .media.text import unique_texts
 from .recipe import CaptionDedupeConfig, DedupeConfig, Strict
 from .redact import redact_text
 from .schema import CAPTION_KINDS, TEXT
+from .similar import bits
 from .similar.captions import caption_index_pairs, normalize
 from .similar.signatures import Signatures
 from .stage import Reject, RowStage
@@ -205,8 +206,8 @@ def decide_duplicates(
     found = Signatures(ours, *([published] if published is not None else []))
 
     # captions are compared on a thread while the media signatures are: both spend most of their time
-    # in numpy, which lets go of the GIL (bench/driver.py)
-    with ThreadPoolExecutor(1) as pool:
+    # in numpy, which lets go of the GIL (bench/driver.py); the thread then helps the pHash search
+    with ThreadPoolExecutor(1) as pool, bits.sharing(pool):
         captions = pool.submit(_caption_pairs, shard_uris, ours.column("key"), published, config.captions)
         evidence = find_pairs(found, config)
         related = [(a, b, why) for kind in KINDS.values() for a, b, why, _ in kind.related_pairs(found, config)]

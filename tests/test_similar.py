@@ -97,6 +97,37 @@ def test_near_pairs_find_every_pair_within_the_radius_that_an_exact_search_finds
     assert set(zip(a.tolist(), b.tolist())) == exact
 
 
+def test_a_search_shared_with_a_busy_pool_finds_the_same_pairs_whether_or_not_the_pool_joins(monkeypatch):
+    """Dedupe lends the pHash search the caption search's thread once it is free: the tables it takes
+    must add up to the same pairs, and a pool that never frees must not hold the search up."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tasks.similar import bits
+
+    rng = np.random.default_rng(4)
+    base = rng.integers(0, 2**64 - 1, 200_000, dtype=np.uint64, endpoint=True)
+    copies = base[:2000] ^ (np.uint64(1) << rng.integers(0, 64, 2000).astype(np.uint64))
+    hashes = np.unique(np.concatenate([base, copies]))
+    alone = near_pairs(hashes, radius=8)
+    searched_on = []
+    equal_keys = bits.equal_keys
+    monkeypatch.setattr(bits, "equal_keys", lambda *a: searched_on.append(threading.current_thread()) or equal_keys(*a))
+    free_soon, never = threading.Event(), threading.Event()
+    with ThreadPoolExecutor(1) as pool, bits.sharing(pool):
+        pool.submit(free_soon.wait, 0.2)  # busy at first, then free to take tables
+        shared = bits.near_pairs(hashes, radius=8)
+        helped = {t for t in searched_on if t is not threading.main_thread()}
+        pool.submit(never.wait)  # never free while the search runs
+        searched_on.clear()
+        held = bits.near_pairs(hashes, radius=8)
+        never.set()
+    assert helped and set(searched_on) == {threading.main_thread()}
+    for found in (shared, held):
+        assert found[0].tolist() == alone[0].tolist() and found[1].tolist() == alone[1].tolist()
+    assert len(alone[0]) >= 2000
+
+
 def test_captions_with_small_edits_pair_and_unrelated_ones_do_not():
     texts = {
         "a": "A brown dog runs along the beach at sunset with a red ball",

@@ -15,6 +15,10 @@ is reproducible. Identical hashes are collapsed first, so a flood of blank image
 from __future__ import annotations
 
 import math
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 import numpy as np
 import pyarrow.compute as pc
@@ -66,6 +70,21 @@ def equal_keys(keys: np.ndarray, id_bits: int, positions: np.ndarray | None = No
         run = run[(packed[run] ^ packed[run + step]) <= position]
 
 
+@contextmanager
+def sharing(pool: ThreadPoolExecutor):
+    """Searches in this block may also run tables on `pool` once it has a thread free: dedupe hands the
+    pool that runs the caption search, so the core it frees joins the pHash search (at 10M the captions
+    were done ~2 minutes before the pHashes; a second search thread from the start only slowed both)."""
+    token = _helpers.set(pool)
+    try:
+        yield
+    finally:
+        _helpers.reset(token)
+
+
+_helpers: ContextVar[ThreadPoolExecutor | None] = ContextVar("bit_sampling_helpers", default=None)
+
+
 def near_pairs(hashes: np.ndarray, radius: int, recall: float = 0.999, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Index pairs (i < j) of distinct uint64 hashes at most `radius` bits apart, as two arrays."""
     n = len(hashes)
@@ -73,17 +92,32 @@ def near_pairs(hashes: np.ndarray, radius: int, recall: float = 0.999, seed: int
         return np.empty(0, np.int64), np.empty(0, np.int64)
     bits, tables = bit_sampling_plan(n, radius, recall)
     id_bits = (n - 1).bit_length()
-    positions, keys = np.arange(n, dtype=np.uint64), np.empty(n, np.uint64)
+    positions = np.arange(n, dtype=np.uint64)
     rng = np.random.default_rng(seed)
-    found = []
-    for _ in range(tables):
-        mask = np.uint64(sum(1 << int(b) for b in rng.choice(64, bits, replace=False)))
-        for a, b in equal_keys(np.bitwise_and(hashes, mask, out=keys), id_bits, positions):
-            close = np.bitwise_count(hashes[a] ^ hashes[b]) <= radius
-            a, b = a[close], b[close]
-            found.append(np.minimum(a, b) * n + np.maximum(a, b))
+    masks = iter([np.uint64(sum(1 << int(b) for b in rng.choice(64, bits, replace=False))) for _ in range(tables)])
+    lock = threading.Lock()
+
+    def search() -> list[np.ndarray]:  # tables taken one at a time until none is left
+        keys, found = np.empty(n, np.uint64), []
+        while (mask := next_of(masks, lock)) is not None:
+            for a, b in equal_keys(np.bitwise_and(hashes, mask, out=keys), id_bits, positions):
+                close = np.bitwise_count(hashes[a] ^ hashes[b]) <= radius
+                a, b = a[close], b[close]
+                found.append(np.minimum(a, b) * n + np.maximum(a, b))
+        return found
+
+    pool = _helpers.get()
+    helper = pool.submit(search) if pool is not None and tables > 1 else None
+    found = search()
+    if helper is not None and not helper.cancel():  # started: it holds tables of its own
+        found += helper.result()
     pairs = np.unique(np.concatenate(found)) if found else np.empty(0, np.int64)
     return pairs // n, pairs % n
+
+
+def next_of(items, lock: threading.Lock):
+    with lock:
+        return next(items, None)
 
 
 def hamming_pairs(ids, hashes, radius: int) -> list[tuple[str, str, int]]:
