@@ -73,8 +73,9 @@ def equal_keys(keys: np.ndarray, id_bits: int, positions: np.ndarray | None = No
 @contextmanager
 def sharing(pool: ThreadPoolExecutor):
     """Searches in this block may also run tables on `pool` once it has a thread free: dedupe hands the
-    pool that runs the caption search, so the core it frees joins the pHash search (at 10M the captions
-    were done ~2 minutes before the pHashes; a second search thread from the start only slowed both)."""
+    pool that runs the caption search, so the core it frees joins the pHash search (in one 10M run the
+    captions were done two minutes before the pHashes; a second search thread from the start, beside
+    the caption thread on 2 cores, only slowed both)."""
     token = _helpers.set(pool)
     try:
         yield
@@ -99,7 +100,7 @@ def near_pairs(hashes: np.ndarray, radius: int, recall: float = 0.999, seed: int
 
     def search() -> list[np.ndarray]:  # tables taken one at a time until none is left
         keys, found = np.empty(n, np.uint64), []
-        while (mask := next_of(masks, lock)) is not None:
+        while (mask := _next_of(masks, lock)) is not None:
             for a, b in equal_keys(np.bitwise_and(hashes, mask, out=keys), id_bits, positions):
                 close = np.bitwise_count(hashes[a] ^ hashes[b]) <= radius
                 a, b = a[close], b[close]
@@ -115,7 +116,7 @@ def near_pairs(hashes: np.ndarray, radius: int, recall: float = 0.999, seed: int
     return pairs // n, pairs % n
 
 
-def next_of(items, lock: threading.Lock):
+def _next_of(items, lock: threading.Lock):
     with lock:
         return next(items, None)
 
