@@ -141,7 +141,7 @@ def caption_run(method: str, n: int, threshold: float = 0.8, num_perm: int = 128
         normalize,
         normalized,
         shingle_hashes,
-        shingle_sets,
+        shingles_of,
         words_of,
     )
 
@@ -154,8 +154,9 @@ def caption_run(method: str, n: int, threshold: float = 0.8, num_perm: int = 128
         from datasketch import MinHash, MinHashLSH
 
         # the same normalized texts and exact check as mmetl's, each computed for all texts at once
-        texts_normalized = normalized(*words_of(pa.array(texts))).to_pylist()
-        values, starts = shingle_sets(texts_normalized)
+        words, lengths = words_of(pa.array(texts))
+        texts_normalized = normalized(words, lengths).to_pylist()
+        values, starts = shingles_of(words, lengths)
         shingles = [
             [" ".join(w[i : i + 3]).encode() for i in range(max(1, len(w) - 2))]
             for w in (t.split() for t in texts_normalized)

@@ -181,11 +181,10 @@ def write_parquet(uri: str, table: pa.Table) -> None:
 def read_parquet(uri: str, columns: list[str] | None = None) -> pa.Table:
     fs, path = filesystem(uri)
     with fs.open(path, "rb") as f:
-        # single-threaded: pyarrow 26's threaded read leaves its pool to abort a process that exits
-        # soon after ("terminate called without an active exception", e.g. `mmetl inspect`); the files
-        # read here are metadata, where the threads saved nothing measurable
-        # one file, so no dataset: read_table's discovery cost ~40% more on the ~2,000-row shards
-        # a 10M-item decision reads by the thousand (bench/driver.py)
+        # One file, so no dataset: read_table's discovery cost ~40% more on the ~2,000-row shards a 10M-item
+        # decision reads by the thousand (bench/driver.py). Single-threaded: pyarrow 26's threaded read
+        # leaves its pool to abort a process that exits soon after ("terminate called without an active
+        # exception", e.g. `mmetl inspect`); callers that read many files use threads of their own.
         return pq.ParquetFile(f).read(columns=columns, use_threads=False)
 
 

@@ -73,13 +73,12 @@ def shingle_sets(texts: list[str], id_bits: int | None = None) -> tuple[np.ndarr
 
     A hash keeps 64 - `id_bits` bits (the rest number the text while sorting): pass the same `id_bits`
     to every call whose hashes are compared."""
-    words, lengths = words_of(pa.array(texts, pa.string()))
-    return _shingles(word_hashes(words), lengths, id_bits)
+    return shingles_of(*words_of(pa.array(texts, pa.string())), id_bits)
 
 
-def _shingles(flat: np.ndarray, lengths: np.ndarray, id_bits: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Shingles combined in numpy from the words' hashes (`flat`, `lengths` words per text)."""
-    n = len(lengths)
+def shingles_of(words: pa.Array, lengths: np.ndarray, id_bits: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """`shingle_sets` of texts already split by `words_of`; combined in numpy from the words' hashes."""
+    flat, n = word_hashes(words), len(lengths)
     owner = np.repeat(np.arange(n), lengths)
     place = np.arange(len(flat)) - np.repeat(np.cumsum(lengths) - lengths, lengths)  # index within its text
     left = np.repeat(lengths, lengths) - place  # words from here to the text's end
@@ -201,7 +200,7 @@ def caption_index_pairs(texts, threshold: float, num_perm: int = 128, seed: int 
             len(block),
         )
         empty[begin:end] = lengths == 0
-        block_values, block_starts = _shingles(word_hashes(words), lengths, _TEXT_ID_BITS)
+        block_values, block_starts = shingles_of(words, lengths, _TEXT_ID_BITS)
         signature = signatures(block_values, block_starts, num_perm, seed)
         for band in range(bands):
             band_keys[begin:end, band] = (
