@@ -40,7 +40,7 @@ from .media.kinds import KINDS, SIGNATURE_COLUMNS
 from .media.text import unique_texts
 from .recipe import CaptionDedupeConfig, DedupeConfig, Strict
 from .redact import redact_text
-from .schema import CAPTION_KINDS, TEXT
+from .schema import CAPTION_KINDS, SAMPLE_SCHEMA, TEXT
 from .similar import bits
 from .similar.captions import caption_index_pairs, normalize
 from .similar.signatures import Signatures
@@ -57,6 +57,8 @@ DECISION_SCHEMA = pa.schema(
     ]
 )
 PAIR_COLUMNS = ["sample_id", "modality", "sha256", *SIGNATURE_COLUMNS]  # held for every item
+# what the caption search reads of `texts`: two of its fields (the whole column took a third longer to read)
+CAPTION_FIELDS = ["texts.list.element.text", "texts.list.element.kind"]
 SIGNATURES = [  # read only for the items a pair names
     "sample_id",
     "source",
@@ -195,7 +197,7 @@ def decide_duplicates(
     summary_uri = out_uri.removesuffix(".parquet") + ".json"
     if storage.exists(out_uri):
         return {"uri": out_uri, "withdrawn_uri": withdrawn_uri, **storage.read_json(summary_uri)}
-    held = Ours(shard_uris)
+    held = Ours(shard_uris, captions=config.captions.threshold is not None)
     ours = held.table
     published = None
     if config.against_published and published_uri:
@@ -208,7 +210,7 @@ def decide_duplicates(
     # captions are compared on a thread while the media signatures are: both spend most of their time
     # in numpy, which lets go of the GIL (bench/driver.py); the thread then helps the pHash search
     with ThreadPoolExecutor(1) as pool, bits.sharing(pool):
-        captions = pool.submit(_caption_pairs, shard_uris, ours.column("key"), published, config.captions)
+        captions = pool.submit(_caption_pairs, ours, published, config.captions)
         evidence = find_pairs(found, config)
         related = [(a, b, why) for kind in KINDS.values() for a, b, why, _ in kind.related_pairs(found, config)]
         caption_pairs_found = captions.result()
@@ -319,19 +321,28 @@ def _captions_of(texts: pa.ChunkedArray) -> pa.Array:
 
 
 class Ours:
-    """This build's items: the columns every item holds here (`PAIR_COLUMNS`, the group) in one table,
-    and which shard each row came from, so that the rest of a row is read only from the shards that
-    hold the rows asked for (one set lookup over all items, not one per shard)."""
+    """This build's items: the columns every item holds here (`PAIR_COLUMNS`, the group and, with
+    `captions`, each item's captions) in one table, and which shard each row came from, so that the rest
+    of a row is read only from the shards that hold the rows asked for (one set lookup over all items,
+    not one per shard)."""
 
-    def __init__(self, shard_uris: list[str]):
-        parts = _per_shard(lambda u: storage.read_parquet(u, columns=PAIR_COLUMNS + ["group_id"]), shard_uris)
+    def __init__(self, shard_uris: list[str], captions: bool = False):
+        columns = PAIR_COLUMNS + ["group_id"] + (CAPTION_FIELDS if captions else [])
+
+        def held(uri: str) -> pa.Table:
+            table = storage.read_parquet(uri, columns=columns)
+            if not captions:
+                return table
+            return table.append_column("captions", _captions_of(table.column("texts"))).drop_columns(["texts"])
+
+        parts = _per_shard(held, shard_uris)
         self.uris = shard_uris
         self.starts = np.cumsum([0] + [p.num_rows for p in parts])
-        table = (
-            pa.concat_tables(parts)
-            if parts
-            else pa.table({c: pa.array([], pa.string()) for c in PAIR_COLUMNS + ["group_id"]})
-        )
+        if not parts:  # no shards: the same columns, empty
+            fields = [SAMPLE_SCHEMA.field(c) for c in PAIR_COLUMNS + ["group_id"]]
+            fields += [pa.field("captions", pa.list_(pa.string()))] if captions else []
+            parts = [pa.schema(fields).empty_table()]
+        table = pa.concat_tables(parts)
         self.table = table.append_column("key", table.column("sample_id"))
 
     def where(self, column: str, values) -> np.ndarray:
@@ -403,26 +414,21 @@ def _compared_by_bytes_only(ours: pa.Table) -> int:
     return sounds.num_rows - (pc.sum(either).as_py() or 0)
 
 
-def _caption_pairs(
-    shard_uris: list[str], keys: pa.ChunkedArray, published: pa.Table | None, config: CaptionDedupeConfig
-) -> list:
-    """(a, b) for items with near-identical captions: ours (`keys`: their sample_ids, in shard order),
-    then the published ones (by partition/sample_id). Held: the captions' strings as one Arrow column,
-    which tasks/similar/captions.py reads a block at a time, and each caption's item."""
+def _caption_pairs(ours: pa.Table, published: pa.Table | None, config: CaptionDedupeConfig) -> list:
+    """(a, b) for items with near-identical captions: ours (keyed by sample_id), then the published ones
+    (by partition/sample_id). The captions' strings go to tasks/similar/captions.py as one Arrow column,
+    which it reads a block at a time; each string's item is kept beside it."""
     if config.threshold is None:
         return []
-    texts, owners, offset = [], [], 0
-    lists = (_captions_of(storage.read_parquet(u, columns=["texts"]).column("texts")) for u in shard_uris)
-    for captions in itertools.chain(lists, [published.column("captions").combine_chunks()] if published else []):
-        texts.append(pc.list_flatten(captions))
-        owners.append(pc.list_parent_indices(captions).to_numpy() + offset)
-        offset += len(captions)
-    if not texts:
+    tables = [ours, *([published] if published is not None else [])]
+    lists = [chunk for table in tables for chunk in table.column("captions").chunks]
+    if not lists:
         return []
-    owner = np.concatenate(owners)
-    found = caption_index_pairs(pa.chunked_array(texts, pa.string()), config.threshold)
+    offsets = np.cumsum([0] + [len(captions) for captions in lists])
+    owner = np.concatenate([pc.list_parent_indices(c).to_numpy() + o for c, o in zip(lists, offsets.tolist())])
+    found = caption_index_pairs(pa.chunked_array([pc.list_flatten(c) for c in lists], pa.string()), config.threshold)
     pairs = sorted({(int(owner[x]), int(owner[y])) for x, y, _ in found if owner[x] != owner[y]})
-    every_key = pa.chunked_array(keys.chunks + (published.column("key").chunks if published else []), pa.string())
+    every_key = pa.chunked_array([chunk for table in tables for chunk in table.column("key").chunks], pa.string())
     named = every_key.take(pa.array([x for pair in pairs for x in pair], pa.int64())).to_pylist()
     return list(zip(named[::2], named[1::2]))
 

@@ -454,3 +454,12 @@ def test_short_sounds_re_encoded_resampled_or_trimmed_are_found_and_distinct_one
     assert all(family[_media(r["source_uri"])] == family[next(
         _media(i["source_uri"]) for i in index if i["sample_id"] == r["duplicate_of"])] for r in rejects)  # fmt: skip
     assert {r["reason"] for r in rejects} == {"duplicate:audio"}
+
+
+def test_a_decision_over_no_shards_decides_nothing(tmp_path):
+    """A partition with nothing left after clean still writes its (empty) decision and summary."""
+    from tasks.dedupe import decide_duplicates
+
+    decision = decide_duplicates([], str(tmp_path / "decision.parquet"))
+    assert decision["duplicates"] == 0 and decision["compared_by_bytes_only"] == 0
+    assert pq.read_table(decision["uri"]).num_rows == 0

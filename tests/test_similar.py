@@ -181,15 +181,16 @@ def test_captions_signed_a_block_at_a_time_pair_as_in_one_block(monkeypatch):
 
 
 def test_minhash_signatures_are_each_sets_least_hash_per_permutation_across_blocks(monkeypatch):
-    """The vectorized signatures (sets split over blocks, empty sets among them) against the definition:
-    per set and permutation, the least (a*x + b) >> 32 over the set's values."""
+    """The vectorized signatures (sets of many widths, long ones padded, a few sets per block, empty
+    sets among them) against the definition: per set and permutation, the least (a*x + b) >> 32 over
+    the set's values."""
     import tasks.similar.captions as captions
 
     rng = np.random.default_rng(3)
-    sizes = rng.integers(0, 9, 300)  # ~1 in 9 sets empty
+    sizes = np.r_[rng.integers(0, 9, 300), rng.integers(17, 90, 20)]  # ~1 in 9 empty; long ones padded
     values = rng.integers(0, 2**44, int(sizes.sum()), dtype=np.uint64)
     starts = np.r_[0, np.cumsum(sizes)]
-    monkeypatch.setattr(captions, "_CHUNK", 64)  # ~20 blocks: many sets span two
+    monkeypatch.setattr(captions, "_CHUNK", 64)  # a few sets per block: many blocks per width
     got = captions.signatures(values, starts, num_perm=64, seed=7)
 
     perm = np.random.default_rng(7)
@@ -200,4 +201,4 @@ def test_minhash_signatures_are_each_sets_least_hash_per_permutation_across_bloc
             min((int(a[p]) * int(x) + int(b[p])) % 2**64 >> 32 for x in values[start:end]) if end > start else 2**32 - 1
             for p in range(64)
         ]
-        assert got[i].tolist() == expected, i
+        assert got[:, i].tolist() == expected, i

@@ -27,7 +27,7 @@ from .bits import equal_keys
 
 # what separates words: anything but a letter, a digit or "_" (RE2's spelling of Python's \W)
 NOT_WORD = r"[^\p{L}\p{N}_]+"
-_CHUNK = 1 << 18  # shingles per block of signature work (x 32 permutations x 8 bytes = 64 MB)
+_CHUNK = 1 << 18  # shingle hashes per block of signature work (2 MB: it is hashed once per permutation)
 _TEXTS_PER_BLOCK = 1 << 18  # texts normalized and signed at a time (caption_index_pairs)
 _TEXT_ID_BITS = 20  # shingle hashes keep 44 bits, whatever the block (so blocks compare); ≥ a block's texts
 SHINGLE = 3  # words
@@ -102,32 +102,41 @@ def shingle_hashes(text: str) -> np.ndarray:
 
 
 def signatures(values: np.ndarray, starts: np.ndarray, num_perm: int = 128, seed: int = 1) -> np.ndarray:
-    """MinHash signatures of the sets values[starts[i]:starts[i+1]], (n, num_perm) uint32 (an empty
-    set's is all 0xFFFFFFFF)."""
+    """MinHash signatures of the sets values[starts[i]:starts[i+1]], one row per permutation:
+    (num_perm, n) uint32 (an empty set's column is all 0xFFFFFFFF).
+
+    Sets of one width are laid out as a (width, sets) matrix, so a permutation's minima are a few
+    whole-array operations rather than a reduction per set (np.minimum.reduceat: 2.2x slower on 262k
+    captions). A set is padded to its width class by repeating its last value: the minimum is unchanged."""
     rng = np.random.default_rng(seed)
     a = rng.integers(0, 2**63, num_perm, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
     b = rng.integers(0, 2**63, num_perm, dtype=np.uint64)
     sizes = np.diff(starts)
-    filled = np.flatnonzero(sizes)
-    owner = np.repeat(np.arange(len(filled)), sizes[filled])  # numbered among non-empty sets: a block's are a range
-    signed = np.full((len(filled), num_perm), np.iinfo(np.uint32).max, dtype=np.uint32)
-    # one buffer for every block: a fresh 64 MB array per step cost as much again in page faults
-    hashed = np.empty((32, min(_CHUNK, len(values))), np.uint64)
-    for start in range(0, len(values), _CHUNK):
-        block, who = values[start : start + _CHUNK], owner[start : start + _CHUNK]
-        firsts = np.flatnonzero(np.r_[True, who[1:] != who[:-1]])  # each set's first row in this block
-        rows, step = slice(who[0], who[-1] + 1), hashed[:, : len(block)]
-        for p in range(0, num_perm, 32):
-            # (a*x + b) >> 32 is monotone in (a*x + b): take the minimum first, shift only the minima
-            np.multiply(a[p : p + 32, None], block, out=step)  # rows contiguous for reduceat
-            np.add(step, b[p : p + 32, None], out=step)
-            mins = (np.minimum.reduceat(step, firsts, axis=1) >> np.uint64(32)).astype(np.uint32)
-            np.minimum(signed[rows, p : p + 32], mins.T, out=signed[rows, p : p + 32])  # a set may span blocks
-    if len(filled) == len(sizes):
-        return signed
-    out = np.full((len(sizes), num_perm), np.iinfo(np.uint32).max, dtype=np.uint32)
-    out[filled] = signed
+    out = np.full((num_perm, len(sizes)), np.iinfo(np.uint32).max, dtype=np.uint32)
+    widths = _width_class(sizes)
+    for width in np.unique(widths[sizes > 0]).tolist():
+        sets = np.flatnonzero(widths == width)
+        sets = sets[sizes[sets] > 0]
+        per = max(1, _CHUNK // width)  # sets at a time: a (width, per) block stays in cache
+        for first in range(0, len(sets), per):
+            chunk = sets[first : first + per]
+            column = np.minimum(np.arange(width)[:, None], sizes[chunk] - 1)  # past its end: its last value
+            block = values[starts[chunk] + column]
+            hashed, least = np.empty_like(block), np.empty(len(chunk), np.uint64)
+            for p in range(num_perm):
+                np.multiply(block, a[p], out=hashed)
+                np.add(hashed, b[p], out=hashed)
+                # (a*x + b) >> 32 is monotone in (a*x + b): take the minimum first, shift only the minima
+                np.minimum.reduce(hashed, axis=0, out=least)
+                out[p, chunk] = least >> np.uint64(32)
     return out
+
+
+def _width_class(sizes: np.ndarray) -> np.ndarray:
+    """Each set's padded width: exact up to 16, then rounded up to an eighth of its power of two (at
+    most 1/8 padding, and a few dozen widths for captions of any length)."""
+    step = np.left_shift(1, np.maximum(np.frexp(np.maximum(sizes, 1))[1] - 4, 0))
+    return np.where(sizes <= 16, sizes, -(-sizes // step) * step)
 
 
 @cache
@@ -185,7 +194,7 @@ def caption_index_pairs(texts, threshold: float, num_perm: int = 128, seed: int 
     rng = np.random.default_rng(seed + 1)
     weights = rng.integers(0, 2**63, rows, dtype=np.uint64) * np.uint64(2) + np.uint64(1)
     digests, empty = np.zeros(n, np.uint64), np.zeros(n, bool)
-    values, starts, band_keys = [], [np.zeros(1, np.int64)], np.zeros((n, bands), np.uint64)
+    values, starts, band_keys = [], [np.zeros(1, np.int64)], np.zeros((bands, n), np.uint64)
     texts = texts if isinstance(texts, pa.ChunkedArray | pa.Array) else pa.array(texts, pa.string())
     for begin in range(0, n, _TEXTS_PER_BLOCK):
         block = texts[begin : begin + _TEXTS_PER_BLOCK]
@@ -203,9 +212,9 @@ def caption_index_pairs(texts, threshold: float, num_perm: int = 128, seed: int 
         block_values, block_starts = shingles_of(words, lengths, _TEXT_ID_BITS)
         signature = signatures(block_values, block_starts, num_perm, seed)
         for band in range(bands):
-            band_keys[begin:end, band] = (
-                signature[:, band * rows : (band + 1) * rows].astype(np.uint64) * weights
-            ).sum(axis=1)
+            key = band_keys[band, begin:end]
+            for row, weight in zip(signature[band * rows : (band + 1) * rows], weights):
+                key += row * weight
         starts.append(block_starts[1:].astype(np.int64) + starts[-1][-1])
         values.append(block_values)
     values, starts = np.concatenate(values) if values else np.zeros(0, np.uint64), np.concatenate(starts)
@@ -219,7 +228,7 @@ def caption_index_pairs(texts, threshold: float, num_perm: int = 128, seed: int 
     candidates = [
         np.minimum(x, y) * m + np.maximum(x, y)
         for band in range(bands)
-        for x, y in equal_keys(band_keys[firsts, band], id_bits)
+        for x, y in equal_keys(band_keys[band, firsts], id_bits)
     ]
     if not candidates:
         return pairs
