@@ -227,7 +227,7 @@ def decide_duplicates(
         pairs_of[pair[1]].append(pair)
     order = keep_order(config)
     # a group that joins one a version published takes its name, and so its split (tasks/split.py)
-    groups = UnionFind(keeps_name=lambda label: redact_text(label) in published_groups)
+    groups = UnionFind(keeps_name=lambda label: bool(published_groups) and redact_text(label) in published_groups)
     duplicate_of: dict[str, str] = {}
     reasons: dict[str, tuple[str, str]] = {}
     withdrawn = []
@@ -365,11 +365,15 @@ class Ours:
 
     def rows(self, ids: set[str]) -> dict[str, dict]:
         """These items' signature columns, texts and captions, as dicts (one read of their shards)."""
-        positions = self.where("key", ids) if ids else []
+        positions = np.sort(self.where("key", ids)) if ids else []
         if not len(positions):
             return {}
-        table = self.read(positions, SIGNATURES + ["texts"])
-        table = table.append_column("captions", _captions_of(table.column("texts")))
+        held = self.table.drop_columns(["key"]).take(pa.array(positions))  # not read again
+        table = self.read(positions, [c for c in SIGNATURES + ["texts"] if c not in held.column_names])
+        for name in held.column_names:
+            table = table.append_column(name, held.column(name))
+        if "captions" not in table.column_names:
+            table = table.append_column("captions", _captions_of(table.column("texts")))
         return {row["sample_id"]: row for row in table.to_pylist()}
 
     def members_of_groups(self, labels: set[str], ids: set[str]) -> list[tuple[str, str]]:

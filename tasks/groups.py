@@ -22,4 +22,5 @@ class UnionFind:
     def union(self, a: str, b: str) -> None:
         ra, rb = self.find(a), self.find(b)
         if ra != rb:  # the lower-ranked label is the root, so the result does not depend on order
-            self.parent[max(ra, rb, key=self.rank)] = min(ra, rb, key=self.rank)
+            root, child = (ra, rb) if self.rank(ra) < self.rank(rb) else (rb, ra)
+            self.parent[child] = root
