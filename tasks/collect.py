@@ -131,7 +131,8 @@ class CollectStage(RowStage):
     through yt-dlp), a batch at a time on `network.threads` threads; cut it to its time window.
 
     Fetches run on one pool for the whole shard: the next batch's are started (`prefetch`) before this
-    batch is cleaned, so the threads never idle at a batch's end waiting for its slowest download.
+    batch is cleaned, so the threads never idle at a batch's end waiting for its slowest download (the
+    engine shows a batch ahead only while both batches' known bytes fit its bound: tasks/engine.py).
     Downloads are kept in `cache_dir/<shard>` as they arrive (and permanent failures noted there), so a
     shard redone after a crash or a retry fetches only what is missing or failed transiently.
     """

@@ -101,13 +101,18 @@ def run_step(
     media_uri = storage.join(out_dir, f"{name}.media.parquet") if writes_media else None
 
     def run_batches(media_writer):
-        batches = [items.slice(start, end - start) for start, end in bounded_ranges(sizes, batch_items, batch_bytes)]
-        # the first stage is shown each batch one ahead, in order: it may start what waits (downloads) early
+        ranges = bounded_ranges(sizes, batch_items, batch_bytes)
+        batches = [items.slice(start, end - start) for start, end in ranges]
+        known = [sum(sizes[start:end]) for start, end in ranges]  # media bytes the plan measured (not downloads)
+        # the first stage is shown each batch one ahead, in order: it may start what waits (downloads) early.
+        # Not when the two batches' known bytes pass the bound: a second batch of long recordings read
+        # ahead was a fifth of a worker's memory (bench/worker_memory.py)
         for ahead in batches[:1]:
             workers[0].prefetch(ahead)
         for n, batch in enumerate(batches):
             for ahead in batches[n + 1 : n + 2]:
-                workers[0].prefetch(ahead)
+                if known[n] + known[n + 1] <= batch_bytes:
+                    workers[0].prefetch(ahead)
             for worker, count, why, texts in zip(workers, counts, reasons, dropped):
                 in_ids = batch.column("sample_id").to_pylist()
                 try:

@@ -193,3 +193,32 @@ def test_a_workers_memory_is_bounded_by_the_batch_not_the_shard(tmp_path):
     media = storage.read_parquet(str(tmp_path / "s24" / "shard-00000.media.parquet"))
     assert pq.ParquetFile(str(tmp_path / "s24" / "shard-00000.media.parquet")).metadata.num_row_groups == 24
     assert media.num_rows == 24
+
+
+def test_a_batch_is_read_ahead_only_while_two_batches_fit_the_byte_bound(tmp_path, monkeypatch):
+    """Long recordings (known sizes near the bound) are not read a batch ahead: that would hold a second
+    batch of media. Small files and downloads (size unknown until fetched) still are."""
+    class Watching(RowStage):
+        name = "watching"
+        shown: list[list[str]] = []
+
+        def prefetch(self, batch):
+            Watching.shown.append(batch.column("sample_id").to_pylist())
+
+        def check(self, row):
+            return row
+
+    monkeypatch.setattr(engine, "stage_class", lambda name: Watching)
+
+    def run(sizes: list[int | None], out: str) -> list[list[str]]:
+        rows = [{**sample(n=i), "media_size": size} for i, size in enumerate(sizes)]
+        uri = str(tmp_path / out / "in" / "shard-00000.parquet")
+        storage.write_parquet(uri, table(*rows))
+        Watching.shown = []
+        engine.run_step("s", [("watching", {})], uri, str(tmp_path / out), batch_items=2, batch_bytes=20 * 2**20)
+        return Watching.shown
+
+    ids = [sample(n=i)["sample_id"] for i in range(6)]
+    assert run([12 * 2**20] * 3, "long") == [ids[:1]]  # batches of one; two would pass 20 MB: only the first
+    assert run([2**20] * 6, "small") == [ids[0:2], ids[2:4], ids[4:6]]  # each batch shown before its turn
+    assert run([None] * 6, "urls") == [ids[0:2], ids[2:4], ids[4:6]]
