@@ -198,6 +198,7 @@ def test_a_workers_memory_is_bounded_by_the_batch_not_the_shard(tmp_path):
 def test_a_batch_is_read_ahead_only_while_two_batches_fit_the_byte_bound(tmp_path, monkeypatch):
     """Long recordings (known sizes near the bound) are not read a batch ahead: that would hold a second
     batch of media. Small files and downloads (size unknown until fetched) still are."""
+
     class Watching(RowStage):
         name = "watching"
         shown: list[list[str]] = []
