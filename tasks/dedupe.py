@@ -346,7 +346,7 @@ class Ours:
         self.table = table.append_column("key", table.column("sample_id"))
 
     def where(self, column: str, values) -> np.ndarray:
-        """Positions of the rows whose `column` is one of `values`."""
+        """Positions, in order, of the rows whose `column` is one of `values`."""
         mask = pc.is_in(self.table.column(column), pa.array(sorted(values), pa.string()))
         return np.flatnonzero(mask.to_numpy(zero_copy_only=False))
 
@@ -365,10 +365,10 @@ class Ours:
 
     def rows(self, ids: set[str]) -> dict[str, dict]:
         """These items' signature columns, texts and captions, as dicts (one read of their shards)."""
-        positions = np.sort(self.where("key", ids)) if ids else []
+        positions = self.where("key", ids) if ids else []
         if not len(positions):
             return {}
-        held = self.table.drop_columns(["key"]).take(pa.array(positions))  # not read again
+        held = self.table.drop_columns(["key"]).take(pa.array(positions))  # not read again; `read` keeps this order
         table = self.read(positions, [c for c in SIGNATURES + ["texts"] if c not in held.column_names])
         for name in held.column_names:
             table = table.append_column(name, held.column(name))
