@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export RAY_USAGE_STATS_ENABLED := 0
-export NO_ALBUMENTATIONS_UPDATE := 1
+export NO_ALBUMENTATIONS_UPDATE := 1  # img2dataset (tests, bench) imports albumentations, which would look online
 
 .PHONY: demo test test-fast lint ui bench clean system
 

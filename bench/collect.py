@@ -3,8 +3,9 @@ machine, same resize settings, in one run (`make bench`).
 
 The corpus: N (default 10,000) distinct 512 px JPEG crops of the real photographs scikit-image
 ships, served by Python's own `http.server` on loopback, listed in a LAION-style parquet (url,
-caption). Both sides resize to 256 px (keep_ratio, JPEG quality 95, img2dataset's resizer) on as many
-processes as cores with 16 download threads each; mmetl gets `per_host: 16` so that its politeness
+caption). Both sides resize to 256 px (keep_ratio, JPEG quality 95: img2dataset with its resizer,
+mmetl with its one decode that also measures for clean) on as many processes as cores with 16 download
+threads each; mmetl gets `per_host: 16` so that its politeness
 limit (4 per host by default) does not throttle a single loopback host.
 
 Measured, each as a separate process tree sampled for RSS every 0.2 s:

@@ -1,4 +1,5 @@
-"""Clean: clean and describe the texts, decode the media once, record its facts, normalize its encoding.
+"""Clean: clean and describe the texts, decode the media once, record its facts, normalize its encoding
+(or keep the facts a download's resize already measured: tasks/fetch/resize.py).
 
 Texts are repaired, masked and described (tasks/media/text.py); empty and repeated ones are dropped one
 by one; an item left with no text is rejected (`text:empty`).
@@ -47,7 +48,8 @@ class CleanStage(RowStage):
         if not texts and not row["part_of"]:  # checked first: no decode for an item that cannot be kept
             return Reject("text:empty", f"{len(dropped)} text(s), all empty: {[t['text'] for t, _ in dropped][:5]!r}")
         try:
-            facts = self.kinds[row["modality"]].clean(row["media_bytes"])
+            kind = self.kinds[row["modality"]]
+            facts = kind.measured(row) or kind.clean(row["media_bytes"])
         except MediaError as e:
             return Reject(f"decode:{e.code}", e.detail)
         except Exception as e:  # an input nobody foresaw must not fail the build: reject it, visibly

@@ -28,7 +28,7 @@ from .media.clip import cut
 from .media.image import crop
 from .plan_rows import RowLog, as_samples, gather_items, group_names
 from .recipe import NetworkConfig, ShardConfig
-from .schema import REJECT_SCHEMA, make_sample_id
+from .schema import REJECT_SCHEMA, make_sample_id, with_scores
 from .shards import cut_shards
 from .sources import Row, Source
 from .sources.manifest import utf8_ok
@@ -192,6 +192,7 @@ class CollectStage(RowStage):
             return Reject(f"fetch:{e.category}", f"{uri}: {e.detail}")
         except Exception as e:  # no such protocol, bad path, permission: the item goes, the build stays
             return Reject("unreadable_media", f"{uri}: {type(e).__name__}: {e}")
+        measured = got.pop("measured", None)  # by a download's resize: what clean would measure (tasks/clean.py)
         if not got["media_bytes"]:
             return Reject("empty_file", uri)
         if row["clip_start_s"] is not None and not got.pop("cut", False):
@@ -205,6 +206,9 @@ class CollectStage(RowStage):
                 got["media_bytes"], got["media_ext"] = crop(got["media_bytes"], row["region"])
             except MediaError as e:
                 return Reject(f"decode:{e.code}", f"cutting region {row['region']}: {e.detail}")
+        elif measured:  # (a region's cut is measured by clean)
+            facts = {k: v for k, v in measured.items() if k != "pixel_std"}
+            row = with_scores({**row, **facts}, pixel_std=measured["pixel_std"])
         return {**row, **got, "media_size": len(got["media_bytes"])}
 
     def _download(self, row: dict) -> dict:
@@ -224,6 +228,7 @@ class CollectStage(RowStage):
         return {
             "media_bytes": cached["media_bytes"],
             "media_ext": cached["media_ext"],
+            "measured": cached.get("measured"),
             "cut": cached.get("cut", False),
             "texts": (row["texts"] or []) + [{**t, "source": row["source"]} for t in cached.get("texts", [])],
             "meta": json.dumps(meta, sort_keys=True, ensure_ascii=False) if meta else None,
@@ -234,9 +239,8 @@ class CollectStage(RowStage):
             self._start_downloaders()
         if row["modality"] == "image":
             data, ext = self._images.fetch(row["source_uri"])
-            if self._resizer:  # before the cache: a download is never kept at full size
-                data, ext = self._resizer(data)
-            return {"media_bytes": data, "media_ext": ext}
+            # resized before the cache: a download is never kept at full size
+            return self._resizer(data) if self._resizer else {"media_bytes": data, "media_ext": ext}
         window = (row["clip_start_s"], row["clip_end_s"]) if row["clip_start_s"] is not None else None
         got = self._links.fetch(row["source_uri"], row["modality"], window)
         return {"media_bytes": got.data, "media_ext": got.ext, "cut": got.cut, "meta": got.meta, "texts": got.subtitles}

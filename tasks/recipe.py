@@ -19,9 +19,9 @@ class Strict(BaseModel):
 
 
 class DownloadResizeConfig(Strict):
-    """Downloaded images resized as they arrive, by img2dataset's own resizer and with its options
-    (`image_size: 256, resize_mode: keep_ratio` is img2dataset's default), so a URL list is never
-    stored at full size."""
+    """Downloaded images resized as they arrive, with img2dataset's options (`image_size: 256,
+    resize_mode: keep_ratio` is img2dataset's default), so a URL list is never stored at full size;
+    in the one decode that also measures them for clean (tasks/fetch/resize.py)."""
 
     image_size: int = Field(256, ge=8, le=16384)
     resize_mode: Literal["keep_ratio", "keep_ratio_largest", "center_crop", "border"] = "keep_ratio"

@@ -6,6 +6,7 @@ import io
 import json
 import os
 
+import imagehash
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -13,11 +14,16 @@ import pytest
 from PIL import Image
 
 from tasks import storage
+from tasks.clean import CleanStage
 from tasks.collect import CollectStage, plan_collect
 from tasks.fetch import FetchError
 from tasks.fetch.cache import fetch_cache
 from tasks.fetch.guard import AddressPolicy
+from tasks.fetch.http import opted_out
+from tasks.fetch.resize import ImageResizer
+from tasks.media.image import decode_image
 from tasks.recipe import NetworkConfig, Recipe, ShardConfig
+from tasks.schema import SAMPLE_SCHEMA, scores_dict
 from tasks.sources import make_source
 
 from .helpers import audio_bytes, build_in_process, image_bytes, real_photos, video_bytes
@@ -92,6 +98,35 @@ def test_the_next_batch_downloads_while_a_slow_one_finishes(tmp_path, web):
     assert [r["source_uri"] for r in storage.read_parquet(result.uri).to_pylist()] == urls
 
 
+@pytest.mark.parametrize(
+    "values",
+    [
+        [],
+        ["noai"],
+        ["NoAI, noindex"],
+        ["all"],
+        ["mmetl: noai"],
+        ["otherbot: noai"],
+        ["otherbot: noai", "noimageai"],
+        ["MMETL:noimageindex,nofollow"],
+        [" mmetl : noai"],
+        ["unavailable_after: 25 Jun 2010 15:00:00 PST"],
+        ["noai:"],
+    ],
+)
+def test_the_opt_out_rule_is_img2datasets(values):
+    from email.message import Message
+
+    from img2dataset.downloader import is_disallowed
+
+    headers = Message()
+    for value in values:
+        headers["X-Robots-Tag"] = value
+    directives = set(NetworkConfig().disallowed_header_directives)
+    for token in ("mmetl", None):
+        assert opted_out(headers, token, directives) == is_disallowed(headers, token, directives)
+
+
 def test_private_addresses_are_refused_unless_listed(tmp_path, web):
     url = web.add("/coffee.jpg", body=real_photos()["coffee-0"])
     _, rejects = collect(tmp_path, [{"url": url, "caption": "a cup"}], {**LOOPBACK, "allow_hosts": []})
@@ -121,7 +156,7 @@ def test_a_rerun_fetches_only_what_failed_transiently(tmp_path, web):
     assert len(kept_again) == len(photos) and list(rejects_again) == [web.url + "/gone.jpg"]
 
 
-def test_downloads_are_resized_by_img2dataset_and_kept_upright(tmp_path, web):
+def test_downloads_are_resized_with_img2dataset_options_and_kept_upright(tmp_path, web):
     from skimage import data as skdata
 
     coffee = Image.fromarray(skdata.coffee())  # 600 x 400, landscape
@@ -153,6 +188,14 @@ def test_downloads_are_resized_by_img2dataset_and_kept_upright(tmp_path, web):
     # the phone photo came out upright: its pixels match the plain copy's, not a turned one
     a, b = (np.asarray(images[u].convert("L"), dtype=float) for u in (plain, turned))
     assert np.abs(a - b).mean() < 8
+    # measured in the same decode, before encoding: on a photograph, what clean would take of the published
+    # bytes (the 40 x 30 noise picture's spread is not: lossy WebP smooths noise away)
+    for row in kept:
+        again = decode_image(row["media_bytes"])
+        assert (row["width"], row["height"]) == (again.width, again.height)
+        assert imagehash.hex_to_hash(row["phash"]) - imagehash.hex_to_hash(again.phash) <= 2
+        if row["source_uri"] != small:
+            assert scores_dict(row)["pixel_std"] == pytest.approx(again.pixel_std, abs=1)
 
     _, refused = collect(
         tmp_path / "bad",
@@ -162,6 +205,56 @@ def test_downloads_are_resized_by_img2dataset_and_kept_upright(tmp_path, web):
     assert [r["reason"] for r in refused.values()] == ["fetch:decode"]
     with pytest.raises(ValueError, match="compression level"):
         NetworkConfig(resize={"encode_format": "png", "encode_quality": 95})
+
+
+@pytest.mark.parametrize(
+    "mode, bigger_only, size, white_bands",
+    [
+        ("keep_ratio", True, (192, 128), False),
+        ("center_crop", True, (128, 128), False),
+        ("keep_ratio_largest", True, (128, 85), False),
+        ("border", True, (128, 128), True),
+        ("keep_ratio", False, (192, 128), False),
+    ],
+)
+def test_each_img2dataset_resize_mode_gives_its_shape(mode, bigger_only, size, white_bands):
+    coffee = real_photos()["coffee-0"]  # 600 x 400
+    resize = ImageResizer(
+        image_size=128, resize_mode=mode, resize_only_if_bigger=bigger_only, encode_format="png", encode_quality=1
+    )
+    got = resize(coffee)
+    image = Image.open(io.BytesIO(got["media_bytes"]))
+    assert (image.format, image.size, got["media_ext"]) == ("PNG", size, "png")
+    assert (got["measured"]["width"], got["measured"]["height"]) == size
+    top_rows = np.asarray(image.convert("L"))[:20]
+    assert (top_rows.min() == 255) == white_bands  # border: the 600 x 400 picture fitted, white above and below
+    small = image_bytes(size=(40, 30), fmt="JPEG")
+    assert Image.open(io.BytesIO(resize(small)["media_bytes"])).size == ((40, 30) if bigger_only else (171, 128))
+
+
+def test_clean_keeps_what_the_download_measured_and_decodes_only_to_change_it(tmp_path, web, monkeypatch):
+    from tasks import media
+
+    urls = [web.add(f"/{name}.jpg", body=data) for name, data in list(real_photos().items())[:4]]
+    rows, network = [{"url": u, "caption": "a photograph"} for u in urls], {**LOOPBACK, "resize": {"image_size": 128}}
+    kept, _ = collect(tmp_path, rows, network)
+    assert len(kept) == 4 and all(r["phash"] for r in kept)
+    hits = dict(web.hits)
+    from_the_log, _ = collect(tmp_path, rows, network)
+    assert web.hits == hits and from_the_log == kept  # the download log keeps what was measured too
+    decodes = []
+    real_decode = media.kinds.decode_image
+    monkeypatch.setattr(media.kinds, "decode_image", lambda *a, **k: decodes.append(1) or real_decode(*a, **k))
+
+    as_is = CleanStage().process(pa.Table.from_pylist(kept, schema=SAMPLE_SCHEMA))
+    assert decodes == [] and as_is.kept.num_rows == 4
+    assert as_is.kept.column("media_bytes").to_pylist() == [r["media_bytes"] for r in kept]
+    assert as_is.kept.column("phash").to_pylist() == [r["phash"] for r in kept]
+
+    smaller = CleanStage(image={"resize": {"short_side": 64}}).process(pa.Table.from_pylist(kept, schema=SAMPLE_SCHEMA))
+    assert len(decodes) == 4 and set(smaller.kept.column("height").to_pylist()) == {64}
+    as_png = CleanStage(image={"format": "png"}).process(pa.Table.from_pylist(kept, schema=SAMPLE_SCHEMA))
+    assert len(decodes) == 8 and set(as_png.kept.column("media_ext").to_pylist()) == {"png"}
 
 
 @pytest.mark.parametrize("where", ["local", "s3"])

@@ -95,6 +95,9 @@ def test_the_resize_preset_shapes_the_pixels_and_the_phash_stays_the_whole_pictu
     assert imagehash.hex_to_hash(decoded.phash) - imagehash.phash(big) <= 2  # of the whole, not the crop
     small = decode_image(encode(photo.resize((200, 133))), preset=ImagePreset(short_side=256))
     assert (small.width, small.height) == (200, 133)  # never scaled up
+    # a draft that decodes at exactly the asked size leaves nothing to resize: still not the file's own bytes
+    square = decode_image(encode(photo.resize((512, 512))), preset=ImagePreset(short_side=256))
+    assert (square.width, square.height) == opened(square.data).size == (256, 256)
 
 
 def test_an_rgb_jpeg_that_needs_nothing_is_published_byte_for_byte(photo):

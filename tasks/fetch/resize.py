@@ -1,62 +1,52 @@
-"""Downloaded images resized as they arrive, by img2dataset's resizer (OpenCV + albumentations, the
-same pixels an img2dataset run would store).
+"""Downloaded images resized as they arrive, with img2dataset's options and in the decode clean measures.
 
-Two things differ from img2dataset alone. It silences OpenCV by pointing file descriptors 1 and 2 at
-/dev/null around each image and back after; we resize on the download threads, where those swaps
-interleave and leave the worker's stdout and stderr on /dev/null for good (its logs and errors lost).
-That silencer is replaced by a no-op here: OpenCV's rare warnings about a corrupt JPEG reach the log.
+img2dataset's resizer (OpenCV + albumentations) decodes, resizes and encodes; clean then decoded its
+output again to measure the picture. Here one Pillow decode does both: `decode_image` with img2dataset's
+geometry (`keep_ratio` scales the shorter side to `image_size`, `keep_ratio_largest` the longer one,
+`center_crop` then keeps the centered square, `border` pads the fitted picture to a white square) and
+its filters (area averaging down, Lanczos up). The facts it measured travel with the bytes (and into
+the download log), so clean keeps them instead of decoding again when the recipe's own encoding
+leaves the bytes alone (tasks/media/kinds.py).
 
-And EXIF orientation. img2dataset decodes with OpenCV's IMREAD_UNCHANGED,
-which ignores the orientation tag, so a phone photo taken upright would be stored on its side with the
-tag gone. Images that carry a non-trivial orientation are turned upright with Pillow first.
+What differs from img2dataset: a JPEG is decoded at 1/2, 1/4 or 1/8 of its size where that still
+covers the target (DCT scaling, what Pillow's `thumbnail` does), so the pixels are not bit-identical
+to OpenCV's; a photo's EXIF orientation is applied (img2dataset's IMREAD_UNCHANGED drops it, and a
+phone photo would be stored on its side); an RGB JPEG that needs no resize is kept as it came, not
+encoded a second time.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
-import os
-
-from PIL import Image, ImageOps
-
+from ..media import MediaError
+from ..media.image import ImagePreset, decode_image
 from . import FetchError
 
-ORIENTATION = 0x0112
+MODES = {  # img2dataset's resize_mode: the preset's sizes that image_size sets (which side, then crop or pad)
+    "keep_ratio": ("short_side",),
+    "center_crop": ("short_side", "center_crop"),
+    "keep_ratio_largest": ("long_side",),
+    "border": ("long_side", "pad"),
+}
+
+
+def download_preset(
+    image_size: int, resize_mode: str, resize_only_if_bigger: bool, encode_format: str, encode_quality: int
+) -> ImagePreset:
+    """The recipe's `network.resize` (img2dataset's options) as the preset clean's decoder takes."""
+    size = {part: image_size for part in MODES[resize_mode]}
+    quality = {"compress_level" if encode_format == "png" else "quality": encode_quality}
+    return ImagePreset(**size, upscale=not resize_only_if_bigger, resample="area", format=encode_format, **quality)
 
 
 class ImageResizer:
-    def __init__(
-        self, image_size: int, resize_mode: str, resize_only_if_bigger: bool, encode_format: str, encode_quality: int
-    ):
-        os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # its import would look for updates online
-        from img2dataset import resizer  # imported here: OpenCV and albumentations take a second
+    def __init__(self, **resize):
+        self.preset = download_preset(**resize)
 
-        resizer.SuppressStdoutStderr = contextlib.nullcontext  # not thread-safe: see above
-        self.resizer = resizer.Resizer(
-            image_size=image_size,
-            resize_mode=resize_mode,
-            resize_only_if_bigger=resize_only_if_bigger,
-            encode_format=encode_format,
-            encode_quality=encode_quality,
-        )
-        self.ext = encode_format
-
-    def __call__(self, data: bytes) -> tuple[bytes, str]:
-        resized, _, _, _, _, error = self.resizer(io.BytesIO(upright(data)))
-        if error:
-            raise FetchError("decode", f"the image could not be resized: {error}")
-        return resized, self.ext
-
-
-def upright(data: bytes) -> bytes:
-    """The image with its EXIF orientation applied (losslessly re-encoded), or the same bytes if it has none."""
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            if image.getexif().get(ORIENTATION, 1) in (0, 1):
-                return data
-            turned = ImageOps.exif_transpose(image)
-    except Exception:  # not an image Pillow reads: the resizer decides
-        return data
-    out = io.BytesIO()
-    turned.save(out, format="PNG", compress_level=1)
-    return out.getvalue()
+    def __call__(self, data: bytes) -> dict:
+        """The resized `media_bytes` and `media_ext`, and the facts `measured` of them (the columns clean fills)."""
+        try:
+            image = decode_image(data, preset=self.preset)
+        except MediaError as e:
+            raise FetchError("decode", f"the image could not be resized: {e.code}: {e.detail}") from None
+        measured = {"width": image.width, "height": image.height, "phash": image.phash, "pixel_std": image.pixel_std}
+        return {"media_bytes": image.data, "media_ext": image.ext, "measured": measured}

@@ -1,5 +1,5 @@
 """Images with Pillow: decode once, upright, in RGB; facts, perceptual hash, a blankness score, and the
-recipe's encoding (optionally resized and center-cropped).
+recipe's encoding (optionally resized and center-cropped, or fitted and padded to a square).
 
 - Full decode (catches truncation), with JPEG draft mode (DCT scaling) when a resize lets it decode
   at a fraction of the size.
@@ -30,12 +30,18 @@ FORMATS = {"jpg": "JPEG", "png": "PNG", "webp": "WEBP"}
 
 @dataclass(frozen=True)
 class ImagePreset:
-    """How clean encodes images: None leaves the size alone."""
+    """How an image is encoded: clean's recipe settings, or a download's resize (tasks/fetch/resize.py,
+    img2dataset's modes). None leaves the size alone."""
 
-    short_side: int | None = None  # scale so the shorter side is this (never up)
+    short_side: int | None = None  # scale so the shorter side is this
+    long_side: int | None = None  # or so the longer side is this
+    upscale: bool = False  # also scale up a smaller image
     center_crop: int | None = None  # then keep the centered square of this side
+    pad: int | None = None  # or lay a fitted image (its longer side this long) on a white square of this side
+    resample: str = "bilinear"  # antialiased bilinear (torchvision's Resize), or "area": img2dataset's filters
     format: str = "jpg"  # jpg | png | webp
-    quality: int = 95
+    quality: int = 95  # jpg, webp
+    compress_level: int = 6  # png, 0-9 (lossless: how hard it compresses)
     animated: str = "first_frame"  # first_frame | reject
 
 
@@ -52,7 +58,7 @@ class DecodedImage:
 
 
 def decode_image(data: bytes, max_pixels: int = 64_000_000, preset: ImagePreset = ImagePreset()) -> DecodedImage:
-    image, source_format = _open(data, max_pixels, preset)
+    image, source_format, file_size = _open(data, max_pixels, preset)
     oriented = _orientation(image) not in (None, 1)
     rgb = to_rgb(ImageOps.exif_transpose(image) if oriented else image)
     scaled = _scale(rgb, preset)
@@ -61,12 +67,13 @@ def decode_image(data: bytes, max_pixels: int = 64_000_000, preset: ImagePreset 
     probe = scaled.reduce(max(1, min(scaled.size) // 128))
     phash = str(imagehash.phash(probe))
     pixel_std = max(ImageStat.Stat(probe).stddev)  # from Pillow's histograms: 6x faster than numpy's std
-    shaped = _crop(scaled, preset)
+    shaped = _pad(_crop(scaled, preset), preset)
     unchanged = (
         source_format == "JPEG"
         and image.mode == "RGB"
         and not oriented
         and shaped is rgb
+        and shaped.size == file_size  # not decoded smaller by the draft
         and preset.format == "jpg"
         and not getattr(image, "is_animated", False)
     )
@@ -76,7 +83,7 @@ def decode_image(data: bytes, max_pixels: int = 64_000_000, preset: ImagePreset 
         raise MediaError("too_large_side", f"{shaped.width}x{shaped.height}: JPEG stops at {JPEG_MAX_SIDE} px a side")
     else:
         buffer = io.BytesIO()
-        shaped.save(buffer, format=FORMATS[preset.format], quality=preset.quality)
+        shaped.save(buffer, format=FORMATS[preset.format], quality=preset.quality, compress_level=preset.compress_level)
         out = buffer.getvalue()
     return DecodedImage(
         data=out,
@@ -90,7 +97,8 @@ def decode_image(data: bytes, max_pixels: int = 64_000_000, preset: ImagePreset 
     )
 
 
-def _open(data: bytes, max_pixels: int, preset: ImagePreset) -> tuple[Image.Image, str]:
+def _open(data: bytes, max_pixels: int, preset: ImagePreset) -> tuple[Image.Image, str, tuple[int, int]]:
+    """The image decoded (its first frame), its format, and its size in the file (a draft decodes it smaller)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -99,9 +107,10 @@ def _open(data: bytes, max_pixels: int, preset: ImagePreset) -> tuple[Image.Imag
             source_format = image.format or "unknown"
             if getattr(image, "n_frames", 1) > 1 and preset.animated == "reject":
                 raise MediaError("animated", f"{source_format} with {image.n_frames} frames")
-            if preset.short_side and source_format == "JPEG":
-                scale = preset.short_side / min(image.size)
-                image.draft("RGB", (max(1, round(image.width * scale)), max(1, round(image.height * scale))))
+            file_size = image.size
+            target = scaled_size(image.size, preset)
+            if target and source_format == "JPEG":  # DCT scaling: decodes at 1/2, 1/4, 1/8 where that is enough
+                image.draft("RGB", target)
             image.load()  # decode every pixel (the first frame): lazy open() alone misses truncated files
     except UnidentifiedImageError:
         raise MediaError("not_an_image", "Pillow recognizes no image format in these bytes") from None
@@ -112,7 +121,7 @@ def _open(data: bytes, max_pixels: int, preset: ImagePreset) -> tuple[Image.Imag
         raise MediaError(code, str(e)) from None
     except (SyntaxError, ValueError) as e:  # Pillow raises these for some malformed headers
         raise MediaError("corrupt", str(e)) from None
-    return image, source_format
+    return image, source_format, file_size
 
 
 def _orientation(image: Image.Image) -> int | None:
@@ -135,14 +144,24 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image if image.mode == "RGB" else image.convert("RGB")
 
 
+def scaled_size(size: tuple[int, int], preset: ImagePreset) -> tuple[int, int] | None:
+    """The size the preset scales an image of this size (either orientation) to; None: left as it is."""
+    goal, side = (preset.short_side, min(size)) if preset.short_side else (preset.long_side, max(size))
+    if not goal or side == goal or (side < goal and not preset.upscale):
+        return None
+    return max(1, round(size[0] * goal / side)), max(1, round(size[1] * goal / side))
+
+
 def _scale(image: Image.Image, preset: ImagePreset) -> Image.Image:
-    if preset.short_side and min(image.size) > preset.short_side:
-        scale = preset.short_side / min(image.size)
-        size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-        # antialiased bilinear, torchvision's Resize default (bicubic cost 1.6x, Lanczos 2.3x here);
-        # reducing_gap box-reduces large images by an integer factor first
-        image = image.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
-    return image
+    size = scaled_size(image.size, preset)
+    if size is None or size == image.size:  # the draft may have decoded it at this size already
+        return image
+    if preset.resample == "area":  # img2dataset's defaults: OpenCV's INTER_AREA down, Lanczos up
+        shrink = size[0] < image.width
+        return image.resize(size, Image.Resampling.BOX if shrink else Image.Resampling.LANCZOS)
+    # antialiased bilinear, torchvision's Resize default (bicubic cost 1.6x, Lanczos 2.3x here);
+    # reducing_gap box-reduces large images by an integer factor first
+    return image.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
 
 
 def _crop(image: Image.Image, preset: ImagePreset) -> Image.Image:
@@ -152,11 +171,30 @@ def _crop(image: Image.Image, preset: ImagePreset) -> Image.Image:
     return image
 
 
+def _pad(image: Image.Image, preset: ImagePreset) -> Image.Image:
+    """Centered on white, as img2dataset's border mode: only an image fitted to the square (a smaller one
+    left at its size is not padded)."""
+    if not preset.pad or max(image.size) != preset.pad or image.width == image.height:
+        return image
+    square = Image.new("RGB", (preset.pad, preset.pad), (255, 255, 255))
+    square.paste(image, ((preset.pad - image.width) // 2, (preset.pad - image.height) // 2))
+    return square
+
+
+def as_published(width: int, height: int, ext: str, preset: ImagePreset) -> bool:
+    """Whether an upright RGB image of this size, encoded as `ext`, is what the preset would publish of it
+    (no resize, crop, pad or change of format): its bytes can be kept as they are."""
+    side = preset.center_crop
+    cropped = side and min(width, height) >= side and (width, height) != (side, side)
+    padded = preset.pad and max(width, height) == preset.pad and width != height
+    return ext == preset.format and scaled_size((width, height), preset) is None and not cropped and not padded
+
+
 def crop(data: bytes, box: list[int], max_pixels: int = 64_000_000) -> tuple[bytes, str]:
     """The region (x, y, width, height, in the upright picture's pixels) cut out, as lossless PNG (clean
     encodes it once, as the recipe says). A box running over the edge is cut at it (annotators' boxes
     often pass it by a pixel or two); one with no pixel inside the picture is a MediaError."""
-    image, _ = _open(data, max_pixels, ImagePreset())
+    image, _, _ = _open(data, max_pixels, ImagePreset())
     image = to_rgb(ImageOps.exif_transpose(image))
     x, y, width, height = box
     right, bottom = min(x + width, image.width), min(y + height, image.height)

@@ -14,12 +14,13 @@ from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
+from ..schema import scores_dict
 from ..similar import fingerprint_pairs, hamming_pairs, sequence_pairs
 from ..similar.bits import sequence_distance
 from ..similar.sounds import PRINT_BANDS, bit_error_rate, print_distance, short_sound_pairs
 from .audio import AudioPreset, decode_audio
 from .fingerprint import PRINT_FLOOR_DB
-from .image import ImagePreset, decode_image
+from .image import ImagePreset, as_published, decode_image
 from .video import VideoPreset, decode_video
 
 if TYPE_CHECKING:  # settings models live in tasks/recipe.py, which imports the sources, which import this
@@ -43,6 +44,12 @@ class MediaKind(ABC):
     def clean(self, data: bytes) -> dict:
         """Decode once; the item's normalized `media_bytes`, `media_ext`, facts, `_scores` and sidecars.
         Raises MediaError for media that cannot be used."""
+
+    def measured(self, row: dict) -> dict | None:
+        """The facts `clean` would return, when a decode earlier in this step already took them of exactly
+        the row's bytes (a download's resize, tasks/fetch/resize.py) and the bytes are what clean would
+        publish: clean then decodes nothing. None: decode."""
+        return None
 
     @staticmethod
     def duplicate_pairs(items: Signatures, config: DedupeConfig) -> Iterator[Pair]:
@@ -96,6 +103,16 @@ class Image(MediaKind):
             "phash": image.phash,
             "_scores": {"pixel_std": image.pixel_std},
         }
+
+    def measured(self, row):
+        # collect fills an image's phash only from its own decode of the bytes it returns (upright RGB)
+        width, height = row["width"], row["height"]
+        if row["phash"] is None or width * height > self.max_pixels:
+            return None
+        if not as_published(width, height, row["media_ext"], self.preset):
+            return None
+        keys = ("media_bytes", "media_ext", "width", "height", "phash")
+        return {**{k: row[k] for k in keys}, "_scores": {"pixel_std": scores_dict(row)["pixel_std"]}}
 
     @staticmethod
     def duplicate_pairs(items, config):
