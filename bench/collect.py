@@ -1,19 +1,21 @@
 """Downloading a URL list: mmetl's collect against the img2dataset CLI alone, same URLs, same
 machine, same resize settings, in one run (`make bench`).
 
-The corpus: N (default 10,000) distinct 512 px JPEG crops of the real photographs scikit-image
-ships, served by Python's own `http.server` on loopback, listed in a LAION-style parquet (url,
-caption). Both sides resize to 256 px (keep_ratio, JPEG quality 95: img2dataset with its resizer,
-mmetl with its one decode that also measures for clean) on as many processes as cores with 16 download
-threads each; mmetl gets `per_host: 16` so that its politeness
-limit (4 per host by default) does not throttle a single loopback host.
+The corpus: 10,000 and 40,000 (`--sizes`) distinct 512 px JPEG crops of the real photographs
+scikit-image ships, served by Python's own `http.server` on loopback, listed in a LAION-style parquet
+(url, caption). Both sides resize to 256 px (keep_ratio, JPEG quality 95: img2dataset with its
+resizer, mmetl with its one decode that also measures for clean) on as many processes as cores with
+16 download threads each; mmetl gets `per_host: 16` so that its politeness limit (4 per host by
+default) does not throttle a single loopback host. The slope and intercept between the two sizes
+give each run's marginal cost per image and its fixed cost.
 
 Measured, each as a separate process tree sampled for RSS every 0.2 s:
 - img2dataset: its CLI, multiprocessing distributor, webdataset output.
 - collect:     mmetl's collect stage alone on a local Ray cluster, one task per planned shard, media
                written to the work folder as a build does (the orchestration a build adds to it).
-- build:       `mmetl build` as a user runs it: collect, then clean (decode, re-encode, pHash),
-               dedupe, filter, align, split and publish, with its own Prefect API and Ray.
+- build:       `mmetl build` as a user runs it: collect, then clean (texts; an image's facts as the
+               download measured them), dedupe, filter, align, split and publish, with its own
+               Prefect API and Ray.
 
 Reported: seconds, images/s, the ratio to img2dataset (>= 1.0: no orchestration tax), peak RSS of
 the largest process and of the whole tree. The server's own CPU use counts against both sides alike.
@@ -108,13 +110,14 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def write_url_list(manifest: Path, base_url: str, out: Path) -> int:
-    rows = [json.loads(line) for line in manifest.read_text().splitlines()]
+def write_url_list(manifest: Path, base_url: str, out: Path, n: int) -> None:
+    """The first n images of the corpus, one caption per URL as in CC3M or LAION."""
     first = {}
-    for row in rows:
-        first.setdefault(row["media"], row["text"])  # one caption per URL, as in CC3M or LAION
+    for line in manifest.read_text().splitlines():
+        row = json.loads(line)
+        if len(first) < n or row["media"] in first:
+            first.setdefault(row["media"], row["text"])
     pq.write_table(pa.table({"url": [f"{base_url}/{media}" for media in first], "caption": list(first.values())}), out)
-    return len(first)
 
 
 def run_img2dataset(url_list: Path, out: Path, workers: int) -> dict:
@@ -228,7 +231,7 @@ def run_build(url_list: Path, out: Path) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--n", type=int, default=10_000)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 40_000], help="URL list lengths")
     parser.add_argument("--out", default=str(REPO / "bench" / "out" / "collect"))
     parser.add_argument("--collect-only", nargs=2, metavar=("URL_LIST", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -238,53 +241,74 @@ def main() -> int:
     out = Path(args.out)
     shutil.rmtree(out, ignore_errors=True)
     workers = os.cpu_count() or 1
-    print(f"making {args.n} 512 px JPEGs ...", flush=True)
-    manifest, input_bytes = make_corpus(out / "corpus", args.n, side=512)
+    sizes = sorted(args.sizes)
+    print(f"making {sizes[-1]} 512 px JPEGs ...", flush=True)
+    manifest, input_bytes = make_corpus(out / "corpus", sizes[-1], side=512)
     server, base_url = serve(out / "corpus")
+    measures = {
+        "img2dataset": lambda urls: run_img2dataset(urls, out / "img2dataset", workers),
+        "collect": lambda urls: run_collect(urls, out / "collect"),
+        "build": lambda urls: run_build(urls, out / "build"),
+    }
+    runs: dict[int, dict] = {}
     try:
-        url_list = out / "urls.parquet"
-        n = write_url_list(manifest, base_url, url_list)
-        runs = {}
-        for name, measure in (
-            ("img2dataset", lambda: run_img2dataset(url_list, out / "img2dataset", workers)),
-            ("collect", lambda: run_collect(url_list, out / "collect")),
-            ("build", lambda: run_build(url_list, out / "build")),
-        ):
-            print(f"{name} ...", flush=True)
-            runs[name] = {k: v for k, v in measure().items() if k != "output"}
-            print(json.dumps(runs[name]), flush=True)
+        for n in sizes:  # the first n images of one corpus
+            url_list = out / f"urls-{n}.parquet"
+            write_url_list(manifest, base_url, url_list, n)
+            runs[n] = {}
+            for name, measure in measures.items():
+                print(f"{n} URLs: {name} ...", flush=True)
+                runs[n][name] = {k: v for k, v in measure(url_list).items() if k != "output"}
+                print(json.dumps(runs[n][name]), flush=True)
     finally:
         server.terminate()
-    for r in runs.values():
-        r["images_per_s"] = r["images"] / r["seconds"]
-    peer = runs["img2dataset"]["images_per_s"]
-    lines = [
-        f"# Downloading {n} URLs from loopback: mmetl vs the img2dataset CLI ({workers} processes x {THREADS}"
-        f" threads, resize to {RESIZE['image_size']} px)",
-        "",
-        f"Input: {n} JPEGs of 512 px, {input_bytes / 2**20:.1f} MB.",
-        "",
-        "| run | images | seconds | images/s | ratio to img2dataset | peak RSS, largest process MB |"
-        " peak RSS, whole tree MB |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for name, r in runs.items():
-        lines.append(
-            f"| {name} | {r['images']} | {r['seconds']:.1f} | {r['images_per_s']:.0f} |"
-            f" {r['images_per_s'] / peer:.2f} | {r['peak_process_rss_mb']:.0f} | {r['peak_tree_rss_mb']:.0f} |"
-        )
-    c = runs["collect"]
-    lines += [
-        "",
-        f"collect: Ray start {c['ray_start_s']:.1f} s, plan {c['plan_s']:.1f} s, {c['shards']} shard tasks"
-        f" {c['shards_s']:.1f} s ({c['images'] / c['shards_s']:.0f} images/s,"
-        f" {c['images'] / c['shards_s'] / peer:.2f} of img2dataset's rate including its own start).",
-        "RSS sums count pages shared between processes more than once.",
-    ]
-    (out / "report.json").write_text(json.dumps({"n": n, "input_bytes": input_bytes, "runs": runs}, indent=2))
+    lines = report(runs, workers, input_bytes / sizes[-1])
+    (out / "report.json").write_text(json.dumps({"input_bytes": input_bytes, "runs": runs}, indent=2))
     (out / "report.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
+
+
+def report(runs: dict[int, dict], workers: int, bytes_per_image: float) -> list[str]:
+    lines = [
+        f"# Downloading URL lists from loopback: mmetl vs the img2dataset CLI ({workers} processes x {THREADS}"
+        f" threads, resize to {RESIZE['image_size']} px)",
+        "",
+        f"Input: 512 px JPEGs, {bytes_per_image / 1024:.0f} kB each on average.",
+        "",
+        "| URLs | run | images | seconds | images/s | ratio to img2dataset | peak RSS, largest process MB |"
+        " peak RSS, whole tree MB |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for n, by_run in runs.items():
+        peer = by_run["img2dataset"]["images"] / by_run["img2dataset"]["seconds"]
+        for name, r in by_run.items():
+            rate = r["images"] / r["seconds"]
+            lines.append(
+                f"| {n} | {name} | {r['images']} | {r['seconds']:.1f} | {rate:.0f} | {rate / peer:.2f} |"
+                f" {r['peak_process_rss_mb']:.0f} | {r['peak_tree_rss_mb']:.0f} |"
+            )
+    lines.append("")
+    for n, by_run in runs.items():
+        c, peer = by_run["collect"], by_run["img2dataset"]["images"] / by_run["img2dataset"]["seconds"]
+        lines.append(
+            f"- {n} URLs, collect: Ray start {c['ray_start_s']:.1f} s, plan {c['plan_s']:.1f} s, {c['shards']} shard"
+            f" tasks {c['shards_s']:.1f} s ({c['images'] / c['shards_s']:.0f} images/s,"
+            f" {c['images'] / c['shards_s'] / peer:.2f}x img2dataset's rate including its own start)."
+        )
+    if len(runs) > 1:  # time = intercept + slope x images, from the smallest and largest run
+        (small, a), (large, b) = min(runs.items()), max(runs.items())
+        lines += ["", f"By marginal cost, {small} to {large} URLs:", ""]
+        lines += ["| run | ms per image (slope) | fixed seconds (intercept) | marginal rate / img2dataset's |"]
+        lines += ["|---|---|---|---|"]
+        slopes = {}
+        for name in a:
+            slope = (b[name]["seconds"] - a[name]["seconds"]) / (b[name]["images"] - a[name]["images"])
+            slopes[name] = slope
+            intercept = a[name]["seconds"] - slope * a[name]["images"]
+            lines.append(f"| {name} | {slope * 1e3:.2f} | {intercept:.1f} | {slopes['img2dataset'] / slope:.2f} |")
+    lines += ["", "RSS sums count pages shared between processes more than once."]
+    return lines
 
 
 if __name__ == "__main__":
