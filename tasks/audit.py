@@ -19,7 +19,7 @@ import pyarrow as pa
 from . import storage
 from .engine import load_stage, shard_name
 from .rules import RuleStage
-from .schema import SAMPLE_SCHEMA
+from .schema import SAMPLE_SCHEMA, table_of
 from .stage import Reject
 
 COLUMNS_NOT_READ = {"media_bytes", "sidecars"}
@@ -39,7 +39,7 @@ def audit_shard(shard_uri: str, stages: tuple[tuple[str, dict], ...], out_uri: s
     scores: dict[str, list[float]] = defaultdict(list)
     for worker in workers:
         if not isinstance(worker, RuleStage):  # dedupe's decision, the model scores: as in the build
-            kept, rejected, _ = worker.process(pa.Table.from_pylist(live, schema=SAMPLE_SCHEMA))
+            kept, rejected, _ = worker.process(table_of(live, SAMPLE_SCHEMA))
             reasons.update(zip(rejected.column("sample_id").to_pylist(), rejected.column("reason").to_pylist()))
             live = kept.to_pylist()
             continue
@@ -70,7 +70,7 @@ def audit_shard(shard_uri: str, stages: tuple[tuple[str, dict], ...], out_uri: s
     rows = table.select(["sample_id", "source"]).to_pylist()
     storage.write_parquet(
         out_uri.removesuffix(".json") + ".parquet",
-        pa.Table.from_pylist([{**r, "reason": reasons.get(r["sample_id"])} for r in rows], schema=PREDICTION_SCHEMA),
+        table_of([{**r, "reason": reasons.get(r["sample_id"])} for r in rows], PREDICTION_SCHEMA),
     )
     storage.write_json(out_uri, {"items": items, "texts": texts, "kept": kept + seen, "scores": scores})
     return out_uri

@@ -28,7 +28,7 @@ from .media.clip import cut
 from .media.image import crop
 from .plan_rows import RowLog, as_samples, gather_items, group_names
 from .recipe import NetworkConfig, ShardConfig
-from .schema import REJECT_SCHEMA, make_sample_id, with_scores
+from .schema import REJECT_SCHEMA, make_sample_id, table_of, with_scores
 from .shards import cut_shards
 from .sources import Row, Source
 from .sources.manifest import utf8_ok
@@ -75,7 +75,7 @@ def plan_collect(
         storage.write_parquet(uri, as_samples(items.slice(start, end - start), partition=partition, run_id=run_id))
         uris.append(uri)
     rejects_uri = storage.join(out_dir, "_plan.rejects.parquet")
-    storage.write_parquet(rejects_uri, pa.Table.from_pylist(bad, schema=REJECT_SCHEMA))
+    storage.write_parquet(rejects_uri, table_of(bad, REJECT_SCHEMA))
     plan = {
         "shards": uris,
         "rejects_uri": rejects_uri,

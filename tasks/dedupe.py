@@ -40,7 +40,7 @@ from .media.kinds import KINDS, SIGNATURE_COLUMNS
 from .media.text import unique_texts
 from .recipe import CaptionDedupeConfig, DedupeConfig, Strict
 from .redact import redact_text
-from .schema import CAPTION_KINDS, SAMPLE_SCHEMA, TEXT
+from .schema import CAPTION_KINDS, SAMPLE_SCHEMA, TEXT, table_of
 from .similar import bits
 from .similar.captions import caption_index_pairs, normalize
 from .similar.signatures import Signatures
@@ -302,9 +302,9 @@ def decide_duplicates(
         "compared_by_bytes_only": _compared_by_bytes_only(ours),
         **summary,
     }
-    storage.write_parquet(withdrawn_uri, pa.Table.from_pylist(withdrawn, schema=WITHDRAWN_SCHEMA))
+    storage.write_parquet(withdrawn_uri, table_of(withdrawn, WITHDRAWN_SCHEMA))
     storage.write_json(summary_uri, summary)
-    storage.write_parquet(out_uri, pa.Table.from_pylist(decisions, schema=DECISION_SCHEMA))  # the commit, last
+    storage.write_parquet(out_uri, table_of(decisions, DECISION_SCHEMA))  # the commit, last
     return {"uri": out_uri, "withdrawn_uri": withdrawn_uri, **summary}
 
 

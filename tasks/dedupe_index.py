@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 
 from . import storage
 from .media.kinds import SIGNATURE_COLUMNS
-from .schema import CAPTION_KINDS, SAMPLE_SCHEMA
+from .schema import CAPTION_KINDS, SAMPLE_SCHEMA, table_of
 
 ITEM_SCHEMA = pa.schema(
     [(name, pa.string()) for name in ["sample_id", "partition", "modality", "sha256", "group_id", "split"]]
@@ -86,7 +86,7 @@ class PublishedIndex:
         part = f"parts/{key}.parquet"
         if part in self.current()["parts"]:
             return
-        rows = pa.Table.from_pylist(items.select(ITEM_COLUMNS).to_pylist() + withdrawn.to_pylist(), schema=ITEM_SCHEMA)
+        rows = table_of(items.select(ITEM_COLUMNS).to_pylist() + withdrawn.to_pylist(), ITEM_SCHEMA)
         storage.write_parquet(storage.join(self.folder, part), rows)
         while True:  # the commit: the next generation, created by exactly one writer
             current = self.current()

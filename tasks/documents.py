@@ -30,6 +30,7 @@ import pyarrow as pa
 from . import storage
 from .media.text import clean_text, clean_texts, normalize_caption
 from .recipe import FilterConfig, Strict
+from .schema import table_of
 from .stage import Reject, RowStage
 
 DECISION_SCHEMA = pa.schema(
@@ -125,7 +126,7 @@ def resolve_documents(shard_uris: list[str], reject_uris: list[str], config: Fil
         for i, item in items.items()
         if item["modality"] == "image" and item["part_of"] and not item["texts"] and i not in used
     ]
-    table = pa.Table.from_pylist(decisions + orphans, schema=DECISION_SCHEMA)
+    table = table_of(decisions + orphans, DECISION_SCHEMA)
     summary = {
         "uri": out_uri,
         "documents": len(decisions),

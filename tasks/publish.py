@@ -36,7 +36,7 @@ from . import card, croissant, engine, storage
 from .dedupe_index import WITHDRAWN_SCHEMA
 from .recipe import Recipe, stage_code_digest
 from .redact import redact_columns
-from .schema import DROPPED_TEXT_SCHEMA, EMBEDDING_SCHEMA, REJECT_SCHEMA, SPLITS
+from .schema import DROPPED_TEXT_SCHEMA, EMBEDDING_SCHEMA, REJECT_SCHEMA, SPLITS, table_of
 from .split import shares_by_stratum
 
 
@@ -61,7 +61,7 @@ def stage_embeddings(items_uri: str, embeddings_uri: str, staging_dir: str) -> d
     files = {}
     for split, part in sorted(rows.items()):
         name = f"{split}/{shard}.embeddings.parquet"
-        table = pa.Table.from_pylist(part, schema=EMBEDDING_SCHEMA)
+        table = table_of(part, EMBEDDING_SCHEMA)
         files[name] = _write(storage.join(staging_dir, name), storage.parquet_bytes(table))
     result = {"staging_dir": staging_dir, "files": files}
     storage.write_json(marker, result)

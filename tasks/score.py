@@ -28,7 +28,15 @@ from .media import MediaError
 from .media.audio import mono_at
 from .media.video import frames_spread
 from .recipe import AlignConfig
-from .schema import DROPPED_TEXT_SCHEMA, EMBEDDING_SCHEMA, REJECT_SCHEMA, SAMPLE_SCHEMA, reject_row, with_scores
+from .schema import (
+    DROPPED_TEXT_SCHEMA,
+    EMBEDDING_SCHEMA,
+    REJECT_SCHEMA,
+    SAMPLE_SCHEMA,
+    reject_row,
+    table_of,
+    with_scores,
+)
 from .stage import Stage, StageOutput
 
 
@@ -69,7 +77,7 @@ class ScoreStage(Stage):
     def finish_shard(self, shard: str) -> None:
         if self.config.embeddings_dir:
             uri = storage.join(self.config.embeddings_dir, f"{shard}.embeddings.parquet")
-            storage.write_parquet(uri, pa.Table.from_pylist(self.kept_vectors, schema=EMBEDDING_SCHEMA))
+            storage.write_parquet(uri, table_of(self.kept_vectors, EMBEDDING_SCHEMA))
 
     def process(self, batch: pa.Table) -> StageOutput:
         rows = batch.to_pylist()
@@ -94,8 +102,8 @@ class ScoreStage(Stage):
             reject_row(r, self.name, "align:unscorable", why) for r in rows if (why := failed.get(r["sample_id"]))
         ]
         return StageOutput(
-            pa.Table.from_pylist(kept, schema=SAMPLE_SCHEMA),
-            pa.Table.from_pylist(rejected, schema=REJECT_SCHEMA),
+            table_of(kept, SAMPLE_SCHEMA),
+            table_of(rejected, REJECT_SCHEMA),
             DROPPED_TEXT_SCHEMA.empty_table(),
         )
 

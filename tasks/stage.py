@@ -13,7 +13,7 @@ from typing import Any, ClassVar, NamedTuple
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict
 
-from .schema import DROPPED_TEXT_SCHEMA, REJECT_SCHEMA, SAMPLE_SCHEMA, check_reason, reject_row
+from .schema import DROPPED_TEXT_SCHEMA, REJECT_SCHEMA, SAMPLE_SCHEMA, check_reason, reject_row, table_of
 
 
 class StageOutput(NamedTuple):
@@ -105,9 +105,9 @@ class RowStage(Stage):
             else:
                 kept.append(out)
         return StageOutput(
-            pa.Table.from_pylist(kept, schema=SAMPLE_SCHEMA),
-            pa.Table.from_pylist(rejected, schema=REJECT_SCHEMA),
-            pa.Table.from_pylist(self._dropped, schema=DROPPED_TEXT_SCHEMA),
+            table_of(kept, SAMPLE_SCHEMA),
+            table_of(rejected, REJECT_SCHEMA),
+            table_of(self._dropped, DROPPED_TEXT_SCHEMA),
         )
 
 
