@@ -180,6 +180,25 @@ def test_captions_signed_a_block_at_a_time_pair_as_in_one_block(monkeypatch):
     assert (3400, 3401, 1.0) in whole  # two captions with no words
 
 
+def test_jaccards_of_many_pairs_at_once_are_each_pairs_exact_jaccard(monkeypatch):
+    """Candidates are checked all at once (sets tagged by pair and sorted together), in blocks of a
+    bounded number of values: against np.intersect1d pair by pair, blocks far smaller than the input."""
+    import tasks.similar.captions as captions
+
+    rng = np.random.default_rng(11)
+    sets = [np.unique(rng.integers(0, 60, rng.integers(1, 40))).astype(np.uint64) for _ in range(500)]
+    sets[7] = sets[8] = np.array([2**44 - 1], np.uint64)  # the largest value a shingle hash keeps
+    starts = np.r_[0, np.cumsum([len(s) for s in sets])]
+    values = np.concatenate(sets)
+    xs, ys = rng.integers(0, 500, 5000), rng.integers(0, 500, 5000)
+    xs[:3], ys[:3] = [7, 7, 3], [8, 7, 9]
+    expected = [captions.jaccard(sets[x], sets[y]) for x, y in zip(xs, ys)]
+    assert captions.jaccards(values, starts, xs, ys).tolist() == expected
+    monkeypatch.setattr(captions, "_JACCARD_BLOCK", 97)  # a pair or a few per block
+    assert captions.jaccards(values, starts, xs, ys).tolist() == expected
+    assert expected[:2] == [1.0, 1.0] and len(set(expected)) > 100  # alike, disjoint and all between
+
+
 def test_minhash_signatures_are_each_sets_least_hash_per_permutation_across_blocks(monkeypatch):
     """The vectorized signatures (sets of many widths, long ones padded, a few sets per block, empty
     sets among them) against the definition: per set and permutation, the least (a*x + b) >> 32 over
