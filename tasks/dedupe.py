@@ -147,6 +147,9 @@ POLICIES = {
 def centrality(members: list[dict]) -> dict[str, float]:
     """Each member's mean distance to the others (its kind's `distance`): an original is close to each
     of its edits, edits of different kinds are farther from each other."""
+    kinds = {m["modality"] for m in members}
+    if len(kinds) == 1:  # one media is one kind
+        return dict(zip((m["sample_id"] for m in members), KINDS[kinds.pop()].mean_distances(members)))
     found = {}
     for m in members:
         kind = KINDS[m["modality"]]

@@ -9,6 +9,7 @@ import itertools
 import json
 import random
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image, ImageDraw, ImageEnhance
@@ -454,6 +455,26 @@ def test_short_sounds_re_encoded_resampled_or_trimmed_are_found_and_distinct_one
     assert all(family[_media(r["source_uri"])] == family[next(
         _media(i["source_uri"]) for i in index if i["sample_id"] == r["duplicate_of"])] for r in rejects)  # fmt: skip
     assert {r["reason"] for r in rejects} == {"duplicate:audio"}
+
+
+def test_a_cluster_of_images_is_measured_bit_by_bit_as_pair_by_pair():
+    """The medoid's mean distances, computed per bit for a large cluster, are the pairwise definition's,
+    to the last bit of the float (the keep order rounds them and compares)."""
+    from tasks.media.kinds import Image as ImageKind
+    from tasks.media.kinds import MediaKind
+
+    rng = np.random.default_rng(4)
+    centre = int(rng.integers(0, 2**63)) * 2 + 1
+    members = [
+        {"sample_id": str(i), "sha256": str(i), "phash": f"{centre ^ int(rng.integers(0, 2**12)) << 50:016x}"}
+        for i in range(300)
+    ]
+    members[5]["phash"] = f"{2**64 - 1:016x}"  # every bit set: the unsigned top bit must count
+    pairwise = [sum(ImageKind.distance(m, o) for o in members if o is not m) / 299 for m in members]
+    assert ImageKind.mean_distances(members) == pairwise
+    assert len(set(pairwise)) > 50 and min(pairwise) < pairwise[5]
+    members[9]["phash"] = None  # one without a pHash: its distances are by bytes, pair by pair
+    assert ImageKind.mean_distances(members) == MediaKind.mean_distances.__func__(ImageKind, members)
 
 
 def test_a_decision_over_no_shards_decides_nothing(tmp_path):

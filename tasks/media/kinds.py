@@ -67,6 +67,11 @@ class MediaKind(ABC):
         """How far apart two copies are, 0 to 1, on the signature that links them (the keep policy's medoid)."""
         return 0.0 if a["sha256"] == b["sha256"] else 1.0
 
+    @classmethod
+    def mean_distances(cls, members: list[dict]) -> list[float]:
+        """Each member's mean `distance` to the others (the medoid is the least)."""
+        return [sum(cls.distance(m, o) for o in members if o is not m) / (len(members) - 1) for m in members]
+
 
 def _signatures(items: Signatures, modality: str, column: str) -> tuple[list[str], list]:
     return items.of(modality, column)
@@ -127,6 +132,18 @@ class Image(MediaKind):
         if not (a["phash"] and b["phash"]):
             return MediaKind.distance(a, b)
         return (int(a["phash"], 16) ^ int(b["phash"], 16)).bit_count() / 64
+
+    @classmethod
+    def mean_distances(cls, members):
+        if not all(m["phash"] for m in members):
+            return super().mean_distances(members)
+        # bit by bit rather than pair by pair (a cluster of 5,000 copies is 25M pairs): a member's summed
+        # distance counts, where it has a 1, the members with a 0, and where it has a 0, those with a 1
+        hashes = np.array([int(m["phash"], 16) for m in members], np.uint64)
+        bits = np.unpackbits(hashes.view(np.uint8).reshape(-1, 8), axis=1).astype(np.int64)
+        ones = bits.sum(axis=0)
+        summed = np.where(bits == 1, len(members) - ones, ones).sum(axis=1)
+        return (summed / 64 / (len(members) - 1)).tolist()
 
 
 def audio_preset(settings) -> AudioPreset:

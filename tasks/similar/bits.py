@@ -50,6 +50,13 @@ def bit_sampling_plan(n: int, radius: int, recall: float) -> tuple[int, int]:
     return best[1], best[2]
 
 
+def distinct(values: np.ndarray) -> np.ndarray:
+    """The distinct values, sorted: `np.unique` by a sort. NumPy 2.4's `np.unique` hashes, and here that
+    is 50-75x slower on millions of integers (5M int64: 5.0 s against 0.065 s)."""
+    ordered = np.sort(values)
+    return ordered[np.r_[True, ordered[1:] != ordered[:-1]]] if len(ordered) else ordered
+
+
 def equal_keys(keys: np.ndarray, id_bits: int, positions: np.ndarray | None = None):
     """Yield (a, b) index arrays of every pair of positions whose uint64 keys are equal after mixing.
     Key and position share one uint64 so a plain sort (no argsort) groups them. `keys` is overwritten
@@ -112,7 +119,7 @@ def near_pairs(hashes: np.ndarray, radius: int, recall: float = 0.999, seed: int
     found = search()
     if helper is not None and not helper.cancel():  # started: it holds tables of its own
         found += helper.result()
-    pairs = np.unique(np.concatenate(found)) if found else np.empty(0, np.int64)
+    pairs = distinct(np.concatenate(found)) if found else np.empty(0, np.int64)
     return pairs // n, pairs % n
 
 

@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .bits import equal_keys
+from .bits import distinct, equal_keys
 
 # what separates words: anything but a letter, a digit or "_" (RE2's spelling of Python's \W)
 NOT_WORD = r"[^\p{L}\p{N}_]+"
@@ -265,7 +265,7 @@ def caption_index_pairs(texts, threshold: float, num_perm: int = 128, seed: int 
     ]
     if not candidates:
         return pairs
-    found = np.unique(np.concatenate(candidates))
+    found = distinct(np.concatenate(candidates))
     xs, ys = firsts[found // m], firsts[found % m]  # x < y: firsts are sorted
     similarity = jaccards(values, starts, xs, ys)
     alike = similarity >= threshold
