@@ -10,6 +10,11 @@ and mirrored at random from the photographs scikit-image ships, one in ten with 
 - img2dataset+imagehash: img2dataset's Resizer (256 px, keep_ratio, JPEG 90) then imagehash.phash of its output.
 - mmetl:                tasks/media/image.decode_image with `resize: {short_side: 256}`, JPEG 90: decode
                         (draft), orient, RGB, pHash of the whole picture, blankness, resize, encode.
+- download:img2dataset-then-clean: a download resized by img2dataset's Resizer (256 px, keep_ratio, JPEG 90),
+                        then decoded again by clean to measure it (a URL build before `network.resize`
+                        measured in its own decode).
+- download:mmetl:       tasks/fetch/resize.ImageResizer, the same options: one decode that resizes and
+                        measures (clean keeps its facts).
 Audio: Debian's Asterisk speech prompts (8 kHz WAV), decode + resample to 16 kHz mono + 80-band
 log-mel (tasks/media/audio.decode_audio with the preset), as a real-time factor per core (seconds
 of sound per second of work).
@@ -121,6 +126,28 @@ def run_images(method: str, n: int) -> dict:
             resized, *_, error = resizer(io.BytesIO(data))
             assert error is None, error
             imagehash.phash(Image.open(io.BytesIO(resized)))
+    elif method == "download:img2dataset-then-clean":
+        from img2dataset.resizer import Resizer
+
+        from tasks.media.image import decode_image
+
+        resizer = Resizer(
+            image_size=256, resize_mode="keep_ratio", resize_only_if_bigger=True, encode_format="jpg", encode_quality=90
+        )
+
+        def work(data):  # a download resized by img2dataset's resizer, then decoded again by clean to measure it
+            resized, *_, error = resizer(io.BytesIO(data))
+            assert error is None, error
+            decode_image(resized)
+    elif method == "download:mmetl":
+        from tasks.fetch.resize import ImageResizer
+
+        resize = ImageResizer(
+            image_size=256, resize_mode="keep_ratio", resize_only_if_bigger=True, encode_format="jpg", encode_quality=90
+        )
+
+        def work(data):  # one decode: resized and measured; clean keeps the facts
+            resize(data)
     else:
         from tasks.media.image import ImagePreset, decode_image
 
@@ -248,7 +275,15 @@ def main() -> int:
         return 0
     # rounds interleave the methods, so a slow minute on a shared VM hits every method alike; the
     # ratio is taken within each round, and the median over rounds reported with its range
-    image_methods = ("decode-only", "decode-only-draft", "pillow-limit", "img2dataset+imagehash", "mmetl")
+    image_methods = (
+        "decode-only",
+        "decode-only-draft",
+        "pillow-limit",
+        "img2dataset+imagehash",
+        "mmetl",
+        "download:img2dataset-then-clean",
+        "download:mmetl",
+    )
     rounds: dict[str, list[dict]] = {m: [] for m in image_methods}
     for round_no in range(args.rounds):
         for method in image_methods:
@@ -279,7 +314,17 @@ def main() -> int:
             f"| {method} | {_median_range(rates, '.0f')} | {_median_range(ratios, '.2f')} | "
             f"{max(r['rss_half_mb'] for r in rounds[method]):.0f} / {max(r['rss_mb'] for r in rounds[method]):.0f} |"
         )
+    pairs = zip(rounds["download:mmetl"], rounds["download:img2dataset-then-clean"])
+    one_decode = _median_range([a["per_second"] / b["per_second"] for a, b in pairs], ".2f")
+    lines += [
+        "",
+        "A downloaded image, resized to 256 px and measured for clean: mmetl's one decode ÷ img2dataset's"
+        f" resizer then clean's decode of its output: {one_decode}.",
+    ]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     if not runs:
+        (out / "report.md").write_text("\n".join(lines) + "\n")
         print("\n".join(lines))
         return 0
     a = runs["audio"]
@@ -300,8 +345,6 @@ def main() -> int:
         f"{_median_range(ratios, '.2f')}; peak RSS "
         f"{max(o['rss_half_mb'] for o in ours):.0f} / {max(o['rss_mb'] for o in ours):.0f} MB at half / all.",
     ]
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     (out / "report.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

@@ -154,7 +154,7 @@ def scaled_size(size: tuple[int, int], preset: ImagePreset) -> tuple[int, int] |
 
 def _scale(image: Image.Image, preset: ImagePreset) -> Image.Image:
     size = scaled_size(image.size, preset)
-    if size is None or size == image.size:  # the draft may have decoded it at this size already
+    if size is None:  # (also where the draft decoded it at the size asked)
         return image
     if preset.resample == "area":  # img2dataset's defaults: OpenCV's INTER_AREA down, Lanczos up
         shrink = size[0] < image.width
