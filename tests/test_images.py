@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from tasks.media import MediaError
-from tasks.media.image import ImagePreset, decode_image
+from tasks.media.image import ImagePreset, decode_image, largest_channel_std
 
 from .realmedia import skimage_photos
 
@@ -85,6 +85,15 @@ def test_blank_images_score_near_zero_and_photos_do_not(photo):
     assert decode_image(encode(Image.new("RGB", (300, 200), (40, 90, 160)))).pixel_std < 1
     noisy_grey = np.clip(np.random.default_rng(0).normal(128, 0.6, (200, 300)), 0, 255).astype(np.uint8)
     assert decode_image(encode(Image.fromarray(noisy_grey))).pixel_std < 2  # sensor noise on a blank frame
+
+
+def test_the_blankness_score_is_the_largest_channel_std_of_the_pixels(photo):
+    red_on_green = Image.new("RGB", (200, 100), (200, 0, 0))
+    red_on_green.paste((0, 120, 0), (100, 0, 200, 100))  # about equally bright: blank in grey, not in colour
+    for image in (photo, photo.convert("L"), red_on_green, Image.new("RGB", (30, 20), (9, 9, 9))):
+        pixels = np.asarray(image, dtype=np.float64).reshape(image.height * image.width, -1)
+        assert largest_channel_std(image) == pytest.approx(pixels.std(axis=0).max(), abs=1e-6)
+    assert largest_channel_std(red_on_green) > 50
 
 
 def test_the_resize_preset_shapes_the_pixels_and_the_phash_stays_the_whole_pictures(photo):

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import imagehash
 import numpy as np
-from PIL import Image, ImageOps, ImageStat, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from . import MediaError
 
@@ -66,7 +66,7 @@ def decode_image(data: bytes, max_pixels: int = 64_000_000, preset: ImagePreset 
     # reduction (not a Lanczos pass over every full-size pixel) is most of what it would cost
     probe = scaled.reduce(max(1, min(scaled.size) // 128))
     phash = str(imagehash.phash(probe))
-    pixel_std = max(ImageStat.Stat(probe).stddev)  # from Pillow's histograms: 6x faster than numpy's std
+    pixel_std = largest_channel_std(probe)
     shaped = _pad(_crop(scaled, preset), preset)
     unchanged = (
         source_format == "JPEG"
@@ -95,6 +95,19 @@ def decode_image(data: bytes, max_pixels: int = 64_000_000, preset: ImagePreset 
         oriented=oriented,
         pixel_std=round(pixel_std, 3),
     )
+
+
+_LEVELS = np.arange(256, dtype=np.float64)
+
+
+def largest_channel_std(image: Image.Image) -> float:
+    """The largest per-channel standard deviation, from Pillow's histograms (numpy's std over the pixels
+    is 6x slower; ImageStat sums the same histograms in Python loops, 3x slower)."""
+    counts = np.asarray(image.histogram(), dtype=np.float64).reshape(-1, 256)
+    n = counts.sum(axis=1)
+    mean = counts @ _LEVELS / n
+    variance = counts @ (_LEVELS * _LEVELS) / n - mean * mean
+    return float(np.sqrt(np.maximum(variance, 0.0)).max())
 
 
 def _open(data: bytes, max_pixels: int, preset: ImagePreset) -> tuple[Image.Image, str, tuple[int, int]]:
