@@ -239,38 +239,44 @@ def test_server_side_encryption_settings_reach_every_object_written(tmp_path, s3
 
 @pytest.mark.e2e
 def test_a_ray_worker_killed_mid_shard_is_retried_and_the_version_is_whole(tmp_path, demo_recipe, ray_cluster):
-    """`mmetl build` on the two-node cluster; one Ray worker process running a shard is SIGKILLed. Ray
-    runs the shard again (on whichever node has a free CPU) and the build publishes every item."""
+    """`mmetl build` on the two-node cluster; the Ray worker process running a shard is SIGKILLed. Ray
+    runs the shard again (on whichever node has a free CPU) and the build publishes every item.
+    Ray's task list lags the workers by a moment, so a kill can land just after its shard finished (then
+    nothing needs a retry): the test kills the worker of another running shard until a retry is seen."""
     from ray.util.state import list_tasks
 
     from .test_cli import MMETL, cli_env
+
+    def shard_tasks(*filters):
+        return list_tasks(
+            address=ray_cluster["dashboard"], limit=1000, filters=[("name", "=", "run_step_shard"), *filters]
+        )
 
     env = cli_env(tmp_path, str(tmp_path / "out"))
     command = [MMETL, "build", demo_recipe, "--partition", "2026-01-09", "--ray-address", ray_cluster["address"]]
     env["RAY_AUTH_MODE"] = "disabled"  # as the test cluster was started
     with open(tmp_path / "build.log", "wb") as log:
         build = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    killed, retried, deadline = set(), None, time.monotonic() + 240
     try:
-        victim, deadline = None, time.monotonic() + 240
-        while victim is None:
+        while retried is None:
             assert build.poll() is None, (tmp_path / "build.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "no shard task was ever seen running"
-            running = list_tasks(
-                address=ray_cluster["dashboard"],
-                limit=1000,
-                filters=[("name", "=", "run_step_shard"), ("state", "=", "RUNNING")],
-            )
-            victim = next((t for t in running if t.worker_pid), None)
-            time.sleep(0.2)
-        os.kill(victim.worker_pid, signal.SIGKILL)  # mid-shard: a shard of the demo takes seconds
+            assert time.monotonic() < deadline, f"no retry seen after killing the workers of {len(killed)} shards"
+            running = [t for t in shard_tasks(("state", "=", "RUNNING")) if t.worker_pid and t.task_id not in killed]
+            if running:
+                os.kill(running[0].worker_pid, signal.SIGKILL)
+                killed.add(running[0].task_id)
+            time.sleep(0.5)
+            retried = next((t for t in shard_tasks() if t.task_id in killed and t.attempt_number >= 1), None)
         assert build.wait(timeout=600) == 0, (tmp_path / "build.log").read_text()[-3000:]
     finally:
         if build.poll() is None:
             build.kill()
-    attempts = list_tasks(address=ray_cluster["dashboard"], limit=1000, filters=[("task_id", "=", victim.task_id)])
-    assert sorted((a.attempt_number, a.state) for a in attempts)[-1] == (1, "FINISHED"), [
+    attempts = sorted(shard_tasks(("task_id", "=", retried.task_id)), key=lambda a: a.attempt_number)
+    assert [(a.attempt_number, a.state) for a in attempts] == [(0, "FAILED"), (1, "FINISHED")], [
         (a.attempt_number, a.state, a.node_id, a.error_type) for a in attempts
     ]
+    assert attempts[0].error_type == "WORKER_DIED"
     manifest = json.loads((tmp_path / "out" / "demo" / "versions" / "2026-01-09" / "manifest.json").read_text())
     funnel = {
         line["stage"]: line
