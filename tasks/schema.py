@@ -15,6 +15,7 @@ step reads and writes metadata only.
 from __future__ import annotations
 
 import hashlib
+from functools import cache
 
 import pyarrow as pa
 
@@ -142,6 +143,7 @@ MEMBER_SEGMENT = pa.struct([pa.field("text", pa.string()), pa.field("image", pa.
 MEMBER_TEXT = pa.struct([TEXT.field(n) for n in ("text", "kind", "source", "lang", "flags", "align_score")])
 
 
+@cache  # per item in every tar written: built once per modality
 def member_schema(modality: str) -> pa.Schema:
     identity = ["sample_id", "group_id", "source", "modality", "split", "media_ext", "media_size", "sha256"]
     lineage = ["source_uri", "clip_start_s", "clip_end_s"] + (["region"] if modality == "image" else [])

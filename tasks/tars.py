@@ -26,6 +26,7 @@ import hashlib
 import json
 import tarfile
 from collections import defaultdict
+from functools import cache
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -47,12 +48,18 @@ PLAN_SCHEMA = pa.schema([("sample_id", pa.string()), ("shard", pa.int32())])
 def member_json(row: dict, pictures: dict[str, str] | None = None) -> bytes:
     """The item's `<key>.json`: every field of its modality's member schema, null where unset, in order.
     A document's segments name the member of each picture (`pictures`: image id -> member suffix)."""
-    meta = {f.name: row.get(f.name) for f in member_schema(row["modality"]) if f.name not in ("texts", "scores")}
+    meta = {name: row.get(name) for name in _json_fields(row["modality"])}
     if row["modality"] == "document":
         meta["segments"] = [{**s, "member": pictures[s["image"]] if s["image"] else None} for s in row["segments"]]
     meta["texts"] = [{f.name: t.get(f.name) for f in MEMBER_TEXT} for t in row["texts"]]
     meta["scores"] = [{"name": k, "value": v} for k, v in scores_dict(row).items()]
     return json.dumps(meta, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+@cache
+def _json_fields(modality: str) -> tuple[str, ...]:
+    """The member schema's fields taken from the row as they are (texts and scores are reshaped)."""
+    return tuple(f.name for f in member_schema(modality) if f.name not in ("texts", "scores"))
 
 
 def members(row: dict, media: bytes, sidecars: list[dict] | None) -> list[tuple[str, bytes]]:
@@ -84,9 +91,13 @@ def tar_name(split: str, modality: str, n: int) -> str:
     return f"{split}/{modality}-{n:06d}.tar"
 
 
-def published_items(items_uri: str) -> pa.Table:
+def published_items(items_uri: str, only: pa.Array | None = None) -> pa.Table:
+    """A shard's items as published (`only`: just these sample ids)."""
+    items = storage.read_parquet(items_uri)
+    if only is not None:
+        items = items.filter(pc.is_in(items.column("sample_id"), only))
     # no token of a source URL in what is published (group ids name the media they group)
-    return redact_columns(storage.read_parquet(items_uri), texts=("group_id",))
+    return redact_columns(items, texts=("group_id",))
 
 
 def plan_tars(sources: list[tuple[str, str]], config: PublishConfig, out_dir: str) -> dict:
@@ -195,7 +206,6 @@ def write_tar(tar: dict, plan_dir: str, sources: list[tuple[str, str]], staging_
         return storage.read_json(marker)
     planned = storage.read_parquet(storage.join(plan_dir, name.removesuffix(".tar") + ".parquet"))
     order = planned.column("sample_id").to_pylist()
-    wanted = set(order)
     pictures = {}
     if tar["modality"] == "document":  # held in memory for the tar: at most what it holds
         documents = [published_items(sources[s][0]) for s in tar["shards"]]
@@ -207,8 +217,8 @@ def write_tar(tar: dict, plan_dir: str, sources: list[tuple[str, str]], staging_
         with tarfile.open(fileobj=out, mode="w|", format=tarfile.USTAR_FORMAT) as archive:
             for shard in tar["shards"]:
                 items_uri, media_uri = sources[shard]
-                items = published_items(items_uri)
-                position = {sid: i for i, sid in enumerate(items.column("sample_id").to_pylist()) if sid in wanted}
+                items = published_items(items_uri, only=planned.column("sample_id"))  # this tar's, in shard order
+                position = {sid: i for i, sid in enumerate(items.column("sample_id").to_pylist())}
                 rows, taken = items.to_pylist(), []
                 for batch in storage.iter_parquet_batches(media_uri, MEDIA_READ_ROWS):
                     # the media stays in Arrow's buffers (no Python copy of it): the tar reads it from there
