@@ -30,7 +30,7 @@ NOT_WORD = r"[^\p{L}\p{N}_]+"
 _CHUNK = 1 << 18  # shingle hashes per block of signature work (2 MB: it is hashed once per permutation)
 _TEXTS_PER_BLOCK = 1 << 18  # texts normalized and signed at a time (caption_index_pairs)
 _TEXT_ID_BITS = 20  # shingle hashes keep 44 bits, whatever the block (so blocks compare); ≥ a block's texts
-_JACCARD_BLOCK = 1 << 23  # shingle hashes compared at a time (64 MB) by `jaccards`
+_JACCARD_BLOCK = 1 << 20  # shingle hashes compared at a time by `jaccards` (8 MB: sorted in cache, 2x faster)
 SHINGLE = 3  # words
 _SHINGLE_WEIGHTS = [np.uint64(w) for w in (0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9)]
 
@@ -178,7 +178,9 @@ def jaccards(values: np.ndarray, starts: np.ndarray, xs: np.ndarray, ys: np.ndar
 
     Both sets of each pair are tagged with the pair's number in the hashes' free top bits and sorted
     together: a value met twice in a row is in both sets. Templated captions ("photo 1 of 40") make
-    millions of candidates: 40k of them made 5.7M, checked one `intersect1d` at a time in 17.8 s, 2.5 s here."""
+    millions of candidates: 40k of them made 5.7M, checked one `intersect1d` at a time in 17.8 s, 2.5 s here.
+    Blocks of 8 MB sort in cache: the build bench's 40k captions (3.1M candidates) took 0.86-1.01 s and
+    300 MB, against 1.47-2.06 s and 556 MB in blocks of 64 MB."""
     lengths = np.diff(starts)
     sizes = lengths[xs] + lengths[ys]
     total = np.cumsum(sizes)
