@@ -207,6 +207,28 @@ def test_downloads_are_resized_with_img2dataset_options_and_kept_upright(tmp_pat
         NetworkConfig(resize={"encode_format": "png", "encode_quality": 95})
 
 
+def test_a_region_is_cut_from_the_picture_as_served_when_downloads_are_resized(tmp_path, web):
+    """Visual Genome boxes are in the served picture's pixels: `network.resize` shrinks the whole image's
+    download, and each region is cut from the picture as it came."""
+    from .test_datasets import visual_genome_files
+
+    photo = real_photos()["astronaut-0"]  # 512 x 512
+    base = web.add("/VG_100K/1.jpg", body=photo).removesuffix("/VG_100K/1.jpg")
+    uri = visual_genome_files(tmp_path)
+    source = make_source(name="vg", kind="visual_genome", uri=uri, media_root=base, region_crops=True)
+    plan = plan_collect([source], "p", "r", ShardConfig(), 1, str(tmp_path / "plan"))
+    resize = {"image_size": 128, "resize_mode": "keep_ratio", "encode_format": "jpg", "encode_quality": 90}
+    stage = CollectStage(cache_dir=str(tmp_path / "cache"), **LOOPBACK, resize=resize)
+    stage.start_shard("shard-00000")
+    kept = stage.process(storage.read_parquet(plan["shards"][0])).kept.to_pylist()
+    pictures = {r["region"] and tuple(r["region"]): Image.open(io.BytesIO(r["media_bytes"])) for r in kept}
+    assert {box: p.size for box, p in pictures.items()} == {None: (128, 128), (170, 60, 120, 140): (120, 140),
+                                                            (450, 400, 90, 150): (62, 112)}  # fmt: skip
+    original = Image.open(io.BytesIO(photo)).convert("RGB")
+    face = np.asarray(original.crop((170, 60, 290, 200)), dtype=float)
+    assert np.abs(np.asarray(pictures[(170, 60, 120, 140)].convert("RGB"), dtype=float) - face).max() == 0
+
+
 @pytest.mark.parametrize(
     "mode, bigger_only, size, white_bands",
     [
