@@ -239,11 +239,11 @@ class CollectStage(RowStage):
             self._start_downloaders()
         if row["modality"] == "image":
             data, ext = self._images.fetch(row["source_uri"])
-            # resized before the cache: a download is never kept at full size, but for a region, whose
-            # box is in the served picture's pixels (it is cut from that picture, and clean shapes the cut)
-            if self._resizer and not row["region"]:
-                return self._resizer(data)
-            return {"media_bytes": data, "media_ext": ext}
+            # resized before the cache: a download is never kept at full size, but for a region (its box is
+            # in the served picture's pixels: it is cut from that picture) and an animated image (clean's
+            # `animated` setting keeps its first frame or rejects it); clean shapes those
+            resized = self._resizer(data) if self._resizer and not row["region"] else None
+            return resized or {"media_bytes": data, "media_ext": ext}
         window = (row["clip_start_s"], row["clip_end_s"]) if row["clip_start_s"] is not None else None
         got = self._links.fetch(row["source_uri"], row["modality"], window)
         return {"media_bytes": got.data, "media_ext": got.ext, "cut": got.cut, "meta": got.meta, "texts": got.subtitles}

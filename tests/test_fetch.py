@@ -279,6 +279,22 @@ def test_clean_keeps_what_the_download_measured_and_decodes_only_to_change_it(tm
     assert len(decodes) == 8 and set(as_png.kept.column("media_ext").to_pylist()) == {"png"}
 
 
+def test_an_animated_download_is_kept_as_served_for_clean_to_judge(tmp_path, web):
+    from skimage import data as skdata
+
+    frames = [Image.fromarray(skdata.astronaut()).rotate(angle) for angle in (0, 90, 180)]
+    gif = io.BytesIO()
+    frames[0].save(gif, format="GIF", save_all=True, append_images=frames[1:], duration=100)
+    url = web.add("/moving.gif", body=gif.getvalue())
+    kept, rejects = collect(tmp_path, [{"url": url, "caption": "an astronaut"}], {**LOOPBACK, "resize": {}})
+    assert not rejects and kept[0]["media_bytes"] == gif.getvalue() and kept[0]["phash"] is None
+    table = pa.Table.from_pylist(kept, schema=SAMPLE_SCHEMA)
+    rejected = CleanStage(image={"animated": "reject"}).process(table).rejected.to_pylist()
+    assert [r["reason"] for r in rejected] == ["decode:animated"]
+    first = CleanStage(image={"resize": {"short_side": 256}}).process(table).kept.to_pylist()
+    assert (first[0]["width"], first[0]["height"], first[0]["media_ext"]) == (256, 256, "jpg")
+
+
 @pytest.mark.parametrize("where", ["local", "s3"])
 def test_the_download_cache_keeps_whole_entries_only(tmp_path, where, request):
     folder = f"{request.getfixturevalue('s3')}/cache-{tmp_path.name}" if where == "s3" else str(tmp_path / "cache")

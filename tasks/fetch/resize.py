@@ -35,18 +35,24 @@ def download_preset(
     """The recipe's `network.resize` (img2dataset's options) as the preset clean's decoder takes."""
     size = {part: image_size for part in MODES[resize_mode]}
     quality = {"compress_level" if encode_format == "png" else "quality": encode_quality}
-    return ImagePreset(**size, upscale=not resize_only_if_bigger, resample="area", format=encode_format, **quality)
+    return ImagePreset(
+        **size, upscale=not resize_only_if_bigger, resample="area", format=encode_format, animated="reject", **quality
+    )
 
 
 class ImageResizer:
     def __init__(self, **resize):
         self.preset = download_preset(**resize)
 
-    def __call__(self, data: bytes) -> dict:
-        """The resized `media_bytes` and `media_ext`, and the facts `measured` of them (the columns clean fills)."""
+    def __call__(self, data: bytes) -> dict | None:
+        """The resized `media_bytes` and `media_ext`, and the facts `measured` of them (the columns clean fills).
+        None for an animated image: it is kept as served, for `clean.image.animated` to decide (its first
+        frame, or a reject)."""
         try:
             image = decode_image(data, preset=self.preset)
         except MediaError as e:
+            if e.code == "animated":
+                return None
             raise FetchError("decode", f"the image could not be resized: {e.code}: {e.detail}") from None
         measured = {"width": image.width, "height": image.height, "phash": image.phash, "pixel_std": image.pixel_std}
         return {"media_bytes": image.data, "media_ext": image.ext, "measured": measured}
