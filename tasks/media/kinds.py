@@ -100,14 +100,7 @@ class Image(MediaKind):
 
     def clean(self, data: bytes) -> dict:
         image = decode_image(data, self.max_pixels, self.preset)
-        return {
-            "media_bytes": image.data,
-            "media_ext": image.ext,
-            "width": image.width,
-            "height": image.height,
-            "phash": image.phash,
-            "_scores": {"pixel_std": image.pixel_std},
-        }
+        return _image_facts(image.data, image.ext, image.width, image.height, image.phash, image.pixel_std)
 
     def measured(self, row):
         # collect fills an image's phash only from its own decode of the bytes it returns (upright RGB)
@@ -116,8 +109,9 @@ class Image(MediaKind):
             return None
         if not as_published(width, height, row["media_ext"], self.preset):
             return None
-        keys = ("media_bytes", "media_ext", "width", "height", "phash")
-        return {**{k: row[k] for k in keys}, "_scores": {"pixel_std": scores_dict(row)["pixel_std"]}}
+        return _image_facts(
+            row["media_bytes"], row["media_ext"], width, height, row["phash"], scores_dict(row)["pixel_std"]
+        )
 
     @staticmethod
     def duplicate_pairs(items, config):
@@ -144,6 +138,18 @@ class Image(MediaKind):
         ones = bits.sum(axis=0)
         summed = np.where(bits == 1, len(members) - ones, ones).sum(axis=1)
         return (summed / 64 / (len(members) - 1)).tolist()
+
+
+def _image_facts(data: bytes, ext: str, width: int, height: int, phash: str, pixel_std: float) -> dict:
+    """The columns clean fills for an image, and the score the filters judge it by (`_scores`)."""
+    return {
+        "media_bytes": data,
+        "media_ext": ext,
+        "width": width,
+        "height": height,
+        "phash": phash,
+        "_scores": {"pixel_std": pixel_std},
+    }
 
 
 def audio_preset(settings) -> AudioPreset:
