@@ -160,8 +160,9 @@ def test_caption_search_agrees_with_exact_jaccard_on_many_captions():
 
 
 def test_captions_signed_a_block_at_a_time_pair_as_in_one_block(monkeypatch):
-    """10M captions are normalized and signed a block at a time: the blocks must not change a shingle's
-    hash, so the pairs found do not depend on where the blocks fall (nor on N)."""
+    """10M captions are normalized and signed a block at a time, and their candidate pairs checked a block
+    at a time: the blocks must not change a shingle's hash, so the pairs found do not depend on where the
+    blocks fall (nor on N)."""
     import pyarrow as pa
 
     import tasks.similar.captions as captions
@@ -172,6 +173,7 @@ def test_captions_signed_a_block_at_a_time_pair_as_in_one_block(monkeypatch):
     texts += [t + " again" for t in texts[:300]] + [t.upper() for t in texts[300:400]] + ["", "?!"]
     whole = captions.caption_index_pairs(texts, 0.8)
     monkeypatch.setattr(captions, "_TEXTS_PER_BLOCK", 257)
+    monkeypatch.setattr(captions, "_PAIRS_PER_CHECK", 50)  # and the candidate pairs checked 50 at a time
     blocks = captions.caption_index_pairs(pa.chunked_array([texts[:1000], texts[1000:]]), 0.8)
     assert sorted(whole) == sorted(blocks)
     appended = {(i, 3000 + i) for i in range(300)} & {(a, b) for a, b, _ in whole}  # Jaccard ≥ 0.89

@@ -30,6 +30,7 @@ NOT_WORD = r"[^\p{L}\p{N}_]+"
 _CHUNK = 1 << 18  # shingle hashes per block of signature work (2 MB: it is hashed once per permutation)
 _TEXTS_PER_BLOCK = 1 << 18  # texts normalized and signed at a time (caption_index_pairs)
 _TEXT_ID_BITS = 20  # shingle hashes keep 44 bits, whatever the block (so blocks compare); ≥ a block's texts
+_PAIRS_PER_CHECK = 1 << 20  # candidate pairs checked at a time (templated captions make millions)
 _JACCARD_BLOCK = 1 << 20  # shingle hashes compared at a time by `jaccards` (8 MB: sorted in cache, 2x faster)
 SHINGLE = 3  # words
 _SHINGLE_WEIGHTS = [np.uint64(w) for w in (0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779F9)]
@@ -268,8 +269,11 @@ def caption_index_pairs(texts, threshold: float, num_perm: int = 128, seed: int 
     if not candidates:
         return pairs
     found = distinct(np.concatenate(candidates))
-    xs, ys = firsts[found // m], firsts[found % m]  # x < y: firsts are sorted
-    similarity = jaccards(values, starts, xs, ys)
-    alike = similarity >= threshold
-    pairs.extend(zip(xs[alike].tolist(), ys[alike].tolist(), similarity[alike].tolist()))
+    del candidates
+    for begin in range(0, len(found), _PAIRS_PER_CHECK):  # a block's arrays, not one per candidate at once
+        block = found[begin : begin + _PAIRS_PER_CHECK]
+        xs, ys = firsts[block // m], firsts[block % m]  # x < y: firsts are sorted
+        similarity = jaccards(values, starts, xs, ys)
+        alike = similarity >= threshold
+        pairs.extend(zip(xs[alike].tolist(), ys[alike].tolist(), similarity[alike].tolist()))
     return pairs
