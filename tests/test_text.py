@@ -6,7 +6,7 @@ import pytest
 
 from tasks.clean import CleanStage
 from tasks.filter import FilterStage
-from tasks.media.text import clean_text, describe
+from tasks.media.text import clean_text, describe, normalize_caption
 
 from .helpers import image_bytes, sample, texts
 from .test_stages import run
@@ -35,6 +35,23 @@ from .test_stages import run
 )
 def test_clean_text_repairs_masks_and_flags(raw, cleaned, flags):
     assert clean_text(raw) == (cleaned, flags)
+
+
+def test_printable_ascii_is_what_ftfy_and_unicode_normalization_leave_it():
+    """clean_text and normalize_caption skip ftfy and NFKC/NFC for printable ASCII: it must be a no-op."""
+    import random
+    import unicodedata
+
+    import ftfy
+
+    rng = random.Random(5)
+    printable = [chr(c) for c in range(0x20, 0x7F)]
+    texts = ["".join(rng.choice(printable) for _ in range(rng.randint(1, 80))) for _ in range(3000)]
+    texts += ["a  dog ", "&amp; &#233;", "\\x1b[31m red", "A&lt;B", "It's 5 o'clock -- \"quoted\"", "C:\\dir\\a.jpg"]
+    for text in texts:
+        assert ftfy.fix_text(text, normalization="NFKC", unescape_html=False) == text
+        assert unicodedata.normalize("NFKC", text) == text and all(unicodedata.category(c)[0] != "C" for c in text)
+        assert normalize_caption(text) == " ".join(text.split())
 
 
 def test_pii_can_be_flagged_without_masking_or_left_alone():

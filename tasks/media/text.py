@@ -48,10 +48,13 @@ def clean_text(raw: str | None, pii: str = "mask") -> tuple[str, list[str]]:
     if text != raw:
         flags.append("markup")
     text = html.unescape(text)
-    fixed = normalize_caption(ftfy.fix_text(text, normalization="NFKC", unescape_html=False))
-    if fixed != normalize_caption(unicodedata.normalize("NFKC", text)):
-        flags.append("repaired")
-    text = fixed
+    if _plain(text):  # nothing for ftfy or NFKC to change (most English captions): skip their passes
+        text = normalize_caption(text)
+    else:
+        fixed = normalize_caption(ftfy.fix_text(text, normalization="NFKC", unescape_html=False))
+        if fixed != normalize_caption(unicodedata.normalize("NFKC", text)):
+            flags.append("repaired")
+        text = fixed
     if pii != "keep":
         for name, pattern in PII.items():
             if pattern.search(text):
@@ -67,9 +70,17 @@ def normalize_caption(text: str | None) -> str:
     """NFC, no control characters, single spaces, trimmed."""
     if not text:
         return ""
+    if _plain(text):
+        return _SPACE.sub(" ", text).strip()
     text = unicodedata.normalize("NFC", text)
     text = "".join(ch if unicodedata.category(ch)[0] != "C" else " " for ch in text)
     return _SPACE.sub(" ", text).strip()
+
+
+def _plain(text: str) -> bool:
+    """Printable ASCII: no mojibake, width or compatibility form, control character or line break, so
+    ftfy, NFKC and NFC leave it as it is (tests/test_text.py checks it against them)."""
+    return text.isascii() and text.isprintable()
 
 
 @cache
