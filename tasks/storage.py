@@ -79,6 +79,9 @@ def exists(uri: str) -> bool:
 
 def read_bytes(uri: str) -> bytes:
     fs, path = filesystem(uri)
+    if isinstance(fs, LocalFileSystem):  # a plain read: 16 against 40-50 us through fsspec's file object
+        with open(path, "rb") as f:
+            return f.read()
     return fs.cat_file(path)
 
 
