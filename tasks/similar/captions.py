@@ -179,10 +179,8 @@ def jaccards(values: np.ndarray, starts: np.ndarray, xs: np.ndarray, ys: np.ndar
 
     Both sets of each pair are tagged with the pair's number in the hashes' free top bits and sorted
     together: a value met twice in a row is in both sets. Templated captions ("photo 1 of 40") make
-    millions of candidates: 40k of them made 5.7M, checked one `intersect1d` at a time in 17.8 s, 2.5 s here.
-    Blocks of 8 MB sort in cache: the build bench's 40k captions (3.1M candidates) took 0.86-1.01 s and
-    300 MB, against 1.47-2.06 s and 556 MB in blocks of 64 MB (and 0.81-0.87 s and 223 MB once the
-    candidates came 2^20 at a time, `_PAIRS_PER_CHECK`)."""
+    millions of candidates: 40k of them made 5.7M, checked one `intersect1d` at a time in 17.8 s, ~1 s
+    here in blocks that sort in cache (`_JACCARD_BLOCK`; the figures are in bench/README.md)."""
     lengths = np.diff(starts)
     sizes = lengths[xs] + lengths[ys]
     total = np.cumsum(sizes)
