@@ -179,8 +179,8 @@ def jaccards(values: np.ndarray, starts: np.ndarray, xs: np.ndarray, ys: np.ndar
 
     Both sets of each pair are tagged with the pair's number in the hashes' free top bits and sorted
     together: a value met twice in a row is in both sets. Templated captions ("photo 1 of 40") make
-    millions of candidates: 40k of them made 5.7M, checked one `intersect1d` at a time in 17.8 s, ~1 s
-    here in blocks that sort in cache (`_JACCARD_BLOCK`; the figures are in bench/README.md)."""
+    millions of candidates: 40k of them made 5.7M, checked one `intersect1d` at a time in 17.8 s, 2.5 s
+    here; blocks that sort in cache (`_JACCARD_BLOCK`) roughly halve that again (bench/README.md)."""
     lengths = np.diff(starts)
     sizes = lengths[xs] + lengths[ys]
     total = np.cumsum(sizes)
