@@ -1,0 +1,91 @@
+"""Whether two sounds are one recording, judged on the signal: their waveforms lined up at the best lag,
+then compared window by window.
+
+Prints (Chromaprint, a short sound's coarse log-mel: tasks/similar/sounds.py) find candidates; they are
+too coarse to tell two recordings apart (two noises with similar bands, one word in two voices, "tree"
+and "three"). Copies of one recording keep its waveform: re-encoded to MP3, AAC or Opus, resampled,
+trimmed, or made louder or quieter, the two still line up sample for sample at one lag, and every
+stretch of them correlates near 1 there. Two different recordings do not: even where one synthetic
+voice says one vowel in two words (the waveforms of "dog" and "on" agree on their "o"), the rest
+disagrees. So the score is the worst normalised correlation over the 40 ms windows where both are
+audible, at the lag (found to a quarter sample) where the whole correlates best.
+
+Both sounds are compared band-limited to what the poorer one holds (the caller resamples both to one
+rate), after a first difference (pre-emphasis) so a voice's few loudest low harmonics do not decide alone.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+MAX_LAG_S = 1.0  # a trim, an encoder's delay or padding: alignments tried either way
+MIN_OVERLAP = 0.8  # of the shorter sound, at least (a copy trimmed at both ends still overlaps most of it)
+MAX_COMPARED_S = 30.0  # of each sound, from its start: a long recording's copy shows within its first half minute
+PRE_EMPHASIS = 0.95
+WINDOW_S = 0.04
+SINC_TAPS = 16  # neighbours of the best whole lag that place it between samples
+AUDIBLE_DB = -25.0  # a window this far under the loudest (in both sounds) is too quiet to judge by
+
+
+def comparable(samples: np.ndarray) -> np.ndarray:
+    """Mono float samples ready to correlate: no DC offset, pre-emphasised."""
+    x = np.asarray(samples, np.float64)
+    x = x - x.mean() if len(x) else x
+    return np.append(x[:1], x[1:] - PRE_EMPHASIS * x[:-1])
+
+
+def similarity(a: np.ndarray, b: np.ndarray, rate: int, max_lag_s: float = MAX_LAG_S) -> float:
+    """1 for the same waveform (up to gain and polarity), near 0 or below for unrelated ones: the least
+    normalised correlation over audible windows, at the best lag within `max_lag_s` whose overlap covers
+    MIN_OVERLAP of the shorter sound. `a`, `b`: `comparable` samples at `rate`."""
+    limit = int(MAX_COMPARED_S * rate)
+    a, b = a[:limit], b[:limit]
+    if min(len(a), len(b)) < 2:
+        return 0.0
+    n = 1 << (len(a) + len(b) - 1).bit_length()
+    spectrum_b = np.fft.rfft(b, n)
+    cross = np.fft.rfft(a, n) * np.conj(spectrum_b)
+    lag = _best_lag(cross, a, b, n, rate * max_lag_s)
+    if lag is None:
+        return 0.0
+    # b moved by the (fractional) lag, so that moved[i] = b[i - lag] lines up with a[i]
+    moved = np.fft.irfft(spectrum_b * np.exp(-2j * np.pi * np.fft.rfftfreq(n) * lag), n)
+    start, stop = max(0, int(np.ceil(lag))), min(len(a), int(np.floor(lag)) + len(b))
+    x, y = a[start:stop], moved[start:stop]
+    width = max(int(WINDOW_S * rate), 8)
+    whole = len(x) // width * width
+    if whole == 0:
+        return 0.0
+    x, y = x[:whole].reshape(-1, width), y[:whole].reshape(-1, width)
+    power_x, power_y = (x * x).sum(axis=1), (y * y).sum(axis=1)
+    floor = 10 ** (AUDIBLE_DB / 10)
+    audible = (power_x >= floor * power_x.max()) & (power_y >= floor * power_y.max())
+    if not audible.any():
+        return 0.0
+    scores = (x * y).sum(axis=1)[audible] / np.sqrt(power_x[audible] * power_y[audible])
+    return float(np.clip(np.abs(scores).min() if np.all(scores * scores[0] > 0) else 0.0, 0.0, 1.0))
+
+
+def _best_lag(cross: np.ndarray, a: np.ndarray, b: np.ndarray, n: int, max_lag: float) -> float | None:
+    """The lag k (a[i + k] against b[i]) of the largest normalised |correlation| among those allowed, in
+    whole samples, then refined between samples. `cross`: rfft(a) * conj(rfft(b)), size n."""
+    dots = np.fft.irfft(cross, n)
+    lags = np.arange(-(len(b) - 1), len(a))
+    lags = lags[np.abs(lags) <= max_lag]
+    a_start, b_start = np.maximum(lags, 0), np.maximum(-lags, 0)
+    overlap = np.minimum(len(a) - a_start, len(b) - b_start)
+    energy_a, energy_b = (np.concatenate([[0.0], np.cumsum(x * x)]) for x in (a, b))
+    power = (energy_a[a_start + overlap] - energy_a[a_start]) * (energy_b[b_start + overlap] - energy_b[b_start])
+    usable = (overlap >= MIN_OVERLAP * min(len(a), len(b))) & (power > 0)
+    if not usable.any():
+        return None
+    values = np.abs(dots[lags[usable] % n]) / np.sqrt(power[usable])
+    at = int(np.argmax(values))
+    best = int(lags[usable][at])
+    # between samples: the correlation is band-limited, so a windowed sinc over its neighbours gives it at
+    # quarter-sample steps (a copy resampled from a trimmed file lies between the other's samples)
+    taps = np.arange(-SINC_TAPS, SINC_TAPS + 1)
+    near = dots[(best + taps) % n]
+    offsets = np.arange(-3, 4) / 4
+    kernel = np.sinc(offsets[:, None] - taps) * np.hanning(2 * SINC_TAPS + 3)[1:-1]
+    return best + float(offsets[np.argmax(np.abs(kernel @ near))])
