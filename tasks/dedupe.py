@@ -36,7 +36,7 @@ import pyarrow.compute as pc
 from . import storage
 from .dedupe_index import WITHDRAWN_SCHEMA
 from .groups import UnionFind
-from .media.kinds import KINDS, SIGNATURE_COLUMNS
+from .media.kinds import KINDS, SIGNATURE_COLUMNS, Fetch
 from .media.text import unique_texts
 from .recipe import CaptionDedupeConfig, DedupeConfig, Strict
 from .redact import redact_text
@@ -44,6 +44,7 @@ from .schema import CAPTION_KINDS, SAMPLE_SCHEMA, TEXT, table_of
 from .similar import bits
 from .similar.captions import caption_index_pairs, normalize
 from .similar.signatures import Signatures
+from .stored_media import StoredMedia
 from .stage import Reject, RowStage
 
 DECISION_SCHEMA = pa.schema(
@@ -144,12 +145,13 @@ POLICIES = {
 }
 
 
-def centrality(members: list[dict]) -> dict[str, float]:
-    """Each member's mean distance to the others (its kind's `distance`): an original is close to each
-    of its edits, edits of different kinds are farther from each other."""
+def centrality(members: list[dict], fetch: Fetch | None = None) -> dict[str, float]:
+    """Each member's mean distance to the others (its kind's `mean_distances`, on the media `fetch` gives
+    where the kind compares media): an original is close to each of its edits, edits of different kinds
+    are farther from each other."""
     found = {}
     for name in {m["modality"] for m in members}:  # one, in practice: one media is one kind
-        means = KINDS[name].mean_distances(members)
+        means = KINDS[name].mean_distances(members, fetch)
         found.update((m["sample_id"], d) for m, d in zip(members, means) if m["modality"] == name)
     return found
 
@@ -167,14 +169,21 @@ def why_kept(kept: dict, copy: dict, config: DedupeConfig, central: dict[str, fl
     return "kept as the smallest id of equals"
 
 
-def find_pairs(items: Signatures, config: DedupeConfig) -> dict[tuple[str, str], tuple[str, str]]:
+def find_pairs(
+    items: Signatures, config: DedupeConfig, fetch: Fetch | None = None
+) -> tuple[dict[tuple[str, str], tuple[str, str]], dict]:
     """(a, b) -> (reason, what was measured) for every two items found to be one media: identical bytes
-    first, then each media kind's own signatures (tasks/media/kinds.py); the first evidence found stays."""
+    first, then each media kind's own signatures (tasks/media/kinds.py), each candidate verified on the
+    media itself (`fetch`: the media of items by key) where the kind says a signature is not enough;
+    the first evidence found stays. Also returns each kind's verification report."""
     evidence = {pair: ("duplicate:exact", "same media bytes") for pair in items.exact_pairs()}
+    verification = {}
     for kind in KINDS.values():
-        for a, b, reason, measured in kind.duplicate_pairs(items, config):
+        candidates = [c for c in kind.duplicate_pairs(items, config) if (c[0], c[1]) not in evidence]
+        confirmed, verification[kind.name] = kind.verified(candidates, fetch, config)
+        for a, b, reason, measured in confirmed:
             evidence.setdefault((a, b), (reason, measured))
-    return evidence
+    return evidence, {name: report for name, report in verification.items() if report}
 
 
 def decide_duplicates(
@@ -184,10 +193,12 @@ def decide_duplicates(
     published_uri: str | None = None,
     partition: str = "",
     published_groups: frozenset[str] = frozenset(),
+    media: StoredMedia | None = None,
 ) -> dict:
     """Decide over all shards (and, with `published_uri`, the other partitions' published items: see
     tasks/dedupe_index.py). Writes the decision to `out_uri`, its summary beside it, and the published
     items this partition withdraws (a backfill's older copies win) to `<out_uri>.withdrawn.parquet`.
+    `media`: where the items' media are, to verify candidate pairs on and rank cluster members by.
 
     Every item's signatures stay Arrow columns (tasks/similar/signatures.py); only the items a pair or a cluster
     names are read as rows, so the decision scales to 10M items in one driver."""
@@ -197,6 +208,7 @@ def decide_duplicates(
     if storage.exists(out_uri):
         return {"uri": out_uri, "withdrawn_uri": withdrawn_uri, **storage.read_json(summary_uri)}
     held = Ours(shard_uris, captions=config.captions.threshold is not None)
+    fetch = media.get if media is not None else None
     ours = held.table
     published = None
     if config.against_published and published_uri:
@@ -210,7 +222,7 @@ def decide_duplicates(
     # in numpy, which lets go of the GIL (bench/driver.py); the thread then helps the pHash search
     with ThreadPoolExecutor(1) as pool, bits.sharing(pool):
         captions = pool.submit(_caption_pairs, ours, published, config.captions)
-        evidence = find_pairs(found, config)
+        evidence, verification = find_pairs(found, config, fetch)
         related = [(a, b, why) for kind in KINDS.values() for a, b, why, _ in kind.related_pairs(found, config)]
         caption_pairs_found = captions.result()
     clusters = _clusters(evidence)
@@ -232,7 +244,7 @@ def decide_duplicates(
     withdrawn = []
     for cluster in clusters:
         members = [items[x] for x in cluster if x in items]
-        central = centrality(members) if config.keep == "best" and len(members) > 2 else {}
+        central = centrality(members, fetch) if config.keep == "best" and len(members) > 2 else {}
         ours_sorted = sorted(members, key=keep_order(config, central))
         theirs = sorted(
             (theirs_rows[x] for x in cluster if x in theirs_rows), key=lambda i: (i["partition"], i["sample_id"])
@@ -289,6 +301,12 @@ def decide_duplicates(
                     "merged_texts": merged.get(sample_id),
                 }
             )
+    by_modality = defaultdict(Counter)
+    for cluster in clusters:
+        first = items.get(cluster[0]) or theirs_rows.get(cluster[0])
+        by_modality[first["modality"]]["clusters"] += 1
+    for copy in duplicate_of:
+        by_modality[items[copy]["modality"]]["removed"] += 1
     by_reason = Counter(reason for reason, _ in reasons.values())
     by_source = Counter(f"{items[s]['source']}:{reason}" for s, (reason, _) in reasons.items())
     summary = {
@@ -296,6 +314,10 @@ def decide_duplicates(
         "withdrawn": len(withdrawn),
         "by_reason": dict(sorted(by_reason.items())),
         "by_source": dict(sorted(by_source.items())),
+        # per modality: clusters of copies, and the members removed (caption duplicates of `drop` sources too)
+        "by_modality": {m: {"clusters": c["clusters"], "removed": c["removed"]} for m, c in sorted(by_modality.items())},
+        # candidate pairs checked on the media itself (sounds: tasks/similar/waveform.py), and their scores
+        "verification": verification,
         "grouped_not_merged": dict(sorted(related_count.items())),  # e.g. videos sharing a sound track
         # sounds too short, or too silent, for a fingerprint: only their bytes were compared
         "compared_by_bytes_only": _compared_by_bytes_only(ours),

@@ -37,6 +37,7 @@ from .registry import stage_class
 from .score import ScoreSettings, report
 from .sources import sources_for_partition
 from .split import ApplySplit
+from .stored_media import StoredMedia
 
 
 @dataclass(frozen=True)
@@ -125,10 +126,10 @@ class Plan:
         score = self.score()
         return self.refine(decision_uri).stages + (score.stages if score else ())
 
-    def split(self, assignment_uri: str, documents_uri: str | None = None) -> Step:
-        """The split, after the documents decision where there are documents."""
+    def split(self, assignment_uri: str, documents_uri: str | None = None, moves_uri: str | None = None) -> Step:
+        """The split (with the leakage guard's moves), after the documents decision where there are documents."""
         first = [("documents", ApplyDocuments(decision_uri=documents_uri))] if documents_uri else []
-        return self.step(*first, ("split", ApplySplit(assignment_uri=assignment_uri)))
+        return self.step(*first, ("split", ApplySplit(assignment_uri=assignment_uri, moves_uri=moves_uri)))
 
     def work(self, name: str) -> str:
         return storage.join(self.layout.work, name)
@@ -171,18 +172,32 @@ def assign_splits(plan: Plan, shard_uris: list[str]) -> dict:
     return split.assign_splits(shard_uris, plan.recipe.split, plan.work("split-assignment.parquet"), published)
 
 
-def decide_duplicates(plan: Plan, shard_uris: list[str]) -> dict:
+def check_leakage(plan: Plan, shard_uris: list[str], media_uris: list[str], assignment_uri: str, decision: dict) -> dict:
+    """The leakage guard over the split decision (tasks/leakage.py): the moves it made, and its report."""
+    r = plan.recipe
+    return leakage.guard_splits(
+        plan.layout, shard_uris, StoredMedia(media_uris, plan.layout.root, plan.layout.dataset), assignment_uri,
+        r.dedupe, r.split, decision["withdrawn_uri"], plan.work("leak-moves.parquet"),
+    )  # fmt: skip
+
+
+def decide_duplicates(plan: Plan, shard_uris: list[str], media_uris: list[str]) -> dict:
     published = None
     if plan.recipe.dedupe.against_published:
         published = dedupe_index.snapshot(plan.layout, plan.work("published-items.parquet"))
     groups = frozenset(dedupe_index.PublishedIndex(plan.layout.root, plan.layout.dataset).group_splits())
+    media = StoredMedia(media_uris, plan.layout.root, plan.layout.dataset)
     return dedupe.decide_duplicates(
-        shard_uris, plan.work("dedupe-decision.parquet"), plan.recipe.dedupe, published, plan.layout.partition, groups
-    )
+        shard_uris, plan.work("dedupe-decision.parquet"), plan.recipe.dedupe, published, plan.layout.partition, groups,
+        media,
+    )  # fmt: skip
 
 
-def commit(plan: Plan, staged, reject_uris, dropped_text_uris, funnel, decision: dict, members: dict, extra) -> dict:
+def commit(
+    plan: Plan, staged, reject_uris, dropped_text_uris, funnel, decision: dict, guard: dict, members: dict, extra
+) -> dict:
     align = plan.recipe.align
+    leakage.check_group_splits(plan.layout, [s["index_uri"] for s in staged if "index_uri" in s])
     manifest = publish.commit_version(
         plan.layout,
         staged,
@@ -192,7 +207,7 @@ def commit(plan: Plan, staged, reject_uris, dropped_text_uris, funnel, decision:
         plan.recipe,
         extra=extra,
         withdrawn_uri=decision["withdrawn_uri"],
-        dedupe_report=dedupe.report(decision),
+        dedupe_report={**dedupe.report(decision), "leak_guard": guard["report"]},
         align_report=report(align) if align.scoring else None,
         tar_members=members,
     )
@@ -248,7 +263,9 @@ def execute(plan: Plan, runner: Runner, dry_run: bool = False, extra: dict | Non
     runner.report(funnel[0])
 
     ingested = _each_step(runner, plan.ingest(), collected["shards"], collected["n_items"])
-    decision = runner.decide("decide-duplicates", decide_duplicates, plan, [r.uri for r in ingested])
+    decision = runner.decide(
+        "decide-duplicates", decide_duplicates, plan, [r.uri for r in ingested], [r.media_uri for r in ingested]
+    )
     if dry_run:
         return _dry_run(plan, runner, ingested, decision, funnel)
 
@@ -267,7 +284,13 @@ def execute(plan: Plan, runner: Runner, dry_run: bool = False, extra: dict | Non
     assignment = runner.decide("assign-splits", assign_splits, plan, [r.uri for r in refined])
     if assignment.get("returning"):
         runner.log(f"{assignment['returning']} of {assignment['groups']} groups keep the split a version gave them")
-    split_step = plan.split(assignment["uri"], resolved and resolved["uri"])
+    guard = runner.decide(
+        "check-leakage", check_leakage, plan, [r.uri for r in refined], [r.media_uri for r in ingested],
+        assignment["uri"], decision,
+    )  # fmt: skip
+    for move in guard["report"]["moved"]:
+        runner.log(f"leakage guard moved group {move}")
+    split_step = plan.split(assignment["uri"], resolved and resolved["uri"], guard["moves_uri"])
     split_results = _each_step(runner, split_step, [r.uri for r in refined], _kept(refined))
     steps.append(split_results)
     staged = []
@@ -285,10 +308,6 @@ def execute(plan: Plan, runner: Runner, dry_run: bool = False, extra: dict | Non
         [t["name"].removesuffix(".tar").replace("/", "-") for t in cut["tars"]], CPU, _kept(split_results),
     )  # fmt: skip
     funnel += [line for results in steps for line in engine.summarize(results)]
-    runner.decide(
-        "check-leakage", leakage.check_leakage, layout, [w["index_uri"] for w in written], recipe.dedupe,
-        decision["withdrawn_uri"],
-    )  # fmt: skip
     manifest = runner.decide(
         "commit-version",
         commit,
@@ -298,6 +317,7 @@ def execute(plan: Plan, runner: Runner, dry_run: bool = False, extra: dict | Non
         [r.dropped_texts_uri for results in steps for r in results],
         funnel,
         decision,
+        guard,
         cut["members"],
         extra or {},
     )

@@ -295,6 +295,11 @@ class DedupeConfig(Strict):
     # clips of up to 4 s (short sounds, words, notes): mean dB difference of their coarse log-mel prints
     # at the best alignment; copies measured under 3.3, distinct sounds over 4.7. null: bytes only
     short_audio_max_db: float | None = Field(4.0, gt=0, le=20)
+    # Both print matches above are only candidates: two sounds are one recording when their waveforms,
+    # lined up at the best lag, correlate at least this well in every audible 40 ms window
+    # (tasks/similar/waveform.py). Measured: MP3 64-320 kbit/s, AAC, Opus, 8-48 kHz, +-6 dB and 50 ms
+    # trims 0.87 and more; distinct words, voices and noises 0.22 and less.
+    audio_min_similarity: float = Field(0.6, gt=0, le=1)
     # median pHash distance of a video's keyframes (one a second) to another's; null: off. (Sound
     # tracks that match as sounds do only put two videos in one group.)
     video_radius: int | None = Field(8, ge=0, le=16)
@@ -310,12 +315,28 @@ class DedupeConfig(Strict):
     against_published: bool = True
 
 
+class LeakGuardConfig(Strict):
+    """The leakage guard's own search, wider than dedupe's defaults so that it sees a copy dedupe's
+    thresholds let through (each is widened further to dedupe's when that is wider); its sound candidates
+    are verified on the waveform as dedupe's are (`dedupe.audio_min_similarity`)."""
+
+    image_radius: int = Field(12, ge=0, le=16)  # pHash bits (distinct photographs measured 20 and more apart)
+    audio_max_ber: float = Field(0.25, gt=0, lt=0.5)
+    short_audio_max_db: float = Field(8.0, gt=0, le=20)
+    video_radius: int = Field(12, ge=0, le=16)
+
+
 class SplitConfig(Strict):
     ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)  # train, val, test
     salt: str = "mmetl"  # change it to draw a different (still deterministic) split
     # new groups are dealt out per stratum, so that each modality and source has its own 8:1:1;
     # []: one stratum over everything
     stratify: tuple[Literal["modality", "source"], ...] = ("modality", "source")
+    # a val or test item found a copy of a train item (of this or an earlier version) by the guard:
+    # `fail` the build naming the pairs, or `move` the new group into its copy's split (a published
+    # group never moves; a leak that only moving one would mend still fails)
+    on_leak: Literal["fail", "move"] = "fail"
+    guard: LeakGuardConfig = LeakGuardConfig()
 
     @model_validator(mode="after")
     def _sum_to_one(self):

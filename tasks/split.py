@@ -199,6 +199,7 @@ def shares_by_stratum(rows: list[dict], config: SplitConfig, tolerance: float = 
 
 class ApplySplit(Strict):
     assignment_uri: str  # what assign_splits wrote
+    moves_uri: str | None = None  # groups the leakage guard moved into their copies' split (tasks/leakage.py)
 
 
 class SplitStage(RowStage):
@@ -207,6 +208,8 @@ class SplitStage(RowStage):
 
     def setup(self) -> None:
         self.assignment: dict[str, str] | None = None
+        moves = self.config.moves_uri
+        self.moves = self._read(moves) if moves and storage.exists(moves) else {}
 
     def start_shard(self, shard: str) -> None:
         """This shard's groups only (at 10M groups the whole table is ~1.5 GB of dict per worker)."""
@@ -216,7 +219,8 @@ class SplitStage(RowStage):
     def check(self, row: dict):
         if self.assignment is None:  # a shard the decision did not see by name: the whole table
             self.assignment = self._read(self.config.assignment_uri)
-        return {**row, "split": self.assignment[row["group_id"]]}
+        group = row["group_id"]
+        return {**row, "split": self.moves.get(group) or self.assignment[group]}
 
     @staticmethod
     def _read(uri: str) -> dict[str, str]:

@@ -349,3 +349,25 @@ def encode_flac(samples: np.ndarray, rate: int, layout: str | None = None) -> by
     except (av.error.FFmpegError, ValueError) as e:
         raise MediaError("unencodable", f"cannot write {samples.shape[0]} channels at {rate} Hz as FLAC: {e}") from None
     return out_buf.getvalue()
+
+
+def mono_samples(data: bytes, rate: int, max_seconds: float) -> np.ndarray:
+    """The first `max_seconds` of a sound (a clip, or a video's track) as mono float32 at `rate`: what
+    dedupe compares two candidate copies on (tasks/similar/waveform.py). Raises MediaError."""
+    with open_container(data) as container:
+        if not container.streams.audio:
+            raise MediaError("no_audio_stream", f"container {container.format.name} has no audio stream")
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
+        chunks, held, limit = [], 0, int(max_seconds * rate)
+        try:
+            for frame in container.decode(container.streams.audio[0]):
+                for piece in resampler.resample(frame):
+                    chunks.append(piece.to_ndarray().ravel())
+                    held += piece.samples
+                if held >= limit:
+                    break
+            else:
+                chunks += [piece.to_ndarray().ravel() for piece in resampler.resample(None)]
+        except av.error.FFmpegError as e:
+            raise MediaError("corrupt", f"decode failed: {e}") from None
+    return np.concatenate(chunks)[:limit] if chunks else np.zeros(0, np.float32)

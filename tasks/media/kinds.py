@@ -7,18 +7,23 @@ and name it in tasks/schema.MODALITIES; filter rules name the modality they judg
 
 from __future__ import annotations
 
+import functools
+import io
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
+from PIL import Image as PILImage
 
 from ..schema import scores_dict
 from ..similar import fingerprint_pairs, hamming_pairs, sequence_pairs
 from ..similar.bits import sequence_distance
 from ..similar.sounds import PRINT_BANDS, bit_error_rate, print_distance, short_sound_pairs
-from .audio import AudioPreset, decode_audio
+from ..similar.waveform import MAX_COMPARED_S, MAX_LAG_S, comparable, similarity
+from . import MediaError
+from .audio import AudioPreset, decode_audio, mono_samples
 from .fingerprint import PRINT_FLOOR_DB
 from .image import ImagePreset, as_published, decode_image
 from .video import VideoPreset, decode_video
@@ -29,6 +34,8 @@ if TYPE_CHECKING:  # settings models live in tasks/recipe.py, which imports the 
 
 # (a, b, reject reason, what was measured): two items found to be one media
 Pair = tuple[str, str, str, str]
+# media bytes of items by key (tasks/stored_media.py): what a candidate pair is verified on
+Fetch = Callable[[Iterable[str]], dict[str, bytes]]
 
 
 class MediaKind(ABC):
@@ -58,6 +65,12 @@ class MediaKind(ABC):
         return iter(())
 
     @staticmethod
+    def verified(candidates: list[Pair], fetch: Fetch | None, config: DedupeConfig) -> tuple[list[Pair], dict]:
+        """The candidates that are copies of one media, checked on the media itself where a signature alone
+        could mistake two distinct ones for copies; and a report of the check. Here: all of them."""
+        return candidates, {}
+
+    @staticmethod
     def related_pairs(items: Signatures, config: DedupeConfig) -> Iterator[Pair]:
         """Pairs that are not one media but share a part (a sound track): one group, neither rejected."""
         return iter(())
@@ -68,8 +81,9 @@ class MediaKind(ABC):
         return 0.0 if a["sha256"] == b["sha256"] else 1.0
 
     @classmethod
-    def mean_distances(cls, members: list[dict]) -> list[float]:
-        """Each member's mean `distance` to the others (the medoid is the least)."""
+    def mean_distances(cls, members: list[dict], fetch: Fetch | None = None) -> list[float]:
+        """Each member's mean `distance` to the others (the medoid is the least); `fetch` gives the
+        members' media where a kind ranks on something finer than its signature."""
         return [sum(cls.distance(m, o) for o in members if o is not m) / (len(members) - 1) for m in members]
 
 
@@ -128,7 +142,21 @@ class Image(MediaKind):
         return (int(a["phash"], 16) ^ int(b["phash"], 16)).bit_count() / 64
 
     @classmethod
-    def mean_distances(cls, members):
+    def mean_distances(cls, members, fetch=None):
+        """On small grey thumbnails of the members, compared pixel by pixel, where their media are at hand:
+        a 64-bit pHash puts an original and its brightened, captioned, PNG or WebP copies 0-2 bits apart,
+        a tie that cannot tell which is the original; the pixels can (an original is one edit away from
+        each copy, two copies are two edits apart). On the pHashes otherwise."""
+        if fetch is not None and len(members) <= MAX_THUMBNAIL_CLUSTER:
+            media = fetch(m["sample_id"] for m in members)
+            thumbs = [thumbnail(media.get(m["sample_id"])) for m in members]
+            if all(t is not None for t in thumbs):
+                stack = np.stack(thumbs)
+                apart = np.abs(stack[:, None] - stack[None]).mean(axis=(2, 3))
+                means = apart.sum(axis=1) / (len(members) - 1)
+                # within a grey level of the most central is as central: a lossless copy of the original
+                # (a PNG of it) ties with it, and the criteria after the medoid decide
+                return np.where(means <= means.min() + 1 / 255, means.min(), means).tolist()
         if not all(m["phash"] for m in members):
             return super().mean_distances(members)
         # bit by bit rather than pair by pair (a cluster of 5,000 copies is 25M pairs): a member's summed
@@ -138,6 +166,23 @@ class Image(MediaKind):
         ones = bits.sum(axis=0)
         summed = np.where(bits == 1, len(members) - ones, ones).sum(axis=1)
         return (summed / 64 / (len(members) - 1)).tolist()
+
+
+THUMBNAIL_SIDE = 32
+MAX_THUMBNAIL_CLUSTER = 256  # members: a larger cluster is ranked on its pHashes (its pairs grow as the square)
+
+
+def thumbnail(data: bytes | None) -> np.ndarray | None:
+    """A picture as a THUMBNAIL_SIDE square of grey levels 0-1 (its aspect ignored: copies share it)."""
+    if data is None:
+        return None
+    try:
+        with PILImage.open(io.BytesIO(data)) as picture:
+            picture.draft("L", (THUMBNAIL_SIDE * 2, THUMBNAIL_SIDE * 2))  # a JPEG decodes at 1/8 scale and up
+            small = picture.convert("L").resize((THUMBNAIL_SIDE, THUMBNAIL_SIDE), PILImage.Resampling.BOX)
+            return np.asarray(small, np.float32) / 255
+    except (OSError, ValueError, PILImage.DecompressionBombError):
+        return None
 
 
 def _image_facts(data: bytes, ext: str, width: int, height: int, phash: str, pixel_std: float) -> dict:
@@ -199,6 +244,14 @@ class Audio(MediaKind):
                 yield a, b, "duplicate:audio", f"short-sound print {db:.1f} dB apart"
 
     @staticmethod
+    def verified(candidates, fetch, config):
+        """Every candidate, whichever print found it, checked on the waveforms: a print says two sounds
+        look alike, only the signal says they are one recording."""
+        check = SoundCheck(fetch or (lambda keys: {}), config.audio_min_similarity)
+        confirmed = check.check(candidates)
+        return confirmed, check.report(len(candidates))
+
+    @staticmethod
     def distance(a, b):
         if a["audio_fingerprint"] and b["audio_fingerprint"]:
             return bit_error_rate(*(np.array(x["audio_fingerprint"], np.uint32) for x in (a, b)))
@@ -206,6 +259,83 @@ class Audio(MediaKind):
             shaped = (np.array(x["sound_print"], np.float32).reshape(-1, PRINT_BANDS) for x in (a, b))
             return print_distance(*shaped) / -PRINT_FLOOR_DB
         return MediaKind.distance(a, b)
+
+
+VERIFY_RATE = 16_000  # sounds are decoded for verification at this rate, and compared here or at half of it
+VERIFY_CHUNK = 2_000  # candidate pairs whose media are fetched at once
+HIGH_SHARE = 0.2  # of its energy above 4 kHz: a sound that holds this much is compared at 16 kHz
+
+
+class SoundCheck:
+    """Candidate copies of one recording, compared on their waveforms (tasks/similar/waveform.py). Each
+    sound is decoded once, at 16 kHz mono; two sounds are compared at 16 kHz when both hold a fifth of
+    their energy above 4 kHz (noise, cymbals, birdsong), else at 8 kHz (speech, and any 8 kHz copy):
+    each pair on the band both still hold, where codecs are most faithful."""
+
+    def __init__(self, fetch: Fetch, threshold: float):
+        self.fetch, self.threshold = fetch, threshold
+        self.scores: list[float] = []  # of confirmed pairs
+        self.refuted: list[float] = []
+        self.unverified = 0
+
+    def check(self, candidates: list[Pair]) -> list[Pair]:
+        confirmed = []
+        for start in range(0, len(candidates), VERIFY_CHUNK):
+            chunk = candidates[start : start + VERIFY_CHUNK]
+            media = self.fetch({x for a, b, *_ in chunk for x in (a, b)})
+            sound = functools.lru_cache(maxsize=256)(lambda key: _sound(media.get(key)))
+            for a, b, reason, measured in chunk:
+                score = _compare(sound(a), sound(b))
+                if score is None:  # no media to check on (an item published before media was kept there)
+                    self.unverified += 1
+                    confirmed.append((a, b, reason, f"{measured}; not verified: no media at hand"))
+                elif score >= self.threshold:
+                    self.scores.append(score)
+                    confirmed.append((a, b, reason, f"{measured}; waveform similarity {score:.3f}"))
+                else:
+                    self.refuted.append(score)
+        return confirmed
+
+    def report(self, candidates: int) -> dict:
+        return {
+            "candidates": candidates,
+            "confirmed": len(self.scores) + self.unverified,
+            "refuted": len(self.refuted),
+            "unverified": self.unverified,
+            "confirmed_similarity": [round(min(self.scores), 3), round(max(self.scores), 3)] if self.scores else None,
+            "refuted_similarity": [round(min(self.refuted), 3), round(max(self.refuted), 3)] if self.refuted else None,
+        }
+
+
+def _sound(data: bytes | None) -> tuple[np.ndarray, bool] | None:
+    """A sound's samples at VERIFY_RATE and whether it holds HIGH_SHARE of its energy above 4 kHz."""
+    if data is None:
+        return None
+    try:
+        samples = mono_samples(data, VERIFY_RATE, MAX_COMPARED_S + MAX_LAG_S)
+    except MediaError:
+        return None
+    power = np.abs(np.fft.rfft(samples.astype(np.float64))) ** 2
+    high = power[len(power) // 2 :].sum() >= HIGH_SHARE * max(power.sum(), 1e-30)
+    return samples, bool(high)
+
+
+def _compare(a, b) -> float | None:
+    if a is None or b is None:
+        return None
+    (x, high_x), (y, high_y) = a, b
+    if high_x and high_y:
+        return similarity(comparable(x), comparable(y), VERIFY_RATE)
+    half = VERIFY_RATE // 2
+    return similarity(comparable(_halved(x)), comparable(_halved(y)), half)
+
+
+def _halved(samples: np.ndarray) -> np.ndarray:
+    """The samples at half the rate, band-limited exactly (the spectrum's upper half cut off)."""
+    n = len(samples) // 2 * 2
+    if n < 2:
+        return samples[:0]
+    return np.fft.irfft(np.fft.rfft(samples[:n])[: n // 4 + 1], n // 2) / 2
 
 
 class Video(MediaKind):
