@@ -93,7 +93,8 @@ def guard_splits(
             + (
                 ". Their groups were published in those splits, so they cannot move"
                 if split.on_leak == "move"
-                else ". Set split.on_leak: move to put a new group into its copy's split, or tighten dedupe's thresholds"
+                else ". Dedupe did not merge them: check dedupe.against_published and its thresholds, or set"
+                " split.on_leak: move to put a new group into its copy's split"
             )
         )
     report = {

@@ -157,9 +157,22 @@ def test_the_guard_fails_a_build_whose_test_item_copies_a_published_train_item(t
     source = make_source(name="cams", kind="manifest", uri=str(tmp_path / "drops" / "{partition}" / "captions.jsonl"))
     recipe = Recipe(name="t", sources=(source,), dedupe={"against_published": False})
     build_in_process([source], str(tmp_path / "out"), recipe, partition="2026-01-01")
-    with pytest.raises(Leakage, match=r"val/test items lie within the dedupe thresholds of train items: .*same media"):
+    with pytest.raises(Leakage, match=r"val/test items are copies of train items: .*same media bytes.*on_leak: move"):
         build_in_process([source], str(tmp_path / "out"), recipe, partition="2026-01-02")
     assert not storage.exists(str(tmp_path / "out" / "t" / "versions" / "2026-01-02" / "manifest.json"))
+
+    # told to move, the guard puts each new group into the split of the published picture it copies
+    moving = Recipe(name="t", sources=(source,), dedupe={"against_published": False}, split={"on_leak": "move"})
+    layout, manifest = build_in_process([source], str(tmp_path / "out"), moving, partition="2026-01-02")
+    first_split = {
+        r["sha256"]: r["split"]
+        for s in ("train", "val", "test")
+        for r in pq.read_table(tmp_path / "out" / "t" / "versions" / "2026-01-01" / s / "index.parquet").to_pylist()
+    }
+    second = [r for s in manifest["splits"] for r in pq.read_table(f"{layout.version}/{s}/index.parquet").to_pylist()]
+    assert len(second) == 40 and all(r["split"] == first_split[r["sha256"]] for r in second)
+    guard = storage.read_json(f"{layout.version}/stats.json")["dedupe"]["leak_guard"]
+    assert guard["moved_groups"] == len(guard["moved"]) >= guard["leaks"] > 0  # val/test copies move too
 
 
 def test_a_stratum_that_returning_groups_hold_off_target_is_flagged(tmp_path):
