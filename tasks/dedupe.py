@@ -44,8 +44,8 @@ from .schema import CAPTION_KINDS, SAMPLE_SCHEMA, TEXT, table_of
 from .similar import bits
 from .similar.captions import caption_index_pairs, normalize
 from .similar.signatures import Signatures
-from .stored_media import StoredMedia
 from .stage import Reject, RowStage
+from .stored_media import StoredMedia
 
 DECISION_SCHEMA = pa.schema(
     [
@@ -60,25 +60,29 @@ DECISION_SCHEMA = pa.schema(
 PAIR_COLUMNS = ["sample_id", "modality", "sha256", *SIGNATURE_COLUMNS]  # held for every item
 # what the caption search reads of `texts`: two of its fields (the whole column took a third longer to read)
 CAPTION_FIELDS = ["texts.list.element.text", "texts.list.element.kind"]
-SIGNATURES = [  # read only for the items a pair names
-    "sample_id",
-    "source",
-    "group_id",
-    "sha256",
-    *SIGNATURE_COLUMNS,
-    "modality",
-    "width",
-    "height",
-    "duration_s",
-    "partition",
-    "source_rows",
-    "sample_rate",
-    "channels",
-    "media_size",
-    "media_ext",
-    "source_uri",
-    "scores",  # the measured bandwidth of a sound
-]
+SIGNATURES = list(
+    dict.fromkeys(
+        [  # read only for the items a pair names (each once: a kind may name a fact as a signature)
+            "sample_id",
+            "source",
+            "group_id",
+            "sha256",
+            *SIGNATURE_COLUMNS,
+            "modality",
+            "width",
+            "height",
+            "duration_s",
+            "partition",
+            "source_rows",
+            "sample_rate",
+            "channels",
+            "media_size",
+            "media_ext",
+            "source_uri",
+            "scores",  # the measured bandwidth of a sound
+        ]
+    )
+)
 
 
 def keep_order(config: DedupeConfig, central: dict[str, float] | None = None):
@@ -170,20 +174,42 @@ def why_kept(kept: dict, copy: dict, config: DedupeConfig, central: dict[str, fl
 
 
 def find_pairs(
-    items: Signatures, config: DedupeConfig, fetch: Fetch | None = None
-) -> tuple[dict[tuple[str, str], tuple[str, str]], dict]:
+    items: Signatures, config: DedupeConfig, fetch: Fetch | None = None, known: dict | None = None
+) -> tuple[dict[tuple[str, str], tuple[str, str]], dict, dict]:
     """(a, b) -> (reason, what was measured) for every two items found to be one media: identical bytes
     first, then each media kind's own signatures (tasks/media/kinds.py), each candidate verified on the
     media itself (`fetch`: the media of items by key) where the kind says a signature is not enough;
-    the first evidence found stays. Also returns each kind's verification report."""
+    the first evidence found stays. Also returns each kind's verification report, and the score of every
+    pair verified ((a, b) -> score; `known`: scores measured before, reused)."""
     evidence = {pair: ("duplicate:exact", "same media bytes") for pair in items.exact_pairs()}
-    verification = {}
+    reports, scores = {}, {}
     for kind in KINDS.values():
         candidates = [c for c in kind.duplicate_pairs(items, config) if (c[0], c[1]) not in evidence]
-        confirmed, verification[kind.name] = kind.verified(candidates, fetch, config)
-        for a, b, reason, measured in confirmed:
-            evidence.setdefault((a, b), (reason, measured))
-    return evidence, {name: report for name, report in verification.items() if report}
+        confirmed, report, measured = kind.verified(candidates, fetch, config, known)
+        scores.update(measured)
+        if report:
+            reports[kind.name] = report
+        for a, b, reason, measured_text in confirmed:
+            evidence.setdefault((a, b), (reason, measured_text))
+    return evidence, reports, scores
+
+
+def withdrawn_uri(decision_uri: str) -> str:
+    """Where a decision lists the published items this partition withdraws (a backfill's older copies win)."""
+    return decision_uri.removesuffix(".parquet") + ".withdrawn.parquet"
+
+
+def verified_uri(decision_uri: str) -> str:
+    """Where a decision keeps the score of every pair it verified (the leakage guard reuses them)."""
+    return decision_uri.removesuffix(".parquet") + ".verified.parquet"
+
+
+def read_verified(decision_uri: str) -> dict[tuple[str, str], float]:
+    uri = verified_uri(decision_uri)
+    if not storage.exists(uri):
+        return {}
+    table = storage.read_parquet(uri).to_pydict()
+    return {(a, b): s for a, b, s in zip(table["a"], table["b"], table["score"])}
 
 
 def decide_duplicates(
@@ -203,10 +229,10 @@ def decide_duplicates(
     Every item's signatures stay Arrow columns (tasks/similar/signatures.py); only the items a pair or a cluster
     names are read as rows, so the decision scales to 10M items in one driver."""
     config = config or DedupeConfig()
-    withdrawn_uri = out_uri.removesuffix(".parquet") + ".withdrawn.parquet"
+    withdrawn = withdrawn_uri(out_uri)
     summary_uri = out_uri.removesuffix(".parquet") + ".json"
     if storage.exists(out_uri):
-        return {"uri": out_uri, "withdrawn_uri": withdrawn_uri, **storage.read_json(summary_uri)}
+        return {"uri": out_uri, "withdrawn_uri": withdrawn, **storage.read_json(summary_uri)}
     held = Ours(shard_uris, captions=config.captions.threshold is not None)
     fetch = media.get if media is not None else None
     ours = held.table
@@ -222,7 +248,7 @@ def decide_duplicates(
     # in numpy, which lets go of the GIL (bench/driver.py); the thread then helps the pHash search
     with ThreadPoolExecutor(1) as pool, bits.sharing(pool):
         captions = pool.submit(_caption_pairs, ours, published, config.captions)
-        evidence, verification = find_pairs(found, config, fetch)
+        evidence, verification, scores = find_pairs(found, config, fetch)
         related = [(a, b, why) for kind in KINDS.values() for a, b, why, _ in kind.related_pairs(found, config)]
         caption_pairs_found = captions.result()
     clusters = _clusters(evidence)
@@ -241,7 +267,7 @@ def decide_duplicates(
     groups = UnionFind(keeps_name=lambda label: bool(published_groups) and redact_text(label) in published_groups)
     duplicate_of: dict[str, str] = {}
     reasons: dict[str, tuple[str, str]] = {}
-    withdrawn = []
+    withdrawn_rows = []
     for cluster in clusters:
         members = [items[x] for x in cluster if x in items]
         central = centrality(members, fetch) if config.keep == "best" and len(members) > 2 else {}
@@ -261,7 +287,7 @@ def decide_duplicates(
                 )
             continue
         kept, *copies = ours_sorted
-        withdrawn += [
+        withdrawn_rows += [
             {"sample_id": t["sample_id"], "partition": t["partition"], "withdrawn_by": kept["sample_id"]}
             for t in theirs
         ]  # later partitions' copies, built first: this one is older
@@ -305,28 +331,35 @@ def decide_duplicates(
     for cluster in clusters:
         first = items.get(cluster[0]) or theirs_rows.get(cluster[0])
         by_modality[first["modality"]]["clusters"] += 1
+        by_modality[first["modality"]]["removed"] += 0
     for copy in duplicate_of:
         by_modality[items[copy]["modality"]]["removed"] += 1
     by_reason = Counter(reason for reason, _ in reasons.values())
     by_source = Counter(f"{items[s]['source']}:{reason}" for s, (reason, _) in reasons.items())
     summary = {
         "duplicates": len(duplicate_of),
-        "withdrawn": len(withdrawn),
+        "withdrawn": len(withdrawn_rows),
         "by_reason": dict(sorted(by_reason.items())),
         "by_source": dict(sorted(by_source.items())),
         # per modality: clusters of copies, and the members removed (caption duplicates of `drop` sources too)
-        "by_modality": {m: {"clusters": c["clusters"], "removed": c["removed"]} for m, c in sorted(by_modality.items())},
+        "by_modality": {m: dict(sorted(c.items())) for m, c in sorted(by_modality.items())},
         # candidate pairs checked on the media itself (sounds: tasks/similar/waveform.py), and their scores
         "verification": verification,
         "grouped_not_merged": dict(sorted(related_count.items())),  # e.g. videos sharing a sound track
-        # sounds too short, or too silent, for a fingerprint: only their bytes were compared
+        # sounds without a print of either kind (too short, too silent, or all above 4 kHz): a short one is
+        # compared on its waveform with those of like length, a longer one by its bytes only
         "compared_by_bytes_only": _compared_by_bytes_only(ours),
         **summary,
     }
-    storage.write_parquet(withdrawn_uri, table_of(withdrawn, WITHDRAWN_SCHEMA))
+    storage.write_parquet(withdrawn, table_of(withdrawn_rows, WITHDRAWN_SCHEMA))
+    pairs = sorted(scores)
+    storage.write_parquet(
+        verified_uri(out_uri),
+        pa.table({"a": [a for a, _ in pairs], "b": [b for _, b in pairs], "score": [scores[p] for p in pairs]}),
+    )
     storage.write_json(summary_uri, summary)
     storage.write_parquet(out_uri, table_of(decisions, DECISION_SCHEMA))  # the commit, last
-    return {"uri": out_uri, "withdrawn_uri": withdrawn_uri, **summary}
+    return {"uri": out_uri, "withdrawn_uri": withdrawn, **summary}
 
 
 def _captions_of(texts: pa.ChunkedArray) -> pa.Array:

@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import storage
-from .dedupe import find_pairs
+from .dedupe import find_pairs, read_verified, withdrawn_uri
 from .dedupe_index import PublishedIndex
 from .groups import UnionFind
 from .media.kinds import SIGNATURE_COLUMNS
@@ -58,7 +58,7 @@ def guard_splits(
     assignment_uri: str,
     dedupe: DedupeConfig,
     split: SplitConfig,
-    withdrawn_uri: str,
+    decision_uri: str,
     out_uri: str,
 ) -> dict:
     """Search this build's items (`shard_uris`, split as `assignment_uri` says) and the other partitions'
@@ -75,9 +75,10 @@ def guard_splits(
         table = table.append_column("split", assignment.column("split").take(at))
         table = table.append_column("fixed", assignment.column("published").take(at))
         tables.append(table.append_column("key", table.column("sample_id")))
-    published = _published(layout, withdrawn_uri)
+    published = _published(layout, withdrawn_uri(decision_uri))
     items = Signatures(*tables, published)
-    evidence, verification = find_pairs(items, search_config(dedupe, split.guard), media.get)
+    known = read_verified(decision_uri)  # the pairs dedupe verified already
+    evidence, verification, _ = find_pairs(items, search_config(dedupe, split.guard), media.get, known)
     # pairs of two published items are not this build's to judge: their versions stand as they are
     evidence = {pair: why for pair, why in evidence.items() if "/" not in pair[0] or "/" not in pair[1]}
     rows = items.rows({x for pair in evidence for x in pair}, ["split", "group_id", "fixed"])

@@ -172,12 +172,14 @@ def assign_splits(plan: Plan, shard_uris: list[str]) -> dict:
     return split.assign_splits(shard_uris, plan.recipe.split, plan.work("split-assignment.parquet"), published)
 
 
-def check_leakage(plan: Plan, shard_uris: list[str], media_uris: list[str], assignment_uri: str, decision: dict) -> dict:
+def check_leakage(
+    plan: Plan, shard_uris: list[str], media_uris: list[str], assignment_uri: str, decision: dict
+) -> dict:
     """The leakage guard over the split decision (tasks/leakage.py): the moves it made, and its report."""
     r = plan.recipe
     return leakage.guard_splits(
         plan.layout, shard_uris, StoredMedia(media_uris, plan.layout.root, plan.layout.dataset), assignment_uri,
-        r.dedupe, r.split, decision["withdrawn_uri"], plan.work("leak-moves.parquet"),
+        r.dedupe, r.split, decision["uri"], plan.work("leak-moves.parquet"),
     )  # fmt: skip
 
 

@@ -36,11 +36,15 @@ def pcm(data: bytes, rate: int = 8000) -> np.ndarray:
     return np.concatenate(chunks)
 
 
-def encode_sound(samples: np.ndarray, fmt: str, codec: str, rate: int, source_rate: int = 8000) -> bytes:
-    """int16 mono samples at `source_rate` written as `fmt`/`codec` at `rate`."""
+def encode_sound(
+    samples: np.ndarray, fmt: str, codec: str, rate: int, source_rate: int = 8000, bit_rate: int | None = None
+) -> bytes:
+    """int16 mono samples at `source_rate` written as `fmt`/`codec` at `rate` (and `bit_rate` bit/s)."""
     buf = io.BytesIO()
     with av.open(buf, "w", format=fmt) as out:
         stream = out.add_stream(codec, rate=rate, layout="mono")
+        if bit_rate:
+            stream.bit_rate = bit_rate
         _write_sound(out, stream, samples, source_rate)
     return buf.getvalue()
 
@@ -116,3 +120,19 @@ def skimage_photos(names: tuple[str, ...]) -> dict[str, np.ndarray]:
         picture = getattr(data, name)()
         photos[name] = (color.gray2rgb(picture) if picture.ndim == 2 else picture[..., :3]).astype(np.uint8)
     return photos
+
+
+ESPEAK_RATE = 22050
+
+
+def spoken(text: str, voice: str = "en-us", speed: int = 160) -> np.ndarray:
+    """`text` spoken by espeak-ng (Debian's `espeak-ng`, installed by `make system`) as 22,050 Hz int16,
+    its leading and trailing silence cut off."""
+    import subprocess
+
+    wav = subprocess.run(
+        ["espeak-ng", "-v", voice, "-s", str(speed), "--stdout", text], capture_output=True, check=True
+    )
+    samples = pcm(wav.stdout, rate=ESPEAK_RATE)
+    loud = np.flatnonzero(np.abs(samples) > 300)
+    return samples[loud[0] : loud[-1] + 1] if len(loud) else samples

@@ -21,10 +21,10 @@ from ..schema import scores_dict
 from ..similar import fingerprint_pairs, hamming_pairs, sequence_pairs
 from ..similar.bits import sequence_distance
 from ..similar.sounds import PRINT_BANDS, bit_error_rate, print_distance, short_sound_pairs
-from ..similar.waveform import MAX_COMPARED_S, MAX_LAG_S, comparable, similarity
+from ..similar.waveform import MAX_COMPARED_S, MAX_LAG_S, Sound, similarity
 from . import MediaError
 from .audio import AudioPreset, decode_audio, mono_samples
-from .fingerprint import PRINT_FLOOR_DB
+from .fingerprint import FINGERPRINT_RATE, PRINT_FLOOR_DB, PRINT_HOP, PRINT_MAX_S
 from .image import ImagePreset, as_published, decode_image
 from .video import VideoPreset, decode_video
 
@@ -65,10 +65,13 @@ class MediaKind(ABC):
         return iter(())
 
     @staticmethod
-    def verified(candidates: list[Pair], fetch: Fetch | None, config: DedupeConfig) -> tuple[list[Pair], dict]:
+    def verified(
+        candidates: list[Pair], fetch: Fetch | None, config: DedupeConfig, known: dict | None = None
+    ) -> tuple[list[Pair], dict, dict]:
         """The candidates that are copies of one media, checked on the media itself where a signature alone
-        could mistake two distinct ones for copies; and a report of the check. Here: all of them."""
-        return candidates, {}
+        could mistake two distinct ones for copies; a report of the check; and the score of each pair it
+        measured ((a, b) -> score; `known`: scores measured before, not measured again). Here: all of them."""
+        return candidates, {}, {}
 
     @staticmethod
     def related_pairs(items: Signatures, config: DedupeConfig) -> Iterator[Pair]:
@@ -209,7 +212,7 @@ def audio_preset(settings) -> AudioPreset:
 class Audio(MediaKind):
     name = "audio"
     extensions = frozenset({"flac", "wav", "mp3", "ogg", "opus", "m4a"})
-    signatures = ("audio_fingerprint", "sound_print")
+    signatures = ("audio_fingerprint", "sound_print", "duration_s")
 
     def __init__(self, settings) -> None:
         self.preset = audio_preset(settings)
@@ -242,14 +245,16 @@ class Audio(MediaKind):
         if config.short_audio_max_db is not None:  # clips too short for Chromaprint
             for a, b, db in short_sound_pairs(*_signatures(items, "audio", "sound_print"), config.short_audio_max_db):
                 yield a, b, "duplicate:audio", f"short-sound print {db:.1f} dB apart"
+        if config.short_audio_max_db is not None or config.audio_max_ber is not None:
+            yield from _printless_pairs(items)
 
     @staticmethod
-    def verified(candidates, fetch, config):
+    def verified(candidates, fetch, config, known=None):
         """Every candidate, whichever print found it, checked on the waveforms: a print says two sounds
         look alike, only the signal says they are one recording."""
         check = SoundCheck(fetch or (lambda keys: {}), config.audio_min_similarity)
-        confirmed = check.check(candidates)
-        return confirmed, check.report(len(candidates))
+        confirmed = check.check(candidates, known)
+        return confirmed, check.report(len(candidates)), check.measured
 
     @staticmethod
     def distance(a, b):
@@ -259,6 +264,23 @@ class Audio(MediaKind):
             shaped = (np.array(x["sound_print"], np.float32).reshape(-1, PRINT_BANDS) for x in (a, b))
             return print_distance(*shaped) / -PRINT_FLOOR_DB
         return MediaKind.distance(a, b)
+
+
+def _printless_pairs(items: Signatures) -> Iterator[Pair]:
+    """Short sounds that a print describes in part or not at all (what they hold lies mostly above the
+    prints' 4 kHz, or lasts under ~90 ms): each pair of like length is a candidate, left to the waveform."""
+    printed = set(_signatures(items, "audio", "audio_fingerprint")[0])
+    ids, durations = _signatures(items, "audio", "duration_s")
+    length = dict(zip(ids, durations))
+    for key, values in zip(*_signatures(items, "audio", "sound_print")):
+        if len(values) / PRINT_BANDS >= 0.5 * length.get(key, 0) * FINGERPRINT_RATE / PRINT_HOP:
+            printed.add(key)  # its print covers at least half of it
+    rest = sorted((d, k) for k, d in zip(ids, durations) if k not in printed and d <= PRINT_MAX_S)
+    for i, (d, a) in enumerate(rest):
+        for e, b in rest[i + 1 :]:
+            if e - d > 0.1 + 0.1 * d:  # longer than a trimmed copy could be
+                break
+            yield min(a, b), max(a, b), "duplicate:audio", f"no print, {d:.2f} and {e:.2f} s long"
 
 
 VERIFY_RATE = 16_000  # sounds are decoded for verification at this rate, and compared here or at half of it
@@ -278,18 +300,24 @@ class SoundCheck:
         self.refuted: list[float] = []
         self.unverified = 0
 
-    def check(self, candidates: list[Pair]) -> list[Pair]:
+    def check(self, candidates: list[Pair], known: dict[tuple[str, str], float] | None = None) -> list[Pair]:
+        """The candidates verified to be one recording. `known`: similarities measured already (by dedupe,
+        for the leakage guard), not measured again."""
+        known = known or {}
+        self.measured: dict[tuple[str, str], float] = {}
         confirmed = []
         for start in range(0, len(candidates), VERIFY_CHUNK):
             chunk = candidates[start : start + VERIFY_CHUNK]
-            media = self.fetch({x for a, b, *_ in chunk for x in (a, b)})
-            sound = functools.lru_cache(maxsize=256)(lambda key: _sound(media.get(key)))
+            media = self.fetch({x for a, b, *_ in chunk if (a, b) not in known for x in (a, b)})
+            sound = functools.lru_cache(maxsize=512)(lambda key, media=media: _sound(media.get(key)))
             for a, b, reason, measured in chunk:
-                score = _compare(sound(a), sound(b))
+                score = known[(a, b)] if (a, b) in known else _compare(sound(a), sound(b))
                 if score is None:  # no media to check on (an item published before media was kept there)
                     self.unverified += 1
                     confirmed.append((a, b, reason, f"{measured}; not verified: no media at hand"))
-                elif score >= self.threshold:
+                    continue
+                self.measured[(a, b)] = score
+                if score >= self.threshold:
                     self.scores.append(score)
                     confirmed.append((a, b, reason, f"{measured}; waveform similarity {score:.3f}"))
                 else:
@@ -307,27 +335,26 @@ class SoundCheck:
         }
 
 
-def _sound(data: bytes | None) -> tuple[np.ndarray, bool] | None:
-    """A sound's samples at VERIFY_RATE and whether it holds HIGH_SHARE of its energy above 4 kHz."""
+def _sound(data: bytes | None) -> tuple[Sound, Sound, bool] | None:
+    """A sound at VERIFY_RATE and at half of it, and whether it holds HIGH_SHARE of its energy above 4 kHz."""
     if data is None:
         return None
     try:
-        samples = mono_samples(data, VERIFY_RATE, MAX_COMPARED_S + MAX_LAG_S)
+        samples = mono_samples(data, VERIFY_RATE, MAX_COMPARED_S + MAX_LAG_S).astype(np.float64)
     except MediaError:
         return None
-    power = np.abs(np.fft.rfft(samples.astype(np.float64))) ** 2
+    power = np.abs(np.fft.rfft(samples)) ** 2
     high = power[len(power) // 2 :].sum() >= HIGH_SHARE * max(power.sum(), 1e-30)
-    return samples, bool(high)
+    return Sound(samples, VERIFY_RATE), Sound(_halved(samples), VERIFY_RATE // 2), bool(high)
 
 
 def _compare(a, b) -> float | None:
     if a is None or b is None:
         return None
-    (x, high_x), (y, high_y) = a, b
-    if high_x and high_y:
-        return similarity(comparable(x), comparable(y), VERIFY_RATE)
-    half = VERIFY_RATE // 2
-    return similarity(comparable(_halved(x)), comparable(_halved(y)), half)
+    (full_a, half_a, high_a), (full_b, half_b, high_b) = a, b
+    if high_a and high_b:
+        return similarity(full_a, full_b, VERIFY_RATE)
+    return similarity(half_a, half_b, VERIFY_RATE // 2)
 
 
 def _halved(samples: np.ndarray) -> np.ndarray:

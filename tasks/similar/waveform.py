@@ -16,6 +16,8 @@ rate), after a first difference (pre-emphasis) so a voice's few loudest low harm
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 MAX_LAG_S = 1.0  # a trim, an encoder's delay or padding: alignments tried either way
@@ -23,35 +25,56 @@ MIN_OVERLAP = 0.8  # of the shorter sound, at least (a copy trimmed at both ends
 MAX_COMPARED_S = 30.0  # of each sound, from its start: a long recording's copy shows within its first half minute
 PRE_EMPHASIS = 0.95
 WINDOW_S = 0.04
-SINC_TAPS = 16  # neighbours of the best whole lag that place it between samples
 AUDIBLE_DB = -25.0  # a window this far under the loudest (in both sounds) is too quiet to judge by
+SINC_TAPS = 16  # neighbours of the best whole lag that place it between samples
+# the whole's correlation at the best lag under this: not one recording, without looking window by window
+# (copies measured 0.9 and more as a whole)
+WHOLE_FLOOR = 0.3
+
+
+class Sound:
+    """One sound's samples ready to correlate (no DC offset, pre-emphasised), with what every comparison
+    of it needs computed once: its running energy, and its spectrum at each transform size asked."""
+
+    def __init__(self, samples: np.ndarray, rate: int):
+        x = np.asarray(samples[: int(MAX_COMPARED_S * rate)], np.float64)
+        x = x - x.mean() if len(x) else x
+        self.x = np.append(x[:1], x[1:] - PRE_EMPHASIS * x[:-1])
+        self.rate = rate
+        self.energy = np.concatenate([[0.0], np.cumsum(self.x * self.x)])
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    @functools.lru_cache(maxsize=2)  # noqa: B019 (a Sound lives as long as the check that compares it)
+    def spectrum(self, n: int) -> np.ndarray:
+        return np.fft.rfft(self.x, n)
 
 
 def comparable(samples: np.ndarray) -> np.ndarray:
-    """Mono float samples ready to correlate: no DC offset, pre-emphasised."""
-    x = np.asarray(samples, np.float64)
-    x = x - x.mean() if len(x) else x
-    return np.append(x[:1], x[1:] - PRE_EMPHASIS * x[:-1])
+    """Mono float samples ready to correlate: no DC offset, pre-emphasised (what `Sound` holds)."""
+    return Sound(samples, 1).x if len(samples) else np.zeros(0)
 
 
-def similarity(a: np.ndarray, b: np.ndarray, rate: int, max_lag_s: float = MAX_LAG_S) -> float:
-    """1 for the same waveform (up to gain and polarity), near 0 or below for unrelated ones: the least
-    normalised correlation over audible windows, at the best lag within `max_lag_s` whose overlap covers
-    MIN_OVERLAP of the shorter sound. `a`, `b`: `comparable` samples at `rate`."""
-    limit = int(MAX_COMPARED_S * rate)
-    a, b = a[:limit], b[:limit]
+def similarity(a: np.ndarray | Sound, b: np.ndarray | Sound, rate: int, max_lag_s: float = MAX_LAG_S) -> float:
+    """1 for the same waveform (up to gain and polarity), near 0 for unrelated ones: the least normalised
+    correlation over audible windows, at the best lag within `max_lag_s` whose overlap covers MIN_OVERLAP
+    of the shorter sound. `a`, `b`: Sounds, or `comparable` samples, at `rate`."""
+    a, b = (s if isinstance(s, Sound) else _held(s, rate) for s in (a, b))
     if min(len(a), len(b)) < 2:
         return 0.0
-    n = 1 << (len(a) + len(b) - 1).bit_length()
-    spectrum_b = np.fft.rfft(b, n)
-    cross = np.fft.rfft(a, n) * np.conj(spectrum_b)
-    lag = _best_lag(cross, a, b, n, rate * max_lag_s)
-    if lag is None:
+    # one transform size for every pair of sounds of like lengths, so each sound's spectrum is reused
+    n = 1 << (2 * max(len(a), len(b)) - 1).bit_length()
+    spectrum_b = b.spectrum(n)
+    cross = a.spectrum(n) * np.conj(spectrum_b)
+    found = _best_lag(cross, a, b, n, rate * max_lag_s)
+    if found is None or found[1] < WHOLE_FLOOR:
         return 0.0
+    lag = found[0]
     # b moved by the (fractional) lag, so that moved[i] = b[i - lag] lines up with a[i]
     moved = np.fft.irfft(spectrum_b * np.exp(-2j * np.pi * np.fft.rfftfreq(n) * lag), n)
     start, stop = max(0, int(np.ceil(lag))), min(len(a), int(np.floor(lag)) + len(b))
-    x, y = a[start:stop], moved[start:stop]
+    x, y = a.x[start:stop], moved[start:stop]
     width = max(int(WINDOW_S * rate), 8)
     whole = len(x) // width * width
     if whole == 0:
@@ -66,16 +89,21 @@ def similarity(a: np.ndarray, b: np.ndarray, rate: int, max_lag_s: float = MAX_L
     return float(np.clip(np.abs(scores).min() if np.all(scores * scores[0] > 0) else 0.0, 0.0, 1.0))
 
 
-def _best_lag(cross: np.ndarray, a: np.ndarray, b: np.ndarray, n: int, max_lag: float) -> float | None:
+def _held(x: np.ndarray, rate: int) -> Sound:
+    sound = Sound(np.zeros(0), rate)
+    sound.x, sound.energy = x, np.concatenate([[0.0], np.cumsum(x * x)])
+    return sound
+
+
+def _best_lag(cross: np.ndarray, a: Sound, b: Sound, n: int, max_lag: float) -> tuple[float, float] | None:
     """The lag k (a[i + k] against b[i]) of the largest normalised |correlation| among those allowed, in
-    whole samples, then refined between samples. `cross`: rfft(a) * conj(rfft(b)), size n."""
+    whole samples, then refined between samples; and that correlation. `cross`: rfft(a) * conj(rfft(b)), size n."""
     dots = np.fft.irfft(cross, n)
     lags = np.arange(-(len(b) - 1), len(a))
     lags = lags[np.abs(lags) <= max_lag]
     a_start, b_start = np.maximum(lags, 0), np.maximum(-lags, 0)
     overlap = np.minimum(len(a) - a_start, len(b) - b_start)
-    energy_a, energy_b = (np.concatenate([[0.0], np.cumsum(x * x)]) for x in (a, b))
-    power = (energy_a[a_start + overlap] - energy_a[a_start]) * (energy_b[b_start + overlap] - energy_b[b_start])
+    power = (a.energy[a_start + overlap] - a.energy[a_start]) * (b.energy[b_start + overlap] - b.energy[b_start])
     usable = (overlap >= MIN_OVERLAP * min(len(a), len(b))) & (power > 0)
     if not usable.any():
         return None
@@ -88,4 +116,4 @@ def _best_lag(cross: np.ndarray, a: np.ndarray, b: np.ndarray, n: int, max_lag: 
     near = dots[(best + taps) % n]
     offsets = np.arange(-3, 4) / 4
     kernel = np.sinc(offsets[:, None] - taps) * np.hanning(2 * SINC_TAPS + 3)[1:-1]
-    return best + float(offsets[np.argmax(np.abs(kernel @ near))])
+    return best + float(offsets[np.argmax(np.abs(kernel @ near))]), float(values[at])

@@ -1,0 +1,178 @@
+"""Short sounds are deduplicated on the signal: a print only proposes a pair, the waveforms decide. Distinct
+sounds that look alike to a print (noises with similar bands, one word in two voices, "tree" and
+"three") are never merged; copies of one recording (MP3 64-320 kbit/s, AAC, Opus, 8-48 kHz, +-6 dB,
+50 ms trims) are found, down to 0.1 s. Every sound is made here: noise from numpy, words from espeak-ng."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from tasks import storage
+from tasks.leakage import Leakage
+from tasks.recipe import Recipe
+from tasks.similar.waveform import comparable, similarity
+from tasks.sources import make_source
+
+from .helpers import build_in_process
+from .realmedia import ESPEAK_RATE, encode_sound, spoken
+
+NOISE_RATE = 32000
+WORDS = (
+    "yes no up down left right on off stop go zero one two three four five six seven eight nine bed bird cat "
+    "dog happy house marvin sheila tree wow backward forward follow learn visual"
+).split()  # 35: a keyword-spotting vocabulary, with minimal pairs (on/one, no/go, tree/three)
+VOICES = (("en-us", 160), ("en-gb", 140), ("en-us+f3", 185))  # three voices, three speeds
+
+
+def _gain(samples: np.ndarray, db: float) -> np.ndarray:
+    return np.clip(samples.astype(np.float64) * 10 ** (db / 20), -32768, 32767).astype(np.int16)
+
+
+def _trim(samples: np.ndarray, rate: int, seconds: float = 0.05) -> np.ndarray:
+    n = int(rate * seconds)
+    return samples[n:-n]
+
+
+def copies_of(samples: np.ndarray, rate: int) -> dict:
+    """What a scraped corpus holds of one recording: re-encodes, other rates, louder, quieter, trimmed."""
+    made = {
+        "mp3-64k": lambda: encode_sound(samples, "mp3", "libmp3lame", 22050, rate, bit_rate=64_000),
+        "mp3-320k": lambda: encode_sound(samples, "mp3", "libmp3lame", 44100, rate, bit_rate=320_000),
+        "aac": lambda: encode_sound(samples, "adts", "aac", 22050, rate, bit_rate=96_000),
+        "opus": lambda: encode_sound(samples, "ogg", "libopus", 48000, rate, bit_rate=48_000),
+        "flac-8k": lambda: encode_sound(samples, "flac", "flac", 8000, rate),
+        "flac-16k": lambda: encode_sound(samples, "flac", "flac", 16000, rate),
+        "flac-48k": lambda: encode_sound(samples, "flac", "flac", 48000, rate),
+        "louder6": lambda: encode_sound(_gain(samples, 6), "wav", "pcm_s16le", rate, rate),
+        "quieter6": lambda: encode_sound(_gain(samples, -6), "wav", "pcm_s16le", rate, rate),
+    }
+    if len(samples) >= 0.3 * rate:
+        made["trim50"] = lambda: encode_sound(_trim(samples, rate), "wav", "pcm_s16le", rate, rate)
+    return made
+
+
+def noise_burst(rng: np.random.Generator) -> np.ndarray:
+    """1-2 s of noise in a random band (100 Hz to 12 kHz), with a random attack and decay and loudness."""
+    n = int(rng.uniform(1.0, 2.0) * NOISE_RATE)
+    low = rng.uniform(100, 6000)
+    spectrum = np.fft.rfft(rng.normal(size=n))
+    freqs = np.fft.rfftfreq(n, 1 / NOISE_RATE)
+    spectrum[(freqs < low) | (freqs > min(low * rng.uniform(1.3, 3.0), 12000))] = 0
+    t = np.arange(n) / NOISE_RATE
+    attack, decay = rng.uniform(0.01, 0.3), rng.uniform(0.5, 5)
+    burst = np.fft.irfft(spectrum, n) * np.minimum(t / attack, 1) * np.exp(-decay * np.maximum(t - attack, 0))
+    return (burst / np.abs(burst).max() * rng.uniform(0.2, 0.9) * 32767).astype(np.int16)
+
+
+def build_sounds(folder, sounds: dict[str, tuple[bytes, str]], **recipe) -> tuple:
+    """A build of these sounds (name -> (file bytes, family)): what it published and rejected, by family."""
+    rows = []
+    for name, (data, family) in sounds.items():
+        storage.write_bytes(str(folder / name), data)
+        rows.append({"media": name, "modality": "audio", "text": f"{family} ({name})"})
+    (folder / "captions.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    source = make_source(name="sounds", kind="manifest", uri=str(folder / "captions.jsonl"))
+    settings = {"filter": {"min_audio_s": 0, "max_silence_ratio": 1.0}, **recipe}
+    layout, manifest = build_in_process([source], str(folder / "out"), Recipe(name="t", sources=(source,), **settings))
+    index = [
+        r
+        for s in manifest["splits"]
+        for r in pq.read_table(storage.join(layout.version, f"{s}/index.parquet")).to_pylist()
+    ]
+    rejects = pq.read_table(storage.join(layout.version, "rejects.parquet")).to_pylist()
+    family_of = {name: family for name, (_, family) in sounds.items()}
+    return index, rejects, family_of, storage.read_json(storage.join(layout.version, "stats.json"))
+
+
+def _name(row: dict) -> str:
+    return row["source_uri"].rsplit("/", 1)[-1]
+
+
+def check_families(index, rejects, family_of) -> None:
+    """Each family published exactly once (no distinct sound lost, every copy gone), and each reject a copy
+    of its own family, verified on the waveform."""
+    published = sorted(family_of[_name(r)] for r in index)
+    assert published == sorted(set(family_of.values())), "a distinct sound was merged, or a copy survived"
+    by_id = {r["sample_id"]: family_of[_name(r)] for r in index}
+    for reject in rejects:
+        assert reject["reason"] in ("duplicate:audio", "duplicate:exact"), reject
+        assert by_id[reject["duplicate_of"]] == family_of[_name(reject)], reject
+        assert reject["reason"] == "duplicate:exact" or "waveform similarity" in reject["detail"]
+
+
+def test_three_hundred_distinct_noise_bursts_stay_and_copies_of_thirty_go(tmp_path):
+    rng = np.random.default_rng(31)
+    sounds = {}
+    for k in range(300):
+        burst = noise_burst(rng)
+        sounds[f"burst{k:03d}.wav"] = (encode_sound(burst, "wav", "pcm_s16le", NOISE_RATE, NOISE_RATE), f"burst{k}")
+        if k < 30:
+            edits = copies_of(burst, NOISE_RATE)
+            for edit in ("mp3-64k", "flac-16k", "trim50"):
+                sounds[f"burst{k:03d}.{edit}.snd"] = (edits[edit](), f"burst{k}")
+    index, rejects, family_of, stats = build_sounds(tmp_path, sounds)
+    check_families(index, rejects, family_of)
+    assert len(index) == 300 and len(rejects) == 90
+    assert {r["split"] for r in index} == {"train", "val", "test"}
+    report = stats["dedupe"]["verification"]["audio"]
+    assert report["confirmed"] == 90 - stats["dedupe"]["by_reason"].get("duplicate:exact", 0)
+    assert report["unverified"] == 0 and report["confirmed_similarity"][0] >= 0.6
+    assert stats["dedupe"]["by_modality"]["audio"] == {"clusters": 30, "removed": 90}
+
+
+def test_spoken_words_in_three_voices_never_merge_and_every_copy_is_found(tmp_path):
+    """35 words x 3 voices (105 distinct utterances, 0.3-1 s) and 12 pieces of 0.1-0.25 s; each with three
+    of the copies in turn (every kind of copy made 30 times or more)."""
+    sounds, k = {}, 0
+    utterances = {f"{word}-{voice}-{speed}": spoken(word, voice, speed) for voice, speed in VOICES for word in WORDS}
+    for n, (name, samples) in enumerate(list(utterances.items())[:12]):
+        seconds = (0.1, 0.15, 0.2, 0.25)[n % 4]  # the loudest stretch of a word
+        span = int(seconds * ESPEAK_RATE)
+        start = int(np.argmax(np.convolve(samples.astype(np.float64) ** 2, np.ones(span), "valid")))
+        utterances[f"piece{seconds}-{name}"] = samples[start : start + span]
+    for name, samples in utterances.items():
+        sounds[f"{name}.wav"] = (encode_sound(samples, "wav", "pcm_s16le", ESPEAK_RATE, ESPEAK_RATE), name)
+        edits = copies_of(samples, ESPEAK_RATE)
+        for edit in list(edits)[k % len(edits) :][:3] or list(edits)[:3]:
+            sounds[f"{name}.{edit}.snd"] = (edits[edit](), name)
+        k += 3
+    index, rejects, family_of, stats = build_sounds(tmp_path, sounds)
+    check_families(index, rejects, family_of)
+    assert len(index) == len(utterances) == 117
+    refuted = stats["dedupe"]["verification"]["audio"]["refuted_similarity"]
+    assert refuted is None or refuted[1] < 0.4  # look-alikes the prints proposed, far under the threshold
+
+
+def test_a_copy_dedupe_is_told_to_miss_is_caught_by_the_leakage_guard(tmp_path):
+    """Dedupe's thresholds set so tight that MP3 copies of words pass as distinct: the guard's wider search,
+    verified on the waveform, finds every pair across splits; it fails the build naming them, or (move)
+    puts each copy's new group into its original's split."""
+    sounds = {}
+    for word in WORDS:
+        samples = spoken(word, "en-us", 160)
+        sounds[f"{word}.wav"] = (encode_sound(samples, "wav", "pcm_s16le", ESPEAK_RATE, ESPEAK_RATE), word)
+        sounds[f"{word}.mp3"] = (copies_of(samples, ESPEAK_RATE)["mp3-64k"](), word)
+    tight = {"dedupe": {"short_audio_max_db": 0.1, "audio_max_ber": 0.001}}
+    with pytest.raises(Leakage, match=r"copies of train items: .*duplicate:audio.*waveform similarity"):
+        build_sounds(tmp_path / "fail", sounds, **tight)
+    index, rejects, family_of, stats = build_sounds(tmp_path / "move", sounds, **tight, split={"on_leak": "move"})
+    assert not rejects and len(index) == 2 * len(WORDS)  # dedupe merged nothing
+    split_of = {}
+    for row in index:
+        split_of.setdefault(family_of[_name(row)], set()).add(row["split"])
+    assert all(len(splits) == 1 for splits in split_of.values())
+    assert stats["dedupe"]["leak_guard"]["leaks"] > 0
+
+
+def test_waveform_similarity_is_blind_to_gain_and_polarity_and_sees_a_different_recording():
+    rng = np.random.default_rng(0)
+    sound = rng.normal(size=8000)
+    shifted = np.concatenate([np.zeros(123), -0.25 * sound])[:8000]  # later, quieter, inverted, cut short
+    assert similarity(comparable(sound), comparable(shifted), 8000) > 0.99
+    assert similarity(comparable(sound), comparable(rng.normal(size=8000)), 8000) < 0.2
+    half = np.concatenate([sound[:4000], rng.normal(size=4000)])  # the same for half its length only
+    assert similarity(comparable(sound), comparable(half), 8000) < 0.2
