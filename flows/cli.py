@@ -4,7 +4,7 @@ mmetl build RECIPE [--partition 2026-11-22] [--storage s3://bucket/prefix] [--dr
 mmetl backfill RECIPE --start 2026-01-01 --end 2026-01-31 [--concurrency 2]
 mmetl serve RECIPE [--cron "0 2 * * *"]   the nightly build, scheduled by this process
 mmetl status [RECIPE]           published versions and recent runs
-mmetl inspect DATASET/PARTITION one version: counts, splits, reasons, a few items
+mmetl inspect DATASET/PARTITION one version: counts, splits, reasons, a few items (--duplicates audio: its copies)
 mmetl ui                        the Prefect UI over the history of local runs
 """
 
@@ -365,6 +365,8 @@ def inspect(args: argparse.Namespace) -> int:
     if not storage.exists(storage.join(version, "manifest.json")) and "/versions/" not in version:
         dataset, _, partition = version.partition("/")  # <dataset>/<partition> under the storage root
         version = storage.join(root, dataset, "versions", partition)
+    if args.duplicates:
+        return _list_duplicates(version, args.duplicates, args.json)
     try:
         described = catalog.describe_version(version, args.samples)
     except FileNotFoundError as e:
@@ -409,6 +411,31 @@ def inspect(args: argparse.Namespace) -> int:
         )
         for text in sample["texts"][:3]:
             print(f"      {text['kind']}: {text['text'][:100]}")
+    return 0
+
+
+def _list_duplicates(version: str, modality: str, as_json: bool) -> int:
+    """One line per item a version rejected as a copy of `modality`, least verified first."""
+    from tasks import catalog
+
+    try:
+        found = catalog.duplicates(version, modality)
+    except FileNotFoundError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if as_json:
+        print(json.dumps(found))
+        return 0
+    unverified = sum(r["similarity"] is None and r["reason"] != "duplicate:exact" for r in found)
+    print(f"{len(found)} {modality} items rejected as copies; {unverified} not verified on the media")
+    for r in found:
+        score = (
+            "exact"
+            if r["reason"] == "duplicate:exact"
+            else ("not verified" if r["similarity"] is None else f"{r['similarity']:.3f}")
+        )
+        print(f"  {score:>12}  {r['sample_id']} copy of {r['duplicate_of']}: {r['source_uri']}")
+        print(f"                {r['detail']}")
     return 0
 
 
@@ -472,6 +499,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--storage", help="storage root; default $MMETL_STORAGE or ./data")
     p.add_argument("--samples", type=int, default=3)
     p.add_argument("--json", action="store_true", help="one JSON object: manifest, stats, modalities, samples")
+    p.add_argument(
+        "--duplicates",
+        choices=["image", "audio", "video"],
+        help="list the items rejected as copies of this modality, with their verification scores",
+    )
     p.set_defaults(func=inspect)
     p = sub.add_parser("ui", help="serve the Prefect UI over the local run history")
     p.add_argument("--port", type=int)

@@ -11,6 +11,7 @@ A run killed outright stays `running`: its record says when it started.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from datetime import UTC, datetime
 
@@ -85,3 +86,23 @@ def describe_version(version_uri: str, samples: int = 3) -> dict:
     for split in manifest["splits"].values():
         modalities.update(split.get("modalities", {}))
     return {"manifest": manifest, "stats": stats, "modalities": dict(modalities), "samples": examples}
+
+
+VERIFIED = re.compile(r"waveform similarity ([0-9.]+)")
+
+
+def duplicates(version_uri: str, modality: str) -> list[dict]:
+    """A version's items rejected as copies of `modality`, each with what the pair was found and verified by:
+    `similarity` is the waveform score of a sound's pair, None where it was not verified (a version built
+    before sounds were verified, or a pair without media at hand): judge those, and rebuild the partition
+    to re-decide them (docs/operations.md)."""
+    rejects = storage.read_parquet(
+        storage.join(version_uri, "rejects.parquet"),
+        columns=["sample_id", "modality", "reason", "detail", "duplicate_of", "source_uri"],
+    )
+    found = []
+    for row in rejects.to_pylist():
+        if row["modality"] == modality and (row["reason"] or "").startswith("duplicate:"):
+            score = VERIFIED.search(row["detail"] or "")
+            found.append({**row, "similarity": float(score.group(1)) if score else None})
+    return sorted(found, key=lambda r: (r["similarity"] is not None, r["similarity"] or 0, r["sample_id"]))
