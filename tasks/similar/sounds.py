@@ -14,6 +14,7 @@ way, over at least 60% of the shorter fingerprint.
 from __future__ import annotations
 
 import numpy as np
+from scipy.spatial import cKDTree
 
 from .bits import equal_keys
 
@@ -67,6 +68,7 @@ PRINT_BANDS = 24  # a short sound's print: frames x 24 bands (tasks/media/finger
 PRINT_SHIFT = 4  # frames of 23 ms: alignments tried either way (a trim, an encoder's delay)
 PRINT_OVERLAP = 0.5  # of the shorter print, at least (a trimmed copy)
 PRINT_MIN_OVERLAP = 3  # frames: two frames of two different vowels can look alike
+MEAN_SLACK_DB = 1.5  # band means of a copy trimmed or shifted by a few frames move by this much at most
 
 
 def print_distance(a: np.ndarray, b: np.ndarray, max_shift: int = PRINT_SHIFT) -> float:
@@ -81,19 +83,19 @@ def print_distance(a: np.ndarray, b: np.ndarray, max_shift: int = PRINT_SHIFT) -
 
 
 def short_sound_pairs(ids: list[str], prints: list[list[int]], max_db: float) -> list[tuple[str, str, float]]:
-    """(a, b, dB) with a < b for short sounds whose prints match within `max_db`. Candidates share their
-    loudest band (or a neighbour) and are within 2x of each other's length; each is verified."""
+    """(a, b, dB) with a < b for short sounds whose prints match within `max_db`. Candidates are within 2x
+    of each other's length and have band by band mean levels within `max_db` (+ MEAN_SLACK_DB) on average,
+    found by a k-d tree (a bound: the mean difference of two aligned prints is at least that of their
+    band means; the slack covers the frames a trim or a shift leaves out); each is verified."""
     shaped = [np.array(p, np.float32).reshape(-1, PRINT_BANDS) for p in prints]
-    peak = [int(np.argmax(p.mean(axis=0))) for p in shaped]
-    by_peak: dict[int, list[int]] = {}
-    for i, band in enumerate(peak):
-        by_peak.setdefault(band, []).append(i)
+    if len(shaped) < 2:
+        return []
+    means = np.stack([p.mean(axis=0) for p in shaped])
+    near = cKDTree(means).query_pairs(PRINT_BANDS * (max_db + MEAN_SLACK_DB), p=1, output_type="ndarray")
     pairs = []
-    for i, p in enumerate(shaped):
-        for band in (peak[i] - 1, peak[i], peak[i] + 1):
-            for j in by_peak.get(band, []):
-                if j <= i or not 0.5 <= len(p) / len(shaped[j]) <= 2:
-                    continue
-                if (d := print_distance(p, shaped[j])) <= max_db:
-                    pairs.append((*sorted((ids[i], ids[j])), d))
-    return pairs
+    for i, j in near.tolist():
+        if not 0.5 <= len(shaped[i]) / len(shaped[j]) <= 2:
+            continue
+        if (d := print_distance(shaped[i], shaped[j])) <= max_db:
+            pairs.append((*sorted((ids[i], ids[j])), d))
+    return sorted(pairs)

@@ -96,24 +96,26 @@ def _held(x: np.ndarray, rate: int) -> Sound:
 
 
 def _best_lag(cross: np.ndarray, a: Sound, b: Sound, n: int, max_lag: float) -> tuple[float, float] | None:
-    """The lag k (a[i + k] against b[i]) of the largest normalised |correlation| among those allowed, in
-    whole samples, then refined between samples; and that correlation. `cross`: rfft(a) * conj(rfft(b)), size n."""
-    dots = np.fft.irfft(cross, n)
-    lags = np.arange(-(len(b) - 1), len(a))
-    lags = lags[np.abs(lags) <= max_lag]
+    """The lag k (a[i + k] against b[i]) of the largest normalised |correlation| among those allowed, and that
+    correlation. Searched at half samples: a copy made from a trimmed or resampled file lies between the
+    other's samples, and at whole samples only, with the upper band emphasised, a neighbouring lobe of the
+    wrong sign can outweigh the true peak; then refined to a quarter sample by a windowed sinc over the
+    correlation (band-limited). `cross`: rfft(a) * conj(rfft(b)), size n."""
+    half = np.fft.irfft(cross, 2 * n) * 2  # half[2k] is the correlation at lag k, half[2k + 1] between
+    steps = np.arange(-2 * (len(b) - 1), 2 * (len(a) - 1) + 1)
+    steps = steps[np.abs(steps) <= 2 * max_lag]
+    lags = steps // 2  # a half-sample lag's overlap and energies: those of the whole lag below it
     a_start, b_start = np.maximum(lags, 0), np.maximum(-lags, 0)
     overlap = np.minimum(len(a) - a_start, len(b) - b_start)
     power = (a.energy[a_start + overlap] - a.energy[a_start]) * (b.energy[b_start + overlap] - b.energy[b_start])
     usable = (overlap >= MIN_OVERLAP * min(len(a), len(b))) & (power > 0)
     if not usable.any():
         return None
-    values = np.abs(dots[lags[usable] % n]) / np.sqrt(power[usable])
+    values = np.abs(half[steps[usable] % (2 * n)]) / np.sqrt(power[usable])
     at = int(np.argmax(values))
-    best = int(lags[usable][at])
-    # between samples: the correlation is band-limited, so a windowed sinc over its neighbours gives it at
-    # quarter-sample steps (a copy resampled from a trimmed file lies between the other's samples)
-    taps = np.arange(-SINC_TAPS, SINC_TAPS + 1)
-    near = dots[(best + taps) % n]
-    offsets = np.arange(-3, 4) / 4
+    best = steps[usable][at] / 2
+    dots = half[::2]
+    taps = np.floor(best).astype(int) + np.arange(-SINC_TAPS, SINC_TAPS + 1)
+    offsets = best + np.array([-0.25, 0.0, 0.25])
     kernel = np.sinc(offsets[:, None] - taps) * np.hanning(2 * SINC_TAPS + 3)[1:-1]
-    return best + float(offsets[np.argmax(np.abs(kernel @ near))]), float(values[at])
+    return float(offsets[np.argmax(np.abs(kernel @ dots[taps % n]))]), float(values[at])
