@@ -131,7 +131,7 @@ def front_matter(v: Version) -> dict:
 
 
 def readme(v: Version) -> bytes:
-    sections = [_intro(v), _how_to_load(v), _sources(v), _splits(v), _funnel(v), _plots(v)]
+    sections = [_intro(v), _how_to_load(v), _sources(v), _splits(v), _funnel(v), _duplicates(v), _plots(v)]
     front = yaml.safe_dump(front_matter(v), sort_keys=False, allow_unicode=True)
     return ("---\n" + front + "---\n\n" + "\n\n".join("\n".join(lines) for lines in sections) + "\n").encode()
 
@@ -208,6 +208,31 @@ def _funnel(v: Version) -> list[str]:
         "",
         "Every rejected item is in `rejects.parquet` with its reason; removed texts in `dropped_texts.parquet`.",
     ]
+
+
+def _duplicates(v: Version) -> list[str]:
+    """What dedupe removed per modality, how its sound pairs were verified, and what the leakage guard found."""
+    report = v.stats.get("dedupe") or {}
+    lines = ["## Duplicates", "", "| modality | clusters | removed | candidates checked | confirmed | refuted |"]
+    lines.append("|---|---:|---:|---:|---:|---:|")
+    checks = report.get("verification") or {}
+    for modality in sorted(set(report.get("by_modality") or {}) | set(checks)):
+        counts, check = (report.get("by_modality") or {}).get(modality, {}), checks.get(modality, {})
+        lines.append(
+            f"| {modality} | {counts.get('clusters', 0)} | {counts.get('removed', 0)} | {check.get('candidates', '')}"
+            f" | {check.get('confirmed', '')} | {check.get('refuted', '')} |"
+        )
+    for modality, check in sorted(checks.items()):
+        if check.get("confirmed_similarity"):
+            low, high = check["confirmed_similarity"]
+            refuted = check["refuted_similarity"] or "none"
+            lines += ["", f"{modality.capitalize()} copies were verified on the waveform: similarity {low}-{high}"
+                      f" (refuted look-alikes: {refuted}; unverified: {check['unverified']})."]  # fmt: skip
+    guard = report.get("leak_guard") or {}
+    if guard:
+        lines += ["", f"The leakage guard compared {guard['items_checked']} items with a wider search: "
+                  f"{guard['leaks']} copies across splits, {guard['moved_groups']} groups moved."]  # fmt: skip
+    return lines
 
 
 def _plots(v: Version) -> list[str]:

@@ -58,6 +58,7 @@ def _caption_burnt_in(image: Image.Image) -> Image.Image:
 
 EDITS = {
     "jpeg70": lambda im: _save(im, quality=70),
+    "jpeg35": lambda im: _save(im, quality=35),
     "half": lambda im: _save(im.resize((im.width // 2, im.height // 2)), quality=90),
     "crop2": lambda im: _save(_crop(im, 0.02), quality=90),
     "png": lambda im: _save(im, "PNG"),
@@ -350,8 +351,8 @@ def test_silence_is_no_evidence_of_one_sound(tmp_path):
 
 
 def test_the_original_photograph_is_kept_over_each_of_its_edits(planted):
-    """Re-encoded at 70, half size, cropped, PNG, WebP, brighter, captioned: the untouched original stays,
-    and each copy's reject says why it lost."""
+    """Re-encoded at 70 and 35, half size, cropped, PNG, WebP, brighter, captioned: the untouched original
+    stays (ranked on thumbnails: the pHash ties it with several edits), and each copy's reject says why."""
     kept = {_media(r["source_uri"]).split(".")[0]: _media(r["source_uri"]) for r in planted["index"]}
     for name in (f"{n}-0" for n in DISTINCT):
         assert kept[name] == f"{name}.jpg", (name, kept[name])

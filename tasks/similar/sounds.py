@@ -68,7 +68,8 @@ PRINT_BANDS = 24  # a short sound's print: frames x 24 bands (tasks/media/finger
 PRINT_SHIFT = 4  # frames of 23 ms: alignments tried either way (a trim, an encoder's delay)
 PRINT_OVERLAP = 0.5  # of the shorter print, at least (a trimmed copy)
 PRINT_MIN_OVERLAP = 3  # frames: two frames of two different vowels can look alike
-MEAN_SLACK_DB = 1.5  # band means of a copy trimmed or shifted by a few frames move by this much at most
+CORE_DB = -6  # a print's loud core: frames whose loudest band is this close to the clip's loudest
+MEAN_SLACK_DB = 2.0  # what a copy's core means may differ by beyond `max_db`
 
 
 def print_distance(a: np.ndarray, b: np.ndarray, max_shift: int = PRINT_SHIFT) -> float:
@@ -84,14 +85,15 @@ def print_distance(a: np.ndarray, b: np.ndarray, max_shift: int = PRINT_SHIFT) -
 
 def short_sound_pairs(ids: list[str], prints: list[list[int]], max_db: float) -> list[tuple[str, str, float]]:
     """(a, b, dB) with a < b for short sounds whose prints match within `max_db`. Candidates are within 2x
-    of each other's length and have band by band mean levels within `max_db` (+ MEAN_SLACK_DB) on average,
-    found by a k-d tree (a bound: the mean difference of two aligned prints is at least that of their
-    band means; the slack covers the frames a trim or a shift leaves out); each is verified."""
+    of each other's length and have, band by band, mean levels over their loud core (the frames within
+    CORE_DB of the loudest) within `max_db` + MEAN_SLACK_DB of each other on average, found by a k-d tree;
+    each is verified. The core is what a trim, an encoder's padding or a shift leaves alone (measured on
+    spoken words and their copies: every copy's core lies within 6 dB at `max_db` 4)."""
     shaped = [np.array(p, np.float32).reshape(-1, PRINT_BANDS) for p in prints]
     if len(shaped) < 2:
         return []
-    means = np.stack([p.mean(axis=0) for p in shaped])
-    near = cKDTree(means).query_pairs(PRINT_BANDS * (max_db + MEAN_SLACK_DB), p=1, output_type="ndarray")
+    cores = np.stack([p[p.max(axis=1) >= CORE_DB].mean(axis=0) for p in shaped])
+    near = cKDTree(cores).query_pairs(PRINT_BANDS * (max_db + MEAN_SLACK_DB), p=1, output_type="ndarray")
     pairs = []
     for i, j in near.tolist():
         if not 0.5 <= len(shaped[i]) / len(shaped[j]) <= 2:
