@@ -1,7 +1,7 @@
 """The build as data: one plan from a recipe, one order of steps, two runners.
 
     plan ─▶ [collect + clean] ─▶ dedupe decision ─▶ [dedupe + filter + align] ─▶ (documents decision)
-         ─▶ split decision ─▶ [(documents +) split] ─▶ tar plan ─▶ [one tar] ─▶ leakage guard ─▶ commit
+         ─▶ split decision ─▶ leakage guard ─▶ [(documents +) split] ─▶ tar plan ─▶ [one tar] ─▶ commit
 
 With alignment models in the recipe, scoring is a step of its own (its workers ask for GPUs where the
 cluster has them): [dedupe + filter] ─▶ [score + align].

@@ -322,7 +322,7 @@ class LeakGuardConfig(Strict):
 
     image_radius: int = Field(12, ge=0, le=16)  # pHash bits (distinct photographs measured 20 and more apart)
     audio_max_ber: float = Field(0.25, gt=0, lt=0.5)
-    short_audio_max_db: float = Field(8.0, gt=0, le=20)
+    short_audio_max_db: float = Field(6.0, gt=0, le=20)  # copies measured 2.7 dB apart at most
     video_radius: int = Field(12, ge=0, le=16)
 
 
