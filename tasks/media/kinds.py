@@ -286,6 +286,9 @@ def _printless_pairs(items: Signatures) -> Iterator[Pair]:
 VERIFY_RATE = 16_000  # sounds are decoded for verification at this rate, and compared here or at half of it
 VERIFY_CHUNK = 2_000  # candidate pairs whose media are fetched at once
 HIGH_SHARE = 0.2  # of its energy above 4 kHz: a sound that holds this much is compared at 16 kHz
+# two short sounds (a print's) differ in length by at most this, or a fifth of the longer: trims of 50 ms at
+# either end and a codec's priming and padding
+SHORT_LENGTH_SLACK_S = 0.25
 
 
 class SoundCheck:
@@ -352,6 +355,9 @@ def _compare(a, b) -> float | None:
     if a is None or b is None:
         return None
     (full_a, half_a, high_a), (full_b, half_b, high_b) = a, b
+    shorter, longer = sorted((len(full_a), len(full_b)))
+    if longer <= PRINT_MAX_S * VERIFY_RATE and longer - shorter > max(SHORT_LENGTH_SLACK_S * VERIFY_RATE, 0.2 * longer):
+        return 0.0  # two short sounds this far apart in length are not one recording trimmed or padded
     if high_a and high_b:
         return similarity(full_a, full_b, VERIFY_RATE)
     return similarity(half_a, half_b, VERIFY_RATE // 2)
