@@ -12,16 +12,18 @@ import io
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 from PIL import Image as PILImage
+from scipy.fft import next_fast_len
 
 from ..schema import scores_dict
 from ..similar import fingerprint_pairs, hamming_pairs, sequence_pairs
 from ..similar.bits import sequence_distance
 from ..similar.sounds import PRINT_BANDS, bit_error_rate, print_distance, short_sound_pairs
-from ..similar.waveform import MAX_COMPARED_S, MAX_LAG_S, Sound, similarity
+from ..similar.waveform import MAX_COMPARED_S, MAX_LAG_S, Sound, similarity, whole_correlation
 from . import MediaError
 from .audio import AudioPreset, decode_audio, mono_samples
 from .fingerprint import FINGERPRINT_RATE, PRINT_FLOOR_DB, PRINT_HOP, PRINT_MAX_S
@@ -286,6 +288,8 @@ def _printless_pairs(items: Signatures) -> Iterator[Pair]:
 VERIFY_RATE = 16_000  # sounds are decoded for verification at this rate, and compared here or at half of it
 VERIFY_CHUNK = 2_000  # candidate pairs whose media are fetched at once
 HIGH_SHARE = 0.2  # of its energy above 4 kHz: a sound that holds this much is compared at 16 kHz
+LOW_SHARE = 0.3  # of its energy under 1 kHz: two sounds that hold this much get a first look at 2 kHz
+COARSE_FLOOR = 0.5  # that look's whole correlation under this: not one recording (copies measured 0.9+)
 # two short sounds (a print's) differ in length by at most this, or a fifth of the longer: trims of 50 ms at
 # either end and a codec's priming and padding
 SHORT_LENGTH_SLACK_S = 0.25
@@ -338,37 +342,57 @@ class SoundCheck:
         }
 
 
-def _sound(data: bytes | None) -> tuple[Sound, Sound, bool] | None:
-    """A sound at VERIFY_RATE and at half of it, and whether it holds HIGH_SHARE of its energy above 4 kHz."""
+@dataclass
+class _Heard:
+    """A sound as the check compares it: at 16 kHz, at 8 kHz, at 2 kHz (a first, cheap look), and where its
+    energy lies."""
+
+    full: Sound
+    half: Sound
+    coarse: Sound
+    high: bool  # HIGH_SHARE of its energy above 4 kHz
+    low: bool  # LOW_SHARE of its energy under 1 kHz: the 2 kHz look sees it
+
+
+def _sound(data: bytes | None) -> _Heard | None:
     if data is None:
         return None
     try:
         samples = mono_samples(data, VERIFY_RATE, MAX_COMPARED_S + MAX_LAG_S).astype(np.float64)
     except MediaError:
         return None
-    power = np.abs(np.fft.rfft(samples)) ** 2
-    high = power[len(power) // 2 :].sum() >= HIGH_SHARE * max(power.sum(), 1e-30)
-    return Sound(samples, VERIFY_RATE), Sound(_halved(samples), VERIFY_RATE // 2), bool(high)
+    # one transform, at a length FFT is fast at (a prime length is 10-100x slower) that 8 divides: the
+    # lower rates are its spectrum cut at their Nyquist frequency (exact band-limiting)
+    size = 8 * next_fast_len(-(-max(len(samples), 16) // 8), real=True)
+    spectrum = np.fft.rfft(samples, size)
+    power = np.abs(spectrum) ** 2
+    total = max(power.sum(), 1e-30)
+
+    def at(factor: int) -> np.ndarray:
+        return np.fft.irfft(spectrum[: size // (2 * factor) + 1], size // factor)[: len(samples) // factor] / factor
+
+    return _Heard(
+        full=Sound(samples, VERIFY_RATE),
+        half=Sound(at(2), VERIFY_RATE // 2),
+        coarse=Sound(at(8), VERIFY_RATE // 8),
+        high=bool(power[len(power) // 2 :].sum() >= HIGH_SHARE * total),
+        low=bool(power[: len(power) // 8].sum() >= LOW_SHARE * total),
+    )
 
 
-def _compare(a, b) -> float | None:
+def _compare(a: _Heard | None, b: _Heard | None) -> float | None:
     if a is None or b is None:
         return None
-    (full_a, half_a, high_a), (full_b, half_b, high_b) = a, b
-    shorter, longer = sorted((len(full_a), len(full_b)))
+    shorter, longer = sorted((len(a.full), len(b.full)))
     if longer <= PRINT_MAX_S * VERIFY_RATE and longer - shorter > max(SHORT_LENGTH_SLACK_S * VERIFY_RATE, 0.2 * longer):
         return 0.0  # two short sounds this far apart in length are not one recording trimmed or padded
-    if high_a and high_b:
-        return similarity(full_a, full_b, VERIFY_RATE)
-    return similarity(half_a, half_b, VERIFY_RATE // 2)
-
-
-def _halved(samples: np.ndarray) -> np.ndarray:
-    """The samples at half the rate, band-limited exactly (the spectrum's upper half cut off)."""
-    n = len(samples) // 2 * 2
-    if n < 2:
-        return samples[:0]
-    return np.fft.irfft(np.fft.rfft(samples[:n])[: n // 4 + 1], n // 2) / 2
+    if a.low and b.low:  # a first look at 2 kHz, an eighth of the work: copies correlate there as a whole
+        whole = whole_correlation(a.coarse, b.coarse, VERIFY_RATE // 8)
+        if whole < COARSE_FLOOR:
+            return whole
+    if a.high and b.high:
+        return similarity(a.full, b.full, VERIFY_RATE)
+    return similarity(a.half, b.half, VERIFY_RATE // 2)
 
 
 class Video(MediaKind):

@@ -89,6 +89,16 @@ def similarity(a: np.ndarray | Sound, b: np.ndarray | Sound, rate: int, max_lag_
     return float(np.clip(np.abs(scores).min() if np.all(scores * scores[0] > 0) else 0.0, 0.0, 1.0))
 
 
+def whole_correlation(a: Sound, b: Sound, rate: int, max_lag_s: float = MAX_LAG_S) -> float:
+    """The normalised |correlation| of the two sounds as a whole at their best lag (0 when no lag is
+    allowed): a cheap first look, since copies correlate near 1 as a whole too."""
+    if min(len(a), len(b)) < 2:
+        return 0.0
+    n = 1 << (2 * max(len(a), len(b)) - 1).bit_length()
+    found = _best_lag(a.spectrum(n) * np.conj(b.spectrum(n)), a, b, n, rate * max_lag_s)
+    return 0.0 if found is None else min(found[1], 1.0)
+
+
 def _held(x: np.ndarray, rate: int) -> Sound:
     sound = Sound(np.zeros(0), rate)
     sound.x, sound.energy = x, np.concatenate([[0.0], np.cumsum(x * x)])
