@@ -40,14 +40,21 @@ class Leakage(RuntimeError):
     """A val or test item is a copy of a train item, or a group is in another split than published."""
 
 
-def search_config(dedupe: DedupeConfig, guard: LeakGuardConfig) -> DedupeConfig:
-    """Dedupe's signals, each at the wider of the guard's threshold and dedupe's."""
+UNVERIFIED = ("image_radius", "video_radius")  # signals whose pairs are not checked on the media behind them
 
-    def wider(ours, theirs):
-        return theirs if ours is None else max(ours, theirs)
+
+def search_config(dedupe: DedupeConfig, guard: LeakGuardConfig) -> DedupeConfig:
+    """Dedupe's signals, each at the wider of the guard's threshold and dedupe's. A picture signal that the
+    recipe turned off stays off (generated shapes share hashes without being copies, and nothing checks
+    the pixels behind a pHash); sounds are searched whatever dedupe's setting, their pairs verified."""
+
+    def wider(name, ours, theirs):
+        if ours is None:
+            return None if name in UNVERIFIED else theirs
+        return max(ours, theirs)
 
     return dedupe.model_copy(
-        update={name: wider(getattr(dedupe, name), value) for name, value in guard.model_dump().items()}
+        update={name: wider(name, getattr(dedupe, name), value) for name, value in guard.model_dump().items()}
     )
 
 

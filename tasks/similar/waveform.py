@@ -37,9 +37,7 @@ class Sound:
     of it needs computed once: its running energy, and its spectrum at each transform size asked."""
 
     def __init__(self, samples: np.ndarray, rate: int):
-        x = np.asarray(samples[: int(MAX_COMPARED_S * rate)], np.float64)
-        x = x - x.mean() if len(x) else x
-        self.x = np.append(x[:1], x[1:] - PRE_EMPHASIS * x[:-1])
+        self.x = comparable(samples[: int(MAX_COMPARED_S * rate)])
         self.rate = rate
         self.energy = np.concatenate([[0.0], np.cumsum(self.x * self.x)])
 
@@ -53,7 +51,9 @@ class Sound:
 
 def comparable(samples: np.ndarray) -> np.ndarray:
     """Mono float samples ready to correlate: no DC offset, pre-emphasised (what `Sound` holds)."""
-    return Sound(samples, 1).x if len(samples) else np.zeros(0)
+    x = np.asarray(samples, np.float64)
+    x = x - x.mean() if len(x) else x
+    return np.append(x[:1], x[1:] - PRE_EMPHASIS * x[:-1])
 
 
 def similarity(a: np.ndarray | Sound, b: np.ndarray | Sound, rate: int, max_lag_s: float = MAX_LAG_S) -> float:
