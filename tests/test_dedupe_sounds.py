@@ -187,3 +187,40 @@ def test_waveform_similarity_is_blind_to_gain_and_polarity_and_sees_a_different_
     assert similarity(comparable(sound), comparable(rng.normal(size=8000)), 8000) < 0.2
     half = np.concatenate([sound[:4000], rng.normal(size=4000)])  # the same for half its length only
     assert similarity(comparable(sound), comparable(half), 8000) < 0.2
+
+
+def test_a_copy_of_a_published_sound_is_verified_on_the_published_tar(tmp_path):
+    """A later partition with MP3 copies of words an earlier one published, beside new words: the copies are
+    `duplicate:published`, checked on the waveform read from the published tars; the new words stay."""
+    drops = tmp_path / "drops"
+    first, second = drops / "2026-01-01", drops / "2026-01-02"
+    rows = {first: [], second: []}
+    for n, word in enumerate(WORDS[:16]):
+        samples = spoken(word, "en-us", 160)
+        storage.write_bytes(
+            str(first / f"{word}.wav"), encode_sound(samples, "wav", "pcm_s16le", ESPEAK_RATE, ESPEAK_RATE)
+        )
+        rows[first].append({"media": f"{word}.wav", "modality": "audio", "text": f"a voice saying {word}"})
+        if n % 2 == 0:
+            storage.write_bytes(str(second / f"{word}.mp3"), copies_of(samples, ESPEAK_RATE)["mp3-64k"]())
+            rows[second].append({"media": f"{word}.mp3", "modality": "audio", "text": f"{word} said once more"})
+    for word in WORDS[16:24]:  # distinct words, some close to published ones (tree / three)
+        samples = spoken(word, "en-gb", 140)
+        storage.write_bytes(
+            str(second / f"{word}.wav"), encode_sound(samples, "wav", "pcm_s16le", ESPEAK_RATE, ESPEAK_RATE)
+        )
+        rows[second].append({"media": f"{word}.wav", "modality": "audio", "text": f"a voice saying {word}"})
+    for folder, lines in rows.items():
+        (folder / "captions.jsonl").write_text("\n".join(json.dumps(r) for r in lines))
+    source = make_source(name="words", kind="manifest", uri=str(drops / "{partition}" / "captions.jsonl"))
+    recipe = Recipe(name="t", sources=(source,), filter={"min_audio_s": 0, "max_silence_ratio": 1.0})
+    build_in_process([source], str(tmp_path / "out"), recipe, partition="2026-01-01")
+    layout, manifest = build_in_process([source], str(tmp_path / "out"), recipe, partition="2026-01-02")
+    rejects = pq.read_table(storage.join(layout.version, "rejects.parquet")).to_pylist()
+    assert sorted(_name(r) for r in rejects) == sorted(f"{w}.mp3" for w in WORDS[:16:2]), [
+        (_name(r), r["reason"], r["detail"]) for r in rejects
+    ]
+    assert all(r["reason"] == "duplicate:published" for r in rejects)
+    assert manifest["samples"] == 8  # the new words, none lost
+    check = storage.read_json(storage.join(layout.version, "stats.json"))["dedupe"]["verification"]["audio"]
+    assert check["confirmed"] >= 8 and check["unverified"] == 0 and check["confirmed_similarity"][0] >= 0.6
