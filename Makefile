@@ -51,7 +51,8 @@ ui: $(STAMP)
 # mmetl build vs a decode-only baseline on 5k and 20k real-photo JPEGs (bench/out/build/report.md), and
 # downloading 10k URLs from loopback: mmetl vs the img2dataset CLI (bench/out/collect/report.md), and
 # near-duplicate search over 1M and 10M image hashes and 1M captions: mmetl vs faiss, brute force and
-# datasketch (bench/out/dedupe/report.md), and clean's per-image and per-clip cost against decode-only and
+# datasketch (bench/out/dedupe/report.md), and the dedupe decision on an audio-heavy corpus with and without
+# the waveform check, and the leakage guard (bench/out/dedupe_audio/report.md), and clean's per-image and per-clip cost against decode-only and
 # img2dataset's resizer + imagehash (bench/out/clean/report.md), and the align step's CLIP scoring
 # against the model's bare forward pass (bench/out/align/report.md), and the driver's plan, dedupe and split
 # decisions on 1M and 2M planned URL items (bench/out/driver/report.md). About 75 minutes in all on 2 cores.
@@ -60,6 +61,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/clean.py
 	$(BIN)/python bench/collect.py
 	$(BIN)/python bench/dedupe.py
+	$(BIN)/python bench/dedupe_audio.py
 	$(BIN)/python bench/align.py
 	$(BIN)/python bench/driver.py
 	$(BIN)/python bench/worker_memory.py
