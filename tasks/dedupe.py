@@ -327,11 +327,10 @@ def decide_duplicates(
                     "merged_texts": merged.get(sample_id),
                 }
             )
-    by_modality = defaultdict(Counter)
+    by_modality = defaultdict(lambda: {"clusters": 0, "removed": 0})
     for cluster in clusters:
         first = items.get(cluster[0]) or theirs_rows.get(cluster[0])
         by_modality[first["modality"]]["clusters"] += 1
-        by_modality[first["modality"]]["removed"] += 0
     for copy in duplicate_of:
         by_modality[items[copy]["modality"]]["removed"] += 1
     by_reason = Counter(reason for reason, _ in reasons.values())
@@ -342,7 +341,7 @@ def decide_duplicates(
         "by_reason": dict(sorted(by_reason.items())),
         "by_source": dict(sorted(by_source.items())),
         # per modality: clusters of copies, and the members removed (caption duplicates of `drop` sources too)
-        "by_modality": {m: dict(sorted(c.items())) for m, c in sorted(by_modality.items())},
+        "by_modality": dict(sorted(by_modality.items())),
         # candidate pairs checked on the media itself (sounds: tasks/similar/waveform.py), and their scores
         "verification": verification,
         "grouped_not_merged": dict(sorted(related_count.items())),  # e.g. videos sharing a sound track

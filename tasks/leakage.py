@@ -130,15 +130,17 @@ def _published(layout: storage.Layout, withdrawn_uri: str) -> pa.Table:
     """The other partitions' published items still standing (what this build withdraws is not), keyed
     partition/sample_id; a published item's split is fixed."""
     published = PublishedIndex(layout.root, layout.dataset).items(except_partition=layout.partition)
-    keys = pc.binary_join_element_wise(published.column("partition"), published.column("sample_id"), "/")
+    published = published.select(COLUMNS + ["group_id", "split", "partition"]).append_column("key", _keys(published))
     if storage.exists(withdrawn_uri):
-        withdrawn = storage.read_parquet(withdrawn_uri)
-        gone = pc.binary_join_element_wise(withdrawn.column("partition"), withdrawn.column("sample_id"), "/")
-        published = published.filter(pc.invert(pc.is_in(keys, gone)))
-        keys = pc.binary_join_element_wise(published.column("partition"), published.column("sample_id"), "/")
-    published = published.select(COLUMNS + ["group_id", "split"]).append_column("key", keys)
+        gone = _keys(storage.read_parquet(withdrawn_uri))
+        published = published.filter(pc.invert(pc.is_in(published.column("key"), gone)))
     published = published.append_column("fixed", pa.repeat(pa.scalar(True), published.num_rows))
     return published.filter(pc.is_valid(published.column("split")))  # versions before splits were recorded
+
+
+def _keys(table: pa.Table):
+    """partition/sample_id: an id is unique within a partition only."""
+    return pc.binary_join_element_wise(table.column("partition"), table.column("sample_id"), "/")
 
 
 def _crossing(evidence: dict, rows: dict[str, dict]) -> list[str]:

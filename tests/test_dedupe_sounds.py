@@ -15,7 +15,7 @@ from flows import cli
 from tasks import catalog, storage
 from tasks.leakage import Leakage
 from tasks.recipe import Recipe
-from tasks.similar.waveform import comparable, similarity
+from tasks.similar.waveform import Sound, similarity
 from tasks.sources import make_source
 
 from .helpers import build_in_process
@@ -183,10 +183,10 @@ def test_waveform_similarity_is_blind_to_gain_and_polarity_and_sees_a_different_
     rng = np.random.default_rng(0)
     sound = rng.normal(size=8000)
     shifted = np.concatenate([np.zeros(123), -0.25 * sound])[:8000]  # later, quieter, inverted, cut short
-    assert similarity(comparable(sound), comparable(shifted), 8000) > 0.99
-    assert similarity(comparable(sound), comparable(rng.normal(size=8000)), 8000) < 0.2
+    assert similarity(Sound(sound, 8000), Sound(shifted, 8000), 8000) > 0.99
+    assert similarity(Sound(sound, 8000), Sound(rng.normal(size=8000), 8000), 8000) < 0.2
     half = np.concatenate([sound[:4000], rng.normal(size=4000)])  # the same for half its length only
-    assert similarity(comparable(sound), comparable(half), 8000) < 0.2
+    assert similarity(Sound(sound, 8000), Sound(half, 8000), 8000) < 0.2
 
 
 def test_a_copy_of_a_published_sound_is_verified_on_the_published_tar(tmp_path):

@@ -56,11 +56,10 @@ def comparable(samples: np.ndarray) -> np.ndarray:
     return np.append(x[:1], x[1:] - PRE_EMPHASIS * x[:-1])
 
 
-def similarity(a: np.ndarray | Sound, b: np.ndarray | Sound, rate: int, max_lag_s: float = MAX_LAG_S) -> float:
+def similarity(a: Sound, b: Sound, rate: int, max_lag_s: float = MAX_LAG_S) -> float:
     """1 for the same waveform (up to gain and polarity), near 0 for unrelated ones: the least normalised
     correlation over audible windows, at the best lag within `max_lag_s` whose overlap covers MIN_OVERLAP
-    of the shorter sound. `a`, `b`: Sounds, or `comparable` samples, at `rate`."""
-    a, b = (s if isinstance(s, Sound) else _held(s, rate) for s in (a, b))
+    of the shorter sound. `a`, `b`: Sounds at `rate`."""
     if min(len(a), len(b)) < 2:
         return 0.0
     # one transform size for every pair of sounds of like lengths, so each sound's spectrum is reused
@@ -97,12 +96,6 @@ def whole_correlation(a: Sound, b: Sound, rate: int, max_lag_s: float = MAX_LAG_
     n = 1 << (2 * max(len(a), len(b)) - 1).bit_length()
     found = _best_lag(a.spectrum(n) * np.conj(b.spectrum(n)), a, b, n, rate * max_lag_s)
     return 0.0 if found is None else min(found[1], 1.0)
-
-
-def _held(x: np.ndarray, rate: int) -> Sound:
-    sound = Sound(np.zeros(0), rate)
-    sound.x, sound.energy = x, np.concatenate([[0.0], np.cumsum(x * x)])
-    return sound
 
 
 def _best_lag(cross: np.ndarray, a: Sound, b: Sound, n: int, max_lag: float) -> tuple[float, float] | None:
