@@ -1,5 +1,5 @@
 """The dedupe decision on an audio-heavy corpus: what verifying sound candidates on the waveform and the
-leakage guard cost, against the same decision on the prints alone (`make bench`; each measurement in a
+leakage guard cost, against the same decision on the signatures alone (`make bench`; each measurement in a
 fresh process, for its own peak RSS).
 
 Corpus (made once into bench/out/dedupe_audio/corpus, cleaned by mmetl's own audio clean):
@@ -11,8 +11,8 @@ Corpus (made once into bench/out/dedupe_audio/corpus, cleaned by mmetl's own aud
   1% of them 1-4 bits away. They make the decision's size realistic; their media are not needed.
 
 Runs:
-- prints only: the decision with no media at hand (what dedupe did before sounds were verified: every
-  print candidate is taken as a copy).
+- signatures only: the decision with no media at hand (every candidate a signature proposes is taken as
+  a copy: what dedupe did before sounds were verified).
 - verified: the same decision reading the candidates' media and checking each pair on the waveform.
 - guard: the leakage guard over the verified decision's items (its wider search, reusing the scores).
 Reported: seconds and peak RSS of each, candidates checked, planted copies found, distinct sounds lost.
@@ -40,7 +40,7 @@ sys.path.insert(0, str(REPO))
 RATE = 16000
 SHARDS = 16
 PRINTS_UP_TO = 2_000  # sounds: the prints-only run above this takes hours (its false clusters)
-FACTS = ("media_ext", "duration_s", "sample_rate", "channels", "audio_fingerprint", "sound_print")
+FACTS = ("media_ext", "duration_s", "sample_rate", "channels", "audio_fingerprint", "sound_landmarks", "sound_print")
 
 
 def syllable(rng: np.random.Generator, seconds: float) -> np.ndarray:
@@ -274,7 +274,8 @@ def main() -> int:
     if args.one:
         print(json.dumps(run(args.one[0], Path(args.one[1]), out)))
         return 0
-    folder = out / f"corpus-{args.sounds}"
+    # a corpus made by an mmetl that recorded other signatures is made anew
+    folder = out / f"corpus-{args.sounds}-{hashlib.sha1(' '.join(FACTS).encode()).hexdigest()[:8]}"
     started = time.perf_counter()
     make_corpus(folder, args.sounds)
     made = json.loads((folder / "done.json").read_text())

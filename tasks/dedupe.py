@@ -6,7 +6,8 @@ Global step in three phases. Signatures are the cleaned shards' own columns, rea
 
 - pairs, each with its evidence (tasks/similar/): identical normalized bytes (sha256); images whose
   pHashes lie within `image_radius` bits; sounds whose Chromaprints differ in at most `audio_max_ber`
-  of their bits; videos whose keyframe pHashes (median) lie within `video_radius` (pictures decide:
+  of their bits, or that share `audio_min_landmarks` landmarks at one alignment, each verified on the
+  waveform; videos whose keyframe pHashes (median) lie within `video_radius` (pictures decide:
   videos whose sound tracks match as sounds do only join one group, neither is rejected);
 - pairs form clusters (union-find); in each, one member is kept by the `keep` policy and the others
   are rejects (`duplicate:exact|near|audio|video`, or `duplicate:published` when an earlier partition
@@ -345,8 +346,7 @@ def decide_duplicates(
         # candidate pairs checked on the media itself (sounds: tasks/similar/waveform.py), and their scores
         "verification": verification,
         "grouped_not_merged": dict(sorted(related_count.items())),  # e.g. videos sharing a sound track
-        # sounds without a print of either kind (too short, too silent, or all above 4 kHz): a short one is
-        # compared on its waveform with those of like length, a longer one by its bytes only
+        # sounds without any signature (too short or too silent): compared by their bytes only
         "compared_by_bytes_only": _compared_by_bytes_only(ours),
         **summary,
     }
@@ -460,11 +460,11 @@ def _clusters(evidence) -> list[list[str]]:
 
 
 def _compared_by_bytes_only(ours: pa.Table) -> int:
-    """Our sounds without a fingerprint of either kind (too short or too silent), counted in Arrow."""
+    """Our sounds without a signature of any kind (too short or too silent), counted in Arrow."""
     sounds = ours.filter(pc.equal(ours.column("modality"), "audio"))
     printed = [
         pc.fill_null(pc.greater(pc.list_value_length(sounds.column(c)), 0), False)
-        for c in ("audio_fingerprint", "sound_print")
+        for c in ("audio_fingerprint", "sound_landmarks", "sound_print")
         if c in sounds.column_names
     ]
     either = functools.reduce(pc.or_, printed) if printed else pa.array([False] * sounds.num_rows)

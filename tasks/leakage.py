@@ -41,6 +41,7 @@ class Leakage(RuntimeError):
 
 
 UNVERIFIED = ("image_radius", "video_radius")  # signals whose pairs are not checked on the media behind them
+LOWER_IS_WIDER = ("audio_min_landmarks",)  # thresholds on how much two items share, not how far apart
 
 
 def search_config(dedupe: DedupeConfig, guard: LeakGuardConfig) -> DedupeConfig:
@@ -51,7 +52,7 @@ def search_config(dedupe: DedupeConfig, guard: LeakGuardConfig) -> DedupeConfig:
     def wider(name, ours, theirs):
         if ours is None:
             return None if name in UNVERIFIED else theirs
-        return max(ours, theirs)
+        return min(ours, theirs) if name in LOWER_IS_WIDER else max(ours, theirs)
 
     return dedupe.model_copy(
         update={name: wider(name, getattr(dedupe, name), value) for name, value in guard.model_dump().items()}

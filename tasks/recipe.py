@@ -292,10 +292,16 @@ class DedupeConfig(Strict):
     # Chromaprint bit error rate at which two sounds are one recording; null: off. Measured on real
     # speech: MP3 and 16 kHz FLAC re-encodes up to 0.03, 50 ms trims up to 0.09, distinct 0.24 and more.
     audio_max_ber: float | None = Field(0.15, gt=0, lt=0.5)
-    # clips of up to 4 s (short sounds, words, notes): mean dB difference of their coarse log-mel prints
-    # at the best alignment; copies measured under 3.3, distinct sounds over 4.7. null: bytes only
+    # landmarks (pairs of spectral peaks in a sound's first 4 s) two sounds share at one alignment to be
+    # candidates; null: off. Measured on copies of words, noises and syllables (MP3 64 kbit/s, AAC, Opus,
+    # 8 kHz, +-6 dB, 50 ms trims of sounds of 0.3 s and more): 7 and more in common. Two clips of up to 4 s
+    # must also have prints within `short_audio_max_db`
+    audio_min_landmarks: int | None = Field(5, ge=2)
+    # clips up to 4 s have a coarse log-mel print: the mean dB difference at which two are candidates. Clips
+    # under 0.3 s, with under 20 landmarks, or published before landmarks were recorded are also searched
+    # by it; null: off
     short_audio_max_db: float | None = Field(4.0, gt=0, le=20)
-    # Both print matches above are only candidates: two sounds are one recording when their waveforms,
+    # Every signature match above is only a candidate: two sounds are one recording when their waveforms,
     # lined up at the best lag, correlate at least this well in every audible 40 ms window
     # (tasks/similar/waveform.py). Measured: MP3 64-320 kbit/s, AAC, Opus, 8-48 kHz, +-6 dB and 50 ms
     # trims 0.87 and more; distinct words, voices and noises 0.22 and less.
@@ -325,6 +331,7 @@ class LeakGuardConfig(Strict):
     image_radius: int = Field(8, ge=0, le=16)
     # sounds are verified on the waveform, so their search can be wider than dedupe's
     audio_max_ber: float = Field(0.25, gt=0, lt=0.5)
+    audio_min_landmarks: int = Field(3, ge=2)  # at most dedupe's
     short_audio_max_db: float = Field(6.0, gt=0, le=20)  # copies measured 2.7 dB apart at most
     video_radius: int = Field(8, ge=0, le=16)
 

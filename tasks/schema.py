@@ -94,6 +94,8 @@ SAMPLE_SCHEMA = pa.schema(
         pa.field("audio_fingerprint", pa.list_(pa.uint32())),
         # an audio clip of up to 4 s: a coarse log-mel (frames x 24 bands, dB, int8) for clips too short for Chromaprint
         pa.field("sound_print", pa.list_(pa.int8())),
+        # an audio clip's first 4 s: pairs of spectral peaks, hash << 11 | frame (tasks/media/landmarks.py)
+        pa.field("sound_landmarks", pa.list_(pa.uint32())),
         pa.field("keyframe_phashes", pa.list_(pa.string())),  # video: pHash of one frame a second, hex
         # scores computed by filters/aligners; thresholds are applied to these, so they can be re-tuned
         pa.field("scores", pa.list_(SCORE)),

@@ -58,6 +58,7 @@ class DecodedAudio:
     codec: str  # of the source
     fingerprint: list[int]  # raw Chromaprint (tasks/media/fingerprint.py)
     sound_print: list[int]  # a short clip's coarse log-mel (tasks/media/fingerprint.py); empty otherwise
+    landmarks: list[int]  # of its first 4 s (tasks/media/landmarks.py)
     scores: dict[str, float]
     mel: bytes | None = None  # .npy, float16, n_mels x frames
     mel_params: dict | None = None
@@ -148,6 +149,7 @@ def decode_audio(data: bytes, preset: AudioPreset = AudioPreset()) -> DecodedAud
         codec=codec,
         fingerprint=sound.fingerprint.result(),
         sound_print=sound.fingerprint.short_print(),
+        landmarks=sound.fingerprint.landmarks(),
         scores=sound.meter.scores(),
         mel=mel,
         mel_params=mel_params,

@@ -6,6 +6,8 @@
   (measured on Debian's Asterisk speech prompts, tests/test_dedupe.py). Chromaprint needs about
   3 s of sound: a shorter clip, or one that is mostly silence (a beep padded to 4 s), has no
   fingerprint and is deduplicated by its bytes only; values over silence are 0 and never compared.
+- Sound, any length: the landmarks of its first 4 s (pairs of spectral peaks, tasks/media/landmarks.py),
+  which find copies of short sounds and of a long sound's start.
 - Pictures in motion: the pHash of one frame a second.
 """
 
@@ -17,6 +19,8 @@ import av
 import imagehash
 import numpy as np
 from av.video.reformatter import VideoReformatter
+
+from .landmarks import LANDMARK_MAX_S, LANDMARK_RATE, landmarks
 
 try:
     import chromaprint
@@ -84,8 +88,16 @@ class SoundFingerprint:
         self.loud: list[np.ndarray] = []  # per 20 ms window: audible or not
         self.head: list[np.ndarray] = []  # the samples of a clip short enough for a print
         self.held = 0
+        # the sound's start at the landmarks' rate (tasks/media/landmarks.py)
+        self.to_landmark_rate = av.AudioResampler(format="flt", layout="mono", rate=LANDMARK_RATE)
+        self.start: list[np.ndarray] = []
+        self.start_held = 0
 
     def feed(self, frame: av.AudioFrame | None) -> None:
+        if self.start_held < LANDMARK_MAX_S * LANDMARK_RATE or frame is None:
+            for mono in self.to_landmark_rate.resample(frame):
+                self.start.append(mono.to_ndarray().ravel())
+                self.start_held += mono.samples
         for mono in self.resampler.resample(frame):
             samples = mono.to_ndarray().ravel()
             self.printer.feed(samples.tobytes())
@@ -110,6 +122,10 @@ class SoundFingerprint:
         if np.count_nonzero(values) < MIN_AUDIBLE_VALUES:
             return []
         return values.tolist()
+
+    def landmarks(self) -> list[int]:
+        """The landmarks of the sound's first LANDMARK_MAX_S (call after `result`)."""
+        return landmarks(np.concatenate(self.start)).tolist() if self.start else []
 
     def short_print(self) -> list[int]:
         """`sound_print` of the clip when it is at most PRINT_MAX_S long (call after `result`)."""

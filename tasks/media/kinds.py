@@ -22,11 +22,12 @@ from scipy.fft import next_fast_len
 from ..schema import scores_dict
 from ..similar import fingerprint_pairs, hamming_pairs, sequence_pairs
 from ..similar.bits import sequence_distance
+from ..similar.landmarks import landmark_pairs
 from ..similar.sounds import PRINT_BANDS, bit_error_rate, print_distance, short_sound_pairs
 from ..similar.waveform import MAX_COMPARED_S, MAX_LAG_S, Sound, similarity, whole_correlation
 from . import MediaError
 from .audio import AudioPreset, decode_audio, mono_samples
-from .fingerprint import FINGERPRINT_RATE, PRINT_FLOOR_DB, PRINT_HOP, PRINT_MAX_S
+from .fingerprint import PRINT_FLOOR_DB, PRINT_MAX_S
 from .image import ImagePreset, as_published, decode_image
 from .video import VideoPreset, decode_video
 
@@ -214,7 +215,7 @@ def audio_preset(settings) -> AudioPreset:
 class Audio(MediaKind):
     name = "audio"
     extensions = frozenset({"flac", "wav", "mp3", "ogg", "opus", "m4a"})
-    signatures = ("audio_fingerprint", "sound_print", "duration_s")
+    signatures = ("audio_fingerprint", "sound_landmarks", "sound_print", "duration_s")
 
     def __init__(self, settings) -> None:
         self.preset = audio_preset(settings)
@@ -230,6 +231,7 @@ class Audio(MediaKind):
             "audio_codec": audio.codec,
             "audio_fingerprint": audio.fingerprint,
             "sound_print": audio.sound_print,
+            "sound_landmarks": audio.landmarks,
             "_scores": audio.scores,
         }
         if audio.mel is not None:
@@ -240,15 +242,11 @@ class Audio(MediaKind):
 
     @staticmethod
     def duplicate_pairs(items, config):
-        if config.audio_max_ber is not None:
-            ids, prints = _signatures(items, "audio", "audio_fingerprint")
-            for a, b, ber in fingerprint_pairs(ids, prints, config.audio_max_ber):
-                yield a, b, "duplicate:audio", f"Chromaprint bit error rate {ber:.3f}"
-        if config.short_audio_max_db is not None:  # clips too short for Chromaprint
-            for a, b, db in short_sound_pairs(*_signatures(items, "audio", "sound_print"), config.short_audio_max_db):
-                yield a, b, "duplicate:audio", f"short-sound print {db:.1f} dB apart"
-        if config.short_audio_max_db is not None or config.audio_max_ber is not None:
-            yield from _printless_pairs(items)
+        seen = set()  # a pair two signatures propose is verified once
+        for a, b, reason, measured in _sound_candidates(items, config):
+            if (a, b) not in seen:
+                seen.add((a, b))
+                yield a, b, reason, measured
 
     @staticmethod
     def verified(candidates, fetch, config, known=None):
@@ -268,22 +266,47 @@ class Audio(MediaKind):
         return MediaKind.distance(a, b)
 
 
-def _printless_pairs(items: Signatures) -> Iterator[Pair]:
-    """Short sounds that a print describes in part or not at all (what they hold lies mostly above the
-    prints' 4 kHz, or lasts under ~90 ms): each pair of like length is a candidate, left to the waveform."""
-    printed = set(_signatures(items, "audio", "audio_fingerprint")[0])
-    ids, durations = _signatures(items, "audio", "duration_s")
-    length = dict(zip(ids, durations))
-    for key, values in zip(*_signatures(items, "audio", "sound_print")):
-        if len(values) / PRINT_BANDS >= 0.5 * length.get(key, 0) * FINGERPRINT_RATE / PRINT_HOP:
-            printed.add(key)  # its print covers at least half of it
-    rest = sorted((d, k) for k, d in zip(ids, durations) if k not in printed and d <= PRINT_MAX_S)
-    for i, (d, a) in enumerate(rest):
-        for e, b in rest[i + 1 :]:
-            if e - d > 0.1 + 0.1 * d:  # longer than a trimmed copy could be
-                break
-            yield min(a, b), max(a, b), "duplicate:audio", f"no print, {d:.2f} and {e:.2f} s long"
+def _sound_candidates(items: Signatures, config: DedupeConfig) -> Iterator[Pair]:
+    """Pairs of sounds that a signature says may be one recording (each is then verified on the waveform)."""
+    if config.audio_max_ber is not None:
+        ids, prints = _signatures(items, "audio", "audio_fingerprint")
+        for a, b, ber in fingerprint_pairs(ids, prints, config.audio_max_ber):
+            yield a, b, "duplicate:audio", f"Chromaprint bit error rate {ber:.3f}"
+    ids, marks = _signatures(items, "audio", "sound_landmarks")
+    if config.audio_min_landmarks is not None:
+        yield from _landmark_candidates(items, ids, marks, config)
+    if config.short_audio_max_db is not None:
+        # what landmarks hold little of, also searched by the coarse print: sounds under LANDMARK_MIN_S (a
+        # clipped copy of a 0.1 s click keeps none of its peaks), sounds with under FEW_LANDMARKS (a rumble
+        # in one narrow band), and sounds published before landmarks were recorded
+        count = dict(zip(ids, map(len, marks)))
+        ids, durations = _signatures(items, "audio", "duration_s")
+        only = {k for k, d in zip(ids, durations) if d < LANDMARK_MIN_S or count.get(k, 0) < FEW_LANDMARKS}
+        if only:
+            ids, prints = _signatures(items, "audio", "sound_print")
+            for a, b, db in short_sound_pairs(ids, prints, config.short_audio_max_db, only):
+                yield a, b, "duplicate:audio", f"short-sound print {db:.1f} dB apart"
 
+
+def _landmark_candidates(items: Signatures, ids: list[str], marks: list, config: DedupeConfig) -> Iterator[Pair]:
+    """Sounds sharing `audio_min_landmarks` landmarks at one alignment. Two short sounds (both with a print)
+    must also have prints within `short_audio_max_db`: one synthetic voice's words share landmarks (its
+    noise for an "s", its vowels), and their prints tell them apart at no cost, where the waveform check
+    costs ms a pair; every copy we made passed both."""
+    pairs = landmark_pairs(ids, marks, config.audio_min_landmarks)
+    rows = items.rows({x for a, b, _ in pairs for x in (a, b)}, ["sound_print"]) if pairs else {}
+    for a, b, common in pairs:
+        prints = [rows.get(x, {}).get("sound_print") for x in (a, b)]
+        if config.short_audio_max_db is None or not all(prints):
+            yield a, b, "duplicate:audio", f"{common} landmarks in common"
+            continue
+        apart = print_distance(*(np.array(p, np.float32).reshape(-1, PRINT_BANDS) for p in prints))
+        if apart <= config.short_audio_max_db:
+            yield a, b, "duplicate:audio", f"{common} landmarks in common, short-sound print {apart:.1f} dB apart"
+
+
+LANDMARK_MIN_S = 0.3  # sounds shorter than this, or with fewer landmarks, are also searched by their print
+FEW_LANDMARKS = 20
 
 VERIFY_RATE = 16_000  # sounds are decoded for verification at this rate, and compared here or at half of it
 VERIFY_CHUNK = 2_000  # candidate pairs whose media are fetched at once

@@ -83,19 +83,28 @@ def print_distance(a: np.ndarray, b: np.ndarray, max_shift: int = PRINT_SHIFT) -
     return best
 
 
-def short_sound_pairs(ids: list[str], prints: list[list[int]], max_db: float) -> list[tuple[str, str, float]]:
-    """(a, b, dB) with a < b for short sounds whose prints match within `max_db`. Candidates are within 2x
-    of each other's length and have, band by band, mean levels over their loud core (the frames within
-    CORE_DB of the loudest) within `max_db` + MEAN_SLACK_DB of each other on average, found by a k-d tree;
-    each is verified. The core is what a trim, an encoder's padding or a shift leaves alone (measured on
-    spoken words and their copies: every copy's core lies within 6 dB at `max_db` 4)."""
+def short_sound_pairs(
+    ids: list[str], prints: list[list[int]], max_db: float, only: set[str] | None = None
+) -> list[tuple[str, str, float]]:
+    """(a, b, dB) with a < b for short sounds whose prints match within `max_db` (with `only`: pairs with at
+    least one of those). Candidates are within 2x of each other's length and have, band by band, mean
+    levels over their loud core (the frames within CORE_DB of the loudest) within `max_db` +
+    MEAN_SLACK_DB of each other on average, found by a k-d tree; each is verified. The core is what a
+    trim, an encoder's padding or a shift leaves alone (measured on spoken words and their copies: every
+    copy's core lies within 6 dB at `max_db` 4)."""
     shaped = [np.array(p, np.float32).reshape(-1, PRINT_BANDS) for p in prints]
     if len(shaped) < 2:
         return []
     cores = np.stack([p[p.max(axis=1) >= CORE_DB].mean(axis=0) for p in shaped])
-    near = cKDTree(cores).query_pairs(PRINT_BANDS * (max_db + MEAN_SLACK_DB), p=1, output_type="ndarray")
+    tree, radius = cKDTree(cores), PRINT_BANDS * (max_db + MEAN_SLACK_DB)
+    if only is None:
+        near = tree.query_pairs(radius, p=1, output_type="ndarray").tolist()
+    else:
+        mine = [i for i, key in enumerate(ids) if key in only]
+        found = tree.query_ball_point(cores[mine], radius, p=1) if mine else []
+        near = sorted({(min(i, j), max(i, j)) for i, js in zip(mine, found) for j in js if j != i})
     pairs = []
-    for i, j in near.tolist():
+    for i, j in near:
         if not 0.5 <= len(shaped[i]) / len(shaped[j]) <= 2:
             continue
         if (d := print_distance(shaped[i], shaped[j])) <= max_db:
