@@ -265,7 +265,7 @@ def applied(shards: list[str], decision_uri: str, folder: Path) -> list[str]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default=str(REPO / "bench" / "out" / "dedupe_audio"))
-    # 2,000: at 20,000 (100k items) the verified decision takes hours (bench/README.md says why)
+    # 2,000: at 20,000 (100k items) the print fallback for steady sounds grows as the square (bench/README.md)
     parser.add_argument("--sounds", type=int, default=2_000, help="distinct sounds (images: 4x as many)")
     parser.add_argument("--runs", nargs="+", choices=["prints", "verified", "guard"], help="only these runs")
     parser.add_argument("--one", nargs=2, help=argparse.SUPPRESS)

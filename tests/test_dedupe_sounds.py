@@ -13,9 +13,9 @@ import pytest
 
 from flows import cli
 from tasks import catalog, storage
-from tasks.leakage import Leakage
+from tasks.leakage import Leakage, search_config
 from tasks.media.audio import decode_audio
-from tasks.recipe import DedupeConfig, Recipe
+from tasks.recipe import DedupeConfig, LeakGuardConfig, Recipe
 from tasks.similar.landmarks import landmark_pairs
 from tasks.similar.waveform import Sound, similarity
 from tasks.sources import make_source
@@ -251,3 +251,14 @@ def test_landmarks_link_copies_of_real_speech_and_not_distinct_prompts():
     assert all(a == b for a, b in family), sorted(p for p in pairs if p[0].split(".")[0] != p[1].split(".")[0])
     linked = {x for a, b, _ in pairs if a.split(".")[0] == b.split(".")[0] for x in (a, b)}
     assert {i for i in ids if "." in i} <= linked
+
+
+def test_the_guard_searches_wider_than_dedupe_on_every_sound_signal():
+    """The wider of two thresholds: a larger bit error rate or print distance, fewer landmarks in common."""
+    guard = LeakGuardConfig()
+    tight = search_config(DedupeConfig(audio_max_ber=0.01, short_audio_max_db=0.1, audio_min_landmarks=1000), guard)
+    assert (tight.audio_max_ber, tight.short_audio_max_db, tight.audio_min_landmarks) == (0.25, 6.0, 3)
+    off = search_config(DedupeConfig(audio_max_ber=None, short_audio_max_db=None, audio_min_landmarks=None), guard)
+    assert (off.audio_max_ber, off.short_audio_max_db, off.audio_min_landmarks) == (0.25, 6.0, 3)
+    loose = search_config(DedupeConfig(audio_max_ber=0.4, audio_min_landmarks=2), guard)
+    assert (loose.audio_max_ber, loose.audio_min_landmarks) == (0.4, 2)
