@@ -7,6 +7,8 @@ Corpus (made once into bench/out/dedupe_audio/corpus, cleaned by mmetl's own aud
   noise bursts in a random band with a random envelope), 30% long (4-10 s: syllables strung with pauses,
   which Chromaprint fingerprints); a planted copy of 5% of them (MP3 64 kbit/s, 8 kHz FLAC, a 50 ms
   trim at each end, or +6 dB, in turn).
+  With `--corpus speech`, the sounds are espeak-ng speech instead: 70% one to three words, 30% sentences
+  of 8-20 words, in 9 voices at random speeds and pitches.
 - 4 x N images: random pHashes (distinct pictures are 20+ bits apart, as random hashes are), a copy of
   1% of them 1-4 bits away. They make the decision's size realistic; their media are not needed.
 
@@ -71,7 +73,31 @@ def burst(rng: np.random.Generator, seconds: float) -> np.ndarray:
     )
 
 
-def sound(k: int) -> np.ndarray:
+VOCABULARY = (
+    "yes no up down left right on off stop go zero one two three four five six seven eight nine bed bird cat "
+    "dog happy house tree wow backward forward follow learn visual red green blue water light sound music "
+    "window garden morning evening river mountain paper number station table yellow orange purple"
+).split()
+VOICES = ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-029", "en-us+m3", "en-us+f2", "en-gb+m5", "en-us+f4")
+
+
+def spoken(k: int) -> np.ndarray:
+    """A short utterance (1-3 words, 70%) or a sentence (8-20 words), in one of 9 espeak-ng voices at a random
+    speed and pitch, at 16 kHz."""
+    from tests.realmedia import pcm
+
+    rng = np.random.default_rng(k)
+    words = rng.choice(VOCABULARY, rng.integers(8, 21) if k % 10 < 3 else rng.integers(1, 4))
+    command = ["espeak-ng", "-v", str(rng.choice(VOICES)), "-s", str(rng.integers(110, 200))]
+    command += ["-p", str(rng.integers(20, 80)), "--stdout", " ".join(words)]
+    samples = pcm(subprocess.run(command, capture_output=True, check=True).stdout, rate=RATE)
+    loud = np.flatnonzero(np.abs(samples) > 300)
+    return samples[loud[0] : loud[-1] + 1] if len(loud) else samples
+
+
+def sound(k: int, kind: str = "synthetic") -> np.ndarray:
+    if kind == "speech":
+        return spoken(k)
     rng = np.random.default_rng(k)
     if k % 10 < 3:  # long: syllables and pauses
         parts = []
@@ -99,7 +125,7 @@ def copy_of(samples: np.ndarray, k: int) -> bytes:
     return encode_sound(louder, "wav", "pcm_s16le", RATE, RATE)
 
 
-def clean_part(args: tuple[int, int, int, str]) -> int:
+def clean_part(args: tuple[int, int, int, str, str]) -> int:
     """Make and clean sounds [start, stop) of a corpus of n: one shard and its media file."""
     import pyarrow as pa
 
@@ -109,11 +135,11 @@ def clean_part(args: tuple[int, int, int, str]) -> int:
     from tasks.schema import MEDIA_SCHEMA, SAMPLE_SCHEMA
     from tests.realmedia import encode_sound
 
-    start, stop, n, folder = args
+    start, stop, n, folder, kind = args
     kind = Audio(CleanSettings())
     rows, media = [], []
     for k in range(start, stop):
-        samples = sound(k)
+        samples = sound(k, kind)
         files = [(f"s{k}", encode_sound(samples, "wav", "pcm_s16le", RATE, RATE))]
         if k % 20 == 0:
             files.append((f"s{k}.copy", copy_of(samples, k // 20)))
@@ -169,17 +195,17 @@ def image_shard(folder: str, n: int, seed: int = 1) -> None:
     storage.write_parquet(f"{folder}/images.parquet", pa.Table.from_arrays(columns, schema=SAMPLE_SCHEMA))
 
 
-def make_corpus(folder: Path, n: int) -> None:
+def make_corpus(folder: Path, n: int, kind: str) -> None:
     if (folder / "done.json").exists():
         return
     folder.mkdir(parents=True, exist_ok=True)
     per = -(-n // SHARDS)
-    parts = [(s, min(s + per, n), n, str(folder)) for s in range(0, n, per)]
+    parts = [(s, min(s + per, n), n, str(folder), kind) for s in range(0, n, per)]
     with ProcessPoolExecutor(os.cpu_count()) as pool:
         items = sum(pool.map(clean_part, parts))
     image_shard(str(folder), 4 * n)
     (folder / "done.json").write_text(
-        json.dumps({"distinct_sounds": n, "sounds": items, "images": 4 * n + 4 * n // 100})
+        json.dumps({"corpus": kind, "distinct_sounds": n, "sounds": items, "images": 4 * n + 4 * n // 100})
     )
 
 
@@ -267,6 +293,7 @@ def main() -> int:
     parser.add_argument("--out", default=str(REPO / "bench" / "out" / "dedupe_audio"))
     # 2,000: at 20,000 (100k items) the print fallback for steady sounds grows as the square (bench/README.md)
     parser.add_argument("--sounds", type=int, default=2_000, help="distinct sounds (images: 4x as many)")
+    parser.add_argument("--corpus", choices=["synthetic", "speech"], default="synthetic", help="what the sounds are")
     parser.add_argument("--runs", nargs="+", choices=["prints", "verified", "guard"], help="only these runs")
     parser.add_argument("--one", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -275,9 +302,9 @@ def main() -> int:
         print(json.dumps(run(args.one[0], Path(args.one[1]), out)))
         return 0
     # a corpus made by an mmetl that recorded other signatures is made anew
-    folder = out / f"corpus-{args.sounds}-{hashlib.sha1(' '.join(FACTS).encode()).hexdigest()[:8]}"
+    folder = out / f"corpus-{args.corpus}-{args.sounds}-{hashlib.sha1(' '.join(FACTS).encode()).hexdigest()[:8]}"
     started = time.perf_counter()
-    make_corpus(folder, args.sounds)
+    make_corpus(folder, args.sounds, args.corpus)
     made = json.loads((folder / "done.json").read_text())
     print(f"corpus: {made} ({time.perf_counter() - started:.0f} s)", flush=True)
     results = {}
@@ -305,7 +332,8 @@ def write_report(out: Path, made: dict, results: dict) -> None:
     names = {hashlib.sha1(f"s{k}{c}".encode()).hexdigest()[:20]: f"s{k}{c}" for k in range(n) for c in ("", ".copy")}
     planted = len(range(0, n, 20))  # every 20th sound has a copy
     lines = [
-        f"# Dedupe decision on an audio-heavy corpus ({made['sounds']:,} sounds, {made['images']:,} images; 2-core VM)",
+        f"# Dedupe decision on an audio-heavy corpus ({made['sounds']:,} {made['corpus']} sounds,"
+        f" {made['images']:,} images; 2-core VM)",
         "",
         "| run | seconds | peak RSS MB | planted copies found | distinct sounds lost | sound candidates | refuted |",
         "|---|---|---|---|---|---|---|",
@@ -335,7 +363,8 @@ def write_report(out: Path, made: dict, results: dict) -> None:
         "",
         "Guard report: " + json.dumps(guard["summary"]["guard"]),
     ]
-    (out / "report.md").write_text("\n".join(lines) + "\n")
+    name = "report.md" if made["corpus"] == "synthetic" else f"report-{made['corpus']}.md"
+    (out / name).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
