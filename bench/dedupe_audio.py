@@ -8,7 +8,8 @@ Corpus (made once into bench/out/dedupe_audio/corpus, cleaned by mmetl's own aud
   which Chromaprint fingerprints); a planted copy of 5% of them (MP3 64 kbit/s, 8 kHz FLAC, a 50 ms
   trim at each end, or +6 dB, in turn).
   With `--corpus speech`, the sounds are espeak-ng speech instead: 70% one to three words, 30% sentences
-  of 8-20 words, in 9 voices at random speeds and pitches.
+  of 8-20 words, in 9 voices at random speeds and pitches; with `--corpus recordings`, the 568 real
+  recordings of Debian's asterisk-core-sounds-en-wav (prompts, digits, letters, one speaker).
 - 4 x N images: random pHashes (distinct pictures are 20+ bits apart, as random hashes are), a copy of
   1% of them 1-4 bits away. They make the decision's size realistic; their media are not needed.
 
@@ -95,9 +96,20 @@ def spoken(k: int) -> np.ndarray:
     return samples[loud[0] : loud[-1] + 1] if len(loud) else samples
 
 
+def recordings() -> list[Path]:
+    """Debian's asterisk-core-sounds-en-wav: one woman reading 568 prompts, digits, letters and words (8 kHz)."""
+    from tests.realmedia import SPEECH
+
+    return sorted(SPEECH.rglob("*.wav"))
+
+
 def sound(k: int, kind: str = "synthetic") -> np.ndarray:
     if kind == "speech":
         return spoken(k)
+    if kind == "recordings":
+        from tests.realmedia import pcm
+
+        return pcm(recordings()[k].read_bytes(), rate=RATE)
     rng = np.random.default_rng(k)
     if k % 10 < 3:  # long: syllables and pauses
         parts = []
@@ -136,7 +148,7 @@ def clean_part(args: tuple[int, int, int, str, str]) -> int:
     from tests.realmedia import encode_sound
 
     start, stop, n, folder, kind = args
-    kind = Audio(CleanSettings())
+    audio = Audio(CleanSettings())
     rows, media = [], []
     for k in range(start, stop):
         samples = sound(k, kind)
@@ -144,7 +156,7 @@ def clean_part(args: tuple[int, int, int, str, str]) -> int:
         if k % 20 == 0:
             files.append((f"s{k}.copy", copy_of(samples, k // 20)))
         for name, data in files:
-            facts = kind.clean(data)
+            facts = audio.clean(data)
             sample_id = hashlib.sha1(name.encode()).hexdigest()[:20]
             row = {
                 "sample_id": sample_id, "source": "bench", "group_id": f"bench:{name}", "modality": "audio",
@@ -293,7 +305,9 @@ def main() -> int:
     parser.add_argument("--out", default=str(REPO / "bench" / "out" / "dedupe_audio"))
     # 2,000: at 20,000 (100k items) the print fallback for steady sounds grows as the square (bench/README.md)
     parser.add_argument("--sounds", type=int, default=2_000, help="distinct sounds (images: 4x as many)")
-    parser.add_argument("--corpus", choices=["synthetic", "speech"], default="synthetic", help="what the sounds are")
+    parser.add_argument(
+        "--corpus", choices=["synthetic", "speech", "recordings"], default="synthetic", help="what the sounds are"
+    )
     parser.add_argument("--runs", nargs="+", choices=["prints", "verified", "guard"], help="only these runs")
     parser.add_argument("--one", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -302,6 +316,8 @@ def main() -> int:
         print(json.dumps(run(args.one[0], Path(args.one[1]), out)))
         return 0
     # a corpus made by an mmetl that recorded other signatures is made anew
+    if args.corpus == "recordings":
+        args.sounds = min(args.sounds, len(recordings()))
     folder = out / f"corpus-{args.corpus}-{args.sounds}-{hashlib.sha1(' '.join(FACTS).encode()).hexdigest()[:8]}"
     started = time.perf_counter()
     make_corpus(folder, args.sounds, args.corpus)
@@ -327,6 +343,9 @@ def _family(detail_id: str, names: dict[str, str]) -> str:
     return names[detail_id].removesuffix(".copy")
 
 
+LABELS = {"prints": "signatures only", "verified": "verified on the waveform"}
+
+
 def write_report(out: Path, made: dict, results: dict) -> None:
     n = made.get("distinct_sounds") or round(made["sounds"] / 1.05)  # a copy of every 20th
     names = {hashlib.sha1(f"s{k}{c}".encode()).hexdigest()[:20]: f"s{k}{c}" for k in range(n) for c in ("", ".copy")}
@@ -347,7 +366,7 @@ def write_report(out: Path, made: dict, results: dict) -> None:
         lost = sum(_family(a, names) != _family(b, names) for a, b in sounds)
         check = r["summary"].get("verification", {}).get("audio", {})
         lines.append(
-            f"| {what} | {r['seconds']:.1f} | {r['peak_rss_mb']:.0f} | {found} of {planted} | {lost} |"
+            f"| {LABELS[what]} | {r['seconds']:.1f} | {r['peak_rss_mb']:.0f} | {found} of {planted} | {lost} |"
             f" {check.get('candidates', '')} | {check.get('refuted', '')} |"
         )
     guard = results["guard"]
