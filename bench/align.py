@@ -7,7 +7,7 @@ N photographs (default 5,000) of COCO's size, cropped from scikit-image's photog
 - limit:  the model's batched forward pass alone at the same batch sizes: `encode_image` on tensors already
           preprocessed (--batch-size) and `encode_text` on the captions (one per photograph, 256 at a time as
           the stage sends them), as scoring needs both towers.
-- mmetl:  the score stage (tasks/score.py) over a shard of the JPEGs as clean publishes them, batch by
+- mmetl:  the score stage (tasks/stages/score.py) over a shard of the JPEGs as clean publishes them, batch by
           batch as the engine hands them over: reading the media file, decoding, the model's preprocessing
           (on a thread, overlapped with inference), the image and text forward passes, the cosines.
 Both run in one process with torch's default threads on this machine's cores, interleaved over rounds;
@@ -47,8 +47,8 @@ def shard_of(images: list[bytes], folder: Path):
     """A work shard and clean's media file for it, as the engine leaves them: one row group per batch."""
     import pyarrow as pa
 
-    from tasks import storage
-    from tasks.schema import MEDIA_SCHEMA, samples_from_rows
+    from tasks.core import storage
+    from tasks.core.schema import MEDIA_SCHEMA, samples_from_rows
 
     rows = [
         {"sample_id": f"img{i:06d}", "source": "bench", "group_id": f"img{i:06d}", "modality": "image",
@@ -71,7 +71,7 @@ def run_limit(model_dir: Path, images: list[bytes], batch_size: int) -> float:
     import torch
     from PIL import Image
 
-    from tasks.encoders import ImageTextEncoder
+    from tasks.models.encoders import ImageTextEncoder
 
     encoder = ImageTextEncoder(str(model_dir), "cpu")
     tensors = [encoder.preprocess(Image.open(io.BytesIO(data))) for data in images]  # not timed
@@ -92,7 +92,7 @@ def caption(i: int) -> str:
 
 
 def run_mmetl(model_dir: Path, shard, media_dir: Path, batch_size: int) -> float:
-    from tasks.score import ScoreStage
+    from tasks.stages.score import ScoreStage
 
     stage = ScoreStage(image_text={"model": str(model_dir), "batch_size": batch_size}, media_dir=str(media_dir))
     stage.setup()  # once per worker, as the engine does: not timed

@@ -177,10 +177,10 @@ def collect_only(url_list: Path, out: Path) -> None:
     sys.path.insert(0, str(REPO))
     import ray
 
-    from tasks import engine
-    from tasks.collect import plan_collect
+    from tasks.build import engine
     from tasks.recipe import NetworkConfig, ShardConfig
     from tasks.sources import make_source
+    from tasks.stages.collect import plan_collect
 
     clock = time.perf_counter()
     source = make_source(name="bench", kind="urls", uri=str(url_list))

@@ -141,10 +141,10 @@ def clean_part(args: tuple[int, int, int, str, str]) -> int:
     """Make and clean sounds [start, stop) of a corpus of n: one shard and its media file."""
     import pyarrow as pa
 
-    from tasks import storage
-    from tasks.clean import CleanSettings
+    from tasks.core import storage
+    from tasks.core.schema import MEDIA_SCHEMA, SAMPLE_SCHEMA
     from tasks.media.kinds import Audio
-    from tasks.schema import MEDIA_SCHEMA, SAMPLE_SCHEMA
+    from tasks.stages.clean import CleanSettings
     from tests.realmedia import encode_sound
 
     start, stop, n, folder, kind = args
@@ -177,8 +177,8 @@ def clean_part(args: tuple[int, int, int, str, str]) -> int:
 def image_shard(folder: str, n: int, seed: int = 1) -> None:
     import pyarrow as pa
 
-    from tasks import storage
-    from tasks.schema import SAMPLE_SCHEMA
+    from tasks.core import storage
+    from tasks.core.schema import SAMPLE_SCHEMA
 
     rng = np.random.default_rng(seed)
     hashes = rng.integers(0, 2**63, n, dtype=np.int64).astype(np.uint64)
@@ -222,10 +222,12 @@ def make_corpus(folder: Path, n: int, kind: str) -> None:
 
 
 def run(what: str, folder: Path, out: Path) -> dict:
-    from tasks import leakage, split, storage
-    from tasks.dedupe import decide_duplicates
+    from tasks.core import storage
+    from tasks.core.stored_media import StoredMedia
+    from tasks.publish import leakage
     from tasks.recipe import DedupeConfig, SplitConfig
-    from tasks.stored_media import StoredMedia
+    from tasks.stages import split
+    from tasks.stages.dedupe import decide_duplicates
 
     shards = sorted(str(p) for p in folder.glob("*.parquet") if not p.name.endswith(".media.parquet"))
     media = StoredMedia([s.replace(".parquet", ".media.parquet") for s in shards if "shard-" in s])
@@ -280,7 +282,7 @@ def applied(shards: list[str], decision_uri: str, folder: Path) -> list[str]:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from tasks import storage
+    from tasks.core import storage
 
     decision = storage.read_parquet(decision_uri)
     gone = decision.filter(pc.is_valid(decision.column("duplicate_of"))).column("sample_id")

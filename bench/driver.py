@@ -75,9 +75,9 @@ def run(task: str, *args: str) -> dict:
 
 
 def task(name: str, args: list[str]) -> None:
-    from tasks import collect, dedupe, split
     from tasks.recipe import DedupeConfig, ShardConfig, SplitConfig
     from tasks.sources import make_source
+    from tasks.stages import collect, dedupe, split
 
     start = time.perf_counter()
     if name == "plan":

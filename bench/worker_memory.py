@@ -5,7 +5,7 @@ Reported, as multiples of the batch's bytes (the engine's bound on what one batc
 - the first shard's growth of a fresh process's peak RSS over its set-up stages (what
   tests/test_engine.py bounds), for shards of 8 and 24 recordings;
 - in one process, each of three shards' peak over its start, and the RSS after each: flat when freed
-  media goes back to the operating system (tasks/memory.py).
+  media goes back to the operating system (tasks/core/memory.py).
 The plain limit is one recording's bytes held once.
 """
 
@@ -25,7 +25,7 @@ BATCH_BYTES = 20 * 2**20
 
 WORKER = """
 import json, shutil, sys
-from tasks import engine
+from tasks.build import engine
 
 def kb(field):
     return int(next(line for line in open("/proc/self/status") if line.startswith(field)).split()[1])
@@ -45,7 +45,7 @@ print(json.dumps(runs))
 
 
 def shard_of(folder: Path, n: int) -> tuple[str, int]:
-    from tasks import storage
+    from tasks.core import storage
     from tests.helpers import noise_flac, sample, table
 
     rows = []

@@ -19,8 +19,8 @@ from prefect.settings import get_current_settings
 from prefect.states import Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from tasks import storage
-from tasks.partitions import days
+from tasks.core import storage
+from tasks.core.partitions import days
 from tasks.recipe import load_recipe
 
 from . import progress

@@ -1,4 +1,4 @@
-"""build_dataset: the build plan (tasks/pipeline.py) run by Prefect, on Ray.
+"""build_dataset: the build plan (tasks/build/pipeline.py) run by Prefect, on Ray.
 
 Each shard of a step is one Prefect task on Ray (with the resources its stages ask for); each decision
 between steps is one task. The step order itself is tasks/pipeline.execute, the same one the tests run
@@ -21,8 +21,9 @@ from prefect.futures import as_completed
 from prefect.runtime import flow_run
 from prefect_ray.context import remote_options
 
-from tasks import card, catalog, storage
-from tasks.pipeline import Plan, execute
+from tasks.build.pipeline import Plan, execute
+from tasks.core import storage
+from tasks.publish import card, catalog
 from tasks.recipe import Recipe, load_recipe
 
 from . import progress

@@ -44,7 +44,7 @@ def build(args: argparse.Namespace) -> int:
 
 
 def backfill(args: argparse.Namespace) -> int:
-    from tasks.partitions import days  # no prefect import: its settings are read once, at import
+    from tasks.core.partitions import days  # no prefect import: its settings are read once, at import
 
     try:
         partitions = days(args.start, args.end)
@@ -98,7 +98,8 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def status(args: argparse.Namespace) -> int:
-    from tasks import catalog, storage
+    from tasks.core import storage
+    from tasks.publish import catalog
     from tasks.recipe import RecipeError, load_recipe
 
     root = storage.storage_root(args.storage)
@@ -119,7 +120,8 @@ def status(args: argparse.Namespace) -> int:
 
 
 def inspect(args: argparse.Namespace) -> int:
-    from tasks import catalog, storage
+    from tasks.core import storage
+    from tasks.publish import catalog
 
     root = storage.storage_root(args.storage)
     version = args.version

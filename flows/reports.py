@@ -17,7 +17,7 @@ def print_funnel_table(funnel: list[dict]) -> None:
 
 
 def print_dry_run(result: dict) -> None:
-    from tasks.audit import histogram_line
+    from tasks.build.audit import histogram_line
 
     print_funnel_table(result["funnel"])
     print(
@@ -56,7 +56,7 @@ def print_funnel(result: dict) -> None:
         dropped.update(step["texts_dropped"])
     if dropped:
         print(f"\nTexts dropped from kept items: {', '.join(f'{r}={n}' for r, n in sorted(dropped.items()))}")
-    from tasks import storage
+    from tasks.core import storage
 
     stats = storage.read_json(storage.join(result["version"], "stats.json"))
     print_download_failures(stats)
@@ -133,7 +133,7 @@ def print_status(root: str, versions: list[dict], runs: list[dict]) -> None:
 
 def print_version(described: dict) -> None:
     """One version as `mmetl inspect` shows it: counts, splits, reasons, a few items."""
-    from tasks.schema import SPLITS
+    from tasks.core.schema import SPLITS
 
     m, stats = described["manifest"], described["stats"]
     print(

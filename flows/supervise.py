@@ -30,7 +30,7 @@ def check_recipe(args: argparse.Namespace, partitions: list[str]) -> str | None:
         os.environ["MMETL_STORAGE"] = args.storage
     if args.ray_address:
         os.environ["MMETL_RAY_ADDRESS"] = args.ray_address
-    from tasks import storage
+    from tasks.core import storage
     from tasks.recipe import RecipeError, load_recipe
     from tasks.sources import sources_for_partition
 
@@ -93,7 +93,7 @@ class RunLog:
     is a bucket)."""
 
     def __init__(self, args: argparse.Namespace, dataset: str, partition: str):
-        from tasks import storage
+        from tasks.core import storage
 
         self.verbose = args.verbose
         stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -124,7 +124,7 @@ class RunLog:
 
     def __exit__(self, *exc):
         if not self.verbose and self.copy_when_done and self.path.exists():
-            from tasks import storage
+            from tasks.core import storage
 
             storage.write_bytes(self.uri, self.path.read_bytes())
 

@@ -148,7 +148,7 @@ class FilterConfig(Strict):
     max_silence_ratio: float = Field(0.9, ge=0, le=1)
     max_clipping_ratio: float = Field(0.01, ge=0, le=1)
     min_sample_rate: int = Field(8000, ge=0)
-    # documents (tasks/documents.py), judged once their pictures are: pictures left (filter:few_images,
+    # documents (tasks/stages/documents.py), judged once their pictures are: pictures left (filter:few_images,
     # filter:many_images), words left (filter:short_document), and the share of pictures dropped
     # (filter:images_dropped); a document left with no picture is a document:no_images reject
     min_document_images: int = Field(1, ge=1)
@@ -172,7 +172,7 @@ class FilterConfig(Strict):
 
 def _model_of_kind(path: str, kinds: tuple[str, ...], what: str) -> str:
     """A local model directory of one of `kinds`, checked when the recipe loads (nothing is downloaded)."""
-    from .encoders import ModelError, model_kind
+    from .models.encoders import ModelError, model_kind
 
     try:
         kind = model_kind(path)

@@ -16,7 +16,7 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 from flows.local_api import free_port  # noqa: E402
-from tasks.demo_corpus import build_demo_corpus  # noqa: E402
+from tasks.demo.corpus import build_demo_corpus  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 BUCKET = "mmetl-test"

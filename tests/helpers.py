@@ -8,9 +8,9 @@ import random
 
 from PIL import Image
 
-from tasks import storage
-from tasks.demo_corpus import encode_audio, encode_image, encode_video, tone
-from tasks.schema import make_sample_id, samples_from_rows
+from tasks.core import storage
+from tasks.core.schema import make_sample_id, samples_from_rows
+from tasks.demo.corpus import encode_audio, encode_image, encode_video, tone
 
 
 def image_bytes(size=(80, 60), fmt="JPEG", seed=0) -> bytes:
@@ -99,7 +99,7 @@ def flac_in_matroska(seconds: float = 2.0) -> bytes:
     import av
     import numpy as np
 
-    from tasks.demo_corpus import SAMPLE_RATE
+    from tasks.demo.corpus import SAMPLE_RATE
 
     buf = io.BytesIO()
     with av.open(buf, "w", format="matroska") as out:
@@ -129,7 +129,7 @@ def timed_video(fmt: str, times: list[float], audio_seconds: float | None = None
     import av
     import numpy as np
 
-    from tasks.demo_corpus import SAMPLE_RATE
+    from tasks.demo.corpus import SAMPLE_RATE
 
     buf = io.BytesIO()
     with av.open(buf, "w", format=fmt) as out:
@@ -181,9 +181,9 @@ def noise_flac(seconds: float, seed: int = 0) -> bytes:
 
 
 def build_in_process(sources, root: str, recipe=None, workers: int = 2, partition: str = "p", dry_run: bool = False):
-    """A whole build through the build's own plan and order (tasks/pipeline.py), every piece in this
+    """A whole build through the build's own plan and order (tasks/build/pipeline.py), every piece in this
     process: returns (layout, manifest), or (layout, the dry run's result)."""
-    from tasks.pipeline import build_locally
+    from tasks.build.pipeline import build_locally
     from tasks.recipe import Recipe
 
     recipe = recipe or Recipe(name="t", sources=tuple(sources))

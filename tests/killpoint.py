@@ -16,7 +16,7 @@ import os
 import signal
 import sys
 
-from tasks import storage
+from tasks.core import storage
 
 OPERATIONS = ("write_bytes", "create_exclusive", "open_output", "move", "remove")
 

@@ -15,9 +15,10 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from tasks import audit, storage
-from tasks.encoders import AudioTextEncoder, ImageTextEncoder
-from tasks.pipeline import build_locally
+from tasks.build import audit
+from tasks.build.pipeline import build_locally
+from tasks.core import storage
+from tasks.models.encoders import AudioTextEncoder, ImageTextEncoder
 from tasks.recipe import Recipe, RecipeError, load_recipe
 from tasks.sources import make_source
 
@@ -322,8 +323,8 @@ def test_unusable_models_are_refused_when_the_recipe_loads(tmp_path, clip_dir, h
 
 
 def test_an_image_the_model_cannot_take_is_a_reject_not_a_crash(tmp_path, clip_dir):
-    from tasks.schema import MEDIA_SCHEMA
-    from tasks.score import ScoreStage
+    from tasks.core.schema import MEDIA_SCHEMA
+    from tasks.stages.score import ScoreStage
 
     from .helpers import sample, table
 
@@ -408,7 +409,7 @@ def test_heads_need_a_file_and_an_image_model(tmp_path, clip_dir):
 
 
 def test_the_scoring_step_asks_for_a_gpu_where_the_cluster_has_one(tmp_path, clip_dir):
-    from tasks.pipeline import Plan
+    from tasks.build.pipeline import Plan
 
     def score_step(**align):
         recipe = _recipe(str(tmp_path / "x.jsonl"), image_text={"model": clip_dir}, **align)

@@ -9,11 +9,11 @@ import io
 import numpy as np
 import pytest
 
-from tasks.clean import CleanStage
-from tasks.filter import FilterStage
 from tasks.media import MediaError
 from tasks.media.audio import AudioPreset, decode_audio
 from tasks.similar.sounds import bit_error_rate
+from tasks.stages.clean import CleanStage
+from tasks.stages.filter import FilterStage
 
 from .helpers import sample
 from .realmedia import encode_sound, pcm, speech

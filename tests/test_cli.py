@@ -20,7 +20,7 @@ import psutil
 import pyarrow.parquet as pq
 import pytest
 
-from tasks import storage
+from tasks.core import storage
 from tasks.fetch.cache import fetch_cache
 
 from .helpers import image_bytes, tree_digest

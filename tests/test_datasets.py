@@ -13,9 +13,9 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from tasks import storage
+from tasks.core import storage
+from tasks.core.schema import make_sample_id
 from tasks.recipe import Recipe, load_recipe
-from tasks.schema import make_sample_id
 from tasks.sources import SourceError, make_source
 
 from .helpers import build_in_process, real_photos

@@ -14,8 +14,8 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image, ImageDraw, ImageEnhance
 
-from tasks import storage
-from tasks.groups import UnionFind
+from tasks.core import storage
+from tasks.core.groups import UnionFind
 from tasks.recipe import Recipe
 from tasks.similar import hamming_pairs
 from tasks.sources import make_source
@@ -279,12 +279,12 @@ def test_a_backfill_gives_what_building_in_order_gives(tmp_path):
 
 
 def test_a_crash_while_adding_to_the_index_leaves_the_previous_index_whole(tmp_path, monkeypatch):
-    from tasks import dedupe_index
+    from tasks.published import index as published_index
 
     pictures = photographs()
     root = str(tmp_path / "out")
     build_in_process([_photo_source(tmp_path / "a", sorted(pictures)[:3], pictures)], root, partition="2026-01-01")
-    index = dedupe_index.PublishedIndex(root, "t")
+    index = published_index.PublishedIndex(root, "t")
     before = index.current()
 
     def crash(uri, data):
@@ -482,7 +482,7 @@ def test_a_cluster_of_images_is_measured_bit_by_bit_as_pair_by_pair():
 
 def test_a_decision_over_no_shards_decides_nothing(tmp_path):
     """A partition with nothing left after clean still writes its (empty) decision and summary."""
-    from tasks.dedupe import decide_duplicates
+    from tasks.stages.dedupe import decide_duplicates
 
     decision = decide_duplicates([], str(tmp_path / "decision.parquet"))
     assert decision["duplicates"] == 0 and decision["compared_by_bytes_only"] == 0

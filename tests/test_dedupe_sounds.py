@@ -12,9 +12,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from flows import cli
-from tasks import catalog, storage
-from tasks.leakage import Leakage, search_config
+from tasks.core import storage
 from tasks.media.audio import decode_audio
+from tasks.publish import catalog
+from tasks.publish.leakage import Leakage, search_config
 from tasks.recipe import DedupeConfig, LeakGuardConfig, Recipe
 from tasks.similar.landmarks import landmark_pairs
 from tasks.similar.waveform import Sound, similarity

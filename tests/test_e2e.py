@@ -10,9 +10,9 @@ import pyarrow.parquet as pq
 import pytest
 import webdataset as wds
 
-from tasks import storage
-from tasks.demo_corpus import BROKEN_ROWS, DUPLICATES, PLANTED, RENAMED_CAPTION
-from tasks.schema import SPLITS
+from tasks.core import storage
+from tasks.core.schema import SPLITS
+from tasks.demo.corpus import BROKEN_ROWS, DUPLICATES, PLANTED, RENAMED_CAPTION
 
 from .helpers import tree_digest
 

@@ -9,8 +9,9 @@ import sys
 import pyarrow.parquet as pq
 import pytest
 
-from tasks import engine, storage
-from tasks.stage import Reject, RowStage
+from tasks.build import engine
+from tasks.core import storage
+from tasks.stages.stage import Reject, RowStage
 
 from .helpers import image_bytes, sample, table
 
@@ -124,8 +125,9 @@ def test_setup_runs_once_per_process_and_config():
 
 def test_stages_import_neither_prefect_nor_ray():
     code = (
-        "import sys, tasks.engine, tasks.collect, tasks.publish, tasks.demo_corpus, tasks.registry;"
-        "[tasks.registry.stage_class(n) for n in ('collect','clean','dedupe','filter','align','split')];"
+        "import sys, tasks.build.engine, tasks.stages.collect, tasks.publish.commit, tasks.demo.corpus;"
+        "import tasks.build.registry;"
+        "[tasks.build.registry.stage_class(n) for n in ('collect','clean','dedupe','filter','align','split')];"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('prefect', 'ray', 'prefect_ray'));"
         "print(bad); sys.exit(1 if bad else 0)"
     )
@@ -135,7 +137,7 @@ def test_stages_import_neither_prefect_nor_ray():
 
 PEAK_RSS = """
 import json, sys
-from tasks import engine
+from tasks.build import engine
 
 
 def status_kb(field):
@@ -159,7 +161,7 @@ def test_a_workers_memory_is_bounded_by_the_batch_not_the_shard(tmp_path):
     8 (130 MB) or 24 (390 MB) of them: ~155 MB over the set-up stages here, of which py3langid's model
     (~50 MB, loaded by the first caption) and the codecs' first use are paid once per process. It was
     ~320 MB while the media writer built a dictionary and min/max statistics of every recording and
-    glibc kept freed recordings in the heap (tasks/memory.py). Held as one batch, the 8 cost ~3x that."""
+    glibc kept freed recordings in the heap (tasks/core/memory.py). Held as one batch, the 8 cost ~3x that."""
     import json
 
     from .helpers import noise_flac

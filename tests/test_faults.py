@@ -18,7 +18,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from tasks import storage
+from tasks.core import storage
 
 from .flaky import FlakyProxy
 from .helpers import build_in_process, image_bytes, tree_digest
@@ -217,7 +217,7 @@ def test_server_side_encryption_settings_reach_every_object_written(tmp_path, s3
     import boto3
 
     code = (
-        "import sys; from tasks import storage; "
+        "import sys; from tasks.core import storage; "
         "storage.write_json(sys.argv[1] + '/a.json', {'x': 1}); "
         "storage.write_parquet(sys.argv[1] + '/b.parquet', __import__('pyarrow').table({'x': [1]}))"
     )

@@ -13,9 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from tasks import storage
-from tasks.clean import CleanStage
-from tasks.collect import CollectStage, plan_collect
+from tasks.core import storage
+from tasks.core.schema import SAMPLE_SCHEMA, scores_dict
 from tasks.fetch import FetchError
 from tasks.fetch.cache import fetch_cache
 from tasks.fetch.guard import AddressPolicy
@@ -23,8 +22,9 @@ from tasks.fetch.http import opted_out
 from tasks.fetch.resize import ImageResizer
 from tasks.media.image import decode_image
 from tasks.recipe import NetworkConfig, Recipe, ShardConfig
-from tasks.schema import SAMPLE_SCHEMA, scores_dict
 from tasks.sources import make_source
+from tasks.stages.clean import CleanStage
+from tasks.stages.collect import CollectStage, plan_collect
 
 from .helpers import audio_bytes, build_in_process, image_bytes, real_photos, video_bytes
 from .web import WebServer
@@ -83,7 +83,7 @@ def test_every_failure_is_a_reject_with_its_category(tmp_path, web):
 def test_the_next_batch_downloads_while_a_slow_one_finishes(tmp_path, web):
     """Batches of 4: the first holds a download that takes 1.5 s; the second batch's downloads start
     before it ends (no batch waits for the slowest of the one before) and the step keeps file order."""
-    from tasks.engine import run_step
+    from tasks.build.engine import run_step
 
     photo = image_bytes((64, 48))
     urls = [web.add(f"/{i}.jpg", body=photo, delay_s=1.5 if i == 0 else 0) for i in range(8)]

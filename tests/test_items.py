@@ -8,7 +8,7 @@ import tarfile
 
 import pyarrow.parquet as pq
 
-from tasks import storage
+from tasks.core import storage
 from tasks.sources import Source, make_source
 
 from .helpers import build_in_process, real_photos

@@ -1,5 +1,5 @@
 """The build plan, in process: the dry run's prediction is the build's outcome, item by item, for every
-rule; the step order exists once (tasks/pipeline.py) and the tests run it."""
+rule; the step order exists once (tasks/build/pipeline.py) and the tests run it."""
 
 from __future__ import annotations
 
@@ -8,14 +8,15 @@ import json
 import pyarrow.parquet as pq
 import pytest
 
-from tasks import audit, storage
-from tasks.align import AlignStage
-from tasks.demo_corpus import build_demo_corpus
-from tasks.filter import FilterStage
-from tasks.pipeline import Plan, build_locally
+from tasks.build import audit
+from tasks.build.pipeline import Plan, build_locally
+from tasks.build.registry import STAGES
+from tasks.core import storage
+from tasks.demo.corpus import build_demo_corpus
 from tasks.recipe import Recipe
-from tasks.registry import STAGES
 from tasks.sources import make_source
+from tasks.stages.align import AlignStage
+from tasks.stages.filter import FilterStage
 
 from .helpers import real_photos
 
@@ -184,7 +185,7 @@ EVERY_RULE = [
 
 def test_every_rule_judges_alike_in_the_dry_run_and_the_build(tmp_path):
     """Every registered filter and align rule, each made to fail by one item: the dry run's prediction
-    (tasks/audit.py) and the build's step (tasks/engine.py) agree, item by item."""
+    (tasks/build/audit.py) and the build's step (tasks/build/engine.py) agree, item by item."""
     from .helpers import sample
 
     config = {"licenses": ["cc-by"], "languages": ["en"]}
@@ -215,7 +216,7 @@ def _judged_both_ways(folder, rows: list[dict], filter_settings: dict) -> dict[s
     predicts it; fails unless the two agree."""
     import pyarrow as pa
 
-    from tasks import engine
+    from tasks.build import engine
 
     from .helpers import table
 

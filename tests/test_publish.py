@@ -10,11 +10,12 @@ import tarfile
 import pyarrow as pa
 import pytest
 
-from tasks import publish, storage
-from tasks.publish import VersionExists
+from tasks.core import storage
+from tasks.core.schema import MEDIA_SCHEMA
+from tasks.publish import commit as publish
+from tasks.publish.commit import VersionExists
+from tasks.publish.tars import plan_tars, write_tar
 from tasks.recipe import PublishConfig, Recipe
-from tasks.schema import MEDIA_SCHEMA
-from tasks.tars import plan_tars, write_tar
 
 from .helpers import image_bytes, sample, table
 

@@ -20,9 +20,10 @@ import pytest
 import yaml
 from PIL import Image
 
-from tasks import storage, tars
+from tasks.core import storage
+from tasks.core.schema import SPLITS
+from tasks.publish import tars
 from tasks.recipe import Recipe, load_recipe
-from tasks.schema import SPLITS
 
 from .helpers import build_in_process
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
-from tasks import storage
-from tasks.collect import plan_collect
+from tasks.core import storage
 from tasks.recipe import RecipeError, ShardConfig, load_recipe
 from tasks.sources import Source, make_source
+from tasks.stages.collect import plan_collect
 
 GOOD = """
 name: demo
@@ -144,7 +144,7 @@ def test_plan_collect_folder_of_media_with_sidecar_captions(tmp_path):
 
 
 def test_collect_stage_reads_media_from_object_storage(s3, tmp_path):
-    from tasks import engine
+    from tasks.build import engine
 
     from .helpers import image_bytes
 
@@ -243,7 +243,7 @@ def test_rows_naming_one_media_file_become_one_item_with_all_its_texts(tmp_path)
 
 
 def test_shards_are_bounded_by_items_and_bytes_and_give_every_worker_one():
-    from tasks.shards import cut_shards
+    from tasks.core.shards import cut_shards
 
     config = ShardConfig(max_items=100, max_bytes="1MB")
     assert cut_shards([10] * 50, config, workers=4) == [(0, 13), (13, 26), (26, 39), (39, 50)]

@@ -9,7 +9,7 @@ import itertools
 import numpy as np
 import pytest
 
-from tasks.groups import UnionFind
+from tasks.core.groups import UnionFind
 from tasks.media.audio import decode_audio
 from tasks.media.video import decode_video
 from tasks.similar import caption_pairs, fingerprint_pairs, near_pairs, sequence_pairs

@@ -217,10 +217,10 @@ def test_folders_with_json_sidecars_and_webdataset_tars(tmp_path):
     rows = rows_of(kind="webdataset", uri=str(tmp_path / "shard-0.tar"))
     (ok,) = good(rows)
     assert ok.media == f"tar://k1.jpg::{tmp_path}/shard-0.tar" and ok.texts[0]["text"] == "a caption"
-    from tasks.collect import _extension
+    from tasks.stages.collect import _extension
 
     assert _extension(ok.media) == "jpg" and "k2" in [r.error for r in rows if r.error][0]
-    from tasks import storage
+    from tasks.core import storage
 
     assert storage.read_bytes(ok.media) == b"jpeg"
 

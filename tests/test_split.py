@@ -13,12 +13,12 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from tasks import storage
-from tasks.leakage import Leakage
+from tasks.core import storage
+from tasks.core.schema import SPLITS
+from tasks.publish.leakage import Leakage
 from tasks.recipe import Recipe, SplitConfig
-from tasks.schema import SPLITS
 from tasks.sources import make_source
-from tasks.split import assign_splits, shares_by_stratum
+from tasks.stages.split import assign_splits, shares_by_stratum
 
 from .helpers import build_in_process, sample, write_shards
 
@@ -189,7 +189,7 @@ def test_a_stratum_that_returning_groups_hold_off_target_is_flagged(tmp_path):
 def test_a_group_another_build_published_meanwhile_in_another_split_stops_the_commit(tmp_path, monkeypatch):
     """Two partitions built at once: the second drew its splits before the first committed a group new to
     both. The guard sees the group's published split differ and stops the commit, naming the group."""
-    import tasks.split
+    import tasks.stages.split
 
     rng, words = np.random.default_rng(2), random.Random(2)
     write_partition(tmp_path / "drops", "2026-01-01", range(0, 60), rng, words)
@@ -197,8 +197,10 @@ def test_a_group_another_build_published_meanwhile_in_another_split_stops_the_co
     source = make_source(name="cams", kind="manifest", uri=str(tmp_path / "drops" / "{partition}" / "captions.jsonl"))
     recipe = Recipe(name="t", sources=(source,))
     build_in_process([source], str(tmp_path / "out"), recipe, partition="2026-01-01")
-    real = tasks.split.assign_splits
-    monkeypatch.setattr(tasks.split, "assign_splits", lambda uris, config, out, published=None: real(uris, config, out))
+    real = tasks.stages.split.assign_splits
+    monkeypatch.setattr(
+        tasks.stages.split, "assign_splits", lambda uris, config, out, published=None: real(uris, config, out)
+    )
     with pytest.raises(Leakage, match=r"groups would be published in another split than a version already gave"):
         build_in_process([source], str(tmp_path / "out"), recipe, partition="2026-01-02")
 
@@ -268,7 +270,7 @@ def test_a_caption_a_version_published_is_found_in_the_next_partition(tmp_path, 
 def test_each_shard_reads_only_its_own_groups_splits(tmp_path):
     """At 10M groups the whole assignment is ~1.5 GB of dict per worker: the decision also writes, per
     shard, the splits of the groups in it, and the split stage of that shard reads only those."""
-    from tasks.split import SplitStage, parts_folder
+    from tasks.stages.split import SplitStage, parts_folder
 
     rows = mixed_rows(600)
     shards = write_shards(tmp_path, rows, 3)

@@ -9,13 +9,13 @@ import pyarrow.compute as pc
 import pytest
 from PIL import Image
 
-from tasks import storage
-from tasks.align import AlignStage
-from tasks.clean import CleanStage
-from tasks.dedupe import DedupeStage, decide_duplicates
-from tasks.filter import FilterStage
+from tasks.core import storage
 from tasks.recipe import DedupeConfig, SplitConfig
-from tasks.split import SplitStage, assign_splits
+from tasks.stages.align import AlignStage
+from tasks.stages.clean import CleanStage
+from tasks.stages.dedupe import DedupeStage, decide_duplicates
+from tasks.stages.filter import FilterStage
+from tasks.stages.split import SplitStage, assign_splits
 
 from .helpers import (
     audio_bytes,
@@ -330,7 +330,7 @@ def test_split_salt_changes_the_draw(tmp_path):
 
 
 def test_rejects_need_a_kind_in_the_reason():
-    from tasks.schema import reject_row
+    from tasks.core.schema import reject_row
 
     with pytest.raises(ValueError):
         reject_row(sample(), "filter", "too_small")

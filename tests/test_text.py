@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.clean import CleanStage
-from tasks.filter import FilterStage
 from tasks.media.text import clean_text, describe, normalize_caption
+from tasks.stages.clean import CleanStage
+from tasks.stages.filter import FilterStage
 
 from .helpers import image_bytes, sample, texts
 from .test_stages import run

@@ -15,14 +15,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tasks import storage
-from tasks.clean import CleanStage
-from tasks.filter import FilterStage
+from tasks.core import storage
 from tasks.media import MediaError
 from tasks.media.audio import AudioPreset
 from tasks.media.video import Thumbnails, VideoPreset, decode_video
 from tasks.recipe import Recipe
 from tasks.sources import make_source
+from tasks.stages.clean import CleanStage
+from tasks.stages.filter import FilterStage
 
 from .helpers import build_in_process, sample, timed_video
 from .realmedia import photo_video, skimage_photos, speech

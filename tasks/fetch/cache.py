@@ -18,7 +18,7 @@ import struct
 import threading
 import uuid
 
-from .. import storage
+from ..core import storage
 from . import FetchError
 
 RECORD = struct.Struct("<IQ")  # header length, media length

@@ -2,7 +2,7 @@
 
 A kind knows its file extensions, how clean decodes and normalizes it (the columns of facts it fills),
 and which of its signatures dedupe compares. To add a modality, write its class here, add it to KINDS,
-and name it in tasks/schema.MODALITIES; filter rules name the modality they judge (tasks/filter.py).
+and name it in tasks/schema.MODALITIES; filter rules name the modality they judge (tasks/stages/filter.py).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image as PILImage
 from scipy.fft import next_fast_len
 
-from ..schema import scores_dict
+from ..core.schema import scores_dict
 from ..similar import fingerprint_pairs, hamming_pairs, sequence_pairs
 from ..similar.bits import sequence_distance
 from ..similar.landmarks import landmark_pairs
@@ -37,7 +37,7 @@ if TYPE_CHECKING:  # settings models live in tasks/recipe.py, which imports the 
 
 # (a, b, reject reason, what was measured): two items found to be one media
 Pair = tuple[str, str, str, str]
-# media bytes of items by key (tasks/stored_media.py): what a candidate pair is verified on
+# media bytes of items by key (tasks/core/stored_media.py): what a candidate pair is verified on
 Fetch = Callable[[Iterable[str]], dict[str, bytes]]
 
 

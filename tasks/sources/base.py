@@ -21,8 +21,8 @@ from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .. import storage
-from ..partitions import PARTITION_FIELD, fill_partition
+from ..core import storage
+from ..core.partitions import PARTITION_FIELD, fill_partition
 
 YOUTUBE = "https://www.youtube.com/watch?v={}"
 

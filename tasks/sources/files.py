@@ -8,7 +8,7 @@ import tarfile
 from collections.abc import Iterator
 from typing import Literal
 
-from .. import storage
+from ..core import storage
 from ..media.kinds import modality_of
 from .base import Row, Source, SourceError, caption
 from .manifest import utf8_ok

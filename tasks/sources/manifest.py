@@ -6,7 +6,7 @@ import json
 from collections.abc import Iterator
 from typing import Literal
 
-from ..schema import MEDIA_MODALITIES as MODALITIES
+from ..core.schema import MEDIA_MODALITIES as MODALITIES
 from .base import Row, Source, caption
 
 

@@ -11,7 +11,7 @@ from typing import Literal
 
 import pyarrow.parquet as pq
 
-from .. import storage
+from ..core import storage
 from .base import Row, Source, SourceError
 from .documents import document_rows
 

@@ -12,7 +12,7 @@ from typing import Literal
 
 import pyarrow.parquet as pq
 
-from .. import storage
+from ..core import storage
 from .base import Row, Source, SourceError, caption
 
 FORMATS = ("csv", "tsv", "parquet", "jsonl")

@@ -1,0 +1,212 @@
+"""Run one step (consecutive stages, fused) over one shard: stream batches, reconcile counts, commit.
+
+A step is the unit of work and of retry: a Prefect task calls `run_step` on a Ray worker, tests call
+it in a loop. Inside, the shard's items flow batch by batch through every stage of the step, so a
+worker holds one batch of media at a time, not the shard. Each stage still reconciles its counts
+(in = kept + rejected, per batch) and reports its own rejects and funnel line.
+
+Work shards hold metadata only. The step that cleans media writes it once, as it goes, to
+`<shard>.media.parquet`; later steps never copy it. Output names are deterministic and the shard's
+JSON marker is written last, so a rerun skips committed shards and overwrites half-written ones.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+
+import pyarrow as pa
+
+from ..core import storage
+from ..core.schema import DROPPED_TEXT_SCHEMA, MEDIA_SCHEMA, REJECT_SCHEMA, SAMPLE_SCHEMA
+from ..core.shards import bounded_ranges, shard_name
+from ..stages.stage import ItemError, Stage
+from .registry import stage_class
+
+# Media is already compressed (JPEG, FLAC, H.264) and each value is unique: compression, a dictionary or
+# min/max statistics would only copy every value again (a 16 MB recording: 118 MB of writer memory, 54 without)
+MEDIA_PARQUET = dict(compression="none", use_dictionary=["sample_id"], write_statistics=["sample_id"])
+
+
+class CountMismatch(RuntimeError):
+    """A stage lost or invented items: in != kept + rejected."""
+
+
+@dataclass
+class StageCounts:
+    stage: str
+    n_in: int = 0
+    n_kept: int = 0
+    n_rejected: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+    texts_dropped: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class StepResult:
+    step: str  # e.g. collect-clean
+    shard: str  # shard name, e.g. shard-00003
+    uri: str  # kept items (metadata)
+    media_uri: str | None  # their media, where this step wrote it
+    rejects_uri: str
+    dropped_texts_uri: str
+    stages: list[StageCounts]
+
+    @classmethod
+    def from_dict(cls, d: dict) -> StepResult:
+        return cls(**{**d, "stages": [StageCounts(**s) for s in d["stages"]]})
+
+
+class StepError(RuntimeError):
+    """A step failed on a shard; the message names the step, the shard and, where known, the item."""
+
+
+@lru_cache(maxsize=16)
+def _stage_for_process(stage: str, config_json: str) -> Stage:
+    """One set-up stage instance per worker process and config: setup() runs once, not per shard."""
+    instance = stage_class(stage)(**json.loads(config_json))
+    instance.setup()
+    return instance
+
+
+def load_stage(stage: str, config: dict) -> Stage:
+    return _stage_for_process(stage, json.dumps(config, sort_keys=True))
+
+
+def run_step(
+    step: str,
+    stages: list[tuple[str, dict]],
+    in_uri: str,
+    out_dir: str,
+    batch_items: int = 256,
+    batch_bytes: int = 64 * 2**20,
+    writes_media: bool = False,
+) -> StepResult:
+    name = shard_name(in_uri)
+    marker = storage.join(out_dir, f"{name}.json")
+    if storage.exists(marker):
+        return StepResult.from_dict(storage.read_json(marker))
+
+    workers = [load_stage(stage, config) for stage, config in stages]
+    for worker in workers:
+        worker.start_shard(name)
+    counts = [StageCounts(stage) for stage, _ in stages]
+    reasons = [Counter() for _ in stages]
+    dropped = [Counter() for _ in stages]
+    kept_parts, reject_parts, text_parts = [], [], []
+    items = storage.read_parquet(in_uri).cast(SAMPLE_SCHEMA)  # metadata only: small
+    sizes = items.column("media_size").fill_null(0).to_pylist()
+    media_uri = storage.join(out_dir, f"{name}.media.parquet") if writes_media else None
+
+    def run_batches(media_writer):
+        ranges = bounded_ranges(sizes, batch_items, batch_bytes)
+        batches = [items.slice(start, end - start) for start, end in ranges]
+        known = [sum(sizes[start:end]) for start, end in ranges]  # media bytes the plan measured (not downloads)
+        # the first stage is shown each batch one ahead, in order: it may start what waits (downloads) early.
+        # Not when the two batches' known bytes pass the bound: a second batch of long recordings read
+        # ahead was a fifth of a worker's memory (bench/worker_memory.py)
+        for ahead in batches[:1]:
+            workers[0].prefetch(ahead)
+        for n, batch in enumerate(batches):
+            for ahead in batches[n + 1 : n + 2]:
+                if known[n] + known[n + 1] <= batch_bytes:
+                    workers[0].prefetch(ahead)
+            for worker, count, why, texts in zip(workers, counts, reasons, dropped):
+                in_ids = batch.column("sample_id").to_pylist()
+                try:
+                    kept, rejected, dropped_texts = worker.process(batch)
+                except Exception as e:
+                    raise StepError(f"{step} {name} ({in_uri}): {e if isinstance(e, ItemError) else repr(e)}") from e
+                check_reconciles(count.stage, name, in_ids, kept, rejected)
+                count.n_in += len(in_ids)
+                count.n_kept += kept.num_rows
+                count.n_rejected += rejected.num_rows
+                why.update(rejected.column("reason").to_pylist())
+                texts.update(dropped_texts.column("reason").to_pylist())
+                reject_parts.append(rejected.cast(REJECT_SCHEMA))
+                text_parts.append(dropped_texts.cast(DROPPED_TEXT_SCHEMA))
+                batch = kept.cast(SAMPLE_SCHEMA)
+            if media_writer is not None:  # the batch's media leaves memory here, written once
+                media_writer.write_table(batch.select(MEDIA_SCHEMA.names).cast(MEDIA_SCHEMA))
+                for column in ("media_bytes", "sidecars"):
+                    field = batch.schema.field(column)
+                    batch = batch.set_column(
+                        batch.schema.get_field_index(column), field, pa.nulls(batch.num_rows, field.type)
+                    )
+            kept_parts.append(batch)
+
+    if media_uri:
+        with storage.parquet_writer(media_uri, MEDIA_SCHEMA, **MEDIA_PARQUET) as writer:
+            run_batches(writer)
+    else:
+        run_batches(None)
+    for worker in workers:
+        worker.finish_shard(name)
+
+    for count, why, texts in zip(counts, reasons, dropped):
+        count.reasons, count.texts_dropped = dict(sorted(why.items())), dict(sorted(texts.items()))
+    result = StepResult(
+        step=step,
+        shard=name,
+        uri=storage.join(out_dir, f"{name}.parquet"),
+        media_uri=media_uri,
+        rejects_uri=storage.join(out_dir, f"{name}.rejects.parquet"),
+        dropped_texts_uri=storage.join(out_dir, f"{name}.dropped_texts.parquet"),
+        stages=counts,
+    )
+    storage.write_parquet(result.uri, _concat(kept_parts, SAMPLE_SCHEMA))
+    storage.write_parquet(result.rejects_uri, _concat(reject_parts, REJECT_SCHEMA))
+    storage.write_parquet(result.dropped_texts_uri, _concat(text_parts, DROPPED_TEXT_SCHEMA))
+    storage.write_json(marker, asdict(result))  # the commit point, last
+    return result
+
+
+def _concat(parts: list[pa.Table], schema: pa.Schema) -> pa.Table:
+    return pa.concat_tables(parts) if parts else schema.empty_table()
+
+
+def check_reconciles(stage: str, shard: str, in_ids: list[str], kept: pa.Table, rejected: pa.Table) -> None:
+    out_ids = kept.column("sample_id").to_pylist() + rejected.column("sample_id").to_pylist()
+    if len(in_ids) != len(out_ids) or sorted(in_ids) != sorted(out_ids):
+        lost = sorted(set(in_ids) - set(out_ids))[:5]
+        invented = sorted(set(out_ids) - set(in_ids))[:5]
+        raise CountMismatch(
+            f"{stage}/{shard}: in={len(in_ids)} but kept={kept.num_rows} + rejected={rejected.num_rows}"
+            f" (lost {lost}, unexpected {invented})"
+        )
+
+
+def summarize(results: list[StepResult]) -> list[dict]:
+    """A step's funnel lines, one per stage: its totals over the shards, each shard already reconciled."""
+    if not results:
+        return []
+    lines = []
+    for i, stage in enumerate(c.stage for c in results[0].stages):
+        reasons: Counter[str] = Counter()
+        texts: Counter[str] = Counter()
+        for r in results:
+            reasons.update(r.stages[i].reasons)
+            texts.update(r.stages[i].texts_dropped)
+        lines.append(
+            {
+                "stage": stage,
+                "shards": len(results),
+                "in": sum(r.stages[i].n_in for r in results),
+                "kept": sum(r.stages[i].n_kept for r in results),
+                "rejected": sum(r.stages[i].n_rejected for r in results),
+                "reasons": dict(sorted(reasons.items())),
+                "texts_dropped": dict(sorted(texts.items())),
+            }
+        )
+    return lines
+
+
+def commit_step(out_dir: str, results: list[StepResult]) -> list[dict]:
+    """Record the step's shards once all of them committed; return its funnel lines."""
+    lines = summarize(results)
+    storage.write_json(
+        storage.join(out_dir, "_manifest.json"), {"shards": [asdict(r) for r in results], "funnel": lines}
+    )
+    return lines

@@ -1,0 +1,399 @@
+"""The build as data: one plan from a recipe, one order of steps, two runners.
+
+    plan ─▶ [collect + clean] ─▶ dedupe decision ─▶ [dedupe + filter + align] ─▶ (documents decision)
+         ─▶ split decision ─▶ leakage guard ─▶ [(documents +) split] ─▶ tar plan ─▶ [one tar] ─▶ commit
+
+With alignment models in the recipe, scoring is a step of its own (its workers ask for GPUs where the
+cluster has them): [dedupe + filter] ─▶ [score + align].
+
+A bracketed `Step` is consecutive per-item stages fused over each shard: one unit of work per shard,
+the items streaming through every stage of it batch by batch. Between steps, a decision reads all
+shards once. `Plan` says which stages, with which settings; `execute` walks the order above, once,
+for every caller. A `Runner` says where each piece runs: `LocalRunner` in this process (tests, kill
+tests, debugging a recipe without Prefect or Ray); flows/build.py runs each shard as a Prefect task on
+Ray and each decision as one task. Adding a per-item stage is its class (tasks/build/registry.py) and one
+line in a step below.
+
+Work units pass shard URIs and small summaries, never media bytes. Each is safe to rerun: outputs have
+deterministic names and a marker written last, so committed work is skipped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from pydantic import BaseModel
+
+from ..core import storage
+from ..core.stored_media import StoredMedia
+from ..demo.corpus import build_demo_corpus
+from ..publish import commit as publish
+from ..publish import leakage, tars
+from ..published import index as published_index
+from ..recipe import Recipe
+from ..sources import sources_for_partition
+from ..stages import collect, dedupe, documents, split
+from ..stages.clean import CleanSettings
+from ..stages.collect import CollectConfig
+from ..stages.dedupe import ApplyDecision
+from ..stages.documents import ApplyDocuments
+from ..stages.score import ScoreSettings, report
+from ..stages.split import ApplySplit
+from . import audit, engine
+from .registry import stage_class
+
+
+@dataclass(frozen=True)
+class Step:
+    """Consecutive per-item stages (name, settings), fused over each shard."""
+
+    name: str
+    stages: tuple[tuple[str, dict], ...]
+    out_dir: str
+    batch_items: int
+    batch_bytes: int
+    writes_media: bool = False  # the step that produces media writes it once, beside its shards
+
+    def resources(self, gpus: int = 0) -> dict[str, float]:
+        return needs_of(self.stages, gpus)
+
+    def run(self, in_uri: str) -> engine.StepResult:
+        return engine.run_step(
+            self.name, list(self.stages), in_uri, self.out_dir, self.batch_items, self.batch_bytes, self.writes_media
+        )
+
+
+def needs_of(stages: tuple[tuple[str, dict], ...], gpus: int) -> dict[str, float]:
+    """What one shard of these stages needs from a worker of a cluster with `gpus` GPUs: what the
+    neediest stage asks for."""
+    needs: dict[str, float] = {}
+    for name, settings in stages:
+        for key, amount in stage_class(name).resources_for(settings, gpus).items():
+            needs[key] = max(needs.get(key, 0), amount)
+    return needs
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a build of `recipe` into `layout` runs: its steps and where their work goes."""
+
+    recipe: Recipe
+    layout: storage.Layout
+
+    def step(self, *stages: tuple[str, BaseModel], writes_media: bool = False) -> Step:
+        """A step of these stages, each with its settings model, written down as plain data (it travels to
+        workers, and each stage validates it back into its model)."""
+        settings = tuple((name, model.model_dump(mode="json")) for name, model in stages)
+        name = "-".join(name for name, _ in stages)
+        shards = self.recipe.shards
+        return Step(name, settings, self.layout.step_dir(name), shards.batch_items, shards.batch_bytes, writes_media)
+
+    def ingest(self) -> Step:
+        r = self.recipe
+        fetch = CollectConfig(**r.network.model_dump(), cache_dir=self.work("fetched"))
+        clean = CleanSettings(**r.clean.model_dump(), features=r.features)
+        return self.step(("collect", fetch), ("clean", clean), writes_media=True)
+
+    def refine(self, decision_uri: str) -> Step:
+        r = self.recipe
+        stages = [("dedupe", ApplyDecision(decision_uri=decision_uri))]
+        stages += [] if self.filter_after_scoring else [("filter", r.filter)]
+        return self.step(*stages) if r.align.scoring else self.step(*stages, ("align", r.align))
+
+    @property
+    def filter_after_scoring(self) -> bool:
+        """The filter judges the heads' scores (aesthetic, nsfw) when there are heads: it runs after them."""
+        heads = self.recipe.align.heads
+        return bool(heads.aesthetic or heads.nsfw)
+
+    def score(self) -> Step | None:
+        """Alignment scores and the rules on them, when the recipe names models: a step of its own."""
+        r = self.recipe
+        if not r.align.scoring:
+            return None
+        scoring = ScoreSettings(
+            **r.align.model_dump(), media_dir=self.ingest().out_dir, embeddings_dir=self.embeddings_dir
+        )
+        after = [("filter", r.filter)] if self.filter_after_scoring else []
+        return self.step(("score", scoring), *after, ("align", r.align))
+
+    def embeddings_of(self, shard: str) -> str | None:
+        return storage.join(self.embeddings_dir, f"{shard}.embeddings.parquet") if self.embeddings_dir else None
+
+    @property
+    def embeddings_dir(self) -> str | None:
+        return self.layout.step_dir("embeddings") if self.recipe.align.keep_embeddings else None
+
+    def judging(self, decision_uri: str) -> tuple[tuple[str, dict], ...]:
+        """The stages between the dedupe decision and the split: what a dry run runs."""
+        score = self.score()
+        return self.refine(decision_uri).stages + (score.stages if score else ())
+
+    def split(self, assignment_uri: str, documents_uri: str | None = None, moves_uri: str | None = None) -> Step:
+        """The split (with the leakage guard's moves), after the documents decision where there are documents."""
+        first = [("documents", ApplyDocuments(decision_uri=documents_uri))] if documents_uri else []
+        return self.step(*first, ("split", ApplySplit(assignment_uri=assignment_uri, moves_uri=moves_uri)))
+
+    def work(self, name: str) -> str:
+        return storage.join(self.layout.work, name)
+
+    @property
+    def run_id(self) -> str:
+        return f"{self.layout.partition}-{self.layout.build_key}"
+
+
+CPU = {"num_cpus": 1}  # what a unit of publishing work asks of a worker
+
+
+class Runner(Protocol):
+    """Where the pieces of a build run."""
+
+    workers: int  # how many shards can run at once: a small input is cut into at least this many
+    gpus: int  # GPUs of the cluster: a scoring step asks for them where there are any
+
+    def decide(self, name: str, fn: Callable, *args) -> Any:
+        """fn(*args), once: a decision over all shards."""
+
+    def each_shard(
+        self, name: str, fn: Callable, calls: list[tuple], shards: list[str], resources: dict, items: int | None
+    ) -> list:
+        """fn(*args) for each args in `calls` (one per shard, named `shards`), results in that order."""
+
+    def report(self, line: dict) -> None:
+        """One funnel line, as a step finishes."""
+
+    def log(self, message: str) -> None: ...
+
+
+def run_step(step: Step, in_uri: str) -> engine.StepResult:
+    return step.run(in_uri)
+
+
+def assign_splits(plan: Plan, shard_uris: list[str]) -> dict:
+    """Every group's split: the one a published version gave it, or a new stratified draw (tasks/stages/split.py)."""
+    published = published_index.PublishedIndex(plan.layout.root, plan.layout.dataset).group_splits()
+    return split.assign_splits(shard_uris, plan.recipe.split, plan.work("split-assignment.parquet"), published)
+
+
+def check_leakage(
+    plan: Plan, shard_uris: list[str], media_uris: list[str], assignment_uri: str, decision: dict
+) -> dict:
+    """The leakage guard over the split decision (tasks/publish/leakage.py): the moves it made, and its report."""
+    r = plan.recipe
+    return leakage.guard_splits(
+        plan.layout, shard_uris, StoredMedia(media_uris, plan.layout.root, plan.layout.dataset), assignment_uri,
+        r.dedupe, r.split, decision["uri"], plan.work("leak-moves.parquet"),
+    )  # fmt: skip
+
+
+def decide_duplicates(plan: Plan, shard_uris: list[str], media_uris: list[str]) -> dict:
+    published = None
+    if plan.recipe.dedupe.against_published:
+        published = published_index.snapshot(plan.layout, plan.work("published-items.parquet"))
+    groups = frozenset(published_index.PublishedIndex(plan.layout.root, plan.layout.dataset).group_splits())
+    media = StoredMedia(media_uris, plan.layout.root, plan.layout.dataset)
+    return dedupe.decide_duplicates(
+        shard_uris, plan.work("dedupe-decision.parquet"), plan.recipe.dedupe, published, plan.layout.partition, groups,
+        media,
+    )  # fmt: skip
+
+
+def commit(
+    plan: Plan, staged, reject_uris, dropped_text_uris, funnel, decision: dict, guard: dict, members: dict, extra
+) -> dict:
+    align = plan.recipe.align
+    leakage.check_group_splits(plan.layout, [s["index_uri"] for s in staged if "index_uri" in s])
+    manifest = publish.commit_version(
+        plan.layout,
+        staged,
+        reject_uris,
+        dropped_text_uris,
+        funnel,
+        plan.recipe,
+        extra=extra,
+        withdrawn_uri=decision["withdrawn_uri"],
+        dedupe_report={**dedupe.report(decision), "leak_guard": guard["report"]},
+        align_report=report(align) if align.scoring else None,
+        tar_members=members,
+    )
+    published_index.index_version(plan.layout, manifest)  # the version's groups keep their splits from now on
+    publish.point_latest(plan.layout)
+    if not plan.recipe.keep_work:
+        publish.discard_work(plan.layout)
+    return manifest
+
+
+def plan_line(collected: dict) -> dict:
+    return {
+        "stage": "plan",
+        "shards": len(collected["shards"]),
+        "in": collected["n_rows"],
+        "kept": collected["n_rows_kept"],
+        "rejected": collected["n_rejected"],
+        "items": collected["n_items"],
+        "reasons": collected["reasons"],
+        "texts_dropped": {},
+    }
+
+
+def execute(plan: Plan, runner: Runner, dry_run: bool = False, extra: dict | None = None) -> dict:
+    """Build and publish one partition, in the one order there is. A dry run stops after the dedupe
+    decision and judges every cleaned item by every rule instead (tasks/build/audit.py): it publishes nothing,
+    and a later build of the same recipe and partition reuses its downloads and clean shards."""
+    layout, recipe = plan.layout, plan.recipe
+    if storage.exists(layout.version_manifest):
+        manifest = publish.check_owner(layout, storage.read_json(layout.version_manifest))
+        runner.decide("index-version", published_index.index_version, layout, manifest)  # a crash between the two
+        runner.log(f"version {layout.version} is already published; nothing to do")
+        return {"version": layout.version, "manifest": manifest, "skipped": True}
+
+    sources, absent = sources_for_partition(recipe.all_sources, layout.partition)
+    for source in absent:
+        runner.log(f"source {source.name} has no drop for partition {layout.partition} ({source.uri})")
+    if not sources:
+        return {
+            "version": layout.version,
+            "nothing_to_build": f"no source has a drop for partition {layout.partition}",
+            "skipped": True,
+        }
+    for source in sources:
+        if getattr(source, "synthesize_demo", False) and not storage.exists(source.uri):
+            runner.decide("synthesize-demo-corpus", build_demo_corpus, source.uri.rsplit("/", 1)[0])
+
+    collected = runner.decide(
+        "plan-collect", collect.plan_collect, sources, layout.partition, plan.run_id, recipe.shards, runner.workers,
+        layout.step_dir("plan"),
+    )  # fmt: skip
+    funnel = [plan_line(collected)]
+    runner.report(funnel[0])
+
+    ingested = _each_step(runner, plan.ingest(), collected["shards"], collected["n_items"])
+    decision = runner.decide(
+        "decide-duplicates", decide_duplicates, plan, [r.uri for r in ingested], [r.media_uri for r in ingested]
+    )
+    if dry_run:
+        return _dry_run(plan, runner, ingested, decision, funnel)
+
+    refined = _each_step(runner, plan.refine(decision["uri"]), [r.uri for r in ingested], _kept(ingested))
+    steps = [ingested, refined]
+    if score := plan.score():
+        steps.append(_each_step(runner, score, [r.uri for r in refined], _kept(refined)))
+    refined = steps[-1]
+    resolved = None
+    if any(s.yields_documents for s in sources):
+        rejects = [collected["rejects_uri"]] + [r.rejects_uri for results in steps for r in results]
+        resolved = runner.decide(
+            "resolve-documents", documents.resolve_documents, [r.uri for r in refined], rejects, recipe.filter,
+            plan.work("documents-decision.parquet"),
+        )  # fmt: skip
+    assignment = runner.decide("assign-splits", assign_splits, plan, [r.uri for r in refined])
+    if assignment.get("returning"):
+        runner.log(f"{assignment['returning']} of {assignment['groups']} groups keep the split a version gave them")
+    guard = runner.decide(
+        "check-leakage", check_leakage, plan, [r.uri for r in refined], [r.media_uri for r in ingested],
+        assignment["uri"], decision,
+    )  # fmt: skip
+    for move in guard["report"]["moved"]:
+        runner.log(f"leakage guard moved group {move}")
+    split_step = plan.split(assignment["uri"], resolved and resolved["uri"], guard["moves_uri"])
+    split_results = _each_step(runner, split_step, [r.uri for r in refined], _kept(refined))
+    steps.append(split_results)
+    staged = []
+    if plan.embeddings_dir:
+        staged += runner.each_shard(
+            "stage-embeddings", publish.stage_embeddings,
+            [(r.uri, plan.embeddings_of(r.shard), layout.step_dir("publish")) for r in split_results],
+            [r.shard for r in split_results], CPU, None,
+        )  # fmt: skip
+    sources = [(r.uri, i.media_uri) for r, i in zip(split_results, ingested)]
+    cut = runner.decide("plan-tars", tars.plan_tars, sources, recipe.publish, layout.step_dir("tars"))
+    written = runner.each_shard(
+        "write-tars", tars.write_tar,
+        [(t, cut["dir"], sources, layout.step_dir("publish")) for t in cut["tars"]],
+        [t["name"].removesuffix(".tar").replace("/", "-") for t in cut["tars"]], CPU, _kept(split_results),
+    )  # fmt: skip
+    funnel += [line for results in steps for line in engine.summarize(results)]
+    manifest = runner.decide(
+        "commit-version",
+        commit,
+        plan,
+        written + staged,
+        [collected["rejects_uri"]] + [r.rejects_uri for results in steps for r in results],
+        [r.dropped_texts_uri for results in steps for r in results],
+        funnel,
+        decision,
+        guard,
+        cut["members"],
+        extra or {},
+    )
+    for stratum in manifest.get("strata_off_target", []):
+        runner.log(f"stratum {stratum} is more than 2 points off its split shares (see the data card)")
+    return {"version": layout.version, "manifest": manifest, "funnel": funnel, "skipped": False}
+
+
+def _each_step(runner: Runner, step: Step, shard_uris: list[str], items: int | None) -> list[engine.StepResult]:
+    """One step over every shard, then the step recorded (its manifest) and its funnel lines reported."""
+    results = runner.each_shard(
+        step.name, run_step, [(step, uri) for uri in shard_uris], [engine.shard_name(u) for u in shard_uris],
+        step.resources(runner.gpus), items,
+    )  # fmt: skip
+    for line in engine.commit_step(step.out_dir, results):
+        runner.report(line)
+    return results
+
+
+def _kept(results: list[engine.StepResult]) -> int:
+    return sum(r.stages[-1].n_kept for r in results)
+
+
+def _dry_run(plan: Plan, runner: Runner, ingested: list, decision: dict, funnel: list[dict]) -> dict:
+    stages = plan.judging(decision["uri"])
+    out_dir = plan.layout.step_dir("audit")
+    audits = runner.each_shard(
+        "audit",
+        audit.audit_shard,
+        [(r.uri, stages, storage.join(out_dir, f"{r.shard}.json")) for r in ingested],
+        [r.shard for r in ingested],
+        needs_of(stages, runner.gpus),
+        _kept(ingested),
+    )
+    return {
+        "version": plan.layout.version,
+        "dry_run": audit.summarize(audits),
+        "predictions": [storage.join(out_dir, f"{r.shard}.parquet") for r in ingested],
+        "funnel": funnel + engine.summarize(ingested),
+        "dedupe": dedupe.report(decision),
+        "skipped": False,
+    }
+
+
+class LocalRunner:
+    """Every piece in this process, shard after shard: no Prefect, no Ray."""
+
+    def __init__(self, workers: int = 1, on_line: Callable[[dict], None] | None = None):
+        self.workers, self.gpus = workers, 0  # stages find this process's own GPU, if any, themselves
+        self.on_line = on_line
+        self.messages: list[str] = []
+
+    def decide(self, name: str, fn: Callable, *args) -> Any:
+        return fn(*args)
+
+    def each_shard(self, name, fn, calls, shards, resources, items) -> list:
+        return [fn(*args) for args in calls]
+
+    def report(self, line: dict) -> None:
+        if self.on_line:
+            self.on_line(line)
+
+    def log(self, message: str) -> None:
+        self.messages.append(message)
+
+
+def build_locally(
+    recipe: Recipe, root: str, partition: str, workers: int = 1, dry_run: bool = False
+) -> tuple[storage.Layout, dict]:
+    """A whole build in this process (see LocalRunner): its layout and result."""
+    layout = storage.Layout(root, recipe.name, partition, recipe.fingerprint())
+    return layout, execute(Plan(recipe, layout), LocalRunner(workers), dry_run=dry_run)

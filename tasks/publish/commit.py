@@ -1,0 +1,319 @@
+"""Publish: an immutable dataset version that training code loads without mmetl.
+
+    {dataset}/latest          the newest partition's version folder, e.g. `versions/2026-11-28`
+    {dataset}/versions/<partition>/
+      README.md               the data card: Hugging Face front matter (one config per modality), sources
+                              and licenses, the funnel, splits x modality x source, plots (tasks/publish/card.py)
+      plots/*.png             the card's plots
+      croissant.json          Croissant metadata: the tars, the media in them, the index (tasks/publish/croissant.py)
+      train/ val/ test/       {modality}-{n:06d}.tar: WebDataset shards cut by size (tasks/publish/tars.py)
+                              index.parquet: one row per item, every Sample column but the bytes, with
+                              the `texts` list, plus tar + key
+      rejects.parquet         every dropped item of every stage, with its reason
+      dropped_texts.parquet   every text removed from an item that stayed, with its reason
+      withdrawn.parquet       items of newer partitions this (older, backfilled) one withdraws
+      stats.json              counts per split and modality, shares per stratum, hours, the funnel
+      manifest.json           written last: the version exists once it does
+
+Tars are staged in the build's work folder and moved into the version only by `commit_version`, which
+refuses a version that another build already owns: a published version is never touched again. The
+manifest lists every file with its size and sha256 (tars with their item counts).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+from collections import Counter, defaultdict
+from datetime import UTC, datetime
+from urllib.parse import urlsplit
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ..core import storage
+from ..core.redact import redact_columns
+from ..core.schema import DROPPED_TEXT_SCHEMA, EMBEDDING_SCHEMA, REJECT_SCHEMA, SPLITS, table_of
+from ..core.shards import shard_name
+from ..published.index import WITHDRAWN_SCHEMA
+from ..recipe import Recipe, stage_code_digest
+from ..stages.split import shares_by_stratum
+from . import card, croissant
+
+
+def stage_embeddings(items_uri: str, embeddings_uri: str, staging_dir: str) -> dict:
+    """The published items' embeddings, with only the texts they kept, staged per split as
+    `<split>/<shard>.embeddings.parquet`."""
+    shard = shard_name(items_uri)
+    marker = storage.join(staging_dir, f"{shard}.embeddings.json")
+    if storage.exists(marker):
+        return storage.read_json(marker)
+    items = {
+        row["sample_id"]: row
+        for row in storage.read_parquet(items_uri, columns=["sample_id", "split", "texts"]).to_pylist()
+    }
+    rows: dict[str, list[dict]] = {}
+    for row in storage.read_parquet(embeddings_uri).to_pylist():
+        item = items.get(row["sample_id"])
+        if item is None:  # rejected after scoring
+            continue
+        kept = {t["text"] for t in item["texts"]}
+        rows.setdefault(item["split"], []).append({**row, "texts": [t for t in row["texts"] if t["text"] in kept]})
+    files = {}
+    for split, part in sorted(rows.items()):
+        name = f"{split}/{shard}.embeddings.parquet"
+        table = table_of(part, EMBEDDING_SCHEMA)
+        files[name] = _write(storage.join(staging_dir, name), storage.parquet_bytes(table))
+    result = {"staging_dir": staging_dir, "files": files}
+    storage.write_json(marker, result)
+    return result
+
+
+def commit_version(
+    layout: storage.Layout,
+    staged: list[dict],
+    reject_uris: list[str],
+    dropped_text_uris: list[str],
+    funnel: list[dict],
+    recipe: Recipe,
+    extra: dict | None = None,
+    withdrawn_uri: str | None = None,
+    dedupe_report: dict | None = None,
+    align_report: dict | None = None,
+    tar_members: dict[str, list[str]] | None = None,
+) -> dict:
+    """Move the staged tars in; write the indexes, rejects, stats, data card and Croissant metadata; and
+    commit with the manifest, last. `staged`: what `tars.write_tar` (and `stage_embeddings`) staged;
+    `tar_members`: the member suffixes of each modality's tars (tars.plan_tars).
+
+    Safe to rerun after a crash at any point: a tar already moved is not moved again.
+    """
+    if storage.exists(layout.version_manifest):
+        return check_owner(layout, storage.read_json(layout.version_manifest))
+    check_funnel(funnel)
+    claim_version(layout)
+    version = layout.version
+    files = {}
+    for p in staged:
+        for name, entry in p["files"].items():
+            moved = storage.join(p["staging_dir"], name)
+            if storage.exists(moved):
+                storage.move(moved, storage.join(version, name))
+            files[name] = entry
+    indexes = [storage.read_parquet(p["index_uri"]) for p in staged if p.get("index_uri")]
+    index = pa.concat_tables(indexes) if indexes else None
+    splits = {}
+    for split in SPLITS:
+        part = index.filter(pc.equal(index.column("split"), split)).sort_by("sample_id") if index is not None else None
+        if part is None or part.num_rows == 0:
+            continue
+        name = f"{split}/index.parquet"
+        files[name] = _write(storage.join(version, name), storage.parquet_bytes(part))
+        tars = sorted(f for f in files if f.startswith(f"{split}/") and f.endswith(".tar"))
+        splits[split] = {
+            "samples": part.num_rows,
+            "texts": int(pc.sum(pc.list_value_length(part.column("texts"))).as_py()),
+            "groups": pc.count_distinct(part.column("group_id")).as_py(),
+            "modalities": _count(part.column("modality").to_pylist()),
+            "media_bytes": int(pc.sum(part.column("media_size")).as_py()),
+            "tar_bytes": sum(files[t]["bytes"] for t in tars),
+            "tars": tars,
+            "index": name,
+        }
+    rejects = _gather(reject_uris, REJECT_SCHEMA).sort_by([("stage", "ascending"), ("sample_id", "ascending")])
+    rejects = redact_columns(rejects, texts=("detail", "group_id"))
+    files["rejects.parquet"] = _write(storage.join(version, "rejects.parquet"), storage.parquet_bytes(rejects))
+    dropped = _gather(dropped_text_uris, DROPPED_TEXT_SCHEMA).sort_by(
+        [("stage", "ascending"), ("sample_id", "ascending"), ("reason", "ascending"), ("text", "ascending")]
+    )
+    files["dropped_texts.parquet"] = _write(
+        storage.join(version, "dropped_texts.parquet"), storage.parquet_bytes(dropped)
+    )
+
+    # what this version withdraws from partitions built before it though newer (see tasks/published/index.py)
+    withdrawn = storage.read_parquet(withdrawn_uri) if withdrawn_uri else WITHDRAWN_SCHEMA.empty_table()
+    files["withdrawn.parquet"] = _write(storage.join(version, "withdrawn.parquet"), storage.parquet_bytes(withdrawn))
+
+    rows = index.select(["modality", "source", "split"]).to_pylist() if index is not None else []
+    strata = shares_by_stratum(rows, recipe.split)
+    stats = {
+        "splits": splits,
+        "strata": strata,
+        "strata_off_target": sorted(name for name, s in strata.items() if s["flagged"]),
+        "funnel": funnel,
+        "rejects_by_reason": _count(rejects.column("reason").to_pylist()),
+        "texts_dropped_by_reason": _count(dropped.column("reason").to_pylist()),
+        "hours": _hours(index),
+        "text_languages": _languages(index),
+        "dedupe": dedupe_report or {},
+        **_documents(index),
+        **fetch_failures(rejects),
+        **({"align": align_report} if align_report else {}),  # models and thresholds that decided
+    }
+    files["stats.json"] = _write(
+        storage.join(version, "stats.json"), json.dumps(stats, indent=2, sort_keys=True).encode()
+    )
+    about = card.Version(layout.dataset, layout.partition, recipe, stats, index, rejects, tar_members or {}, files)
+    for name, data in card.plots(about):
+        files[name] = _write(storage.join(version, name), data)
+    files["README.md"] = _write(storage.join(version, "README.md"), card.readme(about))  # lists the plots
+    files["croissant.json"] = _write(storage.join(version, "croissant.json"), croissant.metadata(about))
+    manifest = {
+        "dataset": layout.dataset,
+        "partition": layout.partition,
+        "build_key": layout.build_key,
+        "recipe": recipe.model_dump(mode="json"),
+        "splits": splits,
+        "samples": sum(s["samples"] for s in splits.values()),
+        "texts": sum(s["texts"] for s in splits.values()),
+        "rejected": rejects.num_rows,
+        "texts_dropped": dropped.num_rows,
+        "withdrawn": withdrawn.num_rows,
+        "strata_off_target": stats["strata_off_target"],
+        "files": dict(sorted(files.items())),
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "format": "webdataset+parquet/v3",
+        "code": code_identity(),  # with `recipe`: what it takes to build this version again
+        **({"align": align_report} if align_report else {}),
+        **(extra or {}),
+    }
+    storage.write_json(layout.version_manifest, manifest)  # the commit point, last
+    return manifest
+
+
+def point_latest(layout: storage.Layout) -> None:
+    """`<dataset>/latest` names the newest partition's version (a backfill of an older one leaves it);
+    written after the manifest, so it never names a version that is not whole."""
+    current = storage.read_bytes(layout.latest).decode().strip() if storage.exists(layout.latest) else ""
+    mine = f"versions/{layout.partition}"
+    if current.removeprefix("versions/") <= layout.partition and current != mine:
+        storage.write_bytes(layout.latest, f"{mine}\n".encode())
+
+
+def code_identity() -> dict:
+    """The mmetl release and the digest of the stage code (tasks/) that wrote a version."""
+    try:
+        release = importlib.metadata.version("mmetl")
+    except importlib.metadata.PackageNotFoundError:
+        release = None
+    return {"mmetl": release, "stage_code_sha256": stage_code_digest()}
+
+
+def discard_work(layout: storage.Layout) -> None:
+    """After the manifest: the work folder (a copy of the media, the shards) is no longer needed;
+    a rerun learns from the manifest that the version exists."""
+    storage.remove(layout.work, recursive=True)
+    partition_dir = layout.work.rsplit("/", 1)[0]
+    if not storage.list_files(partition_dir):  # no other build's work left beside it
+        storage.remove(partition_dir, recursive=True)
+
+
+def _gather(uris: list[str], schema: pa.Schema) -> pa.Table:
+    return pa.concat_tables([storage.read_parquet(u).cast(schema) for u in uris]) if uris else schema.empty_table()
+
+
+def claim_version(layout: storage.Layout) -> None:
+    """Take the partition's version for this build, atomically; rerunning the same build may resume."""
+    if storage.create_exclusive(layout.version_claim, json.dumps({"build_key": layout.build_key}).encode()):
+        leftovers = [f for f in storage.list_files(layout.version) if f != "_claim.json"]
+        if leftovers:  # an abandoned build's files: publishing beside them would mix two builds
+            storage.remove(layout.version_claim)
+            raise VersionExists(
+                f"{layout.version} holds files of an abandoned build ({leftovers[0]}, ...);"
+                " delete the whole folder to publish this partition again"
+            )
+        return
+    owner = storage.read_json(layout.version_claim)["build_key"]
+    if owner != layout.build_key:
+        raise VersionExists(
+            f"{layout.version} is being published by build {owner} (this is build {layout.build_key}: another"
+            " recipe or code version). Publish under a new partition name, or, if that build was abandoned"
+            f" before it committed, delete the whole folder {layout.version}"
+        )
+
+
+def check_owner(layout: storage.Layout, manifest: dict) -> dict:
+    if manifest["build_key"] != layout.build_key:
+        raise VersionExists(
+            f"{layout.version} was already published by build {manifest['build_key']} (this is build"
+            f" {layout.build_key}: another recipe or mmetl version); versions are immutable:"
+            " publish under a new partition name"
+        )
+    return manifest
+
+
+class VersionExists(RuntimeError):
+    """The partition's version was published by another build."""
+
+
+def _write(uri: str, data: bytes) -> dict:
+    storage.write_bytes(uri, data)
+    return {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def check_funnel(funnel: list[dict]) -> None:
+    """in = kept + rejected for every stage, and each stage takes in exactly what the one before kept
+    (the plan keeps annotation rows and hands on the items they form)."""
+    previous = None
+    for step in funnel:
+        if step["in"] != step["kept"] + step["rejected"]:
+            raise RuntimeError(f"{step['stage']}: in={step['in']} != kept={step['kept']} + rejected={step['rejected']}")
+        handed_on = previous and previous.get("items", previous["kept"])
+        if previous is not None and step["in"] != handed_on:
+            raise RuntimeError(
+                f"{step['stage']} took in {step['in']} items but {previous['stage']} handed on {handed_on}"
+            )
+        previous = step
+
+
+def fetch_failures(rejects: pa.Table, top: int = 10) -> dict:
+    """Download failures by source and category, and the hosts that failed most (where to look first)."""
+    by_source: dict[str, Counter] = defaultdict(Counter)
+    hosts: Counter = Counter()
+    for row in rejects.select(["source", "reason", "source_uri"]).to_pylist():
+        if row["reason"].startswith("fetch:"):
+            by_source[row["source"]][row["reason"]] += 1
+            hosts[urlsplit(row["source_uri"] or "").hostname or "?"] += 1
+    return {
+        "fetch_failures_by_source": {s: dict(sorted(c.items())) for s, c in sorted(by_source.items())},
+        "top_failing_hosts": [[h, n] for h, n in hosts.most_common(top)],
+    }
+
+
+def _count(values: list[str]) -> dict[str, int]:
+    return dict(sorted(Counter(values).items()))
+
+
+def _languages(index: pa.Table | None, sure: float = 0.5) -> dict[str, int]:
+    """Published texts per language; `und` where the identifier was less than `sure` of it."""
+    if index is None or index.num_rows == 0:
+        return {}
+    texts = pc.list_flatten(index.column("texts"))
+    langs = pc.if_else(
+        pc.greater_equal(pc.fill_null(pc.struct_field(texts, "lang_score"), 0), sure),
+        pc.struct_field(texts, "lang"),
+        "und",
+    )
+    return _count(pc.fill_null(langs, "und").to_pylist())
+
+
+def _documents(index: pa.Table | None) -> dict:
+    """How many documents, and the pictures they show: distinct, and as segments (a picture two documents
+    show counts once and twice)."""
+    if index is None or not pc.any(pc.equal(index.column("modality"), "document")).as_py():
+        return {}
+    documents = index.filter(pc.equal(index.column("modality"), "document")).column("segments").to_pylist()
+    shown = [s["image"] for segments in documents for s in segments if s["image"]]
+    passages = sum(1 for segments in documents for s in segments if s["text"] is not None)
+    return {"documents": {"documents": len(documents), "pictures": len(set(shown)), "picture_segments": len(shown),
+                          "passages": passages}}  # fmt: skip
+
+
+def _hours(index: pa.Table | None) -> dict[str, float]:
+    hours: dict[str, float] = defaultdict(float)
+    if index is not None:
+        for modality, seconds in zip(index.column("modality").to_pylist(), index.column("duration_s").to_pylist()):
+            if seconds:
+                hours[modality] += seconds / 3600
+    return {k: round(v, 6) for k, v in sorted(hours.items())}

@@ -1,0 +1,71 @@
+"""Clean: clean and describe the texts, decode the media once, record its facts, normalize its encoding
+(or keep the facts a download's resize already measured: tasks/fetch/resize.py).
+
+Texts are repaired, masked and described (tasks/media/text.py); empty and repeated ones are dropped one
+by one; an item left with no text is rejected (`text:empty`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from ..core.schema import with_scores
+from ..media import MediaError
+from ..media.kinds import KINDS
+from ..media.text import Tokenize, clean_texts, load_language_model
+from ..recipe import CleanConfig, FeaturesConfig
+from .documents import clean_document
+from .stage import Reject, RowStage
+
+
+class CleanSettings(CleanConfig):
+    """The recipe's `clean:` and the `features:` clean computes."""
+
+    features: FeaturesConfig = FeaturesConfig()
+
+
+class CleanStage(RowStage):
+    name = "clean"
+    Config = CleanSettings
+
+    def __init__(self, config: CleanSettings | None = None, /, **fields):
+        super().__init__(config, **fields)
+        self.kinds = {name: kind(self.config) for name, kind in KINDS.items()}
+        self.tokenize = None
+
+    def setup(self) -> None:
+        load_language_model()  # ~100 MB, once per worker, not on the first item
+        if self.config.features.tokenize:
+            self.tokenize = Tokenize(**self.config.features.tokenize.model_dump())
+
+    def check(self, row: dict):
+        if row["modality"] == "document":
+            out, dropped = clean_document(row, self.config.pii)
+            for text, reason in dropped if not isinstance(out, Reject) else ():
+                self.drop_text(row, text, reason)
+            return out
+        texts, dropped = clean_texts(row["texts"] or [], self.config.pii)
+        if not texts and not row["part_of"]:  # checked first: no decode for an item that cannot be kept
+            return Reject("text:empty", f"{len(dropped)} text(s), all empty: {[t['text'] for t, _ in dropped][:5]!r}")
+        try:
+            kind = self.kinds[row["modality"]]
+            facts = kind.measured(row) or kind.clean(row["media_bytes"])
+        except MediaError as e:
+            return Reject(f"decode:{e.code}", e.detail)
+        except Exception as e:  # an input nobody foresaw must not fail the build: reject it, visibly
+            return Reject("decode:unexpected", f"{type(e).__name__}: {e}")
+        for text, reason in dropped:
+            self.drop_text(row, text, reason)
+        if self.tokenize is not None:
+            texts = self.tokenize(texts)
+        scores = facts.pop("_scores", {})  # measured while decoding; filters judge them
+        return with_scores(
+            {
+                **row,
+                **facts,
+                "texts": texts,
+                "media_size": len(facts["media_bytes"]),
+                "sha256": hashlib.sha256(facts["media_bytes"]).hexdigest(),
+            },
+            **scores,
+        )

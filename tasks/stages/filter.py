@@ -1,0 +1,180 @@
+"""Filter: thresholds on what clean measured, one small rule class each (tasks/stages/rules.py).
+
+Item rules judge the media (their measurements are kept in `scores` on every item that passes, so
+thresholds can be re-tuned later without decoding anything again); the stage reports the first rule an
+item fails. Text rules judge each text on its own.
+"""
+
+from __future__ import annotations
+
+import json
+
+from ..core.schema import scores_dict
+from ..media.text import word_count
+from ..recipe import FilterConfig
+from .rules import Failure, Rule, RuleStage, TextRule
+
+
+class MinSide(Rule):
+    score = "min_side"
+
+    def __init__(self, modality: str, min_side: int):
+        self.modality, self.min_side = modality, min_side
+
+    def measure(self, row):
+        return float(min(row["width"], row["height"]))
+
+    def decide(self, value):
+        return (f"{self.modality}_too_small", f"min_side={value:g}") if value < self.min_side else None
+
+
+class MaxAspect(Rule):
+    modality, score = "image", "aspect_ratio"
+
+    def __init__(self, max_aspect: float):
+        self.max_aspect = max_aspect
+
+    def measure(self, row):
+        return max(row["width"], row["height"]) / max(min(row["width"], row["height"]), 1)
+
+    def decide(self, value):
+        return ("extreme_aspect", f"aspect_ratio={value:g}") if value > self.max_aspect else None
+
+
+class Within(Rule):
+    """A fact of the media (duration, frame rate, sample rate) inside [low, high]; a side without a
+    reject code is not judged."""
+
+    def __init__(
+        self,
+        modality: str,
+        column: str,
+        low: float,
+        high: float = float("inf"),
+        too_low: str | None = None,
+        too_high: str | None = None,
+    ):
+        self.modality, self.score, self.low, self.high = modality, column, low, high
+        self.too_low, self.too_high = too_low, too_high
+
+    def measure(self, row):
+        return float(row[self.score]) if row.get(self.score) is not None else None
+
+    def decide(self, value):
+        code = self.too_low if value < self.low else self.too_high if value > self.high else None
+        return (code, f"{self.score}={value:g}") if code else None
+
+
+class Measured(Within):
+    """A score clean measured while decoding (blankness, silence, clipping): the pixels and samples are
+    not decoded twice. Not measured (None): judged by nothing."""
+
+    def measure(self, row):
+        return scores_dict(row).get(self.score)
+
+
+class License(Rule):
+    """Items whose source names a license (LAION's LICENSE column, COCO's licenses, a video's license)
+    outside the allowlist; items with none stated pass unless `require` is set. Compared lower-cased.
+    Measures the stated license ("" for none)."""
+
+    def __init__(self, allowed: tuple[str, ...], require: bool):
+        self.allowed, self.require = {a.lower() for a in allowed}, require
+
+    def measure(self, row):
+        if not self.allowed:
+            return None
+        meta = json.loads(row["meta"]) if row.get("meta") else {}
+        return next((str(v) for k, v in meta.items() if k.lower() == "license" and v not in (None, "")), "")
+
+    def decide(self, stated):
+        if not stated:
+            return ("license", "no license stated") if self.require else None
+        return None if stated.lower() in self.allowed else ("license", f"license {stated!r} is not allowed")
+
+
+NOT_CAPTIONS = frozenset({"label", "region", "prompt", "passage"})
+
+
+class CaptionWords(TextRule):
+    score = "caption_words"
+
+    def __init__(self, low: int, high: int):
+        self.low, self.high = low, high
+
+    def measure(self, text):
+        # a class label, a region's phrase, a prompt or a passage is not a caption: its length says nothing
+        return None if text["kind"] in NOT_CAPTIONS else float(word_count(text["text"]))
+
+    def decide(self, value):
+        code = "caption_too_short" if value < self.low else "caption_too_long" if value > self.high else None
+        return (code, f"caption_words={value:g}") if code else None
+
+
+class Language(TextRule):
+    """Drops a text the identifier is sure enough is in a language not allowed. Measures (lang, score)."""
+
+    score = "lang_score"
+
+    def __init__(self, allowed: tuple[str, ...], min_score: float):
+        self.allowed, self.min_score = set(allowed), min_score
+
+    def measure(self, text):
+        return None if text.get("lang_score") is None else (text.get("lang"), float(text["lang_score"]))
+
+    def number(self, value):
+        return value[1]
+
+    def decide(self, value) -> Failure | None:
+        lang, p = value
+        if not self.allowed or lang in self.allowed or p < self.min_score:
+            return None
+        return "language", f"lang={lang} p={p:.2f}, allowed: {', '.join(sorted(self.allowed))}"
+
+
+class Boilerplate(TextRule):
+    """Drops a text clean flagged as boilerplate."""
+
+    def measure(self, text):
+        return (text["text"] or "") if "boilerplate" in (text.get("flags") or []) else None
+
+    def decide(self, flagged_text):
+        return "boilerplate", f"says nothing of the media: {flagged_text[:60]!r}"
+
+
+def filter_rules(c: FilterConfig) -> tuple[list[Rule], list[TextRule]]:
+    """The filter's rules, in the order an item is judged (the first failure is its reject reason)."""
+    inf = float("inf")
+    item_rules = [
+        MinSide("image", c.min_image_side),
+        MaxAspect(c.max_image_aspect),
+        Measured("image", "pixel_std", c.min_image_std, too_low="blank_image"),
+        Within("audio", "duration_s", c.min_audio_s, c.max_audio_s, "audio_too_short", "audio_too_long"),
+        Measured("audio", "silence_ratio", 0.0, c.max_silence_ratio, too_high="mostly_silent"),
+        Measured("audio", "clipping_ratio", 0.0, c.max_clipping_ratio, too_high="clipped"),
+        Within("audio", "sample_rate", c.min_sample_rate, inf, "low_sample_rate"),
+        Within("video", "duration_s", c.min_video_s, c.max_video_s, "video_too_short", "video_too_long"),
+        MinSide("video", c.min_video_side),
+        Within("video", "fps", c.min_video_fps, c.max_video_fps, "low_frame_rate", "high_frame_rate"),
+        License(c.licenses, c.require_license),
+    ]
+    if c.min_aesthetic is not None:  # scores the align models' heads put on images
+        item_rules.append(Measured("image", "aesthetic", c.min_aesthetic, too_low="aesthetic"))
+    if c.max_nsfw is not None:
+        item_rules.append(Measured("image", "nsfw", -inf, c.max_nsfw, too_high="nsfw"))
+    text_rules = [
+        CaptionWords(c.min_caption_words, c.max_caption_words),
+        Language(c.languages, c.language_min_score),
+    ]
+    if c.drop_boilerplate:
+        text_rules.append(Boilerplate())
+    return item_rules, text_rules
+
+
+class FilterStage(RuleStage):
+    name = "filter"
+    Config = FilterConfig
+
+    def __init__(self, config: FilterConfig | None = None, /, **fields):
+        super().__init__(config, **fields)
+        self.item_rules, self.text_rules = filter_rules(self.config)

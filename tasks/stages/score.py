@@ -1,0 +1,257 @@
+"""Score: how well each text describes its media, by embedding models (tasks/models/encoders.py).
+
+For every text of every item, the cosine of the media's and the text's L2-normalised embeddings goes on
+the text (`align_score`); the item's best is its score `align_max`, and its texts are ordered best
+first (so a tar's `.txt` member is the best-matching text). Images are scored by CLIP; videos by CLIP
+on `frames` frames spread over the clip (clean's keyframes when it kept enough of them), a text's score
+being the mean of its per-frame cosines; audio clips by CLAP on the first window of the clip. Scores
+are computed on the media as published: clean's bytes, read from its media file (`media_dir`).
+
+This stage decides nothing: align's rules drop the texts below the recipe's `min_score`. An item its
+model cannot take (an image its preprocessing refuses) is rejected `align:unscorable`.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from PIL import Image
+
+from ..core import storage
+from ..core.schema import (
+    DROPPED_TEXT_SCHEMA,
+    EMBEDDING_SCHEMA,
+    REJECT_SCHEMA,
+    SAMPLE_SCHEMA,
+    reject_row,
+    table_of,
+    with_scores,
+)
+from ..media import MediaError
+from ..media.audio import mono_at
+from ..media.video import frames_spread
+from ..models.encoders import AudioTextEncoder, ImageTextEncoder, load_head
+from ..recipe import AlignConfig
+from .stage import Stage, StageOutput
+
+
+class ScoreSettings(AlignConfig):
+    media_dir: str  # where clean wrote `<shard>.media.parquet`: the bytes a trainer will read
+    embeddings_dir: str | None = None  # with keep_embeddings: where `<shard>.embeddings.parquet` goes
+
+
+class ScoreStage(Stage):
+    name = "score"
+    Config = ScoreSettings
+
+    @classmethod
+    def resources_for(cls, settings: dict, gpus: int) -> dict[str, float]:
+        """A GPU (or `gpu_share` of one) per worker where the cluster has GPUs and the recipe allows them."""
+        device = settings.get("device", "auto")
+        if device == "cuda" or (device == "auto" and gpus > 0):
+            return {"num_cpus": 1, "num_gpus": settings.get("gpu_share", 1.0)}
+        return {"num_cpus": 1}
+
+    def setup(self) -> None:
+        c = self.config
+        self.images = ImageTextEncoder(c.image_text.model, c.device) if c.image_text else None
+        video = c.video_model
+        if video and self.images is not None and video == c.image_text.model:
+            self.frames = self.images  # one model in memory for both
+        else:
+            self.frames = ImageTextEncoder(video, c.device) if video else None
+        self.sounds = AudioTextEncoder(c.audio_text.model, c.device) if c.audio_text else None
+        self.heads = {name: load_head(path) for name, path in c.heads.model_dump().items() if path}
+        self.media = None
+
+    def start_shard(self, shard: str) -> None:
+        self.media = MediaFile(storage.join(self.config.media_dir, f"{shard}.media.parquet"))
+        self.vectors: dict[str, tuple[np.ndarray, dict[str, np.ndarray]]] = {}  # this batch's embeddings
+        self.kept_vectors: list[dict] = []  # the shard's, for keep_embeddings
+
+    def finish_shard(self, shard: str) -> None:
+        if self.config.embeddings_dir:
+            uri = storage.join(self.config.embeddings_dir, f"{shard}.embeddings.parquet")
+            storage.write_parquet(uri, table_of(self.kept_vectors, EMBEDDING_SCHEMA))
+
+    def process(self, batch: pa.Table) -> StageOutput:
+        rows = batch.to_pylist()
+        wanted = {
+            "image": self.images and self.config.image_text,
+            "video": self.frames and self.config.video_text,
+            "audio": self.sounds and self.config.audio_text,
+        }
+        todo = [r for r in rows if wanted.get(r["modality"]) and r["texts"]]
+        media = self.media.read([r["sample_id"] for r in todo]) if todo else {}
+        failed: dict[str, str] = {}
+        for modality, score in (("image", self._images), ("video", self._videos), ("audio", self._sounds)):
+            items = [r for r in todo if r["modality"] == modality]
+            if items:
+                failed.update(score(items, media))
+        scored = {r["sample_id"] for r in todo}
+        kept = [self._scored(r) if r["sample_id"] in scored else r for r in rows if r["sample_id"] not in failed]
+        if self.config.embeddings_dir:
+            self.kept_vectors += [self._vector_row(r) for r in kept if r["sample_id"] in self.vectors]
+        self.vectors = {}
+        rejected = [
+            reject_row(r, self.name, "align:unscorable", why) for r in rows if (why := failed.get(r["sample_id"]))
+        ]
+        return StageOutput(
+            table_of(kept, SAMPLE_SCHEMA),
+            table_of(rejected, REJECT_SCHEMA),
+            DROPPED_TEXT_SCHEMA.empty_table(),
+        )
+
+    # one method per media kind: each sets texts[i]["align_score"] and returns {sample_id: why} for failures
+
+    def _images(self, items: list[dict], media: dict) -> dict[str, str]:
+        def pictures(item):
+            return [Image.open(io.BytesIO(media[item["sample_id"]][0]))]
+
+        return self._by_pictures(self.images, self.config.image_text.batch_size, items, pictures)
+
+    def _videos(self, items: list[dict], media: dict) -> dict[str, str]:
+        count = self.config.video_text.frames
+
+        def pictures(item):
+            data, sidecars = media[item["sample_id"]]
+            keyframes = [s["data"] for s in sidecars or [] if s["name"].startswith("keyframe")]
+            if len(keyframes) >= count:  # clean's thumbnails, when it kept enough: spread over the clip
+                picks = np.unique(np.round(np.linspace(0, len(keyframes) - 1, count)).astype(int))
+                return [Image.open(io.BytesIO(keyframes[i])) for i in picks]
+            return frames_spread(data, count)
+
+        return self._by_pictures(self.frames, self.config.video_text.batch_size, items, pictures)
+
+    def _by_pictures(self, encoder, batch_size: int, items: list[dict], pictures: Callable) -> dict[str, str]:
+        """Items scored by the mean cosine of their pictures (one for an image, `frames` for a video) with
+        each of their texts. The next stack of pictures is decoded and preprocessed on a thread while the
+        model runs on this one."""
+        import torch
+
+        failed: dict[str, str] = {}
+
+        def prepared() -> Iterator[tuple[str, object]]:
+            for item in items:
+                try:
+                    tensors = [encoder.preprocess(p) for p in pictures(item)]
+                except (MediaError, OSError, ValueError) as e:  # bytes or pixels the model cannot take
+                    failed[item["sample_id"]] = f"{type(e).__name__}: {e}"
+                    continue
+                yield from ((item["sample_id"], t) for t in tensors)
+
+        by_item: dict[str, list[np.ndarray]] = {}
+        for owners, tensors in _overlapped(_chunks(prepared(), batch_size)):
+            for owner, embedding in zip(owners, encoder.encode_images(torch.stack(tensors))):
+                by_item.setdefault(owner, []).append(embedding)
+        scored = [item for item in items if item["sample_id"] not in failed]
+        self._score_texts(encoder, scored, {k: np.stack(v) for k, v in by_item.items()})
+        return failed
+
+    def _sounds(self, items: list[dict], media: dict) -> dict[str, str]:
+        encoder, failed, clips, scored = self.sounds, {}, [], []
+        for item in items:
+            try:
+                clips.append(mono_at(media[item["sample_id"]][0], encoder.sample_rate, encoder.window_s))
+                scored.append(item)
+            except MediaError as e:
+                failed[item["sample_id"]] = f"{e.code}: {e.detail}"
+        size = self.config.audio_text.batch_size
+        embeddings = np.concatenate([encoder.encode_audio(clips[i : i + size]) for i in range(0, len(clips), size)])
+        self._score_texts(encoder, scored, {item["sample_id"]: embeddings[[n]] for n, item in enumerate(scored)})
+        return failed
+
+    def _scored(self, item: dict) -> dict:
+        texts = sorted(item["texts"], key=lambda t: -t["align_score"])  # best first: the tar's .txt member
+        scores = {"align_max": texts[0]["align_score"]}
+        if item["modality"] == "image":  # the heads read the image's CLIP embedding
+            media = self.vectors[item["sample_id"]][0][None, :]
+            scores.update({name: float(head(media)[0]) for name, head in self.heads.items()})
+        return {**with_scores(item, **scores), "texts": texts}
+
+    def _vector_row(self, item: dict) -> dict:
+        media, texts = self.vectors[item["sample_id"]]
+        part = {"image": self.config.image_text, "video": self.config.video_text, "audio": self.config.audio_text}
+        model = self.config.video_model if item["modality"] == "video" else part[item["modality"]].model
+        return {
+            "sample_id": item["sample_id"],
+            "modality": item["modality"],
+            "model": model.rstrip("/").rsplit("/", 1)[-1],
+            "media": media.astype(np.float16),
+            "texts": [{"text": t["text"], "embedding": texts[t["text"]].astype(np.float16)} for t in item["texts"]],
+        }
+
+    def _score_texts(self, encoder, items: list[dict], media_embeddings: dict[str, np.ndarray]) -> None:
+        texts = [t["text"] for item in items for t in item["texts"]]
+        if not texts:
+            return
+        text_embeddings = iter(
+            np.concatenate([encoder.encode_texts(texts[i : i + 256]) for i in range(0, len(texts), 256)])
+        )
+        for item in items:
+            pictures = media_embeddings[item["sample_id"]]  # (n, d): the mean over them of each cosine
+            by_text = {}
+            for text in item["texts"]:
+                by_text[text["text"]] = embedding = next(text_embeddings)
+                text["align_score"] = float((pictures @ embedding).mean())
+            mean = pictures.mean(axis=0)  # a video's frames averaged: the clip's embedding
+            self.vectors[item["sample_id"]] = (mean / max(float(np.linalg.norm(mean)), 1e-12), by_text)
+
+
+def _chunks(pairs: Iterator[tuple], size: int) -> Iterator[tuple[tuple, tuple]]:
+    """(owners, tensors) of at most `size` pairs at a time."""
+    chunk = []
+    for pair in pairs:
+        chunk.append(pair)
+        if len(chunk) == size:
+            yield tuple(zip(*chunk))
+            chunk = []
+    if chunk:
+        yield tuple(zip(*chunk))
+
+
+def _overlapped(chunks: Iterator) -> Iterator:
+    """The chunks, each next one made on a worker thread while the caller uses the current one."""
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(next, chunks, None)
+        while (chunk := pending.result()) is not None:
+            pending = pool.submit(next, chunks, None)
+            yield chunk
+
+
+class MediaFile:
+    """A media file clean wrote, read a row group at a time: only the groups holding the items asked for."""
+
+    def __init__(self, uri: str):
+        self.uri = uri
+        self.file = pq.ParquetFile(storage.filesystem(uri)[0].open(storage.filesystem(uri)[1], "rb"))
+        ids = self.file.read(columns=["sample_id"]).column("sample_id").to_pylist()
+        sizes = [self.file.metadata.row_group(g).num_rows for g in range(self.file.num_row_groups)]
+        self.group_of = dict(zip(ids, np.repeat(np.arange(len(sizes)), sizes).tolist()))
+
+    def read(self, sample_ids: list[str]) -> dict[str, tuple[bytes, list]]:
+        out = {}
+        for group in sorted({self.group_of[s] for s in sample_ids}):
+            table = self.file.read_row_group(group, columns=["sample_id", "media_bytes", "sidecars"])
+            for row in table.to_pylist():
+                out[row["sample_id"]] = (row["media_bytes"], row["sidecars"])
+        return out
+
+
+def report(settings: AlignConfig) -> dict:
+    """What a version records of how it was aligned: each part's model identity and threshold."""
+    from ..models.encoders import identity
+
+    parts = {"image_text": settings.image_text, "video_text": settings.video_text, "audio_text": settings.audio_text}
+    out = {}
+    for name, part in parts.items():
+        if part is None:
+            continue
+        model = settings.video_model if name == "video_text" else part.model
+        out[name] = {"model": identity(model), "min_score": part.min_score}
+    return out
