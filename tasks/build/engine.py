@@ -20,6 +20,7 @@ from functools import lru_cache
 import pyarrow as pa
 
 from ..core import storage
+from ..core.committed import committed
 from ..core.schema import DROPPED_TEXT_SCHEMA, MEDIA_SCHEMA, REJECT_SCHEMA, SAMPLE_SCHEMA
 from ..core.shards import bounded_ranges, shard_name
 from ..stages.stage import ItemError, Stage
@@ -75,6 +76,11 @@ def load_stage(stage: str, config: dict) -> Stage:
     return _stage_for_process(stage, json.dumps(config, sort_keys=True))
 
 
+@committed(
+    lambda in_uri, out_dir, **_: storage.join(out_dir, f"{shard_name(in_uri)}.json"),
+    save=asdict,
+    restore=lambda recorded, **_: StepResult.from_dict(recorded),
+)
 def run_step(
     step: str,
     stages: list[tuple[str, dict]],
@@ -85,10 +91,6 @@ def run_step(
     writes_media: bool = False,
 ) -> StepResult:
     name = shard_name(in_uri)
-    marker = storage.join(out_dir, f"{name}.json")
-    if storage.exists(marker):
-        return StepResult.from_dict(storage.read_json(marker))
-
     workers = [load_stage(stage, config) for stage, config in stages]
     for worker in workers:
         worker.start_shard(name)
@@ -159,7 +161,6 @@ def run_step(
     storage.write_parquet(result.uri, _concat(kept_parts, SAMPLE_SCHEMA))
     storage.write_parquet(result.rejects_uri, _concat(reject_parts, REJECT_SCHEMA))
     storage.write_parquet(result.dropped_texts_uri, _concat(text_parts, DROPPED_TEXT_SCHEMA))
-    storage.write_json(marker, asdict(result))  # the commit point, last
     return result
 
 

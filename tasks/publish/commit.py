@@ -33,6 +33,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..core import storage
+from ..core.committed import committed
 from ..core.redact import redact_columns
 from ..core.schema import DROPPED_TEXT_SCHEMA, EMBEDDING_SCHEMA, REJECT_SCHEMA, SPLITS, table_of
 from ..core.shards import shard_name
@@ -42,13 +43,11 @@ from ..stages.split import shares_by_stratum
 from . import card, croissant
 
 
+@committed(lambda items_uri, staging_dir, **_: storage.join(staging_dir, f"{shard_name(items_uri)}.embeddings.json"))
 def stage_embeddings(items_uri: str, embeddings_uri: str, staging_dir: str) -> dict:
     """The published items' embeddings, with only the texts they kept, staged per split as
     `<split>/<shard>.embeddings.parquet`."""
     shard = shard_name(items_uri)
-    marker = storage.join(staging_dir, f"{shard}.embeddings.json")
-    if storage.exists(marker):
-        return storage.read_json(marker)
     items = {
         row["sample_id"]: row
         for row in storage.read_parquet(items_uri, columns=["sample_id", "split", "texts"]).to_pylist()
@@ -65,9 +64,7 @@ def stage_embeddings(items_uri: str, embeddings_uri: str, staging_dir: str) -> d
         name = f"{split}/{shard}.embeddings.parquet"
         table = table_of(part, EMBEDDING_SCHEMA)
         files[name] = _write(storage.join(staging_dir, name), storage.parquet_bytes(table))
-    result = {"staging_dir": staging_dir, "files": files}
-    storage.write_json(marker, result)
-    return result
+    return {"staging_dir": staging_dir, "files": files}
 
 
 def commit_version(

@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..core import storage
+from ..core.committed import committed
 from ..core.groups import UnionFind
 from ..core.stored_media import StoredMedia
 from ..media.kinds import SIGNATURE_COLUMNS
@@ -59,6 +60,11 @@ def search_config(dedupe: DedupeConfig, guard: LeakGuardConfig) -> DedupeConfig:
     )
 
 
+@committed(
+    lambda out_uri, **_: out_uri.removesuffix(".parquet") + ".json",
+    save=lambda result: result["report"],
+    restore=lambda report, out_uri, **_: {"moves_uri": out_uri, "report": report},
+)
 def guard_splits(
     layout: storage.Layout,
     shard_uris: list[str],
@@ -72,9 +78,6 @@ def guard_splits(
     """Search this build's items (`shard_uris`, split as `assignment_uri` says) and the other partitions'
     published ones for copies across splits. Writes the moves (none unless `split.on_leak: move`) to
     `out_uri` and returns {"moves_uri", "report"}; raises Leakage for a leak it may not mend."""
-    report_uri = out_uri.removesuffix(".parquet") + ".json"
-    if storage.exists(report_uri):
-        return {"moves_uri": out_uri, "report": storage.read_json(report_uri)}
     assignment = storage.read_parquet(assignment_uri, columns=["group_id", "split", "published"])
     tables = []
     for uri in shard_uris:
@@ -123,7 +126,6 @@ def guard_splits(
         schema=MOVES_SCHEMA,
     )
     storage.write_parquet(out_uri, moves_table)
-    storage.write_json(report_uri, report)  # the commit, last
     return {"moves_uri": out_uri, "report": report}
 
 

@@ -32,6 +32,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..core import storage
+from ..core.committed import committed
 from ..core.redact import redact_columns
 from ..core.schema import MEMBER_TEXT, MODALITIES, SPLITS, member_schema, scores_dict
 from ..core.shards import bounded_ranges
@@ -100,14 +101,12 @@ def published_items(items_uri: str, only: pa.Array | None = None) -> pa.Table:
     return redact_columns(items, texts=("group_id",))
 
 
+@committed(lambda out_dir, **_: storage.join(out_dir, "plan.json"))
 def plan_tars(sources: list[tuple[str, str]], config: PublishConfig, out_dir: str) -> dict:
     """Cut every item of the version into tars. `sources`: per work shard, in order, the items that
     reached the split (metadata) and the media file clean wrote. Writes one member list per tar under
     `out_dir`, and returns the tars (name, split, modality, items, shards) and the member suffixes each
     modality has (the data card declares them)."""
-    marker = storage.join(out_dir, "plan.json")
-    if storage.exists(marker):
-        return storage.read_json(marker)
     queues: dict[tuple[str, str], list[tuple[str, int, int]]] = defaultdict(list)
     suffixes: dict[str, set[str]] = defaultdict(set)
     tables = [published_items(items_uri) for items_uri, _ in sources]
@@ -148,9 +147,7 @@ def plan_tars(sources: list[tuple[str, str]], config: PublishConfig, out_dir: st
                 )
                 shards = sorted({i for _, i, _ in part})
                 tars.append({"name": name, "split": split, "modality": modality, "items": len(part), "shards": shards})
-    plan = {"dir": out_dir, "tars": tars, "members": {m: sorted(s) for m, s in sorted(suffixes.items())}}
-    storage.write_json(marker, plan)
-    return plan
+    return {"dir": out_dir, "tars": tars, "members": {m: sorted(s) for m, s in sorted(suffixes.items())}}
 
 
 class _Sized:
@@ -198,12 +195,10 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes | pa.Buffer) -> None:
     tar.addfile(info, pa.BufferReader(data))
 
 
+@committed(lambda tar, staging_dir, **_: storage.join(staging_dir, tar["name"].removesuffix(".tar") + ".json"))
 def write_tar(tar: dict, plan_dir: str, sources: list[tuple[str, str]], staging_dir: str) -> dict:
     """Write one planned tar, streamed, and its index rows, under `staging_dir`; skipped once staged."""
     name = tar["name"]
-    marker = storage.join(staging_dir, name.removesuffix(".tar") + ".json")
-    if storage.exists(marker):
-        return storage.read_json(marker)
     planned = storage.read_parquet(storage.join(plan_dir, name.removesuffix(".tar") + ".parquet"))
     order = planned.column("sample_id").to_pylist()
     pictures = {}
@@ -249,12 +244,10 @@ def write_tar(tar: dict, plan_dir: str, sources: list[tuple[str, str]], staging_
     index = index.append_column("key", index.column("sample_id"))
     index_uri = storage.join(staging_dir, name.removesuffix(".tar") + ".index.parquet")
     storage.write_parquet(index_uri, index)
-    result = {
+    return {
         "name": name,
         "staging_dir": staging_dir,
         "files": {name: {**out.entry(), "items": len(written)}},
         "index_uri": index_uri,
         "n": len(written),
     }
-    storage.write_json(marker, result)
-    return result

@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..core import storage
+from ..core.committed import committed
 from ..core.schema import REJECT_SCHEMA, make_sample_id, table_of, with_scores
 from ..core.shards import cut_shards
 from ..fetch import FetchError
@@ -35,6 +36,7 @@ from .plan_rows import RowLog, as_samples, gather_items, group_names
 from .stage import Reject, RowStage, StageOutput
 
 
+@committed(lambda out_dir, **_: storage.join(out_dir, "_plan.json"))
 def plan_collect(
     sources: list[Source], partition: str, run_id: str, shards: ShardConfig, workers: int, out_dir: str
 ) -> dict:
@@ -45,9 +47,6 @@ def plan_collect(
     per item: a 10M-row URL list plans in 3.7 GB (bench/driver.py). Returns {"shards": [...],
     "rejects_uri", "n_rows", "n_rows_kept", "n_rejected", "n_items", "reasons"}.
     """
-    marker = storage.join(out_dir, "_plan.json")
-    if storage.exists(marker):
-        return storage.read_json(marker)
     log = RowLog()
     bad: list[tuple[int, dict]] = []  # (reading order, reject)
     for source in sources:
@@ -85,7 +84,6 @@ def plan_collect(
         "n_items": items.num_rows,
         "reasons": {"collect:bad_row": len(bad)} if bad else {},
     }
-    storage.write_json(marker, plan)  # the commit point, last
     return plan
 
 

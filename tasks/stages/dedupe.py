@@ -35,6 +35,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..core import storage
+from ..core.committed import committed
 from ..core.groups import UnionFind
 from ..core.redact import redact_text
 from ..core.schema import CAPTION_KINDS, SAMPLE_SCHEMA, TEXT, table_of
@@ -213,6 +214,11 @@ def read_verified(decision_uri: str) -> dict[tuple[str, str], float]:
     return {(a, b): s for a, b, s in zip(table["a"], table["b"], table["score"])}
 
 
+@committed(
+    lambda out_uri, **_: out_uri.removesuffix(".parquet") + ".json",
+    save=lambda result: {k: v for k, v in result.items() if k not in ("uri", "withdrawn_uri")},
+    restore=lambda summary, out_uri, **_: {"uri": out_uri, "withdrawn_uri": withdrawn_uri(out_uri), **summary},
+)
 def decide_duplicates(
     shard_uris: list[str],
     out_uri: str,
@@ -231,9 +237,6 @@ def decide_duplicates(
     names are read as rows, so the decision scales to 10M items in one driver."""
     config = config or DedupeConfig()
     withdrawn = withdrawn_uri(out_uri)
-    summary_uri = out_uri.removesuffix(".parquet") + ".json"
-    if storage.exists(out_uri):
-        return {"uri": out_uri, "withdrawn_uri": withdrawn, **storage.read_json(summary_uri)}
     held = Ours(shard_uris, captions=config.captions.threshold is not None)
     fetch = media.get if media is not None else None
     ours = held.table
@@ -356,8 +359,7 @@ def decide_duplicates(
         verified_uri(out_uri),
         pa.table({"a": [a for a, _ in pairs], "b": [b for _, b in pairs], "score": [scores[p] for p in pairs]}),
     )
-    storage.write_json(summary_uri, summary)
-    storage.write_parquet(out_uri, table_of(decisions, DECISION_SCHEMA))  # the commit, last
+    storage.write_parquet(out_uri, table_of(decisions, DECISION_SCHEMA))
     return {"uri": out_uri, "withdrawn_uri": withdrawn, **summary}
 
 

@@ -28,6 +28,7 @@ import json
 import pyarrow as pa
 
 from ..core import storage
+from ..core.committed import committed
 from ..core.schema import table_of
 from ..media.text import clean_text, clean_texts, normalize_caption
 from ..recipe import FilterConfig, Strict
@@ -66,12 +67,10 @@ def clean_document(row: dict, pii: str) -> tuple[dict | Reject, list[tuple[dict,
     return {**row, **facts}, dropped
 
 
+@committed(lambda out_uri, **_: out_uri + ".json")
 def resolve_documents(shard_uris: list[str], reject_uris: list[str], config: FilterConfig, out_uri: str) -> dict:
     """Decide every document and every picture that is part of one (see the module docstring), from the
     items that reached the split and every reject so far. Writes DECISION_SCHEMA rows to `out_uri`."""
-    marker = out_uri + ".json"  # written last: a decision cut short is made again
-    if storage.exists(marker):
-        return storage.read_json(marker)
     columns = ["sample_id", "modality", "texts", "segments", "part_of"]
     items = {r["sample_id"]: r for u in shard_uris for r in storage.read_parquet(u, columns=columns).to_pylist()}
     fates = {}  # a picture that did not reach here: (reason, detail, duplicate_of)
@@ -135,7 +134,6 @@ def resolve_documents(shard_uris: list[str], reject_uris: list[str], config: Fil
         "orphan_images": len(orphans),
     }
     storage.write_parquet(out_uri, table)
-    storage.write_json(marker, summary)
     return summary
 
 

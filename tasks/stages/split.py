@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..core import storage
+from ..core.committed import committed
 from ..core.redact import redact_text
 from ..core.schema import SPLITS
 from ..core.shards import shard_name
@@ -42,6 +43,7 @@ def stratum_of(row: dict, stratify: tuple[str, ...]) -> str:
     return "/".join(str(row[key]) for key in stratify) if stratify else "all"
 
 
+@committed(lambda out_uri, **_: out_uri + ".json")
 def assign_splits(
     shard_uris: list[str], config: SplitConfig, out_uri: str, published: dict[str, str] | None = None
 ) -> dict:
@@ -50,8 +52,6 @@ def assign_splits(
 
     Groups are counted in Arrow and dealt from numpy arrays: at 10M items a dict per group would not fit
     a driver."""
-    if storage.exists(out_uri):
-        return {"uri": out_uri}
     names, strata, stratum_of_group, sizes, groups_of_shard = _groups_by_stratum(shard_uris, config.stratify)
     split = np.full(len(names), -1, np.int8)  # index into SPLITS; -1: not dealt yet
     if published:  # published tables name groups as published (redacted); a first build has none to look up
@@ -78,7 +78,7 @@ def assign_splits(
         mine = pa.array(np.unique(groups))
         part = pa.table({"group_id": names.take(mine), "split": table.column("split").take(mine)})
         storage.write_parquet(storage.join(parts_folder(out_uri), f"{shard_name(uri)}.parquet"), part)
-    storage.write_parquet(out_uri, table)  # the commit, last
+    storage.write_parquet(out_uri, table)
     return {"uri": out_uri, "groups": len(table), "returning": int(returning.sum())}
 
 
