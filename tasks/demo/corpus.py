@@ -182,7 +182,24 @@ def build_demo_corpus(folder: str, n_images: int = 200, n_audio: int = 48, n_vid
         files[f"video/{i:04d}.mp4"], caption = encode_video(rng, seconds, seconds)
         rows.append({"media": f"video/{i:04d}.mp4", "modality": "video", "text": caption})
 
-    # planted problems
+    plant_problems(rng, files, rows)
+
+    lines = [json.dumps(r, sort_keys=True) for r in rows]
+    rng.shuffle(lines)  # so shards mix modalities, as real annotation files do
+    lines[5:5] = [
+        '{"media": "image/0002.jpg", "text": ',
+        '{"text": "a row without media"}',
+        '{"media": "image/0003.jpg", "modality": "hologram", "text": "unknown modality"}',
+    ]
+    for name, data in sorted(files.items()):
+        storage.write_bytes(storage.join(folder, name), data)
+    manifest = storage.join(folder, "captions.jsonl")
+    storage.write_bytes(manifest, ("\n".join(lines) + "\n").encode())
+    return manifest
+
+
+def plant_problems(rng: random.Random, files: dict[str, bytes], rows: list[dict]) -> None:
+    """Broken, wrong and duplicate media, and their rows: what the build must reject, each with a reason."""
     good_jpeg = files["image/0000.jpg"]
     files["image/truncated.jpg"] = good_jpeg[: len(good_jpeg) // 2]
     files["image/not_really.jpg"] = b"<html>this is an error page, not an image</html>"
@@ -203,16 +220,3 @@ def build_demo_corpus(folder: str, n_images: int = 200, n_audio: int = 48, n_vid
         files[copy] = files[original]
         first = next(r for r in rows if r["media"] == original)
         rows.append({**first, "media": copy, "text": RENAMED_CAPTION if "renamed" in copy else first["text"]})
-
-    lines = [json.dumps(r, sort_keys=True) for r in rows]
-    rng.shuffle(lines)  # so shards mix modalities, as real annotation files do
-    lines[5:5] = [
-        '{"media": "image/0002.jpg", "text": ',
-        '{"text": "a row without media"}',
-        '{"media": "image/0003.jpg", "modality": "hologram", "text": "unknown modality"}',
-    ]
-    for name, data in sorted(files.items()):
-        storage.write_bytes(storage.join(folder, name), data)
-    manifest = storage.join(folder, "captions.jsonl")
-    storage.write_bytes(manifest, ("\n".join(lines) + "\n").encode())
-    return manifest

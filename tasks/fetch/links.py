@@ -98,26 +98,7 @@ class LinkDownloader:
 
         self.policy.check_url(url)
         with tempfile.TemporaryDirectory(prefix="mmetl-link-") as folder:
-            params = {
-                "format": self.formats[modality],
-                "paths": {"home": folder, "temp": folder},
-                "outtmpl": {"default": "item.%(ext)s", "subtitle": "item.%(ext)s"},
-                "noplaylist": True,
-                "quiet": True,
-                "no_warnings": True,
-                "noprogress": True,
-                "logger": _QuietLogger(),
-                "max_filesize": self.max_bytes,
-                "socket_timeout": self.timeout,
-                "retries": self.retries,
-                "writesubtitles": bool(self.subtitles),
-                "writeautomaticsub": bool(self.subtitles),
-                "subtitleslangs": list(self.subtitles),
-                "subtitlesformat": "vtt/best",
-                "overwrites": True,
-                "cachedir": False,
-                "color": "no_color",
-            }
+            params = self._params(modality, folder)
             if cut:
                 params["download_ranges"] = download_range_func(None, [window])
                 params["force_keyframes_at_cuts"] = False
@@ -139,12 +120,7 @@ class LinkDownloader:
             path = max(media, key=os.path.getsize)
             with open(path, "rb") as f:
                 data = f.read()
-            subs = []
-            for sub in sorted(glob.glob(os.path.join(folder, "item.*.vtt"))):
-                with open(sub, encoding="utf-8", errors="replace") as f:
-                    text = vtt_text(f.read(), window)
-                if text:
-                    subs.append({"text": text, "kind": "subtitle"})
+            subs = _subtitles(folder, window)
         meta = {
             k: info.get(k)
             for k in ("title", "duration", "uploader", "license", "webpage_url", "extractor")
@@ -153,6 +129,29 @@ class LinkDownloader:
         if info.get("title"):
             subs.insert(0, {"text": info["title"], "kind": "title"})
         return Downloaded(data, path.rsplit(".", 1)[-1].lower(), cut, meta, subs)
+
+    def _params(self, modality: str, folder: str) -> dict:
+        """yt-dlp's options: one item into `folder`, quiet, bounded, with subtitles when asked for."""
+        return {
+            "format": self.formats[modality],
+            "paths": {"home": folder, "temp": folder},
+            "outtmpl": {"default": "item.%(ext)s", "subtitle": "item.%(ext)s"},
+            "noplaylist": True,
+            "quiet": True,
+            "no_warnings": True,
+            "noprogress": True,
+            "logger": _QuietLogger(),
+            "max_filesize": self.max_bytes,
+            "socket_timeout": self.timeout,
+            "retries": self.retries,
+            "writesubtitles": bool(self.subtitles),
+            "writeautomaticsub": bool(self.subtitles),
+            "subtitleslangs": list(self.subtitles),
+            "subtitlesformat": "vtt/best",
+            "overwrites": True,
+            "cachedir": False,
+            "color": "no_color",
+        }
 
 
 def _decodes(data: bytes) -> bool:
@@ -180,3 +179,14 @@ def _categorize(message: str) -> FetchError:
         if needle in text:
             return FetchError(category, message[:500], transient)
     return FetchError("link", message[:500])
+
+
+def _subtitles(folder: str, window: tuple[float, float] | None) -> list[dict]:
+    """The subtitles yt-dlp saved beside the item, as texts (within `window` when the item is cut)."""
+    subs = []
+    for sub in sorted(glob.glob(os.path.join(folder, "item.*.vtt"))):
+        with open(sub, encoding="utf-8", errors="replace") as f:
+            text = vtt_text(f.read(), window)
+        if text:
+            subs.append({"text": text, "kind": "subtitle"})
+    return subs

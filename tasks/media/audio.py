@@ -125,13 +125,7 @@ def decode_audio(data: bytes, preset: AudioPreset = AudioPreset()) -> DecodedAud
         except ValueError as e:
             raise MediaError("unencodable", f"cannot write {channels} channels at {rate} Hz: {e}") from None
 
-    if decoded == 0 or not rate:
-        raise MediaError("empty", "no audio samples decoded")
-    duration = decoded / rate
-    if missing:
-        raise MediaError("truncated", f"the WAV data chunk is {missing} bytes short")
-    if declared and declared - duration > max((1 - TRUNCATION_TOLERANCE) * declared, TRUNCATION_SLACK_S):
-        raise MediaError("truncated", f"decoded {duration:.3f}s of a declared {declared:.3f}s")
+    duration = _checked_length(decoded, rate, missing, declared)
     mel = mel_params = None
     out_rate, out_channels = rate, channels
     if shaping:
@@ -154,6 +148,18 @@ def decode_audio(data: bytes, preset: AudioPreset = AudioPreset()) -> DecodedAud
         mel=mel,
         mel_params=mel_params,
     )
+
+
+def _checked_length(decoded: int, rate: int, missing: int, declared: float | None) -> float:
+    """The clip's length in seconds; MediaError when nothing decoded or the file is cut short."""
+    if decoded == 0 or not rate:
+        raise MediaError("empty", "no audio samples decoded")
+    duration = decoded / rate
+    if missing:
+        raise MediaError("truncated", f"the WAV data chunk is {missing} bytes short")
+    if declared and declared - duration > max((1 - TRUNCATION_TOLERANCE) * declared, TRUNCATION_SLACK_S):
+        raise MediaError("truncated", f"decoded {duration:.3f}s of a declared {declared:.3f}s")
+    return duration
 
 
 class SoundAnalysis:

@@ -78,16 +78,7 @@ def guard_splits(
     """Search this build's items (`shard_uris`, split as `assignment_uri` says) and the other partitions'
     published ones for copies across splits. Writes the moves (none unless `split.on_leak: move`) to
     `out_uri` and returns {"moves_uri", "report"}; raises Leakage for a leak it may not mend."""
-    assignment = storage.read_parquet(assignment_uri, columns=["group_id", "split", "published"])
-    tables = []
-    for uri in shard_uris:
-        table = storage.read_parquet(uri, columns=COLUMNS + ["group_id"])
-        at = pc.index_in(table.column("group_id"), assignment.column("group_id"))
-        table = table.append_column("split", assignment.column("split").take(at))
-        table = table.append_column("fixed", assignment.column("published").take(at))
-        tables.append(table.append_column("key", table.column("sample_id")))
-    published = _published(layout, withdrawn_uri(decision_uri))
-    items = Signatures(*tables, published)
+    items = Signatures(*_ours(shard_uris, assignment_uri), _published(layout, withdrawn_uri(decision_uri)))
     known = read_verified(decision_uri)  # the pairs dedupe verified already
     evidence, verification, _ = find_pairs(items, search_config(dedupe, split.guard), media.get, known)
     # pairs of two published items are not this build's to judge: their versions stand as they are
@@ -127,6 +118,19 @@ def guard_splits(
     )
     storage.write_parquet(out_uri, moves_table)
     return {"moves_uri": out_uri, "report": report}
+
+
+def _ours(shard_uris: list[str], assignment_uri: str) -> list[pa.Table]:
+    """This build's items (keyed by sample_id), each with its group's split and whether a version fixed it."""
+    assignment = storage.read_parquet(assignment_uri, columns=["group_id", "split", "published"])
+    tables = []
+    for uri in shard_uris:
+        table = storage.read_parquet(uri, columns=COLUMNS + ["group_id"])
+        at = pc.index_in(table.column("group_id"), assignment.column("group_id"))
+        table = table.append_column("split", assignment.column("split").take(at))
+        table = table.append_column("fixed", assignment.column("published").take(at))
+        tables.append(table.append_column("key", table.column("sample_id")))
+    return tables
 
 
 def _published(layout: storage.Layout, withdrawn_uri: str) -> pa.Table:
