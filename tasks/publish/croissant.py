@@ -64,9 +64,9 @@ DATA_TYPES = {pa.string(): "sc:Text", pa.int32(): "sc:Integer", pa.int64(): "sc:
 MIME = {"flac": "audio/flac", "mkv": "video/x-matroska", "jpg": "image/jpeg", "webp": "image/webp"}
 
 
-def metadata(v: Version) -> bytes:
-    tars = sorted(name for name in v.files if name.endswith(".tar"))
-    distribution = [_file(name, v.files[name], "application/x-tar") for name in tars]
+def _media_sets(v: Version, tars: list[str]) -> list[dict]:
+    """A FileSet per modality and media extension: the media inside that modality's tars."""
+    sets = []
     for modality in v.modalities:
         inside = [{"@id": t} for t in tars if t.split("/", 1)[1].startswith(f"{modality}-")]
         if modality == "document":  # a document's media are its pictures, members `<n>.<ext>`
@@ -74,7 +74,7 @@ def metadata(v: Version) -> bytes:
         else:
             found = set(v.column("media_ext", modality))
         for ext in sorted(found):
-            distribution.append(
+            sets.append(
                 {
                     "@type": "cr:FileSet",
                     "@id": f"{modality}-{ext}",
@@ -89,6 +89,12 @@ def metadata(v: Version) -> bytes:
                     "includes": f"*.{ext}",
                 }
             )
+    return sets
+
+
+def metadata(v: Version) -> bytes:
+    tars = sorted(name for name in v.files if name.endswith(".tar"))
+    distribution = [_file(name, v.files[name], "application/x-tar") for name in tars] + _media_sets(v, tars)
     fields = [
         {
             "@type": "cr:Field",

@@ -67,18 +67,33 @@ def clean_document(row: dict, pii: str) -> tuple[dict | Reject, list[tuple[dict,
     return {**row, **facts}, dropped
 
 
+def _fates_of_pictures(reject_uris: list[str]) -> dict[str, tuple[str, str, str | None]]:
+    """Each rejected picture: (reason, detail, duplicate_of)."""
+    fates = {}
+    for uri in reject_uris:
+        rejects = storage.read_parquet(uri, columns=["sample_id", "modality", "reason", "detail", "duplicate_of"])
+        for r in rejects.to_pylist():
+            if r["modality"] == "image":
+                fates[r["sample_id"]] = (r["reason"], r["detail"], r["duplicate_of"])
+    return fates
+
+
+def _orphans(items: dict[str, dict], used: set[str]) -> list[dict]:
+    """Pictures that were only part of documents, none of which shows them now: rejects."""
+    return [
+        {"sample_id": i, "reason": "document:orphan_image", "detail": f"its {len(item['part_of'])} document(s) went"}
+        for i, item in items.items()
+        if item["modality"] == "image" and item["part_of"] and not item["texts"] and i not in used
+    ]
+
+
 @committed(lambda out_uri, **_: out_uri + ".json")
 def resolve_documents(shard_uris: list[str], reject_uris: list[str], config: FilterConfig, out_uri: str) -> dict:
     """Decide every document and every picture that is part of one (see the module docstring), from the
     items that reached the split and every reject so far. Writes DECISION_SCHEMA rows to `out_uri`."""
     columns = ["sample_id", "modality", "texts", "segments", "part_of"]
     items = {r["sample_id"]: r for u in shard_uris for r in storage.read_parquet(u, columns=columns).to_pylist()}
-    fates = {}  # a picture that did not reach here: (reason, detail, duplicate_of)
-    for uri in reject_uris:
-        rejects = storage.read_parquet(uri, columns=["sample_id", "modality", "reason", "detail", "duplicate_of"])
-        for r in rejects.to_pylist():
-            if r["modality"] == "image":
-                fates[r["sample_id"]] = (r["reason"], r["detail"], r["duplicate_of"])
+    fates = _fates_of_pictures(reject_uris)
 
     def kept_as(image: str) -> tuple[str | None, str, str | None]:
         """The item that holds this picture now, or None and why it went (a copy of a picture an earlier
@@ -120,11 +135,7 @@ def resolve_documents(shard_uris: list[str], reject_uris: list[str], config: Fil
                 "detail": detail,
             }
         )
-    orphans = [
-        {"sample_id": i, "reason": "document:orphan_image", "detail": f"its {len(item['part_of'])} document(s) went"}
-        for i, item in items.items()
-        if item["modality"] == "image" and item["part_of"] and not item["texts"] and i not in used
-    ]
+    orphans = _orphans(items, used)
     table = table_of(decisions + orphans, DECISION_SCHEMA)
     summary = {
         "uri": out_uri,
