@@ -57,9 +57,9 @@ class PrefectRayRunner:
         return decide.with_options(name=name).submit(fn, args).result()
 
     def each_shard(self, name, fn, calls, shards, resources, items) -> list:
-        if resources.get("num_gpus") and not self.gpus:
+        if resources.gpus and not self.gpus:
             raise RuntimeError(f"step {name} asks for a GPU (align.device: cuda), and the Ray cluster has none")
-        with remote_options(**resources):
+        with remote_options(**resources.ray_options()):
             futures = [
                 run_step_shard.with_options(task_run_name=f"{name}-{shard}").submit(fn, args)
                 for args, shard in zip(calls, shards)

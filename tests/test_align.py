@@ -20,6 +20,7 @@ from tasks.build.pipeline import build_locally
 from tasks.core import storage
 from tasks.models.encoders import AudioTextEncoder, ImageTextEncoder
 from tasks.recipe import Recipe, RecipeError, load_recipe
+from tasks.stages.stage import Resources
 from tasks.sources import make_source
 
 from .helpers import audio_bytes, video_bytes
@@ -419,11 +420,12 @@ def test_the_scoring_step_asks_for_a_gpu_where_the_cluster_has_one(tmp_path, cli
 
     step, ingest = score_step()
     assert [name for name, _ in step.stages] == ["score", "align"]
-    assert step.resources(gpus=0) == {"num_cpus": 1} and ingest.resources(gpus=4) == {"num_cpus": 1}
-    assert step.resources(gpus=2) == {"num_cpus": 1, "num_gpus": 1.0}
+    assert step.resources(gpus=0) == Resources() and ingest.resources(gpus=4) == Resources()
+    assert step.resources(gpus=2) == Resources(cpus=1, gpus=1.0)
+    assert step.resources(gpus=2).ray_options() == {"num_cpus": 1, "num_gpus": 1.0}
     shared, _ = score_step(gpu_share=0.25)
-    assert shared.resources(gpus=1) == {"num_cpus": 1, "num_gpus": 0.25}
+    assert shared.resources(gpus=1) == Resources(gpus=0.25)
     forced, _ = score_step(device="cuda")
-    assert forced.resources(gpus=0)["num_gpus"] == 1.0  # the runner refuses it on a cluster with none
+    assert forced.resources(gpus=0).gpus == 1.0  # the runner refuses it on a cluster with none
     cpu, _ = score_step(device="cpu")
-    assert cpu.resources(gpus=8) == {"num_cpus": 1}
+    assert cpu.resources(gpus=8) == Resources()

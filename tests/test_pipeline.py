@@ -10,13 +10,15 @@ import pytest
 
 from tasks.build import audit
 from tasks.build.pipeline import Plan, build_locally
-from tasks.build.registry import STAGES
+from tasks.build.registry import STAGES, OrderError, check_order
 from tasks.core import storage
 from tasks.demo.corpus import build_demo_corpus
 from tasks.recipe import Recipe
 from tasks.sources import make_source
+from tasks.stages import collect
 from tasks.stages.align import AlignStage
 from tasks.stages.filter import FilterStage
+from tasks.stages.plan_rows import PLANNED
 
 from .helpers import real_photos
 
@@ -133,6 +135,24 @@ def test_the_step_order_is_one_plan_of_registered_stages(tmp_path):
     assert judged == [FilterStage, AlignStage]
     # settings travel as plain data and come back as the recipe's own models
     assert FilterStage(**plan.refine("d").stages[1][1]).config == plan.recipe.filter
+
+
+def test_a_plan_with_a_stage_before_what_it_reads_is_refused_when_made(tmp_path, corpus):
+    with pytest.raises(OrderError, match="stage filter reads column duration_s, which no stage before it writes "
+                       r"\(written by: clean\)"):  # fmt: skip
+        check_order(["collect", "filter", "clean"])
+    with pytest.raises(OrderError, match=r"stage split reads column group_id, .* \(written by: dedupe\)"):
+        check_order(["collect", "clean", "split"], given=PLANNED - {"group_id"})
+    check_order(["collect", "clean", "dedupe", "filter", "align", "documents", "split"])
+    # every registered stage states what it reads; the plan fills the columns it says it fills, no others
+    assert all(stage.reads for stage in STAGES.values())
+    plan = Plan(_recipe(corpus), _layout(tmp_path))
+    result = collect.plan_collect(
+        list(plan.recipe.all_sources), "p", plan.run_id, plan.recipe.shards, 1, plan.layout.step_dir("plan")
+    )
+    table = storage.read_parquet(result["shards"][0])
+    filled = {name for name in table.column_names if table.column(name).null_count < table.num_rows}
+    assert filled <= PLANNED and {"sample_id", "source_uri", "texts"} <= filled
 
 
 def _layout(tmp_path):

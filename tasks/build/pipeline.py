@@ -20,6 +20,8 @@ deterministic names and a marker written last, so committed work is skipped.
 
 from __future__ import annotations
 
+import functools
+import operator
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -41,8 +43,9 @@ from ..stages.dedupe import ApplyDecision
 from ..stages.documents import ApplyDocuments
 from ..stages.score import ScoreSettings, report
 from ..stages.split import ApplySplit
+from ..stages.stage import Resources
 from . import audit, engine
-from .registry import stage_class
+from .registry import check_order, stage_class
 
 
 @dataclass(frozen=True)
@@ -56,7 +59,7 @@ class Step:
     batch_bytes: int
     writes_media: bool = False  # the step that produces media writes it once, beside its shards
 
-    def resources(self, gpus: int = 0) -> dict[str, float]:
+    def resources(self, gpus: int = 0) -> Resources:
         return needs_of(self.stages, gpus)
 
     def run(self, in_uri: str) -> engine.StepResult:
@@ -65,14 +68,10 @@ class Step:
         )
 
 
-def needs_of(stages: tuple[tuple[str, dict], ...], gpus: int) -> dict[str, float]:
-    """What one shard of these stages needs from a worker of a cluster with `gpus` GPUs: what the
-    neediest stage asks for."""
-    needs: dict[str, float] = {}
-    for name, settings in stages:
-        for key, amount in stage_class(name).resources_for(settings, gpus).items():
-            needs[key] = max(needs.get(key, 0), amount)
-    return needs
+def needs_of(stages: tuple[tuple[str, dict], ...], gpus: int) -> Resources:
+    """What one shard of these stages needs from a worker of a cluster with `gpus` GPUs: the most of
+    each that any of them asks for."""
+    return functools.reduce(operator.or_, (stage_class(n).resources_for(s, gpus) for n, s in stages), Resources())
 
 
 @dataclass(frozen=True)
@@ -81,6 +80,14 @@ class Plan:
 
     recipe: Recipe
     layout: storage.Layout
+
+    def __post_init__(self):
+        check_order([name for step in self.steps() for name, _ in step.stages])
+
+    def steps(self) -> list[Step]:
+        """Every step of a build, in order (decisions' outputs as placeholders): what the order check reads."""
+        score = self.score()
+        return [self.ingest(), self.refine("-"), *([score] if score else []), self.split("-", "-")]
 
     def step(self, *stages: tuple[str, BaseModel], writes_media: bool = False) -> Step:
         """A step of these stages, each with its settings model, written down as plain data (it travels to
@@ -144,7 +151,7 @@ class Plan:
         return f"{self.layout.partition}-{self.layout.build_key}"
 
 
-CPU = {"num_cpus": 1}  # what a unit of publishing work asks of a worker
+CPU = Resources()  # what a unit of publishing work asks of a worker
 
 
 class Runner(Protocol):
@@ -157,7 +164,7 @@ class Runner(Protocol):
         """fn(*args), once: a decision over all shards."""
 
     def each_shard(
-        self, name: str, fn: Callable, calls: list[tuple], shards: list[str], resources: dict, items: int | None
+        self, name: str, fn: Callable, calls: list[tuple], shards: list[str], resources: Resources, items: int | None
     ) -> list:
         """fn(*args) for each args in `calls` (one per shard, named `shards`), results in that order."""
 

@@ -72,6 +72,7 @@ class AlignScore(TextRule):
 class AlignStage(RuleStage):
     name = "align"
     Config = AlignConfig
+    reads = frozenset({"texts", "sha256", "duration_s", "audio_duration_s"})
 
     def __init__(self, config: AlignConfig | None = None, /, **fields):
         super().__init__(config, **fields)

@@ -24,9 +24,22 @@ class CleanSettings(CleanConfig):
     features: FeaturesConfig = FeaturesConfig()
 
 
+# the normalized media and what clean measures of it (tasks/media/kinds.py), and the cleaned texts
+CLEAN_WRITES = frozenset(
+    {
+        "texts", "media_bytes", "media_ext", "media_size", "sidecars", "features", "sha256", "scores",
+        "width", "height", "duration_s", "sample_rate", "channels", "fps", "num_frames", "video_codec",
+        "audio_codec", "audio_duration_s", "phash", "audio_fingerprint", "sound_print", "sound_landmarks",
+        "keyframe_phashes",
+    }
+)  # fmt: skip
+
+
 class CleanStage(RowStage):
     name = "clean"
     Config = CleanSettings
+    reads = frozenset({"media_bytes", "texts"})
+    writes = CLEAN_WRITES
 
     def __init__(self, config: CleanSettings | None = None, /, **fields):
         super().__init__(config, **fields)

@@ -137,6 +137,8 @@ class CollectStage(RowStage):
 
     name = "collect"
     Config = CollectConfig
+    reads = frozenset({"source_uri", "clip_start_s", "clip_end_s", "region"})
+    writes = frozenset({"media_bytes", "media_ext"})
 
     def __init__(self, config: CollectConfig | None = None, /, **fields):
         super().__init__(config, **fields)

@@ -568,6 +568,8 @@ class ApplyDecision(Strict):
 class DedupeStage(RowStage):
     name = "dedupe"
     Config = ApplyDecision
+    reads = frozenset({"sha256"})
+    writes = frozenset({"group_id", "texts"})
 
     def setup(self) -> None:
         self.decisions = {r["sample_id"]: r for r in storage.read_parquet(self.config.decision_uri).to_pylist()}

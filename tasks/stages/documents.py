@@ -176,6 +176,8 @@ class DocumentStage(RowStage):
 
     name = "documents"
     Config = ApplyDocuments
+    reads = frozenset({"segments", "part_of", "texts"})
+    writes = frozenset({"segments"})
 
     def setup(self) -> None:
         table = storage.read_parquet(self.config.decision_uri)

@@ -174,6 +174,7 @@ def filter_rules(c: FilterConfig) -> tuple[list[Rule], list[TextRule]]:
 class FilterStage(RuleStage):
     name = "filter"
     Config = FilterConfig
+    reads = frozenset({"texts", "scores", "width", "height", "duration_s"})
 
     def __init__(self, config: FilterConfig | None = None, /, **fields):
         super().__init__(config, **fields)

@@ -216,6 +216,15 @@ def _group_names(labels: list[list[str]]) -> list[str]:
     return [named_min.get(root) or own_min[root] for root in roots]
 
 
+# the Sample columns a plan's rows fill: what the first stage of a build can read
+PLANNED = frozenset(
+    {
+        "sample_id", "source", "group_id", "modality", "texts", "media_size", "source_uri", "clip_start_s",
+        "clip_end_s", "region", "segments", "part_of", "meta", "source_rows", "partition", "run_id",
+    }
+)  # fmt: skip
+
+
 def as_samples(items: pa.Table, **constants: str) -> pa.Table:
     """A slice of gathered items as a Sample table (every other column null; `constants` repeated)."""
     items = items.set_column(items.schema.get_field_index("texts"), "texts", _sourced(items))

@@ -37,7 +37,7 @@ from ..media.audio import mono_at
 from ..media.video import frames_spread
 from ..models.encoders import AudioTextEncoder, ImageTextEncoder, load_head
 from ..recipe import AlignConfig
-from .stage import Stage, StageOutput
+from .stage import Resources, Stage, StageOutput
 
 
 class ScoreSettings(AlignConfig):
@@ -48,14 +48,16 @@ class ScoreSettings(AlignConfig):
 class ScoreStage(Stage):
     name = "score"
     Config = ScoreSettings
+    reads = frozenset({"texts", "sha256"})  # sha256: the media clean normalized, in its media file
+    writes = frozenset({"texts", "scores"})  # each text's align_score; the heads' scores
 
     @classmethod
-    def resources_for(cls, settings: dict, gpus: int) -> dict[str, float]:
+    def resources_for(cls, settings: dict, gpus: int) -> Resources:
         """A GPU (or `gpu_share` of one) per worker where the cluster has GPUs and the recipe allows them."""
         device = settings.get("device", "auto")
         if device == "cuda" or (device == "auto" and gpus > 0):
-            return {"num_cpus": 1, "num_gpus": settings.get("gpu_share", 1.0)}
-        return {"num_cpus": 1}
+            return Resources(gpus=settings.get("gpu_share", 1.0))
+        return Resources()
 
     def setup(self) -> None:
         c = self.config

@@ -205,6 +205,8 @@ class ApplySplit(Strict):
 class SplitStage(RowStage):
     name = "split"
     Config = ApplySplit
+    reads = frozenset({"group_id"})
+    writes = frozenset({"split"})
 
     def setup(self) -> None:
         self.assignment: dict[str, str] | None = None

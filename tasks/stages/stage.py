@@ -8,6 +8,7 @@ tests call them directly.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, ClassVar, NamedTuple
 
 import pyarrow as pa
@@ -22,6 +23,21 @@ class StageOutput(NamedTuple):
     dropped_texts: pa.Table  # DroppedText rows
 
 
+@dataclass(frozen=True)
+class Resources:
+    """What one shard of a stage needs from a worker; the Ray adapter asks for exactly this."""
+
+    cpus: float = 1
+    gpus: float = 0  # a share of one (0.25) lets several workers use one GPU
+
+    def __or__(self, other: Resources) -> Resources:
+        """Both stages' needs at once (a step runs them in one worker): the most of each."""
+        return Resources(max(self.cpus, other.cpus), max(self.gpus, other.gpus))
+
+    def ray_options(self) -> dict[str, float]:
+        return {"num_cpus": self.cpus, **({"num_gpus": self.gpus} if self.gpus else {})}
+
+
 class NoSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -32,9 +48,11 @@ class Stage:
 
     name: ClassVar[str]
     Config: ClassVar[type[BaseModel]] = NoSettings
-    # what one shard of this stage needs from a worker; the Ray adapter asks for exactly this
-    # (a model-scoring stage would say {"num_cpus": 1, "num_gpus": 1})
-    resources: ClassVar[dict[str, float]] = {"num_cpus": 1}
+    resources: ClassVar[Resources] = Resources()
+    # Sample columns this stage needs filled by the plan or a stage before it, and those it fills: a plan
+    # that puts a stage before what it reads is refused when it is made (tasks/build/registry.py)
+    reads: ClassVar[frozenset[str]] = frozenset()
+    writes: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, config: BaseModel | None = None, /, **fields: Any):
         if config is not None and fields:
@@ -42,7 +60,7 @@ class Stage:
         self.config = self.Config.model_validate(fields) if config is None else config
 
     @classmethod
-    def resources_for(cls, settings: dict, gpus: int) -> dict[str, float]:
+    def resources_for(cls, settings: dict, gpus: int) -> Resources:
         """What one shard with these settings asks of a worker, on a cluster with `gpus` GPUs."""
         return cls.resources
 
