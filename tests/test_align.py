@@ -20,8 +20,8 @@ from tasks.build.pipeline import build_locally
 from tasks.core import storage
 from tasks.models.encoders import AudioTextEncoder, ImageTextEncoder
 from tasks.recipe import Recipe, RecipeError, load_recipe
-from tasks.stages.stage import Resources
 from tasks.sources import make_source
+from tasks.stages.stage import Resources
 
 from .helpers import audio_bytes, video_bytes
 from .tinymodels import CAPTIONS, shape_picture, tone, train_open_clip, transformers_clap, transformers_clip

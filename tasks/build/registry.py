@@ -9,8 +9,8 @@ from ..stages.collect import CollectStage
 from ..stages.dedupe import DedupeStage
 from ..stages.documents import DocumentStage
 from ..stages.filter import FilterStage
-from ..stages.score import ScoreStage
 from ..stages.plan_rows import PLANNED
+from ..stages.score import ScoreStage
 from ..stages.split import SplitStage
 from ..stages.stage import Stage
 
