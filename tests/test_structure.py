@@ -160,3 +160,30 @@ def test_every_media_kind_is_a_modality_of_the_schema():
         None,
         None,
     ]
+
+
+def test_every_bench_script_imports_and_names_only_what_exists():
+    """`make bench` is not run by the tests: each script is imported, and every project name it imports
+    (most inside its functions, which importing the script does not run) must exist, so a move cannot break
+    one silently."""
+    import importlib
+    import importlib.util
+
+    scripts = sorted((REPO / "bench").glob("*.py"))
+    named = 0
+    for script in scripts:
+        spec = importlib.util.spec_from_file_location(f"bench_{script.stem}", script)
+        spec.loader.exec_module(importlib.util.module_from_spec(spec))
+        for node in ast.walk(ast.parse(script.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(PACKAGES):
+                module = importlib.import_module(node.module)
+                for alias in node.names:
+                    named += 1
+                    found = hasattr(module, alias.name) or importlib.util.find_spec(f"{node.module}.{alias.name}")
+                    assert found, f"bench/{script.name}: {alias.name} is not in {node.module}"
+            elif isinstance(node, ast.Import):
+                for alias in node.names:
+                    if alias.name.startswith(PACKAGES):
+                        named += 1
+                        importlib.import_module(alias.name)
+    assert len(scripts) >= 5 and named >= 20  # the check saw the scripts' imports
