@@ -57,7 +57,8 @@ def build(root: str, build_key: str, caption: str):
 
 
 def commit_version(layout, staged, reject_uris, funnel, recipe=RECIPE):
-    return publish.commit_version(layout, staged, reject_uris, [], funnel, recipe, tar_members={"image": ["jpg"]})
+    built = publish.Built(staged, reject_uris, [], funnel, tar_members={"image": ["jpg"]})
+    return publish.commit_version(layout, recipe, built)
 
 
 def test_each_item_is_one_media_member_with_all_its_texts(tmp_path):

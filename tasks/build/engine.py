@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 
@@ -94,61 +96,21 @@ def run_step(
     workers = [load_stage(stage, config) for stage, config in stages]
     for worker in workers:
         worker.start_shard(name)
-    counts = [StageCounts(stage) for stage, _ in stages]
-    reasons = [Counter() for _ in stages]
-    dropped = [Counter() for _ in stages]
-    kept_parts, reject_parts, text_parts = [], [], []
     items = storage.read_parquet(in_uri).cast(SAMPLE_SCHEMA)  # metadata only: small
-    sizes = items.column("media_size").fill_null(0).to_pylist()
+    tally = _Tally([stage for stage, _ in stages], name, where=f"{step} {name} ({in_uri})")
     media_uri = storage.join(out_dir, f"{name}.media.parquet") if writes_media else None
-
-    def run_batches(media_writer):
-        ranges = bounded_ranges(sizes, batch_items, batch_bytes)
-        batches = [items.slice(start, end - start) for start, end in ranges]
-        known = [sum(sizes[start:end]) for start, end in ranges]  # media bytes the plan measured (not downloads)
-        # the first stage is shown each batch one ahead, in order: it may start what waits (downloads) early.
-        # Not when the two batches' known bytes pass the bound: a second batch of long recordings read
-        # ahead was a fifth of a worker's memory (bench/worker_memory.py)
-        for ahead in batches[:1]:
-            workers[0].prefetch(ahead)
-        for n, batch in enumerate(batches):
-            for ahead in batches[n + 1 : n + 2]:
-                if known[n] + known[n + 1] <= batch_bytes:
-                    workers[0].prefetch(ahead)
-            for worker, count, why, texts in zip(workers, counts, reasons, dropped):
-                in_ids = batch.column("sample_id").to_pylist()
-                try:
-                    kept, rejected, dropped_texts = worker.process(batch)
-                except Exception as e:
-                    raise StepError(f"{step} {name} ({in_uri}): {e if isinstance(e, ItemError) else repr(e)}") from e
-                check_reconciles(count.stage, name, in_ids, kept, rejected)
-                count.n_in += len(in_ids)
-                count.n_kept += kept.num_rows
-                count.n_rejected += rejected.num_rows
-                why.update(rejected.column("reason").to_pylist())
-                texts.update(dropped_texts.column("reason").to_pylist())
-                reject_parts.append(rejected.cast(REJECT_SCHEMA))
-                text_parts.append(dropped_texts.cast(DROPPED_TEXT_SCHEMA))
-                batch = kept.cast(SAMPLE_SCHEMA)
+    writing = storage.parquet_writer(media_uri, MEDIA_SCHEMA, **MEDIA_PARQUET) if media_uri else nullcontext()
+    with writing as media_writer:
+        for batch in _batches(items, workers[0], batch_items, batch_bytes):
+            for i, worker in enumerate(workers):
+                batch = tally.through(i, worker, batch)
             if media_writer is not None:  # the batch's media leaves memory here, written once
                 media_writer.write_table(batch.select(MEDIA_SCHEMA.names).cast(MEDIA_SCHEMA))
-                for column in ("media_bytes", "sidecars"):
-                    field = batch.schema.field(column)
-                    batch = batch.set_column(
-                        batch.schema.get_field_index(column), field, pa.nulls(batch.num_rows, field.type)
-                    )
-            kept_parts.append(batch)
-
-    if media_uri:
-        with storage.parquet_writer(media_uri, MEDIA_SCHEMA, **MEDIA_PARQUET) as writer:
-            run_batches(writer)
-    else:
-        run_batches(None)
+                batch = _without_media(batch)
+            tally.kept.append(batch)
     for worker in workers:
         worker.finish_shard(name)
 
-    for count, why, texts in zip(counts, reasons, dropped):
-        count.reasons, count.texts_dropped = dict(sorted(why.items())), dict(sorted(texts.items()))
     result = StepResult(
         step=step,
         shard=name,
@@ -156,12 +118,72 @@ def run_step(
         media_uri=media_uri,
         rejects_uri=storage.join(out_dir, f"{name}.rejects.parquet"),
         dropped_texts_uri=storage.join(out_dir, f"{name}.dropped_texts.parquet"),
-        stages=counts,
+        stages=tally.counted(),
     )
-    storage.write_parquet(result.uri, _concat(kept_parts, SAMPLE_SCHEMA))
-    storage.write_parquet(result.rejects_uri, _concat(reject_parts, REJECT_SCHEMA))
-    storage.write_parquet(result.dropped_texts_uri, _concat(text_parts, DROPPED_TEXT_SCHEMA))
+    storage.write_parquet(result.uri, _concat(tally.kept, SAMPLE_SCHEMA))
+    storage.write_parquet(result.rejects_uri, _concat(tally.rejects, REJECT_SCHEMA))
+    storage.write_parquet(result.dropped_texts_uri, _concat(tally.texts, DROPPED_TEXT_SCHEMA))
     return result
+
+
+def _batches(items: pa.Table, first: Stage, batch_items: int, batch_bytes: int) -> Iterator[pa.Table]:
+    """The shard's items in batches bounded by items and bytes. The first stage is shown each batch one
+    ahead, in order: it may start what waits (downloads) early. Not when the two batches' known bytes pass
+    the bound: a second batch of long recordings read ahead was a fifth of a worker's memory
+    (bench/worker_memory.py)."""
+    sizes = items.column("media_size").fill_null(0).to_pylist()
+    ranges = bounded_ranges(sizes, batch_items, batch_bytes)
+    batches = [items.slice(start, end - start) for start, end in ranges]
+    known = [sum(sizes[start:end]) for start, end in ranges]  # media bytes the plan measured (not downloads)
+    for ahead in batches[:1]:
+        first.prefetch(ahead)
+    for n, batch in enumerate(batches):
+        for ahead in batches[n + 1 : n + 2]:
+            if known[n] + known[n + 1] <= batch_bytes:
+                first.prefetch(ahead)
+        yield batch
+
+
+class _Tally:
+    """A shard's run through a step's stages: each stage's reconciled counts and reasons, and the rows kept,
+    rejected and the texts dropped."""
+
+    def __init__(self, stages: list[str], shard: str, where: str):
+        self.shard, self.where = shard, where  # where: the step, shard and input, for errors
+        self.counts = [StageCounts(stage) for stage in stages]
+        self.reasons = [Counter() for _ in stages]
+        self.dropped = [Counter() for _ in stages]
+        self.kept, self.rejects, self.texts = [], [], []
+
+    def through(self, i: int, worker: Stage, batch: pa.Table) -> pa.Table:
+        """The batch through stage `i`, its counts reconciled and added: what it kept."""
+        in_ids = batch.column("sample_id").to_pylist()
+        try:
+            kept, rejected, dropped_texts = worker.process(batch)
+        except Exception as e:
+            raise StepError(f"{self.where}: {e if isinstance(e, ItemError) else repr(e)}") from e
+        count = self.counts[i]
+        check_reconciles(count.stage, self.shard, in_ids, kept, rejected)
+        count.n_in += len(in_ids)
+        count.n_kept += kept.num_rows
+        count.n_rejected += rejected.num_rows
+        self.reasons[i].update(rejected.column("reason").to_pylist())
+        self.dropped[i].update(dropped_texts.column("reason").to_pylist())
+        self.rejects.append(rejected.cast(REJECT_SCHEMA))
+        self.texts.append(dropped_texts.cast(DROPPED_TEXT_SCHEMA))
+        return kept.cast(SAMPLE_SCHEMA)
+
+    def counted(self) -> list[StageCounts]:
+        for count, why, texts in zip(self.counts, self.reasons, self.dropped):
+            count.reasons, count.texts_dropped = dict(sorted(why.items())), dict(sorted(texts.items()))
+        return self.counts
+
+
+def _without_media(batch: pa.Table) -> pa.Table:
+    for column in ("media_bytes", "sidecars"):
+        field = batch.schema.field(column)
+        batch = batch.set_column(batch.schema.get_field_index(column), field, pa.nulls(batch.num_rows, field.type))
+    return batch
 
 
 def _concat(parts: list[pa.Table], schema: pa.Schema) -> pa.Table:

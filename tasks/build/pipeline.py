@@ -212,19 +212,12 @@ def commit(
 ) -> dict:
     align = plan.recipe.align
     leakage.check_group_splits(plan.layout, [s["index_uri"] for s in staged if "index_uri" in s])
-    manifest = publish.commit_version(
-        plan.layout,
-        staged,
-        reject_uris,
-        dropped_text_uris,
-        funnel,
-        plan.recipe,
-        extra=extra,
-        withdrawn_uri=decision["withdrawn_uri"],
+    built = publish.Built(
+        staged, reject_uris, dropped_text_uris, funnel, withdrawn_uri=decision["withdrawn_uri"],
         dedupe_report={**dedupe.report(decision), "leak_guard": guard["report"]},
-        align_report=report(align) if align.scoring else None,
-        tar_members=members,
-    )
+        align_report=report(align) if align.scoring else None, tar_members=members,
+    )  # fmt: skip
+    manifest = publish.commit_version(plan.layout, plan.recipe, built, extra=extra)
     published_index.index_version(plan.layout, manifest)  # the version's groups keep their splits from now on
     publish.point_latest(plan.layout)
     if not plan.recipe.keep_work:

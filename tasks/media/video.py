@@ -91,101 +91,135 @@ class _Span:
 def decode_video(
     data: bytes, preset: VideoPreset = VideoPreset(), audio_preset: AudioPreset = AUDIO_DEFAULTS
 ) -> DecodedVideo:
+    """Decode every frame once: measure the pictures and the sound, hash keyframes, and re-encode where the
+    preset asks (all in the one pass). Raises MediaError for a video that cannot be used."""
     with open_container(data) as container:
-        if not container.streams.video:
-            raise MediaError("no_video_stream", f"container {container.format.name} has no video stream")
-        video = container.streams.video[0]
-        audio = container.streams.audio[0] if container.streams.audio else None
-        ext = _EXTENSIONS.get(container.format.name)
-        if ext is None:
-            raise MediaError("unsupported_container", container.format.name)
-        nominal_fps = float(video.average_rate or video.guessed_rate or 0)
-        declared_frames = video.frames or 0
-        # the container's duration, compared with where the decoded streams end: Matroska states an
-        # end time, other formats a span; against the absolute end both err towards keeping the file
-        declared_end = container.duration / av.time_base if container.duration else None
-        rate = audio.codec_context.sample_rate if audio is not None else None
-        width, height = video.codec_context.width, video.codec_context.height
-
-        frames = 0
-        video_span, audio_span = _Span(), _Span()
-        keyframes = KeyframeHashes()
-        thumbnails = Thumbnails(preset.keyframes, preset.keyframe_side) if preset.keyframes else None
-        sound = SoundAnalysis(rate, audio.codec_context.layout.name, hold=bool(audio_preset.log_mel)) if rate else None
-        encoder = Reencoder.for_video(preset, width, height, nominal_fps, audio)
-        frame_s = 1 / nominal_fps if nominal_fps else 0.0
-        streams = [s for s in (video, audio) if s is not None]
+        one = _OnePass(container, preset, audio_preset)
         try:
-            for packet in container.demux(*streams):
+            for packet in container.demux(*one.streams):
                 for frame in packet.decode():
-                    if packet.stream is video:
-                        frames += 1
-                        width, height = frame.width, frame.height
-                        video_span.add(frame.time, frame_s)
-                        at = frame.time if frame.time is not None else video_span.end - frame_s
-                        t = at - video_span.start  # into the clip
-                        keyframes.feed(frame, t)
-                        if thumbnails is not None:
-                            thumbnails.feed(frame, t)
-                        if encoder is not None:
-                            encoder.picture(frame, at)  # the source's clock: the sound stays in step
-                    elif sound is not None:
-                        audio_span.add(frame.time, frame.samples / rate)
-                        sound.feed(frame)
-                        if encoder is not None:
-                            encoder.sound(frame)
-            if sound is not None:
-                sound.finish()
-            out = encoder.finish() if encoder is not None else None
+                    if packet.stream is one.video:
+                        one.picture(frame)
+                    elif one.sound is not None:
+                        one.hear(frame)
+            out = one.finish()
         except av.error.FFmpegError as e:
-            raise MediaError("corrupt", f"decode failed after {frames} frames: {e}") from None
-
-    if frames == 0 or nominal_fps <= 0:
-        raise MediaError("empty", "no video frames decoded")
-    if declared_frames and frames < TRUNCATION_TOLERANCE * declared_frames:
-        raise MediaError("truncated", f"decoded {frames} of {declared_frames} declared frames")
-    if not declared_frames and declared_end:
-        decoded_end = max(s.end for s in (video_span, audio_span) if s.end is not None)
-        if decoded_end < TRUNCATION_TOLERANCE * declared_end - frame_s:
-            raise MediaError("truncated", f"streams end at {decoded_end:.3f}s of a declared {declared_end:.3f}s")
-    duration = video_span.seconds
-    if audio_span.end is None:  # a sound stream with no samples is no sound
-        audio = sound = None
-    result = DecodedVideo(
-        data=data,
-        ext=ext,
-        width=width,
-        height=height,
-        fps=frames / duration if duration else nominal_fps,
-        num_frames=frames,
-        duration_s=duration,
-        video_codec=video.codec_context.name,
-        audio_codec=audio.codec_context.name if audio is not None else None,
-        sample_rate=rate if audio is not None else None,
-        audio_duration_s=audio_span.seconds if audio is not None else None,
-        keyframe_phashes=keyframes.hashes,
-        fingerprint=sound.fingerprint.result() if sound is not None else [],
-        scores=sound.meter.scores() if sound is not None else {},
-        thumbnails=thumbnails.result() if thumbnails is not None else [],
-    )
-    if sound is not None and audio_preset.log_mel:
-        mono, mel_rate = shape(sound.samples(), rate, AudioPreset(sample_rate=audio_preset.sample_rate, mono=True))
+            raise MediaError("corrupt", f"decode failed after {one.frames} frames: {e}") from None
+    one.check_whole()
+    result = one.result(data)
+    if one.sound is not None and audio_preset.log_mel:
+        mono, mel_rate = shape(
+            one.sound.samples(), one.rate, AudioPreset(sample_rate=audio_preset.sample_rate, mono=True)
+        )
         result.mel, result.mel_params = log_mel(mono, mel_rate, dict(audio_preset.log_mel))
     if out is not None:
-        result.source = {
-            "width": width,
-            "height": height,
-            "fps": round(result.fps, 3),
-            "video_codec": result.video_codec,
-            "audio_codec": result.audio_codec,
-            "bytes": len(data),
-        }
-        result.data, result.ext, result.video_codec = out, "mp4", "h264"
-        result.width, result.height = encoder.width, encoder.height
-        result.num_frames = encoder.frames
-        result.fps = encoder.frames / duration if duration else encoder.fps
-        result.audio_codec = "aac" if audio is not None else None
+        _as_reencoded(result, out, one.encoder, one.audio is not None, len(data))
     return result
+
+
+class _OnePass:
+    """The state of one pass over a video's frames: what is counted, measured and re-encoded as they come."""
+
+    def __init__(self, container, preset: VideoPreset, audio_preset: AudioPreset):
+        if not container.streams.video:
+            raise MediaError("no_video_stream", f"container {container.format.name} has no video stream")
+        self.video = video = container.streams.video[0]
+        self.audio = audio = container.streams.audio[0] if container.streams.audio else None
+        self.ext = _EXTENSIONS.get(container.format.name)
+        if self.ext is None:
+            raise MediaError("unsupported_container", container.format.name)
+        self.nominal_fps = float(video.average_rate or video.guessed_rate or 0)
+        self.declared_frames = video.frames or 0
+        # the container's duration, compared with where the decoded streams end: Matroska states an
+        # end time, other formats a span; against the absolute end both err towards keeping the file
+        self.declared_end = container.duration / av.time_base if container.duration else None
+        self.rate = rate = audio.codec_context.sample_rate if audio is not None else None
+        self.width, self.height = video.codec_context.width, video.codec_context.height
+        self.frames = 0
+        self.video_span, self.audio_span = _Span(), _Span()
+        self.keyframes = KeyframeHashes()
+        self.thumbnails = Thumbnails(preset.keyframes, preset.keyframe_side) if preset.keyframes else None
+        hold = bool(audio_preset.log_mel)
+        self.sound = SoundAnalysis(rate, audio.codec_context.layout.name, hold=hold) if rate else None
+        self.encoder = Reencoder.for_video(preset, self.width, self.height, self.nominal_fps, audio)
+        self.frame_s = 1 / self.nominal_fps if self.nominal_fps else 0.0
+        self.streams = [s for s in (video, audio) if s is not None]
+
+    def picture(self, frame) -> None:
+        self.frames += 1
+        self.width, self.height = frame.width, frame.height
+        self.video_span.add(frame.time, self.frame_s)
+        at = frame.time if frame.time is not None else self.video_span.end - self.frame_s
+        t = at - self.video_span.start  # into the clip
+        self.keyframes.feed(frame, t)
+        if self.thumbnails is not None:
+            self.thumbnails.feed(frame, t)
+        if self.encoder is not None:
+            self.encoder.picture(frame, at)  # the source's clock: the sound stays in step
+
+    def hear(self, frame) -> None:
+        self.audio_span.add(frame.time, frame.samples / self.rate)
+        self.sound.feed(frame)
+        if self.encoder is not None:
+            self.encoder.sound(frame)
+
+    def finish(self) -> bytes | None:
+        if self.sound is not None:
+            self.sound.finish()
+        return self.encoder.finish() if self.encoder is not None else None
+
+    def check_whole(self) -> None:
+        """Refuse a video with no frames, or fewer than it declares (a download cut short)."""
+        if self.frames == 0 or self.nominal_fps <= 0:
+            raise MediaError("empty", "no video frames decoded")
+        declared, end = self.declared_frames, self.declared_end
+        if declared and self.frames < TRUNCATION_TOLERANCE * declared:
+            raise MediaError("truncated", f"decoded {self.frames} of {declared} declared frames")
+        if not declared and end:
+            decoded_end = max(s.end for s in (self.video_span, self.audio_span) if s.end is not None)
+            if decoded_end < TRUNCATION_TOLERANCE * end - self.frame_s:
+                raise MediaError("truncated", f"streams end at {decoded_end:.3f}s of a declared {end:.3f}s")
+
+    def result(self, data: bytes) -> DecodedVideo:
+        duration = self.video_span.seconds
+        if self.audio_span.end is None:  # a sound stream with no samples is no sound
+            self.audio = self.sound = None
+        audio, sound = self.audio, self.sound
+        return DecodedVideo(
+            data=data,
+            ext=self.ext,
+            width=self.width,
+            height=self.height,
+            fps=self.frames / duration if duration else self.nominal_fps,
+            num_frames=self.frames,
+            duration_s=duration,
+            video_codec=self.video.codec_context.name,
+            audio_codec=audio.codec_context.name if audio is not None else None,
+            sample_rate=self.rate if audio is not None else None,
+            audio_duration_s=self.audio_span.seconds if audio is not None else None,
+            keyframe_phashes=self.keyframes.hashes,
+            fingerprint=sound.fingerprint.result() if sound is not None else [],
+            scores=sound.meter.scores() if sound is not None else {},
+            thumbnails=self.thumbnails.result() if self.thumbnails is not None else [],
+        )
+
+
+def _as_reencoded(result: DecodedVideo, out: bytes, encoder: Reencoder, has_sound: bool, size: int) -> None:
+    """The result describes the re-encode it publishes; `source` keeps what the input was."""
+    result.source = {
+        "width": result.width,
+        "height": result.height,
+        "fps": round(result.fps, 3),
+        "video_codec": result.video_codec,
+        "audio_codec": result.audio_codec,
+        "bytes": size,
+    }
+    duration = result.duration_s
+    result.data, result.ext, result.video_codec = out, "mp4", "h264"
+    result.width, result.height = encoder.width, encoder.height
+    result.num_frames = encoder.frames
+    result.fps = encoder.frames / duration if duration else encoder.fps
+    result.audio_codec = "aac" if has_sound else None
 
 
 class Thumbnails:

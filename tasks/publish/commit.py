@@ -26,6 +26,7 @@ import hashlib
 import importlib.metadata
 import json
 from collections import Counter, defaultdict
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
@@ -67,91 +68,55 @@ def stage_embeddings(items_uri: str, embeddings_uri: str, staging_dir: str) -> d
     return {"staging_dir": staging_dir, "files": files}
 
 
-def commit_version(
-    layout: storage.Layout,
-    staged: list[dict],
-    reject_uris: list[str],
-    dropped_text_uris: list[str],
-    funnel: list[dict],
-    recipe: Recipe,
-    extra: dict | None = None,
-    withdrawn_uri: str | None = None,
-    dedupe_report: dict | None = None,
-    align_report: dict | None = None,
-    tar_members: dict[str, list[str]] | None = None,
-) -> dict:
+@dataclass(frozen=True)
+class Built:
+    """What a build hands its commit: what `tars.write_tar` (and `stage_embeddings`) staged, every step's
+    rejects and dropped texts, the funnel, the decisions' reports, and the member suffixes of each
+    modality's tars (tars.plan_tars)."""
+
+    staged: list[dict]
+    reject_uris: list[str]
+    dropped_text_uris: list[str]
+    funnel: list[dict]
+    withdrawn_uri: str | None = None  # the published items this version withdraws (tasks/published/index.py)
+    dedupe_report: dict | None = None
+    align_report: dict | None = None  # models and thresholds that decided
+    tar_members: dict[str, list[str]] = field(default_factory=dict)
+
+
+def commit_version(layout: storage.Layout, recipe: Recipe, built: Built, extra: dict | None = None) -> dict:
     """Move the staged tars in; write the indexes, rejects, stats, data card and Croissant metadata; and
-    commit with the manifest, last. `staged`: what `tars.write_tar` (and `stage_embeddings`) staged;
-    `tar_members`: the member suffixes of each modality's tars (tars.plan_tars).
+    commit with the manifest, last.
 
     Safe to rerun after a crash at any point: a tar already moved is not moved again.
     """
     if storage.exists(layout.version_manifest):
         return check_owner(layout, storage.read_json(layout.version_manifest))
-    check_funnel(funnel)
+    check_funnel(built.funnel)
     claim_version(layout)
     version = layout.version
-    files = {}
-    for p in staged:
-        for name, entry in p["files"].items():
-            moved = storage.join(p["staging_dir"], name)
-            if storage.exists(moved):
-                storage.move(moved, storage.join(version, name))
-            files[name] = entry
-    indexes = [storage.read_parquet(p["index_uri"]) for p in staged if p.get("index_uri")]
+    files = _move_staged(built.staged, version)
+    indexes = [storage.read_parquet(p["index_uri"]) for p in built.staged if p.get("index_uri")]
     index = pa.concat_tables(indexes) if indexes else None
-    splits = {}
-    for split in SPLITS:
-        part = index.filter(pc.equal(index.column("split"), split)).sort_by("sample_id") if index is not None else None
-        if part is None or part.num_rows == 0:
-            continue
-        name = f"{split}/index.parquet"
-        files[name] = _write(storage.join(version, name), storage.parquet_bytes(part))
-        tars = sorted(f for f in files if f.startswith(f"{split}/") and f.endswith(".tar"))
-        splits[split] = {
-            "samples": part.num_rows,
-            "texts": int(pc.sum(pc.list_value_length(part.column("texts"))).as_py()),
-            "groups": pc.count_distinct(part.column("group_id")).as_py(),
-            "modalities": _count(part.column("modality").to_pylist()),
-            "media_bytes": int(pc.sum(part.column("media_size")).as_py()),
-            "tar_bytes": sum(files[t]["bytes"] for t in tars),
-            "tars": tars,
-            "index": name,
-        }
-    rejects = _gather(reject_uris, REJECT_SCHEMA).sort_by([("stage", "ascending"), ("sample_id", "ascending")])
+    splits = _split_indexes(index, version, files)
+    rejects = _gather(built.reject_uris, REJECT_SCHEMA).sort_by([("stage", "ascending"), ("sample_id", "ascending")])
     rejects = redact_columns(rejects, texts=("detail", "group_id"))
     files["rejects.parquet"] = _write(storage.join(version, "rejects.parquet"), storage.parquet_bytes(rejects))
-    dropped = _gather(dropped_text_uris, DROPPED_TEXT_SCHEMA).sort_by(
+    dropped = _gather(built.dropped_text_uris, DROPPED_TEXT_SCHEMA).sort_by(
         [("stage", "ascending"), ("sample_id", "ascending"), ("reason", "ascending"), ("text", "ascending")]
     )
     files["dropped_texts.parquet"] = _write(
         storage.join(version, "dropped_texts.parquet"), storage.parquet_bytes(dropped)
     )
-
     # what this version withdraws from partitions built before it though newer (see tasks/published/index.py)
-    withdrawn = storage.read_parquet(withdrawn_uri) if withdrawn_uri else WITHDRAWN_SCHEMA.empty_table()
+    withdrawn = storage.read_parquet(built.withdrawn_uri) if built.withdrawn_uri else WITHDRAWN_SCHEMA.empty_table()
     files["withdrawn.parquet"] = _write(storage.join(version, "withdrawn.parquet"), storage.parquet_bytes(withdrawn))
 
-    rows = index.select(["modality", "source", "split"]).to_pylist() if index is not None else []
-    strata = shares_by_stratum(rows, recipe.split)
-    stats = {
-        "splits": splits,
-        "strata": strata,
-        "strata_off_target": sorted(name for name, s in strata.items() if s["flagged"]),
-        "funnel": funnel,
-        "rejects_by_reason": _count(rejects.column("reason").to_pylist()),
-        "texts_dropped_by_reason": _count(dropped.column("reason").to_pylist()),
-        "hours": _hours(index),
-        "text_languages": _languages(index),
-        "dedupe": dedupe_report or {},
-        **_documents(index),
-        **fetch_failures(rejects),
-        **({"align": align_report} if align_report else {}),  # models and thresholds that decided
-    }
+    stats = _stats(index, splits, rejects, dropped, recipe, built)
     files["stats.json"] = _write(
         storage.join(version, "stats.json"), json.dumps(stats, indent=2, sort_keys=True).encode()
     )
-    about = card.Version(layout.dataset, layout.partition, recipe, stats, index, rejects, tar_members or {}, files)
+    about = card.Version(layout.dataset, layout.partition, recipe, stats, index, rejects, built.tar_members, files)
     for name, data in card.plots(about):
         files[name] = _write(storage.join(version, name), data)
     files["README.md"] = _write(storage.join(version, "README.md"), card.readme(about))  # lists the plots
@@ -172,11 +137,66 @@ def commit_version(
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "format": "webdataset+parquet/v3",
         "code": code_identity(),  # with `recipe`: what it takes to build this version again
-        **({"align": align_report} if align_report else {}),
+        **({"align": built.align_report} if built.align_report else {}),
         **(extra or {}),
     }
     storage.write_json(layout.version_manifest, manifest)  # the commit point, last
     return manifest
+
+
+def _move_staged(staged: list[dict], version: str) -> dict[str, dict]:
+    """The staged tars moved into the version (one moved before a crash is not moved again): name -> entry."""
+    files = {}
+    for p in staged:
+        for name, entry in p["files"].items():
+            moved = storage.join(p["staging_dir"], name)
+            if storage.exists(moved):
+                storage.move(moved, storage.join(version, name))
+            files[name] = entry
+    return files
+
+
+def _split_indexes(index: pa.Table | None, version: str, files: dict[str, dict]) -> dict[str, dict]:
+    """Each split's `index.parquet` written (and added to `files`), and what the manifest says of the split."""
+    splits = {}
+    for split in SPLITS:
+        part = index.filter(pc.equal(index.column("split"), split)).sort_by("sample_id") if index is not None else None
+        if part is None or part.num_rows == 0:
+            continue
+        name = f"{split}/index.parquet"
+        files[name] = _write(storage.join(version, name), storage.parquet_bytes(part))
+        tars = sorted(f for f in files if f.startswith(f"{split}/") and f.endswith(".tar"))
+        splits[split] = {
+            "samples": part.num_rows,
+            "texts": int(pc.sum(pc.list_value_length(part.column("texts"))).as_py()),
+            "groups": pc.count_distinct(part.column("group_id")).as_py(),
+            "modalities": _count(part.column("modality").to_pylist()),
+            "media_bytes": int(pc.sum(part.column("media_size")).as_py()),
+            "tar_bytes": sum(files[t]["bytes"] for t in tars),
+            "tars": tars,
+            "index": name,
+        }
+    return splits
+
+
+def _stats(index, splits: dict, rejects: pa.Table, dropped: pa.Table, recipe: Recipe, built: Built) -> dict:
+    """The version's stats.json."""
+    rows = index.select(["modality", "source", "split"]).to_pylist() if index is not None else []
+    strata = shares_by_stratum(rows, recipe.split)
+    return {
+        "splits": splits,
+        "strata": strata,
+        "strata_off_target": sorted(name for name, s in strata.items() if s["flagged"]),
+        "funnel": built.funnel,
+        "rejects_by_reason": _count(rejects.column("reason").to_pylist()),
+        "texts_dropped_by_reason": _count(dropped.column("reason").to_pylist()),
+        "hours": _hours(index),
+        "text_languages": _languages(index),
+        "dedupe": built.dedupe_report or {},
+        **_documents(index),
+        **fetch_failures(rejects),
+        **({"align": built.align_report} if built.align_report else {}),  # models and thresholds that decided
+    }
 
 
 def point_latest(layout: storage.Layout) -> None:

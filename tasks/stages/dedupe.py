@@ -29,6 +29,7 @@ import math
 import os
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
@@ -236,131 +237,188 @@ def decide_duplicates(
     Every item's signatures stay Arrow columns (tasks/similar/signatures.py); only the items a pair or a cluster
     names are read as rows, so the decision scales to 10M items in one driver."""
     config = config or DedupeConfig()
-    withdrawn = withdrawn_uri(out_uri)
     held = Ours(shard_uris, captions=config.captions.threshold is not None)
     fetch = media.get if media is not None else None
-    ours = held.table
-    published = None
-    if config.against_published and published_uri:
-        # keyed apart from ours: the same file in another partition has the same sample_id
-        published = storage.read_parquet(published_uri)
-        keys = pc.binary_join_element_wise(published.column("partition"), published.column("sample_id"), "/")
-        published = published.append_column("key", keys)
-    found = Signatures(ours, *([published] if published is not None else []))
+    published = _published_items(published_uri) if config.against_published else None
+    found = Signatures(held.table, *([published] if published is not None else []))
+    pairs = _search(found, held.table, published, config, fetch)
+    # the only items read as rows: those a pair names
+    items = held.rows({x for x in pairs.named if "/" not in x})
+    theirs = found.rows(x for x in pairs.named if "/" in x) if published is not None else {}
 
+    # a group that joins one a version published takes its name, and so its split (tasks/stages/split.py)
+    verdicts = Verdicts(
+        UnionFind(keeps_name=lambda label: bool(published_groups) and redact_text(label) in published_groups)
+    )
+    clusters = _clusters(pairs.evidence)
+    for cluster in clusters:
+        _resolve_cluster(cluster, items, theirs, partition, pairs, config, fetch, verdicts)
+    related = _group_related(pairs.related, items, theirs, verdicts.groups)
+    captions = _caption_duplicates(pairs.captions, items, theirs, config.captions, keep_order(config), verdicts)
+    within = {k: v for k, v in verdicts.duplicate_of.items() if verdicts.reasons[k][0] not in NOT_MERGED}
+    merged = _merged_texts(items, within) if config.merge_texts else {}
+    summary = {
+        **_counts(verdicts, clusters, items, theirs),
+        # candidate pairs checked on the media itself (sounds: tasks/similar/waveform.py), and their scores
+        "verification": pairs.verification,
+        "grouped_not_merged": dict(sorted(related.items())),  # e.g. videos sharing a sound track
+        # sounds without any signature (too short or too silent): compared by their bytes only
+        "compared_by_bytes_only": _compared_by_bytes_only(held.table),
+        **captions,
+    }
+    storage.write_parquet(withdrawn_uri(out_uri), table_of(verdicts.withdrawn, WITHDRAWN_SCHEMA))
+    measured = sorted(pairs.scores)
+    storage.write_parquet(
+        verified_uri(out_uri),
+        pa.table(
+            {"a": [a for a, _ in measured], "b": [b for _, b in measured], "score": [pairs.scores[p] for p in measured]}
+        ),
+    )
+    storage.write_parquet(out_uri, table_of(_decision_rows(held, verdicts, merged), DECISION_SCHEMA))
+    return {"uri": out_uri, "withdrawn_uri": withdrawn_uri(out_uri), **summary}
+
+
+# copies whose texts do not join the kept item's: a published item's (it is not rewritten) and a caption
+# duplicate's (another media, whose texts describe it)
+NOT_MERGED = ("duplicate:published", "duplicate:caption")
+
+
+def _published_items(published_uri: str | None) -> pa.Table | None:
+    """The other partitions' published items, keyed apart from ours (`<partition>/<sample_id>`): the same
+    file in another partition has the same sample_id."""
+    if not published_uri:
+        return None
+    published = storage.read_parquet(published_uri)
+    keys = pc.binary_join_element_wise(published.column("partition"), published.column("sample_id"), "/")
+    return published.append_column("key", keys)
+
+
+@dataclass
+class Found:
+    """What the search found: copies with their evidence, related items, caption pairs; what it verified."""
+
+    evidence: dict[tuple[str, str], tuple[str, str]]
+    verification: dict
+    scores: dict[tuple[str, str], float]
+    related: list[tuple[str, str, str]]
+    captions: list[tuple[str, str]]
+
+    @property
+    def named(self) -> set[str]:
+        """Every item a pair names: the only ones read as rows."""
+        pairs = itertools.chain(self.evidence, self.captions, ((a, b) for a, b, _ in self.related))
+        return {x for pair in pairs for x in pair}
+
+    @functools.cached_property
+    def pairs_of(self) -> dict[str, list[tuple[str, str]]]:
+        """Item -> its pairs, in order: what `_why` looks through."""
+        pairs_of = defaultdict(list)
+        for pair in sorted(self.evidence):
+            pairs_of[pair[0]].append(pair)
+            pairs_of[pair[1]].append(pair)
+        return pairs_of
+
+
+def _search(found: Signatures, ours: pa.Table, published: pa.Table | None, config: DedupeConfig, fetch) -> Found:
     # captions are compared on a thread while the media signatures are: both spend most of their time
     # in numpy, which lets go of the GIL (bench/driver.py); the thread then helps the pHash search
     with ThreadPoolExecutor(1) as pool, bits.sharing(pool):
         captions = pool.submit(_caption_pairs, ours, published, config.captions)
         evidence, verification, scores = find_pairs(found, config, fetch)
         related = [(a, b, why) for kind in KINDS.values() for a, b, why, _ in kind.related_pairs(found, config)]
-        caption_pairs_found = captions.result()
-    clusters = _clusters(evidence)
-    # the only items read as rows: those a pair names
-    wanted = {x for pair in itertools.chain(evidence, caption_pairs_found) for x in pair}
-    wanted |= {x for a, b, _ in related for x in (a, b)}
-    items = held.rows({x for x in wanted if "/" not in x})
-    theirs_rows = found.rows(x for x in wanted if "/" in x) if published is not None else {}
+        return Found(evidence, verification, scores, related, captions.result())
 
-    pairs_of = defaultdict(list)  # item -> its pairs, in order: what `_why` looks through
-    for pair in sorted(evidence):
-        pairs_of[pair[0]].append(pair)
-        pairs_of[pair[1]].append(pair)
-    order = keep_order(config)
-    # a group that joins one a version published takes its name, and so its split (tasks/stages/split.py)
-    groups = UnionFind(keeps_name=lambda label: bool(published_groups) and redact_text(label) in published_groups)
-    duplicate_of: dict[str, str] = {}
-    reasons: dict[str, tuple[str, str]] = {}
-    withdrawn_rows = []
-    for cluster in clusters:
-        members = [items[x] for x in cluster if x in items]
-        central = centrality(members, fetch) if config.keep == "best" and len(members) > 2 else {}
-        ours_sorted = sorted(members, key=keep_order(config, central))
-        theirs = sorted(
-            (theirs_rows[x] for x in cluster if x in theirs_rows), key=lambda i: (i["partition"], i["sample_id"])
+
+@dataclass
+class Verdicts:
+    """What the decision has ruled so far: each copy, the item it is a copy of and why; the groups joined;
+    the published items withdrawn."""
+
+    groups: UnionFind
+    duplicate_of: dict[str, str] = field(default_factory=dict)
+    reasons: dict[str, tuple[str, str]] = field(default_factory=dict)
+    withdrawn: list[dict] = field(default_factory=list)
+
+    def copy(self, sample_id: str, of: str, reason: str, detail: str) -> None:
+        self.duplicate_of[sample_id] = of
+        self.reasons[sample_id] = (reason, detail)
+
+
+def _resolve_cluster(cluster, items, theirs, partition, pairs: Found, config, fetch, verdicts: Verdicts) -> None:
+    """One cluster of copies: the member kept by the keep policy, the others its copies; or, when an earlier
+    partition published the cluster, every one of ours a copy of that item."""
+    members = [items[x] for x in cluster if x in items]
+    if not members:
+        return
+    central = centrality(members, fetch) if config.keep == "best" and len(members) > 2 else {}
+    ours = sorted(members, key=keep_order(config, central))
+    published = sorted((theirs[x] for x in cluster if x in theirs), key=lambda i: (i["partition"], i["sample_id"]))
+    if published and published[0]["partition"] < partition:  # an earlier partition holds it: ours all go
+        first = published[0]
+        for copy in ours:
+            where = f"published in partition {first['partition']} as {first['sample_id']}"
+            verdicts.copy(copy["sample_id"], first["sample_id"], "duplicate:published", where)
+        return
+    kept, *copies = ours
+    verdicts.withdrawn += [
+        {"sample_id": t["sample_id"], "partition": t["partition"], "withdrawn_by": kept["sample_id"]} for t in published
+    ]  # later partitions' copies, built first: this one is older
+    for copy in copies:
+        reason, measured = _why(copy["sample_id"], kept["sample_id"], pairs.evidence, pairs.pairs_of)
+        verdicts.copy(
+            copy["sample_id"], kept["sample_id"], reason, f"{measured}; {why_kept(kept, copy, config, central)}"
         )
-        if not ours_sorted:
-            continue
-        if theirs and theirs[0]["partition"] < partition:  # an earlier partition holds it: ours all go
-            first = theirs[0]
-            for copy in ours_sorted:
-                duplicate_of[copy["sample_id"]] = first["sample_id"]
-                reasons[copy["sample_id"]] = (
-                    "duplicate:published",
-                    f"published in partition {first['partition']} as {first['sample_id']}",
-                )
-            continue
-        kept, *copies = ours_sorted
-        withdrawn_rows += [
-            {"sample_id": t["sample_id"], "partition": t["partition"], "withdrawn_by": kept["sample_id"]}
-            for t in theirs
-        ]  # later partitions' copies, built first: this one is older
-        for copy in copies:
-            duplicate_of[copy["sample_id"]] = kept["sample_id"]
-            reason, measured = _why(copy["sample_id"], kept["sample_id"], evidence, pairs_of)
-            reasons[copy["sample_id"]] = (reason, f"{measured}; {why_kept(kept, copy, config, central)}")
-            groups.union(copy["group_id"], kept["group_id"])
+        verdicts.groups.union(copy["group_id"], kept["group_id"])
 
-    related_count = Counter()
-    for a, b, reason in related:  # a shared sound track: one group, nothing rejected
-        labels = [items[x]["group_id"] if x in items else theirs_rows[x]["group_id"] for x in (a, b)]
+
+def _group_related(related, items: dict, theirs: dict, groups: UnionFind) -> Counter:
+    """Items that share a part (a sound track): one group, nothing rejected. Counted by reason."""
+    joined = Counter()
+    for a, b, reason in related:
+        labels = [items[x]["group_id"] if x in items else theirs[x]["group_id"] for x in (a, b)]
         if (a in items or b in items) and all(labels):
             groups.union(*labels)
-            related_count[reason] += 1
-    summary = _caption_duplicates(
-        caption_pairs_found, items, theirs_rows, config.captions, order, groups, duplicate_of, reasons
-    )
-    within = {
-        copy: kept
-        for copy, kept in duplicate_of.items()
-        if reasons[copy][0] not in ("duplicate:published", "duplicate:caption")
-    }
-    merged = _merged_texts(items, within) if config.merge_texts else {}
-    decisions = []
-    for sample_id, group_id in held.members_of_groups(set(groups.parent), set(duplicate_of) | set(merged)):
-        new_group = groups.find(group_id)
-        if new_group != group_id or sample_id in duplicate_of or sample_id in merged:
-            reason, detail = reasons.get(sample_id, (None, None))
-            decisions.append(
+            joined[reason] += 1
+    return joined
+
+
+def _decision_rows(held: Ours, verdicts: Verdicts, merged: dict[str, list]) -> list[dict]:
+    """A row for every item the decision changes: a copy, an item given texts, or one whose group joined another."""
+    rows = []
+    changed = set(verdicts.duplicate_of) | set(merged)
+    for sample_id, group_id in held.members_of_groups(set(verdicts.groups.parent), changed):
+        new_group = verdicts.groups.find(group_id)
+        if new_group != group_id or sample_id in changed:
+            reason, detail = verdicts.reasons.get(sample_id, (None, None))
+            rows.append(
                 {
                     "sample_id": sample_id,
                     "group_id": new_group,
-                    "duplicate_of": duplicate_of.get(sample_id),
+                    "duplicate_of": verdicts.duplicate_of.get(sample_id),
                     "reason": reason,
                     "detail": detail,
                     "merged_texts": merged.get(sample_id),
                 }
             )
+    return rows
+
+
+def _counts(verdicts: Verdicts, clusters: list[list[str]], items: dict, theirs: dict) -> dict:
     by_modality = defaultdict(lambda: {"clusters": 0, "removed": 0})
     for cluster in clusters:
-        first = items.get(cluster[0]) or theirs_rows.get(cluster[0])
+        first = items.get(cluster[0]) or theirs.get(cluster[0])
         by_modality[first["modality"]]["clusters"] += 1
-    for copy in duplicate_of:
+    for copy in verdicts.duplicate_of:
         by_modality[items[copy]["modality"]]["removed"] += 1
-    by_reason = Counter(reason for reason, _ in reasons.values())
-    by_source = Counter(f"{items[s]['source']}:{reason}" for s, (reason, _) in reasons.items())
-    summary = {
-        "duplicates": len(duplicate_of),
-        "withdrawn": len(withdrawn_rows),
-        "by_reason": dict(sorted(by_reason.items())),
-        "by_source": dict(sorted(by_source.items())),
+    reasons = verdicts.reasons
+    return {
+        "duplicates": len(verdicts.duplicate_of),
+        "withdrawn": len(verdicts.withdrawn),
+        "by_reason": dict(sorted(Counter(reason for reason, _ in reasons.values()).items())),
+        "by_source": dict(sorted(Counter(f"{items[s]['source']}:{r}" for s, (r, _) in reasons.items()).items())),
         # per modality: clusters of copies, and the members removed (caption duplicates of `drop` sources too)
         "by_modality": dict(sorted(by_modality.items())),
-        # candidate pairs checked on the media itself (sounds: tasks/similar/waveform.py), and their scores
-        "verification": verification,
-        "grouped_not_merged": dict(sorted(related_count.items())),  # e.g. videos sharing a sound track
-        # sounds without any signature (too short or too silent): compared by their bytes only
-        "compared_by_bytes_only": _compared_by_bytes_only(ours),
-        **summary,
     }
-    storage.write_parquet(withdrawn, table_of(withdrawn_rows, WITHDRAWN_SCHEMA))
-    pairs = sorted(scores)
-    storage.write_parquet(
-        verified_uri(out_uri),
-        pa.table({"a": [a for a, _ in pairs], "b": [b for _, b in pairs], "score": [scores[p] for p in pairs]}),
-    )
-    storage.write_parquet(out_uri, table_of(decisions, DECISION_SCHEMA))
-    return {"uri": out_uri, "withdrawn_uri": withdrawn, **summary}
 
 
 def _captions_of(texts: pa.ChunkedArray) -> pa.Array:
@@ -498,9 +556,7 @@ def _caption_duplicates(
     published: dict,
     config: CaptionDedupeConfig,
     order,
-    groups: UnionFind,
-    duplicate_of,
-    reasons,
+    verdicts: Verdicts,
 ) -> dict:
     """Join the groups of items with near-identical captions (`pairs`), ours or a published version's
     (dropping ours of `drop` sources); flag boilerplate. `items`, `published`: the rows of the items the
@@ -520,7 +576,8 @@ def _caption_duplicates(
         )
         # an item of a source that keeps its copies stays before one of a source that drops them
         live = sorted(
-            (items[x] for x in ours if x not in duplicate_of), key=lambda i: (i["source"] in config.drop, order(i))
+            (items[x] for x in ours if x not in verdicts.duplicate_of),
+            key=lambda i: (i["source"] in config.drop, order(i)),
         )
         for item in ours:
             per_source[items[item]["source"]] += 1
@@ -528,14 +585,11 @@ def _caption_duplicates(
         for other in live if theirs else live[1:]:
             if anchor["group_id"] is None:  # an item indexed before groups were recorded
                 break
-            groups.union(other["group_id"], anchor["group_id"])
+            verdicts.groups.union(other["group_id"], anchor["group_id"])
             if other["source"] in config.drop:
-                duplicate_of[other["sample_id"]] = anchor["sample_id"]
                 where = f" (published in partition {anchor['partition']})" if theirs else ""
-                reasons[other["sample_id"]] = (
-                    "duplicate:caption",
-                    f"a caption near-identical to {anchor['sample_id']}'s{where}",
-                )
+                detail = f"a caption near-identical to {anchor['sample_id']}'s{where}"
+                verdicts.copy(other["sample_id"], anchor["sample_id"], "duplicate:caption", detail)
     return {
         "caption_duplicates": dict(sorted(per_source.items())),
         "boilerplate": sorted(boilerplate, key=lambda b: -b["items"]),
