@@ -194,7 +194,7 @@ def collect_only(url_list: Path, out: Path) -> None:
     stages = [("collect", {"cache_dir": str(out / "fetched"), **network.model_dump(mode="json")})]
     step = ray.remote(num_cpus=1)(engine.run_step)
     results = ray.get(
-        [step.remote("collect", stages, shard, str(out / "collect"), writes_media=True) for shard in plan["shards"]]
+        [step.remote("collect", stages, shard, str(out / "collect"), writes_media=True) for shard in plan.shards]
     )
     print(
         json.dumps(

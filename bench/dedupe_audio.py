@@ -237,15 +237,15 @@ def run(what: str, folder: Path, out: Path) -> dict:
     start = time.perf_counter()
     if what == "guard":
         decided = decide_duplicates(shards, str(out / "verified.decision.parquet"), DedupeConfig(), media=media)
-        shards = applied(shards, decided["uri"], out / "guard.refined")  # what the split sees: copies gone
+        shards = applied(shards, decided.uri, out / "guard.refined")  # what the split sees: copies gone
         assignment = split.assign_splits(shards, SplitConfig(), str(out / "guard.assignment.parquet"))
         layout = storage.Layout(str(out / "root"), "bench", "p", "k")
         start = time.perf_counter()
         result = leakage.guard_splits(
-            layout, shards, media, assignment["uri"], DedupeConfig(), SplitConfig(on_leak="move"), decided["uri"],
+            layout, shards, media, assignment.uri, DedupeConfig(), SplitConfig(on_leak="move"), decided.uri,
             str(out / "guard.moves.parquet"),
         )  # fmt: skip
-        found = {"guard": result["report"]}
+        found = {"guard": result.report}
     else:
         from tasks.media import kinds
 
@@ -260,8 +260,8 @@ def run(what: str, folder: Path, out: Path) -> dict:
                 spent[0] += time.perf_counter() - began
 
         kinds.Audio.verified = staticmethod(timed)
-        found = decide_duplicates(shards, decision, DedupeConfig(), media=media if what == "verified" else None)
-        found["verification_seconds"] = spent[0]
+        decided = decide_duplicates(shards, decision, DedupeConfig(), media=media if what == "verified" else None)
+        found = {**decided.report, "verification_seconds": spent[0]}
     seconds = time.perf_counter() - start
     rejects = []
     if what != "guard":

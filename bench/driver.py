@@ -84,11 +84,11 @@ def task(name: str, args: list[str]) -> None:
         url_uri, out_dir = args
         source = make_source(name="laion", kind="urls", uri=url_uri)
         result = collect.plan_collect([source], "p", "r", ShardConfig(), 2, out_dir)
-        extra = {"shards": result["shards"], "items": result["n_items"]}
+        extra = {"shards": result.shards, "items": result.n_items}
     elif name == "dedupe":
         out_uri, *shards = args
         result = dedupe.decide_duplicates(shards, out_uri, DedupeConfig())
-        extra = {"duplicates": result["duplicates"]}
+        extra = {"duplicates": result.report["duplicates"]}
     else:
         out_uri, *shards = args
         split.assign_splits(shards, SplitConfig(), out_uri, {})

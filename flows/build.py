@@ -67,7 +67,7 @@ class PrefectRayRunner:
         bar = progress.step(name, len(futures), items)
         try:
             for future in as_completed(futures):
-                bar.done(_items_in(future.result()))
+                bar.done(future.result().items_in)
         finally:
             bar.close()
         return [f.result() for f in futures]
@@ -85,13 +85,6 @@ class PrefectRayRunner:
 
     def log(self, message: str) -> None:
         self.logger.info(message)
-
-
-def _items_in(result) -> int:
-    """Items a finished shard took in, for the progress bar: a step's result, or a written tar's."""
-    if isinstance(result, dict):
-        return result.get("n", 0)
-    return result.stages[0].n_in if hasattr(result, "stages") else 0
 
 
 @flow(name="build-dataset", task_runner=MmetlRayTaskRunner(), log_prints=True)

@@ -39,7 +39,7 @@ def check_recipe(args: argparse.Namespace, partitions: list[str]) -> str | None:
         storage.check_writable(storage.storage_root(args.storage))
         for partition in partitions:
             for source in sources_for_partition(recipe.all_sources, partition)[0]:
-                if getattr(source, "synthesize_demo", False):
+                if source.generated:
                     continue
                 try:
                     found = storage.exists(source.uri)

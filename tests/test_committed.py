@@ -3,23 +3,23 @@ none (tasks/core/committed.py)."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import pytest
 
 from tasks.core import storage
-from tasks.core.committed import committed
+from tasks.core.committed import Record, committed
 
 
 @dataclass
-class Counted:
+class Counted(Record):
     total: int
 
 
 def test_work_runs_once_and_a_run_cut_short_runs_again(tmp_path):
     calls = []
 
-    @committed(lambda out, **_: str(tmp_path / f"{out}.json"), save=asdict, restore=lambda r, **_: Counted(**r))
+    @committed(lambda out, **_: str(tmp_path / f"{out}.json"), Counted)
     def work(out: str, fail: bool = False) -> Counted:
         calls.append(out)
         storage.write_bytes(str(tmp_path / f"{out}.data"), b"half")

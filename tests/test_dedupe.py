@@ -485,5 +485,5 @@ def test_a_decision_over_no_shards_decides_nothing(tmp_path):
     from tasks.stages.dedupe import decide_duplicates
 
     decision = decide_duplicates([], str(tmp_path / "decision.parquet"))
-    assert decision["duplicates"] == 0 and decision["compared_by_bytes_only"] == 0
-    assert pq.read_table(decision["uri"]).num_rows == 0
+    assert decision.report["duplicates"] == 0 and decision.report["compared_by_bytes_only"] == 0
+    assert pq.read_table(decision.uri).num_rows == 0

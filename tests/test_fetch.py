@@ -48,7 +48,7 @@ def collect(tmp_path, rows: list[dict], network: dict, name: str = "urls", cache
     plan = plan_collect([source], "p", "r", ShardConfig(), 1, str(tmp_path / "plan"))
     stage = CollectStage(cache_dir=str(tmp_path / "cache") if cache else None, **network)
     stage.start_shard("shard-00000")
-    out = stage.process(storage.read_parquet(plan["shards"][0]))
+    out = stage.process(storage.read_parquet(plan.shards[0]))
     return out.kept.to_pylist(), {r["source_uri"]: r for r in out.rejected.to_pylist()}
 
 
@@ -91,7 +91,7 @@ def test_the_next_batch_downloads_while_a_slow_one_finishes(tmp_path, web):
     uri.write_text("\n".join(json.dumps({"url": u, "caption": f"photo {i}"}) for i, u in enumerate(urls)))
     plan = plan_collect([make_source(name="u", kind="urls", uri=str(uri))], "p", "r", ShardConfig(), 1, str(tmp_path))
     settings = CollectStage.Config(**{**LOOPBACK, "timeout_s": 5}).model_dump(mode="json")
-    result = run_step("collect", [("collect", settings)], plan["shards"][0], str(tmp_path / "out"), batch_items=4)
+    result = run_step("collect", [("collect", settings)], plan.shards[0], str(tmp_path / "out"), batch_items=4)
     assert result.stages[0].n_kept == 8
     slow_done = web.times["/0.jpg"][1]
     assert all(web.times[f"/{i}.jpg"][0] < slow_done for i in range(4, 8)), web.times
@@ -220,7 +220,7 @@ def test_a_region_is_cut_from_the_picture_as_served_when_downloads_are_resized(t
     resize = {"image_size": 128, "resize_mode": "keep_ratio", "encode_format": "jpg", "encode_quality": 90}
     stage = CollectStage(cache_dir=str(tmp_path / "cache"), **LOOPBACK, resize=resize)
     stage.start_shard("shard-00000")
-    kept = stage.process(storage.read_parquet(plan["shards"][0])).kept.to_pylist()
+    kept = stage.process(storage.read_parquet(plan.shards[0])).kept.to_pylist()
     pictures = {r["region"] and tuple(r["region"]): Image.open(io.BytesIO(r["media_bytes"])) for r in kept}
     assert {box: p.size for box, p in pictures.items()} == {None: (128, 128), (170, 60, 120, 140): (120, 140),
                                                             (450, 400, 90, 150): (62, 112)}  # fmt: skip
@@ -343,7 +343,7 @@ def test_video_and_audio_links_come_through_yt_dlp(tmp_path, web):
     (tmp_path / "links.jsonl").write_text("\n".join(json.dumps(r) for r in lines))
     sources = [make_source(name="links", kind="urls", uri=str(tmp_path / "links.jsonl"), modality="video")]
     plan = plan_collect(sources, "p", "r", ShardConfig(), 1, str(tmp_path / "plan"))
-    table = storage.read_parquet(plan["shards"][0])
+    table = storage.read_parquet(plan.shards[0])
     rows = table.to_pylist()
     rows[1].update(modality="audio", clip_start_s=2.0, clip_end_s=7.0)  # an AudioCaps-style window
     stage = CollectStage(cache_dir=str(tmp_path / "cache"), **LOOPBACK)

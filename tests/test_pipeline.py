@@ -150,7 +150,7 @@ def test_a_plan_with_a_stage_before_what_it_reads_is_refused_when_made(tmp_path,
     result = collect.plan_collect(
         list(plan.recipe.all_sources), "p", plan.run_id, plan.recipe.shards, 1, plan.layout.step_dir("plan")
     )
-    table = storage.read_parquet(result["shards"][0])
+    table = storage.read_parquet(result.shards[0])
     filled = {name for name in table.column_names if table.column(name).null_count < table.num_rows}
     assert filled <= PLANNED and {"sample_id", "source_uri", "texts"} <= filled
 
@@ -246,7 +246,7 @@ def _judged_both_ways(folder, rows: list[dict], filter_settings: dict) -> dict[s
     step = Plan(_recipe_for_rules(filter_settings), _layout(folder)).refine(decision)
 
     out = audit.audit_shard(shard, step.stages, str(folder / "audit" / "shard-00000.json"))
-    predicted = audit.predictions([out.removesuffix(".json") + ".parquet"])
+    predicted = audit.predictions([out.predictions])
     built = engine.run_step(step.name, list(step.stages), shard, str(folder / "built"))
     outcome = dict.fromkeys(storage.read_parquet(built.uri).column("sample_id").to_pylist())
     outcome.update({r["sample_id"]: r["reason"] for r in storage.read_parquet(built.rejects_uri).to_pylist()})

@@ -53,7 +53,7 @@ def build(root: str, build_key: str, caption: str):
     layout = storage.Layout(root, "ds", "2026-01-01", build_key)
     sources = [split_shard(storage.join(root, build_key), "shard-00000", caption)]
     plan = plan_tars(sources, PublishConfig(), layout.step_dir("tars"))
-    return layout, [write_tar(t, plan["dir"], sources, layout.step_dir("publish")) for t in plan["tars"]]
+    return layout, [write_tar(t, plan.dir, sources, layout.step_dir("publish")) for t in plan.tars]
 
 
 def commit_version(layout, staged, reject_uris, funnel, recipe=RECIPE):

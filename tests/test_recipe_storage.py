@@ -22,7 +22,7 @@ def plan(source: Source | list[Source], out_dir: str, max_items: int = 10, worke
 
 
 def planned(result: dict) -> list[dict]:
-    return [r for uri in result["shards"] for r in storage.read_parquet(uri).to_pylist()]
+    return [r for uri in result.shards for r in storage.read_parquet(uri).to_pylist()]
 
 
 def write(tmp_path, text):
@@ -91,12 +91,12 @@ def test_plan_collect_reads_manifest_from_s3_and_rejects_broken_rows(root):
     storage.write_bytes(storage.join(root, "src/captions.jsonl"), "\n".join(lines).encode())
     source = make_source(name="t", kind="manifest", uri=storage.join(root, "src/captions.jsonl"))
     result = plan(source, storage.join(root, "work/plan"), max_items=1)
-    assert (result["n_rows"], result["n_rows_kept"], result["n_rejected"], result["n_items"]) == (5, 2, 3, 2)
-    assert len(result["shards"]) == 2
+    assert (result.n_rows, result.n_rows_kept, result.n_rejected, result.n_items) == (5, 2, 3, 2)
+    assert len(result.shards) == 2
     rows = planned(result)
     assert [r["source_uri"] for r in rows] == [storage.join(root, "src/a.jpg"), storage.join(root, "src/d.mp4")]
     assert rows[1]["group_id"] == "t:clip-7" and rows[0]["group_id"] == "t:a.jpg"
-    details = storage.read_parquet(result["rejects_uri"]).column("detail").to_pylist()
+    details = storage.read_parquet(result.rejects_uri).column("detail").to_pylist()
     assert details[0].startswith("not JSON") and "smell" in details[1] and details[2] == "not a JSON object"
 
 
@@ -112,13 +112,13 @@ def test_rows_naming_one_media_are_one_item_and_a_row_contradicting_its_first_is
     storage.write_bytes(str(tmp_path / "src/captions.jsonl"), "\n".join(lines).encode())
     source = make_source(name="t", kind="manifest", uri=str(tmp_path / "src/captions.jsonl"))
     result = plan(source, str(tmp_path / "plan"), max_items=2)
-    assert (result["n_rows"], result["n_rows_kept"], result["n_rejected"], result["n_items"]) == (6, 5, 1, 4)
+    assert (result.n_rows, result.n_rows_kept, result.n_rejected, result.n_items) == (6, 5, 1, 4)
     rows = planned(result)
     assert [r["source_uri"].rsplit("/", 1)[-1] for r in rows] == ["b.jpg", "a.jpg", "c.jpg", "d.jpg"]  # as first read
     assert [t["text"] for t in rows[0]["texts"]] == ["first b", "second b"] and rows[0]["source_rows"] == [0, 4]
     assert rows[1]["group_id"] == rows[2]["group_id"] == "t:g1"
     assert (rows[0]["group_id"], rows[3]["group_id"]) == ("t:b.jpg", "t:d.jpg")
-    rejects = storage.read_parquet(result["rejects_uri"]).to_pylist()
+    rejects = storage.read_parquet(result.rejects_uri).to_pylist()
     assert [(r["source_rows"], r["detail"]) for r in rejects] == [
         ([2], "b.jpg is named as image on row 0 and as audio here")
     ]
@@ -135,8 +135,8 @@ def test_plan_collect_folder_of_media_with_sidecar_captions(tmp_path):
     storage.write_bytes(str(tmp_path / "src/notes.txt"), b"?")
     source = make_source(name="t", kind="folder", uri=str(tmp_path / "src"))
     result = plan(source, str(tmp_path / "plan"))
-    assert (result["n_items"], result["n_rejected"]) == (1, 2)
-    details = sorted(storage.read_parquet(result["rejects_uri"]).column("detail").to_pylist())
+    assert (result.n_items, result.n_rejected) == (1, 2)
+    details = sorted(storage.read_parquet(result.rejects_uri).column("detail").to_pylist())
     assert details == [
         "extension of notes.xyz is not a known media type",
         "no sidecar caption (.txt or .json) beside it",
@@ -161,7 +161,7 @@ def test_collect_stage_reads_media_from_object_storage(s3, tmp_path):
     sizes = {r["source_uri"].rsplit("/", 1)[1]: r["media_size"] for r in planned(result)}
     assert sizes == {"a.jpg": len(picture), "gone.jpg": None}  # listed at plan time, one listing per folder
     step = engine.run_step(
-        "collect", [("collect", {})], result["shards"][0], storage.join(root, "work/collect"), writes_media=True
+        "collect", [("collect", {})], result.shards[0], storage.join(root, "work/collect"), writes_media=True
     )
     assert (step.stages[0].n_kept, step.stages[0].reasons) == (1, {"collect:missing_media": 1})
     (row,) = storage.read_parquet(step.uri).to_pylist()
@@ -200,14 +200,14 @@ def test_plan_collect_is_strict_about_odd_rows_and_forgiving_about_encoding(tmp_
     kept = planned(result)
     assert [r["source_rows"] for r in kept] == [[0], [4]]
     assert kept[0]["texts"][0]["text"] == "a line\u2028separator inside a caption" and kept[1]["group_id"] == "t:7"
-    details = storage.read_parquet(result["rejects_uri"]).column("detail").to_pylist()
+    details = storage.read_parquet(result.rejects_uri).column("detail").to_pylist()
     assert [d.split(",")[0].split(":")[0] for d in details] == [
         "text must be a string",
         "media must be a non-empty string",
         "group must be a string or an integer",
         "not UTF-8",
     ]
-    assert result["n_rows"] == 6 == result["n_rows_kept"] + result["n_rejected"]
+    assert result.n_rows == 6 == result.n_rows_kept + result.n_rejected
 
 
 def test_rows_naming_one_media_file_become_one_item_with_all_its_texts(tmp_path):
@@ -221,14 +221,12 @@ def test_rows_naming_one_media_file_become_one_item_with_all_its_texts(tmp_path)
     source = make_source(name="t", kind="manifest", uri=str(tmp_path / "captions.jsonl"))
     result = plan(source, str(tmp_path / "plan"))
     items = {r["source_uri"].rsplit("/", 1)[1]: r for r in planned(result)}
-    assert (result["n_rows"], result["n_items"], result["n_rejected"]) == (9, 3, 1)
+    assert (result.n_rows, result.n_items, result.n_rejected) == (9, 3, 1)
     a = items["a.jpg"]
     assert [t["text"] for t in a["texts"]] == [f"caption {i}" for i in range(5)] + ["a sixth caption, in another group"]
     assert a["source_rows"] == [0, 1, 3, 4, 5, 7]
     assert a["group_id"] == items["c.mp4"]["group_id"] == "t:video-1" != items["b.jpg"]["group_id"]
-    assert (
-        "named as image on row 0 and as audio here" in storage.read_parquet(result["rejects_uri"])["detail"][0].as_py()
-    )
+    assert "named as image on row 0 and as audio here" in storage.read_parquet(result.rejects_uri)["detail"][0].as_py()
 
     # the id is the media path as written: a new caption, an inserted line or a moved corpus keeps it
     lines.insert(0, row % ("d.jpg", "new", ""))
@@ -272,8 +270,8 @@ def test_plan_collect_rejects_json_that_python_parses_badly(tmp_path):
     storage.write_bytes(str(tmp_path / "captions.jsonl"), "\n".join(rows).encode())
     source = make_source(name="t", kind="manifest", uri=str(tmp_path / "captions.jsonl"))
     result = plan(source, str(tmp_path / "plan"))
-    assert (result["n_items"], result["n_rejected"]) == (1, 3)
-    details = storage.read_parquet(result["rejects_uri"]).column("detail").to_pylist()
+    assert (result.n_items, result.n_rejected) == (1, 3)
+    details = storage.read_parquet(result.rejects_uri).column("detail").to_pylist()
     assert (
         details[0].startswith("text: not valid Unicode")
         and "ValueError" in details[1]

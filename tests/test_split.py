@@ -46,7 +46,7 @@ def mixed_rows(n: int, seed: int = 5) -> list[dict]:
 def test_every_stratum_of_a_2000_item_mix_is_within_2_points_of_8_1_1(tmp_path):
     rows = mixed_rows(2000)
     out = assign_splits(write_shards(tmp_path, rows, 4), SplitConfig(), str(tmp_path / "a.parquet"))
-    table = pq.read_table(out["uri"])
+    table = pq.read_table(out.uri)
     split_of = dict(zip(table.column("group_id").to_pylist(), table.column("split").to_pylist()))
     counts: dict[tuple, Counter] = defaultdict(Counter)
     for r in rows:
@@ -65,7 +65,7 @@ def test_without_stratifying_a_small_modality_can_miss_a_split(tmp_path):
     """What stratifying is for: the same items dealt out as one stratum leave some stratum off target."""
     rows = mixed_rows(2000)
     out = assign_splits(write_shards(tmp_path, rows, 1), SplitConfig(stratify=()), str(tmp_path / "a.parquet"))
-    table = pq.read_table(out["uri"])
+    table = pq.read_table(out.uri)
     split_of = dict(zip(table.column("group_id").to_pylist(), table.column("split").to_pylist()))
     worst = 0.0
     for source in {r["source"] for r in rows}:
@@ -79,16 +79,16 @@ def test_a_stratum_of_ten_groups_has_one_in_every_split(tmp_path):
     rows = [sample(text=f"c {i}", group="big", n=i) for i in range(30)]
     rows += [sample(text=f"c {i}", group=f"g{i}", n=i) for i in range(30, 39)]
     out = assign_splits(write_shards(tmp_path, rows, 1), SplitConfig(), str(tmp_path / "a.parquet"))
-    assert set(pq.read_table(out["uri"]).column("split").to_pylist()) == set(SPLITS)
+    assert set(pq.read_table(out.uri).column("split").to_pylist()) == set(SPLITS)
 
 
 def test_returning_groups_keep_the_published_split_and_new_ones_fill_the_shares(tmp_path):
     rows = [sample(text=f"c {i}", group=f"g{i % 300}", n=i) for i in range(600)]
     published = {f"g{i}": "test" for i in range(20)}  # more test than the shares want
     out = assign_splits(write_shards(tmp_path, rows, 2), SplitConfig(), str(tmp_path / "a.parquet"), published)
-    table = pq.read_table(out["uri"]).to_pylist()
+    table = pq.read_table(out.uri).to_pylist()
     split_of = {r["group_id"]: r["split"] for r in table}
-    assert all(split_of[g] == "test" for g in published) and out["returning"] == 20
+    assert all(split_of[g] == "test" for g in published) and out.returning == 20
     shares = Counter(split_of[r["group_id"]] for r in rows)
     assert abs(shares["test"] / 600 - 0.1) <= 2 / 600  # new groups went elsewhere until test is back at 10 %
     assert abs(shares["train"] / 600 - 0.8) <= 2 / 600
@@ -179,7 +179,7 @@ def test_a_stratum_that_returning_groups_hold_off_target_is_flagged(tmp_path):
     rows = [sample(text=f"c {i}", group=f"g{i}", n=i) for i in range(200)]
     published = {f"g{i}": "test" for i in range(60)}  # 30 % of the stratum was published as test
     out = assign_splits(write_shards(tmp_path, rows, 1), SplitConfig(), str(tmp_path / "a.parquet"), published)
-    split_of = dict(zip(*pq.read_table(out["uri"], columns=["group_id", "split"]).to_pydict().values()))
+    split_of = dict(zip(*pq.read_table(out.uri, columns=["group_id", "split"]).to_pydict().values()))
     rows = [{**r, "split": split_of[r["group_id"]]} for r in rows]
     report = shares_by_stratum(rows, SplitConfig())
     assert report["image/t"]["flagged"] and report["image/t"]["shares"]["test"] == 0.3
@@ -275,12 +275,12 @@ def test_each_shard_reads_only_its_own_groups_splits(tmp_path):
     rows = mixed_rows(600)
     shards = write_shards(tmp_path, rows, 3)
     out = assign_splits(shards, SplitConfig(), str(tmp_path / "a.parquet"))
-    whole = dict(zip(*pq.read_table(out["uri"], columns=["group_id", "split"]).to_pydict().values()))
+    whole = dict(zip(*pq.read_table(out.uri, columns=["group_id", "split"]).to_pydict().values()))
     for i, uri in enumerate(shards):
-        part = pq.read_table(f"{parts_folder(out['uri'])}/shard-{i:05d}.parquet").to_pydict()
+        part = pq.read_table(f"{parts_folder(out.uri)}/shard-{i:05d}.parquet").to_pydict()
         assert sorted(part["group_id"]) == sorted({r["group_id"] for r in rows[i::3]})
         assert all(whole[g] == s for g, s in zip(part["group_id"], part["split"]))
-        stage = SplitStage(assignment_uri=out["uri"])
+        stage = SplitStage(assignment_uri=out.uri)
         stage.setup()
         stage.start_shard(f"shard-{i:05d}")
         assert stage.assignment == dict(zip(part["group_id"], part["split"]))

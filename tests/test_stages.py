@@ -228,7 +228,7 @@ def test_dedupe_makes_identical_media_one_item_with_every_text_regardless_of_sha
     rows = dedupe_rows()
     shards = write_shards(tmp_path, rows, n_shards)
     decision = decide_duplicates(shards, str(tmp_path / "decision.parquet"))
-    kept, rejected, dropped = run(DedupeStage(decision_uri=decision["uri"]), *rows, with_dropped_texts=True)
+    kept, rejected, dropped = run(DedupeStage(decision_uri=decision.uri), *rows, with_dropped_texts=True)
     survivor = min(r["sample_id"] for r in rows[:3])  # the smallest sample_id of the three copies
     assert sorted(r["sample_id"] for r in rejected) == sorted(
         r["sample_id"] for r in rows[:3] if r["sample_id"] != survivor
@@ -251,7 +251,7 @@ def test_dedupe_decision_is_the_same_for_one_or_many_shards(tmp_path):
     (tmp_path / "3").mkdir()
     one = decide_duplicates(write_shards(tmp_path / "1", rows, 1), str(tmp_path / "d1.parquet"))
     many = decide_duplicates(write_shards(tmp_path / "3", list(reversed(rows)), 3), str(tmp_path / "d3.parquet"))
-    one, many = storage.read_parquet(one["uri"]), storage.read_parquet(many["uri"])
+    one, many = storage.read_parquet(one.uri), storage.read_parquet(many.uri)
     assert one.equals(many) and one.num_rows == 5  # only the copies change; the other item is not listed
     near_copy = one.filter(pc.equal(one.column("sample_id"), rows[4]["sample_id"])).to_pylist()[0]
     assert near_copy["reason"] == "duplicate:near" and near_copy["duplicate_of"] == rows[5]["sample_id"]
@@ -278,9 +278,9 @@ def test_near_identical_captions_group_their_items_drop_where_asked_and_boilerpl
     shards = write_shards(tmp_path, rows, 2)
     config = {"threshold": 0.7, "drop": (), "boilerplate_items": 5}
     decision = decide_duplicates(shards, str(tmp_path / "a.parquet"), DedupeConfig(captions=config))
-    assert decision["caption_duplicates"] == {"coco": 1, "web": 1}
-    assert decision["boilerplate"] == [{"caption": "stock photo", "items": 6}]
-    kept, rejected = run(DedupeStage(decision_uri=decision["uri"]), *rows)
+    assert decision.report["caption_duplicates"] == {"coco": 1, "web": 1}
+    assert decision.report["boilerplate"] == [{"caption": "stock photo", "items": 6}]
+    kept, rejected = run(DedupeStage(decision_uri=decision.uri), *rows)
     assert rejected == []  # different pictures: grouped, not merged
     group = {r["sample_id"]: r["group_id"] for r in kept}
     assert group[rows[0]["sample_id"]] == group[rows[1]["sample_id"]] != group[rows[2]["sample_id"]]
@@ -289,11 +289,11 @@ def test_near_identical_captions_group_their_items_drop_where_asked_and_boilerpl
     dropping = decide_duplicates(
         shards, str(tmp_path / "b.parquet"), DedupeConfig(captions={**config, "drop": ("web",)})
     )
-    kept, rejected = run(DedupeStage(decision_uri=dropping["uri"]), *rows)
+    kept, rejected = run(DedupeStage(decision_uri=dropping.uri), *rows)
     assert [(r["sample_id"], r["reason"], r["duplicate_of"]) for r in rejected] == [
         (rows[1]["sample_id"], "duplicate:caption", rows[0]["sample_id"])
     ]
-    assert dropping["by_source"] == {"web:duplicate:caption": 1}
+    assert dropping.report["by_source"] == {"web:duplicate:caption": 1}
 
 
 def test_split_is_8_1_1_keeps_groups_whole_and_ignores_sharding(tmp_path):
@@ -304,7 +304,7 @@ def test_split_is_8_1_1_keeps_groups_whole_and_ignores_sharding(tmp_path):
         d = tmp_path / str(n_shards)
         d.mkdir()
         out = assign_splits(write_shards(d, rows, n_shards), SplitConfig(salt="salt"), str(d / "a.parquet"))
-        kept, _ = run(SplitStage(assignment_uri=out["uri"]), *rows)
+        kept, _ = run(SplitStage(assignment_uri=out.uri), *rows)
         results.append({r["sample_id"]: r["split"] for r in kept})
         counts = {s: sum(v == s for v in results[-1].values()) for s in ("train", "val", "test")}
         largest = max(sum(r["group_id"] == g for r in rows) for g in {r["group_id"] for r in rows})
@@ -320,8 +320,8 @@ def test_split_is_8_1_1_keeps_groups_whole_and_ignores_sharding(tmp_path):
 def test_split_salt_changes_the_draw(tmp_path):
     rows = [sample(text=f"c {i}", group=f"g{i}", n=i) for i in range(200)]
     shards = write_shards(tmp_path, rows, 1)
-    a = storage.read_parquet(assign_splits(shards, SplitConfig(salt="one"), str(tmp_path / "a.parquet"))["uri"])
-    b = storage.read_parquet(assign_splits(shards, SplitConfig(salt="two"), str(tmp_path / "b.parquet"))["uri"])
+    a = storage.read_parquet(assign_splits(shards, SplitConfig(salt="one"), str(tmp_path / "a.parquet")).uri)
+    b = storage.read_parquet(assign_splits(shards, SplitConfig(salt="two"), str(tmp_path / "b.parquet")).uri)
 
     def splits(t):
         return dict(zip(t.column("group_id").to_pylist(), t.column("split").to_pylist()))

@@ -12,6 +12,7 @@ all rules, and a histogram of each score.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -26,7 +27,17 @@ COLUMNS_NOT_READ = {"media_bytes", "sidecars"}
 PREDICTION_SCHEMA = pa.schema([("sample_id", pa.string()), ("source", pa.string()), ("reason", pa.string())])
 
 
-def audit_shard(shard_uri: str, stages: tuple[tuple[str, dict], ...], out_uri: str) -> str:
+@dataclass(frozen=True)
+class Audited:
+    uri: str  # the shard's counts (JSON); its predictions beside it (`predictions`)
+    items_in: int
+
+    @property
+    def predictions(self) -> str:
+        return self.uri.removesuffix(".json") + ".parquet"
+
+
+def audit_shard(shard_uri: str, stages: tuple[tuple[str, dict], ...], out_uri: str) -> Audited:
     """Judge the shard with `stages` (the build's stages from the dedupe decision to the split)."""
     workers = [load_stage(name, settings) for name, settings in stages]  # set up once per process, as in a build
     for worker in workers:
@@ -68,23 +79,24 @@ def audit_shard(shard_uri: str, stages: tuple[tuple[str, dict], ...], out_uri: s
     kept = Counter(r["source"] for r in judged if r["sample_id"] not in reasons)
     seen = Counter(f"{r['source']}\tseen" for r in judged)
     rows = table.select(["sample_id", "source"]).to_pylist()
+    audited = Audited(out_uri, table.num_rows)
     storage.write_parquet(
-        out_uri.removesuffix(".json") + ".parquet",
+        audited.predictions,
         table_of([{**r, "reason": reasons.get(r["sample_id"])} for r in rows], PREDICTION_SCHEMA),
     )
     storage.write_json(out_uri, {"items": items, "texts": texts, "kept": kept + seen, "scores": scores})
-    return out_uri
+    return audited
 
 
 def _duplicate(reason: str | None) -> bool:
     return bool(reason) and reason.startswith("duplicate:")
 
 
-def summarize(audit_uris: list[str], bins: int = 10) -> dict:
+def summarize(audits: list[Audited], bins: int = 10) -> dict:
     items, texts, kept = Counter(), Counter(), Counter()
     scores: dict[str, list[float]] = defaultdict(list)
-    for uri in audit_uris:
-        part = storage.read_json(uri)
+    for audited in audits:
+        part = storage.read_json(audited.uri)
         items.update(part["items"])
         texts.update(part["texts"])
         kept.update(part["kept"])

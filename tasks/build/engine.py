@@ -22,7 +22,7 @@ from functools import lru_cache
 import pyarrow as pa
 
 from ..core import storage
-from ..core.committed import committed
+from ..core.committed import Record, committed
 from ..core.schema import DROPPED_TEXT_SCHEMA, MEDIA_SCHEMA, REJECT_SCHEMA, SAMPLE_SCHEMA
 from ..core.shards import bounded_ranges, shard_name
 from ..stages.stage import ItemError, Stage
@@ -48,7 +48,7 @@ class StageCounts:
 
 
 @dataclass
-class StepResult:
+class StepResult(Record):
     step: str  # e.g. collect-clean
     shard: str  # shard name, e.g. shard-00003
     uri: str  # kept items (metadata)
@@ -58,8 +58,12 @@ class StepResult:
     stages: list[StageCounts]
 
     @classmethod
-    def from_dict(cls, d: dict) -> StepResult:
-        return cls(**{**d, "stages": [StageCounts(**s) for s in d["stages"]]})
+    def restored(cls, recorded: dict, **arguments) -> StepResult:
+        return cls(**{**recorded, "stages": [StageCounts(**s) for s in recorded["stages"]]})
+
+    @property
+    def items_in(self) -> int:
+        return self.stages[0].n_in
 
 
 class StepError(RuntimeError):
@@ -80,8 +84,7 @@ def load_stage(stage: str, config: dict) -> Stage:
 
 @committed(
     lambda in_uri, out_dir, **_: storage.join(out_dir, f"{shard_name(in_uri)}.json"),
-    save=asdict,
-    restore=lambda recorded, **_: StepResult.from_dict(recorded),
+    StepResult,
 )
 def run_step(
     step: str,

@@ -174,28 +174,29 @@ class Runner(Protocol):
     def log(self, message: str) -> None: ...
 
 
-def run_step(step: Step, in_uri: str) -> engine.StepResult:
+def run_shard(step: Step, in_uri: str) -> engine.StepResult:
     return step.run(in_uri)
 
 
-def assign_splits(plan: Plan, shard_uris: list[str]) -> dict:
+def split_assignment(plan: Plan, shard_uris: list[str]) -> split.SplitAssignment:
     """Every group's split: the one a published version gave it, or a new stratified draw (tasks/stages/split.py)."""
     published = published_index.PublishedIndex(plan.layout.root, plan.layout.dataset).group_splits()
     return split.assign_splits(shard_uris, plan.recipe.split, plan.work("split-assignment.parquet"), published)
 
 
-def check_leakage(
-    plan: Plan, shard_uris: list[str], media_uris: list[str], assignment_uri: str, decision: dict
-) -> dict:
+def leakage_guard(
+    plan: Plan, shard_uris: list[str], media_uris: list[str], assignment_uri: str, decision: dedupe.DedupeDecision
+) -> leakage.Guarded:
     """The leakage guard over the split decision (tasks/publish/leakage.py): the moves it made, and its report."""
     r = plan.recipe
     return leakage.guard_splits(
         plan.layout, shard_uris, StoredMedia(media_uris, plan.layout.root, plan.layout.dataset), assignment_uri,
-        r.dedupe, r.split, decision["uri"], plan.work("leak-moves.parquet"),
+        r.dedupe, r.split, decision.uri, plan.work("leak-moves.parquet"),
     )  # fmt: skip
 
 
-def decide_duplicates(plan: Plan, shard_uris: list[str], media_uris: list[str]) -> dict:
+def dedupe_decision(plan: Plan, shard_uris: list[str], media_uris: list[str]) -> dedupe.DedupeDecision:
+    """The dedupe decision (tasks/stages/dedupe.py), against what earlier versions published."""
     published = None
     if plan.recipe.dedupe.against_published:
         published = published_index.snapshot(plan.layout, plan.work("published-items.parquet"))
@@ -207,16 +208,9 @@ def decide_duplicates(plan: Plan, shard_uris: list[str], media_uris: list[str]) 
     )  # fmt: skip
 
 
-def commit(
-    plan: Plan, staged, reject_uris, dropped_text_uris, funnel, decision: dict, guard: dict, members: dict, extra
-) -> dict:
-    align = plan.recipe.align
-    leakage.check_group_splits(plan.layout, [s["index_uri"] for s in staged if "index_uri" in s])
-    built = publish.Built(
-        staged, reject_uris, dropped_text_uris, funnel, withdrawn_uri=decision["withdrawn_uri"],
-        dedupe_report={**dedupe.report(decision), "leak_guard": guard["report"]},
-        align_report=report(align) if align.scoring else None, tar_members=members,
-    )  # fmt: skip
+def publish_version(plan: Plan, built: publish.Built, extra: dict) -> dict:
+    """Commit the version (tasks/publish/commit.py), index it, and point `latest` at it: its manifest."""
+    leakage.check_group_splits(plan.layout, [s.index_uri for s in built.staged if s.index_uri])
     manifest = publish.commit_version(plan.layout, plan.recipe, built, extra=extra)
     published_index.index_version(plan.layout, manifest)  # the version's groups keep their splits from now on
     publish.point_latest(plan.layout)
@@ -225,15 +219,15 @@ def commit(
     return manifest
 
 
-def plan_line(collected: dict) -> dict:
+def plan_line(collected: collect.CollectPlan) -> dict:
     return {
         "stage": "plan",
-        "shards": len(collected["shards"]),
-        "in": collected["n_rows"],
-        "kept": collected["n_rows_kept"],
-        "rejected": collected["n_rejected"],
-        "items": collected["n_items"],
-        "reasons": collected["reasons"],
+        "shards": len(collected.shards),
+        "in": collected.n_rows,
+        "kept": collected.n_rows_kept,
+        "rejected": collected.n_rejected,
+        "items": collected.n_items,
+        "reasons": collected.reasons,
         "texts_dropped": {},
     }
 
@@ -244,99 +238,105 @@ def execute(plan: Plan, runner: Runner, dry_run: bool = False, extra: dict | Non
     and a later build of the same recipe and partition reuses its downloads and clean shards."""
     layout, recipe = plan.layout, plan.recipe
     if storage.exists(layout.version_manifest):
-        manifest = publish.check_owner(layout, storage.read_json(layout.version_manifest))
-        runner.decide("index-version", published_index.index_version, layout, manifest)  # a crash between the two
-        runner.log(f"version {layout.version} is already published; nothing to do")
-        return {"version": layout.version, "manifest": manifest, "skipped": True}
-
-    sources, absent = sources_for_partition(recipe.all_sources, layout.partition)
-    for source in absent:
-        runner.log(f"source {source.name} has no drop for partition {layout.partition} ({source.uri})")
+        return _already_published(plan, runner)
+    sources = _sources(plan, runner)
     if not sources:
         return {
             "version": layout.version,
             "nothing_to_build": f"no source has a drop for partition {layout.partition}",
             "skipped": True,
         }
-    for source in sources:
-        if getattr(source, "synthesize_demo", False) and not storage.exists(source.uri):
-            runner.decide("synthesize-demo-corpus", build_demo_corpus, source.uri.rsplit("/", 1)[0])
 
     collected = runner.decide(
         "plan-collect", collect.plan_collect, sources, layout.partition, plan.run_id, recipe.shards, runner.workers,
         layout.step_dir("plan"),
     )  # fmt: skip
-    funnel = [plan_line(collected)]
-    runner.report(funnel[0])
-
-    ingested = _each_step(runner, plan.ingest(), collected["shards"], collected["n_items"])
-    decision = runner.decide(
-        "decide-duplicates", decide_duplicates, plan, [r.uri for r in ingested], [r.media_uri for r in ingested]
-    )
+    runner.report(plan_line(collected))
+    ingested = _each_step(runner, plan.ingest(), collected.shards, collected.n_items)
+    media_uris = [r.media_uri for r in ingested]
+    decision = runner.decide("decide-duplicates", dedupe_decision, plan, _uris(ingested), media_uris)
     if dry_run:
-        return _dry_run(plan, runner, ingested, decision, funnel)
+        return _dry_run(plan, runner, ingested, decision, [plan_line(collected)])
 
-    refined = _each_step(runner, plan.refine(decision["uri"]), [r.uri for r in ingested], _kept(ingested))
-    steps = [ingested, refined]
+    steps = [ingested, _each_step(runner, plan.refine(decision.uri), _uris(ingested), _kept(ingested))]
     if score := plan.score():
-        steps.append(_each_step(runner, score, [r.uri for r in refined], _kept(refined)))
-    refined = steps[-1]
+        steps.append(_each_step(runner, score, _uris(steps[-1]), _kept(steps[-1])))
+    judged = steps[-1]
     resolved = None
     if any(s.yields_documents for s in sources):
-        rejects = [collected["rejects_uri"]] + [r.rejects_uri for results in steps for r in results]
+        rejects = [collected.rejects_uri] + [r.rejects_uri for results in steps for r in results]
         resolved = runner.decide(
-            "resolve-documents", documents.resolve_documents, [r.uri for r in refined], rejects, recipe.filter,
+            "resolve-documents", documents.resolve_documents, _uris(judged), rejects, recipe.filter,
             plan.work("documents-decision.parquet"),
         )  # fmt: skip
-    assignment = runner.decide("assign-splits", assign_splits, plan, [r.uri for r in refined])
-    if assignment.get("returning"):
-        runner.log(f"{assignment['returning']} of {assignment['groups']} groups keep the split a version gave them")
-    guard = runner.decide(
-        "check-leakage", check_leakage, plan, [r.uri for r in refined], [r.media_uri for r in ingested],
-        assignment["uri"], decision,
-    )  # fmt: skip
-    for move in guard["report"]["moved"]:
+    assignment = runner.decide("assign-splits", split_assignment, plan, _uris(judged))
+    if assignment.returning:
+        runner.log(f"{assignment.returning} of {assignment.groups} groups keep the split a version gave them")
+    guard = runner.decide("check-leakage", leakage_guard, plan, _uris(judged), media_uris, assignment.uri, decision)
+    for move in guard.report["moved"]:
         runner.log(f"leakage guard moved group {move}")
-    split_step = plan.split(assignment["uri"], resolved and resolved["uri"], guard["moves_uri"])
-    split_results = _each_step(runner, split_step, [r.uri for r in refined], _kept(refined))
-    steps.append(split_results)
+    split_step = plan.split(assignment.uri, resolved and resolved.uri, guard.moves_uri)
+    steps.append(_each_step(runner, split_step, _uris(judged), _kept(judged)))
+    staged, members = _publish_media(plan, runner, steps[-1], media_uris)
+    built = publish.Built(
+        staged,
+        [collected.rejects_uri] + [r.rejects_uri for results in steps for r in results],
+        [r.dropped_texts_uri for results in steps for r in results],
+        [plan_line(collected)] + [line for results in steps for line in engine.summarize(results)],
+        withdrawn_uri=decision.withdrawn_uri, dedupe_report={**decision.report, "leak_guard": guard.report},
+        align_report=report(recipe.align) if recipe.align.scoring else None, tar_members=members,
+    )  # fmt: skip
+    manifest = runner.decide("commit-version", publish_version, plan, built, extra or {})
+    for stratum in manifest.get("strata_off_target", []):
+        runner.log(f"stratum {stratum} is more than 2 points off its split shares (see the data card)")
+    return {"version": layout.version, "manifest": manifest, "funnel": built.funnel, "skipped": False}
+
+
+def _already_published(plan: Plan, runner: Runner) -> dict:
+    layout = plan.layout
+    manifest = publish.check_owner(layout, storage.read_json(layout.version_manifest))
+    runner.decide("index-version", published_index.index_version, layout, manifest)  # a crash between the two
+    runner.log(f"version {layout.version} is already published; nothing to do")
+    return {"version": layout.version, "manifest": manifest, "skipped": True}
+
+
+def _sources(plan: Plan, runner: Runner) -> list:
+    """The recipe's sources with a drop for the partition (the demo corpus made first, where it is asked for)."""
+    sources, absent = sources_for_partition(plan.recipe.all_sources, plan.layout.partition)
+    for source in absent:
+        runner.log(f"source {source.name} has no drop for partition {plan.layout.partition} ({source.uri})")
+    for source in sources:
+        if source.generated and not storage.exists(source.uri):
+            runner.decide("synthesize-demo-corpus", build_demo_corpus, source.uri.rsplit("/", 1)[0])
+    return sources
+
+
+def _publish_media(
+    plan: Plan, runner: Runner, split_results: list, media_uris: list[str]
+) -> tuple[list[tars.Staged], dict[str, list[str]]]:
+    """The version's tars (planned across every shard, then one task each) and kept embeddings, staged; and
+    the member suffixes each modality's tars hold."""
+    staging = plan.layout.step_dir("publish")
     staged = []
     if plan.embeddings_dir:
         staged += runner.each_shard(
             "stage-embeddings", publish.stage_embeddings,
-            [(r.uri, plan.embeddings_of(r.shard), layout.step_dir("publish")) for r in split_results],
-            [r.shard for r in split_results], CPU, None,
+            [(r.uri, plan.embeddings_of(r.shard), staging) for r in split_results], [r.shard for r in split_results],
+            CPU, None,
         )  # fmt: skip
-    sources = [(r.uri, i.media_uri) for r, i in zip(split_results, ingested)]
-    cut = runner.decide("plan-tars", tars.plan_tars, sources, recipe.publish, layout.step_dir("tars"))
+    sources = list(zip(_uris(split_results), media_uris))
+    cut = runner.decide("plan-tars", tars.plan_tars, sources, plan.recipe.publish, plan.layout.step_dir("tars"))
     written = runner.each_shard(
-        "write-tars", tars.write_tar,
-        [(t, cut["dir"], sources, layout.step_dir("publish")) for t in cut["tars"]],
-        [t["name"].removesuffix(".tar").replace("/", "-") for t in cut["tars"]], CPU, _kept(split_results),
+        "write-tars", tars.write_tar, [(t, cut.dir, sources, staging) for t in cut.tars],
+        [t.name.removesuffix(".tar").replace("/", "-") for t in cut.tars], CPU, _kept(split_results),
     )  # fmt: skip
-    funnel += [line for results in steps for line in engine.summarize(results)]
-    manifest = runner.decide(
-        "commit-version",
-        commit,
-        plan,
-        written + staged,
-        [collected["rejects_uri"]] + [r.rejects_uri for results in steps for r in results],
-        [r.dropped_texts_uri for results in steps for r in results],
-        funnel,
-        decision,
-        guard,
-        cut["members"],
-        extra or {},
-    )
-    for stratum in manifest.get("strata_off_target", []):
-        runner.log(f"stratum {stratum} is more than 2 points off its split shares (see the data card)")
-    return {"version": layout.version, "manifest": manifest, "funnel": funnel, "skipped": False}
+    return written + staged, cut.members
 
 
 def _each_step(runner: Runner, step: Step, shard_uris: list[str], items: int | None) -> list[engine.StepResult]:
     """One step over every shard, then the step recorded (its manifest) and its funnel lines reported."""
     results = runner.each_shard(
-        step.name, run_step, [(step, uri) for uri in shard_uris], [engine.shard_name(u) for u in shard_uris],
+        step.name, run_shard, [(step, uri) for uri in shard_uris], [engine.shard_name(u) for u in shard_uris],
         step.resources(runner.gpus), items,
     )  # fmt: skip
     for line in engine.commit_step(step.out_dir, results):
@@ -344,12 +344,16 @@ def _each_step(runner: Runner, step: Step, shard_uris: list[str], items: int | N
     return results
 
 
+def _uris(results: list[engine.StepResult]) -> list[str]:
+    return [r.uri for r in results]
+
+
 def _kept(results: list[engine.StepResult]) -> int:
     return sum(r.stages[-1].n_kept for r in results)
 
 
-def _dry_run(plan: Plan, runner: Runner, ingested: list, decision: dict, funnel: list[dict]) -> dict:
-    stages = plan.judging(decision["uri"])
+def _dry_run(plan: Plan, runner: Runner, ingested: list, decision: dedupe.DedupeDecision, funnel: list[dict]) -> dict:
+    stages = plan.judging(decision.uri)
     out_dir = plan.layout.step_dir("audit")
     audits = runner.each_shard(
         "audit",
@@ -362,9 +366,9 @@ def _dry_run(plan: Plan, runner: Runner, ingested: list, decision: dict, funnel:
     return {
         "version": plan.layout.version,
         "dry_run": audit.summarize(audits),
-        "predictions": [storage.join(out_dir, f"{r.shard}.parquet") for r in ingested],
+        "predictions": [a.predictions for a in audits],
         "funnel": funnel + engine.summarize(ingested),
-        "dedupe": dedupe.report(decision),
+        "dedupe": decision.report,
         "skipped": False,
     }
 

@@ -8,22 +8,30 @@ a decision over all shards are all work of this kind.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 from collections.abc import Callable
-from typing import Any
 
 from . import storage
 
 
-def committed(
-    record_of: Callable[..., str],
-    save: Callable[[Any], Any] = lambda result: result,
-    restore: Callable[..., Any] = lambda recorded, **arguments: recorded,
-):
-    """Decorate a function whose result is recorded at `record_of(**its arguments)` once it returns;
-    called again with that record present, it returns `restore(recorded, **its arguments)` without
-    running. `save` turns a result into JSON values (a dataclass: `dataclasses.asdict`)."""
+class Record:
+    """A typed result of committed work (a dataclass): recorded as its fields, restored from them. A result
+    that keeps some fields out of its record (paths its arguments give again) overrides both."""
+
+    def saved(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def restored(cls, recorded: dict, **arguments) -> Record:
+        return cls(**recorded)
+
+
+def committed(record_of: Callable[..., str], kind: type[Record]):
+    """Decorate a function returning a `kind` whose record is written at `record_of(**its arguments)` once
+    it returns; called again with that record present, it returns `kind.restored(recorded, **its
+    arguments)` without running."""
 
     def decorate(work: Callable) -> Callable:
         signature = inspect.signature(work)
@@ -34,9 +42,9 @@ def committed(
             bound.apply_defaults()
             record = record_of(**bound.arguments)
             if storage.exists(record):
-                return restore(storage.read_json(record), **bound.arguments)
+                return kind.restored(storage.read_json(record), **bound.arguments)
             result = work(*args, **kwargs)
-            storage.write_json(record, save(result))  # the commit point, last
+            storage.write_json(record, result.saved())  # the commit point, last
             return result
 
         return once

@@ -42,10 +42,13 @@ from ..published.index import WITHDRAWN_SCHEMA
 from ..recipe import Recipe, stage_code_digest
 from ..stages.split import shares_by_stratum
 from . import card, croissant
+from .tars import Staged
 
 
-@committed(lambda items_uri, staging_dir, **_: storage.join(staging_dir, f"{shard_name(items_uri)}.embeddings.json"))
-def stage_embeddings(items_uri: str, embeddings_uri: str, staging_dir: str) -> dict:
+@committed(
+    lambda items_uri, staging_dir, **_: storage.join(staging_dir, f"{shard_name(items_uri)}.embeddings.json"), Staged
+)
+def stage_embeddings(items_uri: str, embeddings_uri: str, staging_dir: str) -> Staged:
     """The published items' embeddings, with only the texts they kept, staged per split as
     `<split>/<shard>.embeddings.parquet`."""
     shard = shard_name(items_uri)
@@ -65,7 +68,7 @@ def stage_embeddings(items_uri: str, embeddings_uri: str, staging_dir: str) -> d
         name = f"{split}/{shard}.embeddings.parquet"
         table = table_of(part, EMBEDDING_SCHEMA)
         files[name] = _write(storage.join(staging_dir, name), storage.parquet_bytes(table))
-    return {"staging_dir": staging_dir, "files": files}
+    return Staged(staging_dir, files)
 
 
 @dataclass(frozen=True)
@@ -74,7 +77,7 @@ class Built:
     rejects and dropped texts, the funnel, the decisions' reports, and the member suffixes of each
     modality's tars (tars.plan_tars)."""
 
-    staged: list[dict]
+    staged: list[Staged]
     reject_uris: list[str]
     dropped_text_uris: list[str]
     funnel: list[dict]
@@ -96,7 +99,7 @@ def commit_version(layout: storage.Layout, recipe: Recipe, built: Built, extra: 
     claim_version(layout)
     version = layout.version
     files = _move_staged(built.staged, version)
-    indexes = [storage.read_parquet(p["index_uri"]) for p in built.staged if p.get("index_uri")]
+    indexes = [storage.read_parquet(p.index_uri) for p in built.staged if p.index_uri]
     index = pa.concat_tables(indexes) if indexes else None
     splits = _split_indexes(index, version, files)
     rejects = _gather(built.reject_uris, REJECT_SCHEMA).sort_by([("stage", "ascending"), ("sample_id", "ascending")])
@@ -144,12 +147,12 @@ def commit_version(layout: storage.Layout, recipe: Recipe, built: Built, extra: 
     return manifest
 
 
-def _move_staged(staged: list[dict], version: str) -> dict[str, dict]:
+def _move_staged(staged: list[Staged], version: str) -> dict[str, dict]:
     """The staged tars moved into the version (one moved before a crash is not moved again): name -> entry."""
     files = {}
     for p in staged:
-        for name, entry in p["files"].items():
-            moved = storage.join(p["staging_dir"], name)
+        for name, entry in p.files.items():
+            moved = storage.join(p.staging_dir, name)
             if storage.exists(moved):
                 storage.move(moved, storage.join(version, name))
             files[name] = entry

@@ -18,11 +18,13 @@ version already gave it (another partition's build may have committed it meanwhi
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..core import storage
-from ..core.committed import committed
+from ..core.committed import Record, committed
 from ..core.groups import UnionFind
 from ..core.stored_media import StoredMedia
 from ..media.kinds import SIGNATURE_COLUMNS
@@ -60,11 +62,22 @@ def search_config(dedupe: DedupeConfig, guard: LeakGuardConfig) -> DedupeConfig:
     )
 
 
-@committed(
-    lambda out_uri, **_: out_uri.removesuffix(".parquet") + ".json",
-    save=lambda result: result["report"],
-    restore=lambda report, out_uri, **_: {"moves_uri": out_uri, "report": report},
-)
+@dataclass(frozen=True)
+class Guarded(Record):
+    """The groups the guard moved (MOVES_SCHEMA rows, none unless `split.on_leak: move`) and its report."""
+
+    moves_uri: str
+    report: dict
+
+    def saved(self) -> dict:
+        return self.report
+
+    @classmethod
+    def restored(cls, recorded: dict, out_uri: str, **_) -> Guarded:
+        return cls(out_uri, recorded)
+
+
+@committed(lambda out_uri, **_: out_uri.removesuffix(".parquet") + ".json", Guarded)
 def guard_splits(
     layout: storage.Layout,
     shard_uris: list[str],
@@ -74,10 +87,10 @@ def guard_splits(
     split: SplitConfig,
     decision_uri: str,
     out_uri: str,
-) -> dict:
+) -> Guarded:
     """Search this build's items (`shard_uris`, split as `assignment_uri` says) and the other partitions'
     published ones for copies across splits. Writes the moves (none unless `split.on_leak: move`) to
-    `out_uri` and returns {"moves_uri", "report"}; raises Leakage for a leak it may not mend."""
+    `out_uri`; raises Leakage for a leak it may not mend."""
     items = Signatures(*_ours(shard_uris, assignment_uri), _published(layout, withdrawn_uri(decision_uri)))
     known = read_verified(decision_uri)  # the pairs dedupe verified already
     evidence, verification, _ = find_pairs(items, search_config(dedupe, split.guard), media.get, known)
@@ -117,7 +130,7 @@ def guard_splits(
         schema=MOVES_SCHEMA,
     )
     storage.write_parquet(out_uri, moves_table)
-    return {"moves_uri": out_uri, "report": report}
+    return Guarded(out_uri, report)
 
 
 def _ours(shard_uris: list[str], assignment_uri: str) -> list[pa.Table]:

@@ -26,13 +26,14 @@ import hashlib
 import json
 import tarfile
 from collections import defaultdict
+from dataclasses import dataclass
 from functools import cache
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..core import storage
-from ..core.committed import committed
+from ..core.committed import Record, committed
 from ..core.redact import redact_columns
 from ..core.schema import MEMBER_TEXT, MODALITIES, SPLITS, member_schema, scores_dict
 from ..core.shards import bounded_ranges
@@ -101,8 +102,43 @@ def published_items(items_uri: str, only: pa.Array | None = None) -> pa.Table:
     return redact_columns(items, texts=("group_id",))
 
 
-@committed(lambda out_dir, **_: storage.join(out_dir, "plan.json"))
-def plan_tars(sources: list[tuple[str, str]], config: PublishConfig, out_dir: str) -> dict:
+@dataclass(frozen=True)
+class PlannedTar:
+    name: str  # e.g. train/image-000000.tar
+    split: str
+    modality: str
+    items: int
+    shards: list[int]  # the work shards (indexes into the plan's sources) its items come from
+
+
+@dataclass(frozen=True)
+class TarPlan(Record):
+    dir: str  # one member list per tar: `<name>.parquet` (PLAN_SCHEMA)
+    tars: list[PlannedTar]
+    members: dict[str, list[str]]  # the member suffixes each modality's tars hold (the data card declares them)
+
+    @classmethod
+    def restored(cls, recorded: dict, **arguments) -> TarPlan:
+        return cls(**{**recorded, "tars": [PlannedTar(**t) for t in recorded["tars"]]})
+
+
+@dataclass(frozen=True)
+class Staged(Record):
+    """Files written under `staging_dir` for the commit to move into the version: a tar (with its index rows,
+    `n` items), or a shard's embeddings."""
+
+    staging_dir: str
+    files: dict[str, dict]  # name in the version -> {bytes, sha256, items}
+    index_uri: str | None = None
+    n: int = 0
+
+    @property
+    def items_in(self) -> int:
+        return self.n
+
+
+@committed(lambda out_dir, **_: storage.join(out_dir, "plan.json"), TarPlan)
+def plan_tars(sources: list[tuple[str, str]], config: PublishConfig, out_dir: str) -> TarPlan:
     """Cut every item of the version into tars. `sources`: per work shard, in order, the items that
     reached the split (metadata) and the media file clean wrote. Writes one member list per tar under
     `out_dir`, and returns the tars (name, split, modality, items, shards) and the member suffixes each
@@ -146,8 +182,8 @@ def plan_tars(sources: list[tuple[str, str]], config: PublishConfig, out_dir: st
                     pa.table({"sample_id": [s for s, _, _ in part], "shard": [i for _, i, _ in part]}, PLAN_SCHEMA),
                 )
                 shards = sorted({i for _, i, _ in part})
-                tars.append({"name": name, "split": split, "modality": modality, "items": len(part), "shards": shards})
-    return {"dir": out_dir, "tars": tars, "members": {m: sorted(s) for m, s in sorted(suffixes.items())}}
+                tars.append(PlannedTar(name, split, modality, len(part), shards))
+    return TarPlan(out_dir, tars, {m: sorted(s) for m, s in sorted(suffixes.items())})
 
 
 class _Sized:
@@ -195,22 +231,22 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes | pa.Buffer) -> None:
     tar.addfile(info, pa.BufferReader(data))
 
 
-@committed(lambda tar, staging_dir, **_: storage.join(staging_dir, tar["name"].removesuffix(".tar") + ".json"))
-def write_tar(tar: dict, plan_dir: str, sources: list[tuple[str, str]], staging_dir: str) -> dict:
+@committed(lambda tar, staging_dir, **_: storage.join(staging_dir, tar.name.removesuffix(".tar") + ".json"), Staged)
+def write_tar(tar: PlannedTar, plan_dir: str, sources: list[tuple[str, str]], staging_dir: str) -> Staged:
     """Write one planned tar, streamed, and its index rows, under `staging_dir`; skipped once staged."""
-    name = tar["name"]
+    name = tar.name
     planned = storage.read_parquet(storage.join(plan_dir, name.removesuffix(".tar") + ".parquet"))
     order = planned.column("sample_id").to_pylist()
     pictures = {}
-    if tar["modality"] == "document":  # held in memory for the tar: at most what it holds
-        documents = [published_items(sources[s][0]) for s in tar["shards"]]
+    if tar.modality == "document":  # held in memory for the tar: at most what it holds
+        documents = [published_items(sources[s][0]) for s in tar.shards]
         shown = {s["image"] for t in documents for segs in t.column("segments").to_pylist() for s in segs or []}
         pictures = _pictures(shown - {None}, sources)
     written, index_parts = [], []
     with storage.open_output(storage.join(staging_dir, name)) as f:
         out = _HashingWriter(f)
         with tarfile.open(fileobj=out, mode="w|", format=tarfile.USTAR_FORMAT) as archive:
-            for shard in tar["shards"]:
+            for shard in tar.shards:
                 items_uri, media_uri = sources[shard]
                 items = published_items(items_uri, only=planned.column("sample_id"))  # this tar's, in shard order
                 position = {sid: i for i, sid in enumerate(items.column("sample_id").to_pylist())}
@@ -244,10 +280,4 @@ def write_tar(tar: dict, plan_dir: str, sources: list[tuple[str, str]], staging_
     index = index.append_column("key", index.column("sample_id"))
     index_uri = storage.join(staging_dir, name.removesuffix(".tar") + ".index.parquet")
     storage.write_parquet(index_uri, index)
-    return {
-        "name": name,
-        "staging_dir": staging_dir,
-        "files": {name: {**out.entry(), "items": len(written)}},
-        "index_uri": index_uri,
-        "n": len(written),
-    }
+    return Staged(staging_dir, {name: {**out.entry(), "items": len(written)}}, index_uri, len(written))

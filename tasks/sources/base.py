@@ -122,6 +122,11 @@ class Source(BaseModel):
         return self.model_copy(update=update)
 
     @property
+    def generated(self) -> bool:
+        """Whether the build makes this source's files itself where they are missing (the demo corpus)."""
+        return False
+
+    @property
     def per_partition(self) -> bool:
         """Whether each partition reads its own drop (the uri names the partition)."""
         return bool(PARTITION_FIELD.search(self.uri))

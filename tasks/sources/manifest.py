@@ -26,6 +26,10 @@ class Manifest(Source):
     kind: Literal["manifest"]
     synthesize_demo: bool = False  # generate the bundled offline demo corpus at `uri` if it is missing
 
+    @property
+    def generated(self) -> bool:
+        return self.synthesize_demo
+
     def rows(self) -> Iterator[Row]:
         # split on newlines only: U+2028 and friends are legal inside JSON strings
         for number, line_bytes in enumerate(self.read_bytes().split(b"\n")):

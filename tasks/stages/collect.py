@@ -12,12 +12,13 @@ from __future__ import annotations
 import json
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..core import storage
-from ..core.committed import committed
+from ..core.committed import Record, committed
 from ..core.schema import REJECT_SCHEMA, make_sample_id, table_of, with_scores
 from ..core.shards import cut_shards
 from ..fetch import FetchError
@@ -36,16 +37,28 @@ from .plan_rows import RowLog, as_samples, gather_items, group_names
 from .stage import Reject, RowStage, StageOutput
 
 
-@committed(lambda out_dir, **_: storage.join(out_dir, "_plan.json"))
+@dataclass(frozen=True)
+class CollectPlan(Record):
+    """The plan's work shards, its rejects (broken annotation rows), and its counts."""
+
+    shards: list[str]
+    rejects_uri: str
+    n_rows: int  # annotation rows read
+    n_rows_kept: int
+    n_rejected: int
+    n_items: int  # items the kept rows make
+    reasons: dict[str, int]
+
+
+@committed(lambda out_dir, **_: storage.join(out_dir, "_plan.json"), CollectPlan)
 def plan_collect(
     sources: list[Source], partition: str, run_id: str, shards: ShardConfig, workers: int, out_dir: str
-) -> dict:
+) -> CollectPlan:
     """Group annotation rows into items, cut them into shards and write those; broken rows become rejects.
 
     Every row that names the same media file of a source joins one item, as one more text. Rows are
     gathered into Arrow batches as they are read and grouped in Arrow (tasks/stages/plan_rows.py), not a dict
-    per item: a 10M-row URL list plans in 3.7 GB (bench/driver.py). Returns {"shards": [...],
-    "rejects_uri", "n_rows", "n_rows_kept", "n_rejected", "n_items", "reasons"}.
+    per item: a 10M-row URL list plans in 3.7 GB (bench/driver.py).
     """
     log = RowLog()
     bad: list[tuple[int, dict]] = []  # (reading order, reject)
@@ -75,16 +88,15 @@ def plan_collect(
         uris.append(uri)
     rejects_uri = storage.join(out_dir, "_plan.rejects.parquet")
     storage.write_parquet(rejects_uri, table_of(bad, REJECT_SCHEMA))
-    plan = {
-        "shards": uris,
-        "rejects_uri": rejects_uri,
-        "n_rows": log.n_read,
-        "n_rows_kept": log.n_read - len(bad),
-        "n_rejected": len(bad),
-        "n_items": items.num_rows,
-        "reasons": {"collect:bad_row": len(bad)} if bad else {},
-    }
-    return plan
+    return CollectPlan(
+        shards=uris,
+        rejects_uri=rejects_uri,
+        n_rows=log.n_read,
+        n_rows_kept=log.n_read - len(bad),
+        n_rejected=len(bad),
+        n_items=items.num_rows,
+        reasons={"collect:bad_row": len(bad)} if bad else {},
+    )
 
 
 def _bad_row(source: str, row: Row, partition: str, run_id: str) -> dict:

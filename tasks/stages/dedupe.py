@@ -36,7 +36,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..core import storage
-from ..core.committed import committed
+from ..core.committed import Record, committed
 from ..core.groups import UnionFind
 from ..core.redact import redact_text
 from ..core.schema import CAPTION_KINDS, SAMPLE_SCHEMA, TEXT, table_of
@@ -215,11 +215,24 @@ def read_verified(decision_uri: str) -> dict[tuple[str, str], float]:
     return {(a, b): s for a, b, s in zip(table["a"], table["b"], table["score"])}
 
 
-@committed(
-    lambda out_uri, **_: out_uri.removesuffix(".parquet") + ".json",
-    save=lambda result: {k: v for k, v in result.items() if k not in ("uri", "withdrawn_uri")},
-    restore=lambda summary, out_uri, **_: {"uri": out_uri, "withdrawn_uri": withdrawn_uri(out_uri), **summary},
-)
+@dataclass(frozen=True)
+class DedupeDecision(Record):
+    """Where the decision is (DECISION_SCHEMA rows), the published items it withdraws, and its report (what a
+    version's stats.json says of dedupe)."""
+
+    uri: str
+    withdrawn_uri: str
+    report: dict
+
+    def saved(self) -> dict:
+        return self.report
+
+    @classmethod
+    def restored(cls, recorded: dict, out_uri: str, **_) -> DedupeDecision:
+        return cls(out_uri, withdrawn_uri(out_uri), recorded)
+
+
+@committed(lambda out_uri, **_: out_uri.removesuffix(".parquet") + ".json", DedupeDecision)
 def decide_duplicates(
     shard_uris: list[str],
     out_uri: str,
@@ -228,7 +241,7 @@ def decide_duplicates(
     partition: str = "",
     published_groups: frozenset[str] = frozenset(),
     media: StoredMedia | None = None,
-) -> dict:
+) -> DedupeDecision:
     """Decide over all shards (and, with `published_uri`, the other partitions' published items: see
     tasks/published/index.py). Writes the decision to `out_uri`, its summary beside it, and the published
     items this partition withdraws (a backfill's older copies win) to `<out_uri>.withdrawn.parquet`.
@@ -275,7 +288,7 @@ def decide_duplicates(
         ),
     )
     storage.write_parquet(out_uri, table_of(_decision_rows(held, verdicts, merged), DECISION_SCHEMA))
-    return {"uri": out_uri, "withdrawn_uri": withdrawn_uri(out_uri), **summary}
+    return DedupeDecision(out_uri, withdrawn_uri(out_uri), summary)
 
 
 # copies whose texts do not join the kept item's: a published item's (it is not rewritten) and a caption
@@ -501,11 +514,6 @@ def _per_shard(read, shards) -> list:
     runs: at 2M items, 80k rows from 1,000 shards 10.2 -> 4.9 s)."""
     with ThreadPoolExecutor(os.cpu_count()) as pool:
         return list(pool.map(read, shards))
-
-
-def report(decision: dict) -> dict:
-    """What a version's stats.json says of dedupe: the decision's summary without its work files."""
-    return {k: v for k, v in decision.items() if not k.endswith("uri")}
 
 
 def _clusters(evidence) -> list[list[str]]:

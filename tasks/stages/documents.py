@@ -24,11 +24,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 
 import pyarrow as pa
 
 from ..core import storage
-from ..core.committed import committed
+from ..core.committed import Record, committed
 from ..core.schema import table_of
 from ..media.text import clean_text, clean_texts, normalize_caption
 from ..recipe import FilterConfig, Strict
@@ -87,8 +88,19 @@ def _orphans(items: dict[str, dict], used: set[str]) -> list[dict]:
     ]
 
 
-@committed(lambda out_uri, **_: out_uri + ".json")
-def resolve_documents(shard_uris: list[str], reject_uris: list[str], config: FilterConfig, out_uri: str) -> dict:
+@dataclass(frozen=True)
+class DocumentsDecision(Record):
+    uri: str  # DECISION_SCHEMA rows: what the documents stage applies
+    documents: int
+    documents_rejected: int
+    images_dropped: int
+    orphan_images: int  # pictures no surviving document shows (and no caption holds)
+
+
+@committed(lambda out_uri, **_: out_uri + ".json", DocumentsDecision)
+def resolve_documents(
+    shard_uris: list[str], reject_uris: list[str], config: FilterConfig, out_uri: str
+) -> DocumentsDecision:
     """Decide every document and every picture that is part of one (see the module docstring), from the
     items that reached the split and every reject so far. Writes DECISION_SCHEMA rows to `out_uri`."""
     columns = ["sample_id", "modality", "texts", "segments", "part_of"]
@@ -137,15 +149,14 @@ def resolve_documents(shard_uris: list[str], reject_uris: list[str], config: Fil
         )
     orphans = _orphans(items, used)
     table = table_of(decisions + orphans, DECISION_SCHEMA)
-    summary = {
-        "uri": out_uri,
-        "documents": len(decisions),
-        "documents_rejected": sum(1 for d in decisions if d["reason"]),
-        "images_dropped": sum(len(json.loads(d["dropped_json"])) for d in decisions if d["dropped_json"]),
-        "orphan_images": len(orphans),
-    }
     storage.write_parquet(out_uri, table)
-    return summary
+    return DocumentsDecision(
+        uri=out_uri,
+        documents=len(decisions),
+        documents_rejected=sum(1 for d in decisions if d["reason"]),
+        images_dropped=sum(len(json.loads(d["dropped_json"])) for d in decisions if d["dropped_json"]),
+        orphan_images=len(orphans),
+    )
 
 
 def _judge(segments: list[dict], dropped: list, config: FilterConfig) -> tuple[str | None, str | None]:

@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter, defaultdict
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..core import storage
-from ..core.committed import committed
+from ..core.committed import Record, committed
 from ..core.redact import redact_text
 from ..core.schema import SPLITS
 from ..core.shards import shard_name
@@ -43,10 +44,17 @@ def stratum_of(row: dict, stratify: tuple[str, ...]) -> str:
     return "/".join(str(row[key]) for key in stratify) if stratify else "all"
 
 
-@committed(lambda out_uri, **_: out_uri + ".json")
+@dataclass(frozen=True)
+class SplitAssignment(Record):
+    uri: str  # group -> split, every group (and per shard, beside it: `parts_folder`)
+    groups: int
+    returning: int  # groups a published version gave a split, which they keep
+
+
+@committed(lambda out_uri, **_: out_uri + ".json", SplitAssignment)
 def assign_splits(
     shard_uris: list[str], config: SplitConfig, out_uri: str, published: dict[str, str] | None = None
-) -> dict:
+) -> SplitAssignment:
     """Write group -> split for every group of these shards to `out_uri`. `published`: the splits that
     versions already gave groups (redacted group id -> split, as the published index holds them).
 
@@ -79,7 +87,7 @@ def assign_splits(
         part = pa.table({"group_id": names.take(mine), "split": table.column("split").take(mine)})
         storage.write_parquet(storage.join(parts_folder(out_uri), f"{shard_name(uri)}.parquet"), part)
     storage.write_parquet(out_uri, table)
-    return {"uri": out_uri, "groups": len(table), "returning": int(returning.sum())}
+    return SplitAssignment(out_uri, len(table), int(returning.sum()))
 
 
 def _groups_by_stratum(shard_uris: list[str], stratify: tuple[str, ...]):
