@@ -178,9 +178,9 @@ def collect_only(url_list: Path, out: Path) -> None:
     import ray
 
     from tasks.build import engine
-    from tasks.recipe import NetworkConfig, ShardConfig
+    from tasks.core.shards import ShardConfig
     from tasks.sources import make_source
-    from tasks.stages.collect import plan_collect
+    from tasks.stages.collect import NetworkConfig, plan_collect
 
     clock = time.perf_counter()
     source = make_source(name="bench", kind="urls", uri=str(url_list))

@@ -225,9 +225,9 @@ def run(what: str, folder: Path, out: Path) -> dict:
     from tasks.core import storage
     from tasks.core.stored_media import StoredMedia
     from tasks.publish import leakage
-    from tasks.recipe import DedupeConfig, SplitConfig
     from tasks.stages import split
-    from tasks.stages.dedupe import decide_duplicates
+    from tasks.stages.dedupe import DedupeConfig, decide_duplicates
+    from tasks.stages.split import SplitConfig
 
     shards = sorted(str(p) for p in folder.glob("*.parquet") if not p.name.endswith(".media.parquet"))
     media = StoredMedia([s.replace(".parquet", ".media.parquet") for s in shards if "shard-" in s])

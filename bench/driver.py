@@ -75,9 +75,11 @@ def run(task: str, *args: str) -> dict:
 
 
 def task(name: str, args: list[str]) -> None:
-    from tasks.recipe import DedupeConfig, ShardConfig, SplitConfig
+    from tasks.core.shards import ShardConfig
     from tasks.sources import make_source
     from tasks.stages import collect, dedupe, split
+    from tasks.stages.dedupe import DedupeConfig
+    from tasks.stages.split import SplitConfig
 
     start = time.perf_counter()
     if name == "plan":

@@ -16,10 +16,12 @@ from tasks.core import storage
 from tasks.media.audio import decode_audio
 from tasks.publish import catalog
 from tasks.publish.leakage import Leakage, search_config
-from tasks.recipe import DedupeConfig, LeakGuardConfig, Recipe
+from tasks.recipe import Recipe
 from tasks.similar.landmarks import landmark_pairs
 from tasks.similar.waveform import Sound, similarity
 from tasks.sources import make_source
+from tasks.stages.dedupe import DedupeConfig
+from tasks.stages.split import LeakGuardConfig
 
 from .helpers import build_in_process
 from .realmedia import ESPEAK_RATE, encode_sound, speech, spoken

@@ -15,16 +15,17 @@ from PIL import Image
 
 from tasks.core import storage
 from tasks.core.schema import SAMPLE_SCHEMA, scores_dict
+from tasks.core.shards import ShardConfig
 from tasks.fetch import FetchError
 from tasks.fetch.cache import fetch_cache
 from tasks.fetch.guard import AddressPolicy
 from tasks.fetch.http import opted_out
 from tasks.fetch.resize import ImageResizer
 from tasks.media.image import decode_image
-from tasks.recipe import NetworkConfig, Recipe, ShardConfig
+from tasks.recipe import Recipe
 from tasks.sources import make_source
 from tasks.stages.clean import CleanStage
-from tasks.stages.collect import CollectStage, plan_collect
+from tasks.stages.collect import CollectStage, NetworkConfig, plan_collect
 
 from .helpers import audio_bytes, build_in_process, image_bytes, real_photos, video_bytes
 from .web import WebServer

@@ -14,8 +14,8 @@ from tasks.core import storage
 from tasks.core.schema import MEDIA_SCHEMA
 from tasks.publish import commit as publish
 from tasks.publish.commit import VersionExists
-from tasks.publish.tars import plan_tars, write_tar
-from tasks.recipe import PublishConfig, Recipe
+from tasks.publish.tars import PublishConfig, plan_tars, write_tar
+from tasks.recipe import Recipe
 
 from .helpers import image_bytes, sample, table
 
@@ -58,7 +58,7 @@ def build(root: str, build_key: str, caption: str):
 
 def commit_version(layout, staged, reject_uris, funnel, recipe=RECIPE):
     built = publish.Built(staged, reject_uris, [], funnel, tar_members={"image": ["jpg"]})
-    return publish.commit_version(layout, recipe, built)
+    return publish.commit_version(layout, recipe.recorded(), built)
 
 
 def test_each_item_is_one_media_member_with_all_its_texts(tmp_path):

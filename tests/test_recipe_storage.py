@@ -6,7 +6,8 @@ import pyarrow as pa
 import pytest
 
 from tasks.core import storage
-from tasks.recipe import RecipeError, ShardConfig, load_recipe
+from tasks.core.shards import ShardConfig
+from tasks.recipe import RecipeError, load_recipe
 from tasks.sources import Source, make_source
 from tasks.stages.collect import plan_collect
 

@@ -16,9 +16,9 @@ from PIL import Image
 from tasks.core import storage
 from tasks.core.schema import SPLITS
 from tasks.publish.leakage import Leakage
-from tasks.recipe import Recipe, SplitConfig
+from tasks.recipe import Recipe
 from tasks.sources import make_source
-from tasks.stages.split import assign_splits, shares_by_stratum
+from tasks.stages.split import SplitConfig, assign_splits, shares_by_stratum
 
 from .helpers import build_in_process, sample, write_shards
 

@@ -10,12 +10,11 @@ import pytest
 from PIL import Image
 
 from tasks.core import storage
-from tasks.recipe import DedupeConfig, SplitConfig
 from tasks.stages.align import AlignStage
 from tasks.stages.clean import CleanStage
-from tasks.stages.dedupe import DedupeStage, decide_duplicates
+from tasks.stages.dedupe import DedupeConfig, DedupeStage, decide_duplicates
 from tasks.stages.filter import FilterStage
-from tasks.stages.split import SplitStage, assign_splits
+from tasks.stages.split import SplitConfig, SplitStage, assign_splits
 
 from .helpers import (
     audio_bytes,

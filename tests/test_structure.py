@@ -10,17 +10,18 @@ REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("tasks", "flows")
 
 # room -> the rooms it may import (besides itself and tasks.core); a module's room is its longest matching
-# prefix. Top to bottom: flows; the build; what publish writes; the stages; what earlier versions
-# published; the recipe; models, sources, downloads and the demo corpus; media; similarity search; the core.
-BELOW_RECIPE = {"tasks.models", "tasks.sources", "tasks.fetch", "tasks.media", "tasks.similar"}
+# prefix. Top to bottom: flows; the build; the recipe (which assembles every part's settings); what publish
+# writes; the stages; what earlier versions published; models, sources, downloads and the demo corpus;
+# media; similarity search; the core.
+BELOW_STAGES = {"tasks.models", "tasks.sources", "tasks.fetch", "tasks.media", "tasks.similar"}
 ROOMS = {
     "flows": {"tasks"},
     "tasks": set(),  # the package itself: nothing but rooms
-    "tasks.build": {"tasks.publish", "tasks.stages", "tasks.published", "tasks.recipe", "tasks.demo"} | BELOW_RECIPE,
-    "tasks.publish": {"tasks.stages", "tasks.published", "tasks.recipe"} | BELOW_RECIPE,
-    "tasks.stages": {"tasks.published", "tasks.recipe"} | BELOW_RECIPE,
+    "tasks.build": {"tasks.recipe", "tasks.publish", "tasks.stages", "tasks.published", "tasks.demo"} | BELOW_STAGES,
+    "tasks.recipe": {"tasks.publish", "tasks.stages"} | BELOW_STAGES,
+    "tasks.publish": {"tasks.stages", "tasks.published"} | BELOW_STAGES,
+    "tasks.stages": {"tasks.published"} | BELOW_STAGES,
     "tasks.published": {"tasks.media", "tasks.similar"},
-    "tasks.recipe": BELOW_RECIPE,
     "tasks.models": set(),
     "tasks.sources": {"tasks.media"},
     "tasks.fetch": {"tasks.media"},

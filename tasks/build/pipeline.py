@@ -41,7 +41,7 @@ from ..stages.clean import CleanSettings
 from ..stages.collect import CollectConfig
 from ..stages.dedupe import ApplyDecision
 from ..stages.documents import ApplyDocuments
-from ..stages.score import ScoreSettings, report
+from ..stages.score import ScoreSettings, ScoringConfig, report
 from ..stages.split import ApplySplit
 from ..stages.stage import Resources
 from . import audit, engine
@@ -107,7 +107,7 @@ class Plan:
         r = self.recipe
         stages = [("dedupe", ApplyDecision(decision_uri=decision_uri))]
         stages += [] if self.filter_after_scoring else [("filter", r.filter)]
-        return self.step(*stages) if r.align.scoring else self.step(*stages, ("align", r.align))
+        return self.step(*stages) if r.align.scoring else self.step(*stages, ("align", r.align.rules()))
 
     @property
     def filter_after_scoring(self) -> bool:
@@ -121,10 +121,12 @@ class Plan:
         if not r.align.scoring:
             return None
         scoring = ScoreSettings(
-            **r.align.model_dump(), media_dir=self.ingest().out_dir, embeddings_dir=self.embeddings_dir
+            **r.align.model_dump(include=set(ScoringConfig.model_fields)),
+            media_dir=self.ingest().out_dir,
+            embeddings_dir=self.embeddings_dir,
         )
         after = [("filter", r.filter)] if self.filter_after_scoring else []
-        return self.step(("score", scoring), *after, ("align", r.align))
+        return self.step(("score", scoring), *after, ("align", r.align.rules()))
 
     def embeddings_of(self, shard: str) -> str | None:
         return storage.join(self.embeddings_dir, f"{shard}.embeddings.parquet") if self.embeddings_dir else None
@@ -211,7 +213,7 @@ def dedupe_decision(plan: Plan, shard_uris: list[str], media_uris: list[str]) ->
 def publish_version(plan: Plan, built: publish.Built, extra: dict) -> dict:
     """Commit the version (tasks/publish/commit.py), index it, and point `latest` at it: its manifest."""
     leakage.check_group_splits(plan.layout, [s.index_uri for s in built.staged if s.index_uri])
-    manifest = publish.commit_version(plan.layout, plan.recipe, built, extra=extra)
+    manifest = publish.commit_version(plan.layout, plan.recipe.recorded(), built, extra=extra)
     published_index.index_version(plan.layout, manifest)  # the version's groups keep their splits from now on
     publish.point_latest(plan.layout)
     if not plan.recipe.keep_work:

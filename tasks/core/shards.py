@@ -3,10 +3,21 @@
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # the settings model lives with the recipe, above the core
-    from ..recipe import ShardConfig
+from pydantic import ByteSize, Field
+
+from .settings import Strict
+
+
+class ShardConfig(Strict):
+    """How work is cut. A shard is the unit of work, retry and resume (one task per step and shard);
+    a batch is what a worker holds in memory at once. Both are bounded by items and by bytes
+    ("256MB", "1GiB" or a number). Shards are also cut small enough that every worker gets one."""
+
+    max_items: int = Field(2000, ge=1, le=1_000_000)
+    max_bytes: ByteSize = Field(ByteSize(256 * 2**20), gt=0)
+    batch_items: int = Field(256, ge=1, le=100_000)
+    batch_bytes: ByteSize = Field(ByteSize(64 * 2**20), gt=0)
 
 
 def bounded_ranges(sizes: list[int], max_items: int, max_bytes: int) -> list[tuple[int, int]]:

@@ -17,9 +17,26 @@ from dataclasses import dataclass
 
 import av
 import numpy as np
+from pydantic import Field
 
+from ..core.settings import Strict
 from . import MediaError
 from .fingerprint import SoundFingerprint
+
+
+class AudioCleanConfig(Strict):
+    """How audio is published (FLAC): resampled by torchaudio to `sample_rate` (null: the file's own),
+    mixed down to one channel with `mono`."""
+
+    sample_rate: int | None = Field(None, ge=1000, le=384_000)
+    mono: bool = False
+
+
+class LogMelConfig(Strict):
+    n_mels: int = Field(80, ge=8, le=512)
+    n_fft: int = Field(1024, ge=64)
+    hop_length: int = Field(256, ge=16)
+
 
 # A stream that declares its length and decodes to less than this fraction of it was cut short.
 TRUNCATION_TOLERANCE = 0.98

@@ -17,12 +17,31 @@ from __future__ import annotations
 import io
 import warnings
 from dataclasses import dataclass
+from typing import Literal
 
 import imagehash
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+from pydantic import Field
 
+from ..core.settings import Strict
 from . import MediaError
+
+
+class ResizeConfig(Strict):
+    short_side: int | None = Field(None, ge=8)  # scale so the shorter side is this (never up)
+    center_crop: int | None = Field(None, ge=8)  # then keep the centered square of this side
+
+
+class ImageCleanConfig(Strict):
+    """How images are published: upright RGB, in this format, optionally resized (torchvision's
+    Resize(256) + CenterCrop(224) is `resize: {short_side: 256, center_crop: 224}`)."""
+
+    resize: ResizeConfig | None = None
+    format: Literal["jpg", "png", "webp"] = "jpg"
+    quality: int = Field(95, ge=50, le=100)
+    animated: Literal["first_frame", "reject"] = "first_frame"  # GIF/WebP/APNG with several frames
+
 
 JPEG_MAX_SIDE = 65_500
 FORMATS = {"jpg": "JPEG", "png": "PNG", "webp": "WEBP"}

@@ -13,27 +13,26 @@ import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 import numpy as np
 from PIL import Image as PILImage
 from scipy.fft import next_fast_len
 
 from ..core.schema import scores_dict
+from ..core.settings import Strict
 from ..similar import fingerprint_pairs, hamming_pairs, sequence_pairs
 from ..similar.bits import sequence_distance
 from ..similar.landmarks import landmark_pairs
+from ..similar.search import CopySearch
+from ..similar.signatures import Signatures
 from ..similar.sounds import PRINT_BANDS, bit_error_rate, print_distance, short_sound_pairs
 from ..similar.waveform import MAX_COMPARED_S, MAX_LAG_S, Sound, similarity, whole_correlation
 from . import MediaError
-from .audio import AudioPreset, decode_audio, mono_samples
+from .audio import AudioCleanConfig, AudioPreset, decode_audio, mono_samples
 from .fingerprint import PRINT_FLOOR_DB, PRINT_MAX_S
-from .image import ImagePreset, as_published, decode_image
-from .video import VideoPreset, decode_video
-
-if TYPE_CHECKING:  # settings models live in tasks/recipe.py, which imports the sources, which import this
-    from ..recipe import DedupeConfig
-    from ..similar.signatures import Signatures
+from .image import ImageCleanConfig, ImagePreset, as_published, decode_image
+from .video import VideoCleanConfig, VideoPreset, decode_video
 
 # (a, b, reject reason, what was measured): two items found to be one media
 Pair = tuple[str, str, str, str]
@@ -45,6 +44,10 @@ class MediaKind(ABC):
     name: ClassVar[str]
     extensions: ClassVar[frozenset[str]]
     signatures: ClassVar[tuple[str, ...]] = ()  # the Sample columns `duplicate_pairs` compares
+    # how clean publishes this kind: the recipe's `clean.<name>` (tasks/stages/clean.py)
+    Settings: ClassVar[type[Strict] | None] = None
+    # the recipe's `align:` part that scores this kind's texts against its media (tasks/stages/score.py)
+    aligned_by: ClassVar[str | None] = None
 
     @abstractmethod
     def __init__(self, settings) -> None:
@@ -62,14 +65,14 @@ class MediaKind(ABC):
         return None
 
     @staticmethod
-    def duplicate_pairs(items: Signatures, config: DedupeConfig) -> Iterator[Pair]:
+    def duplicate_pairs(items: Signatures, config: CopySearch) -> Iterator[Pair]:
         """Pairs of this kind's items (`items`: every item's signature columns) that are copies of one media:
         on evidence from the media itself (a video's pictures, not its sound)."""
         return iter(())
 
     @staticmethod
     def verified(
-        candidates: list[Pair], fetch: Fetch | None, config: DedupeConfig, known: dict | None = None
+        candidates: list[Pair], fetch: Fetch | None, config: CopySearch, known: dict | None = None
     ) -> tuple[list[Pair], dict, dict]:
         """The candidates that are copies of one media, checked on the media itself where a signature alone
         could mistake two distinct ones for copies; a report of the check; and the score of each pair it
@@ -77,7 +80,7 @@ class MediaKind(ABC):
         return candidates, {}, {}
 
     @staticmethod
-    def related_pairs(items: Signatures, config: DedupeConfig) -> Iterator[Pair]:
+    def related_pairs(items: Signatures, config: CopySearch) -> Iterator[Pair]:
         """Pairs that are not one media but share a part (a sound track): one group, neither rejected."""
         return iter(())
 
@@ -103,6 +106,8 @@ def _json(value: dict) -> str:
 
 class Image(MediaKind):
     name = "image"
+    Settings = ImageCleanConfig
+    aligned_by = "image_text"
     extensions = frozenset({"jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"})
     signatures = ("phash",)
 
@@ -214,6 +219,8 @@ def audio_preset(settings) -> AudioPreset:
 
 class Audio(MediaKind):
     name = "audio"
+    Settings = AudioCleanConfig
+    aligned_by = "audio_text"
     extensions = frozenset({"flac", "wav", "mp3", "ogg", "opus", "m4a"})
     signatures = ("audio_fingerprint", "sound_landmarks", "sound_print", "duration_s")
 
@@ -266,7 +273,7 @@ class Audio(MediaKind):
         return MediaKind.distance(a, b)
 
 
-def _sound_candidates(items: Signatures, config: DedupeConfig) -> Iterator[Pair]:
+def _sound_candidates(items: Signatures, config: CopySearch) -> Iterator[Pair]:
     """Pairs of sounds that a signature says may be one recording (each is then verified on the waveform)."""
     if config.audio_max_ber is not None:
         ids, prints = _signatures(items, "audio", "audio_fingerprint")
@@ -288,7 +295,7 @@ def _sound_candidates(items: Signatures, config: DedupeConfig) -> Iterator[Pair]
                 yield a, b, "duplicate:audio", f"short-sound print {db:.1f} dB apart"
 
 
-def _landmark_candidates(items: Signatures, ids: list[str], marks: list, config: DedupeConfig) -> Iterator[Pair]:
+def _landmark_candidates(items: Signatures, ids: list[str], marks: list, config: CopySearch) -> Iterator[Pair]:
     """Sounds sharing `audio_min_landmarks` landmarks at one alignment. Two short sounds (both with a print)
     must also have prints within `short_audio_max_db`: one synthetic voice's words share landmarks (its
     noise for an "s", its vowels), and their prints tell them apart at no cost, where the waveform check
@@ -420,6 +427,8 @@ def _compare(a: _Heard | None, b: _Heard | None) -> float | None:
 
 class Video(MediaKind):
     name = "video"
+    Settings = VideoCleanConfig
+    aligned_by = "video_text"
     extensions = frozenset({"mp4", "mov", "webm", "mkv", "avi"})
     signatures = ("keyframe_phashes", "audio_fingerprint")
 

@@ -15,8 +15,24 @@ import html
 import re
 import unicodedata
 from functools import cache
+from pathlib import Path
 
 import ftfy
+from pydantic import Field, model_validator
+
+from ..core.settings import Strict
+
+
+class TokenizeConfig(Strict):
+    tokenizer: str  # a local tokenizer.json (Hugging Face `tokenizers`: BERT's, CLIP's, your own)
+    max_length: int = Field(256, ge=1)
+
+    @model_validator(mode="after")
+    def _exists(self):
+        if not Path(self.tokenizer).is_file():
+            raise ValueError(f"no tokenizer file at {self.tokenizer}")
+        return self
+
 
 _SPACE = re.compile(r"\s+")
 _TAG = re.compile(r"</?[A-Za-z][^<>]*>|<!--.*?-->", re.S)

@@ -23,10 +23,28 @@ from fractions import Fraction
 import av
 import numpy as np
 from av.video.reformatter import VideoReformatter
+from pydantic import Field
 
+from ..core.settings import Strict
 from . import MediaError
 from .audio import TRUNCATION_TOLERANCE, AudioPreset, SoundAnalysis, log_mel, open_container, shape
 from .fingerprint import KeyframeHashes
+
+
+class VideoCleanConfig(Strict):
+    """Videos are published as they came unless they exceed `short_side` or `max_fps`: those are
+    re-encoded (H.264 at `crf`, AAC sound, MP4), frame times kept. Their sound is measured and gets a
+    log-mel (features.log_mel) at clean.audio's rate either way."""
+
+    short_side: int | None = Field(None, ge=16)  # shorter side at most this (never up)
+    max_fps: float | None = Field(None, gt=0)  # at most this many frames a second (frames dropped)
+    crf: int = Field(23, ge=0, le=51)  # x264 quality: 18 near-transparent, 28 small
+
+
+class KeyframesConfig(Strict):
+    count: int = Field(8, ge=1, le=256)  # spread evenly over each video
+    short_side: int = Field(224, ge=16)
+
 
 AUDIO_DEFAULTS = AudioPreset()
 

@@ -24,7 +24,9 @@ import yaml
 
 from ..core.schema import MODALITIES, SPLITS, member_schema
 from ..media.kinds import KINDS
-from ..recipe import Recipe
+from ..sources import SourceConfig
+from ..stages.align import AlignConfig
+from ..stages.split import SplitConfig
 
 # what the tasks of each modality are called on the Hugging Face hub
 TASKS = {
@@ -43,12 +45,23 @@ PLOT_DATA_KEY = "mmetl:data"
 
 
 @dataclass(frozen=True)
+class Recorded:
+    """What a version records of the recipe that built it: the recipe as written (the manifest's `recipe`),
+    and the parts its card and stats describe."""
+
+    written: dict
+    sources: tuple[SourceConfig, ...]
+    split: SplitConfig
+    align: AlignConfig
+
+
+@dataclass(frozen=True)
 class Version:
     """What the card describes: a version about to be committed."""
 
     dataset: str
     partition: str
-    recipe: Recipe
+    recipe: Recorded
     stats: dict
     index: pa.Table | None  # every published item, all splits
     rejects: pa.Table
@@ -94,8 +107,8 @@ def member_feature(suffix: str, modality: str) -> dict:
     return {"dtype": "string" if ext == "txt" else "binary"}
 
 
-def licenses(recipe: Recipe) -> dict[str, str]:
-    return {s.name: s.license or "unknown" for s in recipe.all_sources}
+def licenses(recipe: Recorded) -> dict[str, str]:
+    return {s.name: s.license or "unknown" for s in recipe.sources}
 
 
 def front_matter(v: Version) -> dict:
@@ -169,7 +182,7 @@ def _how_to_load(v: Version) -> list[str]:
 def _sources(v: Version) -> list[str]:
     published, rejected = _count(v.column("source")), _count(v.rejects.column("source").to_pylist())
     lines = ["## Sources", "", "| source | kind | license | published | rejected |", "|---|---|---|---:|---:|"]
-    for s in v.recipe.all_sources:
+    for s in v.recipe.sources:
         counts = f"{published.get(s.name, 0)} | {rejected.get(s.name, 0)}"
         lines.append(f"| {s.name} | {s.kind} | {s.license or 'unknown'} | {counts} |")
     return lines
@@ -286,10 +299,9 @@ def _align_scores(v: Version, texts: pa.Array) -> dict[str, np.ndarray]:
     return found
 
 
-def _thresholds(recipe: Recipe) -> dict[str, float]:
-    a = recipe.align
-    pairs = {"image": a.image_text, "video": a.video_text, "audio": a.audio_text}
-    return {f"{m}-text align score": c.min_score for m, c in pairs.items() if c is not None and c.min_score is not None}
+def _thresholds(recipe: Recorded) -> dict[str, float]:
+    parts = recipe.align.parts()
+    return {f"{m}-text align score": c.min_score for m, c in parts.items() if c.min_score is not None}
 
 
 def _figure(panels: int):

@@ -34,12 +34,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..core import storage
+from ..core.code import stage_code_digest
 from ..core.committed import committed
 from ..core.redact import redact_columns
 from ..core.schema import DROPPED_TEXT_SCHEMA, EMBEDDING_SCHEMA, REJECT_SCHEMA, SPLITS, table_of
 from ..core.shards import shard_name
 from ..published.index import WITHDRAWN_SCHEMA
-from ..recipe import Recipe, stage_code_digest
 from ..stages.split import shares_by_stratum
 from . import card, croissant
 from .tars import Staged
@@ -87,7 +87,7 @@ class Built:
     tar_members: dict[str, list[str]] = field(default_factory=dict)
 
 
-def commit_version(layout: storage.Layout, recipe: Recipe, built: Built, extra: dict | None = None) -> dict:
+def commit_version(layout: storage.Layout, recipe: card.Recorded, built: Built, extra: dict | None = None) -> dict:
     """Move the staged tars in; write the indexes, rejects, stats, data card and Croissant metadata; and
     commit with the manifest, last.
 
@@ -128,7 +128,7 @@ def commit_version(layout: storage.Layout, recipe: Recipe, built: Built, extra: 
         "dataset": layout.dataset,
         "partition": layout.partition,
         "build_key": layout.build_key,
-        "recipe": recipe.model_dump(mode="json"),
+        "recipe": recipe.written,
         "splits": splits,
         "samples": sum(s["samples"] for s in splits.values()),
         "texts": sum(s["texts"] for s in splits.values()),
@@ -182,7 +182,7 @@ def _split_indexes(index: pa.Table | None, version: str, files: dict[str, dict])
     return splits
 
 
-def _stats(index, splits: dict, rejects: pa.Table, dropped: pa.Table, recipe: Recipe, built: Built) -> dict:
+def _stats(index, splits: dict, rejects: pa.Table, dropped: pa.Table, recipe: card.Recorded, built: Built) -> dict:
     """The version's stats.json."""
     rows = index.select(["modality", "source", "split"]).to_pylist() if index is not None else []
     strata = shares_by_stratum(rows, recipe.split)

@@ -105,7 +105,7 @@ def metadata(v: Version) -> bytes:
         }
         for name in INDEX_FIELDS
     ]
-    licenses = sorted({s.license or "unknown" for s in v.recipe.all_sources})
+    licenses = sorted({s.license or "unknown" for s in v.recipe.sources})
     document = {
         "@context": CONTEXT,
         "@type": "sc:Dataset",

@@ -29,9 +29,9 @@ from ..core.groups import UnionFind
 from ..core.stored_media import StoredMedia
 from ..media.kinds import SIGNATURE_COLUMNS
 from ..published.index import PublishedIndex
-from ..recipe import DedupeConfig, LeakGuardConfig, SplitConfig
 from ..similar.signatures import Signatures
-from ..stages.dedupe import find_pairs, read_verified, withdrawn_uri
+from ..stages.dedupe import DedupeConfig, find_pairs, read_verified, withdrawn_uri
+from ..stages.split import LeakGuardConfig, SplitConfig
 
 COLUMNS = ["sample_id", "modality", "sha256", *SIGNATURE_COLUMNS]
 MOVES_SCHEMA = pa.schema([("group_id", pa.string()), ("split", pa.string()), ("was", pa.string())])

@@ -31,13 +31,23 @@ from functools import cache
 
 import pyarrow as pa
 import pyarrow.compute as pc
+from pydantic import ByteSize, Field
 
 from ..core import storage
 from ..core.committed import Record, committed
 from ..core.redact import redact_columns
 from ..core.schema import MEMBER_TEXT, MODALITIES, SPLITS, member_schema, scores_dict
+from ..core.settings import Strict
 from ..core.shards import bounded_ranges
-from ..recipe import PublishConfig
+
+
+class PublishConfig(Strict):
+    """How a version's tars are cut: per split and modality, across the whole version, each at most
+    this big and this many items (an item bigger than `shard_max_bytes` has a tar of its own)."""
+
+    shard_max_bytes: ByteSize = Field(ByteSize(256 * 2**20), gt=0)
+    shard_max_items: int = Field(10_000, ge=1, le=1_000_000)
+
 
 INDEX_DROP = ["media_bytes", "sidecars"]
 MEDIA_READ_ROWS = 16  # rows per read from a media file; memory is bounded by its row groups (one batch)

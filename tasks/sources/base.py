@@ -19,10 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from ..core import storage
 from ..core.partitions import PARTITION_FIELD, fill_partition
+from ..core.settings import Strict
 
 YOUTUBE = "https://www.youtube.com/watch?v={}"
 
@@ -90,9 +91,7 @@ def sources_for_partition(sources, partition: str) -> tuple[list[Source], list[S
     return present, absent
 
 
-class Source(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class Source(Strict):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]*$")
     kind: str
     # the annotation file, URL list or folder; local path or s3://. `{partition}` (or, for date

@@ -8,8 +8,40 @@ modality's `min_score` is dropped (`align:low_score`), and an item left with no 
 
 from __future__ import annotations
 
-from ..recipe import AlignConfig
+from pydantic import Field
+
+from ..core.settings import Strict
 from .rules import Rule, RuleStage, TextRule
+from .score import ScoringConfig
+
+
+class AudioTrackRules(Strict):
+    """A video's sound track: required, and how far its length may drift from the picture's."""
+
+    require_video_audio: bool = True  # a video without an audio track is rejected
+    max_av_drift_s: float = Field(0.25, ge=0)  # |video duration - audio track duration|
+
+
+class AlignRules(AudioTrackRules):
+    """What the align stage judges by."""
+
+    # modality -> the least align score a text of it keeps (align:low_score): each part's `min_score`
+    min_scores: dict[str, float] = {}
+
+
+class AlignConfig(AudioTrackRules, ScoringConfig):
+    """The recipe's `align:`: the models that score texts against their media (tasks/stages/score.py), the
+    least score each part keeps, and the sound-track rules."""
+
+    # publish the models' media and text embeddings (float16) beside each split's index, by sample id
+    keep_embeddings: bool = False
+
+    def rules(self) -> AlignRules:
+        """The align stage's settings: the sound-track rules and each scored modality's least score."""
+        least = {m: part.min_score for m, part in self.parts().items() if part.min_score is not None}
+        return AlignRules(
+            require_video_audio=self.require_video_audio, max_av_drift_s=self.max_av_drift_s, min_scores=least
+        )
 
 
 class HasMedia(Rule):
@@ -71,20 +103,14 @@ class AlignScore(TextRule):
 
 class AlignStage(RuleStage):
     name = "align"
-    Config = AlignConfig
+    Config = AlignRules
     reads = frozenset({"texts", "sha256", "duration_s", "audio_duration_s"})
 
-    def __init__(self, config: AlignConfig | None = None, /, **fields):
+    def __init__(self, config: AlignRules | None = None, /, **fields):
         super().__init__(config, **fields)
         self.item_rules = [
             HasMedia(),
             HasText(),
             AudioTrack(self.config.require_video_audio, self.config.max_av_drift_s),
         ]
-        c = self.config
-        parts = {"image": c.image_text, "video": c.video_text, "audio": c.audio_text}
-        self.text_rules = [
-            AlignScore(modality, part.min_score)
-            for modality, part in parts.items()
-            if part is not None and part.min_score is not None
-        ]
+        self.text_rules = [AlignScore(modality, least) for modality, least in self.config.min_scores.items()]

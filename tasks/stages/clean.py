@@ -8,14 +8,53 @@ by one; an item left with no text is rejected (`text:empty`).
 from __future__ import annotations
 
 import hashlib
+from typing import Literal
+
+from pydantic import Field, create_model
 
 from ..core.schema import with_scores
+from ..core.settings import Strict
 from ..media import MediaError
+from ..media.audio import LogMelConfig
 from ..media.kinds import KINDS
-from ..media.text import Tokenize, clean_texts, load_language_model
-from ..recipe import CleanConfig, FeaturesConfig
+from ..media.text import Tokenize, TokenizeConfig, clean_texts, load_language_model
+from ..media.video import KeyframesConfig
 from .documents import clean_document
 from .stage import Reject, RowStage
+
+
+class CleanBase(Strict):
+    """The recipe's `clean:` beside each media kind's own section."""
+
+    max_image_pixels: int = Field(64_000_000, gt=0)  # decompression-bomb guard
+    # emails, URLs and phone numbers in texts: "mask" replaces them ([email], [url], [phone]), "flag"
+    # only notes them in the text's flags, "keep" leaves them unseen
+    pii: Literal["mask", "flag", "keep"] = "mask"
+
+
+# `clean:` is CleanBase and, under each media kind's name, that kind's settings (tasks/media/kinds.py: how an
+# image, a recording or a video is published), so a new kind brings its own section
+CleanConfig = create_model(
+    "CleanConfig",
+    __base__=CleanBase,
+    __module__=__name__,
+    **{name: (kind.Settings, kind.Settings()) for name, kind in KINDS.items() if kind.Settings is not None},
+)
+
+
+class FeaturesConfig(Strict):
+    """What clean computes beside the media and publishes with it."""
+
+    # token ids per text (`tokens`, cut at max_length) and the uncut length (`n_tokens`); null: none
+    tokenize: TokenizeConfig | None = None
+
+    # a log-mel spectrogram of each audio clip (and video's sound track), `<key>.mel.npy`, float16
+    # n_mels x frames, its parameters in the item's `features`; null: none
+    log_mel: LogMelConfig | None = None
+
+    # thumbnails spread evenly over each video, `<key>.keyframe<i>.jpg` (their times in `features`),
+    # for alignment scoring and browsing; null: none
+    keyframes: KeyframesConfig | None = None
 
 
 class CleanSettings(CleanConfig):

@@ -13,14 +13,17 @@ import json
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Literal
 
 import pyarrow as pa
 import pyarrow.compute as pc
+from pydantic import ByteSize, Field, model_validator
 
 from ..core import storage
 from ..core.committed import Record, committed
 from ..core.schema import REJECT_SCHEMA, make_sample_id, table_of, with_scores
-from ..core.shards import cut_shards
+from ..core.settings import Strict
+from ..core.shards import ShardConfig, cut_shards
 from ..fetch import FetchError
 from ..fetch.cache import fetch_cache
 from ..fetch.guard import AddressPolicy
@@ -30,11 +33,50 @@ from ..fetch.resize import ImageResizer
 from ..media import MediaError
 from ..media.clip import cut
 from ..media.image import crop
-from ..recipe import NetworkConfig, ShardConfig
 from ..sources import Row, Source
 from ..sources.manifest import utf8_ok
 from .plan_rows import RowLog, as_samples, gather_items, group_names
 from .stage import Reject, RowStage, StageOutput
+
+
+class DownloadResizeConfig(Strict):
+    """Downloaded images resized as they arrive, with img2dataset's options (`image_size: 256,
+    resize_mode: keep_ratio` is img2dataset's default), so a URL list is never stored at full size;
+    in the one decode that also measures them for clean (tasks/fetch/resize.py)."""
+
+    image_size: int = Field(256, ge=8, le=16384)
+    resize_mode: Literal["keep_ratio", "keep_ratio_largest", "center_crop", "border"] = "keep_ratio"
+    resize_only_if_bigger: bool = True
+    encode_format: Literal["jpg", "png", "webp"] = "jpg"
+    encode_quality: int = Field(95, ge=0, le=100)  # for png: the compression level, 0-9
+
+    @model_validator(mode="after")
+    def _png_level(self):
+        if self.encode_format == "png" and self.encode_quality > 9:
+            raise ValueError("for png, encode_quality is the compression level, 0 to 9")
+        return self
+
+
+class NetworkConfig(Strict):
+    """How media is downloaded from http(s) URLs (URL lists, video links)."""
+
+    # hosts (names or addresses, CIDR ranges allowed) that may be fetched although they resolve to a
+    # private, loopback or link-local address; every other such address is refused, after redirects too
+    allow_hosts: tuple[str, ...] = ()
+    timeout_s: float = Field(20.0, gt=0)
+    retries: int = Field(2, ge=0, le=10)  # transient failures only (timeouts, 429, 5xx), with backoff
+    max_bytes: ByteSize = Field(ByteSize(64 * 2**20), gt=0)  # per image download; larger is too_large
+    max_video_bytes: ByteSize = Field(ByteSize(2 * 2**30), gt=0)  # per video or audio download
+    threads: int = Field(16, ge=1, le=256)  # downloads in flight per worker
+    per_host: int = Field(4, ge=1)  # downloads in flight per host, per worker
+    per_host_rps: float = Field(0, ge=0)  # requests per second per host and worker; 0: unlimited
+    user_agent_token: str | None = "mmetl"
+    # X-Robots-Tag directives that opt an image out, as img2dataset honours them; [] to ignore them
+    disallowed_header_directives: tuple[str, ...] = ("noai", "noimageai", "noindex", "noimageindex")
+    video_format: str = "bv*[height<=480]+ba/b[height<=480]/bv*+ba/b"  # yt-dlp format selection, video
+    audio_format: str = "ba/b"  # yt-dlp format selection, audio-only items
+    subtitles: tuple[str, ...] = ("en",)  # subtitle languages saved as texts of kind subtitle
+    resize: DownloadResizeConfig | None = None  # downloaded images kept as they came unless set
 
 
 @dataclass(frozen=True)

@@ -31,8 +31,9 @@ import pyarrow as pa
 from ..core import storage
 from ..core.committed import Record, committed
 from ..core.schema import table_of
+from ..core.settings import Strict
 from ..media.text import clean_text, clean_texts, normalize_caption
-from ..recipe import FilterConfig, Strict
+from .filter import FilterConfig
 from .stage import Reject, RowStage
 
 DECISION_SCHEMA = pa.schema(

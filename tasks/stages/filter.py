@@ -9,10 +9,68 @@ from __future__ import annotations
 
 import json
 
+from pydantic import Field, model_validator
+
 from ..core.schema import scores_dict
+from ..core.settings import Strict
 from ..media.text import word_count
-from ..recipe import FilterConfig
 from .rules import Failure, Rule, RuleStage, TextRule
+
+
+class FilterConfig(Strict):
+    min_image_side: int = Field(32, ge=1)
+    max_image_aspect: float = Field(4.0, ge=1.0)
+    min_audio_s: float = Field(0.5, ge=0)
+    max_audio_s: float = Field(60.0, gt=0)
+    min_video_s: float = Field(0.5, ge=0)
+    max_video_s: float = Field(600.0, gt=0)
+    min_video_side: int = Field(32, ge=1)  # filter:video_too_small
+    # frames per second by timestamps (filter:low_frame_rate, filter:high_frame_rate: broken clocks)
+    min_video_fps: float = Field(1.0, ge=0)
+    max_video_fps: float = Field(240.0, gt=0)
+    min_caption_words: int = Field(2, ge=0)
+    max_caption_words: int = Field(200, ge=1)
+    # texts in other languages are dropped (filter:language) when the identifier is at least
+    # `language_min_score` sure; empty: every language. Short captions score low and are kept.
+    languages: tuple[str, ...] = ()
+    language_min_score: float = Field(0.5, ge=0, le=1)
+    drop_boilerplate: bool = True  # texts flagged boilerplate ("image may contain", a file name) go
+    # the largest per-channel standard deviation of a 128-255 px copy below which an image is blank
+    # (filter:blank_image): a flat frame, whatever its colour
+    min_image_std: float = Field(2.0, ge=0)
+    # audio, measured on the decoded samples: share of 20 ms windows under -50 dBFS (filter:mostly_silent),
+    # share of samples at full scale (filter:clipped), and the published rate (filter:low_sample_rate)
+    # items whose source states a license outside this list (LAION's LICENSE, COCO's licenses) are
+    # rejects (filter:license); empty: any. require_license also rejects items that state none.
+    licenses: tuple[str, ...] = ()
+    require_license: bool = False
+    # with align.heads: images whose aesthetic score is below (filter:aesthetic), or nsfw score above
+    # (filter:nsfw); null: not judged. These rules run after the models have scored.
+    min_aesthetic: float | None = None
+    max_nsfw: float | None = None
+    max_silence_ratio: float = Field(0.9, ge=0, le=1)
+    max_clipping_ratio: float = Field(0.01, ge=0, le=1)
+    min_sample_rate: int = Field(8000, ge=0)
+    # documents (tasks/stages/documents.py), judged once their pictures are: pictures left (filter:few_images,
+    # filter:many_images), words left (filter:short_document), and the share of pictures dropped
+    # (filter:images_dropped); a document left with no picture is a document:no_images reject
+    min_document_images: int = Field(1, ge=1)
+    max_document_images: int = Field(30, ge=1)
+    min_document_words: int = Field(10, ge=0)
+    max_document_images_dropped: float = Field(0.5, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _bounds(self):
+        for lo, hi in (
+            ("min_audio_s", "max_audio_s"),
+            ("min_video_s", "max_video_s"),
+            ("min_video_fps", "max_video_fps"),
+            ("min_caption_words", "max_caption_words"),
+            ("min_document_images", "max_document_images"),
+        ):
+            if getattr(self, lo) > getattr(self, hi):
+                raise ValueError(f"{lo} ({getattr(self, lo)}) is above {hi} ({getattr(self, hi)})")
+        return self
 
 
 class MinSide(Rule):

@@ -16,11 +16,14 @@ from __future__ import annotations
 import io
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
+from pydantic import Field, field_validator, model_validator
 
 from ..core import storage
 from ..core.schema import (
@@ -32,15 +35,123 @@ from ..core.schema import (
     table_of,
     with_scores,
 )
+from ..core.settings import Strict
 from ..media import MediaError
 from ..media.audio import mono_at
+from ..media.kinds import KINDS
 from ..media.video import frames_spread
 from ..models.encoders import AudioTextEncoder, ImageTextEncoder, load_head
-from ..recipe import AlignConfig
 from .stage import Resources, Stage, StageOutput
 
 
-class ScoreSettings(AlignConfig):
+def _model_of_kind(path: str, kinds: tuple[str, ...], what: str) -> str:
+    """A local model directory of one of `kinds`, checked when the recipe loads (nothing is downloaded)."""
+    from ..models.encoders import ModelError, model_kind
+
+    try:
+        kind = model_kind(path)
+    except ModelError as e:
+        raise ValueError(str(e)) from None
+    if kind not in kinds:
+        raise ValueError(f"{path} is a {kind} model; {what} needs {' or '.join(kinds)}")
+    return path
+
+
+class ImageTextConfig(Strict):
+    """CLIP scores of every text against its image: open_clip local-dir or transformers CLIP directory."""
+
+    model: str
+    min_score: float | None = Field(None, ge=-1, le=1)  # texts below are dropped (align:low_score); null: keep
+    batch_size: int = Field(64, ge=1, le=4096)  # images per forward pass
+
+    @field_validator("model")
+    @classmethod
+    def _clip(cls, path: str) -> str:
+        return _model_of_kind(path, ("open_clip", "clip"), "image_text")
+
+
+class VideoTextConfig(Strict):
+    """CLIP scores of every text against `frames` frames spread over its video (the mean of the frames')."""
+
+    model: str | None = None  # null: image_text's model
+    frames: int = Field(8, ge=1, le=64)
+    min_score: float | None = Field(None, ge=-1, le=1)
+    batch_size: int = Field(64, ge=1, le=4096)  # frames per forward pass
+
+    @field_validator("model")
+    @classmethod
+    def _clip(cls, path: str | None) -> str | None:
+        return None if path is None else _model_of_kind(path, ("open_clip", "clip"), "video_text")
+
+
+class AudioTextConfig(Strict):
+    """CLAP scores of every text against its clip (or a video's sound is not scored: video_text is)."""
+
+    model: str
+    min_score: float | None = Field(None, ge=-1, le=1)
+    batch_size: int = Field(16, ge=1, le=1024)
+
+    @field_validator("model")
+    @classmethod
+    def _clap(cls, path: str) -> str:
+        return _model_of_kind(path, ("clap",), "audio_text")
+
+
+class HeadsConfig(Strict):
+    """Small heads over each image's CLIP embedding (image_text's model), their outputs stored as scores
+    `aesthetic` and `nsfw`: a state dict (safetensors, or torch's .pt/.pth) of linear layers applied in
+    order, such as LAION's aesthetic predictor. `filter.min_aesthetic` and `filter.max_nsfw` decide."""
+
+    aesthetic: str | None = None
+    nsfw: str | None = None
+
+    @field_validator("aesthetic", "nsfw")
+    @classmethod
+    def _exists(cls, path: str | None) -> str | None:
+        if path is not None and not Path(path).is_file():
+            raise ValueError(f"no head file at {path}")
+        return path
+
+
+class ScoringConfig(Strict):
+    """The models that score every text against its media (the recipe's `align:` parts), where they run."""
+
+    # alignment scores (texts[i].align_score, scores.align_max), each part optional
+    image_text: ImageTextConfig | None = None
+    video_text: VideoTextConfig | None = None
+    audio_text: AudioTextConfig | None = None
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: a GPU where the worker has one
+    gpu_share: float = Field(1.0, gt=0, le=1)  # the part of a GPU each scoring worker asks Ray for
+    heads: HeadsConfig = HeadsConfig()
+
+    @model_validator(mode="after")
+    def _video_model(self):
+        if self.video_text and not self.video_text.model and not self.image_text:
+            raise ValueError("align.video_text.model is needed when there is no image_text model to share")
+        if (self.heads.aesthetic or self.heads.nsfw) and not self.image_text:
+            raise ValueError("align.heads score image_text's embeddings: give align.image_text a model")
+        return self
+
+    @property
+    def scoring(self) -> bool:
+        return any((self.image_text, self.video_text, self.audio_text))
+
+    @property
+    def video_model(self) -> str | None:
+        return self.video_text and (self.video_text.model or self.image_text.model)
+
+    def parts(self) -> dict[str, ImageTextConfig | VideoTextConfig | AudioTextConfig]:
+        """Modality -> the part that scores its texts, for the parts the recipe gives (each media kind names
+        its part: tasks/media/kinds.py)."""
+        found = {name: getattr(self, kind.aligned_by) for name, kind in KINDS.items() if kind.aligned_by}
+        return {name: part for name, part in found.items() if part is not None}
+
+    def model_of(self, modality: str) -> str:
+        """The model that scores this modality's items (a video's: its own, or image_text's)."""
+        return self.video_model if modality == "video" else self.parts()[modality].model
+
+
+class ScoreSettings(ScoringConfig):
     media_dir: str  # where clean wrote `<shard>.media.parquet`: the bytes a trainer will read
     embeddings_dir: str | None = None  # with keep_embeddings: where `<shard>.embeddings.parquet` goes
 
@@ -83,12 +194,7 @@ class ScoreStage(Stage):
 
     def process(self, batch: pa.Table) -> StageOutput:
         rows = batch.to_pylist()
-        wanted = {
-            "image": self.images and self.config.image_text,
-            "video": self.frames and self.config.video_text,
-            "audio": self.sounds and self.config.audio_text,
-        }
-        todo = [r for r in rows if wanted.get(r["modality"]) and r["texts"]]
+        todo = [r for r in rows if r["modality"] in self.config.parts() and r["texts"]]
         media = self.media.read([r["sample_id"] for r in todo]) if todo else {}
         failed: dict[str, str] = {}
         for modality, score in (("image", self._images), ("video", self._videos), ("audio", self._sounds)):
@@ -178,8 +284,7 @@ class ScoreStage(Stage):
 
     def _vector_row(self, item: dict) -> dict:
         media, texts = self.vectors[item["sample_id"]]
-        part = {"image": self.config.image_text, "video": self.config.video_text, "audio": self.config.audio_text}
-        model = self.config.video_model if item["modality"] == "video" else part[item["modality"]].model
+        model = self.config.model_of(item["modality"])
         return {
             "sample_id": item["sample_id"],
             "modality": item["modality"],
@@ -245,15 +350,11 @@ class MediaFile:
         return out
 
 
-def report(settings: AlignConfig) -> dict:
+def report(settings: ScoringConfig) -> dict:
     """What a version records of how it was aligned: each part's model identity and threshold."""
     from ..models.encoders import identity
 
-    parts = {"image_text": settings.image_text, "video_text": settings.video_text, "audio_text": settings.audio_text}
-    out = {}
-    for name, part in parts.items():
-        if part is None:
-            continue
-        model = settings.video_model if name == "video_text" else part.model
-        out[name] = {"model": identity(model), "min_score": part.min_score}
-    return out
+    return {
+        KINDS[modality].aligned_by: {"model": identity(settings.model_of(modality)), "min_score": part.min_score}
+        for modality, part in settings.parts().items()
+    }

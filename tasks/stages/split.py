@@ -21,18 +21,55 @@ from __future__ import annotations
 import hashlib
 from collections import Counter, defaultdict
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from pydantic import Field, model_validator
 
 from ..core import storage
 from ..core.committed import Record, committed
 from ..core.redact import redact_text
 from ..core.schema import SPLITS
+from ..core.settings import Strict
 from ..core.shards import shard_name
-from ..recipe import SplitConfig, Strict
 from .stage import RowStage
+
+
+class LeakGuardConfig(Strict):
+    """The leakage guard's own search, wider than dedupe's defaults so that it sees a copy dedupe's
+    thresholds let through (each is widened further to dedupe's when that is wider); its sound candidates
+    are verified on the waveform as dedupe's are (`dedupe.audio_min_similarity`)."""
+
+    # pictures have no check on the pixels behind the hash, so their radius is dedupe's default: synthetic
+    # pictures (the demo's shapes) lie 10-12 bits apart, and a wider guard would fail builds on them
+    image_radius: int = Field(8, ge=0, le=16)
+    # sounds are verified on the waveform, so their search can be wider than dedupe's
+    audio_max_ber: float = Field(0.25, gt=0, lt=0.5)
+    audio_min_landmarks: int = Field(3, ge=2)  # at most dedupe's
+    short_audio_max_db: float = Field(6.0, gt=0, le=20)  # copies measured 2.7 dB apart at most
+    video_radius: int = Field(8, ge=0, le=16)
+
+
+class SplitConfig(Strict):
+    ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)  # train, val, test
+    salt: str = "mmetl"  # change it to draw a different (still deterministic) split
+    # new groups are dealt out per stratum, so that each modality and source has its own 8:1:1;
+    # []: one stratum over everything
+    stratify: tuple[Literal["modality", "source"], ...] = ("modality", "source")
+    # a val or test item found a copy of a train item (of this or an earlier version) by the guard:
+    # `fail` the build naming the pairs, or `move` the new group into its copy's split (a published
+    # group never moves; a leak that only moving one would mend still fails)
+    on_leak: Literal["fail", "move"] = "fail"
+    guard: LeakGuardConfig = LeakGuardConfig()
+
+    @model_validator(mode="after")
+    def _sum_to_one(self):
+        if abs(sum(self.ratios) - 1.0) > 1e-6 or min(self.ratios) < 0:
+            raise ValueError(f"split.ratios must be non-negative and sum to 1, got {self.ratios}")
+        return self
+
 
 ASSIGNMENT_SCHEMA = pa.schema(
     [("group_id", pa.string()), ("split", pa.string()), ("stratum", pa.string()), ("published", pa.bool_())]

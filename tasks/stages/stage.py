@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, NamedTuple
 
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
 
 from ..core.schema import DROPPED_TEXT_SCHEMA, REJECT_SCHEMA, SAMPLE_SCHEMA, check_reason, reject_row, table_of
+from ..core.settings import Strict
 
 
 class StageOutput(NamedTuple):
@@ -38,16 +39,12 @@ class Resources:
         return {"num_cpus": self.cpus, **({"num_gpus": self.gpus} if self.gpus else {})}
 
 
-class NoSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
 class Stage:
     """`Config` is the stage's settings model (pydantic): its defaults are the only ones. A stage is
     made from that model, or from its fields as keywords, which the model validates."""
 
     name: ClassVar[str]
-    Config: ClassVar[type[BaseModel]] = NoSettings
+    Config: ClassVar[type[BaseModel]] = Strict  # no settings
     resources: ClassVar[Resources] = Resources()
     # Sample columns this stage needs filled by the plan or a stage before it, and those it fills: a plan
     # that puts a stage before what it reads is refused when it is made (tasks/build/registry.py)
