@@ -266,8 +266,8 @@ def test_clean_keeps_what_the_download_measured_and_decodes_only_to_change_it(tm
     from_the_log, _ = collect(tmp_path, rows, network)
     assert web.hits == hits and from_the_log == kept  # the download log keeps what was measured too
     decodes = []
-    real_decode = media.kinds.decode_image
-    monkeypatch.setattr(media.kinds, "decode_image", lambda *a, **k: decodes.append(1) or real_decode(*a, **k))
+    real_decode = media.kinds.image.decode_image
+    monkeypatch.setattr(media.kinds.image, "decode_image", lambda *a, **k: decodes.append(1) or real_decode(*a, **k))
 
     as_is = CleanStage().process(pa.Table.from_pylist(kept, schema=SAMPLE_SCHEMA))
     assert decodes == [] and as_is.kept.num_rows == 4

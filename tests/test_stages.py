@@ -83,12 +83,12 @@ def test_clean_keeps_valid_video_and_measures_it_by_timestamps(fmt, times, audio
 
 
 def test_clean_turns_unforeseen_decoder_failures_into_rejects(monkeypatch):
-    import tasks.media.kinds
+    import tasks.media.kinds.image
 
     def explode(*args, **kwargs):
         raise ZeroDivisionError("a decoder bug")
 
-    monkeypatch.setattr(tasks.media.kinds, "decode_image", explode)
+    monkeypatch.setattr(tasks.media.kinds.image, "decode_image", explode)
     _, (reject,) = run(CleanStage(), sample(media=image_bytes()))
     assert reject["reason"] == "decode:unexpected" and reject["detail"] == "ZeroDivisionError: a decoder bug"
 

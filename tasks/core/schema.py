@@ -15,12 +15,9 @@ step reads and writes metadata only.
 from __future__ import annotations
 
 import hashlib
-from functools import cache
 
 import pyarrow as pa
 
-MEDIA_MODALITIES = ("image", "audio", "video")  # an item of these is one media file (tasks/media/kinds.py)
-MODALITIES = (*MEDIA_MODALITIES, "document")
 SPLITS = ("train", "val", "test")
 TEXT_KINDS = (
     "caption", "title", "subtitle", "transcript", "speaker", "label", "region", "answer", "prompt", "passage",
@@ -66,7 +63,7 @@ SAMPLE_SCHEMA = pa.schema(
         pa.field("sample_id", pa.string(), nullable=False),  # stable across runs: see make_sample_id
         pa.field("source", pa.string(), nullable=False),  # recipe source name
         pa.field("group_id", pa.string(), nullable=False),  # never split apart (same media, one cluster)
-        pa.field("modality", pa.string(), nullable=False),  # one of MODALITIES
+        pa.field("modality", pa.string(), nullable=False),  # the name of its kind (tasks/media/kinds/)
         pa.field("texts", pa.list_(TEXT)),
         # media: bytes only in flight between collect and clean (see the module docstring)
         pa.field("media_bytes", pa.large_binary()),
@@ -128,36 +125,11 @@ MEDIA_SCHEMA = pa.schema(
     ]
 )
 
-# The `<key>.json` member of a published tar: what a loader needs beside the media (index.parquet has the
-# rest of the lineage). Each modality's members have the same fields, null where unset, so a reader that
-# infers one schema per set of tars (Hugging Face datasets) sees them all; the card declares them
-# (tasks/publish/card.py). The media facts are those of the modality.
-MEMBER_FACTS = {
-    "image": ("width", "height", "phash"),
-    "audio": ("duration_s", "sample_rate", "channels", "audio_codec"),
-    "video": ("width", "height", "duration_s", "fps", "num_frames", "video_codec", "audio_codec",
-              "audio_duration_s", "sample_rate", "channels"),
-    "document": (),
-}  # fmt: skip
-# a document's `segments` in its `<key>.json`: a passage, or a picture and the member holding it
+# A document's `segments` in its published `<key>.json`: a passage, or a picture and the tar member holding it.
 MEMBER_SEGMENT = pa.struct([pa.field("text", pa.string()), pa.field("image", pa.string()),
                             pa.field("member", pa.string())])  # fmt: skip
+# a text as a `<key>.json` tar member gives it (each kind's member schema: tasks/media/kinds/base.py)
 MEMBER_TEXT = pa.struct([TEXT.field(n) for n in ("text", "kind", "source", "lang", "flags", "align_score")])
-
-
-@cache  # per item in every tar written: built once per modality
-def member_schema(modality: str) -> pa.Schema:
-    identity = ["sample_id", "group_id", "source", "modality", "split", "media_ext", "media_size", "sha256"]
-    lineage = ["source_uri", "clip_start_s", "clip_end_s"] + (["region"] if modality == "image" else [])
-    return pa.schema(
-        [SAMPLE_SCHEMA.field(n).with_nullable(True) for n in identity + list(MEMBER_FACTS[modality]) + lineage]
-        + ([pa.field("segments", pa.list_(MEMBER_SEGMENT))] if modality == "document" else [])
-        + [
-            pa.field("texts", pa.list_(MEMBER_TEXT)),
-            pa.field("scores", pa.list_(SCORE)),
-            pa.field("features", pa.string()),  # JSON text: what the sidecar members are
-        ]
-    )
 
 
 # `align.keep_embeddings`: what the models made of each published item, L2-normalised, float16: its media

@@ -6,7 +6,7 @@ geometry (`keep_ratio` scales the shorter side to `image_size`, `keep_ratio_larg
 `center_crop` then keeps the centered square, `border` pads the fitted picture to a white square) and
 its filters (area averaging down, Lanczos up). The facts it measured travel with the bytes (and into
 the download log), so clean keeps them instead of decoding again when the recipe's own encoding
-leaves the bytes alone (tasks/media/kinds.py).
+leaves the bytes alone (tasks/media/kinds/).
 
 What differs from img2dataset: a JPEG is decoded at 1/2, 1/4 or 1/8 of its size where that still
 covers the target (DCT scaling, what Pillow's `thumbnail` does), so the pixels are not bit-identical

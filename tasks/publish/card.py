@@ -22,19 +22,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import yaml
 
-from ..core.schema import MODALITIES, SPLITS, member_schema
+from ..core.schema import SPLITS
 from ..media.kinds import KINDS
 from ..sources import SourceConfig
 from ..stages.align import AlignConfig
 from ..stages.split import SplitConfig
 
-# what the tasks of each modality are called on the Hugging Face hub
-TASKS = {
-    "image": ["image-to-text", "text-to-image"],
-    "audio": ["text-to-audio"],
-    "video": ["text-to-video"],
-    "document": ["image-text-to-text"],
-}
 SIZE_CATEGORIES = [(1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M"),
                    (10_000_000, "1M<n<10M"), (100_000_000, "10M<n<100M"), (1_000_000_000, "100M<n<1B")]  # fmt: skip
 ARROW_DTYPES = {
@@ -70,7 +63,7 @@ class Version:
 
     @property
     def modalities(self) -> list[str]:
-        return [m for m in MODALITIES if m in self.tar_members]
+        return [m for m in KINDS if m in self.tar_members]
 
     def column(self, name: str, modality: str | None = None) -> list:
         if self.index is None:
@@ -101,7 +94,7 @@ def member_feature(suffix: str, modality: str) -> dict:
         if ext in kind.extensions:
             return {"dtype": kind.name}
     if ext == "json":
-        return feature(pa.struct(list(member_schema(modality))))
+        return feature(pa.struct(list(KINDS[modality].member_schema())))
     if ext == "npy":  # a log-mel spectrogram: mel bins x frames
         return {"list": {"list": "float32"}}
     return {"dtype": "string" if ext == "txt" else "binary"}
@@ -117,7 +110,7 @@ def front_matter(v: Version) -> dict:
     meta: dict = {"pretty_name": v.dataset, "license": found[0] if len(found) == 1 else "other"}
     if len(found) > 1:
         meta["license_name"] = "mixed: " + ", ".join(f"{s} ({lic})" for s, lic in licenses(v.recipe).items())
-    meta["task_categories"] = sorted({t for m in v.modalities for t in TASKS[m]})
+    meta["task_categories"] = sorted({t for m in v.modalities for t in KINDS[m].card_tasks})
     meta["size_categories"] = [next((name for top, name in SIZE_CATEGORIES if total < top), "n>1T")]
     meta["tags"] = ["mmetl", "webdataset", *v.modalities]
     present = {m: [s for s in SPLITS if any(t.startswith(f"{s}/{m}-") for t in v.files)] for m in v.modalities}

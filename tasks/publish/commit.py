@@ -39,6 +39,7 @@ from ..core.committed import committed
 from ..core.redact import redact_columns
 from ..core.schema import DROPPED_TEXT_SCHEMA, EMBEDDING_SCHEMA, REJECT_SCHEMA, SPLITS, table_of
 from ..core.shards import shard_name
+from ..media.kinds import KINDS
 from ..published.index import WITHDRAWN_SCHEMA
 from ..stages.split import shares_by_stratum
 from . import card, croissant
@@ -196,7 +197,7 @@ def _stats(index, splits: dict, rejects: pa.Table, dropped: pa.Table, recipe: ca
         "hours": _hours(index),
         "text_languages": _languages(index),
         "dedupe": built.dedupe_report or {},
-        **_documents(index),
+        **{k: v for kind in KINDS.values() if index is not None for k, v in kind.stats(index).items()},
         **fetch_failures(rejects),
         **({"align": built.align_report} if built.align_report else {}),  # models and thresholds that decided
     }
@@ -316,18 +317,6 @@ def _languages(index: pa.Table | None, sure: float = 0.5) -> dict[str, int]:
         "und",
     )
     return _count(pc.fill_null(langs, "und").to_pylist())
-
-
-def _documents(index: pa.Table | None) -> dict:
-    """How many documents, and the pictures they show: distinct, and as segments (a picture two documents
-    show counts once and twice)."""
-    if index is None or not pc.any(pc.equal(index.column("modality"), "document")).as_py():
-        return {}
-    documents = index.filter(pc.equal(index.column("modality"), "document")).column("segments").to_pylist()
-    shown = [s["image"] for segments in documents for s in segments if s["image"]]
-    passages = sum(1 for segments in documents for s in segments if s["text"] is not None)
-    return {"documents": {"documents": len(documents), "pictures": len(set(shown)), "picture_segments": len(shown),
-                          "passages": passages}}  # fmt: skip
 
 
 def _hours(index: pa.Table | None) -> dict[str, float]:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 
 from ..core.schema import SAMPLE_SCHEMA
+from ..media.kinds import KINDS
 
 if TYPE_CHECKING:
     from .card import Version
@@ -69,8 +70,9 @@ def _media_sets(v: Version, tars: list[str]) -> list[dict]:
     sets = []
     for modality in v.modalities:
         inside = [{"@id": t} for t in tars if t.split("/", 1)[1].startswith(f"{modality}-")]
-        if modality == "document":  # a document's media are its pictures, members `<n>.<ext>`
-            found = {s.rsplit(".", 1)[-1] for s in v.tar_members["document"] if s not in ("json", "txt")}
+        composite = KINDS[modality].composite
+        if composite:  # a document's media are its pictures, members `<n>.<ext>`
+            found = {s.rsplit(".", 1)[-1] for s in v.tar_members[modality] if s not in ("json", "txt")}
         else:
             found = set(v.column("media_ext", modality))
         for ext in sorted(found):
@@ -80,8 +82,8 @@ def _media_sets(v: Version, tars: list[str]) -> list[dict]:
                     "@id": f"{modality}-{ext}",
                     "name": f"{modality}-{ext}",
                     "description": f"the {modality} media ({ext}) inside the {modality} tars"
-                    if modality != "document"
-                    else f"the documents' pictures ({ext}) inside the document tars",
+                    if not composite
+                    else f"the {modality}s' pictures ({ext}) inside the {modality} tars",
                     "containedIn": inside,
                     "encodingFormat": MIME.get(ext)
                     or mimetypes.guess_type(f"x.{ext}")[0]

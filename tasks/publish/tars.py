@@ -1,7 +1,7 @@
 """Tars: a version's media as WebDataset shards of a known size, one modality per tar.
 
     {split}/{modality}-{n:06d}.tar     per item: <key>.<jpg|flac|mp4|...> (the media, once),
-                                       <key>.<sidecar> (keyframes, subtitles), <key>.json (schema.member_schema),
+                                       <key>.<sidecar> (keyframes, subtitles), <key>.json (its kind's member_schema),
                                        <key>.txt (the first text); keys are sample ids (no dots)
     {split}/document-{n:06d}.tar       per document: <key>.json (its segments in order, each picture naming
                                        its member), <key>.<n>.<jpg|...> (each picture once), <key>.txt (the
@@ -23,11 +23,9 @@ rows and a marker; `publish.commit_version` moves it into the version.
 from __future__ import annotations
 
 import hashlib
-import json
 import tarfile
 from collections import defaultdict
 from dataclasses import dataclass
-from functools import cache
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -36,9 +34,10 @@ from pydantic import ByteSize, Field
 from ..core import storage
 from ..core.committed import Record, committed
 from ..core.redact import redact_columns
-from ..core.schema import MEMBER_TEXT, MODALITIES, SPLITS, member_schema, scores_dict
+from ..core.schema import SPLITS
 from ..core.settings import Strict
 from ..core.shards import bounded_ranges
+from ..media.kinds import KINDS
 
 
 class PublishConfig(Strict):
@@ -57,41 +56,10 @@ TAR_TAIL = 2 * BLOCK + tarfile.RECORDSIZE
 PLAN_SCHEMA = pa.schema([("sample_id", pa.string()), ("shard", pa.int32())])
 
 
-def member_json(row: dict, pictures: dict[str, str] | None = None) -> bytes:
-    """The item's `<key>.json`: every field of its modality's member schema, null where unset, in order.
-    A document's segments name the member of each picture (`pictures`: image id -> member suffix)."""
-    meta = {name: row.get(name) for name in _json_fields(row["modality"])}
-    if row["modality"] == "document":
-        meta["segments"] = [{**s, "member": pictures[s["image"]] if s["image"] else None} for s in row["segments"]]
-    meta["texts"] = [{f.name: t.get(f.name) for f in MEMBER_TEXT} for t in row["texts"]]
-    meta["scores"] = [{"name": k, "value": v} for k, v in scores_dict(row).items()]
-    return json.dumps(meta, ensure_ascii=False, separators=(",", ":")).encode()
-
-
-@cache
-def _json_fields(modality: str) -> tuple[str, ...]:
-    """The member schema's fields taken from the row as they are (texts and scores are reshaped)."""
-    return tuple(f.name for f in member_schema(modality) if f.name not in ("texts", "scores"))
-
-
-def members(row: dict, media: bytes, sidecars: list[dict] | None) -> list[tuple[str, bytes]]:
-    """An item's members (name suffix, bytes), in the order they are written."""
-    found = [(row["media_ext"], media)] + [(s["name"], s["data"]) for s in sidecars or []]
-    return found + [("json", member_json(row)), ("txt", row["texts"][0]["text"].encode())]
-
-
-def document_members(row: dict, pictures: dict[str, tuple[str, bytes | pa.Buffer]]) -> list[tuple[str, bytes]]:
-    """A document's members: its JSON, each of its pictures once, in reading order (`pictures`: image
-    id -> (extension, bytes)), and its passages as text."""
-    order = list(dict.fromkeys(s["image"] for s in row["segments"] if s["image"]))
-    names = {image: f"{n}.{pictures[image][0]}" for n, image in enumerate(order)}
-    text = "\n\n".join(s["text"] for s in row["segments"] if s["text"])
-    return [("json", member_json(row, names))] + [(names[i], pictures[i][1]) for i in order] + [("txt", text.encode())]
-
-
-def inside_documents(row: dict) -> bool:
-    """A picture published only inside the documents it is part of."""
-    return row["modality"] == "image" and bool(row["part_of"]) and not row["texts"]
+def published_alone(row: dict) -> bool:
+    """Whether an item has a tar entry of its own: not a picture that is only part of documents (it has no
+    text of its own; it is published inside them)."""
+    return not (row["part_of"] and not row["texts"])
 
 
 def member_bytes(size: int) -> int:
@@ -156,31 +124,30 @@ def plan_tars(sources: list[tuple[str, str]], config: PublishConfig, out_dir: st
     queues: dict[tuple[str, str], list[tuple[str, int, int]]] = defaultdict(list)
     suffixes: dict[str, set[str]] = defaultdict(set)
     tables = [published_items(items_uri) for items_uri, _ in sources]
-    documents = any(pc.any(pc.equal(t.column("modality"), "document")).as_py() for t in tables)
-    images = [t.filter(pc.equal(t.column("modality"), "image")) for t in tables] if documents else []
-    pictures = {  # every image's extension and size, for sizing the documents that show it
+    shown = _shown(tables)
+    pictures = {  # the extension and size of every picture a document shows, for sizing the documents
         r["sample_id"]: (r["media_ext"], _Sized(r["media_size"]))
-        for t in images
-        for r in t.select(["sample_id", "media_ext", "media_size"]).to_pylist()
+        for t in tables
+        for r in t.filter(pc.is_in(t.column("sample_id"), pa.array(sorted(shown), pa.string())))
+        .select(["sample_id", "media_ext", "media_size"])
+        .to_pylist()
     }
     for shard, ((_, media_uri), table) in enumerate(zip(sources, tables)):
         items = {row["sample_id"]: row for row in table.to_pylist()}
         media = storage.read_parquet(media_uri, columns=["sample_id", "sidecars"]).to_pylist()
         for entry in media:
             row = items.get(entry["sample_id"])
-            if row is None or inside_documents(row):  # dropped after clean, or published in its documents
+            if row is None or not published_alone(row):  # dropped after clean, or published in its documents
                 continue
-            if row["modality"] == "document":
-                sizes = [(name, len(data)) for name, data in document_members(row, pictures)]
-            else:
-                sizes = [(name, len(data)) for name, data in members(row, b"", entry["sidecars"])]
-                sizes[0] = (row["media_ext"], row["media_size"])  # the media's size, without reading it
+            size = _Sized(row["media_size"] or 0)  # the media's size, without reading it
+            found = KINDS[row["modality"]].members(row, size, entry["sidecars"], pictures)
+            sizes = [(name, len(data)) for name, data in found]
             suffixes[row["modality"]].update(name for name, _ in sizes)
             queue = queues[(row["split"], row["modality"])]
             queue.append((row["sample_id"], shard, sum(member_bytes(n) for _, n in sizes)))
     tars = []
     for split in SPLITS:
-        for modality in MODALITIES:
+        for modality in KINDS:
             queue = queues.get((split, modality), [])
             budget = max(config.shard_max_bytes - TAR_TAIL, 1)
             ranges = bounded_ranges([n for _, _, n in queue], config.shard_max_items, budget) if queue else []
@@ -194,6 +161,16 @@ def plan_tars(sources: list[tuple[str, str]], config: PublishConfig, out_dir: st
                 shards = sorted({i for _, i, _ in part})
                 tars.append(PlannedTar(name, split, modality, len(part), shards))
     return TarPlan(out_dir, tars, {m: sorted(s) for m, s in sorted(suffixes.items())})
+
+
+def _shown(tables: list[pa.Table]) -> set[str]:
+    """The pictures the composite items (documents) of these tables show."""
+    composite = pa.array([name for name, kind in KINDS.items() if kind.composite], pa.string())
+    found = set()
+    for t in tables:
+        parts = t.filter(pc.is_in(t.column("modality"), composite)).column("segments").to_pylist()
+        found.update(s["image"] for segments in parts for s in segments or [] if s["image"])
+    return found
 
 
 class _Sized:
@@ -248,10 +225,8 @@ def write_tar(tar: PlannedTar, plan_dir: str, sources: list[tuple[str, str]], st
     planned = storage.read_parquet(storage.join(plan_dir, name.removesuffix(".tar") + ".parquet"))
     order = planned.column("sample_id").to_pylist()
     pictures = {}
-    if tar.modality == "document":  # held in memory for the tar: at most what it holds
-        documents = [published_items(sources[s][0]) for s in tar.shards]
-        shown = {s["image"] for t in documents for segs in t.column("segments").to_pylist() for s in segs or []}
-        pictures = _pictures(shown - {None}, sources)
+    if KINDS[tar.modality].composite:  # held in memory for the tar: at most what it holds
+        pictures = _pictures(_shown([published_items(sources[s][0]) for s in tar.shards]), sources)
     written, index_parts = [], []
     with storage.open_output(storage.join(staging_dir, name)) as f:
         out = _HashingWriter(f)
@@ -269,15 +244,13 @@ def write_tar(tar: PlannedTar, plan_dir: str, sources: list[tuple[str, str]], st
                         if sample_id not in position:
                             continue
                         row = rows[position[sample_id]]
-                        if row["modality"] == "document":
-                            found = document_members(row, pictures)
-                        else:
-                            data = media[i].as_buffer()
-                            if len(data) != row["media_size"]:
-                                raise RuntimeError(
-                                    f"{sample_id}: media is {len(data)} bytes, the index says {row['media_size']}"
-                                )
-                            found = members(row, data, sidecars)
+                        kind = KINDS[row["modality"]]
+                        data = media[i].as_buffer() if kind.has_media else None
+                        if kind.has_media and len(data) != row["media_size"]:
+                            raise RuntimeError(
+                                f"{sample_id}: media is {len(data)} bytes, the index says {row['media_size']}"
+                            )
+                        found = kind.members(row, data, sidecars, pictures)
                         for suffix, member in found:
                             _add(archive, f"{sample_id}.{suffix}", member)
                         written.append(sample_id)

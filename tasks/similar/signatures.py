@@ -1,5 +1,5 @@
 """Every item's dedupe signatures, kept as Arrow columns: what the media kinds search for copies
-(tasks/media/kinds.py), what dedupe and the leakage guard decide over.
+(tasks/media/kinds/), what dedupe and the leakage guard decide over.
 
 A driver holds 10M items' signatures this way in ~2 GB (a dict per item took ~5 kB); a value becomes
 a Python object only when a kind asks for one modality's column, and a row becomes a dict only when

@@ -6,7 +6,7 @@ import json
 from collections.abc import Iterator
 from typing import Literal
 
-from ..core.schema import MEDIA_MODALITIES as MODALITIES
+from ..media.kinds import KINDS
 from .base import Row, Source, caption
 
 
@@ -76,8 +76,9 @@ def record_error(row) -> str | None:
         return f"media must be a non-empty string, got {row['media']!r}"
     if "\x00" in row["media"]:
         return "media path contains a NUL byte"
-    if row["modality"] not in MODALITIES:
-        return f"modality {row['modality']!r} is not one of {', '.join(MODALITIES)}"
+    files = [name for name, kind in KINDS.items() if kind.has_media]  # a manifest lists files
+    if row["modality"] not in files:
+        return f"modality {row['modality']!r} is not one of {', '.join(files)}"
     if not isinstance(row["text"], str):
         return f"text must be a string, got {type(row['text']).__name__}"
     group = row.get("group")

@@ -7,7 +7,6 @@ by one; an item left with no text is rejected (`text:empty`).
 
 from __future__ import annotations
 
-import hashlib
 from typing import Literal
 
 from pydantic import Field, create_model
@@ -16,10 +15,9 @@ from ..core.schema import with_scores
 from ..core.settings import Strict
 from ..media import MediaError
 from ..media.audio import LogMelConfig
-from ..media.kinds import KINDS
+from ..media.kinds import KINDS, MediaKind
 from ..media.text import Tokenize, TokenizeConfig, clean_texts, load_language_model
 from ..media.video import KeyframesConfig
-from .documents import clean_document
 from .stage import Reject, RowStage
 
 
@@ -32,7 +30,7 @@ class CleanBase(Strict):
     pii: Literal["mask", "flag", "keep"] = "mask"
 
 
-# `clean:` is CleanBase and, under each media kind's name, that kind's settings (tasks/media/kinds.py: how an
+# `clean:` is CleanBase and, under each media kind's name, that kind's settings (tasks/media/kinds/: how an
 # image, a recording or a video is published), so a new kind brings its own section
 CleanConfig = create_model(
     "CleanConfig",
@@ -63,13 +61,13 @@ class CleanSettings(CleanConfig):
     features: FeaturesConfig = FeaturesConfig()
 
 
-# the normalized media and what clean measures of it (tasks/media/kinds.py), and the cleaned texts
+# the normalized media and what clean measures of it (tasks/media/kinds/), and the cleaned texts
 CLEAN_WRITES = frozenset(
     {
         "texts", "media_bytes", "media_ext", "media_size", "sidecars", "features", "sha256", "scores",
         "width", "height", "duration_s", "sample_rate", "channels", "fps", "num_frames", "video_codec",
         "audio_codec", "audio_duration_s", "phash", "audio_fingerprint", "sound_print", "sound_landmarks",
-        "keyframe_phashes",
+        "keyframe_phashes", "segments",
     }
 )  # fmt: skip
 
@@ -82,7 +80,7 @@ class CleanStage(RowStage):
 
     def __init__(self, config: CleanSettings | None = None, /, **fields):
         super().__init__(config, **fields)
-        self.kinds = {name: kind(self.config) for name, kind in KINDS.items()}
+        self.kinds: dict[str, MediaKind] = {}  # each made with these settings when its first item comes
         self.tokenize = None
 
     def setup(self) -> None:
@@ -90,18 +88,17 @@ class CleanStage(RowStage):
         if self.config.features.tokenize:
             self.tokenize = Tokenize(**self.config.features.tokenize.model_dump())
 
+    def _kind(self, modality: str) -> MediaKind:
+        if modality not in self.kinds:
+            self.kinds[modality] = KINDS[modality](self.config)
+        return self.kinds[modality]
+
     def check(self, row: dict):
-        if row["modality"] == "document":
-            out, dropped = clean_document(row, self.config.pii)
-            for text, reason in dropped if not isinstance(out, Reject) else ():
-                self.drop_text(row, text, reason)
-            return out
         texts, dropped = clean_texts(row["texts"] or [], self.config.pii)
         if not texts and not row["part_of"]:  # checked first: no decode for an item that cannot be kept
             return Reject("text:empty", f"{len(dropped)} text(s), all empty: {[t['text'] for t, _ in dropped][:5]!r}")
         try:
-            kind = self.kinds[row["modality"]]
-            facts = kind.measured(row) or kind.clean(row["media_bytes"])
+            facts = self._kind(row["modality"]).facts(row)
         except MediaError as e:
             return Reject(f"decode:{e.code}", e.detail)
         except Exception as e:  # an input nobody foresaw must not fail the build: reject it, visibly
@@ -110,14 +107,7 @@ class CleanStage(RowStage):
             self.drop_text(row, text, reason)
         if self.tokenize is not None:
             texts = self.tokenize(texts)
-        scores = facts.pop("_scores", {})  # measured while decoding; filters judge them
-        return with_scores(
-            {
-                **row,
-                **facts,
-                "texts": texts,
-                "media_size": len(facts["media_bytes"]),
-                "sha256": hashlib.sha256(facts["media_bytes"]).hexdigest(),
-            },
-            **scores,
-        )
+        if "_scores" not in facts:  # a kind that measures nothing while decoding (a document)
+            return {**row, **facts, "texts": texts}
+        scores = facts.pop("_scores")  # measured while decoding; filters judge them
+        return with_scores({**row, **facts, "texts": texts}, **scores)

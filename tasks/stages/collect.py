@@ -33,6 +33,7 @@ from ..fetch.resize import ImageResizer
 from ..media import MediaError
 from ..media.clip import cut
 from ..media.image import crop
+from ..media.kinds import KINDS
 from ..sources import Row, Source
 from ..sources.manifest import utf8_ok
 from .plan_rows import RowLog, as_samples, gather_items, group_names
@@ -231,7 +232,7 @@ class CollectStage(RowStage):
         return self._got.pop(row["sample_id"])
 
     def _get(self, row: dict):
-        if row["modality"] == "document":  # its texts came with the annotation; its pictures are items
+        if not KINDS[row["modality"]].has_media:  # a document: its texts came with it, its pictures are items
             return row
         uri = row["source_uri"]
         try:

@@ -213,7 +213,7 @@ def find_pairs(
     items: Signatures, config: DedupeConfig, fetch: Fetch | None = None, known: dict | None = None
 ) -> tuple[dict[tuple[str, str], tuple[str, str]], dict, dict]:
     """(a, b) -> (reason, what was measured) for every two items found to be one media: identical bytes
-    first, then each media kind's own signatures (tasks/media/kinds.py), each candidate verified on the
+    first, then each media kind's own signatures (tasks/media/kinds/), each candidate verified on the
     media itself (`fetch`: the media of items by key) where the kind says a signature is not enough;
     the first evidence found stays. Also returns each kind's verification report, and the score of every
     pair verified ((a, b) -> score; `known`: scores measured before, reused)."""

@@ -1,10 +1,10 @@
 """Documents: interleaved text and pictures (OBELICS, MMC4, MINT-1T), one item per document.
 
-A document's passages are its texts (cleaned and language-identified as every text is); each of its
-pictures is an image item of its own, `part_of` the document, so it is fetched, decoded, measured,
-deduplicated and filtered as every image is, and stored once however many documents show it (and
-whatever caption source holds it too). `segments` keeps the reading order: a passage by its text, a
-picture by its item's sample id.
+A document is a media kind of its own (tasks/media/kinds/document.py): its passages are its texts (cleaned
+and language-identified as every text is); each of its pictures is an image item of its own, `part_of` the
+document, so it is fetched, decoded, measured, deduplicated and filtered as every image is, and stored once
+however many documents show it (and whatever caption source holds it too). `segments` keeps the reading
+order: a passage by its text, a picture by its item's sample id.
 
 What a picture's fate does to its documents is known only once every shard is judged, so it is a
 decision (`resolve_documents`) between the filter and the split, and a stage applies it per shard:
@@ -22,7 +22,6 @@ too; one that is only a part of documents is published inside them (tasks/publis
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 
@@ -32,7 +31,7 @@ from ..core import storage
 from ..core.committed import Record, committed
 from ..core.schema import table_of
 from ..core.settings import Strict
-from ..media.text import clean_text, clean_texts, normalize_caption
+from ..media.kinds import KINDS
 from .filter import FilterConfig
 from .stage import Reject, RowStage
 
@@ -47,35 +46,14 @@ DECISION_SCHEMA = pa.schema(
 )
 
 
-def clean_document(row: dict, pii: str) -> tuple[dict | Reject, list[tuple[dict, str]]]:
-    """A document's passages cleaned as texts are, its segments following them (a passage left empty
-    leaves the order); its sha256 is of the cleaned document, so a copy of it is an exact duplicate."""
-    texts, dropped = clean_texts(row["texts"] or [], pii)
-    if not texts:
-        return Reject("text:empty", f"a document of {len(dropped)} passage(s), all empty"), dropped
-    cleaned = {}
-    segments = []
-    for segment in row["segments"] or []:
-        if segment["image"] is not None:
-            segments.append(segment)
-            continue
-        raw = segment["text"]
-        if raw not in cleaned:
-            cleaned[raw] = normalize_caption(clean_text(raw, pii)[0])
-        if cleaned[raw]:
-            segments.append({"text": cleaned[raw], "image": None})
-    canonical = json.dumps(segments, ensure_ascii=False, sort_keys=True).encode()
-    facts = {"texts": texts, "segments": segments, "sha256": hashlib.sha256(canonical).hexdigest(), "media_size": 0}
-    return {**row, **facts}, dropped
-
-
 def _fates_of_pictures(reject_uris: list[str]) -> dict[str, tuple[str, str, str | None]]:
     """Each rejected picture: (reason, detail, duplicate_of)."""
     fates = {}
     for uri in reject_uris:
         rejects = storage.read_parquet(uri, columns=["sample_id", "modality", "reason", "detail", "duplicate_of"])
         for r in rejects.to_pylist():
-            if r["modality"] == "image":
+            kind = KINDS.get(r["modality"])  # a broken annotation row has none
+            if kind is not None and kind.has_media:  # what a segment can show
                 fates[r["sample_id"]] = (r["reason"], r["detail"], r["duplicate_of"])
     return fates
 
@@ -85,7 +63,7 @@ def _orphans(items: dict[str, dict], used: set[str]) -> list[dict]:
     return [
         {"sample_id": i, "reason": "document:orphan_image", "detail": f"its {len(item['part_of'])} document(s) went"}
         for i, item in items.items()
-        if item["modality"] == "image" and item["part_of"] and not item["texts"] and i not in used
+        if item["part_of"] and not item["texts"] and i not in used
     ]
 
 
@@ -122,7 +100,7 @@ def resolve_documents(
 
     decisions, used = [], set()
     for sample_id, item in items.items():
-        if item["modality"] != "document":
+        if not KINDS[item["modality"]].composite:
             continue
         segments, dropped = [], []
         passages = {t["text"] for t in item["texts"] or []}  # what the filter left (boilerplate goes)

@@ -15,6 +15,7 @@ import pyarrow.compute as pc
 
 from ..core.groups import UnionFind
 from ..core.schema import SAMPLE_SCHEMA, SEGMENT, TEXT, make_sample_id
+from ..media.kinds import KINDS
 from ..sources import Row
 
 _BATCH = 100_000  # rows turned into one Arrow batch while reading
@@ -102,8 +103,9 @@ def gather_items(rows: pa.Table) -> tuple[pa.Table, list[tuple[int, str, Row]]]:
     modality = rows.column("modality").combine_chunks().dictionary_encode()
     names = modality.dictionary.to_pylist()
     codes = modality.indices.to_numpy(zero_copy_only=False)[order]
-    document = names.index("document") if "document" in names else -1
-    wrong = (codes != codes[np.flatnonzero(first)][run]) | (~first & (codes == document))
+    # an item of a composite kind (a document) is made of its one row: a second naming it contradicts it
+    composite = [i for i, name in enumerate(names) if getattr(KINDS.get(name), "composite", False)]
+    wrong = (codes != codes[np.flatnonzero(first)][run]) | (~first & np.isin(codes, composite))
     contradicting = []
     if wrong.any():
         contradicting = _contradicting(rows, order[wrong], order[np.flatnonzero(first)[run[wrong]]])

@@ -142,7 +142,7 @@ class ScoringConfig(Strict):
 
     def parts(self) -> dict[str, ImageTextConfig | VideoTextConfig | AudioTextConfig]:
         """Modality -> the part that scores its texts, for the parts the recipe gives (each media kind names
-        its part: tasks/media/kinds.py)."""
+        its part: tasks/media/kinds/)."""
         found = {name: getattr(self, kind.aligned_by) for name, kind in KINDS.items() if kind.aligned_by}
         return {name: part for name, part in found.items() if part is not None}
 
