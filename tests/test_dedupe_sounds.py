@@ -111,6 +111,7 @@ def check_families(index, rejects, family_of) -> None:
         assert reject["reason"] == "duplicate:exact" or "waveform similarity" in reject["detail"]
 
 
+@pytest.mark.slow
 def test_three_hundred_distinct_noise_bursts_stay_and_copies_of_thirty_go(tmp_path, capsys):
     rng = np.random.default_rng(31)
     sounds = {}
@@ -138,6 +139,7 @@ def test_three_hundred_distinct_noise_bursts_stay_and_copies_of_thirty_go(tmp_pa
     assert "90 audio items rejected as copies; 0 not verified" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_spoken_words_in_three_voices_never_merge_and_every_copy_is_found(tmp_path):
     """35 words x 3 voices (105 distinct utterances, 0.3-1 s) and 12 sounds of 0.1-0.25 s (the loudest
     stretch of a word in a fourth voice); each with three of the copies in turn (every kind of copy made
@@ -237,6 +239,7 @@ def test_a_copy_of_a_published_sound_is_verified_on_the_published_tar(tmp_path):
     assert check["confirmed"] >= 8 and check["unverified"] == 0 and check["confirmed_similarity"][0] >= 0.6
 
 
+@pytest.mark.slow
 def test_landmarks_link_copies_of_real_speech_and_not_distinct_prompts():
     """Real recordings (one woman reading 40 telephone prompts, 8 kHz): each copy of ten of them (re-encoded,
     resampled, louder, quieter, trimmed) shares landmarks with its original at one alignment; two distinct

@@ -38,6 +38,7 @@ def sounds():
     return prints
 
 
+@pytest.mark.slow
 def test_re_encoded_and_trimmed_speech_is_one_recording_and_distinct_prompts_are_not(sounds):
     ids = sorted(sounds)
     pairs = fingerprint_pairs(ids, [sounds[i] for i in ids], max_ber=0.15)
