@@ -203,3 +203,14 @@ def test_every_bench_script_imports_and_names_only_what_exists():
                         named += 1
                         importlib.import_module(alias.name)
     assert len(scripts) >= 5 and named >= 20  # the check saw the scripts' imports
+
+
+def test_no_function_is_longer_than_sixty_lines():
+    """A function a reader holds in their head at once: a longer one is cut where its parts have names."""
+    long = [
+        f"{name}.{node.name} ({node.end_lineno - node.lineno + 1} lines)"
+        for name, path in modules().items()
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.end_lineno - node.lineno >= 60
+    ]
+    assert long == []
