@@ -198,7 +198,7 @@ def leakage_guard(
 
 
 def dedupe_decision(plan: Plan, shard_uris: list[str], media_uris: list[str]) -> dedupe.DedupeDecision:
-    """The dedupe decision (tasks/stages/dedupe.py), against what earlier versions published."""
+    """The dedupe decision (tasks/stages/dedupe/), against what earlier versions published."""
     published = None
     if plan.recipe.dedupe.against_published:
         published = published_index.snapshot(plan.layout, plan.work("published-items.parquet"))

@@ -32,7 +32,7 @@ from ..media.kinds import SIGNATURE_COLUMNS
 ITEM_SCHEMA = pa.schema(
     [(name, pa.string()) for name in ["sample_id", "partition", "modality", "sha256", "group_id", "split"]]
     + [SAMPLE_SCHEMA.field(name) for name in SIGNATURE_COLUMNS]  # what each media kind's dedupe compares
-    + [("captions", pa.list_(pa.string()))]  # the texts caption dedupe compares (tasks/stages/dedupe.py)
+    + [("captions", pa.list_(pa.string()))]  # the texts caption dedupe compares (tasks/stages/dedupe/)
     + [("withdrawn_by", pa.string())]
 )
 ITEM_COLUMNS = ITEM_SCHEMA.names[:-1]  # what a published item contributes: its identity and signatures

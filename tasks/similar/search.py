@@ -1,5 +1,5 @@
 """How near two items' signatures must be for them to be one media: what each media kind's search
-(tasks/media/kinds/) reads. The recipe's `dedupe:` holds them (tasks/stages/dedupe.py), and the leakage
+(tasks/media/kinds/) reads. The recipe's `dedupe:` holds them (tasks/stages/dedupe/), and the leakage
 guard widens them (tasks/publish/leakage.py)."""
 
 from __future__ import annotations

@@ -1,87 +1,31 @@
-"""Dedupe: copies of one picture, recording or clip become one item with the union of their texts,
-and copies never straddle splits.
-
-Global step in three phases. Signatures are the cleaned shards' own columns, read by projection.
-`decide_duplicates` makes one decision over all shards (and the other partitions' published items):
-
-- pairs, each with its evidence (tasks/similar/): identical normalized bytes (sha256); images whose
-  pHashes lie within `image_radius` bits; sounds whose Chromaprints differ in at most `audio_max_ber`
-  of their bits, or that share `audio_min_landmarks` landmarks at one alignment, each verified on the
-  waveform; videos whose keyframe pHashes (median) lie within `video_radius` (pictures decide:
-  videos whose sound tracks match as sounds do only join one group, neither is rejected);
-- pairs form clusters (union-find); in each, one member is kept by the `keep` policy and the others
-  are rejects (`duplicate:exact|near|audio|video`, or `duplicate:published` when an earlier partition
-  holds the cluster) naming it and the distance; their texts join the kept item and their groups
-  its group;
-- near-identical captions (MinHash LSH) join their items' groups without merging them (rejects
-  `duplicate:caption` only for the sources in `captions.drop`); a caption on `boilerplate_items` or
-  more items is flagged in the report and used for nothing.
-
-`DedupeStage` applies it. The decision lists only the items it changes, so it stays small when
-duplicates are rare; its summary (counts per reason and source, boilerplate) is `<decision>.json`.
-"""
+"""The dedupe decision over all shards: pairs into clusters, one member of each kept, the others rejects naming
+it; caption look-alikes grouped; what it changes written as rows the dedupe stage applies."""
 
 from __future__ import annotations
 
 import functools
-import itertools
-import math
 import os
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Literal
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from pydantic import Field
 
-from ..core import storage
-from ..core.committed import Record, committed
-from ..core.groups import UnionFind
-from ..core.redact import redact_text
-from ..core.schema import CAPTION_KINDS, SAMPLE_SCHEMA, TEXT, table_of
-from ..core.settings import Strict
-from ..core.stored_media import StoredMedia
-from ..media.kinds import KINDS, SIGNATURE_COLUMNS, Fetch
-from ..media.text import unique_texts
-from ..published.index import WITHDRAWN_SCHEMA
-from ..similar import bits
-from ..similar.captions import caption_index_pairs, normalize
-from ..similar.search import CopySearch
-from ..similar.signatures import Signatures
-from .stage import Reject, RowStage
-
-
-class CaptionDedupeConfig(Strict):
-    """Items whose captions are near copies of each other's: one group (a caption seen in training must
-    not be a test caption), reported per source, and dropped for the sources listed in `drop`."""
-
-    # Jaccard similarity of the word 3-shingle sets at or above which two captions are one; null: off
-    threshold: float | None = Field(0.8, gt=0, le=1)
-    drop: tuple[str, ...] = ()  # sources whose items are rejects (duplicate:caption) when another is kept
-    # a caption (or cluster of near-identical ones) on this many items is boilerplate ("image", "stock
-    # photo"): flagged in the report, never used to group or drop
-    boilerplate_items: int = Field(50, ge=2)
-
-
-class DedupeConfig(CopySearch):
-    """Which items are copies of one another (the thresholds: tasks/similar/search.py). Copies form clusters;
-    one member is kept, the others are rejects naming it, and the whole cluster is one group, so no copy can
-    sit in another split."""
-
-    captions: CaptionDedupeConfig = CaptionDedupeConfig()
-    # which member of a cluster stays: `best` (most pixels, or samples a second and channels; then the
-    # least edited; then one published as it came; then the most bytes for its size), `largest`,
-    # `longest`, `earliest`
-    keep: Literal["best", "largest", "longest", "earliest"] = "best"
-    prefer_sources: tuple[str, ...] = ()  # a copy from these sources (in this order) stays, whatever the policy
-    merge_texts: bool = True  # the copies' texts join the kept item
-    # copies of items other partitions published are rejects (duplicate:published): building the same
-    # source again as a new partition publishes nothing new
-    against_published: bool = True
-
+from ...core import storage
+from ...core.committed import Record, committed
+from ...core.groups import UnionFind
+from ...core.redact import redact_text
+from ...core.schema import SAMPLE_SCHEMA, TEXT, table_of
+from ...core.stored_media import StoredMedia
+from ...media.kinds import SIGNATURE_COLUMNS
+from ...published.index import WITHDRAWN_SCHEMA
+from ...similar.captions import normalize
+from ...similar.signatures import Signatures
+from .config import CaptionDedupeConfig, DedupeConfig
+from .keep import centrality, keep_order, why_kept
+from .pairs import Found, captions_of, search_pairs
 
 DECISION_SCHEMA = pa.schema(
     [
@@ -119,115 +63,6 @@ SIGNATURES = list(
         ]
     )
 )
-
-
-def keep_order(config: DedupeConfig, central: dict[str, float] | None = None):
-    """Sort key of a cluster's members: the first is kept (see KEEP_CRITERIA). Ties fall to the smallest
-    sample_id, so the choice never depends on shard order. `central`: each member's mean distance to
-    the others (`centrality`), for the `best` policy."""
-    criteria = {name: measure for name, measure, _ in KEEP_CRITERIA}
-    prefer = {source: rank for rank, source in enumerate(config.prefer_sources)}
-    central = central or {}
-
-    def key(item):
-        measured = tuple(
-            round(central.get(item["sample_id"], 0.0), 6) if name == "medoid" else criteria[name](item)
-            for name in POLICIES[config.keep]
-        )
-        return (prefer.get(item["source"], len(prefer)), *measured, item["sample_id"])
-
-    return key
-
-
-def _pixels(item) -> int:
-    return (item["width"] or 0) * (item["height"] or 0)
-
-
-def _sound_rate(item) -> float:
-    """Samples a second a sound really needs: its rate, or twice its measured bandwidth when that is lower
-    (a clip resampled up from 8 kHz is an 8 kHz clip)."""
-    rate = float(item["sample_rate"] or 0)
-    bandwidth = next((s["value"] for s in item["scores"] or [] if s["name"] == "bandwidth_hz"), None)
-    return min(rate, 2 * bandwidth) if bandwidth else rate
-
-
-def _resolution(item) -> tuple:
-    """Pixels; for a sound, its effective rate in half-octave steps (bandwidths measured on copies of
-    one recording differ by a few hundred hertz), then channels."""
-    rate = _sound_rate(item)
-    return (-_pixels(item), -round(2 * math.log2(rate)) if rate else 0, -(item["channels"] or 0))
-
-
-def _as_it_came(item) -> bool:
-    """Published in the container it came in (not re-encoded by clean: a PNG or WebP became a JPEG)."""
-    source = (item["source_uri"] or "").split("?")[0].rsplit("/", 1)[-1].rsplit(".", 1)[-1].lower()
-    return source.replace("jpeg", "jpg") == (item["media_ext"] or "")
-
-
-# (name, what sorts first, why it wins): each a measure where smaller is better
-KEEP_CRITERIA = [
-    ("resolution", _resolution, "higher resolution"),
-    ("not_resampled_up", lambda i: (i["sample_rate"] or 0) > 1.25 * _sound_rate(i), "not resampled up"),
-    ("medoid", lambda i: 0, "the copy the others are edits of (closest to all of them)"),  # from `centrality`
-    ("as_it_came", lambda i: not _as_it_came(i), "published as it came, not re-encoded"),
-    ("density", lambda i: -(i["media_size"] or 0) / max(_pixels(i) or (i["duration_s"] or 0) * 1000, 1),
-     "more bytes for its size, in the same codec"),
-    ("duration", lambda i: -(i["duration_s"] or 0), "longer"),
-    ("earliest", lambda i: (i["partition"] or "", min(i["source_rows"] or [0])), "seen first"),
-]  # fmt: skip
-POLICIES = {
-    # the best copy: most pixels (or the samples a second its sound really holds, and channels), then
-    # not resampled up, then the least edited, then one published as it came, then the most bytes for its size
-    "best": ("resolution", "not_resampled_up", "medoid", "as_it_came", "density", "duration"),
-    "largest": ("resolution", "duration"),
-    "longest": ("duration", "resolution"),
-    "earliest": ("earliest",),
-}
-
-
-def centrality(members: list[dict], fetch: Fetch | None = None) -> dict[str, float]:
-    """Each member's mean distance to the others (its kind's `mean_distances`, on the media `fetch` gives
-    where the kind compares media): an original is close to each of its edits, edits of different kinds
-    are farther from each other."""
-    found = {}
-    for name in {m["modality"] for m in members}:  # one, in practice: one media is one kind
-        means = KINDS[name].mean_distances(members, fetch)
-        found.update((m["sample_id"], d) for m, d in zip(members, means) if m["modality"] == name)
-    return found
-
-
-def why_kept(kept: dict, copy: dict, config: DedupeConfig, central: dict[str, float]) -> str:
-    """The first criterion of the policy on which the kept item beat this copy."""
-    if config.prefer_sources and kept["source"] != copy["source"]:
-        return f"kept from the preferred source {kept['source']}"
-    criteria = {name: (measure, why) for name, measure, why in KEEP_CRITERIA}
-    for name in POLICIES[config.keep]:
-        measure, why = criteria[name]
-        a, b = (round(central.get(x["sample_id"], 0.0), 6) if name == "medoid" else measure(x) for x in (kept, copy))
-        if a != b:
-            return f"kept as {why}"
-    return "kept as the smallest id of equals"
-
-
-def find_pairs(
-    items: Signatures, config: DedupeConfig, fetch: Fetch | None = None, known: dict | None = None
-) -> tuple[dict[tuple[str, str], tuple[str, str]], dict, dict]:
-    """(a, b) -> (reason, what was measured) for every two items found to be one media: identical bytes
-    first, then each media kind's own signatures (tasks/media/kinds/), each candidate verified on the
-    media itself (`fetch`: the media of items by key) where the kind says a signature is not enough;
-    the first evidence found stays. Also returns each kind's verification report, and the score of every
-    pair verified ((a, b) -> score; `known`: scores measured before, reused)."""
-    evidence = {pair: ("duplicate:exact", "same media bytes") for pair in items.exact_pairs()}
-    reports, scores = {}, {}
-    for kind in KINDS.values():
-        candidates = [c for c in kind.duplicate_pairs(items, config) if (c[0], c[1]) not in evidence]
-        confirmed, report, measured = kind.verified(candidates, fetch, config, known)
-        scores.update(measured)
-        if report:
-            reports[kind.name] = report
-        for a, b, reason, measured_text in confirmed:
-            evidence.setdefault((a, b), (reason, measured_text))
-    return evidence, reports, scores
 
 
 def withdrawn_uri(decision_uri: str) -> str:
@@ -287,7 +122,7 @@ def decide_duplicates(
     fetch = media.get if media is not None else None
     published = _published_items(published_uri) if config.against_published else None
     found = Signatures(held.table, *([published] if published is not None else []))
-    pairs = _search(found, held.table, published, config, fetch)
+    pairs = search_pairs(found, held.table, published, config, fetch)
     # the only items read as rows: those a pair names
     items = held.rows({x for x in pairs.named if "/" not in x})
     theirs = found.rows(x for x in pairs.named if "/" in x) if published is not None else {}
@@ -337,42 +172,6 @@ def _published_items(published_uri: str | None) -> pa.Table | None:
     published = storage.read_parquet(published_uri)
     keys = pc.binary_join_element_wise(published.column("partition"), published.column("sample_id"), "/")
     return published.append_column("key", keys)
-
-
-@dataclass
-class Found:
-    """What the search found: copies with their evidence, related items, caption pairs; what it verified."""
-
-    evidence: dict[tuple[str, str], tuple[str, str]]
-    verification: dict
-    scores: dict[tuple[str, str], float]
-    related: list[tuple[str, str, str]]
-    captions: list[tuple[str, str]]
-
-    @property
-    def named(self) -> set[str]:
-        """Every item a pair names: the only ones read as rows."""
-        pairs = itertools.chain(self.evidence, self.captions, ((a, b) for a, b, _ in self.related))
-        return {x for pair in pairs for x in pair}
-
-    @functools.cached_property
-    def pairs_of(self) -> dict[str, list[tuple[str, str]]]:
-        """Item -> its pairs, in order: what `_why` looks through."""
-        pairs_of = defaultdict(list)
-        for pair in sorted(self.evidence):
-            pairs_of[pair[0]].append(pair)
-            pairs_of[pair[1]].append(pair)
-        return pairs_of
-
-
-def _search(found: Signatures, ours: pa.Table, published: pa.Table | None, config: DedupeConfig, fetch) -> Found:
-    # captions are compared on a thread while the media signatures are: both spend most of their time
-    # in numpy, which lets go of the GIL (bench/driver.py); the thread then helps the pHash search
-    with ThreadPoolExecutor(1) as pool, bits.sharing(pool):
-        captions = pool.submit(_caption_pairs, ours, published, config.captions)
-        evidence, verification, scores = find_pairs(found, config, fetch)
-        related = [(a, b, why) for kind in KINDS.values() for a, b, why, _ in kind.related_pairs(found, config)]
-        return Found(evidence, verification, scores, related, captions.result())
 
 
 @dataclass
@@ -467,18 +266,6 @@ def _counts(verdicts: Verdicts, clusters: list[list[str]], items: dict, theirs: 
     }
 
 
-def _captions_of(texts: pa.ChunkedArray) -> pa.Array:
-    """Each item's captions as a list of plain strings (as the published index keeps them): a text's
-    other fields are not needed to compare captions."""
-    texts = texts.combine_chunks()
-    flat = pc.list_flatten(texts)
-    parents = pc.list_parent_indices(texts).to_numpy()
-    mine = pc.is_in(flat.field("kind"), pa.array(sorted(CAPTION_KINDS))).to_numpy(zero_copy_only=False)
-    offsets = np.zeros(len(texts) + 1, np.int32)
-    np.cumsum(np.bincount(parents[mine], minlength=len(texts)), out=offsets[1:])
-    return pa.ListArray.from_arrays(pa.array(offsets), flat.field("text").filter(pa.array(mine)))
-
-
 class Ours:
     """This build's items: the columns every item holds here (`PAIR_COLUMNS`, the group and, with
     `captions`, each item's captions) in one table, and which shard each row came from, so that the rest
@@ -492,7 +279,7 @@ class Ours:
             table = storage.read_parquet(uri, columns=columns)
             if not captions:
                 return table
-            return table.append_column("captions", _captions_of(table.column("texts"))).drop_columns(["texts"])
+            return table.append_column("captions", captions_of(table.column("texts"))).drop_columns(["texts"])
 
         parts = _per_shard(held, shard_uris)
         self.uris = shard_uris
@@ -532,7 +319,7 @@ class Ours:
         for name in held.column_names:
             table = table.append_column(name, held.column(name))
         if "captions" not in table.column_names:
-            table = table.append_column("captions", _captions_of(table.column("texts")))
+            table = table.append_column("captions", captions_of(table.column("texts")))
         return {row["sample_id"]: row for row in table.to_pylist()}
 
     def members_of_groups(self, labels: set[str], ids: set[str]) -> list[tuple[str, str]]:
@@ -570,25 +357,6 @@ def _compared_by_bytes_only(ours: pa.Table) -> int:
     ]
     either = functools.reduce(pc.or_, printed) if printed else pa.array([False] * sounds.num_rows)
     return sounds.num_rows - (pc.sum(either).as_py() or 0)
-
-
-def _caption_pairs(ours: pa.Table, published: pa.Table | None, config: CaptionDedupeConfig) -> list:
-    """(a, b) for items with near-identical captions: ours (keyed by sample_id), then the published ones
-    (by partition/sample_id). The captions' strings go to tasks/similar/captions.py as one Arrow column,
-    which it reads a block at a time; each string's item is kept beside it."""
-    if config.threshold is None:
-        return []
-    tables = [ours, *([published] if published is not None else [])]
-    lists = [chunk for table in tables for chunk in table.column("captions").chunks]
-    if not lists:
-        return []
-    offsets = np.cumsum([0] + [len(captions) for captions in lists])
-    owner = np.concatenate([pc.list_parent_indices(c).to_numpy() + o for c, o in zip(lists, offsets.tolist())])
-    found = caption_index_pairs(pa.chunked_array([pc.list_flatten(c) for c in lists], pa.string()), config.threshold)
-    pairs = sorted({(int(owner[x]), int(owner[y])) for x, y, _ in found if owner[x] != owner[y]})
-    every_key = pa.chunked_array([chunk for table in tables for chunk in table.column("key").chunks], pa.string())
-    named = every_key.take(pa.array([x for pair in pairs for x in pair], pa.int64())).to_pylist()
-    return list(zip(named[::2], named[1::2]))
 
 
 def _caption_duplicates(
@@ -654,28 +422,3 @@ def _merged_texts(items: dict[str, dict], duplicate_of: dict[str, str]) -> dict[
     for copy in sorted(duplicate_of):
         merged[duplicate_of[copy]].extend(items[copy]["texts"] or [])
     return merged
-
-
-class ApplyDecision(Strict):
-    decision_uri: str  # what decide_duplicates wrote
-
-
-class DedupeStage(RowStage):
-    name = "dedupe"
-    Config = ApplyDecision
-    reads = frozenset({"sha256"})
-    writes = frozenset({"group_id", "texts"})
-
-    def setup(self) -> None:
-        self.decisions = {r["sample_id"]: r for r in storage.read_parquet(self.config.decision_uri).to_pylist()}
-
-    def check(self, row: dict):
-        decision = self.decisions.get(row["sample_id"])
-        if decision is None:
-            return row
-        if decision["duplicate_of"] is not None:
-            return Reject(decision["reason"], decision["detail"], duplicate_of=decision["duplicate_of"])
-        texts, repeated = unique_texts((row["texts"] or []) + (decision["merged_texts"] or []))
-        for text, reason in repeated:
-            self.drop_text(row, text, reason, "merged from a copy")
-        return {**row, "texts": texts, "group_id": decision["group_id"]}
