@@ -53,6 +53,9 @@ class Recipe(Strict):
         repeated = sorted({n for n in names if names.count(n) > 1})
         if repeated:
             raise ValueError(f"source names must be unique; repeated: {', '.join(repeated)}")
+        motion_rules = [k for k in ("min_motion", "max_motion") if getattr(self.filter, k) is not None]
+        if motion_rules and not self.clean.video.motion:
+            raise ValueError(f"filter.{motion_rules[0]} judges the motion score: set clean.video.motion: true")
         for key, named in (
             ("captions.drop", self.dedupe.captions.drop),
             ("prefer_sources", self.dedupe.prefer_sources),

@@ -187,6 +187,8 @@ EVERY_RULE = [
     ("filter:video_too_small", {**VIDEO, "width": 16, "height": 16}),
     ("filter:low_frame_rate", {**VIDEO, "fps": 0.5}),
     ("filter:high_frame_rate", {**VIDEO, "fps": 500.0}),
+    ("filter:static_video", {**VIDEO, "scores": _scores(motion=0.001)}),
+    ("filter:too_much_motion", {**VIDEO, "scores": _scores(motion=5.0)}),
     ("filter:license", {**IMAGE, "meta": json.dumps({"license": "all rights reserved"})}),
     ("filter:caption_too_short", {**IMAGE, "texts": [_text("cat")]}),
     ("filter:caption_too_long", {**IMAGE, "texts": [_text(" ".join(["word"] * 300))]}),
@@ -208,7 +210,7 @@ def test_every_rule_judges_alike_in_the_dry_run_and_the_build(tmp_path):
     (tasks/build/audit.py) and the build's step (tasks/build/engine.py) agree, item by item."""
     from .helpers import sample
 
-    config = {"licenses": ["cc-by"], "languages": ["en"]}
+    config = {"licenses": ["cc-by"], "languages": ["en"], "min_motion": 0.02, "max_motion": 1.0}
     cases = [case for case in EVERY_RULE if case[0] != "align:missing_text"]
     rows = [{**sample(facts["modality"], n=n), "texts": [GOOD_TEXT], **facts} for n, (_, facts) in enumerate(cases)]
     outcome = _judged_both_ways(tmp_path / "a", rows, config)
@@ -256,5 +258,10 @@ def _judged_both_ways(folder, rows: list[dict], filter_settings: dict) -> dict[s
 
 def _recipe_for_rules(filter_settings: dict) -> Recipe:
     return Recipe.model_validate(
-        {"name": "t", "source": {"name": "s", "kind": "manifest", "uri": "x.jsonl"}, "filter": filter_settings}
+        {
+            "name": "t",
+            "source": {"name": "s", "kind": "manifest", "uri": "x.jsonl"},
+            "filter": filter_settings,
+            "clean": {"video": {"motion": True}},  # the motion rules judge its score
+        }
     )

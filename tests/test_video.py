@@ -187,6 +187,49 @@ def test_video_filters_judge_side_frame_rate_and_duration():
     assert [r["reason"] for r in rejected] == ["filter:low_frame_rate"] and "fps=0.5" in rejected[0]["detail"]
 
 
+def slideshow(photos: list[np.ndarray], size: tuple[int, int], seconds_each: float, fps: int) -> bytes:
+    """An MP4 showing each photograph still for `seconds_each`, joined by hard cuts (a slideshow)."""
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="mp4") as out:
+        stream = out.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
+        n = 0
+        for photo in photos:
+            still = av.VideoFrame.from_ndarray(np.ascontiguousarray(photo), format="rgb24").reformat(*size)
+            for _ in range(round(seconds_each * fps)):
+                frame = still.reformat(format="yuv420p")
+                frame.pts, frame.time_base, n = n, Fraction(1, fps), n + 1
+                for packet in stream.encode(frame):
+                    out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    return buf.getvalue()
+
+
+def test_a_pan_moves_and_a_slideshow_of_the_same_photographs_does_not():
+    """Real photographs: the camera panning across one (its content travels half the view's width in the
+    clip: 0.5 / 4 s = 0.125 widths a second across, 0.094 down: 0.156 in all), against the same photographs shown
+    still, two seconds each, with hard cuts between them (the cuts are not motion)."""
+    photos = list(skimage_photos(("astronaut", "coffee", "chelsea")).values())
+    moving = VideoPreset(motion=True)
+    pans = [decode_video(photo_video(p, (320, 240), seconds=4.0, fps=15), moving).scores["motion"] for p in photos]
+    still = decode_video(slideshow(photos, (320, 240), seconds_each=2.0, fps=15), moving).scores["motion"]
+    assert still < 0.01 and all(0.1 < m < 0.2 for m in pans), (still, pans)  # measured 0.13-0.16
+    assert "motion" not in decode_video(photo_video(photos[0], (320, 240))).scores  # off unless asked
+
+    clips = [sample("video", media=photo_video(photos[0], (320, 240), seconds=4.0, fps=15), n=0)]
+    clips.append(sample("video", media=slideshow(photos, (320, 240), seconds_each=2.0, fps=15), n=1))
+    cleaned, _ = run(CleanStage(video={"motion": True}), *clips)
+    kept, rejected = run(FilterStage(min_motion=0.02), *cleaned)
+    assert [r["sample_id"] for r in kept] == [clips[0]["sample_id"]]
+    assert rejected[0]["reason"] == "filter:static_video" and "motion=" in rejected[0]["detail"]
+    kept, rejected = run(FilterStage(max_motion=0.05), *cleaned)
+    assert [r["reason"] for r in rejected] == ["filter:too_much_motion"] and len(kept) == 1
+    source = {"name": "s", "kind": "manifest", "uri": "x.jsonl"}
+    with pytest.raises(ValueError, match="filter.min_motion judges the motion score: set clean.video.motion"):
+        Recipe.model_validate({"name": "t", "source": source, "filter": {"min_motion": 0.02}})
+
+
 def test_a_build_publishes_each_clip_with_its_thumbnails_and_log_mel(clip, tmp_path):
     folder = tmp_path / "in"
     folder.mkdir()

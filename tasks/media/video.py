@@ -29,6 +29,7 @@ from ..core.settings import Strict
 from . import MediaError
 from .audio import TRUNCATION_TOLERANCE, AudioPreset, SoundAnalysis, log_mel, open_container, shape
 from .fingerprint import KeyframeHashes
+from .motion import MotionMeter
 
 
 class VideoCleanConfig(Strict):
@@ -39,6 +40,10 @@ class VideoCleanConfig(Strict):
     short_side: int | None = Field(None, ge=16)  # shorter side at most this (never up)
     max_fps: float | None = Field(None, gt=0)  # at most this many frames a second (frames dropped)
     crf: int = Field(23, ge=0, le=51)  # x264 quality: 18 near-transparent, 28 small
+    # the `motion` score: how far the picture's content travels a second, in frame widths (optical flow on
+    # small frames, one pair a second; off by default: it cost 9-23 % of clean in bench/clean.py);
+    # filter.min_motion / max_motion judge it
+    motion: bool = False
 
 
 class KeyframesConfig(Strict):
@@ -64,6 +69,7 @@ class VideoPreset:
     crf: int = 23  # x264 quality: 18 near-transparent, 28 small
     keyframes: int = 0  # thumbnails spread evenly over the clip, published as <key>.keyframe<i>.jpg
     keyframe_side: int = 224  # their shorter side
+    motion: bool = False  # measure how much the picture moves (tasks/media/motion.py): the `motion` score
 
 
 @dataclass
@@ -156,6 +162,7 @@ class _OnePass:
         self.frames = 0
         self.video_span, self.audio_span = _Span(), _Span()
         self.keyframes = KeyframeHashes()
+        self.motion = MotionMeter() if preset.motion else None
         self.thumbnails = Thumbnails(preset.keyframes, preset.keyframe_side) if preset.keyframes else None
         hold = bool(audio_preset.log_mel)
         self.sound = SoundAnalysis(rate, audio.codec_context.layout.name, hold=hold) if rate else None
@@ -170,6 +177,8 @@ class _OnePass:
         at = frame.time if frame.time is not None else self.video_span.end - self.frame_s
         t = at - self.video_span.start  # into the clip
         self.keyframes.feed(frame, t)
+        if self.motion is not None:
+            self.motion.feed(frame, t)
         if self.thumbnails is not None:
             self.thumbnails.feed(frame, t)
         if self.encoder is not None:
@@ -198,6 +207,10 @@ class _OnePass:
             if decoded_end < TRUNCATION_TOLERANCE * end - self.frame_s:
                 raise MediaError("truncated", f"streams end at {decoded_end:.3f}s of a declared {end:.3f}s")
 
+    def _motion(self) -> dict[str, float]:
+        motion = self.motion.motion() if self.motion is not None else None
+        return {} if motion is None else {"motion": motion}
+
     def result(self, data: bytes) -> DecodedVideo:
         duration = self.video_span.seconds
         if self.audio_span.end is None:  # a sound stream with no samples is no sound
@@ -217,7 +230,7 @@ class _OnePass:
             audio_duration_s=self.audio_span.seconds if audio is not None else None,
             keyframe_phashes=self.keyframes.hashes,
             fingerprint=sound.fingerprint.result() if sound is not None else [],
-            scores=sound.meter.scores() if sound is not None else {},
+            scores={**(sound.meter.scores() if sound is not None else {}), **self._motion()},
             thumbnails=self.thumbnails.result() if self.thumbnails is not None else [],
         )
 

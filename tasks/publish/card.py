@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import yaml
 
-from ..core.schema import SPLITS
+from ..core.schema import SPLITS, scores_dict
 from ..media.kinds import KINDS
 from ..sources import SourceConfig
 from ..stages.align import AlignConfig
@@ -269,6 +269,9 @@ def plots(v: Version) -> list[tuple[str, bytes]]:
     durations = {name: d for name, d in durations.items() if np.isfinite(d).any()}
     if durations:
         made.append(("durations", _histograms(durations)))
+    motion = _numbers([scores_dict({"scores": s}).get("motion") for s in v.column("scores", "video")])
+    if np.isfinite(motion).any():
+        made.append(("video_motion", _histograms({"video motion (frame widths / s)": motion})))
     texts = pc.list_flatten(v.index.column("texts")) if v.index is not None else pa.array([], pa.null())
     if len(texts):
         words = pc.fill_null(pc.struct_field(texts, "words"), 0).to_numpy(zero_copy_only=False)

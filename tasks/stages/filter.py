@@ -48,6 +48,10 @@ class FilterConfig(Strict):
     # (filter:nsfw); null: not judged. These rules run after the models have scored.
     min_aesthetic: float | None = None
     max_nsfw: float | None = None
+    # videos whose picture moves less (filter:static_video: a slideshow, a title card, a still with sound) or
+    # more (filter:too_much_motion) than this many frame widths a second (the `motion` score); null: not judged
+    min_motion: float | None = Field(None, ge=0)
+    max_motion: float | None = Field(None, gt=0)
     max_silence_ratio: float = Field(0.9, ge=0, le=1)
     max_clipping_ratio: float = Field(0.01, ge=0, le=1)
     min_sample_rate: int = Field(8000, ge=0)
@@ -67,8 +71,10 @@ class FilterConfig(Strict):
             ("min_video_fps", "max_video_fps"),
             ("min_caption_words", "max_caption_words"),
             ("min_document_images", "max_document_images"),
+            ("min_motion", "max_motion"),
         ):
-            if getattr(self, lo) > getattr(self, hi):
+            low, high = getattr(self, lo), getattr(self, hi)
+            if low is not None and high is not None and low > high:
                 raise ValueError(f"{lo} ({getattr(self, lo)}) is above {hi} ({getattr(self, hi)})")
         return self
 
@@ -216,6 +222,10 @@ def filter_rules(c: FilterConfig) -> tuple[list[Rule], list[TextRule]]:
         Within("video", "fps", c.min_video_fps, c.max_video_fps, "low_frame_rate", "high_frame_rate"),
         License(c.licenses, c.require_license),
     ]
+    if c.min_motion is not None:
+        item_rules.append(Measured("video", "motion", c.min_motion, too_low="static_video"))
+    if c.max_motion is not None:
+        item_rules.append(Measured("video", "motion", -inf, c.max_motion, too_high="too_much_motion"))
     if c.min_aesthetic is not None:  # scores the align models' heads put on images
         item_rules.append(Measured("image", "aesthetic", c.min_aesthetic, too_low="aesthetic"))
     if c.max_nsfw is not None:

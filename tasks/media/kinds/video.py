@@ -29,6 +29,7 @@ class Video(MediaKind):
             short_side=video.short_side,
             max_fps=video.max_fps,
             crf=video.crf,
+            motion=video.motion,
             keyframes=keyframes.count if keyframes else 0,
             keyframe_side=keyframes.short_side if keyframes else VideoPreset.keyframe_side,
         )
