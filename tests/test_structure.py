@@ -154,6 +154,9 @@ def test_every_media_kind_is_registered_and_found_by_its_extensions():
 
     assert list(KINDS) == ["image", "audio", "video", "document"]  # the order tars and cards list them in
     assert all(issubclass(kind, MediaKind) and kind.name == name for name, kind in KINDS.items())
+    # a kind with files decodes them; one without (a document) says what clean records instead
+    assert all(kind.clean is not MediaKind.clean for kind in KINDS.values() if kind.has_media)
+    assert all(kind.facts is not MediaKind.facts for kind in KINDS.values() if not kind.has_media)
     assert [modality_of(n) for n in ("a.JPG", "b.flac", "c.webm", "d.txt", "noext")] == [
         "image",
         "audio",

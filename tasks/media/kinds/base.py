@@ -52,8 +52,9 @@ class MediaKind(ABC):
 
     def clean(self, data: bytes) -> dict:
         """Decode once; the item's normalized `media_bytes`, `media_ext`, facts, `_scores` and sidecars.
-        Raises MediaError for media that cannot be used."""
-        raise NotImplementedError
+        Raises MediaError for media that cannot be used. Every kind that `has_media` defines it (a test
+        checks); a kind without a file (a document) overrides `facts` instead."""
+        raise TypeError(f"media kind {self.name} has files but no clean()")
 
     def measured(self, row: dict) -> dict | None:
         """The facts `clean` would return, when a decode earlier in this step already took them of exactly
