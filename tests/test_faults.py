@@ -242,7 +242,10 @@ def test_a_ray_worker_killed_mid_shard_is_retried_and_the_version_is_whole(tmp_p
     """`mmetl build` on the two-node cluster; the Ray worker process running a shard is SIGKILLed. Ray
     runs the shard again (on whichever node has a free CPU) and the build publishes every item.
     Ray's task list lags the workers by a moment, so a kill can land just after its shard finished (then
-    nothing needs a retry): the test kills the worker of another running shard until a retry is seen."""
+    nothing needs a retry): the test kills the worker of another running shard until a retry is seen. The
+    same lag lets a kill meant for one shard hit a reused worker that already runs another shard's retry,
+    so a shard may fail more than once: what must hold is that every failure is the killed worker and
+    the last attempt finishes."""
     from ray.util.state import list_tasks
 
     from .test_cli import MMETL, cli_env
@@ -257,15 +260,16 @@ def test_a_ray_worker_killed_mid_shard_is_retried_and_the_version_is_whole(tmp_p
     env["RAY_AUTH_MODE"] = "disabled"  # as the test cluster was started
     with open(tmp_path / "build.log", "wb") as log:
         build = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    killed, retried, deadline = set(), None, time.monotonic() + 240
+    killed, retried, deadline, last_kill = set(), None, time.monotonic() + 240, 0.0
     try:
         while retried is None:
             assert build.poll() is None, (tmp_path / "build.log").read_text()[-3000:]
             assert time.monotonic() < deadline, f"no retry seen after killing the workers of {len(killed)} shards"
             running = [t for t in shard_tasks(("state", "=", "RUNNING")) if t.worker_pid and t.task_id not in killed]
-            if running:
+            if running and time.monotonic() - last_kill > 5:  # give a kill time to show as a retry
                 os.kill(running[0].worker_pid, signal.SIGKILL)
                 killed.add(running[0].task_id)
+                last_kill = time.monotonic()
             time.sleep(0.5)
             retried = next((t for t in shard_tasks() if t.task_id in killed and t.attempt_number >= 1), None)
         assert build.wait(timeout=600) == 0, (tmp_path / "build.log").read_text()[-3000:]
@@ -273,10 +277,10 @@ def test_a_ray_worker_killed_mid_shard_is_retried_and_the_version_is_whole(tmp_p
         if build.poll() is None:
             build.kill()
     attempts = sorted(shard_tasks(("task_id", "=", retried.task_id)), key=lambda a: a.attempt_number)
-    assert [(a.attempt_number, a.state) for a in attempts] == [(0, "FAILED"), (1, "FINISHED")], [
-        (a.attempt_number, a.state, a.node_id, a.error_type) for a in attempts
-    ]
-    assert attempts[0].error_type == "WORKER_DIED"
+    seen = [(a.attempt_number, a.state, a.node_id, a.error_type) for a in attempts]
+    assert [a.attempt_number for a in attempts] == list(range(len(attempts))) and len(attempts) >= 2, seen
+    assert [(a.state, a.error_type) for a in attempts[:-1]] == [("FAILED", "WORKER_DIED")] * (len(attempts) - 1), seen
+    assert attempts[-1].state == "FINISHED", seen
     manifest = json.loads((tmp_path / "out" / "demo" / "versions" / "2026-01-09" / "manifest.json").read_text())
     funnel = {
         line["stage"]: line
