@@ -26,7 +26,7 @@ from .stages.align import AlignConfig
 from .stages.clean import CleanConfig, FeaturesConfig
 from .stages.collect import NetworkConfig
 from .stages.dedupe import DedupeConfig
-from .stages.filter import FilterConfig
+from .stages.filter import FilterConfig, FilterSettings
 from .stages.split import SplitConfig
 
 
@@ -53,9 +53,7 @@ class Recipe(Strict):
         repeated = sorted({n for n in names if names.count(n) > 1})
         if repeated:
             raise ValueError(f"source names must be unique; repeated: {', '.join(repeated)}")
-        motion_rules = [k for k in ("min_motion", "max_motion") if getattr(self.filter, k) is not None]
-        if motion_rules and not self.clean.video.motion:
-            raise ValueError(f"filter.{motion_rules[0]} judges the motion score: set clean.video.motion: true")
+        self._measured_what_filters_judge()
         for key, named in (
             ("captions.drop", self.dedupe.captions.drop),
             ("prefer_sources", self.dedupe.prefer_sources),
@@ -64,6 +62,35 @@ class Recipe(Strict):
             if unknown:
                 raise ValueError(f"dedupe.{key} names no source of this recipe: {', '.join(unknown)}")
         return self
+
+    def _measured_what_filters_judge(self) -> None:
+        """Each source's own thresholds are filter's keys, and a threshold on a score clean measures only
+        when asked needs that measure asked for."""
+        for source in self.all_sources:
+            try:
+                self.filter.for_source(source.filter)
+            except ValidationError as e:
+                wrong = "; ".join(f"{'.'.join(map(str, err['loc'])) or 'filter'}: {err['msg']}" for err in e.errors())
+                raise ValueError(f"source {source.name}'s filter: {wrong}") from None
+        measures = {
+            "motion": ("clean.video.motion", self.clean.video.motion),
+            "speech_ratio": ("clean.audio.voice_activity or clean.video.voice_activity",
+                             self.clean.audio.voice_activity or self.clean.video.voice_activity),
+        }  # fmt: skip
+        for where, judged in (("filter", self.filter.model_dump()), *self._source_filters()):
+            for score, (switch, on) in measures.items():
+                keys = [k for k in (f"min_{score}", f"max_{score}") if judged.get(k) is not None]
+                if keys and not on:
+                    raise ValueError(f"{where}.{keys[0]} judges the {score} score: set {switch}: true")
+
+    def _source_filters(self) -> list[tuple[str, dict]]:
+        return [(f"source {s.name}'s filter", s.filter) for s in self.all_sources if s.filter]
+
+    @property
+    def filtering(self) -> FilterSettings:
+        """The filter stage's settings: the recipe's thresholds, and each source's own."""
+        by_source = {s.name: s.filter for s in self.all_sources if s.filter}
+        return FilterSettings(**self.filter.model_dump(), by_source=by_source)
 
     @property
     def all_sources(self) -> tuple[SourceConfig, ...]:

@@ -134,7 +134,7 @@ def test_the_step_order_is_one_plan_of_registered_stages(tmp_path):
     judged = [STAGES[name] for name, _ in plan.refine("d").stages[1:]]  # what a dry run reports
     assert judged == [FilterStage, AlignStage]
     # settings travel as plain data and come back as the recipe's own models
-    assert FilterStage(**plan.refine("d").stages[1][1]).config == plan.recipe.filter
+    assert FilterStage(**plan.refine("d").stages[1][1]).config == plan.recipe.filtering
 
 
 def test_a_plan_with_a_stage_before_what_it_reads_is_refused_when_made(tmp_path, corpus):

@@ -106,7 +106,7 @@ class Plan:
     def refine(self, decision_uri: str) -> Step:
         r = self.recipe
         stages = [("dedupe", ApplyDecision(decision_uri=decision_uri))]
-        stages += [] if self.filter_after_scoring else [("filter", r.filter)]
+        stages += [] if self.filter_after_scoring else [("filter", r.filtering)]
         return self.step(*stages) if r.align.scoring else self.step(*stages, ("align", r.align.rules()))
 
     @property
@@ -125,7 +125,7 @@ class Plan:
             media_dir=self.ingest().out_dir,
             embeddings_dir=self.embeddings_dir,
         )
-        after = [("filter", r.filter)] if self.filter_after_scoring else []
+        after = [("filter", r.filtering)] if self.filter_after_scoring else []
         return self.step(("score", scoring), *after, ("align", r.align.rules()))
 
     def embeddings_of(self, shard: str) -> str | None:

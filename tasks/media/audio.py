@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import av
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from ..core.settings import Strict
 from . import MediaError
@@ -30,6 +30,18 @@ class AudioCleanConfig(Strict):
 
     sample_rate: int | None = Field(None, ge=1000, le=384_000)
     mono: bool = False
+    # find where a voice speaks (Silero VAD, tasks/media/speech.py): the `speech_ratio` score and the speech
+    # segments in the item's features, which filter.min_speech_ratio / max_speech_ratio judge
+    voice_activity: bool = False
+    # with voice_activity: publish a recording from its first word to its last (its window, clip_start_s /
+    # clip_end_s, moves with it); one with no speech is kept whole
+    trim_to_speech: bool = False
+
+    @model_validator(mode="after")
+    def _trim_needs_speech(self):
+        if self.trim_to_speech and not self.voice_activity:
+            raise ValueError("trim_to_speech trims to the speech voice_activity finds: set voice_activity: true")
+        return self
 
 
 class LogMelConfig(Strict):

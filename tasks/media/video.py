@@ -44,6 +44,9 @@ class VideoCleanConfig(Strict):
     # small frames, one pair a second; off by default: it cost 9-23 % of clean in bench/clean.py);
     # filter.min_motion / max_motion judge it
     motion: bool = False
+    # find where a voice speaks in the sound track (Silero VAD): the `speech_ratio` score and the segments
+    # in the item's features, as for recordings (clean.audio.voice_activity)
+    voice_activity: bool = False
 
 
 class KeyframesConfig(Strict):

@@ -253,6 +253,13 @@ def body(readme_bytes: bytes) -> str:
 # ---- plots ---------------------------------------------------------------------------------------------
 
 
+# scores clean measures only when asked (motion, speech, text in pictures): a plot each, a panel per kind measured
+MEASURED_PLOTS = {
+    "video_motion": {"video motion (frame widths / s)": ("video", "motion")},
+    "speech_ratio": {"audio speech ratio": ("audio", "speech_ratio"), "video speech ratio": ("video", "speech_ratio")},
+}
+
+
 def plots(v: Version) -> list[tuple[str, bytes]]:
     """Every plot this version has data for: (plots/<name>.png, PNG bytes)."""
     made = []
@@ -269,9 +276,12 @@ def plots(v: Version) -> list[tuple[str, bytes]]:
     durations = {name: d for name, d in durations.items() if np.isfinite(d).any()}
     if durations:
         made.append(("durations", _histograms(durations)))
-    motion = _numbers([scores_dict({"scores": s}).get("motion") for s in v.column("scores", "video")])
-    if np.isfinite(motion).any():
-        made.append(("video_motion", _histograms({"video motion (frame widths / s)": motion})))
+    for name, panels in MEASURED_PLOTS.items():
+        measured = {label: _numbers([scores_dict({"scores": s}).get(score) for s in v.column("scores", modality)])
+                    for label, (modality, score) in panels.items()}  # fmt: skip
+        measured = {label: values for label, values in measured.items() if np.isfinite(values).any()}
+        if measured:
+            made.append((name, _histograms(measured)))
     texts = pc.list_flatten(v.index.column("texts")) if v.index is not None else pa.array([], pa.null())
     if len(texts):
         words = pc.fill_null(pc.struct_field(texts, "words"), 0).to_numpy(zero_copy_only=False)

@@ -17,7 +17,7 @@ from abc import abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from pydantic import Field
 
@@ -98,8 +98,12 @@ class Source(Strict):
     # partitions, `{partition:%Y/%m/%d}`) in it makes each partition read its own drop
     uri: str
     media_root: str | None = None  # where relative media paths resolve; default: the folder of `uri`
-    # the license the source is published under (an SPDX-style id such as cc-by-4.0): the data card's
+    # the license the source is published under (an SPDX-style id such as cc-by-4.0), as the data card states it
     license: str | None = None
+    # the recipe's `filter:` thresholds this source's items are judged by instead (`{min_speech_ratio: 0.5}`
+    # for speech, `{max_speech_ratio: 0.2}` for sound events in one recipe): filter's own keys, checked
+    # against them when the recipe is read
+    filter: dict[str, Any] = {}
     yields_documents: ClassVar[bool] = False  # its items include documents (interleaved text and pictures)
 
     @abstractmethod

@@ -67,7 +67,7 @@ CLEAN_WRITES = frozenset(
         "texts", "media_bytes", "media_ext", "media_size", "sidecars", "features", "sha256", "scores",
         "width", "height", "duration_s", "sample_rate", "channels", "fps", "num_frames", "video_codec",
         "audio_codec", "audio_duration_s", "phash", "audio_fingerprint", "sound_print", "sound_landmarks",
-        "keyframe_phashes", "segments",
+        "keyframe_phashes", "segments", "clip_start_s", "clip_end_s",
     }
 )  # fmt: skip
 

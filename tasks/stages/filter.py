@@ -52,6 +52,11 @@ class FilterConfig(Strict):
     # more (filter:too_much_motion) than this many frame widths a second (the `motion` score); null: not judged
     min_motion: float | None = Field(None, ge=0)
     max_motion: float | None = Field(None, gt=0)
+    # recordings and videos whose share of speech (the `speech_ratio` score, clean's voice_activity) is below
+    # (filter:too_little_speech: music or noise in a speech source) or above (filter:too_much_speech: talk in
+    # a sound-event source); null: not judged. Usually set per source (a source's `filter:`)
+    min_speech_ratio: float | None = Field(None, ge=0, le=1)
+    max_speech_ratio: float | None = Field(None, ge=0, le=1)
     max_silence_ratio: float = Field(0.9, ge=0, le=1)
     max_clipping_ratio: float = Field(0.01, ge=0, le=1)
     min_sample_rate: int = Field(8000, ge=0)
@@ -72,11 +77,22 @@ class FilterConfig(Strict):
             ("min_caption_words", "max_caption_words"),
             ("min_document_images", "max_document_images"),
             ("min_motion", "max_motion"),
+            ("min_speech_ratio", "max_speech_ratio"),
         ):
             low, high = getattr(self, lo), getattr(self, hi)
             if low is not None and high is not None and low > high:
                 raise ValueError(f"{lo} ({getattr(self, lo)}) is above {hi} ({getattr(self, hi)})")
         return self
+
+    def for_source(self, overrides: dict) -> FilterConfig:
+        """These thresholds with a source's own (its `filter:`), validated as the recipe's are."""
+        return FilterConfig.model_validate({**self.model_dump(include=set(FilterConfig.model_fields)), **overrides})
+
+
+class FilterSettings(FilterConfig):
+    """The recipe's `filter:` and the sources that set thresholds of their own."""
+
+    by_source: dict[str, dict] = {}
 
 
 class MinSide(Rule):
@@ -226,6 +242,11 @@ def filter_rules(c: FilterConfig) -> tuple[list[Rule], list[TextRule]]:
         item_rules.append(Measured("video", "motion", c.min_motion, too_low="static_video"))
     if c.max_motion is not None:
         item_rules.append(Measured("video", "motion", -inf, c.max_motion, too_high="too_much_motion"))
+    for modality in ("audio", "video"):
+        if c.min_speech_ratio is not None:
+            item_rules.append(Measured(modality, "speech_ratio", c.min_speech_ratio, too_low="too_little_speech"))
+        if c.max_speech_ratio is not None:
+            item_rules.append(Measured(modality, "speech_ratio", -inf, c.max_speech_ratio, too_high="too_much_speech"))
     if c.min_aesthetic is not None:  # scores the align models' heads put on images
         item_rules.append(Measured("image", "aesthetic", c.min_aesthetic, too_low="aesthetic"))
     if c.max_nsfw is not None:
@@ -241,9 +262,14 @@ def filter_rules(c: FilterConfig) -> tuple[list[Rule], list[TextRule]]:
 
 class FilterStage(RuleStage):
     name = "filter"
-    Config = FilterConfig
+    Config = FilterSettings
     reads = frozenset({"texts", "scores", "width", "height", "duration_s"})
 
-    def __init__(self, config: FilterConfig | None = None, /, **fields):
+    def __init__(self, config: FilterSettings | None = None, /, **fields):
         super().__init__(config, **fields)
-        self.item_rules, self.text_rules = filter_rules(self.config)
+        base = FilterConfig.model_validate(self.config.model_dump(exclude={"by_source"}))
+        self.item_rules, self.text_rules = filter_rules(base)
+        self.by_source = {name: filter_rules(base.for_source(o)) for name, o in self.config.by_source.items()}
+
+    def rules_for(self, row: dict) -> tuple[list[Rule], list[TextRule]]:
+        return self.by_source.get(row["source"]) or (self.item_rules, self.text_rules)

@@ -85,9 +85,14 @@ class RuleStage(RowStage):
     item_rules: list[Rule]
     text_rules: list[TextRule]
 
+    def rules_for(self, row: dict) -> tuple[list[Rule], list[TextRule]]:
+        """The rules this item is judged by (a stage may judge some sources by their own)."""
+        return self.item_rules, self.text_rules
+
     def judge(self, row: dict) -> Judgement:
         judgement = Judgement(needs_text=not row.get("part_of"))
-        for rule in self.item_rules:
+        item_rules, text_rules = self.rules_for(row)
+        for rule in item_rules:
             if not rule.applies(row) or (value := rule.measure(row)) is None:
                 continue
             if (number := rule.number(value)) is not None:
@@ -98,7 +103,7 @@ class RuleStage(RowStage):
                 judgement.failures.append(failure)
         for text in row["texts"] or []:
             failures = []
-            for rule in self.text_rules:
+            for rule in text_rules:
                 if not rule.applies(row) or (value := rule.measure(text)) is None:
                     continue
                 if (number := rule.number(value)) is not None:

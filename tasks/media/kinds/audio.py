@@ -4,8 +4,9 @@ candidate confirmed on the waveforms."""
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy.fft import next_fast_len
@@ -18,7 +19,9 @@ from ...similar.sounds import PRINT_BANDS, bit_error_rate, print_distance, short
 from ...similar.waveform import MAX_COMPARED_S, MAX_LAG_S, Sound, similarity, whole_correlation
 from .. import MediaError
 from ..audio import AudioCleanConfig, AudioPreset, decode_audio, mono_samples
+from ..clip import cut
 from ..fingerprint import PRINT_FLOOR_DB, PRINT_MAX_S
+from ..speech import listen
 from .base import Fetch, MediaKind, Pair, features_json
 
 
@@ -42,9 +45,32 @@ class Audio(MediaKind):
 
     def __init__(self, settings) -> None:
         self.preset = audio_preset(settings)
+        self.voice_activity, self.trim_to_speech = settings.audio.voice_activity, settings.audio.trim_to_speech
+
+    def facts(self, row: dict) -> dict:
+        facts = super().facts(row)
+        if (trimmed := facts.pop("_trimmed", None)) is not None:  # the window of the source it now is
+            offset = row.get("clip_start_s") or 0.0
+            facts.update(clip_start_s=offset + trimmed[0], clip_end_s=offset + trimmed[1])
+        return facts
 
     def clean(self, data: bytes) -> dict:
         audio = decode_audio(data, self.preset)
+        speech = listen(audio.data) if self.voice_activity else None
+        trimmed = None
+        if self.trim_to_speech and speech.segments:
+            trimmed = (speech.segments[0][0], speech.segments[-1][1])
+            if trimmed != (0.0, speech.duration_s):  # the cut is a WAV: the source's codec is still the one to name
+                audio = replace(decode_audio(cut(audio.data, *trimmed)[0], self.preset), codec=audio.codec)
+                speech = speech.shifted(trimmed[0], audio.duration_s)
+        facts = self._facts(audio)
+        if speech is not None:
+            facts["_scores"] = {**audio.scores, "speech_ratio": speech.ratio}
+            features = json.loads(facts.get("features") or "{}")
+            facts["features"] = features_json({**features, "speech": speech.features()})
+        return facts if trimmed is None else {**facts, "_trimmed": trimmed}
+
+    def _facts(self, audio) -> dict:
         facts = {
             "media_bytes": audio.data,
             "media_ext": audio.ext,

@@ -7,6 +7,7 @@ import numpy as np
 
 from ...similar import fingerprint_pairs, sequence_pairs
 from ...similar.bits import sequence_distance
+from ..speech import listen
 from ..video import VideoCleanConfig, VideoPreset, decode_video
 from .audio import audio_preset
 from .base import MediaKind, features_json
@@ -34,6 +35,7 @@ class Video(MediaKind):
             keyframe_side=keyframes.short_side if keyframes else VideoPreset.keyframe_side,
         )
         self.audio = audio_preset(settings)
+        self.voice_activity = video.voice_activity
 
     def clean(self, data: bytes) -> dict:
         video = decode_video(data, self.preset, self.audio)
@@ -67,6 +69,10 @@ class Video(MediaKind):
             features["log_mel"] = video.mel_params
         if video.source:
             features["reencoded_from"] = video.source
+        if self.voice_activity and video.audio_codec is not None:
+            speech = listen(video.data)
+            facts["_scores"] = {**video.scores, "speech_ratio": speech.ratio}
+            features["speech"] = speech.features()
         if sidecars:
             facts["sidecars"] = sidecars
         if features:
