@@ -16,7 +16,7 @@ export NO_ALBUMENTATIONS_UPDATE := 1  # img2dataset (tests, bench) imports album
 # recordings (Asterisk's prompts) and a speech synthesizer (espeak-ng: words in several voices), and
 # FFmpeg's libraries for torchcodec (Hugging Face datasets decodes the published audio and video with
 # it). Skipped when already there.
-SYSTEM_PACKAGES := libchromaprint1 asterisk-core-sounds-en-wav ffmpeg espeak-ng
+SYSTEM_PACKAGES := libchromaprint1 asterisk-core-sounds-en-wav ffmpeg espeak-ng fonts-dejavu-core
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 system:
 	@dpkg -s $(SYSTEM_PACKAGES) >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && \

@@ -1,16 +1,22 @@
-"""What understanding media costs, on real recordings, against the bare library call on the same inputs in
-one run (`make bench`; one process each, one core).
+"""What understanding media costs, on real media, against the bare library call on the same inputs in one
+run (`make bench`; one process each, one core).
 
-Voice activity, on Debian's Asterisk prompts (a person reading, 8 kHz WAV; N of them, default 400), each
-between 2 s of low noise, as clean sees them (FLAC at 16 kHz):
-- clean:             the audio kind's clean (decode, loudness, Chromaprint, landmarks, FLAC) without it.
-- clean+vad:         the same with clean.audio.voice_activity (tasks/media/speech.py: Silero's sequence
-                     model through ONNX Runtime, one call a recording).
-- silero:            what a user would write with the silero-vad package: decode to 16 kHz (the same
-                     PyAV read), `load_silero_vad()` and `get_speech_timestamps` (its PyTorch model, chunk
-                     by chunk).
-- silero-onnx:       the same with `load_silero_vad(onnx=True)`.
-Reported: the share of clean voice activity adds, and mmetl's throughput ÷ each bare call's (same decode).
+Voice activity, on Debian's Asterisk prompts (a person reading, 8 kHz WAV, each at least 1 s; N of them,
+default 300) between 2 s of low noise, as clean sees them (FLAC at 16 kHz):
+- clean / clean+vad:  the audio kind's clean (decode, loudness, Chromaprint, landmarks, FLAC) without and
+                      with clean.audio.voice_activity.
+- vad:                tasks/media/speech.listen alone (Silero's sequence model on ONNX Runtime, one call).
+- silero:             what a user would write with the silero-vad package: the same 16 kHz read, then
+                      `load_silero_vad()` and `get_speech_timestamps` (its PyTorch model, chunk by chunk).
+- silero-onnx:        the same with `load_silero_vad(onnx=True)`.
+Text in pictures, on N JPEGs (default 150) of COCO's size made from scikit-image's photographs (bench/clean.py),
+a third of them with a poster's lines drawn on (tests/test_ocr.py):
+- image-clean / +detect / +read: the image kind's clean without OCR, with clean.image.ocr detect, and read.
+- detect / read:      tasks/media/ocr.read_image alone.
+- rapidocr-detect / rapidocr: RapidOCR as its README calls it (`RapidOCR()(picture)`, its defaults: the
+                      detector on the short side scaled to 736, the angle classifier, the recogniser;
+                      detect-only with `use_rec=False`), given one thread as ours is.
+Reported: the share of clean each adds, and mmetl's throughput ÷ each bare call's on the same inputs.
 """
 
 from __future__ import annotations
@@ -29,7 +35,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-METHODS = ("clean", "clean+vad", "vad", "silero", "silero-onnx")
+VOICE = ("clean", "clean+vad", "vad", "silero", "silero-onnx")
+OCR = ("image-clean", "image-clean+detect", "image-clean+read", "detect", "read", "rapidocr-detect", "rapidocr")
 
 
 def recordings(n: int) -> list[bytes]:
@@ -45,14 +52,24 @@ def recordings(n: int) -> list[bytes]:
     return made
 
 
-def work_of(method: str):
-    """The work one method does per recording."""
+def pictures(n: int) -> list[bytes]:
+    """n real-photo JPEGs, every third with a poster's lines on it."""
+    from bench.clean import make_images
+    from tests.test_ocr import POSTER, jpeg, with_text
+
+    made = make_images(n)
+    for i in range(0, n, 3):
+        photo = np.asarray(__import__("PIL.Image", fromlist=["Image"]).open(__import__("io").BytesIO(made[i])))
+        made[i] = jpeg(with_text(photo, POSTER, 40 + 8 * (i % 4))[0])
+    return made
+
+
+def voice_work(method: str):
     if method.startswith("clean"):
         from tasks.media.kinds import KINDS
         from tasks.stages.clean import CleanSettings
 
-        kind = KINDS["audio"](CleanSettings(audio={"voice_activity": method == "clean+vad"}))
-        return kind.clean
+        return KINDS["audio"](CleanSettings(audio={"voice_activity": method == "clean+vad"})).clean
     if method == "vad":
         from tasks.media.speech import listen
 
@@ -69,12 +86,34 @@ def work_of(method: str):
     return lambda data: get_speech_timestamps(torch.from_numpy(mono_samples(data, 16000, 3600.0)), model)
 
 
+def ocr_work(method: str):
+    if method.startswith("image-clean"):
+        from tasks.media.kinds import KINDS
+        from tasks.stages.clean import CleanSettings
+
+        ocr = method.partition("+")[2] or "off"
+        kind = KINDS["image"](CleanSettings(image={"ocr": ocr}))
+        return lambda data: kind.facts({"media_bytes": data, "phash": None, "width": 0, "height": 0})
+    if method in ("detect", "read"):
+        from tasks.media.ocr import read_image
+
+        return lambda data: read_image(data, method)
+    import io
+
+    from PIL import Image
+    from rapidocr import RapidOCR
+
+    one_thread = {f"EngineConfig.onnxruntime.{k}_op_num_threads": 1 for k in ("intra", "inter")}
+    engine = RapidOCR(params={**one_thread, "Global.log_level": "error"})
+    read = method == "rapidocr"
+    return lambda data: engine(np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))[..., ::-1], use_rec=read)
+
+
 def run(method: str, n: int) -> dict:
     import torch
 
     torch.set_num_threads(1)
-    inputs = recordings(n)
-    work = work_of(method)
+    inputs, work = (recordings(n), voice_work(method)) if method in VOICE else (pictures(n), ocr_work(method))
     work(inputs[0])  # warm: the model's load and first call
     start = time.perf_counter()
     for data in inputs:
@@ -94,9 +133,34 @@ def _median_range(values: list[float], fmt: str) -> str:
     return f"{statistics.median(values):{fmt}} ({min(values):{fmt}}-{max(values):{fmt}})"
 
 
+def table(rounds: dict[str, list[dict]], ours: dict[str, str], what: str) -> list[str]:
+    """A row per method: ms an item, and (for a bare library call) mmetl's throughput ÷ its own."""
+
+    def per_item(method: str) -> list[float]:
+        return [r["seconds"] / r["items"] for r in rounds[method]]
+
+    lines = ["", f"| method | ms / {what} | mmetl ÷ it (throughput) | peak RSS (MB) |", "|---|---|---|---|"]
+    for method in rounds:
+        mine = ours.get(method)
+        ratio = _median_range([t / v for v, t in zip(per_item(mine), per_item(method))], ".2f") if mine else "-"
+        label = f"{method} (vs {mine})" if mine else method
+        lines.append(f"| {label} | {_median_range([1000 * t for t in per_item(method)], '.1f')} | {ratio} | "
+                     f"{max(r['rss_mb'] for r in rounds[method]):.0f} |")  # fmt: skip
+    return lines
+
+
+def added(rounds: dict[str, list[dict]], base: str, method: str) -> str:
+    """What `method` adds to `base`, a share of it: `ms (range) ms, % (range) %`."""
+    times = {m: [r["seconds"] / r["items"] for r in rounds[m]] for m in (base, method)}
+    extra = [a - b for a, b in zip(times[method], times[base])]
+    share = [e / b for e, b in zip(extra, times[base])]
+    return f"{_median_range([1000 * e for e in extra], '.1f')} ms ({_median_range([100 * s for s in share], '.0f')} %)"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--recordings", type=int, default=400)
+    parser.add_argument("--recordings", type=int, default=300)
+    parser.add_argument("--pictures", type=int, default=150)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", default=str(REPO / "bench" / "out" / "understand"))
     parser.add_argument("--one", nargs=2, help=argparse.SUPPRESS)
@@ -104,37 +168,27 @@ def main() -> int:
     if args.one:
         print(json.dumps(run(args.one[0], int(args.one[1]))))
         return 0
-    rounds: dict[str, list[dict]] = {m: [] for m in METHODS}
+    rounds: dict[str, list[dict]] = {m: [] for m in VOICE + OCR}
     for round_no in range(args.rounds):  # interleaved, so a slow minute hits every method alike
-        for method in METHODS:
-            rounds[method].append(_one(method, args.recordings))
+        for method in rounds:
+            rounds[method].append(_one(method, args.recordings if method in VOICE else args.pictures))
             print(round_no, method, rounds[method][-1], flush=True)
-
-    def per_item(method: str) -> list[float]:
-        return [r["seconds"] / r["items"] for r in rounds[method]]
-
-    added = [a - b for a, b in zip(per_item("clean+vad"), per_item("clean"))]
-    share = [a / b for a, b in zip(added, per_item("clean"))]
+    voice, ocr = {m: rounds[m] for m in VOICE}, {m: rounds[m] for m in OCR}
     lines = [
         "# Understanding media, per item on one core",
         "",
-        f"Voice activity: {args.recordings} real prompts between 2 s of noise (FLAC, 16 kHz); {args.rounds} "
-        "interleaved rounds, medians (range over rounds).",
+        f"{args.rounds} interleaved rounds, medians (range over rounds).",
         "",
-        "| method | ms / recording | mmetl's vad ÷ it (throughput) | peak RSS (MB) |",
-        "|---|---|---|---|",
-    ]
-    for method in METHODS:
-        ratio = [t / v for v, t in zip(per_item("vad"), per_item(method))]
-        lines.append(
-            f"| {method} | {_median_range([1000 * t for t in per_item(method)], '.1f')} | "
-            f"{_median_range(ratio, '.2f') if method not in ('clean', 'clean+vad') else '-'} | "
-            f"{max(r['rss_mb'] for r in rounds[method]):.0f} |"
-        )
-    lines += [
+        f"Voice activity: {args.recordings} real prompts between 2 s of noise (FLAC, 16 kHz).",
+        *table(voice, {"silero": "vad", "silero-onnx": "vad"}, "recording"),
         "",
-        f"clean.audio.voice_activity adds {_median_range([1000 * a for a in added], '.1f')} ms a recording to "
-        f"clean ({_median_range([100 * s for s in share], '.0f')} % of it).",
+        f"clean.audio.voice_activity adds {added(voice, 'clean', 'clean+vad')} to clean.",
+        "",
+        f"Text in pictures: {args.pictures} real-photo JPEGs (640 px long side), a third with a poster's lines.",
+        *table(ocr, {"rapidocr-detect": "detect", "rapidocr": "read"}, "picture"),
+        "",
+        f"clean.image.ocr adds {added(ocr, 'image-clean', 'image-clean+detect')} to clean with `detect`, "
+        f"{added(ocr, 'image-clean', 'image-clean+read')} with `read`.",
     ]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -28,6 +28,7 @@ from .stages.collect import NetworkConfig
 from .stages.dedupe import DedupeConfig
 from .stages.filter import FilterConfig, FilterSettings
 from .stages.split import SplitConfig
+from .stages.transcribe import GenerateConfig
 
 
 class Recipe(Strict):
@@ -39,6 +40,7 @@ class Recipe(Strict):
     keep_work: bool = False  # keep the work folder after publishing (for debugging); it holds a copy of the media
     clean: CleanConfig = CleanConfig()
     features: FeaturesConfig = FeaturesConfig()
+    generate: GenerateConfig = GenerateConfig()
     filter: FilterConfig = FilterConfig()
     align: AlignConfig = AlignConfig()
     dedupe: DedupeConfig = DedupeConfig()
@@ -73,15 +75,20 @@ class Recipe(Strict):
                 wrong = "; ".join(f"{'.'.join(map(str, err['loc'])) or 'filter'}: {err['msg']}" for err in e.errors())
                 raise ValueError(f"source {source.name}'s filter: {wrong}") from None
         measures = {
-            "motion": ("clean.video.motion", self.clean.video.motion),
-            "speech_ratio": ("clean.audio.voice_activity or clean.video.voice_activity",
+            "motion": ("clean.video.motion: true", self.clean.video.motion),
+            "speech_ratio": ("clean.audio.voice_activity (or clean.video.voice_activity): true",
                              self.clean.audio.voice_activity or self.clean.video.voice_activity),
+            "text_area": ("clean.image.ocr (or clean.video.ocr): detect",
+                          self.clean.image.ocr != "off" or self.clean.video.ocr != "off"),
+            "wer": ("generate.transcript (e.g. `transcript: {}`)", self.generate.transcript is not None),
         }  # fmt: skip
+        if self.clean.video.ocr != "off" and self.features.keyframes is None:
+            raise ValueError("clean.video.ocr reads the keyframes: set features.keyframes (e.g. `keyframes: {}`)")
         for where, judged in (("filter", self.filter.model_dump()), *self._source_filters()):
             for score, (switch, on) in measures.items():
                 keys = [k for k in (f"min_{score}", f"max_{score}") if judged.get(k) is not None]
                 if keys and not on:
-                    raise ValueError(f"{where}.{keys[0]} judges the {score} score: set {switch}: true")
+                    raise ValueError(f"{where}.{keys[0]} judges the {score} score: set {switch}")
 
     def _source_filters(self) -> list[tuple[str, dict]]:
         return [(f"source {s.name}'s filter", s.filter) for s in self.all_sources if s.filter]

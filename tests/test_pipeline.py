@@ -19,6 +19,7 @@ from tasks.stages import collect
 from tasks.stages.align import AlignStage
 from tasks.stages.filter import FilterStage
 from tasks.stages.plan_rows import PLANNED
+from tasks.stages.transcribe import GenerateConfig
 
 from .helpers import real_photos
 
@@ -129,7 +130,9 @@ def test_the_step_order_is_one_plan_of_registered_stages(tmp_path):
     steps = [plan.ingest(), plan.refine("d.parquet"), plan.split("a.parquet", "documents.parquet")]
     order = [name for step in steps for name, _ in step.stages]
     assert order == ["collect", "clean", "dedupe", "filter", "align", "documents", "split"]
-    assert set(STAGES) - set(order) == {"score"}  # a step of its own, when the recipe names models
+    assert set(STAGES) - set(order) == {"score", "transcribe"}  # when the recipe names models
+    transcribing = Plan(plan.recipe.model_copy(update={"generate": GenerateConfig(transcript={})}), plan.layout)
+    assert [name for name, _ in transcribing.refine("d").stages] == ["dedupe", "transcribe", "filter", "align"]
     assert [name for name, _ in plan.split("a.parquet").stages] == ["split"]  # no documents: no such stage
     judged = [STAGES[name] for name, _ in plan.refine("d").stages[1:]]  # what a dry run reports
     assert judged == [FilterStage, AlignStage]

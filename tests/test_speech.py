@@ -128,7 +128,10 @@ def test_each_source_can_judge_by_its_own_thresholds():
     ]
     recipe = Recipe.model_validate({"name": "t", "sources": sources, "clean": {"audio": {"voice_activity": True}}})
     assert recipe.filtering.by_source == {"talk": {"min_speech_ratio": 0.5}, "events": {"max_speech_ratio": 0.2}}
-    with pytest.raises(ValueError, match="source talk's filter.min_speech_ratio judges the speech_ratio score"):
+    with pytest.raises(
+        ValueError,
+        match="source talk.s filter.min_speech_ratio judges the speech_ratio score: set clean.audio.voice_activity",
+    ):
         Recipe.model_validate({"name": "t", "sources": sources})
     wrong = [{**sources[0], "filter": {"min_speech_ratios": 0.5}}]
     with pytest.raises(ValueError, match="source talk.s filter: min_speech_ratios: Extra inputs are not permitted"):

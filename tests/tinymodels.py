@@ -173,3 +173,42 @@ def transformers_clap(folder: Path, seed: int = 0) -> Path:
 def tone(frequency: float, seconds: float, rate: int = 16000) -> np.ndarray:
     t = np.arange(int(seconds * rate)) / rate
     return (0.3 * np.sin(2 * np.pi * frequency * t)).astype(np.float32)
+
+
+def transformers_whisper(folder: Path, seed: int = 0) -> Path:
+    """A random tiny transformers Whisper folder (one layer each side, 16 wide) with a byte-level tokenizer that
+    knows Whisper's special tokens, English and German: it hears nothing, and proves a local folder is loaded
+    and run as a real checkpoint is."""
+    import torch
+    from tokenizers import pre_tokenizers
+    from transformers import (
+        GenerationConfig,
+        WhisperConfig,
+        WhisperFeatureExtractor,
+        WhisperForConditionalGeneration,
+        WhisperProcessor,
+        WhisperTokenizer,
+    )
+
+    specials = ["<|startoftranscript|>", "<|en|>", "<|de|>", "<|translate|>", "<|transcribe|>", "<|startoflm|>",
+                "<|startofprev|>", "<|nospeech|>", "<|notimestamps|>"]  # fmt: skip
+    tokenizer = WhisperTokenizer(
+        vocab={c: i for i, c in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}, merges=[]
+    )
+    tokenizer.add_special_tokens({"additional_special_tokens": specials})
+    ids = {s: tokenizer.convert_tokens_to_ids(s) for s in ["<|endoftext|>", *specials]}
+    end, start = ids["<|endoftext|>"], ids["<|startoftranscript|>"]
+    config = WhisperConfig(
+        vocab_size=len(tokenizer), d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+        decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32, num_mel_bins=80, max_target_positions=64,
+        pad_token_id=end, bos_token_id=end, eos_token_id=end, decoder_start_token_id=start,
+    )  # fmt: skip
+    torch.manual_seed(seed)
+    WhisperForConditionalGeneration(config).save_pretrained(folder)
+    GenerationConfig(
+        decoder_start_token_id=start, eos_token_id=end, pad_token_id=end, max_length=20, is_multilingual=True,
+        lang_to_id={"<|en|>": ids["<|en|>"], "<|de|>": ids["<|de|>"]}, no_timestamps_token_id=ids["<|notimestamps|>"],
+        task_to_id={"transcribe": ids["<|transcribe|>"], "translate": ids["<|translate|>"]},
+    ).save_pretrained(folder)  # fmt: skip
+    WhisperProcessor(WhisperFeatureExtractor(feature_size=80), tokenizer).save_pretrained(folder)
+    return folder

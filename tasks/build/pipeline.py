@@ -4,7 +4,8 @@
          ─▶ split decision ─▶ leakage guard ─▶ [(documents +) split] ─▶ tar plan ─▶ [one tar] ─▶ commit
 
 With alignment models in the recipe, scoring is a step of its own (its workers ask for GPUs where the
-cluster has them): [dedupe + filter] ─▶ [score + align].
+cluster has them): [dedupe + filter] ─▶ [score + align]. With `generate.transcript`, transcription runs
+after dedupe and before the filter: [dedupe + transcribe + filter + align].
 
 A bracketed `Step` is consecutive per-item stages fused over each shard: one unit of work per shard,
 the items streaming through every stage of it batch by batch. Between steps, a decision reads all
@@ -44,6 +45,7 @@ from ..stages.documents import ApplyDocuments
 from ..stages.score import ScoreSettings, ScoringConfig, report
 from ..stages.split import ApplySplit
 from ..stages.stage import Resources
+from ..stages.transcribe import TranscribeSettings, generate_report
 from . import audit, engine
 from .registry import check_order, stage_class
 
@@ -106,6 +108,9 @@ class Plan:
     def refine(self, decision_uri: str) -> Step:
         r = self.recipe
         stages = [("dedupe", ApplyDecision(decision_uri=decision_uri))]
+        if r.generate.transcript:  # after dedupe (no copy is transcribed), before the filter judges its `wer`
+            media = self.ingest().out_dir
+            stages.append(("transcribe", TranscribeSettings(**r.generate.transcript.model_dump(), media_dir=media)))
         stages += [] if self.filter_after_scoring else [("filter", r.filtering)]
         return self.step(*stages) if r.align.scoring else self.step(*stages, ("align", r.align.rules()))
 
@@ -287,6 +292,7 @@ def execute(plan: Plan, runner: Runner, dry_run: bool = False, extra: dict | Non
         [plan_line(collected)] + [line for results in steps for line in engine.summarize(results)],
         withdrawn_uri=decision.withdrawn_uri, dedupe_report={**decision.report, "leak_guard": guard.report},
         align_report=report(recipe.align) if recipe.align.scoring else None, tar_members=members,
+        generate_report=generate_report(recipe.generate),
     )  # fmt: skip
     manifest = runner.decide("commit-version", publish_version, plan, built, extra or {})
     for stratum in manifest.get("strata_off_target", []):

@@ -13,10 +13,21 @@ from ..stages.plan_rows import PLANNED
 from ..stages.score import ScoreStage
 from ..stages.split import SplitStage
 from ..stages.stage import Stage
+from ..stages.transcribe import TranscribeStage
 
 STAGES: dict[str, type[Stage]] = {
     s.name: s
-    for s in (CollectStage, CleanStage, DedupeStage, FilterStage, ScoreStage, AlignStage, DocumentStage, SplitStage)
+    for s in (
+        CollectStage,
+        CleanStage,
+        DedupeStage,
+        TranscribeStage,
+        FilterStage,
+        ScoreStage,
+        AlignStage,
+        DocumentStage,
+        SplitStage,
+    )  # fmt: skip
 }
 
 

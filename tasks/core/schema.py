@@ -21,6 +21,7 @@ import pyarrow as pa
 SPLITS = ("train", "val", "test")
 TEXT_KINDS = (
     "caption", "title", "subtitle", "transcript", "speaker", "label", "region", "answer", "prompt", "passage",
+    "ocr",  # what clean read in the picture itself (clean.image.ocr: read)
 )  # fmt: skip
 # texts that describe the whole media in words of their own (caption dedupe compares them); not a class
 # label, a region's phrase, a prompt or a document's passage, which many different items share

@@ -105,3 +105,22 @@ def _rows(uri: str, rows: np.ndarray) -> pa.Table:
         table = parquet.read_row_groups(groups.tolist(), columns=["sample_id", "media_bytes"])
         first = np.cumsum([0] + [sizes[g] for g in groups])  # where each group read starts in `table`
         return table.take(pa.array(first[np.searchsorted(groups, group_of)] + rows - starts[group_of], pa.int64()))
+
+
+class MediaFile:
+    """A media file clean wrote, read a row group at a time: only the groups holding the items asked for."""
+
+    def __init__(self, uri: str):
+        self.uri = uri
+        self.file = pq.ParquetFile(storage.filesystem(uri)[0].open(storage.filesystem(uri)[1], "rb"))
+        ids = self.file.read(columns=["sample_id"]).column("sample_id").to_pylist()
+        sizes = [self.file.metadata.row_group(g).num_rows for g in range(self.file.num_row_groups)]
+        self.group_of = dict(zip(ids, np.repeat(np.arange(len(sizes)), sizes).tolist()))
+
+    def read(self, sample_ids: list[str]) -> dict[str, tuple[bytes, list]]:
+        out = {}
+        for group in sorted({self.group_of[s] for s in sample_ids}):
+            table = self.file.read_row_group(group, columns=["sample_id", "media_bytes", "sidecars"])
+            for row in table.to_pylist():
+                out[row["sample_id"]] = (row["media_bytes"], row["sidecars"])
+        return out

@@ -26,6 +26,7 @@ from pydantic import Field
 
 from ..core.settings import Strict
 from . import MediaError
+from .ocr import OcrMode
 
 
 class ResizeConfig(Strict):
@@ -41,6 +42,10 @@ class ImageCleanConfig(Strict):
     format: Literal["jpg", "png", "webp"] = "jpg"
     quality: int = Field(95, ge=50, le=100)
     animated: Literal["first_frame", "reject"] = "first_frame"  # GIF/WebP/APNG with several frames
+    # text in the picture (PP-OCR, tasks/media/ocr.py): `detect` measures the `text_area` score (the share of the
+    # picture inside text boxes, which filter.max_text_area judges), `read` also adds the lines read as a text
+    # of kind `ocr`; off by default (bench/README.md: what each costs)
+    ocr: OcrMode = "off"
 
 
 JPEG_MAX_SIDE = 65_500

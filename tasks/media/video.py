@@ -30,6 +30,7 @@ from . import MediaError
 from .audio import TRUNCATION_TOLERANCE, AudioPreset, SoundAnalysis, log_mel, open_container, shape
 from .fingerprint import KeyframeHashes
 from .motion import MotionMeter
+from .ocr import OcrMode
 
 
 class VideoCleanConfig(Strict):
@@ -47,6 +48,9 @@ class VideoCleanConfig(Strict):
     # find where a voice speaks in the sound track (Silero VAD): the `speech_ratio` score and the segments
     # in the item's features, as for recordings (clean.audio.voice_activity)
     voice_activity: bool = False
+    # text in the picture, as clean.image.ocr, over the keyframes (features.keyframes): the median `text_area`
+    # of the keyframes, and each line read once
+    ocr: OcrMode = "off"
 
 
 class KeyframesConfig(Strict):

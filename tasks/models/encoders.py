@@ -56,13 +56,13 @@ def weights_file(path: str) -> Path:
     return found
 
 
-def identity(path: str) -> dict:
+def identity(path: str, kind: str | None = None) -> dict:
     """What a version records of a model: its directory's name, kind and the sha256 of its weights."""
     digest = hashlib.sha256()
     with open(weights_file(path), "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
-    return {"name": Path(path).name, "kind": model_kind(path), "weights_sha256": digest.hexdigest()}
+    return {"name": Path(path).name, "kind": kind or model_kind(path), "weights_sha256": digest.hexdigest()}
 
 
 def load_head(path: str):

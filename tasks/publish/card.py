@@ -137,9 +137,10 @@ def front_matter(v: Version) -> dict:
 
 
 def readme(v: Version) -> bytes:
-    sections = [_intro(v), _how_to_load(v), _sources(v), _splits(v), _funnel(v), _duplicates(v), _plots(v)]
+    sections = [_intro, _how_to_load, _sources, _splits, _funnel, _duplicates, _written, _plots]
     front = yaml.safe_dump(front_matter(v), sort_keys=False, allow_unicode=True)
-    return ("---\n" + front + "---\n\n" + "\n\n".join("\n".join(lines) for lines in sections) + "\n").encode()
+    body = "\n\n".join("\n".join(lines) for lines in (section(v) for section in sections) if lines)
+    return ("---\n" + front + "---\n\n" + body + "\n").encode()
 
 
 def _intro(v: Version) -> list[str]:
@@ -241,6 +242,21 @@ def _duplicates(v: Version) -> list[str]:
     return lines
 
 
+def _written(v: Version) -> list[str]:
+    """Texts the build wrote itself, beside the sources': read in pictures, heard in speech."""
+    kinds = v.stats.get("text_kinds") or {}
+    transcript = (v.stats.get("generate") or {}).get("transcript")
+    lines = []
+    if kinds.get("ocr"):
+        lines.append(f"- {kinds['ocr']} texts of kind `ocr`: the text read in the pictures (PP-OCRv6, `clean.*.ocr`).")
+    if transcript:
+        model = transcript["model"]
+        name = f"{model['name']} {model.get('version', '')}".strip()
+        lines.append(f"- {kinds.get('asr', 0)} texts of kind `asr`: transcripts by {name} ({transcript['language']});"
+                     " `features.asr` says why an item was not transcribed.")  # fmt: skip
+    return ["## Texts the build wrote", "", *lines] if lines else []
+
+
 def _plots(v: Version) -> list[str]:
     return ["## Plots", ""] + [f"![{name}]({name})" for name in sorted(f for f in v.files if f.startswith("plots/"))]
 
@@ -257,6 +273,10 @@ def body(readme_bytes: bytes) -> str:
 MEASURED_PLOTS = {
     "video_motion": {"video motion (frame widths / s)": ("video", "motion")},
     "speech_ratio": {"audio speech ratio": ("audio", "speech_ratio"), "video speech ratio": ("video", "speech_ratio")},
+    "text_area": {
+        "image text area": ("image", "text_area"),
+        "video text area (keyframes' median)": ("video", "text_area"),
+    },
 }
 
 

@@ -85,6 +85,7 @@ class Built:
     withdrawn_uri: str | None = None  # the published items this version withdraws (tasks/published/index.py)
     dedupe_report: dict | None = None
     align_report: dict | None = None  # models and thresholds that decided
+    generate_report: dict | None = None  # models that wrote texts (transcripts)
     tar_members: dict[str, list[str]] = field(default_factory=dict)
 
 
@@ -142,6 +143,7 @@ def commit_version(layout: storage.Layout, recipe: card.Recorded, built: Built, 
         "format": "webdataset+parquet/v3",
         "code": code_identity(),  # with `recipe`: what it takes to build this version again
         **({"align": built.align_report} if built.align_report else {}),
+        **({"generate": built.generate_report} if built.generate_report else {}),
         **(extra or {}),
     }
     storage.write_json(layout.version_manifest, manifest)  # the commit point, last
@@ -196,10 +198,14 @@ def _stats(index, splits: dict, rejects: pa.Table, dropped: pa.Table, recipe: ca
         "texts_dropped_by_reason": _count(dropped.column("reason").to_pylist()),
         "hours": _hours(index),
         "text_languages": _languages(index),
+        "text_kinds": _count(pc.struct_field(pc.list_flatten(index.column("texts")), "kind").to_pylist())
+        if index is not None
+        else {},
         "dedupe": built.dedupe_report or {},
         **{k: v for kind in KINDS.values() if index is not None for k, v in kind.stats(index).items()},
         **fetch_failures(rejects),
         **({"align": built.align_report} if built.align_report else {}),  # models and thresholds that decided
+        **({"generate": built.generate_report} if built.generate_report else {}),
     }
 
 

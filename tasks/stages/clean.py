@@ -103,6 +103,9 @@ class CleanStage(RowStage):
             return Reject(f"decode:{e.code}", e.detail)
         except Exception as e:  # an input nobody foresaw must not fail the build: reject it, visibly
             return Reject("decode:unexpected", f"{type(e).__name__}: {e}")
+        if found := facts.pop("_texts", None):  # read in the media itself (OCR): cleaned as the source's are
+            read, unusable = clean_texts([{**t, "source": row["source"]} for t in found], self.config.pii)
+            texts, dropped = texts + read, dropped + unusable
         for text, reason in dropped:
             self.drop_text(row, text, reason)
         if self.tokenize is not None:

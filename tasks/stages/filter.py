@@ -57,6 +57,12 @@ class FilterConfig(Strict):
     # a sound-event source); null: not judged. Usually set per source (a source's `filter:`)
     min_speech_ratio: float | None = Field(None, ge=0, le=1)
     max_speech_ratio: float | None = Field(None, ge=0, le=1)
+    # pictures (and videos, over their keyframes) whose share covered by text (the `text_area` score, clean's
+    # ocr) is above (filter:text_heavy: screenshots, slides, memes, posters); null: not judged
+    max_text_area: float | None = Field(None, ge=0, le=1)
+    # recordings and videos whose transcript (generate.transcript) reads this far from the one the source gave
+    # (the `wer` score: word error rate, 0 same words, 1 none right) are mislabelled (filter:transcript_mismatch)
+    max_wer: float | None = Field(None, ge=0)
     max_silence_ratio: float = Field(0.9, ge=0, le=1)
     max_clipping_ratio: float = Field(0.01, ge=0, le=1)
     min_sample_rate: int = Field(8000, ge=0)
@@ -173,7 +179,7 @@ class License(Rule):
         return None if stated.lower() in self.allowed else ("license", f"license {stated!r} is not allowed")
 
 
-NOT_CAPTIONS = frozenset({"label", "region", "prompt", "passage"})
+NOT_CAPTIONS = frozenset({"label", "region", "prompt", "passage", "ocr"})
 
 
 class CaptionWords(TextRule):
@@ -183,7 +189,8 @@ class CaptionWords(TextRule):
         self.low, self.high = low, high
 
     def measure(self, text):
-        # a class label, a region's phrase, a prompt or a passage is not a caption: its length says nothing
+        # a class label, a region's phrase, a prompt, a passage or text read in the picture is not a caption:
+        # its length says nothing
         return None if text["kind"] in NOT_CAPTIONS else float(word_count(text["text"]))
 
     def decide(self, value):
@@ -222,6 +229,20 @@ class Boilerplate(TextRule):
         return "boilerplate", f"says nothing of the media: {flagged_text[:60]!r}"
 
 
+# bounds on scores measured only when asked (by clean, a model or a head): (key, kinds judged, score, reject code);
+# a min_ key rejects below its bound, a max_ key above; null: not judged
+MEASURED_BOUNDS = (
+    ("min_motion", ("video",), "motion", "static_video"),
+    ("max_motion", ("video",), "motion", "too_much_motion"),
+    ("min_speech_ratio", ("audio", "video"), "speech_ratio", "too_little_speech"),
+    ("max_speech_ratio", ("audio", "video"), "speech_ratio", "too_much_speech"),
+    ("max_text_area", ("image", "video"), "text_area", "text_heavy"),
+    ("max_wer", ("audio", "video"), "wer", "transcript_mismatch"),
+    ("min_aesthetic", ("image",), "aesthetic", "aesthetic"),  # the align models' heads
+    ("max_nsfw", ("image",), "nsfw", "nsfw"),
+)
+
+
 def filter_rules(c: FilterConfig) -> tuple[list[Rule], list[TextRule]]:
     """The filter's rules, in the order an item is judged (the first failure is its reject reason)."""
     inf = float("inf")
@@ -238,19 +259,12 @@ def filter_rules(c: FilterConfig) -> tuple[list[Rule], list[TextRule]]:
         Within("video", "fps", c.min_video_fps, c.max_video_fps, "low_frame_rate", "high_frame_rate"),
         License(c.licenses, c.require_license),
     ]
-    if c.min_motion is not None:
-        item_rules.append(Measured("video", "motion", c.min_motion, too_low="static_video"))
-    if c.max_motion is not None:
-        item_rules.append(Measured("video", "motion", -inf, c.max_motion, too_high="too_much_motion"))
-    for modality in ("audio", "video"):
-        if c.min_speech_ratio is not None:
-            item_rules.append(Measured(modality, "speech_ratio", c.min_speech_ratio, too_low="too_little_speech"))
-        if c.max_speech_ratio is not None:
-            item_rules.append(Measured(modality, "speech_ratio", -inf, c.max_speech_ratio, too_high="too_much_speech"))
-    if c.min_aesthetic is not None:  # scores the align models' heads put on images
-        item_rules.append(Measured("image", "aesthetic", c.min_aesthetic, too_low="aesthetic"))
-    if c.max_nsfw is not None:
-        item_rules.append(Measured("image", "nsfw", -inf, c.max_nsfw, too_high="nsfw"))
+    for key, kinds, score, code in MEASURED_BOUNDS:
+        if (bound := getattr(c, key)) is not None:
+            low, high, codes = (
+                (bound, inf, {"too_low": code}) if key.startswith("min_") else (-inf, bound, {"too_high": code})
+            )
+            item_rules += [Measured(kind, score, low, high, **codes) for kind in kinds]
     text_rules = [
         CaptionWords(c.min_caption_words, c.max_caption_words),
         Language(c.languages, c.language_min_score),

@@ -21,7 +21,6 @@ from typing import Literal
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 from PIL import Image
 from pydantic import Field, field_validator, model_validator
 
@@ -36,6 +35,7 @@ from ..core.schema import (
     with_scores,
 )
 from ..core.settings import Strict
+from ..core.stored_media import MediaFile
 from ..media import MediaError
 from ..media.audio import mono_at
 from ..media.kinds import KINDS
@@ -329,25 +329,6 @@ def _overlapped(chunks: Iterator) -> Iterator:
         while (chunk := pending.result()) is not None:
             pending = pool.submit(next, chunks, None)
             yield chunk
-
-
-class MediaFile:
-    """A media file clean wrote, read a row group at a time: only the groups holding the items asked for."""
-
-    def __init__(self, uri: str):
-        self.uri = uri
-        self.file = pq.ParquetFile(storage.filesystem(uri)[0].open(storage.filesystem(uri)[1], "rb"))
-        ids = self.file.read(columns=["sample_id"]).column("sample_id").to_pylist()
-        sizes = [self.file.metadata.row_group(g).num_rows for g in range(self.file.num_row_groups)]
-        self.group_of = dict(zip(ids, np.repeat(np.arange(len(sizes)), sizes).tolist()))
-
-    def read(self, sample_ids: list[str]) -> dict[str, tuple[bytes, list]]:
-        out = {}
-        for group in sorted({self.group_of[s] for s in sample_ids}):
-            table = self.file.read_row_group(group, columns=["sample_id", "media_bytes", "sidecars"])
-            for row in table.to_pylist():
-                out[row["sample_id"]] = (row["media_bytes"], row["sidecars"])
-        return out
 
 
 def report(settings: ScoringConfig) -> dict:

@@ -15,6 +15,7 @@ from ...core.schema import MEMBER_TEXT, SAMPLE_SCHEMA, SCORE, scores_dict
 from ...core.settings import Strict
 from ...similar.search import CopySearch
 from ...similar.signatures import Signatures
+from ..ocr import OcrMode, Reading
 
 # (a, b, reject reason, what was measured): two items found to be one media
 Pair = tuple[str, str, str, str]
@@ -120,6 +121,15 @@ class MediaKind(ABC):
     def stats(index: pa.Table) -> dict:
         """What a version's stats.json says of this kind's published items beyond the counts every kind has."""
         return {}
+
+
+def with_reading(facts: dict, reading: Reading, mode: OcrMode) -> dict:
+    """Clean's facts with what OCR found in the picture: the `text_area` score and, when reading, the lines
+    as a text of kind `ocr` (`_texts`: clean cleans them as it does the source's texts)."""
+    found = {**facts, "_scores": {**facts.get("_scores", {}), "text_area": reading.text_area}}
+    if mode == "read" and reading.lines:
+        found["_texts"] = [{"text": reading.text, "kind": "ocr"}]
+    return found
 
 
 def features_json(value: dict) -> str:

@@ -10,7 +10,8 @@ from PIL import Image as PILImage
 from ...core.schema import scores_dict
 from ...similar import hamming_pairs
 from ..image import ImageCleanConfig, ImagePreset, as_published, decode_image
-from .base import MediaKind
+from ..ocr import read_image
+from .base import MediaKind, with_reading
 
 
 class Image(MediaKind):
@@ -34,6 +35,11 @@ class Image(MediaKind):
             animated=image.animated,
         )
         self.max_pixels = settings.max_image_pixels
+        self.ocr = image.ocr
+
+    def facts(self, row: dict) -> dict:
+        facts = super().facts(row)  # decoded here, or measured by a download's resize: OCR reads either
+        return facts if self.ocr == "off" else with_reading(facts, read_image(facts["media_bytes"], self.ocr), self.ocr)
 
     def clean(self, data: bytes) -> dict:
         image = decode_image(data, self.max_pixels, self.preset)

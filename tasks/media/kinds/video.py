@@ -7,10 +7,11 @@ import numpy as np
 
 from ...similar import fingerprint_pairs, sequence_pairs
 from ...similar.bits import sequence_distance
+from ..ocr import read_frames
 from ..speech import listen
 from ..video import VideoCleanConfig, VideoPreset, decode_video
 from .audio import audio_preset
-from .base import MediaKind, features_json
+from .base import MediaKind, features_json, with_reading
 
 
 class Video(MediaKind):
@@ -36,6 +37,7 @@ class Video(MediaKind):
         )
         self.audio = audio_preset(settings)
         self.voice_activity = video.voice_activity
+        self.ocr = video.ocr
 
     def clean(self, data: bytes) -> dict:
         video = decode_video(data, self.preset, self.audio)
@@ -73,6 +75,8 @@ class Video(MediaKind):
             speech = listen(video.data)
             facts["_scores"] = {**video.scores, "speech_ratio": speech.ratio}
             features["speech"] = speech.features()
+        if self.ocr != "off":
+            facts = with_reading(facts, read_frames([jpeg for _, jpeg in video.thumbnails], self.ocr), self.ocr)
         if sidecars:
             facts["sidecars"] = sidecars
         if features:
