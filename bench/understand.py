@@ -16,6 +16,9 @@ a third of them with a poster's lines drawn on (tests/test_ocr.py):
 - rapidocr-detect / rapidocr: RapidOCR as its README calls it (`RapidOCR()(picture)`, its defaults: the
                       detector on the short side scaled to 736, the angle classifier, the recogniser;
                       detect-only with `use_rec=False`), given one thread as ours is.
+Transcripts, on the first N of those recordings (default 60):
+- transcribe:         tasks/models/speech.PocketSphinx (decoder made once), after the same 16 kHz read.
+- pocketsphinx:       pocketsphinx's own `Decoder()` with its defaults, `process_raw` of the whole recording.
 Reported: the share of clean each adds, and mmetl's throughput ÷ each bare call's on the same inputs.
 """
 
@@ -36,6 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 VOICE = ("clean", "clean+vad", "vad", "silero", "silero-onnx")
+ASR = ("transcribe", "pocketsphinx")
 OCR = ("image-clean", "image-clean+detect", "image-clean+read", "detect", "read", "rapidocr-detect", "rapidocr")
 
 
@@ -109,11 +113,36 @@ def ocr_work(method: str):
     return lambda data: engine(np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))[..., ::-1], use_rec=read)
 
 
+def asr_work(method: str):
+    from tasks.media.audio import mono_samples
+
+    if method == "transcribe":
+        from tasks.models.speech import PocketSphinx
+
+        model = PocketSphinx()
+        return lambda data: model.transcribe(mono_samples(data, 16000, 3600.0))
+    from pocketsphinx import Decoder
+
+    decoder = Decoder(samprate=16000, loglevel="FATAL")
+
+    def heard(data):
+        pcm = (np.clip(mono_samples(data, 16000, 3600.0), -1, 1) * 32767).astype(np.int16).tobytes()
+        decoder.start_utt()
+        decoder.process_raw(pcm, full_utt=True)
+        decoder.end_utt()
+        return decoder.hyp()
+
+    return heard
+
+
 def run(method: str, n: int) -> dict:
     import torch
 
     torch.set_num_threads(1)
-    inputs, work = (recordings(n), voice_work(method)) if method in VOICE else (pictures(n), ocr_work(method))
+    if method in OCR:
+        inputs, work = pictures(n), ocr_work(method)
+    else:
+        inputs, work = recordings(n), (voice_work if method in VOICE else asr_work)(method)
     work(inputs[0])  # warm: the model's load and first call
     start = time.perf_counter()
     for data in inputs:
@@ -161,6 +190,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--recordings", type=int, default=300)
     parser.add_argument("--pictures", type=int, default=150)
+    parser.add_argument("--transcripts", type=int, default=60)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", default=str(REPO / "bench" / "out" / "understand"))
     parser.add_argument("--one", nargs=2, help=argparse.SUPPRESS)
@@ -168,12 +198,14 @@ def main() -> int:
     if args.one:
         print(json.dumps(run(args.one[0], int(args.one[1]))))
         return 0
-    rounds: dict[str, list[dict]] = {m: [] for m in VOICE + OCR}
+    rounds: dict[str, list[dict]] = {m: [] for m in VOICE + ASR + OCR}
+    sizes = {**dict.fromkeys(VOICE, args.recordings), **dict.fromkeys(ASR, args.transcripts)}
     for round_no in range(args.rounds):  # interleaved, so a slow minute hits every method alike
         for method in rounds:
-            rounds[method].append(_one(method, args.recordings if method in VOICE else args.pictures))
+            rounds[method].append(_one(method, sizes.get(method, args.pictures)))
             print(round_no, method, rounds[method][-1], flush=True)
     voice, ocr = {m: rounds[m] for m in VOICE}, {m: rounds[m] for m in OCR}
+    asr = {m: rounds[m] for m in ("clean", *ASR)}
     lines = [
         "# Understanding media, per item on one core",
         "",
@@ -183,6 +215,9 @@ def main() -> int:
         *table(voice, {"silero": "vad", "silero-onnx": "vad"}, "recording"),
         "",
         f"clean.audio.voice_activity adds {added(voice, 'clean', 'clean+vad')} to clean.",
+        "",
+        f"Transcripts: the first {args.transcripts} of those prompts (clean's row: all {args.recordings}).",
+        *table(asr, {"pocketsphinx": "transcribe"}, "recording"),
         "",
         f"Text in pictures: {args.pictures} real-photo JPEGs (640 px long side), a third with a poster's lines.",
         *table(ocr, {"rapidocr-detect": "detect", "rapidocr": "read"}, "picture"),

@@ -45,11 +45,11 @@ def encode_sound(
         stream = out.add_stream(codec, rate=rate, layout="mono")
         if bit_rate:
             stream.bit_rate = bit_rate
-        _write_sound(out, stream, samples, source_rate)
+        write_sound(out, stream, samples, source_rate)
     return buf.getvalue()
 
 
-def _write_sound(out, stream, samples: np.ndarray, source_rate: int) -> None:
+def write_sound(out, stream, samples: np.ndarray, source_rate: int) -> None:
     frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1).astype(np.int16), format="s16", layout="mono")
     frame.sample_rate = source_rate
     resampler = av.AudioResampler(
@@ -108,7 +108,7 @@ def photo_video(
         for packet in video.encode(None):
             out.mux(packet)
         if audio is not None:
-            _write_sound(out, audio, track[: int(8000 * seconds)], 8000)
+            write_sound(out, audio, track[: int(8000 * seconds)], 8000)
     return buf.getvalue()
 
 

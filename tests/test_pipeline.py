@@ -13,6 +13,7 @@ from tasks.build.pipeline import Plan, build_locally
 from tasks.build.registry import STAGES, OrderError, check_order
 from tasks.core import storage
 from tasks.demo.corpus import build_demo_corpus
+from tasks.media.video import VideoCleanConfig
 from tasks.recipe import Recipe
 from tasks.sources import make_source
 from tasks.stages import collect
@@ -130,9 +131,13 @@ def test_the_step_order_is_one_plan_of_registered_stages(tmp_path):
     steps = [plan.ingest(), plan.refine("d.parquet"), plan.split("a.parquet", "documents.parquet")]
     order = [name for step in steps for name, _ in step.stages]
     assert order == ["collect", "clean", "dedupe", "filter", "align", "documents", "split"]
-    assert set(STAGES) - set(order) == {"score", "transcribe"}  # when the recipe names models
+    assert set(STAGES) - set(order) == {"score", "transcribe", "scenes"}  # when the recipe asks for them
     transcribing = Plan(plan.recipe.model_copy(update={"generate": GenerateConfig(transcript={})}), plan.layout)
     assert [name for name, _ in transcribing.refine("d").stages] == ["dedupe", "transcribe", "filter", "align"]
+    cutting = plan.recipe.model_copy(
+        update={"clean": plan.recipe.clean.model_copy(update={"video": VideoCleanConfig(scenes={})})}
+    )
+    assert [name for name, _ in Plan(cutting, plan.layout).ingest().stages] == ["collect", "scenes", "clean"]
     assert [name for name, _ in plan.split("a.parquet").stages] == ["split"]  # no documents: no such stage
     judged = [STAGES[name] for name, _ in plan.refine("d").stages[1:]]  # what a dry run reports
     assert judged == [FilterStage, AlignStage]

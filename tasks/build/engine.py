@@ -43,6 +43,7 @@ class StageCounts:
     n_in: int = 0
     n_kept: int = 0
     n_rejected: int = 0
+    n_items: int | None = None  # items handed on, where the stage makes items (a video's scenes)
     reasons: dict[str, int] = field(default_factory=dict)
     texts_dropped: dict[str, int] = field(default_factory=dict)
 
@@ -166,9 +167,12 @@ class _Tally:
         except Exception as e:
             raise StepError(f"{self.where}: {e if isinstance(e, ItemError) else repr(e)}") from e
         count = self.counts[i]
-        check_reconciles(count.stage, self.shard, in_ids, kept, rejected)
+        origins = _origins(kept, worker.derived_from)
+        check_reconciles(count.stage, self.shard, in_ids, origins, rejected)
         count.n_in += len(in_ids)
-        count.n_kept += kept.num_rows
+        count.n_kept += len(origins)
+        if worker.derived_from:
+            count.n_items = (count.n_items or 0) + kept.num_rows
         count.n_rejected += rejected.num_rows
         self.reasons[i].update(rejected.column("reason").to_pylist())
         self.dropped[i].update(dropped_texts.column("reason").to_pylist())
@@ -193,13 +197,23 @@ def _concat(parts: list[pa.Table], schema: pa.Schema) -> pa.Table:
     return pa.concat_tables(parts) if parts else schema.empty_table()
 
 
-def check_reconciles(stage: str, shard: str, in_ids: list[str], kept: pa.Table, rejected: pa.Table) -> None:
-    out_ids = kept.column("sample_id").to_pylist() + rejected.column("sample_id").to_pylist()
+def _origins(kept: pa.Table, derived_from: str | None) -> list[str]:
+    """The items a stage took in that it kept: the kept rows' ids, or, where it makes items, the ids of what
+    each was made from (an item it left whole is its own origin), once each."""
+    ids = kept.column("sample_id").to_pylist()
+    if derived_from is None:
+        return ids
+    made_from = kept.column(derived_from).to_pylist()
+    return list(dict.fromkeys(origin or own for origin, own in zip(made_from, ids)))
+
+
+def check_reconciles(stage: str, shard: str, in_ids: list[str], kept_ids: list[str], rejected: pa.Table) -> None:
+    out_ids = kept_ids + rejected.column("sample_id").to_pylist()
     if len(in_ids) != len(out_ids) or sorted(in_ids) != sorted(out_ids):
         lost = sorted(set(in_ids) - set(out_ids))[:5]
         invented = sorted(set(out_ids) - set(in_ids))[:5]
         raise CountMismatch(
-            f"{stage}/{shard}: in={len(in_ids)} but kept={kept.num_rows} + rejected={rejected.num_rows}"
+            f"{stage}/{shard}: in={len(in_ids)} but kept={len(kept_ids)} + rejected={rejected.num_rows}"
             f" (lost {lost}, unexpected {invented})"
         )
 
@@ -222,11 +236,18 @@ def summarize(results: list[StepResult]) -> list[dict]:
                 "in": sum(r.stages[i].n_in for r in results),
                 "kept": sum(r.stages[i].n_kept for r in results),
                 "rejected": sum(r.stages[i].n_rejected for r in results),
+                **_items(results, i),
                 "reasons": dict(sorted(reasons.items())),
                 "texts_dropped": dict(sorted(texts.items())),
             }
         )
     return lines
+
+
+def _items(results: list[StepResult], i: int) -> dict:
+    """`items`: what stage i handed on, where it makes items (check_funnel takes it as the next stage's in)."""
+    made = [r.stages[i].n_items for r in results]
+    return {"items": sum(n or 0 for n in made)} if any(n is not None for n in made) else {}
 
 
 def commit_step(out_dir: str, results: list[StepResult]) -> list[dict]:

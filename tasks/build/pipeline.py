@@ -103,7 +103,8 @@ class Plan:
         r = self.recipe
         fetch = CollectConfig(**r.network.model_dump(), cache_dir=self.work("fetched"))
         clean = CleanSettings(**r.clean.model_dump(), features=r.features)
-        return self.step(("collect", fetch), ("clean", clean), writes_media=True)
+        scenes = [("scenes", r.clean.video.scenes)] if r.clean.video.scenes else []  # cut before clean decodes
+        return self.step(("collect", fetch), *scenes, ("clean", clean), writes_media=True)
 
     def refine(self, decision_uri: str) -> Step:
         r = self.recipe

@@ -10,6 +10,7 @@ from ..stages.dedupe import DedupeStage
 from ..stages.documents import DocumentStage
 from ..stages.filter import FilterStage
 from ..stages.plan_rows import PLANNED
+from ..stages.scenes import ScenesStage
 from ..stages.score import ScoreStage
 from ..stages.split import SplitStage
 from ..stages.stage import Stage
@@ -19,6 +20,7 @@ STAGES: dict[str, type[Stage]] = {
     s.name: s
     for s in (
         CollectStage,
+        ScenesStage,
         CleanStage,
         DedupeStage,
         TranscribeStage,

@@ -106,6 +106,9 @@ SAMPLE_SCHEMA = pa.schema(
         # the time window of the source media this item is (AudioCaps' 10 s, a HowTo100M subtitle)
         pa.field("clip_start_s", pa.float64()),
         pa.field("clip_end_s", pa.float64()),
+        # a scene clean.video.scenes cut out of a video: which one (0, 1, ... in time order) and the video's sample id
+        pa.field("scene_index", pa.int32()),
+        pa.field("scene_of", pa.string()),
         # the box of the source image this item is (x, y, width, height: a Visual Genome region)
         pa.field("region", pa.list_(pa.int32())),
         # what the source said about the media beyond its texts (LAION's extra columns, a video's

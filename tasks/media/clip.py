@@ -27,6 +27,13 @@ MUXERS = {
 
 
 def cut(data: bytes, start: float, end: float | None) -> tuple[bytes, str]:
+    """The window [start, end) of a file (end None: to its end), and the extension of what is returned."""
+    data, ext, _ = cut_from(data, start, end)
+    return data, ext
+
+
+def cut_from(data: bytes, start: float, end: float | None) -> tuple[bytes, str, float]:
+    """`cut`, and where in the file the copy begins: `start` for sound, the keyframe at or before it for video."""
     try:
         src = av.open(io.BytesIO(data), mode="r")
     except (av.error.FFmpegError, ValueError) as e:
@@ -41,7 +48,7 @@ def cut(data: bytes, start: float, end: float | None) -> tuple[bytes, str]:
         # a file with a video track is cut at a keyframe, so that its first frame decodes
         video = next((s for s in streams if s.type == "video"), None)
         if video is None:
-            return _cut_audio(src, streams[0], start, end), "wav"
+            return _cut_audio(src, streams[0], start, end), "wav", start
         out_buf = io.BytesIO()
         with av.open(out_buf, mode="w", format=muxer) as dst:
             copies = {s.index: dst.add_stream_from_template(s) for s in streams}
@@ -69,7 +76,7 @@ def cut(data: bytes, start: float, end: float | None) -> tuple[bytes, str]:
                 raise MediaError("corrupt", f"demux failed while cutting: {e}") from None
     if out_buf.tell() == 0:
         raise MediaError("empty", f"nothing in the window {start:g}-{end}")
-    return out_buf.getvalue(), ext
+    return out_buf.getvalue(), ext, begin
 
 
 def _cut_audio(src, stream, start: float, end: float | None) -> bytes:

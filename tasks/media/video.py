@@ -31,6 +31,7 @@ from .audio import TRUNCATION_TOLERANCE, AudioPreset, SoundAnalysis, log_mel, op
 from .fingerprint import KeyframeHashes
 from .motion import MotionMeter
 from .ocr import OcrMode
+from .scenes import ScenesConfig
 
 
 class VideoCleanConfig(Strict):
@@ -51,6 +52,10 @@ class VideoCleanConfig(Strict):
     # text in the picture, as clean.image.ocr, over the keyframes (features.keyframes): the median `text_area`
     # of the keyframes, and each line read once
     ocr: OcrMode = "off"
+    # cut each video longer than max_scene_s (or every video) into one item per scene (tasks/media/scenes.py),
+    # before clean: each scene is cleaned, deduplicated, filtered and published as a clip; the scenes of one
+    # video keep its group (never split apart) and its texts; null: videos are not cut
+    scenes: ScenesConfig | None = None
 
 
 class KeyframesConfig(Strict):

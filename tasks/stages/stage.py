@@ -50,6 +50,10 @@ class Stage:
     # that puts a stage before what it reads is refused when it is made (tasks/build/registry.py)
     reads: ClassVar[frozenset[str]] = frozenset()
     writes: ClassVar[frozenset[str]] = frozenset()
+    # a stage that makes items of the ones it takes in (a video's scenes) names the column that holds, in each
+    # item it makes, the sample id of the item it was made from: the engine reconciles what it took in with
+    # the items kept whole or made from, and counts the items handed on apart
+    derived_from: ClassVar[str | None] = None
 
     def __init__(self, config: BaseModel | None = None, /, **fields: Any):
         if config is not None and fields:
@@ -79,7 +83,8 @@ class Stage:
 
 
 class RowStage(Stage):
-    """A stage that looks at one item at a time: `check` returns the item (possibly changed) or a Reject.
+    """A stage that looks at one item at a time: `check` returns the item (possibly changed) or a Reject (or,
+    in a stage with `derived_from`, a list of the items made from it).
 
     Items are plain dicts of Sample columns. Return `Reject("code", "detail")` to drop one; the
     reason becomes "<name>:<code>", or stays as given when it already names its kind
@@ -117,6 +122,8 @@ class RowStage(Stage):
                 ) from e
             if isinstance(out, Reject):
                 rejected.append(reject_row(row, self.name, self.reason(out.code), out.detail, out.duplicate_of))
+            elif isinstance(out, list):
+                kept += out
             else:
                 kept.append(out)
         return StageOutput(

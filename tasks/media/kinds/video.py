@@ -21,6 +21,7 @@ class Video(MediaKind):
     card_tasks = ("text-to-video",)
     member_facts = ("width", "height", "duration_s", "fps", "num_frames", "video_codec", "audio_codec",
                     "audio_duration_s", "sample_rate", "channels")  # fmt: skip
+    member_lineage = ("scene_index", "scene_of")  # a scene cut out of a video (clean.video.scenes)
     extensions = frozenset({"mp4", "mov", "webm", "mkv", "avi"})
     signatures = ("keyframe_phashes", "audio_fingerprint")
 
