@@ -1,6 +1,7 @@
 """Scene cuts on real photographs filmed as shots (a camera panning across each): hard cuts and a
-cross-fade found where they are, a continuous pan left whole, long scenes cut in parts; then a build that
-cuts a three-shot video into three items of one group, with the counts reconciled through the cut."""
+cross-fade found where they are, a continuous pan left whole, long scenes cut in parts; subtitle cues read
+as timed texts; then a build that cuts a three-shot video with a subtitle file beside it into three items
+of one group, each with the cue said during it, the counts reconciled through the cut."""
 
 from __future__ import annotations
 
@@ -88,6 +89,7 @@ def test_a_build_cuts_a_long_video_into_one_item_per_scene_of_one_group(shots, t
     folder = tmp_path / "in"
     folder.mkdir()
     (folder / "vlog.mp4").write_bytes(film(shots[0] + shots[1] + shots[2]))
+    (folder / "vlog.srt").write_text(SRT)  # a cue in each shot, read beside the video as timed texts
     (folder / "short.mp4").write_bytes(film(shots[3]))  # 4 s: under max_scene_s, published whole
     rows = [{"media": "vlog.mp4", "modality": "video", "text": "a walk past an astronaut, a coffee and a cat"},
             {"media": "short.mp4", "modality": "video", "text": "a rocket on its launch pad"}]  # fmt: skip
@@ -109,7 +111,12 @@ def test_a_build_cuts_a_long_video_into_one_item_per_scene_of_one_group(shots, t
     assert len({r["split"] for r in scenes}) == 1  # one video's scenes are never split apart
     windows = [(round(r["clip_start_s"]), round(r["clip_end_s"])) for r in scenes]
     assert windows == [(0, 4), (4, 8), (8, 12)] and all(3.8 < r["duration_s"] < 4.2 for r in scenes), scenes
-    assert all(r["texts"][0]["text"].startswith("a walk past") for r in scenes)
+    said = [(t["text"], t["start_s"], t["end_s"]) for r in scenes for t in r["texts"] if t["kind"] == "subtitle"]
+    assert said == [("an astronaut in orbit", 1.0, 3.0), ("a cup of coffee", 1.0, 3.0), ("a cat looks up", 1.0, 3.5)]
+    whole_video = [t for r in scenes for t in r["texts"] if t["kind"] == "caption"]
+    assert len(whole_video) == 3 and all(
+        "scope:video" in t["flags"] and "a walk past" in t["text"] for t in whole_video
+    )
     whole = [r for r in index if not r["scene_of"]]
     assert len(whole) == 1 and whole[0]["scene_index"] is None and whole[0]["clip_start_s"] is None
 
@@ -124,3 +131,52 @@ def test_a_video_that_cannot_be_read_is_a_reject_and_other_items_pass_untouched(
     kept, rejected = run(ScenesStage(every_video=True), broken, picture)
     assert [r["reason"] for r in rejected] == ["decode:corrupt"]
     assert [r["sample_id"] for r in kept] == [picture["sample_id"]] and kept[0]["scene_index"] is None
+
+
+VTT = """WEBVTT
+Kind: captions
+Language: en
+
+00:00.500 --> 00:02.000
+<v Guide>an astronaut <b>floats</b>
+
+00:01.900 --> 00:03.000 align:start
+an astronaut floats
+above the earth
+
+1:00:00.000 --> 1:00:01.250
+an hour in
+"""
+
+SRT = """1
+00:00:01,000 --> 00:00:03,000
+{\\an8}an astronaut in orbit
+
+2
+00:00:05,000 --> 00:00:07,000
+a cup of coffee
+
+3
+00:00:09,000 --> 00:00:11,500
+a cat looks up
+"""
+
+
+def test_subtitle_cues_keep_their_times_and_an_items_cues_are_joined_once():
+    from tasks.media.subtitles import cues, join_cues, timed_texts
+
+    # tags gone; the line a rolling caption repeats from the cue before, once
+    found = cues(VTT)
+    assert found == [(0.5, 2.0, "an astronaut floats"), (1.9, 3.0, "above the earth"), (3600, 3601.25, "an hour in")]
+    assert [c[:2] for c in cues(SRT)] == [(1.0, 3.0), (5.0, 7.0), (9.0, 11.5)]
+    assert cues(SRT)[0][2] == "an astronaut in orbit"
+    window = timed_texts(SRT, window=(4.0, 10.0))  # a window of the video: the cues in it, from its start
+    assert [(t["start_s"], t["end_s"], t["text"]) for t in window] == [
+        (1.0, 3.0, "a cup of coffee"),
+        (5.0, 7.5, "a cat looks up"),
+    ]
+    caption = {"text": "a day in orbit", "kind": "caption", "source": "s"}
+    joined = join_cues([*({**t, "source": "s"} for t in timed_texts(SRT)), caption])
+    assert joined[1] == caption and len(joined) == 2
+    assert joined[0]["text"] == "an astronaut in orbit a cup of coffee a cat looks up"
+    assert (joined[0]["start_s"], joined[0]["end_s"], joined[0]["kind"]) == (1.0, 11.5, "subtitle")

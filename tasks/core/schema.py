@@ -35,6 +35,9 @@ TEXT = pa.struct(
         pa.field("text", pa.string()),
         pa.field("kind", pa.string()),
         pa.field("source", pa.string()),
+        # a timed text (a subtitle cue, a transcript): when it is said, in seconds from the item's start
+        pa.field("start_s", pa.float64()),
+        pa.field("end_s", pa.float64()),
         pa.field("lang", pa.string()),
         pa.field("lang_score", pa.float32()),
         pa.field("words", pa.int32()),
@@ -133,7 +136,9 @@ MEDIA_SCHEMA = pa.schema(
 MEMBER_SEGMENT = pa.struct([pa.field("text", pa.string()), pa.field("image", pa.string()),
                             pa.field("member", pa.string())])  # fmt: skip
 # a text as a `<key>.json` tar member gives it (each kind's member schema: tasks/media/kinds/base.py)
-MEMBER_TEXT = pa.struct([TEXT.field(n) for n in ("text", "kind", "source", "lang", "flags", "align_score")])
+MEMBER_TEXT = pa.struct(
+    [TEXT.field(n) for n in ("text", "kind", "source", "start_s", "end_s", "lang", "flags", "align_score")]
+)
 
 
 # `align.keep_embeddings`: what the models made of each published item, L2-normalised, float16: its media

@@ -12,17 +12,15 @@ from __future__ import annotations
 import glob
 import io
 import os
-import re
 import shutil
 import tempfile
 from dataclasses import dataclass, field
 
 import av
 
+from ..media.subtitles import timed_texts
 from . import FetchError
 from .guard import AddressPolicy
-
-TIMESTAMP = re.compile(r"(\d+):(\d\d):(\d\d)\.(\d+)\s+-->\s+(\d+):(\d\d):(\d\d)\.(\d+)")
 
 
 @dataclass
@@ -42,25 +40,6 @@ class _QuietLogger:
 
     def error(self, msg):
         pass
-
-
-def vtt_text(vtt: str, window: tuple[float, float] | None = None) -> str:
-    """The words of a WebVTT file (cues overlapping `window` only), tags removed, repeated lines once."""
-    lines, keep, last = [], True, None
-    for line in vtt.splitlines():
-        m = TIMESTAMP.search(line)
-        if m:
-            h1, m1, s1, f1, h2, m2, s2, f2 = m.groups()
-            start = int(h1) * 3600 + int(m1) * 60 + int(s1) + float("0." + f1)
-            end = int(h2) * 3600 + int(m2) * 60 + int(s2) + float("0." + f2)
-            keep = window is None or (end > window[0] and start < window[1])
-            continue
-        text = re.sub(r"<[^>]+>", "", line).strip()
-        if not text or not keep or text == "WEBVTT" or text.startswith(("Kind:", "Language:", "NOTE")) or text == last:
-            continue
-        lines.append(text)
-        last = text
-    return " ".join(lines)
 
 
 class LinkDownloader:
@@ -182,11 +161,10 @@ def _categorize(message: str) -> FetchError:
 
 
 def _subtitles(folder: str, window: tuple[float, float] | None) -> list[dict]:
-    """The subtitles yt-dlp saved beside the item, as texts (within `window` when the item is cut)."""
+    """The subtitles yt-dlp saved beside the item, as timed texts (the cues within `window` when the item is cut;
+    clean joins them into one text per file)."""
     subs = []
     for sub in sorted(glob.glob(os.path.join(folder, "item.*.vtt"))):
         with open(sub, encoding="utf-8", errors="replace") as f:
-            text = vtt_text(f.read(), window)
-        if text:
-            subs.append({"text": text, "kind": "subtitle"})
+            subs += timed_texts(f.read(), "subtitle", window)
     return subs

@@ -21,6 +21,7 @@ import ftfy
 from pydantic import Field, model_validator
 
 from ..core.settings import Strict
+from .subtitles import join_cues
 
 
 class TokenizeConfig(Strict):
@@ -137,11 +138,12 @@ def word_count(text: str | None) -> int:
 
 
 def clean_texts(texts: list[dict], pii: str = "mask") -> tuple[list[dict], list[tuple[dict, str]]]:
-    """An item's texts cleaned and described, without empty ones and repeats; (kept, [(dropped, reason)])."""
+    """An item's texts cleaned and described, without empty ones and repeats; (kept, [(dropped, reason)]). Timed
+    texts (subtitle cues) are joined first into one text per kind and source; flags a text came with stay."""
     cleaned = []
-    for text in texts:
+    for text in join_cues(texts):
         value, flags = clean_text(text["text"], pii)
-        cleaned.append((text, {**text, "text": value, "flags": flags}))
+        cleaned.append((text, {**text, "text": value, "flags": list(dict.fromkeys((text.get("flags") or []) + flags))}))
     kept, dropped = unique_texts([c for _, c in cleaned])
     originals = {id(c): t for t, c in cleaned}
     return ([{**t, **describe(t["text"])} for t in kept], [(originals[id(t)], reason) for t, reason in dropped])

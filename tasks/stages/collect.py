@@ -9,6 +9,7 @@ writes shards of items that reference their media (no bytes yet); broken rows be
 
 from __future__ import annotations
 
+import glob
 import json
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -34,6 +35,8 @@ from ..media import MediaError
 from ..media.clip import cut
 from ..media.image import crop
 from ..media.kinds import KINDS
+from ..media.subtitles import SUFFIXES as SUBTITLE_SUFFIXES
+from ..media.subtitles import timed_texts
 from ..sources import Row, Source
 from ..sources.manifest import utf8_ok
 from .plan_rows import RowLog, as_samples, gather_items, group_names
@@ -236,11 +239,7 @@ class CollectStage(RowStage):
             return row
         uri = row["source_uri"]
         try:
-            got = (
-                self._download(row)
-                if storage.is_url(uri)
-                else {"media_bytes": storage.read_bytes(uri), "media_ext": _extension(uri)}
-            )
+            got = self._download(row) if storage.is_url(uri) else self._read(row)
         except FileNotFoundError:
             return Reject("missing_media", uri)
         except FetchError as e:
@@ -265,6 +264,16 @@ class CollectStage(RowStage):
             facts = {k: v for k, v in measured.items() if k != "pixel_std"}
             row = with_scores({**row, **facts}, pixel_std=measured["pixel_std"])
         return {**row, **got, "media_size": len(got["media_bytes"])}
+
+    def _read(self, row: dict) -> dict:
+        """A local or stored file, and for a video or recording the subtitles beside it as timed texts."""
+        uri = row["source_uri"]
+        got = {"media_bytes": storage.read_bytes(uri), "media_ext": _extension(uri)}
+        if row["modality"] in ("video", "audio"):
+            window = (row["clip_start_s"], row["clip_end_s"]) if row["clip_start_s"] is not None else None
+            cues = [{**t, "source": row["source"]} for t in subtitles_beside(uri, window)]
+            got.update({"texts": (row["texts"] or []) + cues} if cues else {})
+        return got
 
     def _download(self, row: dict) -> dict:
         cached = self.cache.get(row["sample_id"]) if self.cache else None
@@ -329,6 +338,17 @@ class CollectStage(RowStage):
                 net.user_agent_token,
                 net.disallowed_header_directives,
             )
+
+
+def subtitles_beside(uri: str, window: tuple[float, float] | None) -> list[dict]:
+    """The cues of `.vtt` / `.srt` files beside a media file (`talk.mp4`: `talk.vtt`, `talk.en.srt`), as timed
+    texts of kind subtitle (within `window`, from its start, when the item is a window of the file)."""
+    stem = uri.rsplit(".", 1)[0]
+    found = []
+    for path in storage.glob(glob.escape(stem) + ".*"):
+        if path.endswith(SUBTITLE_SUFFIXES):
+            found += timed_texts(storage.read_bytes(path).decode("utf-8", errors="replace"), "subtitle", window)
+    return found
 
 
 def _extension(uri: str) -> str | None:

@@ -4,8 +4,8 @@ A vlog, a lecture or a folder of raw footage arrives as whole videos; a training
 scene (tasks/media/scenes.py) is cut out with the clip code (a stream copy from the keyframe at or before
 the cut: encoders put one at most hard cuts) and becomes an item of its own: where its file begins and
 ends in the video in `clip_start_s` / `clip_end_s`, `scene_index` and `scene_of` (the video's sample id),
-the video's group (scenes of one video are never split apart) and its texts. Clean then decodes and
-measures each scene as any clip.
+the video's group (scenes of one video are never split apart), the subtitle cues said during it and the
+video's own texts (flagged `scope:video`). Clean then decodes and measures each scene as any clip.
 
 Items are made here, so the counts say so: the stage takes in videos, keeps or rejects each, and hands on
 items (a kept video's scenes, or the video itself when it is not cut): in = kept + rejected, and the next
@@ -55,4 +55,17 @@ class ScenesStage(RowStage):
             "clip_end_s": offset + end,
             "scene_index": i,
             "scene_of": video["sample_id"],
+            "texts": scene_texts(video["texts"] or [], begin, end),
         }
+
+
+def scene_texts(texts: list[dict], start: float, end: float) -> list[dict]:
+    """A scene's texts: the timed ones said during it (subtitle cues; their times from the scene's start), then
+    the video's untimed ones (a title, a caption of the whole video) flagged `scope:video`."""
+    during = [
+        {**t, "start_s": max(t["start_s"] - start, 0.0), "end_s": min(t["end_s"], end) - start}
+        for t in texts
+        if t.get("start_s") is not None and t["end_s"] > start and t["start_s"] < end
+    ]
+    whole = [{**t, "flags": [*(t.get("flags") or []), "scope:video"]} for t in texts if t.get("start_s") is None]
+    return during + whole

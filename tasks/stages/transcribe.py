@@ -119,7 +119,8 @@ class TranscribeStage(RowStage):
         noted = _noted(row, {"words": [[w, round(s, 2), round(e, 2)] for w, s, e in heard.words]})
         if not heard.text:
             return noted
-        asr, _ = clean_texts([{"text": heard.text, "kind": "asr", "source": row["source"]}], "mask")
+        said = {"start_s": heard.words[0][1], "end_s": heard.words[-1][2]} if heard.words else {}
+        asr, _ = clean_texts([{"text": heard.text, "kind": "asr", "source": row["source"], **said}], "mask")
         given = [t["text"] for t in row["texts"] or [] if t["kind"] == "transcript"]
         scored = with_scores(noted, wer=word_error_rate(given[0], heard.text)) if given else noted
         return {**scored, "texts": (row["texts"] or []) + asr}
