@@ -121,6 +121,10 @@ def test_a_whisper_folder_runs_end_to_end(tmp_path):
     rows = [sample("audio", media=flac(prompt("conf-muted")), n=0)]
     kept, _ = transcribe(tmp_path, rows, model=str(folder), language="de")
     assert json.loads(kept[0]["features"])["asr"] == {"words": []}
+    german = [{"text": "ein hund spielt im garten", "kind": "caption", "source": "t", "lang": "de", "lang_score": 0.99}]
+    rows = [sample("audio", media=flac(prompt("conf-muted")), n=1, texts=german)]
+    kept, _ = transcribe(tmp_path, rows, model=str(folder), language="auto")  # it listens whatever the texts say
+    assert "skipped" not in json.loads(kept[0]["features"])["asr"]
     assert Whisper.identity(str(folder))["kind"] == "whisper"
 
 

@@ -77,9 +77,8 @@ class Whisper:
         for start in range(0, max(len(samples), 1), step):
             features = self.processor(samples[start : start + step], sampling_rate=RATE, return_tensors="pt")
             with self.no_grad():
-                ids = self.model.generate(
-                    features.input_features.to(self.device), language=self.language, task="transcribe"
-                )
+                language = None if self.language == "auto" else self.language  # None: Whisper detects it
+                ids = self.model.generate(features.input_features.to(self.device), language=language, task="transcribe")
             texts.append(self.processor.batch_decode(ids, skip_special_tokens=True)[0].strip())
         return Transcript(" ".join(t for t in texts if t))
 

@@ -34,7 +34,9 @@ class TranscriptConfig(Strict):
     """`generate.transcript:` what writes the transcripts."""
 
     model: str = POCKETSPHINX  # or a local Whisper folder (transformers), as align's models are
-    language: str = "en"  # what the speech is in; items whose texts are surely another language are skipped
+    # what the speech is in: items whose texts are surely another language are skipped; `auto` (a Whisper
+    # folder only): the model tells each recording's language itself
+    language: str = "en"
     # with voice activity measured (clean.audio.voice_activity): recordings with less speech are not transcribed
     min_speech_ratio: float = Field(0.1, ge=0, le=1)
     device: str = Field("auto", pattern="^(auto|cpu|cuda)$")  # a Whisper model's; pocketsphinx runs on a CPU
@@ -50,6 +52,10 @@ class TranscriptConfig(Strict):
         else:
             check_whisper(self.model)
         return self
+
+    @property
+    def detects_language(self) -> bool:
+        return self.language == "auto"
 
 
 class GenerateConfig(Strict):
@@ -104,7 +110,7 @@ class TranscribeStage(RowStage):
         if speech is not None and speech < self.config.min_speech_ratio:
             return f"speech_ratio={speech:.2f}"
         other = [t["lang"] for t in row["texts"] or [] if (t.get("lang_score") or 0) >= SURE_LANGUAGE]
-        if other and all(lang != self.config.language for lang in other):
+        if not self.config.detects_language and other and all(lang != self.config.language for lang in other):
             return f"language: its texts are {other[0]}, the model transcribes {self.config.language}"
         return None
 
