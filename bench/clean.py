@@ -273,14 +273,19 @@ def _timed(work, inputs: list) -> dict:
 
 
 def _one(method: str, n: int) -> dict:
-    """One method in a fresh process (its own peak RSS)."""
-    result = subprocess.run([sys.executable, __file__, "--one", method, str(n)], capture_output=True, text=True)
+    return one_process(__file__, method, n)
+
+
+def one_process(script: str, method: str, n: int) -> dict:
+    """One method of a benchmark script (`script --one METHOD N` prints its result as JSON) in a fresh
+    process: its own peak RSS."""
+    result = subprocess.run([sys.executable, script, "--one", method, str(n)], capture_output=True, text=True)
     if result.returncode:
         raise SystemExit(f"{method} failed:\n{result.stderr[-3000:]}")
     return json.loads(result.stdout)
 
 
-def _median_range(values: list[float], fmt: str) -> str:
+def median_range(values: list[float], fmt: str) -> str:
     """`median (min-max)` over rounds."""
     return f"{statistics.median(values):{fmt}} ({min(values):{fmt}}-{max(values):{fmt}})"
 
@@ -345,11 +350,11 @@ def main() -> int:
         rates = [r["per_second"] for r in rounds[method]]
         ratios = [ours["per_second"] / r["per_second"] for ours, r in zip(rounds["mmetl"], rounds[method])]
         lines.append(
-            f"| {method} | {_median_range(rates, '.0f')} | {_median_range(ratios, '.2f')} | "
+            f"| {method} | {median_range(rates, '.0f')} | {median_range(ratios, '.2f')} | "
             f"{max(r['rss_half_mb'] for r in rounds[method]):.0f} / {max(r['rss_mb'] for r in rounds[method]):.0f} |"
         )
     pairs = zip(rounds["download:mmetl"], rounds["download:img2dataset-then-clean"])
-    one_decode = _median_range([a["per_second"] / b["per_second"] for a, b in pairs], ".2f")
+    one_decode = median_range([a["per_second"] / b["per_second"] for a, b in pairs], ".2f")
     lines += [
         "",
         "A downloaded image, resized to 256 px and measured for clean: mmetl's one decode ÷ img2dataset's"
@@ -376,7 +381,7 @@ def main() -> int:
         "sample, keyframe pHashes, 8 thumbnails, loudness, Chromaprint, 16 kHz log-mel) at "
         f"{statistics.median(o['real_time_factor'] for o in ours):.1f}× real time; PyAV decode-only at "
         f"{statistics.median(p['real_time_factor'] for p in plain):.1f}×: mmetl ÷ decode-only "
-        f"{_median_range(ratios, '.2f')}; peak RSS "
+        f"{median_range(ratios, '.2f')}; peak RSS "
         f"{max(o['rss_half_mb'] for o in ours):.0f} / {max(o['rss_mb'] for o in ours):.0f} MB at half / all.",
     ]
     lines += _motion_lines(video_rounds)
@@ -398,10 +403,10 @@ def _motion_lines(video_rounds: dict[str, list[dict]]) -> list[str]:
     ratio = [b / o if o > 0 else float("inf") for o, b in zip(ours, bare)]
     return [
         "",
-        f"Motion: the score adds {_median_range([1000 * o for o in ours], '.1f')} ms a clip to mmetl's clean "
-        f"({_median_range([100 * x for x in share], '.1f')} % of it); the bare library (PyAV frames to 160 px grey, "
-        f"OpenCV Farnebäck on the same pairs) adds {_median_range([1000 * b for b in bare], '.1f')} ms to "
-        f"decode-only: mmetl's throughput ÷ the bare call's {_median_range(ratio, '.2f')}.",
+        f"Motion: the score adds {median_range([1000 * o for o in ours], '.1f')} ms a clip to mmetl's clean "
+        f"({median_range([100 * x for x in share], '.1f')} % of it); the bare library (PyAV frames to 160 px grey, "
+        f"OpenCV Farnebäck on the same pairs) adds {median_range([1000 * b for b in bare], '.1f')} ms to "
+        f"decode-only: mmetl's throughput ÷ the bare call's {median_range(ratio, '.2f')}.",
     ]
 
 

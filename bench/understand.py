@@ -32,8 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -42,6 +40,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from bench.clean import median_range, one_process  # noqa: E402  (after the path is set)
 
 VOICE = ("clean", "clean+vad", "vad", "silero", "silero-onnx")
 ASR = ("transcribe", "pocketsphinx")
@@ -184,14 +183,7 @@ def run(method: str, n: int) -> dict:
 
 
 def _one(method: str, n: int) -> dict:
-    result = subprocess.run([sys.executable, __file__, "--one", method, str(n)], capture_output=True, text=True)
-    if result.returncode:
-        raise SystemExit(f"{method} failed:\n{result.stderr[-3000:]}")
-    return json.loads(result.stdout)
-
-
-def _median_range(values: list[float], fmt: str) -> str:
-    return f"{statistics.median(values):{fmt}} ({min(values):{fmt}}-{max(values):{fmt}})"
+    return one_process(__file__, method, n)
 
 
 def table(rounds: dict[str, list[dict]], ours: dict[str, str], what: str) -> list[str]:
@@ -203,9 +195,9 @@ def table(rounds: dict[str, list[dict]], ours: dict[str, str], what: str) -> lis
     lines = ["", f"| method | ms / {what} | mmetl ÷ it (throughput) | peak RSS (MB) |", "|---|---|---|---|"]
     for method in rounds:
         mine = ours.get(method)
-        ratio = _median_range([t / v for v, t in zip(per_item(mine), per_item(method))], ".2f") if mine else "-"
+        ratio = median_range([t / v for v, t in zip(per_item(mine), per_item(method))], ".2f") if mine else "-"
         label = f"{method} (vs {mine})" if mine else method
-        lines.append(f"| {label} | {_median_range([1000 * t for t in per_item(method)], '.1f')} | {ratio} | "
+        lines.append(f"| {label} | {median_range([1000 * t for t in per_item(method)], '.1f')} | {ratio} | "
                      f"{max(r['rss_mb'] for r in rounds[method]):.0f} |")  # fmt: skip
     return lines
 
@@ -215,7 +207,7 @@ def added(rounds: dict[str, list[dict]], base: str, method: str) -> str:
     times = {m: [r["seconds"] / r["items"] for r in rounds[m]] for m in (base, method)}
     extra = [a - b for a, b in zip(times[method], times[base])]
     share = [e / b for e, b in zip(extra, times[base])]
-    return f"{_median_range([1000 * e for e in extra], '.1f')} ms ({_median_range([100 * s for s in share], '.0f')} %)"
+    return f"{median_range([1000 * e for e in extra], '.1f')} ms ({median_range([100 * s for s in share], '.0f')} %)"
 
 
 def main() -> int:
