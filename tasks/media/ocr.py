@@ -64,6 +64,8 @@ def read_picture(picture: np.ndarray, mode: OcrMode) -> Reading:
     found_boxes = getattr(found, "boxes", None)
     boxes = np.asarray(found_boxes if found_boxes is not None else [], np.float64).reshape(-1, 4, 2)
     lines = np.asarray(getattr(found, "txts", None) or [""] * len(boxes), object)
+    if len(lines) != len(boxes):  # not one line a box (never seen): no line can be checked against its box
+        lines = np.asarray([""] * len(boxes), object)
     sides = np.linalg.norm(boxes[:, 1] - boxes[:, 0], axis=1), np.linalg.norm(boxes[:, 3] - boxes[:, 0], axis=1)
     is_line = np.maximum(*sides) >= MIN_LINE_ASPECT * np.maximum(np.minimum(*sides), 1.0)
     if not is_line.any():
