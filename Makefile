@@ -57,8 +57,9 @@ ui: $(STAMP)
 # the waveform check, and the leakage guard (bench/out/dedupe_audio/report.md), and clean's per-image and per-clip cost against decode-only and
 # img2dataset's resizer + imagehash (bench/out/clean/report.md), and the align step's CLIP scoring
 # against the model's bare forward pass (bench/out/align/report.md), and the driver's plan, dedupe and split
-# decisions on 1M and 2M planned URL items (bench/out/driver/report.md), and voice activity against Silero's
-# own code (bench/out/understand/report.md). About 80 minutes in all on 2 cores.
+# decisions on 1M and 2M planned URL items (bench/out/driver/report.md), and voice activity, transcripts,
+# scene cuts and text in pictures against the libraries' own calls (bench/out/understand/report.md). About
+# 100 minutes in all on 2 cores.
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/clean.py

@@ -210,6 +210,13 @@ def added(rounds: dict[str, list[dict]], base: str, method: str) -> str:
     return f"{median_range([1000 * e for e in extra], '.1f')} ms ({median_range([100 * s for s in share], '.0f')} %)"
 
 
+def share(rounds: dict[str, list[dict]], method: str, base: str) -> str:
+    """`method`'s time as a share of `base`'s, within each round: `% (range) %`."""
+    pairs = zip(rounds[method], rounds[base])
+    ratios = [100 * (m["seconds"] / m["items"]) / (b["seconds"] / b["items"]) for m, b in pairs]
+    return f"{median_range(ratios, '.0f')} %"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--recordings", type=int, default=300)
@@ -248,8 +255,8 @@ def main() -> int:
         f"Scene cuts: {args.videos} clips of 6 s, 640 x 480, 30 fps.",
         *table({m: rounds[m] for m in VIDEO}, {"scenedetect": "scenes"}, "clip"),
         "",
-        f"clean.video.scenes adds {added(rounds, 'video-clean', 'scenes')} to a clip's clean when every video is "
-        "searched for cuts (`every_video`; with the default only videos over max_scene_s are).",
+        f"clean.video.scenes searches a clip in {share(rounds, 'scenes', 'video-clean')} of that clip's clean (a"
+        " pass of its own; with the default only videos over max_scene_s are searched).",
         "",
         f"Text in pictures: {args.pictures} real-photo JPEGs (640 px long side), a third with a poster's lines.",
         *table(ocr, {"rapidocr-detect": "detect", "rapidocr": "read"}, "picture"),
