@@ -138,3 +138,23 @@ def test_each_source_can_judge_by_its_own_thresholds():
         Recipe.model_validate({"name": "t", "sources": wrong, "clean": {"audio": {"voice_activity": True}}})
     with pytest.raises(ValueError, match="trim_to_speech trims to the speech voice_activity finds"):
         Recipe.model_validate({"name": "t", "sources": sources, "clean": {"audio": {"trim_to_speech": True}}})
+
+
+def test_the_segments_are_silero_s_own_on_real_prompts():
+    """tasks/media/speech.py runs Silero's sequence export in one call and turns its probabilities into segments
+    with Silero's rules written again: on real prompts padded with noise they are `get_speech_timestamps`'s
+    (Silero's own code, its ONNX model chunk by chunk), to the millisecond (measured: identical)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    from silero_vad import get_speech_timestamps, load_silero_vad  # its import sets torch to one thread
+
+    torch.set_num_threads(threads)
+    model = load_silero_vad(onnx=True)
+    for prompt in speech(6).values():
+        samples = noise_padded(prompt)
+        ours = listen(flac(samples)).segments
+        theirs = get_speech_timestamps(torch.from_numpy(samples), model, return_seconds=True, time_resolution=3)
+        assert len(ours) == len(theirs), (ours, theirs)
+        for (start, end), cut in zip(ours, theirs):
+            assert abs(start - cut["start"]) <= 0.001 and abs(end - cut["end"]) <= 0.001, (ours, theirs)
