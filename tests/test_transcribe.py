@@ -174,3 +174,12 @@ def test_a_build_transcribes_a_librispeech_corpus_and_rejects_the_mislabelled_ut
     assert [(r["reason"], r["source_uri"].rsplit("/", 1)[1]) for r in rejects] == [
         ("filter:transcript_mismatch", "19-198-0003.flac")
     ]
+
+
+def test_a_whisper_folder_asks_for_a_gpu_where_the_cluster_has_one_and_pocketsphinx_never():
+    from tasks.stages.stage import Resources
+
+    assert TranscribeStage.resources_for({"model": "pocketsphinx"}, gpus=4) == Resources()
+    assert TranscribeStage.resources_for({"model": "/m/whisper", "gpu_share": 0.5}, gpus=2) == Resources(gpus=0.5)
+    assert TranscribeStage.resources_for({"model": "/m/whisper"}, gpus=0) == Resources()
+    assert TranscribeStage.resources_for({"model": "/m/whisper", "device": "cpu"}, gpus=2) == Resources()

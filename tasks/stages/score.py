@@ -165,10 +165,7 @@ class ScoreStage(Stage):
     @classmethod
     def resources_for(cls, settings: dict, gpus: int) -> Resources:
         """A GPU (or `gpu_share` of one) per worker where the cluster has GPUs and the recipe allows them."""
-        device = settings.get("device", "auto")
-        if device == "cuda" or (device == "auto" and gpus > 0):
-            return Resources(gpus=settings.get("gpu_share", 1.0))
-        return Resources()
+        return Resources.for_model(settings, gpus)
 
     def setup(self) -> None:
         c = self.config

@@ -35,6 +35,14 @@ class Resources:
         """Both stages' needs at once (a step runs them in one worker): the most of each."""
         return Resources(max(self.cpus, other.cpus), max(self.gpus, other.gpus))
 
+    @classmethod
+    def for_model(cls, settings: dict, gpus: int) -> Resources:
+        """A model stage's needs (settings with `device` and `gpu_share`): a GPU, or `gpu_share` of one, per
+        worker where the device is `cuda`, or `auto` on a cluster with GPUs; else a CPU."""
+        device = settings.get("device", "auto")
+        wants_gpu = device == "cuda" or (device == "auto" and gpus > 0)
+        return cls(gpus=settings.get("gpu_share", 1.0)) if wants_gpu else cls()
+
     def ray_options(self) -> dict[str, float]:
         return {"num_cpus": self.cpus, **({"num_gpus": self.gpus} if self.gpus else {})}
 

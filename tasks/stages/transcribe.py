@@ -83,11 +83,7 @@ class TranscribeStage(RowStage):
     @classmethod
     def resources_for(cls, settings: dict, gpus: int) -> Resources:
         """A GPU (or a share) for a Whisper model where the cluster has them; pocketsphinx needs a CPU."""
-        if settings.get("model") == POCKETSPHINX:
-            return Resources()
-        device = settings.get("device", "auto")
-        wants_gpu = device == "cuda" or (device == "auto" and gpus > 0)
-        return Resources(gpus=settings.get("gpu_share", 1.0)) if wants_gpu else Resources()
+        return Resources() if settings.get("model") == POCKETSPHINX else Resources.for_model(settings, gpus)
 
     def setup(self) -> None:
         c = self.config
