@@ -19,6 +19,7 @@ from pydantic import Field, ValidationError, model_validator
 from .core.code import stage_code_digest
 from .core.settings import Strict
 from .core.shards import ShardConfig
+from .media.kinds import KINDS
 from .publish.card import Recorded
 from .publish.tars import PublishConfig
 from .sources import SourceConfig
@@ -27,8 +28,8 @@ from .stages.clean import CleanConfig, FeaturesConfig
 from .stages.collect import NetworkConfig
 from .stages.dedupe import DedupeConfig
 from .stages.filter import FilterConfig, FilterSettings
+from .stages.generate import GenerateConfig
 from .stages.split import SplitConfig
-from .stages.transcribe import GenerateConfig
 
 
 class Recipe(Strict):
@@ -56,6 +57,7 @@ class Recipe(Strict):
         if repeated:
             raise ValueError(f"source names must be unique; repeated: {', '.join(repeated)}")
         self._measured_what_filters_judge()
+        self._scored_what_embeddings_decide()
         for key, named in (
             ("captions.drop", self.dedupe.captions.drop),
             ("prefer_sources", self.dedupe.prefer_sources),
@@ -89,6 +91,25 @@ class Recipe(Strict):
                 keys = [k for k in (f"min_{score}", f"max_{score}") if judged.get(k) is not None]
                 if keys and not on:
                     raise ValueError(f"{where}.{keys[0]} judges the {score} score: set {switch}")
+
+    def _scored_what_embeddings_decide(self) -> None:
+        """Semantic dedupe of media compares the align models' embeddings, and a generated caption replaces
+        others by its align score: the modality's align model must be given."""
+        caption = self.generate.caption
+        replacing = caption.modalities if caption and caption.mode == "replace_if_better" else ()
+        for modality in ("image", "video", "audio"):
+            part = KINDS[modality].aligned_by
+            if modality in self.align.parts():
+                continue
+            if getattr(self.dedupe.semantic, modality):
+                raise ValueError(
+                    f"dedupe.semantic.{modality} compares the embeddings of align.{part}.model: give align.{part}"
+                )
+            if modality in replacing:
+                raise ValueError(
+                    f"generate.caption.mode replace_if_better compares {modality} captions by align.{part}'s "
+                    f"scores: give align.{part} (or caption only `modalities` it scores)"
+                )
 
     def _source_filters(self) -> list[tuple[str, dict]]:
         return [(f"source {s.name}'s filter", s.filter) for s in self.all_sources if s.filter]

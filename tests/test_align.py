@@ -310,7 +310,7 @@ def test_unusable_models_are_refused_when_the_recipe_loads(tmp_path, clip_dir, h
     (tmp_path / "noweights" / "config.json").write_text('{"model_type": "clip"}')
     key, path, message = {
         "missing": ("image_text", tmp_path / "nope", "no model directory at"),
-        "empty": ("image_text", tmp_path / "empty", "has neither open_clip_config.json"),
+        "empty": ("image_text", tmp_path / "empty", "has no open_clip_config.json"),
         "clap as image_text": ("image_text", hf_models["clap"], "is a clap model; image_text needs open_clip or clip"),
         "clip as audio_text": ("audio_text", clip_dir, "is a open_clip model; audio_text needs clap"),
         "no weights": ("image_text", tmp_path / "noweights", "has no weights file"),

@@ -19,8 +19,8 @@ from tasks.sources import make_source
 from tasks.stages import collect
 from tasks.stages.align import AlignStage
 from tasks.stages.filter import FilterStage
+from tasks.stages.generate import GenerateConfig
 from tasks.stages.plan_rows import PLANNED
-from tasks.stages.transcribe import GenerateConfig
 
 from .helpers import real_photos
 

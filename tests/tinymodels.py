@@ -212,3 +212,24 @@ def transformers_whisper(folder: Path, seed: int = 0) -> Path:
     ).save_pretrained(folder)  # fmt: skip
     WhisperProcessor(WhisperFeatureExtractor(feature_size=80), tokenizer).save_pretrained(folder)
     return folder
+
+
+def transformers_blip(folder: Path, seed: int = 0) -> Path:
+    """A random tiny BLIP captioning folder (BlipForConditionalGeneration: config, weights, image processor and
+    a word tokenizer): it writes nonsense over WORDS, the same nonsense for the same picture every time."""
+    import torch
+    from transformers import BlipConfig, BlipForConditionalGeneration, BlipImageProcessor, BlipProcessor
+
+    tokenizer = word_tokenizer(folder, WORDS, 64)
+    special = {"bos_token_id": 2, "sep_token_id": 3, "eos_token_id": 3, "pad_token_id": 0}
+    config = BlipConfig(
+        text_config={**text_tower(64), "vocab_size": len(tokenizer), **special},
+        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+                       "image_size": 32, "patch_size": 8},
+        projection_dim=32,
+    )  # fmt: skip
+    torch.manual_seed(seed)
+    BlipForConditionalGeneration(config).save_pretrained(folder)
+    processor = BlipProcessor(image_processor=BlipImageProcessor(size={"height": 32, "width": 32}), tokenizer=tokenizer)
+    processor.save_pretrained(folder)
+    return folder

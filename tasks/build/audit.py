@@ -73,6 +73,8 @@ def audit_shard(shard_uri: str, stages: tuple[tuple[str, dict], ...], out_uri: s
             else:
                 passed.append(result)  # the next stage sees what this one passes on, as in the build
         live = passed
+    for worker in workers:  # what a stage keeps of the shard (the score stage's embeddings: semantic dedupe's)
+        worker.finish_shard(shard_name(shard_uri))
     judged = [
         r for r in table.select(["sample_id", "source"]).to_pylist() if not _duplicate(reasons.get(r["sample_id"]))
     ]

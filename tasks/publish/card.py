@@ -235,10 +235,34 @@ def _duplicates(v: Version) -> list[str]:
             refuted = check["refuted_similarity"] or "none"
             lines += ["", f"{modality.capitalize()} copies were verified on the waveform: similarity {low}-{high}"
                       f" (refuted look-alikes: {refuted}; unverified: {check['unverified']})."]  # fmt: skip
+    lines += _semantic(report.get("semantic") or {})
     guard = report.get("leak_guard") or {}
     if guard:
         lines += ["", f"The leakage guard compared {guard['items_checked']} items with a wider search: "
                   f"{guard['leaks']} copies across splits, {guard['moved_groups']} groups moved."]  # fmt: skip
+    return lines
+
+
+def _semantic(report: dict) -> list[str]:
+    """Semantic dedupe per modality: what it did at its ε, and what each other ε would have removed."""
+    if not report:
+        return []
+    epsilons = sorted({e for part in report.values() for e in part["removed_share_by_epsilon"]}, key=float)
+    header = "| modality | ε | mode | items | duplicates | of published | " + " | ".join(f"ε {e}" for e in epsilons)
+    lines = [
+        "",
+        "Semantic duplicates (embeddings at cosine ≥ 1 − ε; docs/dedupe.md), and the share each ε would remove:",
+        "",
+        header + " |",
+        "|---|---:|---|---:|---:|---:|" + "---:|" * len(epsilons),
+    ]
+    for name, part in sorted(report.items()):
+        shares = " | ".join(f"{part['removed_share_by_epsilon'].get(e, 0):.1%}" for e in epsilons)
+        done = "rejected" if part["mode"] == "reject" else "grouped"
+        lines.append(
+            f"| {name} | {part['epsilon']:g} | {done} | {part['items']} | {part['duplicates']} "
+            f"| {part['of_published']} | {shares} |"
+        )
     return lines
 
 
@@ -254,6 +278,12 @@ def _written(v: Version) -> list[str]:
         name = f"{model['name']} {model.get('version', '')}".strip()
         lines.append(f"- {kinds.get('asr', 0)} texts of kind `asr`: transcripts by {name} ({transcript['language']});"
                      " `features.asr` says why an item was not transcribed.")  # fmt: skip
+    if caption := (v.stats.get("generate") or {}).get("caption"):
+        prompt = f"asked {caption['prompt']!r}" if caption["prompt"] else "without a prompt"
+        lines.append(
+            f"- {kinds.get('synthetic', 0)} texts of kind `synthetic`: captions by {caption['model']['name']}"
+            f" ({prompt}, `{caption['mode']}`); each names its model and prompt in `generated_by`."
+        )
     return ["## Texts the build wrote", "", *lines] if lines else []
 
 

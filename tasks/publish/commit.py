@@ -63,7 +63,8 @@ def stage_embeddings(items_uri: str, embeddings_uri: str, staging_dir: str) -> S
         if item is None:  # rejected after scoring
             continue
         kept = {t["text"] for t in item["texts"]}
-        rows.setdefault(item["split"], []).append({**row, "texts": [t for t in row["texts"] if t["text"] in kept]})
+        texts = [t for t in row["texts"] or [] if t["text"] in kept]
+        rows.setdefault(item["split"], []).append({**row, "texts": texts})
     files = {}
     for split, part in sorted(rows.items()):
         name = f"{split}/{shard}.embeddings.parquet"

@@ -43,6 +43,7 @@ GENERATION = re.compile(r"gen-(\d{6})\.json$")
 class PublishedIndex:
     def __init__(self, root: str, dataset: str):
         self.folder = storage.join(root, dataset, "dedupe-index")
+        self.versions = storage.join(root, dataset, "versions")
 
     def current(self) -> dict:
         generations = sorted(uri for uri in storage.list_files(self.folder) if GENERATION.search(uri))
@@ -80,6 +81,21 @@ class PublishedIndex:
             pc.invert(pc.is_in(keys, withdrawn)),
         )
         return table.filter(keep)
+
+    def embeddings(self, except_partition: str) -> list[tuple[str, list[str]]]:
+        """(partition, its published `*.embeddings.parquet`) of each other partition that published embeddings
+        (`align.keep_embeddings`, `dedupe.semantic`): what semantic dedupe compares with, a partition at a time."""
+        found = []
+        for part in self.current()["parts"]:
+            partition = part.removeprefix("parts/").removesuffix(".parquet").rsplit("-", 1)[0]
+            if partition == except_partition:
+                continue
+            version = storage.join(self.versions, partition)
+            files = storage.read_json(storage.join(version, "manifest.json"))["files"]
+            named = [storage.join(version, f) for f in files if f.endswith(".embeddings.parquet")]
+            if named:
+                found.append((partition, named))
+        return found
 
     def add(self, key: str, items: pa.Table, withdrawn: pa.Table) -> None:
         """Add one version (its items and what it withdraws) unless the index already lists it."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from ..core.schema import CAPTION_KINDS
 from ..core.settings import Strict
 from .rules import Rule, RuleStage, TextRule
 from .score import ScoringConfig
@@ -27,6 +28,9 @@ class AlignRules(AudioTrackRules):
 
     # modality -> the least align score a text of it keeps (align:low_score): each part's `min_score`
     min_scores: dict[str, float] = {}
+    # generate.caption's `mode: replace_if_better`: a generated caption replaces the item's captions where it
+    # scores above all of them, and goes where it does not
+    replace_if_better: bool = False
 
 
 class AlignConfig(AudioTrackRules, ScoringConfig):
@@ -101,6 +105,35 @@ class AlignScore(TextRule):
         return ("low_score", f"align_score={value:.4f} < {self.min_score:g}") if value < self.min_score else None
 
 
+class ReplaceIfBetter(TextRule):
+    """One item's generated caption against the captions it came with, by align score: the better side stays
+    (`align:replaced` for the captions it beats, `align:not_better` for a caption that beats it nowhere)."""
+
+    def __init__(self, row: dict):
+        scores = {"synthetic": [], "given": []}
+        for text in row["texts"] or []:
+            if text.get("align_score") is not None and (text["kind"] == "synthetic" or text["kind"] in CAPTION_KINDS):
+                scores["synthetic" if text["kind"] == "synthetic" else "given"].append(text["align_score"])
+        self.best = {side: max(found) for side, found in scores.items() if found}
+
+    def measure(self, text):
+        if len(self.best) < 2 or (text["kind"] != "synthetic" and text["kind"] not in CAPTION_KINDS):
+            return None
+        mine, other = ("synthetic", "given") if text["kind"] == "synthetic" else ("given", "synthetic")
+        return mine, text["align_score"], self.best[other]
+
+    def number(self, value):
+        return None
+
+    def decide(self, value):
+        side, score, rival = value
+        if side == "synthetic" and score <= rival:
+            return "not_better", f"align_score={score:.4f} <= {rival:.4f}, the best given caption's"
+        if side == "given" and rival > self.best["given"]:
+            return "replaced", f"align_score={score:.4f}; the generated caption's {rival:.4f}"
+        return None
+
+
 class AlignStage(RuleStage):
     name = "align"
     Config = AlignRules
@@ -114,3 +147,8 @@ class AlignStage(RuleStage):
             AudioTrack(self.config.require_video_audio, self.config.max_av_drift_s),
         ]
         self.text_rules = [AlignScore(modality, least) for modality, least in self.config.min_scores.items()]
+
+    def rules_for(self, row: dict) -> tuple[list[Rule], list[TextRule]]:
+        if not self.config.replace_if_better:
+            return self.item_rules, self.text_rules
+        return self.item_rules, [*self.text_rules, ReplaceIfBetter(row)]

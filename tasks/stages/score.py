@@ -26,6 +26,7 @@ from pydantic import Field, field_validator, model_validator
 
 from ..core import storage
 from ..core.schema import (
+    CAPTION_KINDS,
     DROPPED_TEXT_SCHEMA,
     EMBEDDING_SCHEMA,
     REJECT_SCHEMA,
@@ -40,7 +41,7 @@ from ..media import MediaError
 from ..media.audio import mono_at
 from ..media.kinds import KINDS
 from ..media.video import frames_spread
-from ..models.encoders import AudioTextEncoder, ImageTextEncoder, load_head
+from ..models.encoders import AudioTextEncoder, ImageTextEncoder, TextEncoder, load_head
 from .stage import Resources, Stage, StageOutput
 
 
@@ -153,7 +154,9 @@ class ScoringConfig(Strict):
 
 class ScoreSettings(ScoringConfig):
     media_dir: str  # where clean wrote `<shard>.media.parquet`: the bytes a trainer will read
-    embeddings_dir: str | None = None  # with keep_embeddings: where `<shard>.embeddings.parquet` goes
+    # with keep_embeddings or dedupe.semantic: where `<shard>.embeddings.parquet` goes
+    embeddings_dir: str | None = None
+    caption_model: str | None = None  # dedupe.semantic.captions' sentence model: each item's first caption
 
 
 class ScoreStage(Stage):
@@ -177,11 +180,13 @@ class ScoreStage(Stage):
             self.frames = ImageTextEncoder(video, c.device) if video else None
         self.sounds = AudioTextEncoder(c.audio_text.model, c.device) if c.audio_text else None
         self.heads = {name: load_head(path) for name, path in c.heads.model_dump().items() if path}
+        self.captions = TextEncoder(c.caption_model, c.device) if c.caption_model else None
         self.media = None
 
     def start_shard(self, shard: str) -> None:
         self.media = MediaFile(storage.join(self.config.media_dir, f"{shard}.media.parquet"))
         self.vectors: dict[str, tuple[np.ndarray, dict[str, np.ndarray]]] = {}  # this batch's embeddings
+        self.caption_vectors: dict[str, np.ndarray] = {}  # this batch's first captions, by the sentence model
         self.kept_vectors: list[dict] = []  # the shard's, for keep_embeddings
 
     def finish_shard(self, shard: str) -> None:
@@ -200,9 +205,12 @@ class ScoreStage(Stage):
                 failed.update(score(items, media))
         scored = {r["sample_id"] for r in todo}
         kept = [self._scored(r) if r["sample_id"] in scored else r for r in rows if r["sample_id"] not in failed]
+        if self.captions:
+            self._embed_captions(kept)
         if self.config.embeddings_dir:
-            self.kept_vectors += [self._vector_row(r) for r in kept if r["sample_id"] in self.vectors]
-        self.vectors = {}
+            embedded = self.vectors.keys() | self.caption_vectors.keys()
+            self.kept_vectors += [self._vector_row(r) for r in kept if r["sample_id"] in embedded]
+        self.vectors, self.caption_vectors = {}, {}
         rejected = [
             reject_row(r, self.name, "align:unscorable", why) for r in rows if (why := failed.get(r["sample_id"]))
         ]
@@ -279,16 +287,32 @@ class ScoreStage(Stage):
             scores.update({name: float(head(media)[0]) for name, head in self.heads.items()})
         return {**with_scores(item, **scores), "texts": texts}
 
+    def _embed_captions(self, items: list[dict]) -> None:
+        """The sentence model's embedding of each item's first caption (its best, once scored)."""
+        firsts = {}
+        for item in items:
+            caption = next((t["text"] for t in item["texts"] or [] if t["kind"] in CAPTION_KINDS), None)
+            if caption:
+                firsts[item["sample_id"]] = caption
+        if firsts:
+            self.caption_vectors = dict(zip(firsts, self.captions.encode_texts(list(firsts.values()))))
+
     def _vector_row(self, item: dict) -> dict:
-        media, texts = self.vectors[item["sample_id"]]
-        model = self.config.model_of(item["modality"])
-        return {
-            "sample_id": item["sample_id"],
-            "modality": item["modality"],
-            "model": model.rstrip("/").rsplit("/", 1)[-1],
-            "media": media.astype(np.float16),
-            "texts": [{"text": t["text"], "embedding": texts[t["text"]].astype(np.float16)} for t in item["texts"]],
-        }
+        row = {"sample_id": item["sample_id"], "modality": item["modality"]}
+        if item["sample_id"] in self.vectors:
+            media, texts = self.vectors[item["sample_id"]]
+            model = self.config.model_of(item["modality"])
+            row |= {
+                "model": _folder_name(model),
+                "media": media.astype(np.float16),
+                "texts": [{"text": t["text"], "embedding": texts[t["text"]].astype(np.float16)} for t in item["texts"]],
+            }
+        if item["sample_id"] in self.caption_vectors:
+            row |= {
+                "caption": self.caption_vectors[item["sample_id"]].astype(np.float16),
+                "caption_model": _folder_name(self.config.caption_model),
+            }
+        return row
 
     def _score_texts(self, encoder, items: list[dict], media_embeddings: dict[str, np.ndarray]) -> None:
         texts = [t["text"] for item in items for t in item["texts"]]
@@ -305,6 +329,10 @@ class ScoreStage(Stage):
                 text["align_score"] = float((pictures @ embedding).mean())
             mean = pictures.mean(axis=0)  # a video's frames averaged: the clip's embedding
             self.vectors[item["sample_id"]] = (mean / max(float(np.linalg.norm(mean)), 1e-12), by_text)
+
+
+def _folder_name(path: str) -> str:
+    return path.rstrip("/").rsplit("/", 1)[-1]
 
 
 def _chunks(pairs: Iterator[tuple], size: int) -> Iterator[tuple[tuple, tuple]]:

@@ -23,6 +23,7 @@ from ..core.stored_media import MediaFile
 from ..media import MediaError
 from ..media.audio import mono_samples
 from ..media.text import clean_texts
+from ..models.captioner import generated_by
 from ..models.speech import POCKETSPHINX, RATE, PocketSphinx, check_whisper, load_transcriber, transcriber_identity
 from .stage import Resources, RowStage, StageOutput
 
@@ -58,18 +59,6 @@ class TranscriptConfig(Strict):
         return self.language == "auto"
 
 
-class GenerateConfig(Strict):
-    """`generate:` texts the build writes itself."""
-
-    transcript: TranscriptConfig | None = None
-
-
-def generate_report(config: GenerateConfig) -> dict | None:
-    """What a version records of the texts it wrote: the transcripts' model identity and language."""
-    t = config.transcript
-    return {"transcript": {"model": transcriber_identity(t.model), "language": t.language}} if t else None
-
-
 class TranscribeSettings(TranscriptConfig):
     media_dir: str  # where clean wrote `<shard>.media.parquet`
 
@@ -88,6 +77,7 @@ class TranscribeStage(RowStage):
     def setup(self) -> None:
         c = self.config
         self.model = load_transcriber(c.model, c.device, c.language)
+        self.by = _transcribed_by(c.model)
 
     def start_shard(self, shard: str) -> None:
         self.media = MediaFile(storage.join(self.config.media_dir, f"{shard}.media.parquet"))
@@ -122,10 +112,18 @@ class TranscribeStage(RowStage):
         if not heard.text:
             return noted
         said = {"start_s": heard.words[0][1], "end_s": heard.words[-1][2]} if heard.words else {}
-        asr, _ = clean_texts([{"text": heard.text, "kind": "asr", "source": row["source"], **said}], "mask")
+        heard_text = {"text": heard.text, "kind": "asr", "source": row["source"], "generated_by": self.by, **said}
+        asr, _ = clean_texts([heard_text], "mask")
         given = [t["text"] for t in row["texts"] or [] if t["kind"] == "transcript"]
         scored = with_scores(noted, wer=word_error_rate(given[0], heard.text)) if given else noted
         return {**scored, "texts": (row["texts"] or []) + asr}
+
+
+def _transcribed_by(model: str) -> str:
+    """What an asr text records of what wrote it (tasks/models/captioner.generated_by): pocketsphinx by its version."""
+    if model == POCKETSPHINX:
+        return f"{POCKETSPHINX}@{transcriber_identity(model)['version']}"
+    return generated_by(model, kind="whisper")
 
 
 def _noted(row: dict, asr: dict) -> dict:

@@ -8,18 +8,20 @@ from ...media.kinds import KINDS, Fetch
 from .config import DedupeConfig
 
 
-def keep_order(config: DedupeConfig, central: dict[str, float] | None = None):
+def keep_order(config: DedupeConfig, central: dict[str, float] | None = None, policies: dict | None = None):
     """Sort key of a cluster's members: the first is kept (see KEEP_CRITERIA). Ties fall to the smallest
     sample_id, so the choice never depends on shard order. `central`: each member's mean distance to
-    the others (`centrality`), for the `best` policy."""
+    the others (`centrality`), for the `best` policy. `policies`: POLICIES, or SEMANTIC_POLICIES for items
+    that are different media."""
     criteria = {name: measure for name, measure, _ in KEEP_CRITERIA}
     prefer = {source: rank for rank, source in enumerate(config.prefer_sources)}
     central = central or {}
+    policy = (policies or POLICIES)[config.keep]
 
     def key(item):
         measured = tuple(
             round(central.get(item["sample_id"], 0.0), 6) if name == "medoid" else criteria[name](item)
-            for name in POLICIES[config.keep]
+            for name in policy
         )
         return (prefer.get(item["source"], len(prefer)), *measured, item["sample_id"])
 
@@ -45,6 +47,11 @@ def _resolution(item) -> tuple:
     return (-_pixels(item), -round(2 * math.log2(rate)) if rate else 0, -(item["channels"] or 0))
 
 
+def _score(item, name: str) -> float:
+    """Minus a score the item holds (0 where it has none): higher scores sort first."""
+    return -next((s["value"] for s in item["scores"] or [] if s["name"] == name), 0.0)
+
+
 def _as_it_came(item) -> bool:
     """Published in the container it came in (not re-encoded by clean: a PNG or WebP became a JPEG)."""
     source = (item["source_uri"] or "").split("?")[0].rsplit("/", 1)[-1].rsplit(".", 1)[-1].lower()
@@ -61,6 +68,8 @@ KEEP_CRITERIA = [
      "more bytes for its size, in the same codec"),
     ("duration", lambda i: -(i["duration_s"] or 0), "longer"),
     ("earliest", lambda i: (i["partition"] or "", min(i["source_rows"] or [0])), "seen first"),
+    ("align", lambda i: round(_score(i, "align_max"), 6), "its text matches it better (align score)"),
+    ("aesthetic", lambda i: round(_score(i, "aesthetic"), 6), "more aesthetic"),
 ]  # fmt: skip
 POLICIES = {
     # the best copy: most pixels (or the samples a second its sound really holds, and channels), then
@@ -70,6 +79,8 @@ POLICIES = {
     "longest": ("duration", "resolution"),
     "earliest": ("earliest",),
 }
+# a semantic cluster holds different media: the best is the sharpest, best described, most aesthetic, not a medoid
+SEMANTIC_POLICIES = {**POLICIES, "best": ("resolution", "align", "aesthetic", "duration")}
 
 
 def centrality(members: list[dict], fetch: Fetch | None = None) -> dict[str, float]:
@@ -83,12 +94,12 @@ def centrality(members: list[dict], fetch: Fetch | None = None) -> dict[str, flo
     return found
 
 
-def why_kept(kept: dict, copy: dict, config: DedupeConfig, central: dict[str, float]) -> str:
+def why_kept(kept: dict, copy: dict, config: DedupeConfig, central: dict[str, float], policies=None) -> str:
     """The first criterion of the policy on which the kept item beat this copy."""
     if config.prefer_sources and kept["source"] != copy["source"]:
         return f"kept from the preferred source {kept['source']}"
     criteria = {name: (measure, why) for name, measure, why in KEEP_CRITERIA}
-    for name in POLICIES[config.keep]:
+    for name in (policies or POLICIES)[config.keep]:
         measure, why = criteria[name]
         a, b = (round(central.get(x["sample_id"], 0.0), 6) if name == "medoid" else measure(x) for x in (kept, copy))
         if a != b:
