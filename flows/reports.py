@@ -24,6 +24,9 @@ def print_dry_run(result: dict) -> None:
         f"\ndedupe would reject {result['dedupe'].get('duplicates', 0)} items: "
         f"{', '.join(f'{r}={n}' for r, n in result['dedupe'].get('by_reason', {}).items()) or 'none'}"
     )
+    for modality, part in (result["dedupe"].get("semantic") or {}).items():
+        shares = ", ".join(f"{e}: {share:.1%}" for e, share in part["removed_share_by_epsilon"].items())
+        print(f"semantic {modality} (ε {part['epsilon']:g}, {part['mode']}): share each ε would remove: {shares}")
     report = result["dry_run"]
     print("\nEach filter rule on its own, per source (items rejected / texts dropped):")
     print(f"  {'source':<16}{'rule':<28}{'items':>8}{'texts':>8}")

@@ -131,7 +131,8 @@ def test_the_step_order_is_one_plan_of_registered_stages(tmp_path):
     steps = [plan.ingest(), plan.refine("d.parquet"), plan.split("a.parquet", "documents.parquet")]
     order = [name for step in steps for name, _ in step.stages]
     assert order == ["collect", "clean", "dedupe", "filter", "align", "documents", "split"]
-    assert set(STAGES) - set(order) == {"score", "transcribe", "scenes"}  # when the recipe asks for them
+    # when the recipe asks for them
+    assert set(STAGES) - set(order) == {"score", "transcribe", "caption", "scenes", "semantic"}
     transcribing = Plan(plan.recipe.model_copy(update={"generate": GenerateConfig(transcript={})}), plan.layout)
     assert [name for name, _ in transcribing.refine("d").stages] == ["dedupe", "transcribe", "filter", "align"]
     cutting = plan.recipe.model_copy(
@@ -149,7 +150,7 @@ def test_a_plan_with_a_stage_before_what_it_reads_is_refused_when_made(tmp_path,
     with pytest.raises(OrderError, match="stage filter reads column duration_s, which no stage before it writes "
                        r"\(written by: clean\)"):  # fmt: skip
         check_order(["collect", "filter", "clean"])
-    with pytest.raises(OrderError, match=r"stage split reads column group_id, .* \(written by: dedupe\)"):
+    with pytest.raises(OrderError, match=r"stage split reads column group_id, .* \(written by: dedupe, semantic\)"):
         check_order(["collect", "clean", "split"], given=PLANNED - {"group_id"})
     check_order(["collect", "clean", "dedupe", "filter", "align", "documents", "split"])
     # every registered stage states what it reads; the plan fills the columns it says it fills, no others

@@ -15,6 +15,7 @@ step reads and writes metadata only.
 from __future__ import annotations
 
 import hashlib
+import json
 
 import pyarrow as pa
 
@@ -235,6 +236,12 @@ def with_scores(row: dict, **scores: float) -> dict:
     """The row with these scores set (others kept), in a stable order."""
     merged = {**scores_dict(row), **scores}
     return {**row, "scores": [{"name": k, "value": float(v)} for k, v in sorted(merged.items())]}
+
+
+def with_feature(row: dict, name: str, value) -> dict:
+    """The row with `features[name]` set (its JSON object of what a stage derived or why it skipped the item)."""
+    features = json.loads(row["features"]) if row.get("features") else {}
+    return {**row, "features": json.dumps({**features, name: value}, separators=(",", ":"))}
 
 
 def make_sample_id(source: str, media_key: str) -> str:

@@ -3,8 +3,8 @@ LLaVA, ...: any model `AutoModelForImageTextToText` loads), never downloaded, as
 
 Greedy decoding by default, so the same picture and prompt give the same caption on every run. A chat model
 (its processor has a chat template) is asked the prompt about the picture in its own template; a captioning
-model (BLIP) continues the prompt, which is then cut from the caption. A vLLM backend is not built: vLLM is not
-installable beside this torch, and transformers' batched `generate` is the reference the bench measures.
+model (BLIP) continues the prompt, which is then cut from the caption. transformers' batched `generate` is the
+only backend: a vLLM one is not built (vLLM is not a dependency, and nothing here could test it).
 """
 
 from __future__ import annotations

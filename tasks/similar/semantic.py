@@ -20,16 +20,18 @@ ITERATIONS = 10
 
 
 def nearest_better(
-    vectors: np.ndarray, rank: np.ndarray, clusters: int | None = None, seed: int = 0
+    vectors: np.ndarray, rank: np.ndarray, clusters: int | None = None, seed: int = 0, labels: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """For each row of `vectors` (L2-normalised, float16 or float32): the row of its most similar member of its
     cluster that `rank` puts before it (-1 for a cluster's first), and their cosine (-1.0 where there is none).
-    `rank`: each row's place in the keep order, smaller first, all different."""
+    `rank`: each row's place in the keep order, smaller first, all different. `labels`: the clusters, where
+    `cluster_labels` made them already."""
     n = len(vectors)
     parent, cosine = np.full(n, -1, np.int64), np.full(n, -1.0, np.float32)
     if n < 2:
         return parent, cosine
-    labels = cluster_labels(vectors, clusters or round(math.sqrt(n)), seed)
+    if labels is None:
+        labels = cluster_labels(vectors, clusters or round(math.sqrt(n)), seed)
     order = np.lexsort((rank, labels))  # by cluster, best first within it
     cuts = np.flatnonzero(np.diff(labels[order])) + 1
     for members in np.split(order, cuts):

@@ -12,7 +12,6 @@ its texts, and `features.caption.skipped` says why.
 from __future__ import annotations
 
 import io
-import json
 from typing import Literal
 
 import pyarrow as pa
@@ -20,7 +19,7 @@ from PIL import Image
 from pydantic import Field, field_validator
 
 from ..core import storage
-from ..core.schema import DROPPED_TEXT_SCHEMA, REJECT_SCHEMA, SAMPLE_SCHEMA, table_of
+from ..core.schema import DROPPED_TEXT_SCHEMA, REJECT_SCHEMA, SAMPLE_SCHEMA, table_of, with_feature
 from ..core.settings import Strict
 from ..core.stored_media import MediaFile
 from ..media import MediaError
@@ -90,7 +89,7 @@ class CaptionStage(Stage):
         out = []
         for row in rows:
             if row["sample_id"] in skipped:
-                row = _noted(row, {"skipped": skipped[row["sample_id"]]})
+                row = with_feature(row, "caption", {"skipped": skipped[row["sample_id"]]})
             elif row["sample_id"] in captions:
                 said = {"text": captions[row["sample_id"]], "kind": "synthetic", "source": row["source"]}
                 written, _ = clean_texts([{**said, "generated_by": self.by}], "mask")
@@ -115,8 +114,3 @@ def _picture(modality: str, data: bytes, sidecars) -> Image.Image:
     if keyframes:
         return Image.open(io.BytesIO(keyframes[len(keyframes) // 2])).convert("RGB")
     return frames_spread(data, 1)[0].convert("RGB")
-
-
-def _noted(row: dict, caption: dict) -> dict:
-    features = json.loads(row["features"]) if row.get("features") else {}
-    return {**row, "features": json.dumps({**features, "caption": caption}, separators=(",", ":"))}

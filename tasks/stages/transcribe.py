@@ -10,14 +10,13 @@ media file). Nothing is rejected here: an item is transcribed, or left as it was
 
 from __future__ import annotations
 
-import json
 import re
 
 import pyarrow as pa
 from pydantic import Field, model_validator
 
 from ..core import storage
-from ..core.schema import scores_dict, with_scores
+from ..core.schema import scores_dict, with_feature, with_scores
 from ..core.settings import Strict
 from ..core.stored_media import MediaFile
 from ..media import MediaError
@@ -102,13 +101,13 @@ class TranscribeStage(RowStage):
 
     def check(self, row: dict) -> dict:
         if (why := self._skipped(row)) is not None:
-            return row if why == "no sound" else _noted(row, {"skipped": why})
+            return row if why == "no sound" else with_feature(row, "asr", {"skipped": why})
         try:
             samples = mono_samples(self.bytes[row["sample_id"]], RATE, MAX_SECONDS)
         except MediaError as e:
-            return _noted(row, {"skipped": f"no sound: {e.detail}"})
+            return with_feature(row, "asr", {"skipped": f"no sound: {e.detail}"})
         heard = self.model.transcribe(samples)
-        noted = _noted(row, {"words": [[w, round(s, 2), round(e, 2)] for w, s, e in heard.words]})
+        noted = with_feature(row, "asr", {"words": [[w, round(s, 2), round(e, 2)] for w, s, e in heard.words]})
         if not heard.text:
             return noted
         said = {"start_s": heard.words[0][1], "end_s": heard.words[-1][2]} if heard.words else {}
@@ -124,11 +123,6 @@ def _transcribed_by(model: str) -> str:
     if model == POCKETSPHINX:
         return f"{POCKETSPHINX}@{transcriber_identity(model)['version']}"
     return generated_by(model, kind="whisper")
-
-
-def _noted(row: dict, asr: dict) -> dict:
-    features = json.loads(row["features"]) if row.get("features") else {}
-    return {**row, "features": json.dumps({**features, "asr": asr}, separators=(",", ":"))}
 
 
 def words_of(text: str) -> str:
