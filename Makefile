@@ -58,8 +58,9 @@ ui: $(STAMP)
 # img2dataset's resizer + imagehash (bench/out/clean/report.md), and the align step's CLIP scoring
 # against the model's bare forward pass (bench/out/align/report.md), and the driver's plan, dedupe and split
 # decisions on 1M and 2M planned URL items (bench/out/driver/report.md), and voice activity, transcripts,
-# scene cuts and text in pictures against the libraries' own calls (bench/out/understand/report.md). About
-# 100 minutes in all on 2 cores.
+# scene cuts and text in pictures against the libraries' own calls (bench/out/understand/report.md), and
+# semantic dedupe of 1M embeddings against faiss's exact search and the caption stage against the bare
+# `generate` call (bench/out/semantic/report.md). About 110 minutes in all on 2 cores.
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/clean.py
@@ -69,6 +70,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/align.py
 	$(BIN)/python bench/driver.py
 	$(BIN)/python bench/understand.py
+	$(BIN)/python bench/semantic.py
 	$(BIN)/python bench/worker_memory.py
 
 

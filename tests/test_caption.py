@@ -157,3 +157,33 @@ def test_replace_if_better_in_a_build_leaves_each_item_the_higher_scoring_side(t
         kinds = [t["kind"] for t in item["texts"]]
         assert len(kinds) == 1  # one side, whichever scored higher
         assert reasons[item["sample_id"]] == ("align:replaced" if kinds == ["synthetic"] else "align:not_better")
+
+
+@pytest.mark.e2e  # a Prefect server and a Ray cluster
+def test_the_prefect_flow_on_ray_captions_and_groups_paraphrases(tmp_path, blip_dir, prefect_api, ray_cluster):
+    """The same stages through the real runner: captions written on Ray workers, the semantic decision a task."""
+    import yaml
+
+    from flows.build import build_dataset
+
+    corpus = _corpus(tmp_path, n=6)
+    rows = [json.loads(line) for line in open(corpus)]
+    rows[1]["text"], rows[4]["text"] = "a dog runs on the beach", "a dog running along the beach"  # paraphrases
+    (tmp_path / "corpus.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    recipe = {
+        "name": "shapes",
+        "source": {"name": "shapes", "kind": "manifest", "uri": corpus},
+        "dedupe": {**DISTINCT, "semantic": {"captions": {}}},
+        "generate": {"caption": {"model": blip_dir}},
+    }
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    result = build_dataset(str(tmp_path / "recipe.yaml"), "2026-01-01", str(tmp_path / "out"))
+
+    stages = [line["stage"] for line in result["funnel"]]
+    assert stages == ["plan", "collect", "clean", "dedupe", "caption", "filter", "score", "align", "semantic", "split"]
+    items = _published(result["version"])
+    assert len(items) == 7 and all(len(texts) == 1 for texts in _synthetic(items).values())
+    by_caption = {t["text"]: item for item in items for t in item["texts"] if t["kind"] == "caption"}
+    dog, running = by_caption["a dog runs on the beach"], by_caption["a dog running along the beach"]
+    assert dog["group_id"] == running["group_id"] and dog["split"] == running["split"]
+    assert result["manifest"]["generate"]["caption"]["model"]["name"] == "tiny-blip"
