@@ -253,3 +253,39 @@ def test_pictures_of_one_shape_and_colour_are_semantic_duplicates_and_the_larges
     by_id = {item["sample_id"]: largest[item["source_uri"].rsplit("/", 1)[-1]] for item in kept}
     for reject in rejects:  # each names the larger picture of its own shape and colour
         assert reject["texts"][0]["text"].endswith(by_id[reject["duplicate_of"]])
+
+
+def test_a_larger_epsilon_rejects_a_superset_and_each_modality_reads_its_own_embeddings(tmp_path, minilm):
+    """The decision itself, on shards written here: captions by the real sentence model, and a video's media
+    embedding that must not be mistaken for a picture's."""
+    from tasks.core.schema import EMBEDDING_SCHEMA, SAMPLE_SCHEMA, table_of
+    from tasks.stages.dedupe import DedupeConfig
+    from tasks.stages.dedupe.semantic import decide_semantic
+
+    from .helpers import sample
+
+    captions = [c for pair in PARAPHRASES for c in pair] + SAME_TOPIC
+    rows = [sample(text=c, n=i, width=100 + i, height=100, sha256=f"{i:064d}") for i, c in enumerate(captions)]
+    rows.append(sample(modality="video", text="a clip", n=99, width=64, height=64, sha256="9" * 64))
+    storage.write_parquet(str(tmp_path / "shard-00000.parquet"), table_of(rows, SAMPLE_SCHEMA))
+    vectors = minilm.encode_texts(captions)
+    picture = np.eye(vectors.shape[1], dtype=np.float32)[0]
+    embedded = [{"sample_id": r["sample_id"], "modality": "image", "media": picture.astype(np.float16),
+                 "caption": v.astype(np.float16)} for r, v in zip(rows, vectors)]  # fmt: skip
+    embedded.append({"sample_id": rows[-1]["sample_id"], "modality": "video", "media": picture.astype(np.float16)})
+    storage.write_parquet(str(tmp_path / "shard-00000.embeddings.parquet"), table_of(embedded, EMBEDDING_SCHEMA))
+
+    rejected = []
+    for epsilon in (0.02, 0.05, 0.1, 0.2, 0.4):
+        config = DedupeConfig(semantic={"captions": {"epsilon": epsilon, "mode": "reject"}, "image": {}})
+        decision = decide_semantic(
+            [str(tmp_path / "shard-00000.parquet")], [str(tmp_path / "shard-00000.embeddings.parquet")],
+            str(tmp_path / f"decision-{epsilon}.parquet"), config,
+        )  # fmt: skip
+        found = storage.read_parquet(decision.uri).to_pylist()
+        rejected.append({r["sample_id"] for r in found if r["reason"] == "duplicate:semantic"})
+        # every picture shares one embedding: grouped (mode group), none rejected; the video is not a picture
+        assert decision.report["image"]["items"] == len(captions) and decision.report["image"]["duplicates"] == 15
+    assert all(a <= b for a, b in zip(rejected, rejected[1:])) and len(rejected[0]) < len(rejected[-1])
+    paraphrased = {rows[2 * i]["sample_id"] for i in range(len(PARAPHRASES))}  # the smaller of each pair
+    assert rejected[2] == paraphrased
