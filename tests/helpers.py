@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import random
+import tarfile
 
 from PIL import Image
 
@@ -207,3 +209,16 @@ def real_photos(turns: int = 1) -> dict[str, bytes]:
             picture.rotate(90 * turn, expand=True).save(out, format="JPEG", quality=95)
             photos[f"{name}-{90 * turn}"] = out.getvalue()
     return photos
+
+
+def tar_members(version: str) -> dict[str, dict[str, bytes]]:
+    """key -> {extension: bytes} over every tar of a published version."""
+    manifest = json.loads(storage.read_bytes(f"{version}/manifest.json"))
+    out: dict[str, dict[str, bytes]] = {}
+    for split in manifest["splits"].values():
+        for tar in split["tars"]:
+            with tarfile.open(f"{version}/{tar}") as archive:
+                for member in archive.getmembers():
+                    key, _, ext = member.name.partition(".")
+                    out.setdefault(key, {})[ext] = archive.extractfile(member).read()
+    return out

@@ -8,7 +8,6 @@ import hashlib
 import io
 import json
 import random
-import tarfile
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -23,7 +22,7 @@ from tasks.recipe import Recipe, RecipeError, load_recipe
 from tasks.sources import make_source
 from tasks.stages.stage import Resources
 
-from .helpers import audio_bytes, video_bytes
+from .helpers import audio_bytes, tar_members, video_bytes
 from .tinymodels import CAPTIONS, shape_picture, tone, train_open_clip, transformers_clap, transformers_clip
 
 
@@ -149,19 +148,6 @@ def _sample_id(version: str, name: str) -> str:
     return next(r["sample_id"] for r in _index(version) if r["source_uri"].endswith(name))
 
 
-def _members(version: str) -> dict[str, dict[str, bytes]]:
-    """key -> {extension: bytes} over every tar of the version."""
-    manifest = json.loads(storage.read_bytes(f"{version}/manifest.json"))
-    out: dict[str, dict[str, bytes]] = {}
-    for split in manifest["splits"].values():
-        for tar in split["tars"]:
-            with tarfile.open(f"{version}/{tar}") as archive:
-                for member in archive.getmembers():
-                    key, _, ext = member.name.partition(".")
-                    out.setdefault(key, {})[ext] = archive.extractfile(member).read()
-    return out
-
-
 def test_scores_equal_open_clips_own_on_the_published_files(tmp_path, clip_dir):
     import open_clip
     import torch
@@ -171,7 +157,7 @@ def test_scores_equal_open_clips_own_on_the_published_files(tmp_path, clip_dir):
     layout, built = build_locally(recipe, str(tmp_path / "out"), "p")
     model, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{clip_dir}")
     tokenizer = open_clip.get_tokenizer(f"local-dir:{clip_dir}")
-    members = _members(layout.version)
+    members = tar_members(layout.version)
     checked = 0
     for item in _index(layout.version):
         image = preprocess(Image.open(io.BytesIO(members[item["key"]]["jpg"]))).unsqueeze(0)
@@ -240,7 +226,7 @@ def test_transformers_clip_and_clap_scores_equal_the_libraries_on_images_videos_
         }
     )
     layout, built = build_locally(recipe, str(tmp_path / "out"), "p")
-    items, members = _index(layout.version), _members(layout.version)
+    items, members = _index(layout.version), tar_members(layout.version)
     assert sorted(i["modality"] for i in items) == ["audio"] * 2 + ["image"] * 4 + ["video"] * 2
 
     clip = CLIPModel.from_pretrained(hf_models["clip"]).eval()

@@ -7,7 +7,6 @@ import hashlib
 import io
 import json
 import random
-import tarfile
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -22,7 +21,7 @@ from tasks.recipe import Recipe
 from tasks.sources import make_source
 from tasks.stages.align import AlignRules, AlignStage
 
-from .helpers import sample, video_bytes
+from .helpers import sample, tar_members, video_bytes
 from .tinymodels import CAPTIONS, shape_picture, train_open_clip, transformers_blip
 
 DISTINCT = {"image_radius": None, "video_radius": None, "captions": {"threshold": None}}
@@ -78,7 +77,7 @@ def test_every_picture_and_video_gets_one_recorded_caption_the_same_in_two_build
     model = Captioner(blip_dir, "cpu", "", max_new_tokens=40)
     pictures = {i["sample_id"]: i for i in items if i["modality"] == "image"}
     first = next(iter(pictures))
-    member = _tar_members(layout.version)[pictures[first]["sample_id"]]
+    member = tar_members(layout.version)[pictures[first]["sample_id"]]
     picture = Image.open(io.BytesIO(next(data for ext, data in member.items() if ext in ("jpg", "png", "webp"))))
     assert model.caption([picture]) == [written[first][0]["text"]]
     meta = json.loads(member["json"])
@@ -87,18 +86,6 @@ def test_every_picture_and_video_gets_one_recorded_caption_the_same_in_two_build
     assert recorded["model"]["weights_sha256"] == weights and recorded["mode"] == "add"
     assert storage.read_json(f"{layout.version}/stats.json")["text_kinds"]["synthetic"] == 11
     assert "11 texts of kind `synthetic`" in storage.read_bytes(f"{layout.version}/README.md").decode()
-
-
-def _tar_members(version: str) -> dict[str, dict[str, bytes]]:
-    manifest = json.loads(storage.read_bytes(f"{version}/manifest.json"))
-    out: dict[str, dict[str, bytes]] = {}
-    for split in manifest["splits"].values():
-        for tar in split["tars"]:
-            with tarfile.open(f"{version}/{tar}") as archive:
-                for member in archive.getmembers():
-                    key, _, ext = member.name.partition(".")
-                    out.setdefault(key, {})[ext] = archive.extractfile(member).read()
-    return out
 
 
 def test_a_prompt_is_recorded_by_its_hash_and_cut_from_what_a_captioning_model_continues(tmp_path, blip_dir):
