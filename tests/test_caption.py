@@ -174,3 +174,13 @@ def test_the_prefect_flow_on_ray_captions_and_groups_paraphrases(tmp_path, blip_
     dog, running = by_caption["a dog runs on the beach"], by_caption["a dog running along the beach"]
     assert dog["group_id"] == running["group_id"] and dog["split"] == running["split"]
     assert result["manifest"]["generate"]["caption"]["model"]["name"] == "tiny-blip"
+
+
+def test_the_captioning_step_asks_for_a_gpu_where_the_cluster_has_one(tmp_path, blip_dir):
+    from tasks.build.pipeline import Plan
+    from tasks.stages.stage import Resources
+
+    recipe = _recipe("x.jsonl", generate={"caption": {"model": blip_dir, "gpu_share": 0.5}})
+    refine = Plan(recipe, storage.Layout(str(tmp_path), "t", "p", "k")).refine("d")
+    assert [name for name, _ in refine.stages] == ["dedupe", "caption", "filter", "align"]
+    assert refine.resources(gpus=0) == Resources() and refine.resources(gpus=2).gpus == 0.5

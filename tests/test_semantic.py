@@ -142,6 +142,9 @@ def test_paraphrased_captions_are_rejected_naming_the_kept_item_and_same_topic_c
     assert semantic["duplicates"] == len(PARAPHRASES) and semantic["items"] == len(captions)
     shares = list(semantic["removed_share_by_epsilon"].values())
     assert shares == sorted(shares) and semantic["removed_share_by_epsilon"]["0.1"] == len(PARAPHRASES) / len(captions)
+    card = storage.read_bytes(f"{layout.version}/README.md").decode()
+    assert "| captions | 0.1 | rejected | 16 | 4 | 0 | 0.0% | 0.0% |" in card  # ε 0.01, 0.02: nothing
+    assert "| semantic |" in card  # the funnel's line for the step that applied it
 
 
 def test_group_mode_removes_nothing_and_puts_paraphrases_in_one_split(tmp_path):
