@@ -292,3 +292,15 @@ def test_a_larger_epsilon_rejects_a_superset_and_each_modality_reads_its_own_emb
     assert all(a <= b for a, b in zip(rejected, rejected[1:])) and len(rejected[0]) < len(rejected[-1])
     paraphrased = {rows[2 * i]["sample_id"] for i in range(len(PARAPHRASES))}  # the smaller of each pair
     assert rejected[2] == paraphrased
+
+
+def test_embeddings_a_version_published_before_captions_were_embedded_read_as_none(tmp_path):
+    import pyarrow as pa
+
+    from tasks.stages.dedupe.semantic import _read_vectors, _vectors
+
+    old = pa.table({"sample_id": ["a"], "modality": ["image"], "model": ["clip"],
+                    "media": pa.array([[1.0, 0.0]], pa.list_(pa.float16()))})  # fmt: skip
+    storage.write_parquet(str(tmp_path / "old.embeddings.parquet"), old)
+    table = _read_vectors(str(tmp_path / "old.embeddings.parquet"))
+    assert _vectors(table, "captions")[0] == [] and _vectors(table, "image")[0] == ["a"]

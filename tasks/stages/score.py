@@ -7,6 +7,10 @@ on `frames` frames spread over the clip (clean's keyframes when it kept enough o
 being the mean of its per-frame cosines; audio clips by CLAP on the first window of the clip. Scores
 are computed on the media as published: clean's bytes, read from its media file (`media_dir`).
 
+With `dedupe.semantic.captions`, a sentence model also embeds each item's first caption (its best, once
+scored). With `dedupe.semantic` or `align.keep_embeddings`, what the models made of each item is kept beside
+the shard (`<shard>.embeddings.parquet`): what semantic dedupe compares, and what a version publishes.
+
 This stage decides nothing: align's rules drop the texts below the recipe's `min_score`. An item its
 model cannot take (an image its preprocessing refuses) is rejected `align:unscorable`.
 """

@@ -21,18 +21,20 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from ...core import storage
 from ...core.committed import Record, committed
 from ...core.groups import UnionFind
 from ...core.redact import redact_text
-from ...core.schema import table_of
+from ...core.schema import EMBEDDING_SCHEMA, table_of
 from ...similar.semantic import EPSILONS, nearest_better, nearest_in, removed_shares
 from .apply import DedupeStage
 from .config import DedupeConfig, SemanticConfig
 from .decide import DECISION_SCHEMA, Verdicts
 from .keep import SEMANTIC_POLICIES, keep_order, why_kept
 
+VECTOR_COLUMNS = ["sample_id", "modality", "media", "caption"]  # what the decision reads of an embeddings file
 RANK_COLUMNS = [
     "sample_id", "source", "group_id", "modality", "width", "height", "duration_s", "partition", "source_rows",
     "sample_rate", "channels", "scores",
@@ -106,7 +108,7 @@ def _pools(rows: list[dict], embedding_uris: list[str], parts: dict) -> dict[str
     for uri in embedding_uris:
         if not storage.exists(uri):  # a shard with nothing scored
             continue
-        table = storage.read_parquet(uri, columns=["sample_id", "modality", "media", "caption"])
+        table = _read_vectors(uri)
         for name in parts:
             ids, vectors = _vectors(table, name)
             kept = [i for i, sample_id in enumerate(ids) if sample_id in by_id]  # rejected after scoring: gone
@@ -116,6 +118,21 @@ def _pools(rows: list[dict], embedding_uris: list[str], parts: dict) -> dict[str
         name: Pool(rows, np.concatenate(vectors) if vectors else np.zeros((0, 1), np.float16))
         for name, (rows, vectors) in found.items()
     }
+
+
+def _read_vectors(uri: str) -> pa.Table:
+    """An embeddings file's VECTOR_COLUMNS; one a version published before captions were embedded has no
+    `caption` column: read as nulls."""
+    fs, path = storage.filesystem(uri)
+    with fs.open(path, "rb") as f:
+        present = set(pq.ParquetFile(f).schema_arrow.names)
+    table = storage.read_parquet(uri, columns=[c for c in VECTOR_COLUMNS if c in present])
+    for name in VECTOR_COLUMNS:
+        if name not in present:
+            table = table.append_column(
+                EMBEDDING_SCHEMA.field(name), pa.nulls(table.num_rows, EMBEDDING_SCHEMA.field(name).type)
+            )
+    return table
 
 
 def _vectors(table: pa.Table, name: str) -> tuple[list[str], np.ndarray]:
@@ -154,7 +171,7 @@ def _decide(name: str, pool: Pool, part: SemanticConfig, config: DedupeConfig, p
             anchor, near, why = item["group_id"], item["sample_id"], f"published in partition {item['partition']}"
         else:
             kept_as[i] = kept_as[parent[i]]
-            kept, kept_row = kept_as[i]
+            kept_row = kept_as[i][1]
             anchor, near = pool.rows[parent[i]]["group_id"], pool.rows[parent[i]]["sample_id"]
             why = why_kept(kept_row, row, config, {}, SEMANTIC_POLICIES) if kept_row else "published"
         detail = f"{name} cosine {nearest[i]:.4f} to {near} (epsilon {part.epsilon:g}); {kept_as[i][0]} {why}"
@@ -182,7 +199,7 @@ def _nearest_published(name: str, vectors: np.ndarray, published: Published | No
     for partition, uris in published.files:
         theirs = live.filter(pc.equal(live.column("partition"), partition))
         groups = dict(zip(theirs.column("sample_id").to_pylist(), theirs.column("group_id").to_pylist()))
-        tables = [storage.read_parquet(u, columns=["sample_id", "modality", "media", "caption"]) for u in uris]
+        tables = [_read_vectors(uri) for uri in uris]
         ids, found = _vectors(pa.concat_tables(tables), name)
         keep = [i for i, x in enumerate(ids) if x in groups]
         where, sims = nearest_in(vectors, found[keep])
