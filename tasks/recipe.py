@@ -24,6 +24,7 @@ from .publish.card import Recorded
 from .publish.tars import PublishConfig
 from .sources import SourceConfig
 from .stages.align import AlignConfig
+from .stages.blocklist import BlocklistFile, read_entries
 from .stages.clean import CleanConfig, FeaturesConfig
 from .stages.collect import NetworkConfig
 from .stages.dedupe import DedupeConfig
@@ -47,6 +48,7 @@ class Recipe(Strict):
     dedupe: DedupeConfig = DedupeConfig()
     split: SplitConfig = SplitConfig()
     publish: PublishConfig = PublishConfig()
+    blocklist: tuple[BlocklistFile, ...] = ()  # media never published (tasks/stages/blocklist.py)
 
     @model_validator(mode="after")
     def _one_way_to_name_sources(self):
@@ -58,6 +60,11 @@ class Recipe(Strict):
             raise ValueError(f"source names must be unique; repeated: {', '.join(repeated)}")
         self._measured_what_filters_judge()
         self._scored_what_embeddings_decide()
+        for listed in self.blocklist:  # a list that cannot be read stops the recipe, not a build's workers
+            try:
+                read_entries(listed.file, listed.kind)
+            except (OSError, ValueError) as e:
+                raise ValueError(f"blocklist {listed.file}: {e}") from None
         for key, named in (
             ("captions.drop", self.dedupe.captions.drop),
             ("prefer_sources", self.dedupe.prefer_sources),

@@ -41,6 +41,7 @@ from ..recipe import Recipe
 from ..sources import sources_for_partition
 from ..stages import collect, dedupe, documents, split
 from ..stages.align import AlignRules
+from ..stages.blocklist import BlocklistFile, BlocklistSettings
 from ..stages.caption import CaptionSettings
 from ..stages.clean import CleanSettings
 from ..stages.collect import CollectConfig
@@ -108,10 +109,19 @@ class Plan:
 
     def ingest(self) -> Step:
         r = self.recipe
-        fetch = CollectConfig(**r.network.model_dump(), cache_dir=self.work("fetched"))
+        blocked = self.blocklist
+        fetch = CollectConfig(**r.network.model_dump(), cache_dir=self.work("fetched"), blocklist=blocked)
         clean = CleanSettings(**r.clean.model_dump(), features=r.features)
         scenes = [("scenes", r.clean.video.scenes)] if r.clean.video.scenes else []  # cut before clean decodes
-        return self.step(("collect", fetch), *scenes, ("clean", clean), writes_media=True)
+        after = [("blocklist", blocked)] if blocked.files else []  # the normalised media and its pictures
+        return self.step(("collect", fetch), *scenes, ("clean", clean), *after, writes_media=True)
+
+    @property
+    def blocklist(self) -> BlocklistSettings:
+        """The recipe's lists and the dataset's own takedowns; a pHash entry without a radius uses dedupe's."""
+        taken_down = [BlocklistFile(file=self.layout.takedowns)] if storage.exists(self.layout.takedowns) else []
+        radius = self.recipe.dedupe.image_radius
+        return BlocklistSettings(files=(*self.recipe.blocklist, *taken_down), radius=8 if radius is None else radius)
 
     def refine(self, decision_uri: str) -> Step:
         r = self.recipe

@@ -4,6 +4,7 @@ A new per-item stage: its class here, and a line in a step of tasks/build/pipeli
 from __future__ import annotations
 
 from ..stages.align import AlignStage
+from ..stages.blocklist import BlocklistStage
 from ..stages.caption import CaptionStage
 from ..stages.clean import CleanStage
 from ..stages.collect import CollectStage
@@ -24,6 +25,7 @@ STAGES: dict[str, type[Stage]] = {
         CollectStage,
         ScenesStage,
         CleanStage,
+        BlocklistStage,
         DedupeStage,
         TranscribeStage,
         CaptionStage,

@@ -293,6 +293,11 @@ class Layout:
         return join(self.version, "manifest.json")
 
     @property
+    def takedowns(self) -> str:
+        """What `mmetl takedown` removed from this dataset: applied as a blocklist by every later build."""
+        return join(self.root, self.dataset, "takedowns.parquet")
+
+    @property
     def run_log(self) -> str:
         """Where build runs of this dataset leave a line each (see tasks/publish/catalog.py)."""
         return join(self.root, self.dataset, "runs")

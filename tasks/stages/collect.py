@@ -10,6 +10,7 @@ writes shards of items that reference their media (no bytes yet); broken rows be
 from __future__ import annotations
 
 import glob
+import hashlib
 import json
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -39,6 +40,7 @@ from ..media.subtitles import SUFFIXES as SUBTITLE_SUFFIXES
 from ..media.subtitles import timed_texts
 from ..sources import Row, Source
 from ..sources.manifest import utf8_ok
+from .blocklist import Blocklist, BlocklistSettings
 from .plan_rows import RowLog, as_samples, gather_items, group_names
 from .stage import Reject, RowStage, StageOutput
 
@@ -180,6 +182,7 @@ class CollectConfig(NetworkConfig):
     """The recipe's `network:` settings, and where this build keeps its downloads."""
 
     cache_dir: str | None = None  # downloads kept per shard here (the build's work folder); None: not kept
+    blocklist: BlocklistSettings = BlocklistSettings()  # URIs never fetched, files as fetched never kept
 
 
 class CollectStage(RowStage):
@@ -205,6 +208,10 @@ class CollectStage(RowStage):
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
         self._pending: dict[str, Future] = {}  # fetches started ahead, by sample id
+        self.blocked = Blocklist()  # the lists are read in `setup`, once per worker
+
+    def setup(self) -> None:
+        self.blocked = Blocklist.load(self.config.blocklist)
 
     def start_shard(self, shard: str) -> None:
         if self.cache:
@@ -238,6 +245,8 @@ class CollectStage(RowStage):
         if not KINDS[row["modality"]].has_media:  # a document: its texts came with it, its pictures are items
             return row
         uri = row["source_uri"]
+        if blocked := self.blocked.uri(uri):  # never fetched
+            return blocked
         try:
             got = self._download(row) if storage.is_url(uri) else self._read(row)
         except FileNotFoundError:
@@ -249,6 +258,8 @@ class CollectStage(RowStage):
         measured = got.pop("measured", None)  # by a download's resize: what clean would measure (tasks/stages/clean.py)
         if not got["media_bytes"]:
             return Reject("empty_file", uri)
+        if blocked := self.blocked.digest(got.pop("fetched_sha256", None), "file as fetched"):
+            return blocked
         if row["clip_start_s"] is not None and not got.pop("cut", False):
             try:
                 got["media_bytes"], got["media_ext"] = cut(got["media_bytes"], row["clip_start_s"], row["clip_end_s"])
@@ -269,6 +280,8 @@ class CollectStage(RowStage):
         """A local or stored file, and for a video or recording the subtitles beside it as timed texts."""
         uri = row["source_uri"]
         got = {"media_bytes": storage.read_bytes(uri), "media_ext": _extension(uri)}
+        if self.blocked.sha256:
+            got["fetched_sha256"] = hashlib.sha256(got["media_bytes"]).hexdigest()
         if row["modality"] in ("video", "audio"):
             window = (row["clip_start_s"], row["clip_end_s"]) if row["clip_start_s"] is not None else None
             cues = [{**t, "source": row["source"]} for t in subtitles_beside(uri, window)]
@@ -294,6 +307,7 @@ class CollectStage(RowStage):
             "media_ext": cached["media_ext"],
             "measured": cached.get("measured"),
             "cut": cached.get("cut", False),
+            "fetched_sha256": cached.get("fetched_sha256"),  # kept by downloads since blocklists existed
             "texts": (row["texts"] or []) + [{**t, "source": row["source"]} for t in cached.get("texts", [])],
             "meta": json.dumps(meta, sort_keys=True, ensure_ascii=False) if meta else None,
         }
@@ -307,10 +321,12 @@ class CollectStage(RowStage):
             # in the served picture's pixels: it is cut from that picture) and an animated image (clean's
             # `animated` setting keeps its first frame or rejects it); clean shapes those
             resized = self._resizer(data) if self._resizer and not row["region"] else None
-            return resized or {"media_bytes": data, "media_ext": ext}
+            fetched = hashlib.sha256(data).hexdigest()  # what hash blocklists hold: the file as served
+            return {**(resized or {"media_bytes": data, "media_ext": ext}), "fetched_sha256": fetched}
         window = (row["clip_start_s"], row["clip_end_s"]) if row["clip_start_s"] is not None else None
         got = self._links.fetch(row["source_uri"], row["modality"], window)
-        return {"media_bytes": got.data, "media_ext": got.ext, "cut": got.cut, "meta": got.meta, "texts": got.subtitles}
+        return {"media_bytes": got.data, "media_ext": got.ext, "cut": got.cut, "meta": got.meta, "texts": got.subtitles,
+                "fetched_sha256": hashlib.sha256(got.data).hexdigest()}  # fmt: skip
 
     def _start_downloaders(self) -> None:
         net = self.network
