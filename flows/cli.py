@@ -5,6 +5,7 @@ mmetl backfill RECIPE --start 2026-01-01 --end 2026-01-31 [--concurrency 2]
 mmetl serve RECIPE [--cron "0 2 * * *"]   the nightly build, scheduled by this process
 mmetl status [RECIPE]           published versions and recent runs
 mmetl inspect DATASET/PARTITION one version: counts, splits, reasons, a few items (--duplicates audio: its copies)
+mmetl diff A B                  what changed between two versions, and why
 mmetl ui                        the Prefect UI over the history of local runs
 
 Here: the arguments, and each command wired from process supervision (flows/supervise.py) and what it
@@ -122,12 +123,9 @@ def status(args: argparse.Namespace) -> int:
 def inspect(args: argparse.Namespace) -> int:
     from tasks.core import storage
     from tasks.publish import catalog
+    from tasks.publish.diff import version_uri
 
-    root = storage.storage_root(args.storage)
-    version = args.version
-    if not storage.exists(storage.join(version, "manifest.json")) and "/versions/" not in version:
-        dataset, _, partition = version.partition("/")  # <dataset>/<partition> under the storage root
-        version = storage.join(root, dataset, "versions", partition)
+    version = version_uri(storage.storage_root(args.storage), args.version)
     try:
         if args.duplicates:
             described = catalog.duplicates(version, args.duplicates)
@@ -142,6 +140,23 @@ def inspect(args: argparse.Namespace) -> int:
         reports.print_duplicates(described, args.duplicates)
     else:
         reports.print_version(described)
+    return 0
+
+
+def diff(args: argparse.Namespace) -> int:
+    from tasks.core import storage
+    from tasks.publish.diff import diff_versions, version_uri
+
+    root = storage.storage_root(args.storage)
+    try:
+        found = diff_versions(version_uri(root, args.a), version_uri(root, args.b))
+    except FileNotFoundError as e:
+        print(f"error: no such version: {e}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(found, default=str))
+    else:
+        reports.print_diff(found)
     return 0
 
 
@@ -211,6 +226,12 @@ def main(argv: list[str] | None = None) -> int:
         help="list the items rejected as copies of this modality, with their verification scores",
     )
     p.set_defaults(func=inspect)
+    p = sub.add_parser("diff", help="what changed between two published versions: items, reasons, recipe, code")
+    p.add_argument("a", help="the earlier version: <dataset>/<partition>, or a version folder or URI")
+    p.add_argument("b", help="the later version, named the same way")
+    p.add_argument("--storage", help="storage root; default $MMETL_STORAGE or ./data")
+    p.add_argument("--json", action="store_true", help="one JSON object")
+    p.set_defaults(func=diff)
     p = sub.add_parser("ui", help="serve the Prefect UI over the local run history")
     p.add_argument("--port", type=int)
     p.set_defaults(func=ui)

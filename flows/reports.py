@@ -190,3 +190,18 @@ def print_duplicates(found: list[dict], modality: str) -> None:
         )
         print(f"  {score:>12}  {r['sample_id']} copy of {r['duplicate_of']}: {r['source_uri']}")
         print(f"                {r['detail']}")
+
+
+def print_diff(found: dict) -> None:
+    a, b = found["a"], found["b"]
+    print(f"{a['partition']} ({a['samples']} items) -> {b['partition']} ({b['samples']} items)")
+    print(f"added {found['added']}, removed {found['removed']}, texts changed {found['texts_changed']}, "
+          f"moved split {found['moved_split']}")  # fmt: skip
+    for reason, n in found["removed_by_reason"].items():
+        print(f"  removed: {reason}: {n}")
+    print(f"\n{'source/modality':<32}{'added':>8}{'removed':>9}{'texts changed':>15}")
+    for key, counts in found["by_source_modality"].items():
+        print(f"{key:<32}{counts.get('added', 0):>8}{counts.get('removed', 0):>9}{counts.get('texts_changed', 0):>15}")
+    for label, changes in (("recipe", found["recipe_changes"]), ("code", found["code_changes"])):
+        for key, (x, y) in changes.items():
+            print(f"{label} {key}: {x!r} -> {y!r}")
