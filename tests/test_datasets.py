@@ -269,6 +269,42 @@ def test_visual_genome_regions_as_texts_and_as_crops_grouped_with_the_image(tmp_
         rows_of(kind="visual_genome", uri=uri, region_crops=True)
 
 
+def test_visual_genome_is_read_from_either_file(tmp_path):
+    """Given region_descriptions.json (the file with the texts, as COCO's source is given its captions), the
+    images' file is found beside it; without it, the error says where it was looked for."""
+    uri = visual_genome_files(tmp_path)
+    from_images = rows_of(kind="visual_genome", uri=uri, media_root=str(tmp_path))
+    from_regions = rows_of(
+        kind="visual_genome", uri=str(tmp_path / "region_descriptions.json"), media_root=str(tmp_path)
+    )
+    assert [(r.key, r.media, r.texts, r.error) for r in from_regions] == [
+        (r.key, r.media, r.texts, r.error) for r in from_images
+    ]
+    assert len(good(from_regions)) == 1 and len(good(from_regions)[0].texts) == 4
+    (tmp_path / "image_data.json").unlink()
+    with pytest.raises(
+        SourceError, match=r"holds region descriptions; the images' file .* not beside it at .*image_data.json"
+    ):
+        rows_of(kind="visual_genome", uri=str(tmp_path / "region_descriptions.json"))
+
+
+def test_kinetics_clips_are_found_in_the_official_and_the_label_folder_layouts(tmp_path):
+    (tmp_path / "train.csv").write_text(
+        "label,youtube_id,time_start,time_end,split\nabseiling,--07WQ2iBlw,1,11,train\n"
+        "playing guitar,-3B32lodo2M,59,69,train\n"
+    )
+    official = tmp_path / "official" / "train"
+    official.mkdir(parents=True)
+    (official / "--07WQ2iBlw_000001_000011.mp4").write_bytes(b"x")
+    by_label = tmp_path / "torchvision" / "train" / "playing guitar"
+    by_label.mkdir(parents=True)
+    (by_label / "-3B32lodo2M_000059_000069.mp4").write_bytes(b"x")
+    for root, found in (("official", "train/--07WQ2iBlw_000001_000011.mp4"),
+                        ("torchvision", "train/playing guitar/-3B32lodo2M_000059_000069.mp4")):  # fmt: skip
+        rows = good(rows_of(kind="kinetics", uri=str(tmp_path / "train.csv"), media_root=str(tmp_path / root)))
+        assert [r.media for r in rows if storage.exists(r.media)] == [str(tmp_path / root / found)]
+
+
 def test_visual_genome_crops_are_cut_from_the_picture_in_a_build(tmp_path):
     uri = visual_genome_files(tmp_path)
     source = make_source(name="vg", kind="visual_genome", uri=uri, media_root=str(tmp_path), region_crops=True)
@@ -604,3 +640,22 @@ def test_documents_and_speech_read_from_object_storage_build_through_prefect_and
             for s in meta["segments"]
         ]
     assert found == expected_documents(photos)
+
+
+def test_a_source_whose_media_are_mostly_missing_says_where_they_were_sought_and_what_is_there(tmp_path):
+    from tasks.build.pipeline import LocalRunner, Plan, execute
+
+    (tmp_path / "media" / "clips_v2").mkdir(parents=True)
+    (tmp_path / "media" / "found.jpg").write_bytes(real_photos()["coffee-0"])
+    rows = [{"media": "found.jpg", "modality": "image", "text": "a cup of coffee"}]
+    rows += [{"media": f"train/{i}.jpg", "modality": "image", "text": f"picture {i}"} for i in range(3)]
+    (tmp_path / "list.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    source = make_source(
+        name="pics", kind="manifest", uri=str(tmp_path / "list.jsonl"), media_root=str(tmp_path / "media")
+    )
+    recipe = Recipe(name="pics", source=source)
+    runner = LocalRunner()
+    execute(Plan(recipe, storage.Layout(str(tmp_path / "out"), "pics", "p", recipe.fingerprint())), runner)
+    [line] = [m for m in runner.messages if "missing" in m]
+    assert line.startswith("source pics: 3 of 4 media are missing (collect:missing_media); looked for ")
+    assert f"{tmp_path}/media/train/0.jpg" in line and line.endswith(f"{tmp_path}/media holds: clips_v2, found.jpg")

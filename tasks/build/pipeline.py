@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import operator
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -316,6 +317,7 @@ def execute(plan: Plan, runner: Runner, dry_run: bool = False, extra: dict | Non
     )  # fmt: skip
     runner.report(plan_line(collected))
     ingested = _each_step(runner, plan.ingest(), collected.shards, collected.n_items)
+    _say_where_media_were_sought(runner, sources, ingested)
     media_uris = [r.media_uri for r in ingested]
     decision = runner.decide("decide-duplicates", dedupe_decision, plan, _uris(ingested), media_uris)
     if dry_run:
@@ -366,6 +368,21 @@ def _judged(plan: Plan, runner: Runner, ingested: list, decision: dedupe.DedupeD
     semantic = runner.decide("decide-semantic", semantic_decision, plan, _uris(steps[-1]))
     steps.append(_each_step(runner, plan.semantic(semantic.uri), _uris(steps[-1]), _kept(steps[-1])))
     return steps, semantic.report
+
+
+def _say_where_media_were_sought(runner: Runner, sources: list, ingested: list[engine.StepResult]) -> None:
+    """A line for each source that found under half of its media: where they were looked for, what is there."""
+    columns = ["source", "reason", "source_uri"]
+    rejects = [storage.read_parquet(r.rejects_uri, columns=columns).to_pylist() for r in ingested]
+    kept = [storage.read_parquet(r.uri, columns=["source"]).column("source").to_pylist() for r in ingested]
+    seen = Counter(s for part in kept for s in part) + Counter(x["source"] for part in rejects for x in part)
+    missing: dict[str, list[str]] = {}
+    for row in (x for part in rejects for x in part if x["reason"] == "collect:missing_media"):
+        missing.setdefault(row["source"], []).append(row["source_uri"])
+    for source in sources:
+        looked_for = missing.get(source.name, [])
+        if len(looked_for) * 2 > seen[source.name]:
+            runner.log(source.where_media_were_sought(looked_for, len(looked_for), seen[source.name]))
 
 
 def _already_published(plan: Plan, runner: Runner) -> dict:

@@ -136,6 +136,21 @@ class Source(Strict):
 
     # -- helpers for adapters --------------------------------------------------------------------
 
+    def where_media_were_sought(self, looked_for: list[str], missing: int, of: int) -> str:
+        """One line for a source whose media are mostly missing: where the first few were looked for, and what
+        the folder they were looked for in holds instead."""
+        root = self.media_root or self.uri.rsplit("/", 1)[0]
+        try:
+            fs, path = storage.filesystem(root)
+            entries = sorted(fs.ls(path, detail=False))[:8] if fs.exists(path) else []
+        except (OSError, ValueError):
+            entries = []
+        held = ", ".join(e.rstrip("/").rsplit("/", 1)[-1] for e in entries) or "nothing"
+        return (
+            f"source {self.name}: {missing} of {of} media are missing (collect:missing_media); looked for "
+            f"{', '.join(looked_for[:3])}; {root} holds: {held}"
+        )
+
     def media_uri(self, path: str) -> str:
         """A media path from the annotation, resolved against `media_root` (absolute paths and URLs kept)."""
         if "://" in path or path.startswith("/"):

@@ -2,21 +2,28 @@
 ~10 s clip labelled with its action (a text of kind label); clips of one video stay in one split.
 Clips under `media_root` as the common downloaders lay them out (`path`, default the official
 release's `{split}/{youtube_id}_{time_start:06d}_{time_end:06d}.mp4`; `{label}` is there too, spaces
-kept), else the window fetched from YouTube."""
+kept), else the window fetched from YouTube. With the default `path`, a clip is also found wherever its file
+name lies under `media_root`: `{split}/{label}/<name>.mp4`, as torchvision's `Kinetics` and the ActivityNet
+crawler lay them out, is found without setting `path`."""
 
 from __future__ import annotations
 
+import posixpath
 from collections.abc import Iterator
 from typing import Literal
 
+from ..core import storage
 from .base import YOUTUBE, Row, Source, caption, clip_key, seconds
+
+OFFICIAL = "{split}/{youtube_id}_{time_start:06d}_{time_end:06d}.mp4"
 
 
 class Kinetics(Source):
     kind: Literal["kinetics"]
-    path: str = "{split}/{youtube_id}_{time_start:06d}_{time_end:06d}.mp4"
+    path: str = OFFICIAL
 
     def rows(self) -> Iterator[Row]:
+        on_disk = self._clips_by_name() if self.media_root and self.path == OFFICIAL else {}
         for number, row in self.read_csv():
             ytid = row.get("youtube_id")
             start, end = seconds(row.get("time_start")), seconds(row.get("time_end"))
@@ -32,6 +39,7 @@ class Kinetics(Source):
                 except (KeyError, ValueError) as e:
                     yield Row(number, texts=texts, error=f"path {self.path!r} cannot be filled from this row: {e!r}")
                     continue
+                path = on_disk.get(posixpath.basename(path), path)
                 yield Row(number, key=path, media=self.media_uri(path), modality="video", texts=texts, group=ytid,
                           meta=meta)  # fmt: skip
             else:
@@ -45,3 +53,7 @@ class Kinetics(Source):
                     clip=(start, end),
                     meta=meta,
                 )
+
+    def _clips_by_name(self) -> dict[str, str]:
+        """Each `.mp4` under media_root by its file name (one listing): the path it really has."""
+        return {posixpath.basename(p): p for p in storage.list_files(self.media_root) if p.endswith(".mp4")}

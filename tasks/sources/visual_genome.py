@@ -1,7 +1,8 @@
 """Visual Genome (`image_data.json`: [{"image_id", "url", "width", "height", "coco_id", "flickr_id"}], and
 `region_descriptions.json` beside it: [{"id": image_id, "regions": [{"region_id", "phrase", "x", "y",
-"width", "height"}]}]): an image with its region phrases (texts of kind region). Images at the path
-their `url` ends in (`VG_100K/1.jpg`, `VG_100K_2/...`) under `media_root`, else downloaded from it.
+"width", "height"}]}]): an image with its region phrases (texts of kind region). `uri` may name either file:
+the other is found beside it (as COCO's source is given its captions file). Images at the path their `url`
+ends in (`VG_100K/1.jpg`, `VG_100K_2/...`) under `media_root`, else downloaded from it.
 With `region_crops`, each region is also an item of its own: the box cut from the image, its phrase
 as its caption, grouped with the image (never split apart from it)."""
 
@@ -13,6 +14,7 @@ from typing import Literal
 
 from pydantic import model_validator
 
+from ..core import storage
 from .base import Row, Source, SourceError, caption
 
 
@@ -28,14 +30,29 @@ class VisualGenome(Source):
             raise ValueError("region_crops cuts regions from local images: give media_root (each crop reads its image)")
         return self
 
-    def rows(self) -> Iterator[Row]:
-        images = self.read_json()
-        if not isinstance(images, list):
-            raise SourceError(f"source {self.name}: {self.uri} is not a list of images (Visual Genome image_data.json)")
-        regions_uri = self.regions or posixpath.join(posixpath.dirname(self.uri), "region_descriptions.json")
-        described = self.read_json(regions_uri)
-        if not isinstance(described, list):
+    def _files(self) -> tuple[list, list]:
+        """(image_data, region_descriptions), whichever of the two `uri` names."""
+        given = self.read_json()
+        if not isinstance(given, list):
+            raise SourceError(f"source {self.name}: {self.uri} is not a list (Visual Genome image_data.json)")
+        folder = posixpath.dirname(self.uri)
+        if any(isinstance(x, dict) and "regions" in x for x in given[:100]):  # the descriptions were given
+            images_uri = posixpath.join(folder, "image_data.json")
+            if not storage.exists(images_uri):
+                raise SourceError(
+                    f"source {self.name}: {self.uri} holds region descriptions; the images' file "
+                    f"(image_data.json, each image's url) is not beside it at {images_uri}"
+                )
+            images, described, regions_uri = self.read_json(images_uri), given, self.uri
+        else:
+            regions_uri = self.regions or posixpath.join(folder, "region_descriptions.json")
+            images, described = given, self.read_json(regions_uri)
+        if not isinstance(images, list) or not isinstance(described, list):
             raise SourceError(f"source {self.name}: {regions_uri} is not a list (Visual Genome region descriptions)")
+        return images, described
+
+    def rows(self) -> Iterator[Row]:
+        images, described = self._files()
         by_image = {r.get("id"): r.get("regions") for r in described if isinstance(r, dict)}
         number = 0
         for image in images:
