@@ -172,6 +172,33 @@ def ui(args: argparse.Namespace) -> int:
         return 0
 
 
+def _add_reading_commands(sub) -> None:
+    """The commands that read what is published: status, inspect, diff."""
+    p = sub.add_parser("status", help="published versions and recent build runs under the storage root")
+    p.add_argument("recipe", nargs="?", help="only this recipe's dataset")
+    p.add_argument("--storage", help="storage root; default $MMETL_STORAGE or ./data")
+    p.add_argument("--runs", type=int, default=10, help="how many recent runs to list (default 10)")
+    p.add_argument("--json", action="store_true", help="one JSON object: versions and runs")
+    p.set_defaults(func=status)
+    p = sub.add_parser("inspect", help="one published version: counts, splits, reasons, a few items")
+    p.add_argument("version", help="<dataset>/<partition> under the storage root, or a version folder or URI")
+    p.add_argument("--storage", help="storage root; default $MMETL_STORAGE or ./data")
+    p.add_argument("--samples", type=int, default=3)
+    p.add_argument("--json", action="store_true", help="one JSON object: manifest, stats, modalities, samples")
+    p.add_argument(
+        "--duplicates",
+        choices=["image", "audio", "video"],
+        help="list the items rejected as copies of this modality, with their verification scores",
+    )
+    p.set_defaults(func=inspect)
+    p = sub.add_parser("diff", help="what changed between two published versions: items, reasons, recipe, code")
+    p.add_argument("a", help="the earlier version: <dataset>/<partition>, or a version folder or URI")
+    p.add_argument("b", help="the later version, named the same way")
+    p.add_argument("--storage", help="storage root; default $MMETL_STORAGE or ./data")
+    p.add_argument("--json", action="store_true", help="one JSON object")
+    p.set_defaults(func=diff)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mmetl", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -209,29 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--storage", help="storage root; default $MMETL_STORAGE or ./data")
     p.add_argument("--ray-address", help="existing Ray cluster; default $MMETL_RAY_ADDRESS or a local Ray per run")
     p.set_defaults(func=serve)
-    p = sub.add_parser("status", help="published versions and recent build runs under the storage root")
-    p.add_argument("recipe", nargs="?", help="only this recipe's dataset")
-    p.add_argument("--storage", help="storage root; default $MMETL_STORAGE or ./data")
-    p.add_argument("--runs", type=int, default=10, help="how many recent runs to list (default 10)")
-    p.add_argument("--json", action="store_true", help="one JSON object: versions and runs")
-    p.set_defaults(func=status)
-    p = sub.add_parser("inspect", help="one published version: counts, splits, reasons, a few items")
-    p.add_argument("version", help="<dataset>/<partition> under the storage root, or a version folder or URI")
-    p.add_argument("--storage", help="storage root; default $MMETL_STORAGE or ./data")
-    p.add_argument("--samples", type=int, default=3)
-    p.add_argument("--json", action="store_true", help="one JSON object: manifest, stats, modalities, samples")
-    p.add_argument(
-        "--duplicates",
-        choices=["image", "audio", "video"],
-        help="list the items rejected as copies of this modality, with their verification scores",
-    )
-    p.set_defaults(func=inspect)
-    p = sub.add_parser("diff", help="what changed between two published versions: items, reasons, recipe, code")
-    p.add_argument("a", help="the earlier version: <dataset>/<partition>, or a version folder or URI")
-    p.add_argument("b", help="the later version, named the same way")
-    p.add_argument("--storage", help="storage root; default $MMETL_STORAGE or ./data")
-    p.add_argument("--json", action="store_true", help="one JSON object")
-    p.set_defaults(func=diff)
+    _add_reading_commands(sub)
     p = sub.add_parser("ui", help="serve the Prefect UI over the local run history")
     p.add_argument("--port", type=int)
     p.set_defaults(func=ui)
