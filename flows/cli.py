@@ -6,6 +6,7 @@ mmetl serve RECIPE [--cron "0 2 * * *"]   the nightly build, scheduled by this p
 mmetl status [RECIPE]           published versions and recent runs
 mmetl inspect DATASET/PARTITION one version: counts, splits, reasons, a few items (--duplicates audio: its copies)
 mmetl diff A B                  what changed between two versions, and why
+mmetl takedown DATASET --list FILE  remove listed items from every version (a new revision each), for good
 mmetl ui                        the Prefect UI over the history of local runs
 
 Here: the arguments, and each command wired from process supervision (flows/supervise.py) and what it
@@ -160,6 +161,26 @@ def diff(args: argparse.Namespace) -> int:
     return 0
 
 
+def takedown(args: argparse.Namespace) -> int:
+    from tasks.core import storage
+    from tasks.publish.takedown import take_down
+
+    try:
+        done = take_down(storage.storage_root(args.storage), args.dataset, args.list, args.reason)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(done))
+        return 0
+    print(f"takedown {done['takedown']}:")
+    for partition, revised in done["versions"].items():
+        print(f"  {partition}: revision {revised['revision']}, {revised['removed']} items removed")
+    if not done["versions"]:
+        print("  no published version holds a listed item (the list now blocks later builds)")
+    return 0
+
+
 def ui(args: argparse.Namespace) -> int:
     home = prefect_home()
     port = args.port or free_port()
@@ -197,6 +218,14 @@ def _add_reading_commands(sub) -> None:
     p.add_argument("--storage", help="storage root; default $MMETL_STORAGE or ./data")
     p.add_argument("--json", action="store_true", help="one JSON object")
     p.set_defaults(func=diff)
+    p = sub.add_parser("takedown", help="remove listed items from every published version of a dataset, for good")
+    p.add_argument("dataset", help="the dataset's name (its folder under the storage root)")
+    p.add_argument("--list", required=True, help="entries `<kind>:<value>` a line (id, sha256, phash, chromaprint, "
+                   "url, domain), or a CSV or Parquet file with columns kind,value")  # fmt: skip
+    p.add_argument("--reason", default="takedown request", help="recorded with what is removed")
+    p.add_argument("--storage", help="storage root; default $MMETL_STORAGE or ./data")
+    p.add_argument("--json", action="store_true", help="one JSON object")
+    p.set_defaults(func=takedown)
 
 
 def main(argv: list[str] | None = None) -> int:

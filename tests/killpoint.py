@@ -2,6 +2,7 @@
 create, a streamed output, a move or a remove): a kill at an exact, reproducible point of any stage.
 
     python -m tests.killpoint CAPTIONS_JSONL ROOT [--die-at N] [--kind obelics]
+    python -m tests.killpoint --takedown DATASET LIST ROOT [--die-at N]     a takedown instead of a build
 
 Prints `op N: <operation> <uri>` for each, `ops N` at the end of a whole build, or `dying at op N:
 <operation> <uri>` before the kill.
@@ -44,8 +45,15 @@ def main() -> int:
     parser.add_argument("root")
     parser.add_argument("--die-at", type=int)
     parser.add_argument("--kind", default="manifest")  # the source's kind: `obelics` for documents
+    parser.add_argument("--takedown", metavar="DATASET")  # then `captions` is the takedown list
     args = parser.parse_args()
     counter = count_operations(args.die_at)
+    if args.takedown:
+        from tasks.publish.takedown import take_down
+
+        take_down(args.root, args.takedown, args.captions, "rights holder")
+        print(f"ops {counter[0]}", flush=True)
+        return 0
     from tasks.sources import make_source
 
     from .helpers import build_in_process

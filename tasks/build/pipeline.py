@@ -121,8 +121,12 @@ class Plan:
     def blocklist(self) -> BlocklistSettings:
         """The recipe's lists and the dataset's own takedowns; a pHash entry without a radius uses dedupe's."""
         taken_down = [BlocklistFile(file=self.layout.takedowns)] if storage.exists(self.layout.takedowns) else []
-        radius = self.recipe.dedupe.image_radius
-        return BlocklistSettings(files=(*self.recipe.blocklist, *taken_down), radius=8 if radius is None else radius)
+        dedupe = self.recipe.dedupe
+        return BlocklistSettings(
+            files=(*self.recipe.blocklist, *taken_down),
+            radius=8 if dedupe.image_radius is None else dedupe.image_radius,
+            max_ber=dedupe.audio_max_ber or 0.15,
+        )
 
     def refine(self, decision_uri: str) -> Step:
         r = self.recipe

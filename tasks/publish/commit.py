@@ -69,7 +69,7 @@ def stage_embeddings(items_uri: str, embeddings_uri: str, staging_dir: str) -> S
     for split, part in sorted(rows.items()):
         name = f"{split}/{shard}.embeddings.parquet"
         table = table_of(part, EMBEDDING_SCHEMA)
-        files[name] = _write(storage.join(staging_dir, name), storage.parquet_bytes(table))
+        files[name] = write_file(storage.join(staging_dir, name), storage.parquet_bytes(table))
     return Staged(staging_dir, files)
 
 
@@ -104,29 +104,31 @@ def commit_version(layout: storage.Layout, recipe: card.Recorded, built: Built, 
     files = _move_staged(built.staged, version)
     indexes = [storage.read_parquet(p.index_uri) for p in built.staged if p.index_uri]
     index = pa.concat_tables(indexes) if indexes else None
-    splits = _split_indexes(index, version, files)
+    splits = split_indexes(index, version, files)
     rejects = _gather(built.reject_uris, REJECT_SCHEMA).sort_by([("stage", "ascending"), ("sample_id", "ascending")])
     rejects = redact_columns(rejects, texts=("detail", "group_id"))
-    files["rejects.parquet"] = _write(storage.join(version, "rejects.parquet"), storage.parquet_bytes(rejects))
+    files["rejects.parquet"] = write_file(storage.join(version, "rejects.parquet"), storage.parquet_bytes(rejects))
     dropped = _gather(built.dropped_text_uris, DROPPED_TEXT_SCHEMA).sort_by(
         [("stage", "ascending"), ("sample_id", "ascending"), ("reason", "ascending"), ("text", "ascending")]
     )
-    files["dropped_texts.parquet"] = _write(
+    files["dropped_texts.parquet"] = write_file(
         storage.join(version, "dropped_texts.parquet"), storage.parquet_bytes(dropped)
     )
     # what this version withdraws from partitions built before it though newer (see tasks/published/index.py)
     withdrawn = storage.read_parquet(built.withdrawn_uri) if built.withdrawn_uri else WITHDRAWN_SCHEMA.empty_table()
-    files["withdrawn.parquet"] = _write(storage.join(version, "withdrawn.parquet"), storage.parquet_bytes(withdrawn))
+    files["withdrawn.parquet"] = write_file(
+        storage.join(version, "withdrawn.parquet"), storage.parquet_bytes(withdrawn)
+    )
 
     stats = _stats(index, splits, rejects, dropped, recipe, built)
-    files["stats.json"] = _write(
+    files["stats.json"] = write_file(
         storage.join(version, "stats.json"), json.dumps(stats, indent=2, sort_keys=True).encode()
     )
     about = card.Version(layout.dataset, layout.partition, recipe, stats, index, rejects, built.tar_members, files)
     for name, data in card.plots(about):
-        files[name] = _write(storage.join(version, name), data)
-    files["README.md"] = _write(storage.join(version, "README.md"), card.readme(about))  # lists the plots
-    files["croissant.json"] = _write(storage.join(version, "croissant.json"), croissant.metadata(about))
+        files[name] = write_file(storage.join(version, name), data)
+    files["README.md"] = write_file(storage.join(version, "README.md"), card.readme(about))  # lists the plots
+    files["croissant.json"] = write_file(storage.join(version, "croissant.json"), croissant.metadata(about))
     manifest = {
         "dataset": layout.dataset,
         "partition": layout.partition,
@@ -143,6 +145,7 @@ def commit_version(layout: storage.Layout, recipe: card.Recorded, built: Built, 
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "format": "webdataset+parquet/v3",
         "code": code_identity(),  # with `recipe`: what it takes to build this version again
+        "tar_members": built.tar_members,  # each modality's member suffixes (a takedown's revision reuses them)
         **({"align": built.align_report} if built.align_report else {}),
         **({"generate": built.generate_report} if built.generate_report else {}),
         **(extra or {}),
@@ -163,7 +166,7 @@ def _move_staged(staged: list[Staged], version: str) -> dict[str, dict]:
     return files
 
 
-def _split_indexes(index: pa.Table | None, version: str, files: dict[str, dict]) -> dict[str, dict]:
+def split_indexes(index: pa.Table | None, version: str, files: dict[str, dict]) -> dict[str, dict]:
     """Each split's `index.parquet` written (and added to `files`), and what the manifest says of the split."""
     splits = {}
     for split in SPLITS:
@@ -171,7 +174,7 @@ def _split_indexes(index: pa.Table | None, version: str, files: dict[str, dict])
         if part is None or part.num_rows == 0:
             continue
         name = f"{split}/index.parquet"
-        files[name] = _write(storage.join(version, name), storage.parquet_bytes(part))
+        files[name] = write_file(storage.join(version, name), storage.parquet_bytes(part))
         tars = sorted(f for f in files if f.startswith(f"{split}/") and f.endswith(".tar"))
         splits[split] = {
             "samples": part.num_rows,
@@ -188,13 +191,24 @@ def _split_indexes(index: pa.Table | None, version: str, files: dict[str, dict])
 
 def _stats(index, splits: dict, rejects: pa.Table, dropped: pa.Table, recipe: card.Recorded, built: Built) -> dict:
     """The version's stats.json."""
+    return {
+        **counted(index, splits, rejects, dropped, recipe),
+        "funnel": built.funnel,
+        "dedupe": built.dedupe_report or {},
+        **({"align": built.align_report} if built.align_report else {}),  # models and thresholds that decided
+        **({"generate": built.generate_report} if built.generate_report else {}),
+    }
+
+
+def counted(index, splits: dict, rejects: pa.Table, dropped: pa.Table, recipe: card.Recorded) -> dict:
+    """What stats.json counts of the published items, rejects and dropped texts (a takedown's revision counts
+    them again)."""
     rows = index.select(["modality", "source", "split"]).to_pylist() if index is not None else []
     strata = shares_by_stratum(rows, recipe.split)
     return {
         "splits": splits,
         "strata": strata,
         "strata_off_target": sorted(name for name, s in strata.items() if s["flagged"]),
-        "funnel": built.funnel,
         "rejects_by_reason": _count(rejects.column("reason").to_pylist()),
         "texts_dropped_by_reason": _count(dropped.column("reason").to_pylist()),
         "hours": _hours(index),
@@ -202,11 +216,8 @@ def _stats(index, splits: dict, rejects: pa.Table, dropped: pa.Table, recipe: ca
         "text_kinds": _count(pc.struct_field(pc.list_flatten(index.column("texts")), "kind").to_pylist())
         if index is not None
         else {},
-        "dedupe": built.dedupe_report or {},
         **{k: v for kind in KINDS.values() if index is not None for k, v in kind.stats(index).items()},
         **fetch_failures(rejects),
-        **({"align": built.align_report} if built.align_report else {}),  # models and thresholds that decided
-        **({"generate": built.generate_report} if built.generate_report else {}),
     }
 
 
@@ -275,7 +286,8 @@ class VersionExists(RuntimeError):
     """The partition's version was published by another build."""
 
 
-def _write(uri: str, data: bytes) -> dict:
+def write_file(uri: str, data: bytes) -> dict:
+    """Write a version's file: its manifest entry (bytes, sha256)."""
     storage.write_bytes(uri, data)
     return {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
 

@@ -7,12 +7,14 @@ entry is `<kind>:<value>`, or a bare value where the list says its kind:
 - `url`: a source URI, exactly, or every URI that starts with it when it ends in `*`;
 - `domain`: every URL of that host or its subdomains;
 - `sha256`: the file as fetched (what external hash lists hold) or as clean normalised it;
-- `phash`: a picture (or a video's keyframe) within `radius` bits of it (the list's, or the dedupe radius).
+- `phash`: a picture (or a video's keyframe) within `radius` bits of it (the list's, or the dedupe radius);
+- `chromaprint`: a sound whose fingerprint (the base64 form `fpcalc` prints) is within dedupe's bit error rate;
+- `id`: a sample id (what a takedown by id records).
 
-Collect checks a URI before fetching anything and the fetched bytes' sha256; the `blocklist` stage, after clean,
-the normalised sha256 and the pHashes. A match is a reject `blocked:<kind>` naming the entry, so a taken-down
-item never returns in a later night or a backfill. yt-dlp follows a page's redirects itself: a domain block
-covers the URL a source gives, not where yt-dlp is sent from there.
+Collect checks an id and a URI before fetching anything and the fetched bytes' sha256; the `blocklist` stage,
+after clean, the normalised sha256, the pHashes and the fingerprint. A match is a reject `blocked:<kind>`
+naming the entry, so a taken-down item never returns in a later night or a backfill. yt-dlp follows a page's
+redirects itself: a domain block covers the URL a source gives, not where yt-dlp is sent from there.
 """
 
 from __future__ import annotations
@@ -28,16 +30,17 @@ from pydantic import Field
 
 from ..core import storage
 from ..core.settings import Strict
+from ..similar.sounds import bit_error_rate
 from .stage import Reject, RowStage
 
-BLOCK_KINDS = ("url", "domain", "sha256", "phash")
+BLOCK_KINDS = ("url", "domain", "sha256", "phash", "chromaprint", "id")
 
 
 class BlocklistFile(Strict):
     """One list: `file` (text, CSV or Parquet), what a bare line of it is, and a pHash list's own radius."""
 
     file: str
-    kind: Literal["url", "domain", "sha256", "phash"] | None = None  # null: every line says `<kind>:<value>`
+    kind: Literal["url", "domain", "sha256", "phash", "chromaprint", "id"] | None = None  # null: lines say it
     radius: int | None = Field(None, ge=0, le=32)  # pHash bits; null: the recipe's dedupe.image_radius (or 8)
 
 
@@ -46,9 +49,10 @@ class BlocklistSettings(Strict):
 
     files: tuple[BlocklistFile, ...] = ()
     radius: int = 8
+    max_ber: float = 0.15  # a listed fingerprint's: dedupe.audio_max_ber
 
 
-def read_entries(uri: str, kind: str | None = None) -> list[tuple[str, str]]:
+def read_entries(uri: str, kind: str | None = None, kinds: tuple[str, ...] = BLOCK_KINDS) -> list[tuple[str, str]]:
     """(kind, value) of each entry of a list; `#` starts a comment. An entry of an unknown kind is an error
     naming the file and the line."""
     if uri.endswith(".parquet"):
@@ -65,7 +69,7 @@ def read_entries(uri: str, kind: str | None = None) -> list[tuple[str, str]]:
         if not line:
             continue
         head, sep, rest = line.partition(":")
-        if sep and head in BLOCK_KINDS:
+        if sep and head in kinds:
             entries.append((head, rest.strip()))
         elif kind:
             entries.append((kind, line))
@@ -85,17 +89,24 @@ class Blocklist:
     domains: set[str] = field(default_factory=set)
     sha256: set[str] = field(default_factory=set)
     phashes: list[tuple[int, int]] = field(default_factory=list)  # (hash, radius)
+    ids: set[str] = field(default_factory=set)
+    sounds: list[tuple[str, np.ndarray]] = field(default_factory=list)  # (as listed, decoded)
+    max_ber: float = 0.15
 
     @classmethod
     def load(cls, settings: BlocklistSettings) -> Blocklist:
-        found = cls()
+        found = cls(max_ber=settings.max_ber)
         for listed in settings.files:
             for kind, value in read_entries(listed.file, listed.kind):
                 found.add(kind, value, listed.radius if listed.radius is not None else settings.radius)
         return found
 
     def add(self, kind: str, value: str, radius: int) -> None:
-        if kind == "url":
+        if kind == "id":
+            self.ids.add(value)
+        elif kind == "chromaprint":
+            self.sounds.append((value, decoded_fingerprint(value)))
+        elif kind == "url":
             (self.prefixes.append(value[:-1]) if value.endswith("*") else self.urls.add(value))
         elif kind == "domain":
             self.domains.add(value.lower().strip("."))
@@ -105,7 +116,28 @@ class Blocklist:
             self.phashes.append((int(value, 16), radius))
 
     def __bool__(self) -> bool:
-        return bool(self.urls or self.prefixes or self.domains or self.sha256 or self.phashes)
+        return bool(
+            self.urls or self.prefixes or self.domains or self.sha256 or self.phashes or self.ids or self.sounds
+        )
+
+    def item(self, row: dict) -> Reject | None:
+        """Before anything is fetched: the item's id, and its URI."""
+        if row["sample_id"] in self.ids:
+            return Reject("blocked:id", f"{row['sample_id']} is listed")
+        return self.uri(row["source_uri"] or "")
+
+    def media(self, row: dict) -> Reject | None:
+        """Once clean has made the media: its sha256, its pictures, its sound."""
+        pictures = [row["phash"]] if row.get("phash") else list(row.get("keyframe_phashes") or [])
+        return self.digest(row["sha256"], "media as published") or self.pictures(pictures) or self.sound(row)
+
+    def sound(self, row: dict) -> Reject | None:
+        printed = np.asarray(row.get("audio_fingerprint") or [], np.uint32)
+        for listed, fingerprint in self.sounds if len(printed) else ():
+            ber = bit_error_rate(printed, fingerprint)
+            if ber <= self.max_ber:
+                return Reject("blocked:chromaprint", f"fingerprint at bit error rate {ber:.3f} from {listed[:24]}...")
+        return None
 
     def uri(self, uri: str) -> Reject | None:
         """A URI blocked exactly, by a prefix, or by its host."""
@@ -153,5 +185,15 @@ class BlocklistStage(RowStage):
         self.blocked = Blocklist.load(self.config)
 
     def check(self, row: dict):
-        pictures = [row["phash"]] if row.get("phash") else list(row.get("keyframe_phashes") or [])
-        return self.blocked.digest(row["sha256"], "media as published") or self.blocked.pictures(pictures) or row
+        return self.blocked.media(row) or row
+
+
+def decoded_fingerprint(value: str) -> np.ndarray:
+    """A Chromaprint fingerprint from the base64 form `fpcalc` prints (the one external lists hold)."""
+    import chromaprint
+
+    try:
+        fingerprint, _ = chromaprint.decode_fingerprint(value.encode())
+    except Exception as e:  # the C library's own error for a value that is not a fingerprint
+        raise ValueError(f"{value[:24]}... is not a Chromaprint fingerprint: {e}") from None
+    return np.asarray(fingerprint, np.int64).astype(np.uint32)

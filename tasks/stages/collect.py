@@ -245,7 +245,7 @@ class CollectStage(RowStage):
         if not KINDS[row["modality"]].has_media:  # a document: its texts came with it, its pictures are items
             return row
         uri = row["source_uri"]
-        if blocked := self.blocked.uri(uri):  # never fetched
+        if blocked := self.blocked.item(row):  # never fetched
             return blocked
         try:
             got = self._download(row) if storage.is_url(uri) else self._read(row)
