@@ -7,6 +7,8 @@ mmetl status [RECIPE]           published versions and recent runs
 mmetl inspect DATASET/PARTITION one version: counts, splits, reasons, a few items (--duplicates audio: its copies)
 mmetl diff A B                  what changed between two versions, and why
 mmetl takedown DATASET --list FILE  remove listed items from every version (a new revision each), for good
+mmetl review export VERSION --rule R --band LOW:HIGH   borderline items for reviewers (Label Studio or CSV)
+mmetl review import DATASET FILE   reviewers' verdicts, applied by every later build
 mmetl ui                        the Prefect UI over the history of local runs
 
 Here: the arguments, and each command wired from process supervision (flows/supervise.py) and what it
@@ -181,6 +183,33 @@ def takedown(args: argparse.Namespace) -> int:
     return 0
 
 
+def review(args: argparse.Namespace) -> int:
+    from tasks.core import storage
+    from tasks.publish import review as loop
+    from tasks.publish.diff import version_uri
+
+    root = storage.storage_root(args.storage)
+    try:
+        if args.action == "import":
+            print(json.dumps(loop.import_reviews(root, args.target, args.file)))
+            return 0
+        low, high = (float(x) for x in args.band.split(":"))
+        rows = loop.export_review(version_uri(root, args.target), args.rule, (low, high), args.limit)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.format == "csv":
+        text = loop.csv_rows(rows, args.rule)
+    else:
+        text = json.dumps(loop.label_studio_tasks(rows, args.rule), indent=1, default=str)
+    if args.out:
+        Path(args.out).write_text(text)
+        print(f"{len(rows)} rows for review in {args.out}", file=sys.stderr)
+    else:
+        print(text)
+    return 0
+
+
 def ui(args: argparse.Namespace) -> int:
     home = prefect_home()
     port = args.port or free_port()
@@ -226,6 +255,17 @@ def _add_reading_commands(sub) -> None:
     p.add_argument("--storage", help="storage root; default $MMETL_STORAGE or ./data")
     p.add_argument("--json", action="store_true", help="one JSON object")
     p.set_defaults(func=takedown)
+    p = sub.add_parser("review", help="borderline items out to reviewers, their verdicts back in")
+    p.add_argument("action", choices=["export", "import"])
+    p.add_argument("target", help="export: a version (<dataset>/<partition> or a folder); import: the dataset's name")
+    p.add_argument("file", nargs="?", help="import: Label Studio's JSON export, or a CSV (sample_id,text,rule,verdict)")
+    p.add_argument("--rule", default="align_score", help="export: the score a rule judges (align_score, min_side, ...)")
+    p.add_argument("--band", default="0:1", help="export: the values LOW:HIGH to review, e.g. 0.24:0.30")
+    p.add_argument("--limit", type=int, help="export: at most this many rows, nearest the band's middle first")
+    p.add_argument("--format", choices=["label-studio", "csv"], default="label-studio")
+    p.add_argument("--out", help="export: write here instead of printing")
+    p.add_argument("--storage", help="storage root; default $MMETL_STORAGE or ./data")
+    p.set_defaults(func=review)
 
 
 def main(argv: list[str] | None = None) -> int:

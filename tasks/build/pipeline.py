@@ -49,6 +49,7 @@ from ..stages.collect import CollectConfig
 from ..stages.dedupe import ApplyDecision
 from ..stages.dedupe.semantic import Published, SemanticDecision, decide_semantic
 from ..stages.documents import ApplyDocuments
+from ..stages.filter import FilterSettings
 from ..stages.generate import generate_report
 from ..stages.score import ScoreSettings, ScoringConfig, report
 from ..stages.split import ApplySplit
@@ -136,15 +137,24 @@ class Plan:
             stages.append(("transcribe", TranscribeSettings(**r.generate.transcript.model_dump(), media_dir=media)))
         if r.generate.caption:  # as transcripts: its text goes through the filter and align like the others
             stages.append(("caption", CaptionSettings(**r.generate.caption.model_dump(), media_dir=media)))
-        stages += [] if self.filter_after_scoring else [("filter", r.filtering)]
+        stages += [] if self.filter_after_scoring else [("filter", self.filtering)]
         return self.step(*stages) if self.embeds else self.step(*stages, ("align", self.align_rules))
 
     @property
     def align_rules(self) -> AlignRules:
-        """The align stage's settings: align's own, and whether a generated caption replaces the item's."""
+        """The align stage's settings: align's own, whether a generated caption replaces the item's, the reviews."""
         caption = self.recipe.generate.caption
         replacing = caption is not None and caption.mode == "replace_if_better"
-        return self.recipe.align.rules().model_copy(update={"replace_if_better": replacing})
+        return self.recipe.align.rules().model_copy(update={"replace_if_better": replacing, "reviews": self.reviews})
+
+    @property
+    def filtering(self) -> FilterSettings:
+        return self.recipe.filtering.model_copy(update={"reviews": self.reviews})
+
+    @property
+    def reviews(self) -> str | None:
+        """The dataset's reviewers' verdicts, where there are any: the rule stages apply them."""
+        return self.layout.reviews if storage.exists(self.layout.reviews) else None
 
     @property
     def embeds(self) -> bool:
@@ -169,7 +179,7 @@ class Plan:
             embeddings_dir=self.embeddings_dir,
             caption_model=captions.model if captions else None,
         )
-        after = [("filter", r.filtering)] if self.filter_after_scoring else []
+        after = [("filter", self.filtering)] if self.filter_after_scoring else []
         return self.step(("score", scoring), *after, ("align", self.align_rules))
 
     def embeddings_of(self, shard: str) -> str | None:

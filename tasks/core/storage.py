@@ -298,6 +298,11 @@ class Layout:
         return join(self.root, self.dataset, "takedowns.parquet")
 
     @property
+    def reviews(self) -> str:
+        """Reviewers' verdicts (`mmetl review import`): every later build's rule stages apply them."""
+        return join(self.root, self.dataset, "reviews.parquet")
+
+    @property
     def run_log(self) -> str:
         """Where build runs of this dataset leave a line each (see tasks/publish/catalog.py)."""
         return join(self.root, self.dataset, "runs")

@@ -48,6 +48,22 @@ class Recorded:
     align: AlignConfig
 
 
+def recorded_from(written: dict) -> Recorded:
+    """A published manifest's recipe read back, for rewriting its card (a takedown's revision). Align's models
+    may be gone since the build: where its part no longer loads, the card's plots go without its thresholds."""
+    from pydantic import ValidationError
+
+    from ..sources import make_source
+
+    listed = written.get("sources") or ([written["source"]] if written.get("source") else [])
+    try:
+        align = AlignConfig.model_validate(written.get("align") or {})
+    except ValidationError:
+        align = AlignConfig()
+    split = SplitConfig.model_validate(written.get("split") or {})
+    return Recorded(written, tuple(make_source(**s) for s in listed), split, align)
+
+
 @dataclass(frozen=True)
 class Version:
     """What the card describes: a version about to be committed."""
@@ -137,7 +153,7 @@ def front_matter(v: Version) -> dict:
 
 
 def readme(v: Version) -> bytes:
-    sections = [_intro, _how_to_load, _sources, _splits, _funnel, _duplicates, _written, _plots]
+    sections = [_intro, _how_to_load, _sources, _splits, _funnel, _duplicates, _written, _reviewed, _plots]
     front = yaml.safe_dump(front_matter(v), sort_keys=False, allow_unicode=True)
     body = "\n\n".join("\n".join(lines) for lines in (section(v) for section in sections) if lines)
     return ("---\n" + front + "---\n\n" + body + "\n").encode()
@@ -285,6 +301,19 @@ def _written(v: Version) -> list[str]:
             f" ({prompt}, `{caption['mode']}`); each names its model and prompt in `generated_by`."
         )
     return ["## Texts the build wrote", "", *lines] if lines else []
+
+
+def _reviewed(v: Version) -> list[str]:
+    """What reviewers overruled (`mmetl review import`)."""
+    counts = v.stats.get("reviews") or {}
+    if not (counts.get("kept_against_rule") or counts.get("rejected")):
+        return []
+    return [
+        "## Reviews",
+        "",
+        f"Reviewers kept {counts['kept_against_rule']} items against a rule that would have "
+        f"dropped them (`features.review` says which) and rejected {counts['rejected']} (`review:rejected`).",
+    ]
 
 
 def _plots(v: Version) -> list[str]:

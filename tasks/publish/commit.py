@@ -111,14 +111,10 @@ def commit_version(layout: storage.Layout, recipe: card.Recorded, built: Built, 
     dropped = _gather(built.dropped_text_uris, DROPPED_TEXT_SCHEMA).sort_by(
         [("stage", "ascending"), ("sample_id", "ascending"), ("reason", "ascending"), ("text", "ascending")]
     )
-    files["dropped_texts.parquet"] = write_file(
-        storage.join(version, "dropped_texts.parquet"), storage.parquet_bytes(dropped)
-    )
-    # what this version withdraws from partitions built before it though newer (see tasks/published/index.py)
+    # and what this version withdraws from partitions built before it though newer (tasks/published/index.py)
     withdrawn = storage.read_parquet(built.withdrawn_uri) if built.withdrawn_uri else WITHDRAWN_SCHEMA.empty_table()
-    files["withdrawn.parquet"] = write_file(
-        storage.join(version, "withdrawn.parquet"), storage.parquet_bytes(withdrawn)
-    )
+    for name, table in (("dropped_texts.parquet", dropped), ("withdrawn.parquet", withdrawn)):
+        files[name] = write_file(storage.join(version, name), storage.parquet_bytes(table))
 
     stats = _stats(index, splits, rejects, dropped, recipe, built)
     files["stats.json"] = write_file(
@@ -218,7 +214,16 @@ def counted(index, splits: dict, rejects: pa.Table, dropped: pa.Table, recipe: c
         else {},
         **{k: v for kind in KINDS.values() if index is not None for k, v in kind.stats(index).items()},
         **fetch_failures(rejects),
+        "reviews": _reviews(index, rejects),
     }
+
+
+def _reviews(index, rejects: pa.Table) -> dict:
+    """Reviewers' overrides (tasks/stages/rules.py): items kept against a rule, and items they rejected."""
+    features = index.column("features").to_pylist() if index is not None else []
+    kept = sum(1 for f in features if f and '"review"' in f)
+    rejected = sum(1 for r in rejects.column("reason").to_pylist() if r == "review:rejected")
+    return {"kept_against_rule": kept, "rejected": rejected}
 
 
 def point_latest(layout: storage.Layout) -> None:

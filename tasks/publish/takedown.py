@@ -196,10 +196,8 @@ def stage_revision(version: str, manifest: dict, plan: RevisionPlan, staging: st
 
 def _describe(version, manifest, plan, staging, files, index, rejects, dropped, splits) -> None:
     """stats.json, the data card with its plots, and croissant.json, for the revision."""
-    from ..recipe import Recipe
-
     old = storage.read_json(storage.join(version, "stats.json"))
-    recorded = Recipe.model_validate(manifest["recipe"]).recorded()
+    recorded = card.recorded_from(manifest["recipe"])
     stats = {**old, **counted(index, splits, rejects, dropped, recorded)}
     stats["takedowns"] = old.get("takedowns", []) + [{"takedown": plan.takedown, "removed": len(plan.removed)}]
     files["stats.json"] = write_file(

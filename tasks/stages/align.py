@@ -12,7 +12,7 @@ from pydantic import Field
 
 from ..core.schema import CAPTION_KINDS
 from ..core.settings import Strict
-from .rules import Rule, RuleStage, TextRule
+from .rules import Reviewed, Rule, RuleStage, TextRule
 from .score import ScoringConfig
 
 
@@ -23,8 +23,8 @@ class AudioTrackRules(Strict):
     max_av_drift_s: float = Field(0.25, ge=0)  # |video duration - audio track duration|
 
 
-class AlignRules(AudioTrackRules):
-    """What the align stage judges by."""
+class AlignRules(AudioTrackRules, Reviewed):
+    """What the align stage judges by (and the reviewers' verdicts)."""
 
     # modality -> the least align score a text of it keeps (align:low_score): each part's `min_score`
     min_scores: dict[str, float] = {}

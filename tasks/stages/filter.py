@@ -14,7 +14,7 @@ from pydantic import Field, model_validator
 from ..core.schema import scores_dict
 from ..core.settings import Strict
 from ..media.text import word_count
-from .rules import Failure, Rule, RuleStage, TextRule
+from .rules import Failure, Reviewed, Rule, RuleStage, TextRule
 
 
 class FilterConfig(Strict):
@@ -95,8 +95,8 @@ class FilterConfig(Strict):
         return FilterConfig.model_validate({**self.model_dump(include=set(FilterConfig.model_fields)), **overrides})
 
 
-class FilterSettings(FilterConfig):
-    """The recipe's `filter:` and the sources that set thresholds of their own."""
+class FilterSettings(FilterConfig, Reviewed):
+    """The recipe's `filter:`, the sources that set thresholds of their own, and the reviewers' verdicts."""
 
     by_source: dict[str, dict] = {}
 
@@ -281,7 +281,7 @@ class FilterStage(RuleStage):
 
     def __init__(self, config: FilterSettings | None = None, /, **fields):
         super().__init__(config, **fields)
-        base = FilterConfig.model_validate(self.config.model_dump(exclude={"by_source"}))
+        base = FilterConfig.model_validate(self.config.model_dump(exclude={"by_source", "reviews"}))
         self.item_rules, self.text_rules = filter_rules(base)
         self.by_source = {name: filter_rules(base.for_source(o)) for name, o in self.config.by_source.items()}
 
