@@ -132,7 +132,7 @@ def test_the_step_order_is_one_plan_of_registered_stages(tmp_path):
     order = [name for step in steps for name, _ in step.stages]
     assert order == ["collect", "clean", "dedupe", "filter", "align", "documents", "split"]
     # when the recipe asks for them
-    assert set(STAGES) - set(order) == {"score", "transcribe", "caption", "scenes", "semantic"}
+    assert set(STAGES) - set(order) == {"score", "transcribe", "caption", "scenes", "semantic", "blocklist"}
     transcribing = Plan(plan.recipe.model_copy(update={"generate": GenerateConfig(transcript={})}), plan.layout)
     assert [name for name, _ in transcribing.refine("d").stages] == ["dedupe", "transcribe", "filter", "align"]
     cutting = plan.recipe.model_copy(
