@@ -127,3 +127,13 @@ def stop_ray_cluster(port: int) -> None:
     _, alive = psutil.wait_procs(list(ours), timeout=15)
     for process in alive:
         process.kill()
+
+
+@pytest.fixture
+def web():
+    """A real HTTP server on loopback (tests/web.py), closed after the test."""
+    from .web import WebServer
+
+    server = WebServer()
+    yield server
+    server.close()

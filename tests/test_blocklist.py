@@ -21,16 +21,7 @@ from tasks.stages.blocklist import read_entries
 from tasks.stages.collect import CollectStage
 
 from .helpers import real_photos, sample
-from .web import WebServer
-
-LOOPBACK = {"allow_hosts": ["127.0.0.1"], "timeout_s": 2, "retries": 1, "subtitles": []}
-
-
-@pytest.fixture
-def web():
-    server = WebServer()
-    yield server
-    server.close()
+from .web import LOOPBACK
 
 
 def test_lists_are_read_from_text_csv_and_parquet_and_a_bad_line_names_its_place(tmp_path):

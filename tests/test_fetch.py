@@ -28,16 +28,7 @@ from tasks.stages.clean import CleanStage
 from tasks.stages.collect import CollectStage, NetworkConfig, plan_collect
 
 from .helpers import audio_bytes, build_in_process, image_bytes, real_photos, video_bytes
-from .web import WebServer
-
-LOOPBACK = {"allow_hosts": ["127.0.0.1"], "timeout_s": 2, "retries": 1, "subtitles": []}
-
-
-@pytest.fixture
-def web():
-    server = WebServer()
-    yield server
-    server.close()
+from .web import LOOPBACK
 
 
 def collect(tmp_path, rows: list[dict], network: dict, name: str = "urls", cache: bool = True):

@@ -7,6 +7,9 @@ import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+# collect's network settings for a test server on loopback: allowed, quick to give up
+LOOPBACK = {"allow_hosts": ["127.0.0.1"], "timeout_s": 2, "retries": 1, "subtitles": []}
+
 
 class Route:
     def __init__(
