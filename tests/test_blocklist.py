@@ -122,3 +122,45 @@ def test_a_listed_url_or_host_is_never_requested(tmp_path, web):
     out = stage.process(pa.Table.from_pylist(rows, SAMPLE_SCHEMA))
     assert out.kept.num_rows == 0 and {r["reason"] for r in out.rejected.to_pylist()} == {"blocked:domain"}
     assert web.hits == {"/c.jpg": 1}
+
+
+def test_a_listed_recording_in_fpcalcs_form_is_found_re_encoded_and_other_recordings_stay(tmp_path):
+    """A Chromaprint entry as `fpcalc` prints it (base64, compressed), made here from the original WAV with the
+    library fpcalc wraps; the build hears the same prompt as MP3 at 22 kHz and rejects both, not the others."""
+    import chromaprint
+
+    from .realmedia import encode_sound, speech
+
+    prompts = speech(4)
+    names = sorted(prompts)
+    listed = prompts[names[0]]
+    printer = chromaprint.Fingerprinter()
+    printer.start(8000, 1)
+    printer.feed(listed.astype("<i2").tobytes())
+    entry = printer.finish().decode()
+    (tmp_path / "original.wav").write_bytes(encode_sound(listed, "wav", "pcm_s16le", 8000))
+    (tmp_path / "copy.mp3").write_bytes(encode_sound(listed, "mp3", "libmp3lame", 22050, bit_rate=64000))
+    files = ["original.wav", "copy.mp3"]
+    for name in names[1:]:
+        (tmp_path / f"{name}.wav").write_bytes(encode_sound(prompts[name], "wav", "pcm_s16le", 8000))
+        files.append(f"{name}.wav")
+    rows = [{"media": f, "modality": "audio", "text": f"a voice prompt, file {f}"} for f in files]
+    (tmp_path / "sounds.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    (tmp_path / "sounds.txt").write_text(f"chromaprint:{entry}\n")
+    recipe = Recipe.model_validate(
+        {
+            "name": "sounds",
+            "source": make_source(name="s", kind="manifest", uri=str(tmp_path / "sounds.jsonl")),
+            "blocklist": [{"file": str(tmp_path / "sounds.txt")}],
+            "dedupe": {"audio_max_ber": None, "audio_min_landmarks": None, "short_audio_max_db": None},
+        }  # fmt: skip
+    )
+    layout, _ = build_locally(recipe, str(tmp_path / "out"), "p")
+    rejects = {
+        r["source_uri"].rsplit("/", 1)[-1]: r for r in pq.read_table(f"{layout.version}/rejects.parquet").to_pylist()
+    }
+    assert {n: r["reason"] for n, r in rejects.items()} == {
+        "original.wav": "blocked:chromaprint",
+        "copy.mp3": "blocked:chromaprint",
+    }
+    assert "bit error rate" in rejects["copy.mp3"]["detail"]
