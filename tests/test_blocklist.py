@@ -26,10 +26,12 @@ from .web import LOOPBACK
 
 def test_lists_are_read_from_text_csv_and_parquet_and_a_bad_line_names_its_place(tmp_path):
     (tmp_path / "list.txt").write_text(
-        "# takedown request 17\nsha256:AB12\nurl:https://example.com/a/*  \n\ndomain:bad.example  # the host\n"
+        "# takedown request 17\nsha256:AB12\nurl:https://example.com/a/*  # a gallery\nurl:https://x.org/p#frag\n"
+        "\ndomain:bad.example  # the host\n"
     )
     assert read_entries(str(tmp_path / "list.txt")) == [
-        ("sha256", "AB12"), ("url", "https://example.com/a/*"), ("domain", "bad.example")
+        ("sha256", "AB12"), ("url", "https://example.com/a/*"), ("url", "https://x.org/p#frag"),
+        ("domain", "bad.example"),
     ]  # fmt: skip
     (tmp_path / "bare.txt").write_text("00ff00ff00ff00ff\nphash:0f0f0f0f0f0f0f0f\n")
     assert read_entries(str(tmp_path / "bare.txt"), "phash") == [

@@ -65,7 +65,8 @@ def read_entries(uri: str, kind: str | None = None, kinds: tuple[str, ...] = BLO
         lines = storage.read_bytes(uri).decode().splitlines()
     entries = []
     for number, line in enumerate(lines, 1):
-        line = line.split("#", 1)[0].strip() if not line.startswith(("url:", "http")) else line.strip()
+        # a comment starts at `#`; in a URL (which may hold a fragment) only at ` #`
+        line = (line.split(" #", 1) if line.startswith(("url:", "http")) else line.split("#", 1))[0].strip()
         if not line:
             continue
         head, sep, rest = line.partition(":")
