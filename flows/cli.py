@@ -191,7 +191,9 @@ def review(args: argparse.Namespace) -> int:
     root = storage.storage_root(args.storage)
     try:
         if args.action == "import":
-            print(json.dumps(loop.import_reviews(root, args.target, args.file)))
+            read = loop.import_reviews(root, args.target, args.file)
+            applied = loop.apply_rejections(root, args.target) if args.apply else None
+            print(json.dumps({**read, **({"applied": applied} if applied else {})}))
             return 0
         low, high = (float(x) for x in args.band.split(":"))
         rows = loop.export_review(version_uri(root, args.target), args.rule, (low, high), args.limit)
@@ -264,6 +266,8 @@ def _add_reading_commands(sub) -> None:
     p.add_argument("--limit", type=int, help="export: at most this many rows, nearest the band's middle first")
     p.add_argument("--format", choices=["label-studio", "csv"], default="label-studio")
     p.add_argument("--out", help="export: write here instead of printing")
+    p.add_argument("--apply", action="store_true", help="import: also take the rejected items out of the "
+                   "published versions (a takedown: for good)")  # fmt: skip
     p.add_argument("--storage", help="storage root; default $MMETL_STORAGE or ./data")
     p.set_defaults(func=review)
 

@@ -131,3 +131,21 @@ def test_verdicts_from_a_csv_and_the_export_as_csv(tmp_path, capsys):
     assert main(["review", "import", "pics", str(tmp_path / "verdicts.csv"), "--storage", root]) == 0
     layout, _ = build_locally(_recipe(tmp_path), root, "2026-01-02")
     assert [r["width"] for r in _published(layout.version).values()] == [70]
+
+
+def test_import_with_apply_takes_a_rejected_item_out_of_the_published_versions(tmp_path, capsys):
+    for i in range(4):
+        storage.write_bytes(str(tmp_path / f"p{i}.jpg"), image_bytes(size=(130 + i, 140), seed=i))
+    rows = [{"media": f"p{i}.jpg", "modality": "image", "text": f"picture number {i} of the set"} for i in range(4)]
+    (tmp_path / "pics.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    root = str(tmp_path / "out")
+    layout, _ = build_locally(_recipe(tmp_path), root, "2026-01-01")
+    before = _published(layout.version)
+    rejected = sorted(before)[0]
+    (tmp_path / "verdicts.csv").write_text(f"sample_id,text,rule,verdict\n{rejected},,min_side,reject\n")
+    assert main(["review", "import", "pics", str(tmp_path / "verdicts.csv"), "--apply", "--storage", root]) == 0
+    applied = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["applied"]
+    assert applied["versions"] == {"2026-01-01": {"revision": 1, "removed": 1}}
+    assert set(_published(layout.version)) == set(before) - {rejected}
+    record = pq.read_table(f"{root}/pics/takedowns.parquet").to_pylist()
+    assert {r["reason"] for r in record} == {"rejected by a reviewer"}

@@ -134,6 +134,19 @@ def import_reviews(root: str, dataset: str, uri: str) -> dict:
             "reject": sum(v["verdict"] == "reject" for v in verdicts), "reviews": len(merged)}  # fmt: skip
 
 
+def apply_rejections(root: str, dataset: str) -> dict:
+    """The reviewers' rejected items taken out of the published versions too, as a takedown by id (and so for
+    good: later builds block them). A rejected text, or a `keep` of an item a version did not publish, waits for
+    the next build: its media were never published."""
+    from .takedown import Request, remove
+
+    reviews = storage.read_parquet(storage.join(root, dataset, "reviews.parquet")).to_pylist()
+    ids = sorted({r["sample_id"] for r in reviews if r["verdict"] == "reject" and r["text"] is None})
+    if not ids:
+        return {"takedown": None, "versions": {}}
+    return remove(root, dataset, Request(tuple(("id", s) for s in ids), "rejected by a reviewer"))
+
+
 def _order(row: dict) -> tuple:
     return row["sample_id"], row["text"] or ""
 

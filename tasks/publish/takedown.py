@@ -91,6 +91,11 @@ def take_down(root: str, dataset: str, list_uri: str, reason: str = "takedown re
     request = Request(tuple(read_entries(list_uri)), reason)
     if not request.entries:
         raise ValueError(f"{list_uri} lists nothing to take down")
+    return remove(root, dataset, request)
+
+
+def remove(root: str, dataset: str, request: Request) -> dict:
+    """`take_down` of a request already read (reviewers' rejections applied to what is published, too)."""
     manifests = storage.glob(storage.join(root, dataset, "versions", "*", "manifest.json"))
     if not manifests:
         raise FileNotFoundError(f"no published version of {dataset} under {root}")
