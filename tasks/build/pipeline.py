@@ -386,6 +386,8 @@ def _judged(plan: Plan, runner: Runner, ingested: list, decision: dedupe.DedupeD
 
 def _say_where_media_were_sought(runner: Runner, sources: list, ingested: list[engine.StepResult]) -> None:
     """A line for each source that found under half of its media: where they were looked for, what is there."""
+    if not any(r.stages[0].reasons.get("collect:missing_media") for r in ingested):
+        return  # the usual build: nothing to count
     columns = ["source", "reason", "source_uri"]
     rejects = [storage.read_parquet(r.rejects_uri, columns=columns).to_pylist() for r in ingested]
     kept = [storage.read_parquet(r.uri, columns=["source"]).column("source").to_pylist() for r in ingested]

@@ -224,7 +224,8 @@ def _members(version: str, manifest: dict, staging: str, files: dict) -> dict[st
     for name in sorted(n for n in files if n.endswith(".tar")):
         where = storage.join(staging if storage.exists(storage.join(staging, name)) else version, name)
         modality = name.rsplit("/", 1)[-1].split("-", 1)[0]
-        with storage.filesystem(where)[0].open(storage.filesystem(where)[1], "rb") as f, tarfile.open(fileobj=f) as tar:
+        fs, path = storage.filesystem(where)
+        with fs.open(path, "rb") as f, tarfile.open(fileobj=f) as tar:  # headers only: members are seeked past
             found.setdefault(modality, set()).update(m.name.split(".", 1)[1] for m in tar.getmembers())
     return {m: sorted(s) for m, s in found.items()}
 

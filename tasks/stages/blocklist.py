@@ -157,12 +157,18 @@ class Blocklist:
             return Reject("blocked:sha256", f"the sha256 of the {what} is listed: {sha256}")
         return None
 
+    def _phash_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """The listed pHashes and their radii as arrays, made once (a list may hold millions)."""
+        if getattr(self, "_arrays", (None, -1))[1] != len(self.phashes):
+            hashes = np.array([h for h, _ in self.phashes], np.uint64)
+            self._arrays = ((hashes, np.array([r for _, r in self.phashes])), len(self.phashes))
+        return self._arrays[0]
+
     def pictures(self, hexes: list[str]) -> Reject | None:
         """A picture (or any keyframe) within its entry's radius of a listed pHash."""
         if not self.phashes or not hexes:
             return None
-        listed = np.array([h for h, _ in self.phashes], np.uint64)
-        radii = np.array([r for _, r in self.phashes])
+        listed, radii = self._phash_arrays()
         for hexed in hexes:
             distances = np.bitwise_count(listed ^ np.uint64(int(hexed, 16)))
             hit = np.flatnonzero(distances <= radii)
